@@ -1,0 +1,1 @@
+//! Helpers to boot the whole mesh in-process for end-to-end tests.
