@@ -1,0 +1,537 @@
+//! Tenant-scoped database access: a deadpool-postgres pool logged in as the service's own role, and
+//! [`Db::tenant_tx`], the one way to touch tenant data.
+//!
+//! # How tenant isolation works
+//! Every tenant table has ROW LEVEL SECURITY enabled and forced, with a policy
+//! `USING (customer_id = app.current_customer_id()) WITH CHECK (...)`. `app.current_customer_id()`
+//! (migration V1) reads the setting `app.customer_id` and raises SQLSTATE 42501 when it is unset
+//! or empty, so a query without tenant context fails closed instead of seeing everything.
+//! Row-level security only binds roles that are not superuser, not BYPASSRLS and not the table's
+//! owner (unless the table uses FORCE): services connect as such roles and verify it at start-up
+//! with [`Db::self_check`]. RLS, not the query text, is what isolates tenants: a query without a
+//! `WHERE customer_id = ...` still sees only the current tenant's rows.
+//!
+//! # Why transaction-local settings
+//! A session-level setting (a plain `SET` of `app.customer_id`, or `set_config(.., false)`)
+//! survives on the connection after the request ends; with a pool, the next request, possibly for
+//! another tenant or for no tenant at all, would inherit it: a cross-tenant leak. `SET LOCAL`
+//! cannot take a bind parameter. So [`Db::tenant_tx`] begins a transaction and runs
+//! `SELECT set_config('app.customer_id', $1, true)`: the value dies with the transaction, on commit,
+//! rollback, or when the connection is dropped mid-request (tokio-postgres then sends ROLLBACK).
+//! `set_config(.., true)` outside a transaction would have no effect, which is why nothing in this
+//! module hands out a bare connection.
+//!
+//! # Pool hygiene
+//! On every checkout of a reused connection the pool runs one round trip that resets the session
+//! (`RESET ALL`, `RESET ROLE`, session authorization, cursors, listeners, advisory locks, temporary
+//! tables) and then verifies that no tenant is set and no transaction is open. A connection that
+//! fails the check is discarded, never handed out.
+//!
+//! # Timeouts
+//! [`DbConfig::statement_timeout`] and [`DbConfig::idle_in_transaction_timeout`] are sent as
+//! session defaults in the connection's startup options (`-c statement_timeout=...`), so they
+//! survive the `RESET ALL` above; settings already present in the URL's `options` are kept.
+//!
+//! # Errors
+//! [`DbError`] never carries row values in its `Display` or `Debug` output: PostgreSQL's DETAIL
+//! (e.g. `Key (customer_id, id)=(1, 7) already exists`) is dropped, and messages of data-exception
+//! and integrity-violation errors are replaced by the SQLSTATE and constraint name. The SQLSTATE is
+//! available through [`DbError::code`] (e.g. map `unique_violation` to ALREADY_EXISTS).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    ClientWrapper, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
+    RecyclingMethod, Runtime,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres::{NoTls, SimpleQueryMessage, Transaction};
+
+use crate::domain::CustomerId;
+
+/// Connection settings for one service's pool.
+#[derive(Clone)]
+pub struct DbConfig {
+    /// `postgres://user[:password]@host:port/dbname` (or a key=value connection string). The user
+    /// is the service's own login role (e.g. `tenant_svc`), never an owner or superuser.
+    pub url: String,
+    /// Pool size (>= 1).
+    pub max_connections: usize,
+    /// Server-side `statement_timeout` for every statement; `None` keeps the server default.
+    pub statement_timeout: Option<Duration>,
+    /// Server-side `idle_in_transaction_session_timeout`: the server ends a session whose
+    /// transaction sits idle this long. `None` keeps the server default.
+    pub idle_in_transaction_timeout: Option<Duration>,
+    /// Time allowed to establish a new connection (TCP connect and startup).
+    pub connect_timeout: Option<Duration>,
+    /// Time a request waits for a free pooled connection before failing.
+    pub checkout_timeout: Option<Duration>,
+    /// `application_name` shown in `pg_stat_activity`, unless the URL sets one.
+    pub application_name: Option<String>,
+}
+
+impl DbConfig {
+    /// Defaults: 10 connections, 30 s statement timeout, 60 s idle-in-transaction timeout, 5 s
+    /// connect timeout, 5 s checkout timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            statement_timeout: Some(Duration::from_secs(30)),
+            idle_in_transaction_timeout: Some(Duration::from_secs(60)),
+            connect_timeout: Some(Duration::from_secs(5)),
+            checkout_timeout: Some(Duration::from_secs(5)),
+            application_name: None,
+        }
+    }
+}
+
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("application_name", &self.application_name)
+            .finish()
+    }
+}
+
+/// Replaces the password of a URL-form connection string; key=value strings are hidden entirely
+/// when they mention a password.
+fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let userinfo = &rest[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+        if !rest.contains("password=") {
+            return url.to_owned();
+        }
+    } else if !url.contains("password") {
+        return url.to_owned();
+    }
+    "<connection string with password, redacted>".to_owned()
+}
+
+/// Database access failed, or the start-up self-check refused the connected role.
+///
+/// `Display`/`Debug` never contain row values (see the module docs).
+#[derive(thiserror::Error)]
+pub enum DbError {
+    /// The configuration cannot be used (bad URL, pool size 0, ...).
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    /// The pool could not hand out a connection (timeout, closed).
+    #[error("database pool: {0}")]
+    Pool(String),
+    /// PostgreSQL or the connection reported an error; see [`DbError::code`].
+    #[error("{}", describe_postgres(.0))]
+    Postgres(tokio_postgres::Error),
+    /// Self-check: the service is connected as a superuser, which bypasses row-level security.
+    #[error(
+        "refusing to serve: database role `{role}` is a superuser and would bypass row-level security; connect as the service's own role"
+    )]
+    Superuser {
+        /// The connected role.
+        role: String,
+    },
+    /// Self-check: the role has BYPASSRLS.
+    #[error(
+        "refusing to serve: database role `{role}` has BYPASSRLS and would bypass row-level security; ALTER ROLE {role} NOBYPASSRLS"
+    )]
+    BypassRls {
+        /// The connected role.
+        role: String,
+    },
+    /// Self-check: the role is a member of a superuser or BYPASSRLS role.
+    #[error(
+        "refusing to serve: database role `{role}` is a member of privileged role(s) {granted:?} (superuser or BYPASSRLS); revoke the membership"
+    )]
+    PrivilegedMembership {
+        /// The connected role.
+        role: String,
+        /// The superuser/BYPASSRLS roles it can act as.
+        granted: Vec<String>,
+    },
+    /// Self-check: the role (or a role it is a member of) owns relations, so row-level security
+    /// does not bind it on those tables unless they are FORCEd; ownership belongs to
+    /// `neurosphere_owner`.
+    #[error(
+        "refusing to serve: database role `{role}` owns (directly or through role membership) {count} table(s)/view(s), e.g. {examples:?}; table owners bypass row-level security: objects must be owned by neurosphere_owner and the service must not be a member of it"
+    )]
+    OwnsTables {
+        /// The connected role.
+        role: String,
+        /// How many relations it owns.
+        count: i64,
+        /// Up to 10 of them, `schema.name`.
+        examples: Vec<String>,
+    },
+}
+
+impl fmt::Debug for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Same text as Display: the derived Debug of tokio_postgres::Error would include DETAIL.
+        write!(f, "DbError({self})")
+    }
+}
+
+impl DbError {
+    /// The SQLSTATE of a PostgreSQL error (e.g. [`SqlState::UNIQUE_VIOLATION`]), if this is one.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            Self::Postgres(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the error raised by `app.current_customer_id()` (or any other
+    /// insufficient-privilege error): a query ran without tenant context or lacked a grant.
+    pub fn is_insufficient_privilege(&self) -> bool {
+        self.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
+    }
+
+    /// The underlying tokio-postgres error. Careful: its own `Display` includes PostgreSQL's
+    /// DETAIL, which may contain row values; do not log it.
+    pub fn as_postgres(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            Self::Postgres(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Postgres(e)
+    }
+}
+
+impl From<PoolError> for DbError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => Self::Postgres(e),
+            PoolError::PostCreateHook(HookError::Backend(e)) => Self::Postgres(e),
+            PoolError::Timeout(kind) => Self::Pool(format!("timed out ({kind:?})")),
+            other => Self::Pool(other.to_string()),
+        }
+    }
+}
+
+/// Text for a tokio-postgres error without DETAIL and, for data exceptions (class 22) and
+/// integrity violations (class 23), without the primary message, which can quote values.
+fn describe_postgres(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        // Connection, protocol and conversion errors: no row values.
+        return format!("database: {e}");
+    };
+    let code = db.code().code();
+    if code.starts_with("22") || code.starts_with("23") {
+        let mut text = format!("database error {code}");
+        if let Some(constraint) = db.constraint() {
+            text.push_str(&format!(" (constraint {constraint}"));
+            if let Some(table) = db.table() {
+                text.push_str(&format!(" on {table}"));
+            }
+            text.push(')');
+        }
+        text
+    } else {
+        format!("database error {code}: {}", db.message())
+    }
+}
+
+/// Resets a reused connection and reports whether it is clean: no tenant set, no open
+/// transaction (`transaction_timestamp()` equals `statement_timestamp()` only in a transaction
+/// started by this very message).
+const RESET_AND_VERIFY_SQL: &str = "\
+    CLOSE ALL; \
+    SET SESSION AUTHORIZATION DEFAULT; \
+    RESET ALL; \
+    RESET ROLE; \
+    UNLISTEN *; \
+    SELECT pg_catalog.pg_advisory_unlock_all(); \
+    DISCARD TEMP; \
+    DISCARD SEQUENCES; \
+    SELECT (coalesce(pg_catalog.current_setting('app.customer_id', true), '') = '' \
+        AND pg_catalog.transaction_timestamp() = pg_catalog.statement_timestamp())::text";
+
+/// Runs [`RESET_AND_VERIFY_SQL`]; an error discards the connection.
+async fn reset_connection(client: &mut ClientWrapper, limit: Duration) -> Result<(), HookError> {
+    let messages = tokio::time::timeout(limit, client.simple_query(RESET_AND_VERIFY_SQL))
+        .await
+        .map_err(|_| HookError::message("connection reset timed out"))?
+        .map_err(HookError::Backend)?;
+    let clean = messages.iter().rev().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row.get(0) == Some("true")),
+        _ => None,
+    });
+    if clean == Some(true) {
+        Ok(())
+    } else {
+        tracing::error!(
+            "discarding a pooled database connection that still had tenant context or an open transaction"
+        );
+        Err(HookError::message(
+            "pooled connection was not clean (tenant context or open transaction)",
+        ))
+    }
+}
+
+/// A pool of connections for one service role. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("Db")
+            .field("size", &status.size)
+            .field("available", &status.available)
+            .field("max_size", &status.max_size)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Builds the pool (no TLS) and opens one connection to check the URL and credentials.
+    /// Call [`Db::self_check`] before serving.
+    pub async fn connect(config: &DbConfig) -> Result<Db, DbError> {
+        if config.max_connections == 0 {
+            return Err(DbError::Config("max_connections must be at least 1".into()));
+        }
+        let mut pg = tokio_postgres::Config::from_str(&config.url)
+            .map_err(|e| DbError::Config(format!("cannot parse the database URL: {e}")))?;
+        let mut options = pg.get_options().unwrap_or_default().to_owned();
+        if let Some(t) = config.statement_timeout {
+            options.push_str(&format!(" -c statement_timeout={}", t.as_millis()));
+        }
+        if let Some(t) = config.idle_in_transaction_timeout {
+            options.push_str(&format!(
+                " -c idle_in_transaction_session_timeout={}",
+                t.as_millis()
+            ));
+        }
+        let options = options.trim();
+        if !options.is_empty() {
+            pg.options(options);
+        }
+        if pg.get_application_name().is_none()
+            && let Some(name) = &config.application_name
+        {
+            pg.application_name(name);
+        }
+        if let Some(t) = config.connect_timeout {
+            pg.connect_timeout(t);
+        }
+
+        let reset_limit = config
+            .connect_timeout
+            .unwrap_or(Duration::from_secs(5))
+            .max(Duration::from_secs(1));
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                // `Fast` only checks that the socket is open; the post-recycle hook does the
+                // reset and the cleanliness check in a single round trip.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(config.checkout_timeout)
+            .create_timeout(config.connect_timeout)
+            .recycle_timeout(Some(reset_limit))
+            .post_recycle(Hook::async_fn(move |client, _metrics| {
+                Box::pin(reset_connection(client, reset_limit))
+            }))
+            .build()
+            .map_err(|e| DbError::Config(e.to_string()))?;
+        let db = Db { pool };
+        db.ping().await?;
+        Ok(db)
+    }
+
+    async fn checkout(&self) -> Result<Object, DbError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Runs `f` in a transaction whose tenant is `customer`: checks out a connection, begins a
+    /// transaction, sets the transaction-local `app.customer_id`, runs `f`, commits when it
+    /// returns `Ok` and rolls back when it returns `Err` (or when the future is dropped).
+    ///
+    /// ```ignore
+    /// let rows = db
+    ///     .tenant_tx(customer, async |tx| {
+    ///         Ok::<_, DbError>(tx.query("SELECT id FROM memory.memories", &[]).await?)
+    ///     })
+    ///     .await?;
+    /// ```
+    pub async fn tenant_tx<T, E, F>(&self, customer: CustomerId, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+        E: From<DbError>,
+    {
+        let mut conn = self.checkout().await?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        let tenant = customer.get().to_string();
+        tx.query_typed(
+            "SELECT pg_catalog.set_config('app.customer_id', $1, true)",
+            &[(&tenant, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::from)?;
+        finish(tx, f).await
+    }
+
+    /// Runs `f` in a transaction WITHOUT tenant context: for platform-wide tables that have no
+    /// `customer_id` and for SECURITY DEFINER functions. Tenant tables fail closed here (their
+    /// policies raise "no tenant context").
+    pub async fn service_tx<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+        E: From<DbError>,
+    {
+        let mut conn = self.checkout().await?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        finish(tx, f).await
+    }
+
+    /// Readiness: a connection can be checked out and answers `SELECT 1`.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let conn = self.checkout().await?;
+        conn.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Start-up self-check: refuses when the connected role is a superuser, has BYPASSRLS, is a
+    /// member of such a role, or owns (directly or through membership) any table, partitioned
+    /// table, view, materialized view or foreign table outside the system schemas. Each of these
+    /// would let the service bypass row-level security. Services call this before serving.
+    pub async fn self_check(&self) -> Result<(), DbError> {
+        let conn = self.checkout().await?;
+        let me = conn
+            .query_one(
+                "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls \
+                 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+                &[],
+            )
+            .await?;
+        let role: String = me.get(0);
+        if me.get::<_, bool>(1) {
+            return Err(DbError::Superuser { role });
+        }
+        if me.get::<_, bool>(2) {
+            return Err(DbError::BypassRls { role });
+        }
+
+        let granted: Vec<String> = conn
+            .query(
+                "SELECT r.rolname::text FROM pg_catalog.pg_roles r \
+                 WHERE r.rolname <> current_user AND (r.rolsuper OR r.rolbypassrls) \
+                   AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') \
+                 ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if !granted.is_empty() {
+            return Err(DbError::PrivilegedMembership { role, granted });
+        }
+
+        let owned = conn
+            .query(
+                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), count(*) OVER () \
+                 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+                   AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
+                   AND pg_catalog.pg_has_role(current_user, c.relowner, 'MEMBER') \
+                 ORDER BY 1 LIMIT 10",
+                &[],
+            )
+            .await?;
+        if let Some(first) = owned.first() {
+            return Err(DbError::OwnsTables {
+                role,
+                count: first.get(1),
+                examples: owned.iter().map(|row| row.get(0)).collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Test-only: a bare pooled connection (after the pool's reset), to inspect what a checkout
+    /// looks like. Never use it for tenant data.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub async fn raw_connection_for_tests(&self) -> Result<Object, DbError> {
+        self.checkout().await
+    }
+}
+
+/// Runs the closure inside `tx`; commits on `Ok`, rolls back on `Err`.
+async fn finish<T, E, F>(tx: Transaction<'_>, f: F) -> Result<T, E>
+where
+    F: AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+    E: From<DbError>,
+{
+    match f(&tx).await {
+        Ok(value) => {
+            tx.commit().await.map_err(DbError::from)?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %DbError::from(rollback), "rollback failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://svc:s3cret@db:5432/app"),
+            "postgres://svc:***@db:5432/app"
+        );
+        assert_eq!(
+            redact_url("postgres://svc@db:5432/app"),
+            "postgres://svc@db:5432/app"
+        );
+        assert!(!redact_url("host=db user=svc password=s3cret").contains("s3cret"));
+        assert!(!format!("{:?}", DbConfig::new("postgres://a:pw@h/d")).contains("pw@"));
+    }
+}

@@ -11,6 +11,7 @@
 //!   with the tenant set (`set_config('app.customer_id', …, true)`), which RLS policies enforce.
 //! - [`domain`]: validated newtypes for identifiers that cross the wire.
 //! - [`migrations`]: the SQL in `migrations/`, embedded and applied with a version table.
+//! - [`identity`]: a service's signing key and trust bundle; development key generation.
 //! - [`server`]: serves a gRPC service with health, reflection, auth and tracing on one port, and
 //!   `/metrics`, `/healthz`, `/readyz` on an admin port; drains on shutdown.
 //! - `testkit` (feature): a private PostgreSQL, a fresh migrated database per test, tokens.
@@ -23,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod db;
 pub mod domain;
+pub mod identity;
 pub mod migrations;
 pub mod server;
 pub mod settings;

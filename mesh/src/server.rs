@@ -1,0 +1,459 @@
+//! Server bootstrap shared by every service binary.
+//!
+//! [`serve`] runs two servers on listeners the caller bound (port 0 in tests):
+//! - the gRPC port: the service's own gRPC services plus `grpc.health.v1.Health` and server
+//!   reflection (v1 and v1alpha, so grpcurl 1.8 works), behind the layer stack
+//!   trace span -> RPC metrics -> authentication;
+//! - the admin HTTP port: `/metrics` (Prometheus text), `/healthz` (the process is up) and
+//!   `/readyz` (dependencies reachable and not draining).
+//!
+//! When `shutdown` resolves (see [`shutdown_signal`]), health turns NOT_SERVING, `/readyz`
+//! answers 503, the gRPC server stops accepting connections and lets in-flight RPCs and streams
+//! finish until the drain deadline, and then both servers stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+use crate::auth::{AuthLayer, Policy, Verifier};
+
+/// A readiness probe: resolves to `Err(reason)` when a dependency is unreachable.
+pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Everything [`serve`] needs besides the service's routes.
+pub struct ServeConfig {
+    /// Service name used in logs and metrics, e.g. `tenant-svc`.
+    pub service: &'static str,
+    /// Bound gRPC listener.
+    pub grpc_listener: TcpListener,
+    /// Bound admin HTTP listener.
+    pub admin_listener: TcpListener,
+    /// Verifies tokens addressed to this service.
+    pub verifier: Verifier,
+    /// Which token kind and scope each RPC needs.
+    pub policy: Arc<Policy>,
+    /// Full names of the gRPC services served, reported by the health service.
+    pub health_names: Vec<&'static str>,
+    /// Readiness probe for `/readyz`.
+    pub readiness: ReadinessCheck,
+    /// How long in-flight RPCs and streams may run after shutdown begins.
+    pub drain_deadline: Duration,
+}
+
+/// Errors that stop a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The admin server failed.
+    #[error("admin server failed: {0}")]
+    Admin(#[from] std::io::Error),
+}
+
+/// Binds a TCP listener, with a message naming the address when the port is taken.
+pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}"))
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        () = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+/// Serves `routes` plus health and reflection on the gRPC listener and the admin endpoints on
+/// the admin listener until `shutdown` resolves and the drain completes.
+pub async fn serve<F>(config: ServeConfig, routes: Routes, shutdown: F) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let ServeConfig {
+        service,
+        grpc_listener,
+        admin_listener,
+        verifier,
+        policy,
+        health_names,
+        readiness,
+        drain_deadline,
+    } = config;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let shutdown = shutdown.boxed().shared();
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    for name in &health_names {
+        health_reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let layers = tower::ServiceBuilder::new()
+        // Outermost: every request gets a span with its method and request id, so everything
+        // below (including auth failures) logs inside it.
+        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
+            |req: &http::Request<tonic::body::Body>| crate::telemetry::rpc_span(req),
+        ))
+        // Counts and times every RPC, including the ones auth refuses.
+        .layer(RpcMetricsLayer { service })
+        // Verifies the token and inserts the typed `Caller`; refused requests never reach a
+        // handler.
+        .layer(AuthLayer::new(verifier, policy));
+
+    // When shutdown begins: report NOT_SERVING first, so load balancers stop sending new work
+    // before the listener closes.
+    let grpc_shutdown = {
+        let shutdown = shutdown.clone();
+        let draining = draining.clone();
+        let reporter = health_reporter.clone();
+        let names = health_names.clone();
+        async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            for name in names {
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            tracing::info!(service, "draining in-flight RPCs and streams");
+        }
+    };
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(layers)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_shutdown);
+
+    let admin_stop = Arc::new(tokio::sync::Notify::new());
+    let admin = {
+        let app = admin_router(service, readiness, draining.clone());
+        let stop = admin_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(admin_listener, app)
+                .with_graceful_shutdown(async move { stop.notified().await })
+                .await
+        })
+    };
+
+    tracing::info!(service, %grpc_addr, %admin_addr, "serving");
+    tokio::pin!(grpc);
+    let result = tokio::select! {
+        r = &mut grpc => r,
+        () = shutdown.clone() => {
+            let started = Instant::now();
+            match tokio::time::timeout(drain_deadline, &mut grpc).await {
+                Ok(r) => {
+                    tracing::info!(service, elapsed_ms = started.elapsed().as_millis() as u64, "drained");
+                    r
+                }
+                Err(_) => {
+                    tracing::warn!(service, deadline_s = drain_deadline.as_secs(), "drain deadline passed; closing remaining RPCs and streams");
+                    Ok(())
+                }
+            }
+        }
+    };
+    admin_stop.notify_one();
+    match admin.await {
+        Ok(r) => r?,
+        Err(e) => tracing::error!(service, error = %e, "admin server task failed"),
+    }
+    result?;
+    tracing::info!(service, "stopped");
+    Ok(())
+}
+
+/// The admin HTTP endpoints: `/metrics`, `/healthz`, `/readyz` (503 while `draining` or when
+/// `readiness` fails). Also used by the gateway, which is not a gRPC server.
+pub fn admin_router(
+    service: &'static str,
+    readiness: ReadinessCheck,
+    draining: Arc<AtomicBool>,
+) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    crate::telemetry::prometheus().render(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                let draining = draining.clone();
+                async move {
+                    if draining.load(Ordering::SeqCst) {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
+                    }
+                    match tokio::time::timeout(Duration::from_secs(2), readiness()).await {
+                        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
+                        Ok(Err(reason)) => {
+                            tracing::warn!(service, %reason, "not ready");
+                            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n"))
+                        }
+                        Err(_) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: readiness check timed out\n".to_owned(),
+                        ),
+                    }
+                }
+            }),
+        )
+}
+
+/// Records `mesh_rpc_requests_total` and `mesh_rpc_duration_seconds` per service, method and
+/// gRPC code (from the response headers: errors are sent trailers-only, so a missing
+/// `grpc-status` header means the handler answered and the code is OK or sent later).
+#[derive(Clone, Copy)]
+struct RpcMetricsLayer {
+    service: &'static str,
+}
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics {
+            inner,
+            service: self.service,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RpcMetrics<S> {
+    inner: S,
+    service: &'static str,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_owned();
+        let service = self.service;
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            let code = match &res {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_owned(),
+                Err(_) => "transport".to_owned(),
+            };
+            metrics::counter!("mesh_rpc_requests_total", "service" => service, "method" => method.clone(), "code" => code).increment(1);
+            metrics::histogram!("mesh_rpc_duration_seconds", "service" => service, "method" => method)
+                .record(started.elapsed().as_secs_f64());
+            res
+        })
+    }
+}
+
+/// Settings every gRPC service reads: its two ports, its database pool, its identity, and the
+/// drain deadline.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// Admin HTTP listen address.
+    pub admin_addr: SocketAddr,
+    /// Database pool settings (the URL carries the service's own login role).
+    pub db: crate::db::DbConfig,
+    /// Signing key and trust bundle files.
+    pub identity: crate::identity::IdentityFiles,
+    /// Drain deadline on shutdown.
+    pub drain_deadline: Duration,
+}
+
+impl ServiceSettings {
+    /// Reads the shared settings, with this service's port settings.
+    pub fn from_env(
+        env: &mut crate::settings::Env,
+        service: &'static str,
+        port: &'static crate::settings::Setting,
+        admin_port: &'static crate::settings::Setting,
+    ) -> Option<Self> {
+        use crate::settings::catalog;
+        use secrecy::ExposeSecret;
+        let grpc_addr = env.listen_addr(port);
+        let admin_addr = env.listen_addr(admin_port);
+        let url = env.secret(&catalog::DATABASE_URL);
+        let pool = env.get::<usize>(&catalog::DATABASE_POOL_SIZE);
+        if pool == Some(0) {
+            env.problem(&catalog::DATABASE_POOL_SIZE, "must be at least 1");
+        }
+        let statement_timeout = env.millis(&catalog::DATABASE_STATEMENT_TIMEOUT_MS);
+        let identity = crate::identity::IdentityFiles::from_env(env);
+        let drain_deadline = env.seconds(&catalog::SHUTDOWN_GRACE_SECONDS);
+        let mut db = crate::db::DbConfig::new(url?.expose_secret());
+        db.max_connections = pool?.max(1);
+        db.statement_timeout = statement_timeout;
+        db.application_name = Some(service.to_owned());
+        Some(Self {
+            grpc_addr: grpc_addr?,
+            admin_addr: admin_addr?,
+            db,
+            identity: identity?,
+            drain_deadline: drain_deadline?,
+        })
+    }
+}
+
+/// A readiness check that pings the database.
+pub fn db_readiness(db: crate::db::Db) -> ReadinessCheck {
+    Arc::new(move || {
+        let db = db.clone();
+        async move { db.ping().await.map_err(|_| "database unreachable".to_owned()) }.boxed()
+    })
+}
+
+/// The answer of an RPC whose implementation has not landed yet: UNIMPLEMENTED, naming the
+/// method, so callers and operators see the difference from a real failure.
+pub fn not_yet(method: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!("{method} is not implemented yet"))
+}
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The signing key or trust bundle could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// The database is unreachable or the role failed the self-check.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// A port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] std::io::Error),
+}
+
+/// What a service binary prepares before serving: its identity, its self-checked pool and its
+/// two bound listeners.
+pub struct Prepared {
+    /// Signing key and trust bundle.
+    pub identity: crate::identity::Identity,
+    /// Pool logged in as the service's role, which passed [`crate::db::Db::self_check`].
+    pub db: crate::db::Db,
+    /// gRPC listener.
+    pub grpc: TcpListener,
+    /// Admin listener.
+    pub admin: TcpListener,
+}
+
+/// Loads the identity, connects and self-checks the pool, and binds both ports.
+pub async fn prepare(service: &'static str, settings: &ServiceSettings) -> Result<Prepared, StartError> {
+    let identity = crate::identity::Identity::load(service, &settings.identity)?;
+    let db = crate::db::Db::connect(&settings.db).await?;
+    db.self_check().await?;
+    let grpc = bind(settings.grpc_addr, &format!("{service} gRPC")).await?;
+    let admin = bind(settings.admin_addr, &format!("{service} admin")).await?;
+    Ok(Prepared {
+        identity,
+        db,
+        grpc,
+        admin,
+    })
+}
+
+impl ServeConfig {
+    /// The usual configuration of a database-backed gRPC service.
+    pub fn for_service(
+        service: &'static str,
+        grpc_listener: TcpListener,
+        admin_listener: TcpListener,
+        identity: &crate::identity::Identity,
+        policy: Policy,
+        health_names: Vec<&'static str>,
+        db: crate::db::Db,
+        drain_deadline: Duration,
+    ) -> Self {
+        Self {
+            service,
+            grpc_listener,
+            admin_listener,
+            verifier: identity.verifier(service),
+            policy: Arc::new(policy),
+            health_names,
+            readiness: db_readiness(db),
+            drain_deadline,
+        }
+    }
+}

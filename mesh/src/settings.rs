@@ -1,0 +1,376 @@
+//! Typed settings read from environment variables.
+//!
+//! Every variable any binary of the mesh reads is declared once in [`catalog`] with its name,
+//! default and meaning; the README's settings table and `neurosphere settings` are produced from
+//! that list, and a test keeps the README in step with it. Binaries read variables through an
+//! [`Env`], which collects every problem instead of stopping at the first one, so an operator
+//! sees all mistakes at start-up together. Secret values are wrapped in [`secrecy::SecretString`]
+//! and never printed: [`Env::describe`] shows them as `<set>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// One documented environment variable.
+#[derive(Debug)]
+pub struct Setting {
+    /// Variable name.
+    pub name: &'static str,
+    /// Value used when the variable is unset; `None` means "no default" (see `help`).
+    pub default: Option<&'static str>,
+    /// What it means, in one sentence.
+    pub help: &'static str,
+    /// Whether the value is a secret (never printed or logged).
+    pub secret: bool,
+    /// Which binaries read it.
+    pub used_by: &'static str,
+}
+
+macro_rules! settings {
+    ($( $(#[$doc:meta])* $ident:ident = { name: $name:literal, default: $default:expr, secret: $secret:literal, used_by: $used:literal, help: $help:literal } ),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub const $ident: Setting = Setting {
+                name: $name,
+                default: $default,
+                help: $help,
+                secret: $secret,
+                used_by: $used,
+            };
+        )*
+        /// Every setting, in documentation order.
+        pub const ALL: &[&Setting] = &[$(&$ident),*];
+    };
+}
+
+/// The one list of settings.
+pub mod catalog {
+    use super::Setting;
+
+    settings! {
+        /// Log output format.
+        LOG_FORMAT = { name: "LOG_FORMAT", default: Some("pretty"), secret: false, used_by: "all",
+            help: "`json` (one JSON object per line, for production) or `pretty` (human-readable)." },
+        /// Log filter.
+        RUST_LOG = { name: "RUST_LOG", default: Some("info"), secret: false, used_by: "all",
+            help: "tracing filter directives, e.g. `info,tenant_svc=debug`." },
+        /// Database connection.
+        DATABASE_URL = { name: "DATABASE_URL", default: None, secret: true, used_by: "all services, neurosphere migrate",
+            help: "PostgreSQL URL. A service connects with it as its own login role (tenant_svc, memory_svc, media_svc); `neurosphere migrate` needs an administrative role. `neurosphere up` starts a private PostgreSQL when unset." },
+        /// Pool size.
+        DATABASE_POOL_SIZE = { name: "DATABASE_POOL_SIZE", default: Some("16"), secret: false, used_by: "all services",
+            help: "Maximum connections in a service's pool." },
+        /// Statement timeout.
+        DATABASE_STATEMENT_TIMEOUT_MS = { name: "DATABASE_STATEMENT_TIMEOUT_MS", default: Some("5000"), secret: false, used_by: "all services",
+            help: "Server-side statement timeout for service queries, in milliseconds." },
+        /// Bind address.
+        BIND_HOST = { name: "BIND_HOST", default: Some("0.0.0.0"), secret: false, used_by: "all services",
+            help: "Interface the gRPC, HTTP and admin ports listen on (`neurosphere up` uses 127.0.0.1)." },
+        /// tenant-svc gRPC port.
+        TENANT_SVC_PORT = { name: "TENANT_SVC_PORT", default: Some("50051"), secret: false, used_by: "tenant-svc",
+            help: "tenant-svc gRPC port." },
+        /// memory-svc gRPC port.
+        MEMORY_SVC_PORT = { name: "MEMORY_SVC_PORT", default: Some("50052"), secret: false, used_by: "memory-svc",
+            help: "memory-svc gRPC port." },
+        /// media-svc gRPC port.
+        MEDIA_SVC_PORT = { name: "MEDIA_SVC_PORT", default: Some("50053"), secret: false, used_by: "media-svc",
+            help: "media-svc gRPC port." },
+        /// gateway HTTP port.
+        GATEWAY_PORT = { name: "GATEWAY_PORT", default: Some("8080"), secret: false, used_by: "gateway",
+            help: "gateway HTTP/WebSocket port (Twilio webhooks, Media Streams, legacy REST)." },
+        /// tenant-svc admin port.
+        TENANT_SVC_ADMIN_PORT = { name: "TENANT_SVC_ADMIN_PORT", default: Some("9051"), secret: false, used_by: "tenant-svc",
+            help: "tenant-svc admin HTTP port (`/metrics`, `/healthz`, `/readyz`)." },
+        /// memory-svc admin port.
+        MEMORY_SVC_ADMIN_PORT = { name: "MEMORY_SVC_ADMIN_PORT", default: Some("9052"), secret: false, used_by: "memory-svc",
+            help: "memory-svc admin HTTP port." },
+        /// media-svc admin port.
+        MEDIA_SVC_ADMIN_PORT = { name: "MEDIA_SVC_ADMIN_PORT", default: Some("9053"), secret: false, used_by: "media-svc",
+            help: "media-svc admin HTTP port." },
+        /// gateway admin port.
+        GATEWAY_ADMIN_PORT = { name: "GATEWAY_ADMIN_PORT", default: Some("9080"), secret: false, used_by: "gateway",
+            help: "gateway admin HTTP port." },
+        /// Where tenant-svc is.
+        TENANT_SVC_URL = { name: "TENANT_SVC_URL", default: Some("http://127.0.0.1:50051"), secret: false, used_by: "gateway, media-svc, neurosphere",
+            help: "gRPC endpoint of tenant-svc." },
+        /// Where memory-svc is.
+        MEMORY_SVC_URL = { name: "MEMORY_SVC_URL", default: Some("http://127.0.0.1:50052"), secret: false, used_by: "gateway, media-svc, neurosphere",
+            help: "gRPC endpoint of memory-svc." },
+        /// Where media-svc is.
+        MEDIA_SVC_URL = { name: "MEDIA_SVC_URL", default: Some("http://127.0.0.1:50053"), secret: false, used_by: "gateway, neurosphere",
+            help: "gRPC endpoint of media-svc." },
+        /// This service's signing key.
+        MESH_SIGNING_KEY_FILE = { name: "MESH_SIGNING_KEY_FILE", default: None, secret: false, used_by: "all services",
+            help: "Path of this service's Ed25519 private key (PKCS#8 PEM) used to sign its service tokens (and, for tenant-svc, tenant tokens). Required; `neurosphere keys generate` writes one." },
+        /// This service's key id.
+        MESH_SIGNING_KEY_ID = { name: "MESH_SIGNING_KEY_ID", default: None, secret: false, used_by: "all services",
+            help: "`kid` of the signing key, as listed in the trust bundle. Required." },
+        /// Trusted public keys.
+        MESH_TRUSTED_KEYS_FILE = { name: "MESH_TRUSTED_KEYS_FILE", default: None, secret: false, used_by: "all services",
+            help: "Path of the trust bundle: a JWKS-style JSON list of Ed25519 public keys, each bound to its issuer (`iss`). Tokens verify only against listed keys; list old and new keys during a rotation. Required." },
+        /// Drain deadline.
+        SHUTDOWN_GRACE_SECONDS = { name: "SHUTDOWN_GRACE_SECONDS", default: Some("25"), secret: false, used_by: "all services",
+            help: "On SIGTERM/SIGINT, how long in-flight RPCs and streams may run before the process exits." },
+        /// Public URL Twilio sees.
+        PUBLIC_BASE_URL = { name: "PUBLIC_BASE_URL", default: Some("http://127.0.0.1:8080"), secret: false, used_by: "gateway, media-svc",
+            help: "Public base URL Twilio requests (signatures are checked against it; the Media Streams URL is derived from it)." },
+        /// Twilio auth token.
+        TWILIO_AUTH_TOKEN = { name: "TWILIO_AUTH_TOKEN", default: None, secret: true, used_by: "gateway, media-svc",
+            help: "Twilio Auth Token: key of `X-Twilio-Signature` and of Twilio REST calls. Required by the gateway." },
+        /// Twilio REST base.
+        TWILIO_API_BASE_URL = { name: "TWILIO_API_BASE_URL", default: Some("https://api.twilio.com"), secret: false, used_by: "media-svc",
+            help: "Base URL of Twilio's REST API (tests point it at a local fake)." },
+        /// Legacy HS256 key.
+        JWT_SECRET_KEY = { name: "JWT_SECRET_KEY", default: None, secret: true, used_by: "tenant-svc",
+            help: "Shared HS256 key of the legacy memory REST tokens (at least 32 bytes). Legacy endpoints are refused when unset." },
+        /// OpenAI key.
+        OPENAI_API_KEY = { name: "OPENAI_API_KEY", default: None, secret: true, used_by: "media-svc, memory-svc",
+            help: "OpenAI API key. When set, calls use the `openai-realtime` backend and memory-svc may use the OpenAI summarizer; when unset, the offline `local` backend and the heuristic summarizer." },
+        /// OpenAI realtime URL.
+        OPENAI_REALTIME_URL = { name: "OPENAI_REALTIME_URL", default: Some("wss://api.openai.com/v1/realtime"), secret: false, used_by: "media-svc",
+            help: "WebSocket URL of the OpenAI Realtime API (tests point it at a local fake)." },
+    }
+}
+
+/// Every problem found while reading settings, reported together.
+#[derive(Debug, thiserror::Error)]
+pub struct SettingsError {
+    /// One line per problem, naming the variable.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads settings from a source of variables, collecting errors.
+pub struct Env {
+    vars: BTreeMap<String, String>,
+    problems: Vec<String>,
+    seen: Vec<&'static Setting>,
+}
+
+impl Env {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Reads the given pairs (tests, `neurosphere up`).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            problems: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    fn raw(&mut self, s: &'static Setting) -> Option<String> {
+        if !self.seen.iter().any(|x| std::ptr::eq(*x, s)) {
+            self.seen.push(s);
+        }
+        match self.vars.get(s.name) {
+            Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+            _ => s.default.map(str::to_owned),
+        }
+    }
+
+    /// A value parsed with `FromStr`, falling back to the default. `None` when missing without a
+    /// default or unparsable; the problem is recorded either way.
+    pub fn get<T>(&mut self, s: &'static Setting) -> Option<T>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let raw = self.required_raw(s)?;
+        match raw.parse::<T>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let shown = if s.secret { "<secret>".to_owned() } else { format!("{raw:?}") };
+                self.problems
+                    .push(format!("{}: cannot parse {shown}: {e}", s.name));
+                None
+            }
+        }
+    }
+
+    /// An optional value: `Ok(None)` when unset and without default.
+    pub fn optional<T>(&mut self, s: &'static Setting) -> Option<T>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        if self.raw(s).is_none() {
+            return None;
+        }
+        self.get(s)
+    }
+
+    /// A secret value (required).
+    pub fn secret(&mut self, s: &'static Setting) -> Option<SecretString> {
+        self.required_raw(s).map(SecretString::from)
+    }
+
+    /// An optional secret value.
+    pub fn optional_secret(&mut self, s: &'static Setting) -> Option<SecretString> {
+        self.raw(s).map(SecretString::from)
+    }
+
+    /// A socket address built from `BIND_HOST` and a port setting.
+    pub fn listen_addr(&mut self, port: &'static Setting) -> Option<SocketAddr> {
+        let host: Option<std::net::IpAddr> = self.get(&catalog::BIND_HOST);
+        let port: Option<u16> = self.get(port);
+        Some(SocketAddr::new(host?, port?))
+    }
+
+    /// A duration given in whole seconds.
+    pub fn seconds(&mut self, s: &'static Setting) -> Option<Duration> {
+        self.get::<u64>(s).map(Duration::from_secs)
+    }
+
+    /// A duration given in milliseconds.
+    pub fn millis(&mut self, s: &'static Setting) -> Option<Duration> {
+        self.get::<u64>(s).map(Duration::from_millis)
+    }
+
+    /// Records a problem found by the caller's own validation.
+    pub fn problem(&mut self, setting: &'static Setting, message: impl fmt::Display) {
+        self.problems.push(format!("{}: {message}", setting.name));
+    }
+
+    fn required_raw(&mut self, s: &'static Setting) -> Option<String> {
+        let v = self.raw(s);
+        if v.is_none() {
+            self.problems
+                .push(format!("{}: required but not set ({})", s.name, s.help));
+        }
+        v
+    }
+
+    /// Ends reading: `Err` with every problem when there was any.
+    pub fn finish(self) -> Result<(), SettingsError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError {
+                problems: self.problems,
+            })
+        }
+    }
+
+    /// The settings read so far as `NAME=value` lines, secrets shown as `<set>`, for the
+    /// start-up log line.
+    pub fn describe(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .map(|s| {
+                let value = match (self.vars.get(s.name), s.default) {
+                    (Some(_), _) if s.secret => "<set>".to_owned(),
+                    (Some(v), _) if !v.trim().is_empty() => v.trim().to_owned(),
+                    (_, Some(d)) => format!("{d} (default)"),
+                    _ => "<unset>".to_owned(),
+                };
+                format!("{}={value}", s.name)
+            })
+            .collect()
+    }
+}
+
+/// Renders the settings table (Markdown) used in the README and by `neurosphere settings`.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| Variable | Default | Used by | Meaning |\n|---|---|---|---|\n");
+    for s in catalog::ALL {
+        let default = s.default.map_or("(none)".to_owned(), |d| format!("`{d}`"));
+        let secret = if s.secret { " Secret: never printed." } else { "" };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {}{} |\n",
+            s.name, default, s.used_by, s.help, secret
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn reports_every_problem_together() {
+        let mut env = Env::from_pairs([
+            ("TENANT_SVC_PORT", "not-a-port"),
+            ("DATABASE_POOL_SIZE", "-3"),
+        ]);
+        let port: Option<u16> = env.get(&catalog::TENANT_SVC_PORT);
+        let pool: Option<usize> = env.get(&catalog::DATABASE_POOL_SIZE);
+        let url = env.secret(&catalog::DATABASE_URL);
+        assert!(port.is_none() && pool.is_none() && url.is_none());
+        let err = env.finish().unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        let text = err.to_string();
+        for name in ["TENANT_SVC_PORT", "DATABASE_POOL_SIZE", "DATABASE_URL"] {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+
+    #[test]
+    fn defaults_apply_and_empty_counts_as_unset() {
+        let mut env = Env::from_pairs([("MEMORY_SVC_PORT", "  ")]);
+        assert_eq!(env.get::<u16>(&catalog::MEMORY_SVC_PORT), Some(50052));
+        assert_eq!(
+            env.listen_addr(&catalog::TENANT_SVC_PORT),
+            Some("0.0.0.0:50051".parse().unwrap())
+        );
+        env.finish().unwrap();
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let mut env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+            ("TWILIO_AUTH_TOKEN", "abc"),
+        ]);
+        let url = env.secret(&catalog::DATABASE_URL).unwrap();
+        assert_eq!(url.expose_secret(), "postgres://u:hunter2@db/x");
+        let bad: Option<u32> = env.get(&catalog::TWILIO_AUTH_TOKEN);
+        assert!(bad.is_none());
+        let described = env.describe().join("\n");
+        assert!(!described.contains("hunter2"), "{described}");
+        assert!(described.contains("DATABASE_URL=<set>"));
+        let err = env.finish().unwrap_err().to_string();
+        assert!(!err.contains("abc"), "{err}");
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn catalog_names_are_unique_and_documented() {
+        let mut names: Vec<_> = catalog::ALL.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "duplicate setting names");
+        for s in catalog::ALL {
+            assert!(!s.help.is_empty(), "{} has no help", s.name);
+        }
+        let table = markdown_table();
+        assert!(table.contains("`TWILIO_AUTH_TOKEN`"));
+    }
+}

@@ -1,1 +1,146 @@
-//! placeholder
+//! tenant-svc: customers (tenants), their phone numbers, agent configuration with its history,
+//! platform defaults, and the issuer of tenant tokens.
+//!
+//! Parts: [`policy`] declares which token kind and scope each RPC needs (enforced by the mesh
+//! auth layer before a handler runs); [`service::TenantSvc`] implements the three gRPC services
+//! (`TenantAdminService`, `TenantService`, `EdgeService`); [`run`] wires settings, the database
+//! pool (logged in as `tenant_svc`, self-checked), the identity (tenant-svc holds the only key
+//! that mints tenant tokens) and the mesh server together.
+#![forbid(unsafe_code)]
+
+pub mod service;
+
+use std::future::Future;
+
+use mesh::api::service_names as names;
+use mesh::api::tenant::edge_service_server::EdgeServiceServer;
+use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
+use mesh::api::tenant::tenant_service_server::TenantServiceServer;
+use mesh::auth::{Policy, Rule};
+use mesh::db::Db;
+use mesh::identity::{Identity, names::TENANT_SVC, scope};
+use mesh::server::{ServeConfig, ServiceSettings};
+use mesh::settings::{Env, SettingsError, catalog};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+/// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
+pub const NAME: &str = TENANT_SVC;
+
+/// Which token kind and scope each RPC needs.
+pub fn policy() -> Policy {
+    Policy::new()
+        .service_methods(
+            names::TENANT_ADMIN,
+            &[
+                ("CreateCustomer", Rule::service(scope::TENANT_ADMIN)),
+                ("GetCustomer", Rule::service(scope::TENANT_ADMIN)),
+                ("ListCustomers", Rule::service(scope::TENANT_ADMIN)),
+                ("SetCustomerStatus", Rule::service(scope::TENANT_ADMIN)),
+                ("AssignPhoneNumber", Rule::service(scope::TENANT_ADMIN)),
+                ("ReleasePhoneNumber", Rule::service(scope::TENANT_ADMIN)),
+                ("DeleteCustomer", Rule::service(scope::TENANT_ADMIN)),
+                ("GetPlatformDefaults", Rule::service(scope::TENANT_ADMIN)),
+                ("UpdatePlatformDefaults", Rule::service(scope::TENANT_ADMIN)),
+                ("IssueTenantToken", Rule::service(scope::TENANT_ADMIN)),
+            ],
+        )
+        .service_methods(
+            names::TENANT,
+            &[
+                ("GetMyCustomer", Rule::tenant(scope::TENANT_READ)),
+                ("UpdateAgentConfig", Rule::tenant(scope::TENANT_WRITE)),
+                ("ListConfigHistory", Rule::tenant(scope::TENANT_READ)),
+                ("GetEffectiveProfile", Rule::tenant(scope::TENANT_READ)),
+                ("GetOutboundSettings", Rule::tenant(scope::TENANT_READ)),
+                ("UpdateOutboundSettings", Rule::tenant(scope::TENANT_WRITE)),
+                ("RotateWebhookSecret", Rule::tenant(scope::TENANT_WRITE)),
+            ],
+        )
+        .service_methods(
+            names::TENANT_EDGE,
+            &[
+                ("ResolveNumber", Rule::service(scope::TENANT_RESOLVE)),
+                ("ExchangeLegacyToken", Rule::service(scope::TENANT_EXCHANGE)),
+            ],
+        )
+}
+
+/// tenant-svc's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Ports, database, identity, drain deadline.
+    pub common: ServiceSettings,
+    /// Key of legacy HS256 tokens (`JWT_SECRET_KEY`); legacy exchange is refused when unset.
+    pub legacy_secret: Option<SecretString>,
+}
+
+impl Settings {
+    /// Reads the environment, reporting every problem together.
+    pub fn from_env(mut env: Env) -> Result<Self, SettingsError> {
+        let common = ServiceSettings::from_env(
+            &mut env,
+            NAME,
+            &catalog::TENANT_SVC_PORT,
+            &catalog::TENANT_SVC_ADMIN_PORT,
+        );
+        let legacy_secret = env.optional_secret(&catalog::JWT_SECRET_KEY);
+        for line in env.describe() {
+            tracing::debug!(setting = %line, "setting");
+        }
+        env.finish()?;
+        Ok(Self {
+            common: common.expect("present when finish() succeeded"),
+            legacy_secret,
+        })
+    }
+}
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct Deps {
+    /// Pool logged in as `tenant_svc`.
+    pub db: Db,
+    /// tenant-svc's key (mints tenant tokens) and trust bundle.
+    pub identity: Identity,
+}
+
+/// Connects to the database (self-checked), loads the identity, binds the ports and serves
+/// until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let p = mesh::server::prepare(NAME, &settings.common).await?;
+    let deps = Deps {
+        db: p.db,
+        identity: p.identity,
+    };
+    serve(deps, p.grpc, p.admin, settings.common.drain_deadline, shutdown).await
+}
+
+/// Serves on already-bound listeners (tests bind port 0).
+pub async fn serve(
+    deps: Deps,
+    grpc: TcpListener,
+    admin: TcpListener,
+    drain_deadline: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let svc = service::TenantSvc::new(deps.clone());
+    let routes = tonic::service::Routes::new(TenantAdminServiceServer::new(svc.clone()))
+        .add_service(TenantServiceServer::new(svc.clone()))
+        .add_service(EdgeServiceServer::new(svc));
+    let config = ServeConfig::for_service(
+        NAME,
+        grpc,
+        admin,
+        &deps.identity,
+        policy(),
+        vec![names::TENANT_ADMIN, names::TENANT, names::TENANT_EDGE],
+        deps.db,
+        drain_deadline,
+    );
+    mesh::server::serve(config, routes, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The server-side tower layer and the handler helpers.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+use http::header::AUTHORIZATION;
+
+use super::{AuthError, Caller, Policy, ServiceCaller, TenantCaller, Verifier};
+
+// Why this layer exists: authentication is decided once, before any handler runs, from one
+// policy table, so no handler can forget a check and none ever sees a raw token.
+/// Verifies the bearer token of every non-public request against the [`Policy`] and puts the
+/// [`Caller`] into the request extensions; refuses everything else without calling the service.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    verifier: Verifier,
+    policy: Arc<Policy>,
+}
+
+impl AuthLayer {
+    /// A layer verifying with `verifier` and authorizing with `policy`.
+    pub fn new(verifier: Verifier, policy: Arc<Policy>) -> AuthLayer {
+        AuthLayer { verifier, policy }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service produced by [`AuthLayer`]; generic over request and response bodies.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: Verifier,
+    policy: Arc<Policy>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<http::Response<ResBody>, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        let path = req.uri().path();
+        if Policy::is_public(path) {
+            return Either::Left(self.inner.call(req));
+        }
+        match authorize(&self.verifier, &self.policy, path, req.headers()) {
+            Ok(caller) => {
+                // The handler gets the typed caller only: drop the credential itself so it
+                // cannot be logged or forwarded from inside the service.
+                req.headers_mut().remove(AUTHORIZATION);
+                let ext = req.extensions_mut();
+                match &caller {
+                    Caller::Service(s) => {
+                        tracing::debug!(caller = %s.issuer, "authenticated service caller");
+                        ext.insert(s.clone());
+                    }
+                    Caller::Tenant(t) => {
+                        tracing::Span::current().record("customer_id", t.customer_id.get());
+                        ext.insert(t.clone());
+                    }
+                }
+                metrics::counter!("mesh_auth_accepted_total", "kind" => caller.kind().as_str())
+                    .increment(1);
+                ext.insert(caller);
+                Either::Left(self.inner.call(req))
+            }
+            Err(err) => {
+                let path = super::sanitize_for_log(req.uri().path());
+                if err.is_suspicious() {
+                    tracing::warn!(reason = %err, %path, "request refused by auth");
+                } else {
+                    tracing::debug!(reason = %err, %path, "request refused by auth");
+                }
+                metrics::counter!("mesh_auth_rejections_total", "reason" => err.reason())
+                    .increment(1);
+                Either::Right(ready(Ok(err.to_status().into_http())))
+            }
+        }
+    }
+}
+
+/// Authentication (token) first, then authorization (rule): an unauthenticated caller learns
+/// nothing about which methods exist.
+fn authorize(
+    verifier: &Verifier,
+    policy: &Policy,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<Caller, AuthError> {
+    let token = bearer_token(headers)?;
+    let caller = verifier.verify(token)?;
+    let rule = policy.get(path).ok_or(AuthError::NoRule)?;
+    rule.check(&caller)?;
+    Ok(caller)
+}
+
+/// The token of the single `authorization: Bearer <token>` header (scheme case-insensitive,
+/// RFC 7235 §2.1).
+fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::MissingToken)?;
+    if values.next().is_some() {
+        return Err(AuthError::Malformed("more than one authorization header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Malformed("non-ASCII authorization"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::MissingToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::MissingToken);
+    }
+    let token = token.trim_matches(' ');
+    if token.is_empty() || token.contains(' ') {
+        return Err(AuthError::Malformed("bad bearer credential"));
+    }
+    Ok(token)
+}
+
+/// The tenant caller of a request that passed [`AuthLayer`]. Missing means the layer did not
+/// run (or the method's rule is not a tenant rule): refused as UNAUTHENTICATED, never served.
+pub fn tenant_caller<T>(req: &tonic::Request<T>) -> Result<&TenantCaller, tonic::Status> {
+    req.extensions().get::<TenantCaller>().ok_or_else(|| {
+        tracing::error!("no TenantCaller in request extensions; is AuthLayer installed?");
+        tonic::Status::unauthenticated("a tenant token is required")
+    })
+}
+
+/// The service caller of a request that passed [`AuthLayer`]; see [`tenant_caller`].
+pub fn service_caller<T>(req: &tonic::Request<T>) -> Result<&ServiceCaller, tonic::Status> {
+    req.extensions().get::<ServiceCaller>().ok_or_else(|| {
+        tracing::error!("no ServiceCaller in request extensions; is AuthLayer installed?");
+        tonic::Status::unauthenticated("a service token is required")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(&headers(&["Bearer a.b.c"])), Ok("a.b.c"));
+        assert_eq!(bearer_token(&headers(&["bearer a.b.c"])), Ok("a.b.c"));
+        assert_eq!(bearer_token(&headers(&["BEARER  a.b.c "])), Ok("a.b.c"));
+    }
+
+    #[test]
+    fn other_credentials_are_refused() {
+        assert_eq!(bearer_token(&headers(&[])), Err(AuthError::MissingToken));
+        assert_eq!(
+            bearer_token(&headers(&["Basic dXNlcjpwdw=="])),
+            Err(AuthError::MissingToken)
+        );
+        assert_eq!(
+            bearer_token(&headers(&["Bearer"])),
+            Err(AuthError::MissingToken)
+        );
+        assert!(bearer_token(&headers(&["Bearer "])).is_err());
+        assert!(bearer_token(&headers(&["Bearer a b"])).is_err());
+        assert!(bearer_token(&headers(&["Bearer a.b.c", "Bearer d.e.f"])).is_err());
+    }
+}
