@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "neurosphere/media/v1/media.proto",
     ];
     println!("cargo:rerun-if-changed={}", proto_dir.display());
+    // The migrations are embedded by refinery; a new file must trigger a rebuild too.
+    println!("cargo:rerun-if-changed={}", root.join("migrations").display());
     for file in &files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
     }

@@ -1,1 +1,216 @@
-fn main() {}
+//! `neurosphere`: starts the whole mesh locally (`up`), applies migrations, manages development
+//! keys, mints tokens for grpcurl and other teams, and prints the settings reference.
+#![forbid(unsafe_code)]
+
+mod localpg;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mesh::identity::{DevKeys, names};
+
+#[derive(Parser)]
+#[command(name = "neurosphere", version, about = "NeuroSphere Mesh: run and operate the multi-tenant AI phone platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the whole mesh locally: a private PostgreSQL (unless DATABASE_URL is set),
+    /// migrations, development keys, tenant-svc, memory-svc, media-svc and the gateway.
+    Up(up::UpArgs),
+    /// Apply database migrations (DATABASE_URL must name an administrative role).
+    Migrate,
+    /// Development keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Mint tokens with the development keys (for grpcurl and other teams).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print every environment variable the mesh reads (Markdown table).
+    Settings,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate one Ed25519 key per service and a trust bundle listing them.
+    Generate {
+        /// Where to write the keys.
+        #[arg(long, default_value = ".neurosphere/keys")]
+        dir: PathBuf,
+        /// Overwrite existing keys.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A tenant token for one customer, signed with tenant-svc's key.
+    Mint {
+        /// Customer id.
+        #[arg(long)]
+        customer: i64,
+        /// Scope, repeatable (e.g. --scope tenant:read --scope memory:read).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 15m, 1h, 90s (at most 24h).
+        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Subject recorded in the token.
+        #[arg(long, default_value = "operator")]
+        subject: String,
+        /// Directory of the development keys.
+        #[arg(long, default_value = ".neurosphere/keys")]
+        keys: PathBuf,
+    },
+    /// A service token from the operator's key, for admin RPCs.
+    Service {
+        /// Target service: tenant-svc, memory-svc or media-svc.
+        #[arg(long)]
+        audience: String,
+        /// Scope, repeatable (e.g. --scope tenant:admin).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime (at most 1h).
+        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Directory of the development keys.
+        #[arg(long, default_value = ".neurosphere/keys")]
+        keys: PathBuf,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 15m, 1h or 90s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("`{s}`: unit must be s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("neurosphere: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("neurosphere: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => up::up(args).await,
+        Command::Migrate => {
+            mesh::telemetry::init_from_env();
+            let url = std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+                .context("DATABASE_URL must be set to an administrative role's URL")?;
+            let report = mesh::migrations::run_url(&url).await?;
+            println!(
+                "migrations applied: {} new ({} embedded)",
+                report.applied_migrations().len(),
+                mesh::migrations::embedded().len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Generate { dir, force },
+        } => {
+            if dir.join("trusted-keys.json").exists() && !force {
+                anyhow::bail!(
+                    "keys already exist in {} (use --force to replace them; running services must then be restarted)",
+                    dir.display()
+                );
+            }
+            let files = DevKeys::generate().write(&dir)?;
+            for (name, f) in files {
+                println!("{name}: MESH_SIGNING_KEY_FILE={} MESH_SIGNING_KEY_ID={}", f.signing_key.display(), f.kid);
+            }
+            println!("trust bundle: MESH_TRUSTED_KEYS_FILE={}", dir.join("trusted-keys.json").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command:
+                TokenCommand::Mint {
+                    customer,
+                    scopes,
+                    ttl,
+                    subject,
+                    keys,
+                },
+        } => {
+            let customer = mesh::domain::CustomerId::new(customer)
+                .map_err(|e| anyhow::anyhow!("--customer: {e}"))?;
+            for s in &scopes {
+                if !mesh::identity::scope::TENANT_SCOPES.contains(&s.as_str()) {
+                    anyhow::bail!(
+                        "--scope {s}: not a tenant scope; choose from {}",
+                        mesh::identity::scope::TENANT_SCOPES.join(", ")
+                    );
+                }
+            }
+            let keys = DevKeys::read(&keys).context("reading development keys (run `neurosphere up` or `neurosphere keys generate` first)")?;
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            let token = keys.identity(names::TENANT_SVC).minter().mint_tenant(
+                customer,
+                &subject,
+                &[names::TENANT_SVC, names::MEMORY_SVC, names::MEDIA_SVC],
+                &scopes,
+                ttl,
+            )?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command:
+                TokenCommand::Service {
+                    audience,
+                    scopes,
+                    ttl,
+                    keys,
+                },
+        } => {
+            if ![names::TENANT_SVC, names::MEMORY_SVC, names::MEDIA_SVC].contains(&audience.as_str()) {
+                anyhow::bail!("--audience must be tenant-svc, memory-svc or media-svc");
+            }
+            let keys = DevKeys::read(&keys).context("reading development keys (run `neurosphere up` or `neurosphere keys generate` first)")?;
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            let token = keys
+                .identity(names::OPERATOR)
+                .minter()
+                .mint_service(&audience, &scopes, ttl)?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Settings => {
+            print!("{}", mesh::settings::markdown_table());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -241,8 +241,14 @@ impl From<PoolError> for DbError {
 /// integrity violations (class 23), without the primary message, which can quote values.
 fn describe_postgres(e: &tokio_postgres::Error) -> String {
     let Some(db) = e.as_db_error() else {
-        // Connection, protocol and conversion errors: no row values.
-        return format!("database: {e}");
+        let text = e.to_string();
+        // Conversion errors may quote the value (e.g. serde_json's messages): keep the column or
+        // parameter index only. Connection and protocol errors carry no row values.
+        if text.starts_with("error deserializing") || text.starts_with("error serializing") {
+            let head = text.split(": ").next().unwrap_or_default();
+            return format!("database: {head}");
+        }
+        return format!("database: {text}");
     };
     let code = db.code().code();
     if code.starts_with("22") || code.starts_with("23") {

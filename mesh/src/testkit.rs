@@ -204,10 +204,10 @@ fn find_pg_bin() -> PathBuf {
         );
         return dir;
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d)) {
-            return dir;
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d))
+    {
+        return dir;
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -284,7 +284,7 @@ fn init_cluster(bin: &Path, root: bool) -> (PathBuf, PathBuf) {
         ])
         .stdin(Stdio::null())
         .output()
-        .expect("cannot run initdb");
+        .expect("cannot run initdb (through runuser when root)");
     if !output.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
         panic!(
@@ -331,9 +331,14 @@ fn spawn_server(bin: &Path, root: bool, dir: &Path, data: &Path, port: u16) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    // The child handle is dropped: the watchdog outlives the test process on purpose.
-    cmd.spawn()
+    let mut watchdog = cmd
+        .spawn()
         .expect("cannot start the PostgreSQL watchdog (sh)");
+    // The watchdog outlives the test process on purpose; this thread only reaps it if it exits
+    // early (server failed to start), so it does not linger as a zombie.
+    std::thread::spawn(move || {
+        let _ = watchdog.wait();
+    });
 }
 
 enum Startup {
@@ -589,21 +594,20 @@ fn spawn_janitor(server: &'static TestPostgres) -> mpsc::Sender<String> {
 }
 
 async fn drop_database(server: &TestPostgres, name: &str) {
-    if let Ok(client) = connect(&server.maintenance_url()).await {
-        if let Err(e) = client
+    if let Ok(client) = connect(&server.maintenance_url()).await
+        && let Err(e) = client
             .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .await
-        {
-            eprintln!("testkit: could not drop database {name}: {e}");
-        }
+    {
+        eprintln!("testkit: could not drop database {name}: {e}");
     }
 }
 
 /// The catalog check behind [`assert_rls_everywhere`]; returns one line per offender:
 /// - every table (`relkind` r or p, partitions included) outside the system schemas that has a
 ///   `customer_id` column must have row-level security ENABLED and FORCED;
-/// - every view over relations in [`APP_SCHEMAS`] or over tables with a `customer_id` column (and
-///   every view in those schemas) must be `security_invoker = true`;
+/// - every view over relations in [`APP_SCHEMAS`] or over tables with a `customer_id` column (in
+///   any schema) must be `security_invoker = true`;
 /// - no materialized view may read such relations (they cannot enforce row-level security).
 pub async fn check_rls_everywhere(admin: &Client) -> Vec<String> {
     let mut offenders = Vec::new();
@@ -652,13 +656,13 @@ pub async fn check_rls_everywhere(admin: &Client) -> Vec<String> {
              JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
              WHERE v.relkind IN ('v', 'm') \
                AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
-               AND (n.nspname = ANY($1) OR EXISTS ( \
+               AND EXISTS ( \
                    SELECT 1 FROM pg_catalog.pg_rewrite r \
                    JOIN pg_catalog.pg_depend d \
                      ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
                     AND d.refclassid = 'pg_catalog.pg_class'::regclass \
                    WHERE r.ev_class = v.oid AND d.refobjid <> v.oid \
-                     AND d.refobjid IN (SELECT oid FROM sensitive))) \
+                     AND d.refobjid IN (SELECT oid FROM sensitive)) \
              ORDER BY 1",
             &[&APP_SCHEMAS.map(str::to_owned).to_vec()],
         )

@@ -1392,6 +1392,14 @@ fn verifier_reports_the_precise_reason() {
             },
         ),
         (
+            "iat at i64::MIN",
+            gateway.service_token(&set(svc.clone(), "iat", json!(i64::MIN))),
+            E::LifetimeTooLong {
+                lifetime_secs: i64::MAX,
+                max_secs: 3600,
+            },
+        ),
+        (
             "wrong aud",
             gateway.service_token(&set(svc.clone(), "aud", json!(["memory-svc"]))),
             E::WrongAudience,

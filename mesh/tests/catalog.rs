@@ -11,6 +11,49 @@ async fn fully_migrated_database_has_rls_everywhere() {
     let db = TestDb::new().await;
     let admin = db.admin_client().await;
     assert_rls_everywhere(&admin).await;
+
+    // Re-running the migrations is a no-op (refinery's history table, checksums verified).
+    let report = mesh::migrations::run_url(db.admin_url()).await.unwrap();
+    assert!(report.applied_migrations().is_empty());
+
+    // Everything the migrations created in the app schemas belongs to the owner role.
+    let foreign_owned: Vec<String> = admin
+        .query(
+            "SELECT format('%s %I.%I', c.relkind, n.nspname, c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname IN ('app', 'tenant', 'memory', 'media') \
+               AND c.relowner <> 'neurosphere_owner'::regrole \
+             UNION ALL \
+             SELECT format('function %s', p.oid::regprocedure) FROM pg_proc p \
+             JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname IN ('app', 'tenant', 'memory', 'media') \
+               AND p.proowner <> 'neurosphere_owner'::regrole",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        foreign_owned.is_empty(),
+        "not owned by neurosphere_owner: {foreign_owned:?}"
+    );
+
+    // The policy helper is STABLE and executable by the service roles only.
+    let row = admin
+        .query_one(
+            "SELECT provolatile::text, \
+                    has_function_privilege('tenant_svc', p.oid, 'EXECUTE'), \
+                    has_function_privilege('public', p.oid, 'EXECUTE') \
+             FROM pg_proc p WHERE p.oid = 'app.current_customer_id()'::regprocedure",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "s");
+    assert!(row.get::<_, bool>(1));
+    assert!(!row.get::<_, bool>(2));
 }
 
 #[tokio::test]
@@ -35,7 +78,9 @@ async fn catalog_check_catches_unprotected_tables_and_views() {
              CREATE VIEW app.invoker_view WITH (security_invoker = true) AS
                  SELECT customer_id FROM app.protected;
              CREATE TABLE app.platform (id bigint);
-             RESET ROLE;",
+             CREATE VIEW app.constants AS SELECT 1 AS one;
+             RESET ROLE;
+             CREATE VIEW public.leaky_view AS SELECT customer_id FROM app.invoker_view;",
         )
         .await
         .unwrap();
@@ -56,7 +101,12 @@ async fn catalog_check_catches_unprotected_tables_and_views() {
         !offenders.iter().any(|o| o.contains("app.parted ")),
         "{offenders:#?}"
     );
-    assert_eq!(offenders.len(), 4, "{offenders:#?}");
+    assert!(
+        mentions("public.leaky_view"),
+        "views anywhere count: {offenders:#?}"
+    );
+    assert!(!mentions("app.constants"), "{offenders:#?}");
+    assert_eq!(offenders.len(), 5, "{offenders:#?}");
 
     // The assert form panics with the list.
     let panic = tokio::spawn(async move { assert_rls_everywhere(&admin).await })
@@ -77,7 +127,8 @@ async fn catalog_check_catches_unprotected_tables_and_views() {
              DROP TABLE app.no_rls;
              ALTER TABLE app.parted_1 ENABLE ROW LEVEL SECURITY;
              ALTER TABLE app.parted_1 FORCE ROW LEVEL SECURITY;
-             ALTER VIEW app.definer_view SET (security_invoker = on);",
+             ALTER VIEW app.definer_view SET (security_invoker = on);
+             DROP VIEW public.leaky_view;",
         )
         .await
         .unwrap();

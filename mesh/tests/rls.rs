@@ -539,3 +539,43 @@ async fn self_check_accepts_service_roles_and_refuses_privileged_ones() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn keys_used_by_another_tenant_look_unused_and_errors_hide_values() {
+    let test_db = probe_db().await;
+    let db = test_db.db_for_role("tenant_svc").await;
+    test_db
+        .admin_client()
+        .await
+        .batch_execute("INSERT INTO app.rls_probe VALUES (2, 10, 'b-ten')")
+        .await
+        .unwrap();
+
+    // B uses id 10; for A it is as free as any unused id.
+    let insert = async |id: i64| {
+        db.tenant_tx(tenant(A), async |tx| {
+            tx.execute(
+                "INSERT INTO app.rls_probe (customer_id, id, body) VALUES (1, $1, 'secret-body')",
+                &[&id],
+            )
+            .await?;
+            Ok::<_, DbError>(())
+        })
+        .await
+    };
+    insert(10).await.unwrap();
+    insert(11).await.unwrap();
+
+    // A's own duplicate: unique_violation, without the key or the row in the message.
+    let duplicate = insert(10).await.unwrap_err();
+    assert_eq!(duplicate.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    let text = format!("{duplicate} {duplicate:?}");
+    assert!(text.contains("rls_probe_pkey"), "{text}");
+    assert!(
+        !text.contains("secret-body") && !text.contains("(1, 10)"),
+        "{text}"
+    );
+
+    assert_eq!(count_as_admin(&test_db, A).await, 5);
+    assert_eq!(count_as_admin(&test_db, B).await, 3);
+}

@@ -26,7 +26,16 @@ pub struct SigningKey {
 
 impl SigningKey {
     /// A fresh random key for `issuer`, with kid `<issuer>-<8 random hex digits>`.
+    ///
+    /// # Panics
+    /// If `issuer` is not a service name (1-120 printable ASCII characters, no spaces): the
+    /// issuer is a constant of the calling program, and such a key could never be published
+    /// in a trust bundle.
     pub fn generate(issuer: &str) -> SigningKey {
+        assert!(
+            is_token_word(issuer) && issuer.len() <= 120,
+            "issuer {issuer:?} is not a service name"
+        );
         let mut rng = rand::rngs::OsRng;
         let key = ed25519_dalek::SigningKey::generate(&mut rng);
         let kid = format!("{issuer}-{:08x}", rng.next_u32());

@@ -244,7 +244,7 @@ impl Verifier {
             return Err(AuthError::IssuedInFuture);
         }
         let jti = claims.jti.ok_or(AuthError::MissingClaim("jti"))?;
-        if uuid::Uuid::try_parse(&jti).map_or(true, |u| u.get_version_num() != 4) {
+        if !uuid::Uuid::try_parse(&jti).is_ok_and(|u| u.get_version_num() == 4) {
             return Err(AuthError::InvalidClaim("jti"));
         }
 
@@ -260,7 +260,8 @@ impl Verifier {
             TokenKind::Service => config.max_service_lifetime,
             TokenKind::Tenant => config.max_tenant_lifetime,
         };
-        let lifetime = exp - iat;
+        // Saturating: both values come from the token, and `iat` may be absurdly negative.
+        let lifetime = exp.saturating_sub(iat);
         if lifetime <= 0 {
             return Err(AuthError::InvalidClaim("exp"));
         }
