@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed={}", proto_dir.display());
     // The migrations are embedded by refinery; a new file must trigger a rebuild too.
-    println!("cargo:rerun-if-changed={}", root.join("migrations").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("migrations").display()
+    );
     for file in &files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
     }
@@ -23,7 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, [&proto_dir])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("neurosphere_descriptor.bin");
-    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&descriptors))?;
+    std::fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
 
     tonic_prost_build::configure()
         .build_client(true)

@@ -77,21 +77,38 @@ impl LocalPostgres {
             if as_postgres {
                 chown_postgres(&data)?;
             }
-            println!("  creating the local PostgreSQL cluster in {}", data.display());
+            println!(
+                "  creating the local PostgreSQL cluster in {}",
+                data.display()
+            );
             let out = me
                 .command("initdb")
                 .args(["-D"])
                 .arg(&data)
-                .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"])
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ])
                 .output()
                 .context("running initdb")?;
             if !out.status.success() {
                 bail!("initdb failed:\n{}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        let status = me.command("pg_ctl").arg("status").arg("-D").arg(&data).output()?;
+        let status = me
+            .command("pg_ctl")
+            .arg("status")
+            .arg("-D")
+            .arg(&data)
+            .output()?;
         if status.status.success() {
-            println!("  reusing the running local PostgreSQL ({})", data.display());
+            println!(
+                "  reusing the running local PostgreSQL ({})",
+                data.display()
+            );
             return Ok(me);
         }
         let log = dir.join("postgres.log");

@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use mesh::identity::{DevKeys, names};
 
 #[derive(Parser)]
-#[command(name = "neurosphere", version, about = "NeuroSphere Mesh: run and operate the multi-tenant AI phone platform")]
+#[command(
+    name = "neurosphere",
+    version,
+    about = "NeuroSphere Mesh: run and operate the multi-tenant AI phone platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,7 +98,9 @@ enum TokenCommand {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 15m, 1h or 90s"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 15m, 1h or 90s"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -106,7 +112,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("neurosphere: cannot start the async runtime: {e}");
@@ -150,9 +159,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let files = DevKeys::generate().write(&dir)?;
             for (name, f) in files {
-                println!("{name}: MESH_SIGNING_KEY_FILE={} MESH_SIGNING_KEY_ID={}", f.signing_key.display(), f.kid);
+                println!(
+                    "{name}: MESH_SIGNING_KEY_FILE={} MESH_SIGNING_KEY_ID={}",
+                    f.signing_key.display(),
+                    f.kid
+                );
             }
-            println!("trust bundle: MESH_TRUSTED_KEYS_FILE={}", dir.join("trusted-keys.json").display());
+            println!(
+                "trust bundle: MESH_TRUSTED_KEYS_FILE={}",
+                dir.join("trusted-keys.json").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {
@@ -196,7 +212,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     keys,
                 },
         } => {
-            if ![names::TENANT_SVC, names::MEMORY_SVC, names::MEDIA_SVC].contains(&audience.as_str()) {
+            if ![names::TENANT_SVC, names::MEMORY_SVC, names::MEDIA_SVC]
+                .contains(&audience.as_str())
+            {
                 anyhow::bail!("--audience must be tenant-svc, memory-svc or media-svc");
             }
             let keys = DevKeys::read(&keys).context("reading development keys (run `neurosphere up` or `neurosphere keys generate` first)")?;

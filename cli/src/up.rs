@@ -40,15 +40,15 @@ struct PidFile(PathBuf);
 impl PidFile {
     fn claim(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("up.pid");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
-                    bail!(
-                        "`neurosphere up` is already running (pid {pid}, data in {}). Stop it with Ctrl-C in its terminal, or use another --data-dir.",
-                        dir.display()
-                    );
-                }
-            }
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(pid) = text.trim().parse::<u32>()
+            && pid != std::process::id()
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            bail!(
+                "`neurosphere up` is already running (pid {pid}, data in {}). Stop it with Ctrl-C in its terminal, or use another --data-dir.",
+                dir.display()
+            );
         }
         std::fs::write(&path, std::process::id().to_string())?;
         Ok(Self(path))
@@ -63,12 +63,15 @@ impl Drop for PidFile {
 
 /// A development secret: the environment's value, or one generated once and kept in `dir`.
 fn dev_secret(dir: &Path, name: &str, len: usize) -> anyhow::Result<(String, bool)> {
-    if let Ok(v) = std::env::var(name) {
-        if !v.trim().is_empty() {
-            return Ok((v, false));
-        }
+    if let Ok(v) = std::env::var(name)
+        && !v.trim().is_empty()
+    {
+        return Ok((v, false));
     }
-    let path = dir.join(format!("dev-{}", name.to_ascii_lowercase().replace('_', "-")));
+    let path = dir.join(format!(
+        "dev-{}",
+        name.to_ascii_lowercase().replace('_', "-")
+    ));
     if let Ok(v) = std::fs::read_to_string(&path) {
         return Ok((v.trim().to_owned(), true));
     }
@@ -104,7 +107,8 @@ fn env_or(name: &str, default: &str) -> String {
 /// `postgres://<role>@host:port/db` for the database `admin_url` points at (passwords are not
 /// carried over: service roles log in with their own credentials, trust auth locally).
 fn role_url(admin_url: &str, role: &str) -> anyhow::Result<String> {
-    let c = tokio_postgres::Config::from_str(admin_url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let c = tokio_postgres::Config::from_str(admin_url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let host = match c.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "127.0.0.1".to_owned(),
@@ -124,7 +128,9 @@ async fn ensure_database(maintenance_url: &str) -> anyhow::Result<()> {
         .await?
         .is_some();
     if !exists {
-        client.batch_execute(&format!("CREATE DATABASE {DATABASE}")).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+            .await?;
     }
     drop(client);
     let _ = driver.await;
@@ -140,7 +146,9 @@ async fn wait_serving(name: &str, addr: &str, deadline: Instant) -> anyhow::Resu
                 .connect()
                 .await?;
             let r = HealthClient::new(ch)
-                .check(HealthCheckRequest { service: String::new() })
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
                 .await?;
             anyhow::Ok(r.into_inner().status == 1)
         }
@@ -164,7 +172,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let _pid = PidFile::claim(&dir)?;
     println!("NeuroSphere Mesh: starting (data in {})", dir.display());
 
-    let (admin_url, local_pg) = match std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty()) {
+    let (admin_url, local_pg) = match std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
         Some(url) => (url, None),
         None => {
             let pg = LocalPostgres::start(&dir, args.pg_port)?;
@@ -181,7 +192,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
-    mesh::migrations::run_url(admin_url).await.context("applying migrations")?;
+    mesh::migrations::run_url(admin_url)
+        .await
+        .context("applying migrations")?;
     println!("  migrations applied");
 
     let keys_dir = dir.join("keys");
@@ -190,7 +203,8 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
         names::ALL
             .iter()
             .map(|n| {
-                let kid = std::fs::read_to_string(keys_dir.join(format!("{n}.kid"))).unwrap_or_default();
+                let kid =
+                    std::fs::read_to_string(keys_dir.join(format!("{n}.kid"))).unwrap_or_default();
                 (
                     (*n).to_owned(),
                     IdentityFiles {
@@ -218,22 +232,38 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
     let for_service = |name: &str, role: Option<&str>| -> anyhow::Result<Env> {
         let mut vars = base.clone();
         let f = &files[name];
-        vars.insert("MESH_SIGNING_KEY_FILE".into(), f.signing_key.display().to_string());
+        vars.insert(
+            "MESH_SIGNING_KEY_FILE".into(),
+            f.signing_key.display().to_string(),
+        );
         vars.insert("MESH_SIGNING_KEY_ID".into(), f.kid.clone());
-        vars.insert("MESH_TRUSTED_KEYS_FILE".into(), f.trusted_keys.display().to_string());
+        vars.insert(
+            "MESH_TRUSTED_KEYS_FILE".into(),
+            f.trusted_keys.display().to_string(),
+        );
         if let Some(role) = role {
             vars.insert("DATABASE_URL".into(), role_url(admin_url, role)?);
         }
         Ok(Env::from_pairs(vars))
     };
 
-    let tenant = tenant_svc::Settings::from_env(for_service(names::TENANT_SVC, Some("tenant_svc"))?)?;
-    let memory = memory_svc::Settings::from_env(for_service(names::MEMORY_SVC, Some("memory_svc"))?)?;
+    let tenant =
+        tenant_svc::Settings::from_env(for_service(names::TENANT_SVC, Some("tenant_svc"))?)?;
+    let memory =
+        memory_svc::Settings::from_env(for_service(names::MEMORY_SVC, Some("memory_svc"))?)?;
     let media = media_svc::Settings::from_env(for_service(names::MEDIA_SVC, Some("media_svc"))?)?;
     let gateway = gateway::Settings::from_env(for_service(names::GATEWAY, None)?)?;
     let addrs = [
-        ("tenant-svc", tenant.common.grpc_addr, tenant.common.admin_addr),
-        ("memory-svc", memory.common.grpc_addr, memory.common.admin_addr),
+        (
+            "tenant-svc",
+            tenant.common.grpc_addr,
+            tenant.common.admin_addr,
+        ),
+        (
+            "memory-svc",
+            memory.common.grpc_addr,
+            memory.common.admin_addr,
+        ),
         ("media-svc", media.common.grpc_addr, media.common.admin_addr),
     ];
     let gateway_addr = (gateway.http_addr, gateway.admin_addr);
@@ -287,10 +317,16 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
     println!("  {:<11} {}", "PostgreSQL", redact_url(admin_url));
     println!("  {:<11} {}", "keys", keys_dir.display());
     if twilio_generated {
-        println!("  TWILIO_AUTH_TOKEN (development value, kept in {}): {twilio}", dir.display());
+        println!(
+            "  TWILIO_AUTH_TOKEN (development value, kept in {}): {twilio}",
+            dir.display()
+        );
     }
     if jwt_generated {
-        println!("  JWT_SECRET_KEY    (development value, kept in {}): {jwt}", dir.display());
+        println!(
+            "  JWT_SECRET_KEY    (development value, kept in {}): {jwt}",
+            dir.display()
+        );
     }
     println!();
     println!("Try (a tenant token for customer 1, valid 1 hour):");
@@ -299,7 +335,10 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
         "  grpcurl -plaintext -H 'authorization: Bearer {token}' {} neurosphere.tenant.v1.TenantService/GetMyCustomer",
         addrs[0].1
     );
-    println!("More tokens: neurosphere token mint --customer 1 --scope memory:read --keys {}", keys_dir.display());
+    println!(
+        "More tokens: neurosphere token mint --customer 1 --scope memory:read --keys {}",
+        keys_dir.display()
+    );
 
     let mut failed = false;
     tokio::select! {
@@ -326,7 +365,11 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn redact_url(url: &str) -> String {

@@ -54,10 +54,13 @@ impl Settings {
         let http_addr = env.listen_addr(&catalog::GATEWAY_PORT);
         let admin_addr = env.listen_addr(&catalog::GATEWAY_ADMIN_PORT);
         let public_base_url: Option<String> = env.get(&catalog::PUBLIC_BASE_URL);
-        if let Some(u) = &public_base_url {
-            if !(u.starts_with("https://") || u.starts_with("http://")) {
-                env.problem(&catalog::PUBLIC_BASE_URL, "must start with https:// or http://");
-            }
+        if let Some(u) = &public_base_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            env.problem(
+                &catalog::PUBLIC_BASE_URL,
+                "must start with https:// or http://",
+            );
         }
         let twilio_auth_token = env.secret(&catalog::TWILIO_AUTH_TOKEN);
         let tenant_svc_url = env.get(&catalog::TENANT_SVC_URL);

@@ -10,9 +10,9 @@ pub mod service;
 
 use std::future::Future;
 
-use mesh::api::service_names as names;
 use mesh::api::media::call_service_server::CallServiceServer;
 use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
+use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
 use mesh::db::Db;
 use mesh::identity::{Identity, names::MEDIA_SVC, scope};
@@ -91,7 +91,14 @@ pub async fn run(
         db: p.db,
         identity: p.identity,
     };
-    serve(deps, p.grpc, p.admin, settings.common.drain_deadline, shutdown).await
+    serve(
+        deps,
+        p.grpc,
+        p.admin,
+        settings.common.drain_deadline,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
@@ -107,8 +114,7 @@ pub async fn serve(
         .add_service(MediaAdminServiceServer::new(svc));
     let config = ServeConfig::for_service(
         NAME,
-        grpc,
-        admin,
+        (grpc, admin),
         &deps.identity,
         policy(),
         vec![names::CALL, names::MEDIA_ADMIN],

@@ -25,59 +25,93 @@ impl MediaSvc {
 impl call_service_server::CallService for MediaSvc {
     type StreamCallStream = futures::stream::BoxStream<'static, Result<StreamCallResponse, Status>>;
 
-    type ExportCallerStream = futures::stream::BoxStream<'static, Result<ExportCallerResponse, Status>>;
+    type ExportCallerStream =
+        futures::stream::BoxStream<'static, Result<ExportCallerResponse, Status>>;
 
-    async fn register_call(&self, _request: Request<RegisterCallRequest>) -> Result<Response<RegisterCallResponse>, Status> {
+    async fn register_call(
+        &self,
+        _request: Request<RegisterCallRequest>,
+    ) -> Result<Response<RegisterCallResponse>, Status> {
         Err(not_yet("CallService.RegisterCall"))
     }
 
-    async fn stream_call(&self, _request: Request<tonic::Streaming<StreamCallRequest>>) -> Result<Response<Self::StreamCallStream>, Status> {
+    async fn stream_call(
+        &self,
+        _request: Request<tonic::Streaming<StreamCallRequest>>,
+    ) -> Result<Response<Self::StreamCallStream>, Status> {
         Err(not_yet("CallService.StreamCall"))
     }
 
-    async fn update_call_status(&self, _request: Request<UpdateCallStatusRequest>) -> Result<Response<UpdateCallStatusResponse>, Status> {
+    async fn update_call_status(
+        &self,
+        _request: Request<UpdateCallStatusRequest>,
+    ) -> Result<Response<UpdateCallStatusResponse>, Status> {
         Err(not_yet("CallService.UpdateCallStatus"))
     }
 
-    async fn list_calls(&self, _request: Request<ListCallsRequest>) -> Result<Response<ListCallsResponse>, Status> {
+    async fn list_calls(
+        &self,
+        _request: Request<ListCallsRequest>,
+    ) -> Result<Response<ListCallsResponse>, Status> {
         Err(not_yet("CallService.ListCalls"))
     }
 
-    async fn get_call(&self, _request: Request<GetCallRequest>) -> Result<Response<GetCallResponse>, Status> {
+    async fn get_call(
+        &self,
+        _request: Request<GetCallRequest>,
+    ) -> Result<Response<GetCallResponse>, Status> {
         Err(not_yet("CallService.GetCall"))
     }
 
-    async fn get_usage(&self, _request: Request<GetUsageRequest>) -> Result<Response<GetUsageResponse>, Status> {
+    async fn get_usage(
+        &self,
+        _request: Request<GetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
         Err(not_yet("CallService.GetUsage"))
     }
 
-    async fn export_caller(&self, _request: Request<ExportCallerRequest>) -> Result<Response<Self::ExportCallerStream>, Status> {
+    async fn export_caller(
+        &self,
+        _request: Request<ExportCallerRequest>,
+    ) -> Result<Response<Self::ExportCallerStream>, Status> {
         Err(not_yet("CallService.ExportCaller"))
     }
 
-    async fn erase_caller(&self, _request: Request<EraseCallerRequest>) -> Result<Response<EraseCallerResponse>, Status> {
+    async fn erase_caller(
+        &self,
+        _request: Request<EraseCallerRequest>,
+    ) -> Result<Response<EraseCallerResponse>, Status> {
         Err(not_yet("CallService.EraseCaller"))
     }
 
-    async fn place_outbound_call(&self, _request: Request<PlaceOutboundCallRequest>) -> Result<Response<PlaceOutboundCallResponse>, Status> {
+    async fn place_outbound_call(
+        &self,
+        _request: Request<PlaceOutboundCallRequest>,
+    ) -> Result<Response<PlaceOutboundCallResponse>, Status> {
         Err(not_yet("CallService.PlaceOutboundCall"))
     }
 
-    async fn list_dead_letters(&self, _request: Request<ListDeadLettersRequest>) -> Result<Response<ListDeadLettersResponse>, Status> {
+    async fn list_dead_letters(
+        &self,
+        _request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
         Err(not_yet("CallService.ListDeadLetters"))
     }
 
-    async fn redeliver_dead_letter(&self, _request: Request<RedeliverDeadLetterRequest>) -> Result<Response<RedeliverDeadLetterResponse>, Status> {
+    async fn redeliver_dead_letter(
+        &self,
+        _request: Request<RedeliverDeadLetterRequest>,
+    ) -> Result<Response<RedeliverDeadLetterResponse>, Status> {
         Err(not_yet("CallService.RedeliverDeadLetter"))
     }
-
 }
 
 #[tonic::async_trait]
 impl media_admin_service_server::MediaAdminService for MediaSvc {
-    async fn erase_tenant(&self, _request: Request<EraseTenantRequest>) -> Result<Response<EraseTenantResponse>, Status> {
+    async fn erase_tenant(
+        &self,
+        _request: Request<EraseTenantRequest>,
+    ) -> Result<Response<EraseTenantResponse>, Status> {
         Err(not_yet("MediaAdminService.EraseTenant"))
     }
-
 }
-

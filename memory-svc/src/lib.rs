@@ -11,9 +11,9 @@ pub mod service;
 
 use std::future::Future;
 
-use mesh::api::service_names as names;
 use mesh::api::memory::memory_admin_service_server::MemoryAdminServiceServer;
 use mesh::api::memory::memory_service_server::MemoryServiceServer;
+use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
 use mesh::db::Db;
 use mesh::identity::{Identity, names::MEMORY_SVC, scope};
@@ -94,7 +94,14 @@ pub async fn run(
         db: p.db,
         identity: p.identity,
     };
-    serve(deps, p.grpc, p.admin, settings.common.drain_deadline, shutdown).await
+    serve(
+        deps,
+        p.grpc,
+        p.admin,
+        settings.common.drain_deadline,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
@@ -110,8 +117,7 @@ pub async fn serve(
         .add_service(MemoryAdminServiceServer::new(svc));
     let config = ServeConfig::for_service(
         NAME,
-        grpc,
-        admin,
+        (grpc, admin),
         &deps.identity,
         policy(),
         vec![names::MEMORY, names::MEMORY_ADMIN],

@@ -9,7 +9,9 @@ use std::fmt;
 pub struct DomainError(pub String);
 
 /// A tenant's id: a positive 64-bit integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "i64", into = "i64")]
 pub struct CustomerId(i64);
 
@@ -19,7 +21,9 @@ impl CustomerId {
         if id >= 1 {
             Ok(Self(id))
         } else {
-            Err(DomainError(format!("customer id must be a positive integer, got {id}")))
+            Err(DomainError(format!(
+                "customer id must be a positive integer, got {id}"
+            )))
         }
     }
 
@@ -268,7 +272,9 @@ impl Voice {
                 "`{name}` is a text-to-speech voice and does not work on realtime calls; choose one of {choices}"
             )));
         }
-        Err(DomainError(format!("unknown voice; choose one of {choices}")))
+        Err(DomainError(format!(
+            "unknown voice; choose one of {choices}"
+        )))
     }
 }
 
@@ -369,10 +375,19 @@ mod tests {
             "+14158675309"
         );
         assert_eq!(
-            PhoneNumber::parse("+351 912 345 678").unwrap().country_code(),
+            PhoneNumber::parse("+351 912 345 678")
+                .unwrap()
+                .country_code(),
             351
         );
-        for bad in ["4158675309", "+1415", "", "+", "+1555abc1212", "+999123456789"] {
+        for bad in [
+            "4158675309",
+            "+1415",
+            "",
+            "+",
+            "+1555abc1212",
+            "+999123456789",
+        ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad} accepted");
         }
     }
@@ -380,7 +395,14 @@ mod tests {
     #[test]
     fn caller_numbers_are_tolerant_but_syntactic() {
         assert!(CallerNumber::parse("+15551111111").is_ok());
-        for bad in ["anonymous", "client:alice", "", "+1234567", "+1234567890123456", "+0123456789"] {
+        for bad in [
+            "anonymous",
+            "client:alice",
+            "",
+            "+1234567",
+            "+1234567890123456",
+            "+0123456789",
+        ] {
             assert!(CallerNumber::parse(bad).is_err(), "{bad} accepted");
         }
         assert!(CallerNumber::from_network("client:alice").is_none());
@@ -401,7 +423,12 @@ mod tests {
         assert_eq!(Voice::parse("Marin").unwrap(), Voice::Marin);
         let err = Voice::parse("fable").unwrap_err().0;
         assert!(err.contains("text-to-speech"), "{err}");
-        assert!(Voice::parse("robot").unwrap_err().0.contains("unknown voice"));
+        assert!(
+            Voice::parse("robot")
+                .unwrap_err()
+                .0
+                .contains("unknown voice")
+        );
     }
 
     #[test]
@@ -427,7 +454,8 @@ mod tests {
         #[test]
         fn valid_caller_numbers_round_trip(d in "[1-9][0-9]{7,14}") {
             let n = format!("+{d}");
-            prop_assert_eq!(CallerNumber::parse(&n).unwrap().as_str(), n.as_str());
+            let parsed = CallerNumber::parse(&n).unwrap();
+            prop_assert_eq!(parsed.as_str(), n.as_str());
         }
 
         #[test]

@@ -281,7 +281,11 @@ mod tests {
         let id = Identity::load(names::TENANT_SVC, tenant_files).unwrap();
         let token = id
             .minter()
-            .mint_service(names::MEMORY_SVC, &["memory:admin"], Duration::from_secs(60))
+            .mint_service(
+                names::MEMORY_SVC,
+                &["memory:admin"],
+                Duration::from_secs(60),
+            )
             .unwrap();
         let reread = DevKeys::read(dir.path()).unwrap();
         let caller = reread

@@ -140,9 +140,11 @@ where
     let layers = tower::ServiceBuilder::new()
         // Outermost: every request gets a span with its method and request id, so everything
         // below (including auth failures) logs inside it.
-        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
-            |req: &http::Request<tonic::body::Body>| crate::telemetry::rpc_span(req),
-        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
+                |req: &http::Request<tonic::body::Body>| crate::telemetry::rpc_span(req),
+            ),
+        )
         // Counts and times every RPC, including the ones auth refuses.
         .layer(RpcMetricsLayer { service })
         // Verifies the token and inserts the typed `Caller`; refused requests never reach a
@@ -252,7 +254,10 @@ pub fn admin_router(
                         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
                         Ok(Err(reason)) => {
                             tracing::warn!(service, %reason, "not ready");
-                            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n"))
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("not ready: {reason}\n"),
+                            )
                         }
                         Err(_) => (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -381,7 +386,12 @@ impl ServiceSettings {
 pub fn db_readiness(db: crate::db::Db) -> ReadinessCheck {
     Arc::new(move || {
         let db = db.clone();
-        async move { db.ping().await.map_err(|_| "database unreachable".to_owned()) }.boxed()
+        async move {
+            db.ping()
+                .await
+                .map_err(|_| "database unreachable".to_owned())
+        }
+        .boxed()
     })
 }
 
@@ -419,7 +429,10 @@ pub struct Prepared {
 }
 
 /// Loads the identity, connects and self-checks the pool, and binds both ports.
-pub async fn prepare(service: &'static str, settings: &ServiceSettings) -> Result<Prepared, StartError> {
+pub async fn prepare(
+    service: &'static str,
+    settings: &ServiceSettings,
+) -> Result<Prepared, StartError> {
     let identity = crate::identity::Identity::load(service, &settings.identity)?;
     let db = crate::db::Db::connect(&settings.db).await?;
     db.self_check().await?;
@@ -434,11 +447,11 @@ pub async fn prepare(service: &'static str, settings: &ServiceSettings) -> Resul
 }
 
 impl ServeConfig {
-    /// The usual configuration of a database-backed gRPC service.
+    /// The usual configuration of a database-backed gRPC service, on its (gRPC, admin)
+    /// listeners.
     pub fn for_service(
         service: &'static str,
-        grpc_listener: TcpListener,
-        admin_listener: TcpListener,
+        (grpc_listener, admin_listener): (TcpListener, TcpListener),
         identity: &crate::identity::Identity,
         policy: Policy,
         health_names: Vec<&'static str>,

@@ -145,7 +145,11 @@ pub struct SettingsError {
 
 impl fmt::Display for SettingsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -204,7 +208,11 @@ impl Env {
         match raw.parse::<T>() {
             Ok(v) => Some(v),
             Err(e) => {
-                let shown = if s.secret { "<secret>".to_owned() } else { format!("{raw:?}") };
+                let shown = if s.secret {
+                    "<secret>".to_owned()
+                } else {
+                    format!("{raw:?}")
+                };
                 self.problems
                     .push(format!("{}: cannot parse {shown}: {e}", s.name));
                 None
@@ -218,9 +226,7 @@ impl Env {
         T: FromStr,
         T::Err: fmt::Display,
     {
-        if self.raw(s).is_none() {
-            return None;
-        }
+        self.raw(s)?;
         self.get(s)
     }
 
@@ -299,7 +305,11 @@ pub fn markdown_table() -> String {
     let mut out = String::from("| Variable | Default | Used by | Meaning |\n|---|---|---|---|\n");
     for s in catalog::ALL {
         let default = s.default.map_or("(none)".to_owned(), |d| format!("`{d}`"));
-        let secret = if s.secret { " Secret: never printed." } else { "" };
+        let secret = if s.secret {
+            " Secret: never printed."
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "| `{}` | {} | {} | {}{} |\n",
             s.name, default, s.used_by, s.help, secret

@@ -173,7 +173,7 @@ mod tests {
     fn hostile_request_ids_are_replaced() {
         let req = http::Request::builder()
             .uri("/x")
-            .header("x-request-id", "a b\u{7f}")
+            .header("x-request-id", "a b\t<c>")
             .body(())
             .unwrap();
         let buf = Buf::default();
@@ -185,6 +185,8 @@ mod tests {
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(!out.contains("a b"), "{out}");
+        let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert_eq!(line["span"]["request_id"].as_str().unwrap().len(), 32, "{out}");
     }
 
     #[test]

@@ -11,6 +11,10 @@ fn readme_settings_table_matches_the_catalog() {
         "README.md's settings table is out of date; replace it with the output of `neurosphere settings`:\n{table}"
     );
     for s in mesh::settings::catalog::ALL {
-        assert!(readme.contains(&format!("`{}`", s.name)), "{} missing", s.name);
+        assert!(
+            readme.contains(&format!("`{}`", s.name)),
+            "{} missing",
+            s.name
+        );
     }
 }

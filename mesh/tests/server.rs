@@ -62,7 +62,11 @@ async fn start(drain: Duration) -> Running {
     let token = keys
         .identity(names::GATEWAY)
         .minter()
-        .mint_service(names::TENANT_SVC, &["tenant:resolve"], Duration::from_secs(60))
+        .mint_service(
+            names::TENANT_SVC,
+            &["tenant:resolve"],
+            Duration::from_secs(60),
+        )
         .unwrap();
     let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -135,18 +139,30 @@ async fn shutdown_drains_in_flight_rpcs_and_reports_draining() {
         tokio::task::yield_now().await;
     }
     let fresh = EdgeServiceClient::connect(format!("http://{}", s.grpc)).await;
-    assert!(fresh.is_err(), "a new connection was accepted while draining");
-    assert!(!s.done.is_finished(), "the server stopped before the RPC finished");
+    assert!(
+        fresh.is_err(),
+        "a new connection was accepted while draining"
+    );
+    assert!(
+        !s.done.is_finished(),
+        "the server stopped before the RPC finished"
+    );
 
     s.held.release.notify_one();
-    let answer = in_flight.await.unwrap().expect("the in-flight RPC completes");
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight RPC completes");
     assert_eq!(answer.into_inner().customer_id, 7);
     tokio::time::timeout(Duration::from_secs(5), s.done)
         .await
         .expect("serve returns once drained")
         .unwrap()
         .unwrap();
-    assert!(http.get(&readyz).send().await.is_err(), "admin port still open");
+    assert!(
+        http.get(&readyz).send().await.is_err(),
+        "admin port still open"
+    );
 }
 
 #[tokio::test]
@@ -166,7 +182,10 @@ async fn drain_deadline_bounds_a_stuck_rpc() {
         .unwrap()
         .unwrap();
     let took = stopped_at.elapsed();
-    assert!(took >= Duration::from_millis(300), "returned before the deadline: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "returned before the deadline: {took:?}"
+    );
     assert!(took < Duration::from_secs(3), "took {took:?}");
     // The process exits after `serve` returns, which closes the stuck call's connection; in
     // this test process the connection task lives on, so just stop waiting for it.

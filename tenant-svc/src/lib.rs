@@ -116,7 +116,14 @@ pub async fn run(
         db: p.db,
         identity: p.identity,
     };
-    serve(deps, p.grpc, p.admin, settings.common.drain_deadline, shutdown).await
+    serve(
+        deps,
+        p.grpc,
+        p.admin,
+        settings.common.drain_deadline,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
@@ -133,8 +140,7 @@ pub async fn serve(
         .add_service(EdgeServiceServer::new(svc));
     let config = ServeConfig::for_service(
         NAME,
-        grpc,
-        admin,
+        (grpc, admin),
         &deps.identity,
         policy(),
         vec![names::TENANT_ADMIN, names::TENANT, names::TENANT_EDGE],

