@@ -186,7 +186,11 @@ mod tests {
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(!out.contains("a b"), "{out}");
         let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-        assert_eq!(line["span"]["request_id"].as_str().unwrap().len(), 32, "{out}");
+        assert_eq!(
+            line["span"]["request_id"].as_str().unwrap().len(),
+            32,
+            "{out}"
+        );
     }
 
     #[test]
