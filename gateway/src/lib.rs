@@ -135,6 +135,7 @@ pub async fn serve(
     // The gateway's own dependencies (tenant-svc, media-svc) are checked by the gateway issue;
     // until then the gateway is ready as soon as it listens.
     let readiness: mesh::server::ReadinessCheck = Arc::new(|| async { Ok(()) }.boxed());
+    let admin_addr = admin.local_addr()?;
     let admin_app = mesh::server::admin_router(NAME, readiness, draining.clone());
     let admin_task = tokio::spawn(
         axum::serve(admin, admin_app)
@@ -142,7 +143,7 @@ pub async fn serve(
             .into_future(),
     );
     let http_addr = http.local_addr()?;
-    tracing::info!(service = NAME, %http_addr, "serving");
+    tracing::info!(service = NAME, %http_addr, %admin_addr, "serving");
     let stop = {
         let shutdown = shutdown.clone();
         async move {

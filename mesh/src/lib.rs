@@ -32,3 +32,5 @@ pub mod telemetry;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "testkit")]
+pub mod testkit_process;

@@ -1500,3 +1500,71 @@ fn verifier_reports_the_precise_reason() {
     assert!(v.verify(&gateway.service_token(&svc)).is_ok());
     assert!(v.verify(&tenant.tenant_token(&tenant_claims())).is_ok());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tracing: the tenant is recorded on the request span
+// ---------------------------------------------------------------------------------------------
+
+/// Collects every `customer_id` recorded on any span.
+#[derive(Clone, Default)]
+struct RecordedCustomerIds(Arc<Mutex<Vec<i64>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RecordedCustomerIds {
+    fn on_record(
+        &self,
+        _span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Visit<'a>(&'a Mutex<Vec<i64>>);
+        impl tracing::field::Visit for Visit<'_> {
+            fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+                if field.name() == "customer_id" {
+                    self.0.lock().unwrap().push(value);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        values.record(&mut Visit(&self.0));
+    }
+}
+
+#[tokio::test]
+async fn tenant_customer_id_is_recorded_on_the_request_span() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let recorded = RecordedCustomerIds::default();
+    // Thread-local: the current-thread test runtime runs server and client on this thread.
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(recorded.clone()));
+
+    let tenant = TestKey::new(TENANT_TOKEN_ISSUER);
+    let verifier = Verifier::new(AUDIENCE, TrustedKeys::new().with(tenant.key.public_key()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        Server::builder()
+            // As in `mesh::server`: the span is made (and entered) by the outer trace layer.
+            .layer(
+                tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
+                    |_: &http::Request<tonic::body::Body>| {
+                        tracing::info_span!("rpc", customer_id = tracing::field::Empty)
+                    },
+                ),
+            )
+            .layer(AuthLayer::new(verifier, Arc::new(full_policy())))
+            .add_service(EdgeServiceServer::new(CountingEdge::default()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client = EdgeServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut req = Request::new(ExchangeLegacyTokenRequest::default());
+    let token = tenant.tenant_token(&set(tenant_claims(), "customer_id", json!(4242)));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    client
+        .exchange_legacy_token(req)
+        .await
+        .expect("valid tenant token");
+    assert_eq!(*recorded.0.lock().unwrap(), [4242]);
+}

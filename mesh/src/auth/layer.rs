@@ -75,7 +75,7 @@ where
                         ext.insert(s.clone());
                     }
                     Caller::Tenant(t) => {
-                        tracing::Span::current().record("customer_id", t.customer_id.get());
+                        let _ = t;
                         ext.insert(t.clone());
                     }
                 }
