@@ -8,7 +8,11 @@
 //! that mints tenant tokens) and the mesh server together.
 #![forbid(unsafe_code)]
 
+pub mod error;
+pub mod model;
 pub mod service;
+pub mod store;
+pub mod validate;
 
 use std::future::Future;
 
@@ -85,6 +89,11 @@ impl Settings {
             &catalog::TENANT_SVC_ADMIN_PORT,
         );
         let legacy_secret = env.optional_secret(&catalog::JWT_SECRET_KEY);
+        if let Some(secret) = &legacy_secret
+            && let Err(e) = mesh::auth::LegacyVerifier::new(secret)
+        {
+            env.problem(&catalog::JWT_SECRET_KEY, e);
+        }
         for line in env.describe() {
             tracing::debug!(setting = %line, "setting");
         }
@@ -103,6 +112,8 @@ pub struct Deps {
     pub db: Db,
     /// tenant-svc's key (mints tenant tokens) and trust bundle.
     pub identity: Identity,
+    /// Verifier of legacy HS256 tokens (`JWT_SECRET_KEY`); `None` disables the exchange.
+    pub legacy: Option<mesh::auth::LegacyVerifier>,
 }
 
 /// Connects to the database (self-checked), loads the identity, binds the ports and serves
@@ -112,9 +123,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let p = mesh::server::prepare(NAME, &settings.common).await?;
+    let legacy = settings
+        .legacy_secret
+        .as_ref()
+        .map(mesh::auth::LegacyVerifier::new)
+        .transpose()?;
     let deps = Deps {
         db: p.db,
         identity: p.identity,
+        legacy,
     };
     serve(
         deps,

@@ -1,96 +1,487 @@
-//! The gRPC handlers of tenant-svc. Every RPC answers UNIMPLEMENTED until the tenant-svc issue
-//! lands; the contract (messages, auth rules) is already fixed in `proto/` and [`crate::policy`].
+//! The gRPC handlers of tenant-svc: `TenantAdminService` (service tokens, scope `tenant:admin`),
+//! `TenantService` (tenant tokens: the customer is always the token's) and `EdgeService` (the
+//! gateway: number resolution and legacy token exchange). Outbound settings and webhook secrets
+//! belong to the outbound-calls issue and still answer UNIMPLEMENTED.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mesh::api::tenant::*;
+use mesh::auth::{service_caller, tenant_caller};
+use mesh::domain::{AccountSid, CallSid, CustomerId, PhoneNumber};
+use mesh::identity::{names, scope};
 use mesh::server::not_yet;
+use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
 
 use crate::Deps;
+use crate::error::{Result, TenantError};
+use crate::model::{Change, Defaults, Overrides, diff};
+use crate::store::{self, Customer, NewCustomer};
+use crate::validate;
+
+/// Lifetime of the tenant token `ResolveNumber` issues for a call (the issue caps it at 1 h).
+pub const CALL_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
+/// Longest lifetime of a token issued by `IssueTenantToken`.
+pub const MAX_ISSUED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest lifetime of a token from `ExchangeLegacyToken`.
+pub const MAX_EXCHANGED_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long a replica may serve platform defaults from memory. The replica that changes them
+/// drops its copy at once; others see the change within this time.
+pub const DEFAULTS_TTL: Duration = Duration::from_secs(2);
 
 /// Implements `TenantAdminService`, `TenantService` and `EdgeService`.
 #[derive(Clone)]
 pub struct TenantSvc {
-    #[allow(dead_code)] // used by the handlers of the tenant-svc issue
     deps: Deps,
+    defaults: Arc<RwLock<Option<CachedDefaults>>>,
+}
+
+/// Platform defaults and when they were read.
+type CachedDefaults = (Instant, Arc<Defaults>);
+
+fn customer_id(field: &str, id: i64) -> Result<CustomerId> {
+    CustomerId::new(id).map_err(|e| TenantError::invalid(field, e))
+}
+
+fn status_name(status: i32) -> Result<&'static str> {
+    match CustomerStatus::try_from(status) {
+        Ok(CustomerStatus::Active) => Ok("active"),
+        Ok(CustomerStatus::Suspended) => Ok("suspended"),
+        _ => Err(TenantError::invalid(
+            "status",
+            "must be ACTIVE or SUSPENDED",
+        )),
+    }
+}
+
+fn ttl(
+    field: &str,
+    d: Option<&prost_types::Duration>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration> {
+    let Some(d) = d else {
+        return Ok(default);
+    };
+    if d.seconds < 1 || d.nanos != 0 || d.seconds as u64 > max.as_secs() {
+        return Err(TenantError::invalid(
+            field,
+            format!(
+                "must be a whole number of seconds from 1 to {}",
+                max.as_secs()
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(d.seconds as u64))
 }
 
 impl TenantSvc {
     /// Handlers over the given dependencies.
     pub fn new(deps: Deps) -> Self {
-        Self { deps }
+        Self {
+            deps,
+            defaults: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    async fn defaults(&self) -> Result<Arc<Defaults>> {
+        if let Some((at, d)) = self.defaults.read().await.as_ref()
+            && at.elapsed() < DEFAULTS_TTL
+        {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(
+            self.deps
+                .db
+                .service_tx(async |tx| store::load_defaults(tx).await)
+                .await?,
+        );
+        *self.defaults.write().await = Some((Instant::now(), d.clone()));
+        Ok(d)
+    }
+
+    async fn customer(&self, id: CustomerId) -> Result<Customer> {
+        self.deps
+            .db
+            .tenant_tx(id, async |tx| store::require_customer(tx, id).await)
+            .await
+    }
+
+    async fn change_status(
+        &self,
+        id: CustomerId,
+        status: &'static str,
+        by: &str,
+    ) -> Result<Customer> {
+        self.deps
+            .db
+            .tenant_tx(id, async |tx| {
+                let before = store::require_customer(tx, id).await?;
+                if store::set_status(tx, id, status).await? {
+                    let change = Change {
+                        config_type: "status",
+                        key: "status".into(),
+                        old: Some(before.status.clone().into()),
+                        new: Some(status.into()),
+                    };
+                    store::record_changes(tx, id, &[change], by).await?;
+                }
+                store::require_customer(tx, id).await
+            })
+            .await
     }
 }
 
 #[tonic::async_trait]
 impl tenant_admin_service_server::TenantAdminService for TenantSvc {
+    #[tracing::instrument(skip_all, fields(customer_id = tracing::field::Empty))]
     async fn create_customer(
         &self,
-        _request: Request<CreateCustomerRequest>,
-    ) -> Result<Response<CreateCustomerResponse>, Status> {
-        Err(not_yet("TenantAdminService.CreateCustomer"))
+        request: Request<CreateCustomerRequest>,
+    ) -> std::result::Result<Response<CreateCustomerResponse>, Status> {
+        let by = format!("service:{}", service_caller(&request)?.issuer);
+        let r = request.into_inner();
+        let email = validate::email("email", &r.email)?;
+        let business_name = validate::business_name("business_name", &r.business_name)?;
+        let contact_name = validate::contact_name("contact_name", &r.contact_name)?;
+        let contact_phone = validate::optional_phone("contact_phone", &r.contact_phone)?;
+        let package_tier = validate::package_tier("package_tier", &r.package_tier)?;
+        let overrides =
+            Overrides::default().apply(&r.agent_config.unwrap_or_default(), &[], "agent_config")?;
+        let db = &self.deps.db;
+        let id = db
+            .service_tx(async |tx| store::next_customer_id(tx).await)
+            .await?;
+        tracing::Span::current().record("customer_id", id.get());
+        let new = NewCustomer {
+            email: &email,
+            business_name: &business_name,
+            contact_name: &contact_name,
+            contact_phone: &contact_phone,
+            package_tier: &package_tier,
+            overrides: &overrides,
+        };
+        let customer = db
+            .tenant_tx(id, async |tx| {
+                store::insert_customer(tx, id, &new).await?;
+                store::record_changes(tx, id, &diff(&Overrides::default(), &overrides), &by)
+                    .await?;
+                store::require_customer(tx, id).await
+            })
+            .await
+            .map_err(|e| {
+                if e.is_unique_violation() {
+                    TenantError::AlreadyExists("a customer with this email already exists")
+                } else {
+                    e
+                }
+            })?;
+        tracing::info!(customer_id = id.get(), "customer created");
+        Ok(Response::new(CreateCustomerResponse {
+            customer: Some(customer.to_pb()),
+        }))
     }
 
     async fn get_customer(
         &self,
-        _request: Request<GetCustomerRequest>,
-    ) -> Result<Response<GetCustomerResponse>, Status> {
-        Err(not_yet("TenantAdminService.GetCustomer"))
+        request: Request<GetCustomerRequest>,
+    ) -> std::result::Result<Response<GetCustomerResponse>, Status> {
+        let id = customer_id("customer_id", request.get_ref().customer_id)?;
+        let customer = self.customer(id).await?;
+        Ok(Response::new(GetCustomerResponse {
+            customer: Some(customer.to_pb()),
+        }))
     }
 
     async fn list_customers(
         &self,
-        _request: Request<ListCustomersRequest>,
-    ) -> Result<Response<ListCustomersResponse>, Status> {
-        Err(not_yet("TenantAdminService.ListCustomers"))
+        request: Request<ListCustomersRequest>,
+    ) -> std::result::Result<Response<ListCustomersResponse>, Status> {
+        let r = request.into_inner();
+        let size = store::page_size(r.page_size)?;
+        let after = store::parse_page_token(&r.page_token)?.unwrap_or(0);
+        let mut ids = self
+            .deps
+            .db
+            .service_tx(async |tx| store::list_customer_ids(tx, after, size as i32 + 1).await)
+            .await?;
+        let more = ids.len() as i64 > size;
+        ids.truncate(size as usize);
+        // Each customer is read under its own tenant context, like any other read.
+        let reads = ids.iter().map(|id| async move {
+            let id = customer_id("customer_id", *id)?;
+            self.deps
+                .db
+                .tenant_tx(id, async |tx| store::get_customer(tx, id).await)
+                .await
+        });
+        let customers: Vec<_> = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|c| c.to_pb())
+            .collect();
+        let next_page_token = match (more, ids.last()) {
+            (true, Some(last)) => store::page_token(*last),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListCustomersResponse {
+            customers,
+            next_page_token,
+        }))
     }
 
     async fn set_customer_status(
         &self,
-        _request: Request<SetCustomerStatusRequest>,
-    ) -> Result<Response<SetCustomerStatusResponse>, Status> {
-        Err(not_yet("TenantAdminService.SetCustomerStatus"))
+        request: Request<SetCustomerStatusRequest>,
+    ) -> std::result::Result<Response<SetCustomerStatusResponse>, Status> {
+        let by = format!("service:{}", service_caller(&request)?.issuer);
+        let r = request.into_inner();
+        let id = customer_id("customer_id", r.customer_id)?;
+        let status = status_name(r.status)?;
+        let customer = self.change_status(id, status, &by).await?;
+        tracing::info!(customer_id = id.get(), status, "customer status set");
+        Ok(Response::new(SetCustomerStatusResponse {
+            customer: Some(customer.to_pb()),
+        }))
     }
 
     async fn assign_phone_number(
         &self,
-        _request: Request<AssignPhoneNumberRequest>,
-    ) -> Result<Response<AssignPhoneNumberResponse>, Status> {
-        Err(not_yet("TenantAdminService.AssignPhoneNumber"))
+        request: Request<AssignPhoneNumberRequest>,
+    ) -> std::result::Result<Response<AssignPhoneNumberResponse>, Status> {
+        let by = format!("service:{}", service_caller(&request)?.issuer);
+        let r = request.into_inner();
+        let id = customer_id("customer_id", r.customer_id)?;
+        let number =
+            PhoneNumber::parse(&r.number).map_err(|e| TenantError::invalid("number", e))?;
+        let sid = if r.twilio_account_sid.is_empty() {
+            None
+        } else {
+            Some(
+                AccountSid::parse(&r.twilio_account_sid)
+                    .map_err(|e| TenantError::invalid("twilio_account_sid", e))?
+                    .as_str()
+                    .to_owned(),
+            )
+        };
+        let assigned = self
+            .deps
+            .db
+            .tenant_tx(id, async |tx| {
+                store::require_customer(tx, id).await?;
+                let row = tx
+                    .query_one(
+                        "INSERT INTO tenant.phone_numbers (customer_id, number, twilio_account_sid) \
+                         VALUES ($1, $2, $3) RETURNING assigned_at",
+                        &[&id.get(), &number.as_str(), &sid],
+                    )
+                    .await
+                    .map_err(mesh::db::DbError::from)?;
+                let change = Change {
+                    config_type: "phone_number",
+                    key: "phone_numbers".into(),
+                    old: None,
+                    new: Some(serde_json::json!({ "assigned": number.as_str() })),
+                };
+                store::record_changes(tx, id, &[change], &by).await?;
+                Ok::<_, TenantError>(row.get::<_, chrono::DateTime<chrono::Utc>>(0))
+            })
+            .await
+            .map_err(|e| {
+                // Whether this customer or another owns it, the answer is the same and names
+                // nobody.
+                if e.is_unique_violation() {
+                    TenantError::AlreadyExists("this number is already assigned")
+                } else {
+                    e
+                }
+            })?;
+        tracing::info!(customer_id = id.get(), "phone number assigned");
+        Ok(Response::new(AssignPhoneNumberResponse {
+            phone_number: Some(mesh::api::tenant::PhoneNumber {
+                number: number.as_str().to_owned(),
+                twilio_account_sid: sid,
+                assigned_at: Some(store::timestamp(assigned)),
+            }),
+        }))
     }
 
     async fn release_phone_number(
         &self,
-        _request: Request<ReleasePhoneNumberRequest>,
-    ) -> Result<Response<ReleasePhoneNumberResponse>, Status> {
-        Err(not_yet("TenantAdminService.ReleasePhoneNumber"))
+        request: Request<ReleasePhoneNumberRequest>,
+    ) -> std::result::Result<Response<ReleasePhoneNumberResponse>, Status> {
+        let by = format!("service:{}", service_caller(&request)?.issuer);
+        let r = request.into_inner();
+        let id = customer_id("customer_id", r.customer_id)?;
+        let number =
+            PhoneNumber::parse(&r.number).map_err(|e| TenantError::invalid("number", e))?;
+        self.deps
+            .db
+            .tenant_tx(id, async |tx| {
+                let n = tx
+                    .execute(
+                        "DELETE FROM tenant.phone_numbers WHERE customer_id = $1 AND number = $2",
+                        &[&id.get(), &number.as_str()],
+                    )
+                    .await
+                    .map_err(mesh::db::DbError::from)?;
+                if n == 0 {
+                    return Err(TenantError::NotFound("phone number"));
+                }
+                let change = Change {
+                    config_type: "phone_number",
+                    key: "phone_numbers".into(),
+                    old: Some(serde_json::json!({ "assigned": number.as_str() })),
+                    new: None,
+                };
+                store::record_changes(tx, id, &[change], &by).await
+            })
+            .await?;
+        tracing::info!(customer_id = id.get(), "phone number released");
+        Ok(Response::new(ReleasePhoneNumberResponse {}))
     }
 
     async fn delete_customer(
         &self,
-        _request: Request<DeleteCustomerRequest>,
-    ) -> Result<Response<DeleteCustomerResponse>, Status> {
-        Err(not_yet("TenantAdminService.DeleteCustomer"))
+        request: Request<DeleteCustomerRequest>,
+    ) -> std::result::Result<Response<DeleteCustomerResponse>, Status> {
+        let id = customer_id("customer_id", request.get_ref().customer_id)?;
+        self.deps
+            .db
+            .tenant_tx(id, async |tx| {
+                let n = tx
+                    .execute(
+                        "DELETE FROM tenant.customers WHERE customer_id = $1",
+                        &[&id.get()],
+                    )
+                    .await
+                    .map_err(mesh::db::DbError::from)?;
+                if n == 0 {
+                    Err(TenantError::NotFound("customer"))
+                } else {
+                    Ok(())
+                }
+            })
+            .await?;
+        tracing::info!(customer_id = id.get(), "customer deleted (offboarded)");
+        Ok(Response::new(DeleteCustomerResponse {}))
     }
 
     async fn get_platform_defaults(
         &self,
         _request: Request<GetPlatformDefaultsRequest>,
-    ) -> Result<Response<GetPlatformDefaultsResponse>, Status> {
-        Err(not_yet("TenantAdminService.GetPlatformDefaults"))
+    ) -> std::result::Result<Response<GetPlatformDefaultsResponse>, Status> {
+        let d = self
+            .deps
+            .db
+            .service_tx(async |tx| store::load_defaults(tx).await)
+            .await?;
+        Ok(Response::new(GetPlatformDefaultsResponse {
+            defaults: Some(d.to_pb()),
+        }))
     }
 
     async fn update_platform_defaults(
         &self,
-        _request: Request<UpdatePlatformDefaultsRequest>,
-    ) -> Result<Response<UpdatePlatformDefaultsResponse>, Status> {
-        Err(not_yet("TenantAdminService.UpdatePlatformDefaults"))
+        request: Request<UpdatePlatformDefaultsRequest>,
+    ) -> std::result::Result<Response<UpdatePlatformDefaultsResponse>, Status> {
+        let by = service_caller(&request)?.issuer.clone();
+        let r = request.into_inner();
+        let update = r.defaults.unwrap_or_default();
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let saved = self
+            .deps
+            .db
+            .service_tx(async |tx| {
+                let current = store::load_defaults(tx).await?;
+                let mut next = current.apply(&update, &mask)?;
+                next.updated_at = store::save_defaults(tx, &next).await?;
+                Ok::<_, TenantError>(next)
+            })
+            .await?;
+        *self.defaults.write().await = None;
+        tracing::info!(by = %by, paths = ?mask, "platform defaults updated");
+        Ok(Response::new(UpdatePlatformDefaultsResponse {
+            defaults: Some(saved.to_pb()),
+        }))
     }
 
     async fn issue_tenant_token(
         &self,
-        _request: Request<IssueTenantTokenRequest>,
-    ) -> Result<Response<IssueTenantTokenResponse>, Status> {
-        Err(not_yet("TenantAdminService.IssueTenantToken"))
+        request: Request<IssueTenantTokenRequest>,
+    ) -> std::result::Result<Response<IssueTenantTokenResponse>, Status> {
+        let issuer = service_caller(&request)?.issuer.clone();
+        let r = request.into_inner();
+        let id = customer_id("customer_id", r.customer_id)?;
+        if r.scopes.is_empty() {
+            return Err(TenantError::invalid("scopes", "name at least one scope").into());
+        }
+        for s in &r.scopes {
+            if !scope::TENANT_SCOPES.contains(&s.as_str()) {
+                return Err(TenantError::invalid(
+                    "scopes",
+                    format!(
+                        "`{}` is not a tenant scope; choose from {}",
+                        s.escape_debug(),
+                        scope::TENANT_SCOPES.join(", ")
+                    ),
+                )
+                .into());
+            }
+        }
+        let all = [names::TENANT_SVC, names::MEMORY_SVC, names::MEDIA_SVC];
+        for a in &r.audiences {
+            if !all.contains(&a.as_str()) {
+                return Err(TenantError::invalid(
+                    "audiences",
+                    "each audience must be tenant-svc, memory-svc or media-svc",
+                )
+                .into());
+            }
+        }
+        let audiences: Vec<&str> = if r.audiences.is_empty() {
+            all.to_vec()
+        } else {
+            r.audiences.iter().map(String::as_str).collect()
+        };
+        let ttl = ttl(
+            "ttl",
+            r.ttl.as_ref(),
+            Duration::from_secs(3600),
+            MAX_ISSUED_TTL,
+        )?;
+        let subject = if r.subject.is_empty() {
+            format!("issued-by:{issuer}")
+        } else {
+            r.subject.clone()
+        };
+        if subject.len() > 128 || !subject.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(TenantError::invalid(
+                "subject",
+                "must be 1 to 128 printable ASCII characters without spaces",
+            )
+            .into());
+        }
+        let customer = self.customer(id).await?;
+        if customer.status != "active" {
+            return Err(
+                TenantError::FailedPrecondition("this customer is suspended".into()).into(),
+            );
+        }
+        let scopes: Vec<&str> = r.scopes.iter().map(String::as_str).collect();
+        let token = self
+            .deps
+            .identity
+            .minter()
+            .mint_tenant(id, &subject, &audiences, &scopes, ttl)
+            .map_err(TenantError::from)?;
+        tracing::info!(customer_id = id.get(), by = %issuer, ttl_s = ttl.as_secs(), "tenant token issued");
+        Ok(Response::new(IssueTenantTokenResponse {
+            token,
+            expire_time: Some(store::timestamp(chrono::Utc::now() + ttl)),
+        }))
     }
 }
 
@@ -98,50 +489,112 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
 impl tenant_service_server::TenantService for TenantSvc {
     async fn get_my_customer(
         &self,
-        _request: Request<GetMyCustomerRequest>,
-    ) -> Result<Response<GetMyCustomerResponse>, Status> {
-        Err(not_yet("TenantService.GetMyCustomer"))
+        request: Request<GetMyCustomerRequest>,
+    ) -> std::result::Result<Response<GetMyCustomerResponse>, Status> {
+        let id = tenant_caller(&request)?.customer_id;
+        let customer = self.customer(id).await?;
+        Ok(Response::new(GetMyCustomerResponse {
+            customer: Some(customer.to_pb()),
+        }))
     }
 
     async fn update_agent_config(
         &self,
-        _request: Request<UpdateAgentConfigRequest>,
-    ) -> Result<Response<UpdateAgentConfigResponse>, Status> {
-        Err(not_yet("TenantService.UpdateAgentConfig"))
+        request: Request<UpdateAgentConfigRequest>,
+    ) -> std::result::Result<Response<UpdateAgentConfigResponse>, Status> {
+        let caller = tenant_caller(&request)?;
+        let (id, by) = (caller.customer_id, caller.subject.clone());
+        let r = request.into_inner();
+        let config = r.config.unwrap_or_default();
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let (customer, changes) = self
+            .deps
+            .db
+            .tenant_tx(id, async |tx| {
+                let current = store::require_customer(tx, id).await?;
+                let next = current.overrides.apply(&config, &mask, "config")?;
+                let changes = diff(&current.overrides, &next);
+                if changes.is_empty() {
+                    return Ok((current, 0));
+                }
+                store::update_overrides(tx, id, &next).await?;
+                store::record_changes(tx, id, &changes, &by).await?;
+                Ok::<_, TenantError>((store::require_customer(tx, id).await?, changes.len()))
+            })
+            .await?;
+        tracing::info!(
+            customer_id = id.get(),
+            changes,
+            "agent configuration updated"
+        );
+        Ok(Response::new(UpdateAgentConfigResponse {
+            customer: Some(customer.to_pb()),
+            changes_recorded: changes as i32,
+        }))
     }
 
     async fn list_config_history(
         &self,
-        _request: Request<ListConfigHistoryRequest>,
-    ) -> Result<Response<ListConfigHistoryResponse>, Status> {
-        Err(not_yet("TenantService.ListConfigHistory"))
+        request: Request<ListConfigHistoryRequest>,
+    ) -> std::result::Result<Response<ListConfigHistoryResponse>, Status> {
+        let id = tenant_caller(&request)?.customer_id;
+        let r = request.into_inner();
+        let size = store::page_size(r.page_size)?;
+        let before = store::parse_page_token(&r.page_token)?.unwrap_or(i64::MAX);
+        let mut changes = self
+            .deps
+            .db
+            .tenant_tx(id, async |tx| {
+                store::list_history(tx, id, before, size + 1).await
+            })
+            .await?;
+        let more = changes.len() as i64 > size;
+        changes.truncate(size as usize);
+        let next_page_token = match (more, changes.last()) {
+            (true, Some(last)) => store::page_token(last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListConfigHistoryResponse {
+            changes,
+            next_page_token,
+        }))
     }
 
     async fn get_effective_profile(
         &self,
-        _request: Request<GetEffectiveProfileRequest>,
-    ) -> Result<Response<GetEffectiveProfileResponse>, Status> {
-        Err(not_yet("TenantService.GetEffectiveProfile"))
+        request: Request<GetEffectiveProfileRequest>,
+    ) -> std::result::Result<Response<GetEffectiveProfileResponse>, Status> {
+        let id = tenant_caller(&request)?.customer_id;
+        let customer = self.customer(id).await?;
+        let defaults = self.defaults().await?;
+        Ok(Response::new(GetEffectiveProfileResponse {
+            profile: Some(
+                customer
+                    .overrides
+                    .effective(&defaults)
+                    .to_profile(id.get(), &customer.business_name),
+            ),
+        }))
     }
 
     async fn get_outbound_settings(
         &self,
         _request: Request<GetOutboundSettingsRequest>,
-    ) -> Result<Response<GetOutboundSettingsResponse>, Status> {
+    ) -> std::result::Result<Response<GetOutboundSettingsResponse>, Status> {
         Err(not_yet("TenantService.GetOutboundSettings"))
     }
 
     async fn update_outbound_settings(
         &self,
         _request: Request<UpdateOutboundSettingsRequest>,
-    ) -> Result<Response<UpdateOutboundSettingsResponse>, Status> {
+    ) -> std::result::Result<Response<UpdateOutboundSettingsResponse>, Status> {
         Err(not_yet("TenantService.UpdateOutboundSettings"))
     }
 
     async fn rotate_webhook_secret(
         &self,
         _request: Request<RotateWebhookSecretRequest>,
-    ) -> Result<Response<RotateWebhookSecretResponse>, Status> {
+    ) -> std::result::Result<Response<RotateWebhookSecretResponse>, Status> {
         Err(not_yet("TenantService.RotateWebhookSecret"))
     }
 }
@@ -150,15 +603,99 @@ impl tenant_service_server::TenantService for TenantSvc {
 impl edge_service_server::EdgeService for TenantSvc {
     async fn resolve_number(
         &self,
-        _request: Request<ResolveNumberRequest>,
-    ) -> Result<Response<ResolveNumberResponse>, Status> {
-        Err(not_yet("EdgeService.ResolveNumber"))
+        request: Request<ResolveNumberRequest>,
+    ) -> std::result::Result<Response<ResolveNumberResponse>, Status> {
+        let r = request.into_inner();
+        let number = PhoneNumber::parse(&r.called_number)
+            .map_err(|e| TenantError::invalid("called_number", e))?;
+        let account = AccountSid::parse(&r.account_sid)
+            .map_err(|e| TenantError::invalid("account_sid", e))?;
+        let call = CallSid::parse(&r.call_sid).map_err(|e| TenantError::invalid("call_sid", e))?;
+        let db = &self.deps.db;
+        let id = db
+            .service_tx(async |tx| {
+                store::resolve_number(tx, number.as_str(), account.as_str()).await
+            })
+            .await?
+            .ok_or(TenantError::NotFound("phone number"))?;
+        tracing::Span::current().record("customer_id", id.get());
+        let (customer, defaults) = tokio::try_join!(self.customer(id), self.defaults())?;
+        if customer.status != "active" {
+            tracing::info!(customer_id = id.get(), call_sid = %call, "call to a suspended customer refused");
+            return Err(
+                TenantError::FailedPrecondition("this customer is suspended".into()).into(),
+            );
+        }
+        let token = self
+            .deps
+            .identity
+            .minter()
+            .mint_tenant(
+                id,
+                call.as_str(),
+                &[names::TENANT_SVC, names::MEMORY_SVC, names::MEDIA_SVC],
+                scope::CALL_SCOPES,
+                CALL_TOKEN_TTL,
+            )
+            .map_err(TenantError::from)?;
+        tracing::debug!(customer_id = id.get(), call_sid = %call, "number resolved");
+        Ok(Response::new(ResolveNumberResponse {
+            customer_id: id.get(),
+            profile: Some(
+                customer
+                    .overrides
+                    .effective(&defaults)
+                    .to_profile(id.get(), &customer.business_name),
+            ),
+            tenant_token: token,
+            token_expire_time: Some(store::timestamp(chrono::Utc::now() + CALL_TOKEN_TTL)),
+        }))
     }
 
     async fn exchange_legacy_token(
         &self,
-        _request: Request<ExchangeLegacyTokenRequest>,
-    ) -> Result<Response<ExchangeLegacyTokenResponse>, Status> {
-        Err(not_yet("EdgeService.ExchangeLegacyToken"))
+        request: Request<ExchangeLegacyTokenRequest>,
+    ) -> std::result::Result<Response<ExchangeLegacyTokenResponse>, Status> {
+        let Some(legacy) = &self.deps.legacy else {
+            return Err(TenantError::FailedPrecondition(
+                "legacy tokens are not enabled (JWT_SECRET_KEY is unset)".into(),
+            )
+            .into());
+        };
+        let claims = legacy
+            .verify(&request.get_ref().legacy_token)
+            .map_err(|_| TenantError::Unauthenticated("invalid or expired legacy token"))?;
+        let id = claims.customer_id;
+        let customer = self.customer(id).await.map_err(|e| match e {
+            TenantError::NotFound(_) => {
+                TenantError::Unauthenticated("invalid or expired legacy token")
+            }
+            other => other,
+        })?;
+        if customer.status != "active" {
+            return Err(
+                TenantError::FailedPrecondition("this customer is suspended".into()).into(),
+            );
+        }
+        let remaining = claims.expires_at - chrono::Utc::now().timestamp();
+        let ttl =
+            Duration::from_secs(remaining.clamp(1, MAX_EXCHANGED_TTL.as_secs() as i64) as u64);
+        let token = self
+            .deps
+            .identity
+            .minter()
+            .mint_tenant(
+                id,
+                "legacy-rest",
+                &[names::MEMORY_SVC],
+                &[scope::MEMORY_READ, scope::MEMORY_WRITE],
+                ttl,
+            )
+            .map_err(TenantError::from)?;
+        Ok(Response::new(ExchangeLegacyTokenResponse {
+            customer_id: id.get(),
+            tenant_token: token,
+            token_expire_time: Some(store::timestamp(chrono::Utc::now() + ttl)),
+        }))
     }
 }

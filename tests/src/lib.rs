@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh::auth::LegacyVerifier;
 use mesh::identity::{DevKeys, names};
 use mesh::testkit::TestDb;
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,6 +33,8 @@ pub struct Mesh {
     pub db: TestDb,
     /// Every service's key and the shared trust bundle.
     pub keys: Arc<DevKeys>,
+    /// The legacy HS256 key (`JWT_SECRET_KEY`) tenant-svc was started with.
+    pub legacy_secret: SecretString,
     /// tenant-svc.
     pub tenant: Ports,
     /// memory-svc.
@@ -74,9 +78,15 @@ impl Mesh {
 
         let (g, a) = listeners().await;
         let tenant = ports(&g, &a);
+        let legacy_secret = SecretString::from(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ));
         let deps = tenant_svc::Deps {
             db: db.db_for_role("tenant_svc").await,
             identity: keys.identity(names::TENANT_SVC),
+            legacy: Some(LegacyVerifier::new(&legacy_secret).expect("64-byte secret")),
         };
         tasks.push((
             names::TENANT_SVC,
@@ -121,6 +131,7 @@ impl Mesh {
         Mesh {
             db,
             keys,
+            legacy_secret,
             tenant,
             memory,
             media,

@@ -108,34 +108,73 @@ async fn grpcurl_lists_describes_and_health_checks_every_service() {
         assert!(health.contains("\"SERVING\""), "{health}");
     }
 
-    // An authenticated call through grpcurl reaches the handler (which answers UNIMPLEMENTED
-    // until the tenant-svc issue lands); without the header it is refused by the auth layer.
-    let token = mesh.tenant_token(1, &[scope::TENANT_READ]);
+    // What an operator does: create a customer with an admin token, then read it with a tenant
+    // token; a token for another customer cannot; no token is refused by the auth layer.
     let addr = mesh.tenant.main.to_string();
-    let header = format!("authorization: Bearer {token}");
-    let (ok, out) = tokio::task::spawn_blocking({
-        let addr = addr.clone();
-        move || {
-            grpcurl(&[
-                "-plaintext",
-                "-H",
-                &header,
-                &addr,
-                "neurosphere.tenant.v1.TenantService/GetMyCustomer",
-            ])
-        }
-    })
+    let call = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            grpcurl(&args)
+        })
+    };
+    let admin = mesh.service_token(
+        mesh::identity::names::OPERATOR,
+        mesh::identity::names::TENANT_SVC,
+        &[scope::TENANT_ADMIN],
+    );
+    let (ok, out) = call(vec![
+        "-plaintext".into(),
+        "-H".into(),
+        format!("authorization: Bearer {admin}"),
+        "-d".into(),
+        r#"{"email":"ops@peterson.example","business_name":"Peterson Family Insurance"}"#.into(),
+        addr.clone(),
+        "neurosphere.tenant.v1.TenantAdminService/CreateCustomer".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    let created: serde_json::Value = serde_json::from_str(&out).expect("JSON output");
+    let id: i64 = created["customer"]["id"]
+        .as_str()
+        .expect("int64 as string")
+        .parse()
+        .unwrap();
+
+    let mine = mesh.tenant_token(id, &[scope::TENANT_READ]);
+    let (ok, out) = call(vec![
+        "-plaintext".into(),
+        "-H".into(),
+        format!("authorization: Bearer {mine}"),
+        addr.clone(),
+        "neurosphere.tenant.v1.TenantService/GetMyCustomer".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("Peterson Family Insurance"), "{out}");
+
+    let other = mesh.tenant_token(id + 1, &[scope::TENANT_READ]);
+    let (ok, out) = call(vec![
+        "-plaintext".into(),
+        "-H".into(),
+        format!("authorization: Bearer {other}"),
+        addr.clone(),
+        "neurosphere.tenant.v1.TenantService/GetMyCustomer".into(),
+    ])
     .await
     .unwrap();
     assert!(!ok);
-    assert!(out.contains("Unimplemented"), "{out}");
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        grpcurl(&[
-            "-plaintext",
-            &addr,
-            "neurosphere.tenant.v1.TenantService/GetMyCustomer",
-        ])
-    })
+    assert!(
+        out.contains("NotFound") && !out.contains("Peterson"),
+        "{out}"
+    );
+
+    let (ok, out) = call(vec![
+        "-plaintext".into(),
+        addr,
+        "neurosphere.tenant.v1.TenantService/GetMyCustomer".into(),
+    ])
     .await
     .unwrap();
     assert!(!ok);

@@ -12,6 +12,10 @@ use super::{AuthError, Caller, Policy, ServiceCaller, TenantCaller, Verifier};
 // policy table, so no handler can forget a check and none ever sees a raw token.
 /// Verifies the bearer token of every non-public request against the [`Policy`] and puts the
 /// [`Caller`] into the request extensions; refuses everything else without calling the service.
+///
+/// A tenant's `customer_id` is recorded on the span that is current while the layer's `call`
+/// runs: put it inside a layer that enters its span there, such as tower-http's `TraceLayer`
+/// (as `mesh::server` does; tonic's `trace_fn` only enters its span when polling).
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     verifier: Verifier,
@@ -75,7 +79,7 @@ where
                         ext.insert(s.clone());
                     }
                     Caller::Tenant(t) => {
-                        let _ = t;
+                        tracing::Span::current().record("customer_id", t.customer_id.get());
                         ext.insert(t.clone());
                     }
                 }

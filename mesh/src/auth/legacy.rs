@@ -24,10 +24,13 @@ pub struct LegacyClaims {
     pub customer_id: CustomerId,
     /// The legacy `scope` claim, as written (empty when absent).
     pub scope: String,
+    /// The token's `exp` (seconds since the Unix epoch), so an exchanged token never outlives it.
+    pub expires_at: i64,
 }
 
 /// Verifies legacy HS256 tokens: HS256 only, `exp` and `iat` required, leeway at most 30 s,
 /// a positive integer `customer_id`.
+#[derive(Clone)]
 pub struct LegacyVerifier {
     key: DecodingKey,
     validation: Validation,
@@ -101,7 +104,7 @@ impl LegacyVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::from_jwt(&e))?
             .claims;
-        claims.exp.ok_or(AuthError::MissingClaim("exp"))?;
+        let expires_at = claims.exp.ok_or(AuthError::MissingClaim("exp"))?;
         let iat = claims.iat.ok_or(AuthError::MissingClaim("iat"))?;
         let now = jsonwebtoken::get_current_timestamp() as i64;
         if iat > now + self.validation.leeway as i64 {
@@ -116,6 +119,7 @@ impl LegacyVerifier {
         Ok(LegacyClaims {
             customer_id,
             scope: claims.scope.unwrap_or_default(),
+            expires_at,
         })
     }
 }

@@ -1,0 +1,503 @@
+//! The customer's configuration as tenant-svc reasons about it: overrides (what the customer
+//! set), platform defaults (everything else), the merged effective profile, and the field-mask
+//! update that produces one history entry per changed field.
+
+use std::collections::BTreeMap;
+
+use mesh::api::tenant as pb;
+use mesh::domain::SLIDER_NAMES;
+use serde_json::Value;
+
+use crate::error::{Result, TenantError};
+use crate::validate::{self, PromptBlock, TransferRule};
+
+/// What a customer has set; `None` / a missing slider means "use the platform default".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// Agent name.
+    pub agent_name: Option<String>,
+    /// Greeting for new callers.
+    pub greeting_new_caller: Option<String>,
+    /// Greeting for returning callers.
+    pub greeting_returning_caller: Option<String>,
+    /// Voice name (validated).
+    pub voice: Option<String>,
+    /// Slider overrides by name.
+    pub sliders: BTreeMap<String, u32>,
+    /// Prompt blocks.
+    pub prompt_blocks: Option<Vec<PromptBlock>>,
+    /// Transfer rules.
+    pub transfer_rules: Option<Vec<TransferRule>>,
+    /// IANA time zone.
+    pub time_zone: Option<String>,
+}
+
+/// Platform defaults: every field set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    /// Agent name.
+    pub agent_name: String,
+    /// Greeting for new callers.
+    pub greeting_new_caller: String,
+    /// Greeting for returning callers.
+    pub greeting_returning_caller: String,
+    /// Voice.
+    pub voice: String,
+    /// All 30 sliders.
+    pub sliders: BTreeMap<String, u32>,
+    /// Prompt blocks.
+    pub prompt_blocks: Vec<PromptBlock>,
+    /// Transfer rules.
+    pub transfer_rules: Vec<TransferRule>,
+    /// IANA time zone.
+    pub time_zone: String,
+    /// Last change.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Overrides {
+    /// Each set field as `key -> JSON value` (`sliders.<name>` per slider): the unit of history.
+    pub fn entries(&self) -> BTreeMap<String, Value> {
+        let mut m = BTreeMap::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        put("agent_name", self.agent_name.as_ref().map(json));
+        put(
+            "greeting_new_caller",
+            self.greeting_new_caller.as_ref().map(json),
+        );
+        put(
+            "greeting_returning_caller",
+            self.greeting_returning_caller.as_ref().map(json),
+        );
+        put("voice", self.voice.as_ref().map(json));
+        put("prompt_blocks", self.prompt_blocks.as_ref().map(json));
+        put("transfer_rules", self.transfer_rules.as_ref().map(json));
+        put("time_zone", self.time_zone.as_ref().map(json));
+        for (k, v) in &self.sliders {
+            m.insert(format!("sliders.{k}"), Value::from(*v));
+        }
+        m
+    }
+
+    /// The protobuf form.
+    pub fn to_pb(&self) -> pb::AgentConfig {
+        pb::AgentConfig {
+            agent_name: self.agent_name.clone(),
+            greeting_new_caller: self.greeting_new_caller.clone(),
+            greeting_returning_caller: self.greeting_returning_caller.clone(),
+            voice: self.voice.clone(),
+            sliders: self.sliders.clone().into_iter().collect(),
+            prompt_blocks: self.prompt_blocks.as_ref().map(|b| pb::PromptBlockList {
+                blocks: b.iter().map(block_pb).collect(),
+            }),
+            transfer_rules: self.transfer_rules.as_ref().map(|r| pb::TransferRuleList {
+                rules: r.iter().map(rule_pb).collect(),
+            }),
+            time_zone: self.time_zone.clone(),
+        }
+    }
+
+    /// Applies `config` to a copy of `self` for the paths in `mask` (field-mask semantics: a path
+    /// whose value is unset resets the field to the platform default; `sliders` replaces the
+    /// slider overrides with `config.sliders`; `sliders.<name>` sets or resets one slider). An
+    /// empty mask updates every field that is set in `config`, sliders one by one.
+    pub fn apply(&self, config: &pb::AgentConfig, mask: &[String], field: &str) -> Result<Self> {
+        let derived;
+        let paths: &[String] = if mask.is_empty() {
+            derived = set_paths(config);
+            &derived
+        } else {
+            mask
+        };
+        let mut out = self.clone();
+        for path in paths {
+            let f = |name: &str| format!("{field}.{name}");
+            match path.as_str() {
+                "agent_name" => {
+                    out.agent_name = config
+                        .agent_name
+                        .as_deref()
+                        .map(|v| validate::agent_name(&f("agent_name"), v))
+                        .transpose()?;
+                }
+                "greeting_new_caller" => {
+                    out.greeting_new_caller = config
+                        .greeting_new_caller
+                        .as_deref()
+                        .map(|v| validate::greeting(&f("greeting_new_caller"), v))
+                        .transpose()?;
+                }
+                "greeting_returning_caller" => {
+                    out.greeting_returning_caller = config
+                        .greeting_returning_caller
+                        .as_deref()
+                        .map(|v| validate::greeting(&f("greeting_returning_caller"), v))
+                        .transpose()?;
+                }
+                "voice" => {
+                    out.voice = config
+                        .voice
+                        .as_deref()
+                        .map(|v| validate::voice(&f("voice"), v).map(|v| v.as_str().to_owned()))
+                        .transpose()?;
+                }
+                "time_zone" => {
+                    out.time_zone = config
+                        .time_zone
+                        .as_deref()
+                        .map(|v| validate::time_zone(&f("time_zone"), v).map(|_| v.to_owned()))
+                        .transpose()?;
+                }
+                "prompt_blocks" => {
+                    out.prompt_blocks = config
+                        .prompt_blocks
+                        .as_ref()
+                        .map(|l| validate::prompt_blocks(&f("prompt_blocks"), &l.blocks))
+                        .transpose()?;
+                }
+                "transfer_rules" => {
+                    out.transfer_rules = config
+                        .transfer_rules
+                        .as_ref()
+                        .map(|l| validate::transfer_rules(&f("transfer_rules"), &l.rules))
+                        .transpose()?;
+                }
+                "sliders" => {
+                    out.sliders = BTreeMap::new();
+                    for (name, value) in &config.sliders {
+                        let s = validate::slider(&f(&format!("sliders.{name}")), name, *value)?;
+                        out.sliders
+                            .insert(s.name().to_owned(), u32::from(s.value()));
+                    }
+                }
+                p if p.starts_with("sliders.") => {
+                    let name = &p["sliders.".len()..];
+                    let key = format!("sliders.{name}");
+                    match config.sliders.get(name) {
+                        Some(v) => {
+                            let s = validate::slider(&f(&key), name, *v)?;
+                            out.sliders
+                                .insert(s.name().to_owned(), u32::from(s.value()));
+                        }
+                        None => {
+                            if !SLIDER_NAMES.contains(&name) {
+                                return Err(TenantError::invalid(
+                                    "update_mask",
+                                    format!("unknown slider `{}`", name.escape_debug()),
+                                ));
+                            }
+                            out.sliders.remove(name);
+                        }
+                    }
+                }
+                other => {
+                    return Err(TenantError::invalid(
+                        "update_mask",
+                        format!(
+                            "unknown path `{}`; allowed: agent_name, greeting_new_caller, greeting_returning_caller, voice, sliders, sliders.<name>, prompt_blocks, transfer_rules, time_zone",
+                            other.escape_debug()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merged over `defaults`.
+    pub fn effective(&self, defaults: &Defaults) -> Defaults {
+        let mut sliders = defaults.sliders.clone();
+        for (k, v) in &self.sliders {
+            sliders.insert(k.clone(), *v);
+        }
+        Defaults {
+            agent_name: self
+                .agent_name
+                .clone()
+                .unwrap_or_else(|| defaults.agent_name.clone()),
+            greeting_new_caller: self
+                .greeting_new_caller
+                .clone()
+                .unwrap_or_else(|| defaults.greeting_new_caller.clone()),
+            greeting_returning_caller: self
+                .greeting_returning_caller
+                .clone()
+                .unwrap_or_else(|| defaults.greeting_returning_caller.clone()),
+            voice: self.voice.clone().unwrap_or_else(|| defaults.voice.clone()),
+            sliders,
+            prompt_blocks: self
+                .prompt_blocks
+                .clone()
+                .unwrap_or_else(|| defaults.prompt_blocks.clone()),
+            transfer_rules: self
+                .transfer_rules
+                .clone()
+                .unwrap_or_else(|| defaults.transfer_rules.clone()),
+            time_zone: self
+                .time_zone
+                .clone()
+                .unwrap_or_else(|| defaults.time_zone.clone()),
+            updated_at: defaults.updated_at,
+        }
+    }
+}
+
+/// The paths of every field set in `config` (for an empty mask).
+fn set_paths(config: &pb::AgentConfig) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut add = |set: bool, name: &str| {
+        if set {
+            p.push(name.to_owned());
+        }
+    };
+    add(config.agent_name.is_some(), "agent_name");
+    add(config.greeting_new_caller.is_some(), "greeting_new_caller");
+    add(
+        config.greeting_returning_caller.is_some(),
+        "greeting_returning_caller",
+    );
+    add(config.voice.is_some(), "voice");
+    add(config.prompt_blocks.is_some(), "prompt_blocks");
+    add(config.transfer_rules.is_some(), "transfer_rules");
+    add(config.time_zone.is_some(), "time_zone");
+    let mut names: Vec<_> = config.sliders.keys().collect();
+    names.sort();
+    p.extend(names.into_iter().map(|n| format!("sliders.{n}")));
+    p
+}
+
+/// One history entry: a field whose value changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// `agent` or `slider`.
+    pub config_type: &'static str,
+    /// Field path.
+    pub key: String,
+    /// Previous value, `None` when unset.
+    pub old: Option<Value>,
+    /// New value, `None` when reset.
+    pub new: Option<Value>,
+}
+
+/// The fields that differ between `before` and `after`.
+pub fn diff(before: &Overrides, after: &Overrides) -> Vec<Change> {
+    let a = before.entries();
+    let b = after.entries();
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| Change {
+            config_type: if k.starts_with("sliders.") {
+                "slider"
+            } else {
+                "agent"
+            },
+            key: k.clone(),
+            old: a.get(k).cloned(),
+            new: b.get(k).cloned(),
+        })
+        .collect()
+}
+
+/// Protobuf prompt block.
+pub fn block_pb(b: &PromptBlock) -> pb::PromptBlock {
+    pb::PromptBlock {
+        name: b.name.clone(),
+        text: b.text.clone(),
+    }
+}
+
+/// Protobuf transfer rule.
+pub fn rule_pb(r: &TransferRule) -> pb::TransferRule {
+    pb::TransferRule {
+        keyword: r.keyword.clone(),
+        number: r.number.clone(),
+        description: r.description.clone(),
+    }
+}
+
+impl Defaults {
+    /// As the merged agent profile of `customer_id`.
+    pub fn to_profile(&self, customer_id: i64, business_name: &str) -> pb::AgentProfile {
+        pb::AgentProfile {
+            customer_id,
+            business_name: business_name.to_owned(),
+            agent_name: self.agent_name.clone(),
+            greeting_new_caller: self.greeting_new_caller.clone(),
+            greeting_returning_caller: self.greeting_returning_caller.clone(),
+            voice: self.voice.clone(),
+            sliders: self.sliders.clone().into_iter().collect(),
+            prompt_blocks: self.prompt_blocks.iter().map(block_pb).collect(),
+            transfer_rules: self.transfer_rules.iter().map(rule_pb).collect(),
+            time_zone: self.time_zone.clone(),
+        }
+    }
+
+    /// As the platform-defaults message.
+    pub fn to_pb(&self) -> pb::PlatformDefaults {
+        pb::PlatformDefaults {
+            agent_name: self.agent_name.clone(),
+            greeting_new_caller: self.greeting_new_caller.clone(),
+            greeting_returning_caller: self.greeting_returning_caller.clone(),
+            voice: self.voice.clone(),
+            sliders: self.sliders.clone().into_iter().collect(),
+            prompt_blocks: self.prompt_blocks.iter().map(block_pb).collect(),
+            transfer_rules: self.transfer_rules.iter().map(rule_pb).collect(),
+            time_zone: self.time_zone.clone(),
+            update_time: Some(crate::store::timestamp(self.updated_at)),
+        }
+    }
+
+    /// Applies an admin update of the defaults (field-mask semantics; every path needs a value,
+    /// since defaults cannot be unset).
+    pub fn apply(&self, update: &pb::PlatformDefaults, mask: &[String]) -> Result<Self> {
+        if mask.is_empty() {
+            return Err(TenantError::invalid(
+                "update_mask",
+                "name the fields to change, e.g. [\"voice\", \"sliders.warmth\"]",
+            ));
+        }
+        let mut out = self.clone();
+        for path in mask {
+            let f = |n: &str| format!("defaults.{n}");
+            match path.as_str() {
+                "agent_name" => {
+                    out.agent_name = validate::agent_name(&f("agent_name"), &update.agent_name)?
+                }
+                "greeting_new_caller" => {
+                    out.greeting_new_caller =
+                        validate::greeting(&f("greeting_new_caller"), &update.greeting_new_caller)?
+                }
+                "greeting_returning_caller" => {
+                    out.greeting_returning_caller = validate::greeting(
+                        &f("greeting_returning_caller"),
+                        &update.greeting_returning_caller,
+                    )?
+                }
+                "voice" => {
+                    out.voice = validate::voice(&f("voice"), &update.voice)?
+                        .as_str()
+                        .to_owned()
+                }
+                "time_zone" => {
+                    validate::time_zone(&f("time_zone"), &update.time_zone)?;
+                    out.time_zone = update.time_zone.clone();
+                }
+                "prompt_blocks" => {
+                    out.prompt_blocks =
+                        validate::prompt_blocks(&f("prompt_blocks"), &update.prompt_blocks)?
+                }
+                "transfer_rules" => {
+                    out.transfer_rules =
+                        validate::transfer_rules(&f("transfer_rules"), &update.transfer_rules)?
+                }
+                "sliders" => {
+                    for (name, value) in &update.sliders {
+                        let s = validate::slider(&f(&format!("sliders.{name}")), name, *value)?;
+                        out.sliders
+                            .insert(s.name().to_owned(), u32::from(s.value()));
+                    }
+                }
+                p if p.starts_with("sliders.") => {
+                    let name = &p["sliders.".len()..];
+                    let value = update.sliders.get(name).ok_or_else(|| {
+                        TenantError::invalid(
+                            f(p),
+                            "a default slider cannot be unset; give a value 0-100",
+                        )
+                    })?;
+                    let s = validate::slider(&f(p), name, *value)?;
+                    out.sliders
+                        .insert(s.name().to_owned(), u32::from(s.value()));
+                }
+                other => {
+                    return Err(TenantError::invalid(
+                        "update_mask",
+                        format!("unknown path `{}`", other.escape_debug()),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> pb::AgentConfig {
+        pb::AgentConfig::default()
+    }
+
+    #[test]
+    fn empty_mask_updates_set_fields_and_sliders_one_by_one() {
+        let before = Overrides {
+            sliders: [("humor".to_owned(), 10)].into(),
+            ..Default::default()
+        };
+        let mut c = cfg();
+        c.agent_name = Some("Ava".into());
+        c.sliders.insert("warmth".into(), 80);
+        let after = before.apply(&c, &[], "config").unwrap();
+        assert_eq!(after.agent_name.as_deref(), Some("Ava"));
+        assert_eq!(
+            after.sliders.get("humor"),
+            Some(&10),
+            "untouched slider kept"
+        );
+        assert_eq!(after.sliders.get("warmth"), Some(&80));
+        let changes = diff(&before, &after);
+        assert_eq!(changes.len(), 2);
+        assert!(diff(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn a_masked_path_without_value_resets_to_default() {
+        let before = Overrides {
+            voice: Some("ash".into()),
+            sliders: [("humor".to_owned(), 10)].into(),
+            ..Default::default()
+        };
+        let after = before
+            .apply(&cfg(), &["voice".into(), "sliders.humor".into()], "config")
+            .unwrap();
+        assert_eq!(after.voice, None);
+        assert!(after.sliders.is_empty());
+        let changes = diff(&before, &after);
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.new.is_none()));
+    }
+
+    #[test]
+    fn unknown_paths_and_bad_values_are_refused() {
+        let o = Overrides::default();
+        assert!(
+            o.apply(&cfg(), &["colour".into()], "config")
+                .unwrap_err()
+                .to_string()
+                .contains("update_mask")
+        );
+        assert!(
+            o.apply(&cfg(), &["sliders.bogus".into()], "config")
+                .is_err()
+        );
+        let mut c = cfg();
+        c.voice = Some("onyx".into());
+        let e = o.apply(&c, &[], "config").unwrap_err().to_string();
+        assert!(
+            e.starts_with("config.voice:") && e.contains("text-to-speech"),
+            "{e}"
+        );
+    }
+}

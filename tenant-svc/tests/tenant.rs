@@ -1,0 +1,1061 @@
+//! tenant-svc over real gRPC against a real PostgreSQL: the issue's acceptance list.
+
+use std::time::Duration;
+
+use mesh::api::tenant::edge_service_client::EdgeServiceClient;
+use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
+use mesh::api::tenant::tenant_service_client::TenantServiceClient;
+use mesh::api::tenant::*;
+use mesh::identity::{DevKeys, names, scope};
+use mesh::testkit::TestDb;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const PETERSON_NUMBER: &str = "+14155550101";
+const SMITH_NUMBER: &str = "+14155550102";
+
+struct Svc {
+    db: TestDb,
+    keys: DevKeys,
+    channel: Channel,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Svc {
+    async fn start() -> Svc {
+        let db = TestDb::new().await;
+        let keys = DevKeys::generate();
+        let legacy = mesh::auth::LegacyVerifier::new(&secrecy::SecretString::from(
+            "legacy-secret-for-tests-0123456789abcdef",
+        ))
+        .unwrap();
+        let deps = tenant_svc::Deps {
+            db: db.db_for_role("tenant_svc").await,
+            identity: keys.identity(names::TENANT_SVC),
+            legacy: Some(legacy),
+        };
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = grpc.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(tenant_svc::serve(
+            deps,
+            grpc,
+            admin,
+            Duration::from_secs(1),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Svc {
+            db,
+            keys,
+            channel,
+            _stop: tx,
+        }
+    }
+
+    fn operator(&self, scopes: &[&str]) -> String {
+        self.keys
+            .identity(names::OPERATOR)
+            .minter()
+            .mint_service(names::TENANT_SVC, scopes, Duration::from_secs(300))
+            .unwrap()
+    }
+
+    fn tenant(&self, customer: i64, scopes: &[&str]) -> String {
+        self.keys
+            .identity(names::TENANT_SVC)
+            .minter()
+            .mint_tenant(
+                mesh::domain::CustomerId::new(customer).unwrap(),
+                "test-user",
+                &[names::TENANT_SVC],
+                scopes,
+                Duration::from_secs(300),
+            )
+            .unwrap()
+    }
+
+    fn admin(&self) -> TenantAdminServiceClient<Channel> {
+        TenantAdminServiceClient::new(self.channel.clone())
+    }
+
+    fn tenant_client(&self) -> TenantServiceClient<Channel> {
+        TenantServiceClient::new(self.channel.clone())
+    }
+
+    fn edge(&self) -> EdgeServiceClient<Channel> {
+        EdgeServiceClient::new(self.channel.clone())
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .admin_client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn snapshot(&self) -> (i64, i64, i64) {
+        (
+            self.count("SELECT count(*) FROM tenant.customers").await,
+            self.count("SELECT count(*) FROM tenant.phone_numbers")
+                .await,
+            self.count("SELECT count(*) FROM tenant.customer_configurations")
+                .await,
+        )
+    }
+
+    async fn rows_of(&self, customer: i64) -> String {
+        let c = self.db.admin_client().await;
+        let row = c
+            .query_one(
+                "SELECT (SELECT row_to_json(x)::text FROM tenant.customers x WHERE customer_id = $1), \
+                 (SELECT count(*) FROM tenant.phone_numbers WHERE customer_id = $1), \
+                 (SELECT count(*) FROM tenant.customer_configurations WHERE customer_id = $1)",
+                &[&customer],
+            )
+            .await
+            .unwrap();
+        format!(
+            "{:?}|{}|{}",
+            row.get::<_, Option<String>>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        )
+    }
+
+    /// Creates Peterson (1) and Smith (2) with a number each.
+    async fn seed(&self) -> (i64, i64) {
+        let token = self.operator(&[scope::TENANT_ADMIN]);
+        let mut admin = self.admin();
+        let mut ids = Vec::new();
+        for (email, name, greeting, voice, number) in [
+            (
+                "ops@peterson.example",
+                "Peterson Family Insurance",
+                "Thanks for calling Peterson, this is {agent_name}.",
+                "sage",
+                PETERSON_NUMBER,
+            ),
+            (
+                "desk@smith.example",
+                "Smith Insurance Agency",
+                "Smith Insurance & Co, {time_greeting}!",
+                "coral",
+                SMITH_NUMBER,
+            ),
+        ] {
+            let c = admin
+                .create_customer(auth(
+                    CreateCustomerRequest {
+                        email: email.into(),
+                        business_name: name.into(),
+                        agent_config: Some(AgentConfig {
+                            greeting_new_caller: Some(greeting.into()),
+                            voice: Some(voice.into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .customer
+                .unwrap();
+            admin
+                .assign_phone_number(auth(
+                    AssignPhoneNumberRequest {
+                        customer_id: c.id,
+                        number: number.into(),
+                        twilio_account_sid: String::new(),
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap();
+            ids.push(c.id);
+        }
+        (ids[0], ids[1])
+    }
+
+    fn gateway(&self) -> String {
+        self.keys
+            .identity(names::GATEWAY)
+            .minter()
+            .mint_service(
+                names::TENANT_SVC,
+                &[scope::TENANT_RESOLVE, scope::TENANT_EXCHANGE],
+                Duration::from_secs(300),
+            )
+            .unwrap()
+    }
+}
+
+fn auth<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn resolve(number: &str) -> ResolveNumberRequest {
+    ResolveNumberRequest {
+        called_number: number.into(),
+        account_sid: ACCOUNT.into(),
+        call_sid: "CA0123456789abcdef0123456789abcdef".into(),
+    }
+}
+
+#[tokio::test]
+async fn resolving_each_number_gives_its_own_tenant_greeting_and_voice() {
+    let s = Svc::start().await;
+    let (peterson, smith) = s.seed().await;
+    let gw = s.gateway();
+    for (number, id, greeting, voice) in [
+        (PETERSON_NUMBER, peterson, "Peterson", "sage"),
+        (SMITH_NUMBER, smith, "Smith Insurance & Co", "coral"),
+    ] {
+        let r = s
+            .edge()
+            .resolve_number(auth(resolve(number), &gw))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.customer_id, id);
+        let p = r.profile.unwrap();
+        assert!(p.greeting_new_caller.contains(greeting), "{p:?}");
+        assert_eq!(p.voice, voice);
+        assert_eq!(p.sliders.len(), 30);
+        assert_eq!(p.agent_name, "AI Assistant", "platform default");
+        // The token is bound to the call and verifies for the other services.
+        for audience in [names::MEMORY_SVC, names::MEDIA_SVC] {
+            let caller = s
+                .keys
+                .identity(audience)
+                .verifier(audience)
+                .verify(&r.tenant_token)
+                .unwrap();
+            assert_eq!(caller.customer_id().unwrap().get(), id);
+        }
+        let exp = r.token_expire_time.unwrap().seconds - chrono::Utc::now().timestamp();
+        assert!(exp <= 3600 && exp > 3500, "{exp}");
+    }
+    // Unknown number, wrong subaccount, suspended tenant.
+    let err = s
+        .edge()
+        .resolve_number(auth(resolve("+14155550199"), &gw))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = s
+        .edge()
+        .resolve_number(auth(resolve("not-a-number"), &gw))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("called_number"), "{err:?}");
+    let mut bad_call = resolve(PETERSON_NUMBER);
+    bad_call.call_sid = "XX0123456789abcdef0123456789abcdef".into();
+    let err = s
+        .edge()
+        .resolve_number(auth(bad_call, &gw))
+        .await
+        .unwrap_err();
+    assert!(err.message().starts_with("call_sid"), "{err:?}");
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    s.admin()
+        .set_customer_status(auth(
+            SetCustomerStatusRequest {
+                customer_id: smith,
+                status: CustomerStatus::Suspended as i32,
+            },
+            &op,
+        ))
+        .await
+        .unwrap();
+    let err = s
+        .edge()
+        .resolve_number(auth(resolve(SMITH_NUMBER), &gw))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn a_number_pinned_to_a_subaccount_resolves_only_for_that_account() {
+    let s = Svc::start().await;
+    let (peterson, _) = s.seed().await;
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    s.admin()
+        .assign_phone_number(auth(
+            AssignPhoneNumberRequest {
+                customer_id: peterson,
+                number: "+14155550103".into(),
+                twilio_account_sid: "ACffffffffffffffffffffffffffffffff".into(),
+            },
+            &op,
+        ))
+        .await
+        .unwrap();
+    let gw = s.gateway();
+    let err = s
+        .edge()
+        .resolve_number(auth(resolve("+14155550103"), &gw))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let mut right = resolve("+14155550103");
+    right.account_sid = "ACffffffffffffffffffffffffffffffff".into();
+    assert_eq!(
+        s.edge()
+            .resolve_number(auth(right, &gw))
+            .await
+            .unwrap()
+            .into_inner()
+            .customer_id,
+        peterson
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_token_never_reaches_another_tenant() {
+    let s = Svc::start().await;
+    let (peterson, smith) = s.seed().await;
+    let smith_before = s.rows_of(smith).await;
+    let token = s.tenant(peterson, &[scope::TENANT_READ, scope::TENANT_WRITE]);
+    let mut t = s.tenant_client();
+
+    // Reads: only Peterson, even with a spoofed customer id in the metadata.
+    let mut req = auth(GetMyCustomerRequest {}, &token);
+    req.metadata_mut()
+        .insert("x-customer-id", smith.to_string().parse().unwrap());
+    req.metadata_mut()
+        .insert("customer_id", smith.to_string().parse().unwrap());
+    let me = t
+        .get_my_customer(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .customer
+        .unwrap();
+    assert_eq!(me.id, peterson);
+    assert_eq!(me.business_name, "Peterson Family Insurance");
+    assert_eq!(me.phone_numbers.len(), 1);
+    assert_eq!(me.phone_numbers[0].number, PETERSON_NUMBER);
+
+    // Writes: act on Peterson only.
+    let mut req = auth(
+        UpdateAgentConfigRequest {
+            config: Some(AgentConfig {
+                agent_name: Some("Penny".into()),
+                ..Default::default()
+            }),
+            update_mask: None,
+        },
+        &token,
+    );
+    req.metadata_mut()
+        .insert("x-customer-id", smith.to_string().parse().unwrap());
+    let updated = t.update_agent_config(req).await.unwrap().into_inner();
+    assert_eq!(updated.customer.unwrap().id, peterson);
+
+    // History and profile: Peterson's only.
+    let history = t
+        .list_config_history(auth(ListConfigHistoryRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!history.changes.is_empty());
+    let profile = t
+        .get_effective_profile(auth(GetEffectiveProfileRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .profile
+        .unwrap();
+    assert_eq!(profile.customer_id, peterson);
+    assert_eq!(profile.agent_name, "Penny");
+
+    // A token for a customer that does not exist sees nothing.
+    let ghost = s.tenant(999, &[scope::TENANT_READ]);
+    let err = t
+        .get_my_customer(auth(GetMyCustomerRequest {}, &ghost))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(s.rows_of(smith).await, smith_before, "Smith's rows changed");
+}
+
+#[tokio::test]
+async fn admin_and_tenant_rpcs_refuse_the_other_kind_of_token() {
+    let s = Svc::start().await;
+    let (peterson, _) = s.seed().await;
+    let before = s.snapshot().await;
+    let tenant = s.tenant(peterson, &[scope::TENANT_READ, scope::TENANT_WRITE]);
+    let err = s
+        .admin()
+        .list_customers(auth(ListCustomersRequest::default(), &tenant))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = s
+        .admin()
+        .create_customer(auth(
+            CreateCustomerRequest {
+                email: "x@y.example".into(),
+                business_name: "X".into(),
+                ..Default::default()
+            },
+            &tenant,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    let err = s
+        .tenant_client()
+        .get_my_customer(auth(GetMyCustomerRequest {}, &op))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // The gateway's resolve token cannot administer.
+    let err = s
+        .admin()
+        .list_customers(auth(ListCustomersRequest::default(), &s.gateway()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(s.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn every_changed_field_appends_exactly_one_history_row() {
+    let s = Svc::start().await;
+    let (peterson, _) = s.seed().await;
+    let token = s.tenant(peterson, &[scope::TENANT_READ, scope::TENANT_WRITE]);
+    let history = || {
+        s.count("SELECT count(*) FROM tenant.customer_configurations WHERE config_type IN ('agent','slider')")
+    };
+    let before = history().await;
+    let mut sliders = std::collections::HashMap::new();
+    sliders.insert("warmth".to_owned(), 80);
+    sliders.insert("humor".to_owned(), 20);
+    let update = UpdateAgentConfigRequest {
+        config: Some(AgentConfig {
+            agent_name: Some("Ava".into()),
+            sliders,
+            time_zone: Some("Europe/Lisbon".into()),
+            ..Default::default()
+        }),
+        update_mask: None,
+    };
+    let r = s
+        .tenant_client()
+        .update_agent_config(auth(update.clone(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes_recorded, 4);
+    assert_eq!(history().await, before + 4);
+    // The same update again changes nothing and appends nothing.
+    let r = s
+        .tenant_client()
+        .update_agent_config(auth(update, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes_recorded, 0);
+    assert_eq!(history().await, before + 4);
+    // Resetting one slider through the mask: one row, with the subject as author.
+    let r = s
+        .tenant_client()
+        .update_agent_config(auth(
+            UpdateAgentConfigRequest {
+                config: Some(AgentConfig::default()),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["sliders.humor".into()],
+                }),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes_recorded, 1);
+    let page = s
+        .tenant_client()
+        .list_config_history(auth(
+            ListConfigHistoryRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.changes.len(), 1);
+    let newest = &page.changes[0];
+    assert_eq!(newest.config_key, "sliders.humor");
+    assert_eq!(newest.old_value_json, "20");
+    assert_eq!(newest.new_value_json, "");
+    assert_eq!(newest.changed_by, "test-user");
+    assert!(!page.next_page_token.is_empty());
+    let next = s
+        .tenant_client()
+        .list_config_history(auth(
+            ListConfigHistoryRequest {
+                page_size: 500,
+                page_token: page.next_page_token,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next.changes.iter().all(|c| c.id < newest.id));
+    assert!(next.next_page_token.is_empty());
+}
+
+#[tokio::test]
+async fn effective_profile_follows_platform_defaults_where_not_overridden() {
+    let s = Svc::start().await;
+    let (peterson, smith) = s.seed().await;
+    let p_token = s.tenant(peterson, &[scope::TENANT_READ, scope::TENANT_WRITE]);
+    let s_token = s.tenant(smith, &[scope::TENANT_READ]);
+    // Peterson overrides the agent name; Smith does not.
+    s.tenant_client()
+        .update_agent_config(auth(
+            UpdateAgentConfigRequest {
+                config: Some(AgentConfig {
+                    agent_name: Some("Penny".into()),
+                    ..Default::default()
+                }),
+                update_mask: None,
+            },
+            &p_token,
+        ))
+        .await
+        .unwrap();
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    let mut defaults = PlatformDefaults {
+        agent_name: "Riley".into(),
+        ..Default::default()
+    };
+    defaults.sliders.insert("caution".into(), 90);
+    s.admin()
+        .update_platform_defaults(auth(
+            UpdatePlatformDefaultsRequest {
+                defaults: Some(defaults),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["agent_name".into(), "sliders.caution".into()],
+                }),
+            },
+            &op,
+        ))
+        .await
+        .unwrap();
+    let profile = |t: String| {
+        let mut c = s.tenant_client();
+        async move {
+            c.get_effective_profile(auth(GetEffectiveProfileRequest {}, &t))
+                .await
+                .unwrap()
+                .into_inner()
+                .profile
+                .unwrap()
+        }
+    };
+    let p = profile(p_token.clone()).await;
+    let sm = profile(s_token).await;
+    assert_eq!(p.agent_name, "Penny");
+    assert_eq!(sm.agent_name, "Riley");
+    assert_eq!(p.sliders["caution"], 90);
+    assert_eq!(sm.sliders["caution"], 90);
+    assert_eq!(sm.sliders["warmth"], 50);
+    assert_eq!(sm.voice, "coral");
+    assert_eq!(sm.time_zone, "UTC");
+}
+
+async fn refused<T: std::fmt::Debug>(
+    s: &Svc,
+    r: Result<T, tonic::Status>,
+    code: Code,
+    field: &str,
+    before: (i64, i64, i64),
+) {
+    let err = r.unwrap_err();
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(
+        err.message().contains(field),
+        "message {:?} does not name {field}",
+        err.message()
+    );
+    assert_eq!(s.snapshot().await, before, "something was stored");
+}
+
+#[tokio::test]
+async fn each_validation_rule_refuses_and_stores_nothing() {
+    let s = Svc::start().await;
+    let (peterson, smith) = s.seed().await;
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    let token = s.tenant(peterson, &[scope::TENANT_WRITE]);
+    let before = s.snapshot().await;
+    let update = |config: AgentConfig| {
+        let mut c = s.tenant_client();
+        let t = token.clone();
+        async move {
+            c.update_agent_config(auth(
+                UpdateAgentConfigRequest {
+                    config: Some(config),
+                    update_mask: None,
+                },
+                &t,
+            ))
+            .await
+        }
+    };
+    let cfg = AgentConfig::default;
+
+    let r = s
+        .admin()
+        .create_customer(auth(
+            CreateCustomerRequest {
+                email: "not-an-email".into(),
+                business_name: "X".into(),
+                ..Default::default()
+            },
+            &op,
+        ))
+        .await;
+    refused(&s, r, Code::InvalidArgument, "email", before).await;
+    let r = s
+        .admin()
+        .create_customer(auth(
+            CreateCustomerRequest {
+                email: "dup@x.example".into(),
+                business_name: "X".into(),
+                agent_config: Some(AgentConfig {
+                    voice: Some("nova".into()),
+                    ..cfg()
+                }),
+                ..Default::default()
+            },
+            &op,
+        ))
+        .await;
+    refused(&s, r, Code::InvalidArgument, "agent_config.voice", before).await;
+    let r = s
+        .admin()
+        .create_customer(auth(
+            CreateCustomerRequest {
+                email: "OPS@peterson.example".into(),
+                business_name: "Copy".into(),
+                ..Default::default()
+            },
+            &op,
+        ))
+        .await;
+    refused(&s, r, Code::AlreadyExists, "email", before).await;
+    let r = s
+        .admin()
+        .assign_phone_number(auth(
+            AssignPhoneNumberRequest {
+                customer_id: peterson,
+                number: "+1555".into(),
+                twilio_account_sid: String::new(),
+            },
+            &op,
+        ))
+        .await;
+    refused(&s, r, Code::InvalidArgument, "number", before).await;
+    let r = s
+        .admin()
+        .assign_phone_number(auth(
+            AssignPhoneNumberRequest {
+                customer_id: peterson,
+                number: "+14155550199".into(),
+                twilio_account_sid: "AC12".into(),
+            },
+            &op,
+        ))
+        .await;
+    refused(&s, r, Code::InvalidArgument, "twilio_account_sid", before).await;
+    // Another tenant's number: ALREADY_EXISTS, naming nobody.
+    let err = s
+        .admin()
+        .assign_phone_number(auth(
+            AssignPhoneNumberRequest {
+                customer_id: peterson,
+                number: SMITH_NUMBER.into(),
+                twilio_account_sid: String::new(),
+            },
+            &op,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(
+        !err.message().contains("Smith") && !err.message().contains(&smith.to_string()),
+        "{err:?}"
+    );
+    assert_eq!(s.snapshot().await, before);
+
+    let mut sliders = std::collections::HashMap::new();
+    sliders.insert("warmth".to_owned(), 101);
+    refused(
+        &s,
+        update(AgentConfig { sliders, ..cfg() }).await,
+        Code::InvalidArgument,
+        "config.sliders.warmth",
+        before,
+    )
+    .await;
+    let mut sliders = std::collections::HashMap::new();
+    sliders.insert("charisma".to_owned(), 50);
+    refused(
+        &s,
+        update(AgentConfig { sliders, ..cfg() }).await,
+        Code::InvalidArgument,
+        "charisma",
+        before,
+    )
+    .await;
+    let r = update(AgentConfig {
+        voice: Some("fable".into()),
+        ..cfg()
+    })
+    .await;
+    let msg = r.as_ref().unwrap_err().message().to_owned();
+    assert!(msg.contains("text-to-speech"), "{msg}");
+    refused(&s, r, Code::InvalidArgument, "config.voice", before).await;
+    refused(
+        &s,
+        update(AgentConfig {
+            agent_name: Some("x".repeat(61)),
+            ..cfg()
+        })
+        .await,
+        Code::InvalidArgument,
+        "config.agent_name",
+        before,
+    )
+    .await;
+    refused(
+        &s,
+        update(AgentConfig {
+            greeting_new_caller: Some("y".repeat(501)),
+            ..cfg()
+        })
+        .await,
+        Code::InvalidArgument,
+        "config.greeting_new_caller",
+        before,
+    )
+    .await;
+    refused(
+        &s,
+        update(AgentConfig {
+            greeting_returning_caller: Some("Hi\u{1b}[2J".into()),
+            ..cfg()
+        })
+        .await,
+        Code::InvalidArgument,
+        "config.greeting_returning_caller",
+        before,
+    )
+    .await;
+    refused(
+        &s,
+        update(AgentConfig {
+            greeting_new_caller: Some("Hello {caller_name}".into()),
+            ..cfg()
+        })
+        .await,
+        Code::InvalidArgument,
+        "unknown placeholder",
+        before,
+    )
+    .await;
+    let rules = TransferRuleList {
+        rules: vec![TransferRule {
+            keyword: "claims".into(),
+            number: "12345".into(),
+            description: String::new(),
+        }],
+    };
+    refused(
+        &s,
+        update(AgentConfig {
+            transfer_rules: Some(rules),
+            ..cfg()
+        })
+        .await,
+        Code::InvalidArgument,
+        "config.transfer_rules[0].number",
+        before,
+    )
+    .await;
+    refused(
+        &s,
+        update(AgentConfig {
+            time_zone: Some("Atlantis/Capital".into()),
+            ..cfg()
+        })
+        .await,
+        Code::InvalidArgument,
+        "config.time_zone",
+        before,
+    )
+    .await;
+    // One bad field among good ones: nothing of the request is stored.
+    refused(
+        &s,
+        update(AgentConfig {
+            agent_name: Some("Fine".into()),
+            voice: Some("onyx".into()),
+            ..cfg()
+        })
+        .await,
+        Code::InvalidArgument,
+        "config.voice",
+        before,
+    )
+    .await;
+    let r = s
+        .tenant_client()
+        .update_agent_config(auth(
+            UpdateAgentConfigRequest {
+                config: Some(cfg()),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["colour".into()],
+                }),
+            },
+            &token,
+        ))
+        .await;
+    refused(&s, r, Code::InvalidArgument, "update_mask", before).await;
+}
+
+#[tokio::test]
+async fn issued_and_exchanged_tokens_are_bounded_and_scoped() {
+    let s = Svc::start().await;
+    let (peterson, _) = s.seed().await;
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    let issue = |scopes: Vec<&str>, ttl: i64| {
+        let mut a = s.admin();
+        let op = op.clone();
+        let scopes = scopes.into_iter().map(str::to_owned).collect();
+        async move {
+            a.issue_tenant_token(auth(
+                IssueTenantTokenRequest {
+                    customer_id: peterson,
+                    scopes,
+                    audiences: vec![],
+                    ttl: Some(prost_types::Duration {
+                        seconds: ttl,
+                        nanos: 0,
+                    }),
+                    subject: "team-billing".into(),
+                },
+                &op,
+            ))
+            .await
+        }
+    };
+    let err = issue(vec!["tenant:admin"], 60).await.unwrap_err();
+    assert!(err.message().starts_with("scopes"), "{err:?}");
+    let err = issue(vec!["tenant:read"], 25 * 3600).await.unwrap_err();
+    assert!(err.message().starts_with("ttl"), "{err:?}");
+    let token = issue(vec!["tenant:read"], 600)
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let me = s
+        .tenant_client()
+        .get_my_customer(auth(GetMyCustomerRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.customer.unwrap().id, peterson);
+    // The issued token has no write scope.
+    let err = s
+        .tenant_client()
+        .update_agent_config(auth(UpdateAgentConfigRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Legacy exchange: a valid HS256 token becomes a short memory-svc token for that tenant.
+    let legacy = mesh::auth::LegacyVerifier::new(&secrecy::SecretString::from(
+        "legacy-secret-for-tests-0123456789abcdef",
+    ))
+    .unwrap();
+    let old = legacy.mint_for_tests(
+        mesh::domain::CustomerId::new(peterson).unwrap(),
+        Duration::from_secs(120),
+    );
+    let r = s
+        .edge()
+        .exchange_legacy_token(auth(
+            ExchangeLegacyTokenRequest { legacy_token: old },
+            &s.gateway(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.customer_id, peterson);
+    let caller = s
+        .keys
+        .identity(names::MEMORY_SVC)
+        .verifier(names::MEMORY_SVC)
+        .verify(&r.tenant_token)
+        .unwrap();
+    assert!(caller.scopes().contains("memory:write"));
+    assert!(r.token_expire_time.unwrap().seconds <= chrono::Utc::now().timestamp() + 121);
+    assert!(
+        s.keys
+            .identity(names::MEDIA_SVC)
+            .verifier(names::MEDIA_SVC)
+            .verify(&r.tenant_token)
+            .is_err()
+    );
+    let err = s
+        .edge()
+        .exchange_legacy_token(auth(
+            ExchangeLegacyTokenRequest {
+                legacy_token: "garbage".into(),
+            },
+            &s.gateway(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn customers_are_listed_paginated_and_offboarding_removes_only_one() {
+    let s = Svc::start().await;
+    let (peterson, smith) = s.seed().await;
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    let page = s
+        .admin()
+        .list_customers(auth(
+            ListCustomersRequest {
+                page_size: 1,
+                page_token: String::new(),
+            },
+            &op,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.customers.len(), 1);
+    assert_eq!(page.customers[0].id, peterson);
+    let page2 = s
+        .admin()
+        .list_customers(auth(
+            ListCustomersRequest {
+                page_size: 1,
+                page_token: page.next_page_token,
+            },
+            &op,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page2.customers[0].id, smith);
+    let err = s
+        .admin()
+        .list_customers(auth(
+            ListCustomersRequest {
+                page_size: 1,
+                page_token: "nope!".into(),
+            },
+            &op,
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.message().starts_with("page_token"));
+
+    let smith_before = s.rows_of(smith).await;
+    s.admin()
+        .delete_customer(auth(
+            DeleteCustomerRequest {
+                customer_id: peterson,
+            },
+            &op,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.count(&format!(
+            "SELECT count(*) FROM tenant.phone_numbers WHERE customer_id = {peterson}"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        s.count(&format!(
+            "SELECT count(*) FROM tenant.customer_configurations WHERE customer_id = {peterson}"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(s.rows_of(smith).await, smith_before);
+    let err = s
+        .admin()
+        .delete_customer(auth(
+            DeleteCustomerRequest {
+                customer_id: peterson,
+            },
+            &op,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // The released number can be assigned to another customer.
+    s.admin()
+        .assign_phone_number(auth(
+            AssignPhoneNumberRequest {
+                customer_id: smith,
+                number: PETERSON_NUMBER.into(),
+                twilio_account_sid: String::new(),
+            },
+            &op,
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn tenant_tables_are_protected_by_forced_rls() {
+    let s = Svc::start().await;
+    let admin = s.db.admin_client().await;
+    mesh::testkit::assert_rls_everywhere(&admin).await;
+    // As tenant_svc with no tenant set, the tables fail closed.
+    let db = s.db.db_for_role("tenant_svc").await;
+    let r = db
+        .service_tx(async |tx| {
+            tx.query("SELECT * FROM tenant.customers", &[])
+                .await
+                .map_err(mesh::db::DbError::from)
+        })
+        .await;
+    assert!(r.is_err(), "read without tenant context succeeded");
+}
