@@ -108,6 +108,14 @@ impl TenantSvc {
             .await
     }
 
+    /// The customer without its numbers (call path, profiles).
+    async fn customer_core(&self, id: CustomerId) -> Result<Customer> {
+        self.deps
+            .db
+            .tenant_tx(id, async |tx| store::require_customer_core(tx, id).await)
+            .await
+    }
+
     async fn change_status(
         &self,
         id: CustomerId,
@@ -565,8 +573,7 @@ impl tenant_service_server::TenantService for TenantSvc {
         request: Request<GetEffectiveProfileRequest>,
     ) -> std::result::Result<Response<GetEffectiveProfileResponse>, Status> {
         let id = tenant_caller(&request)?.customer_id;
-        let customer = self.customer(id).await?;
-        let defaults = self.defaults().await?;
+        let (customer, defaults) = tokio::try_join!(self.customer_core(id), self.defaults())?;
         Ok(Response::new(GetEffectiveProfileResponse {
             profile: Some(
                 customer
@@ -619,7 +626,7 @@ impl edge_service_server::EdgeService for TenantSvc {
             .await?
             .ok_or(TenantError::NotFound("phone number"))?;
         tracing::Span::current().record("customer_id", id.get());
-        let (customer, defaults) = tokio::try_join!(self.customer(id), self.defaults())?;
+        let (customer, defaults) = tokio::try_join!(self.customer_core(id), self.defaults())?;
         if customer.status != "active" {
             tracing::info!(customer_id = id.get(), call_sid = %call, "call to a suspended customer refused");
             return Err(

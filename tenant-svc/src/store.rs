@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use mesh::api::tenant as pb;
 use mesh::domain::CustomerId;
 use serde_json::Value;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Row, Transaction};
 
 use crate::error::{Result, TenantError};
@@ -178,25 +179,37 @@ pub async fn insert_customer(
     Ok(())
 }
 
+/// The current tenant's customer row without its numbers (the call path needs no more);
+/// `None` when it does not exist. One round trip (typed, no separate prepare).
+pub async fn get_customer_core(tx: &Transaction<'_>, id: CustomerId) -> Result<Option<Customer>> {
+    let rows = tx
+        .query_typed(
+            &format!("SELECT {CUSTOMER_COLUMNS} FROM tenant.customers WHERE customer_id = $1"),
+            &[(&id.get(), Type::INT8)],
+        )
+        .await
+        .map_err(mesh::db::DbError::from)?;
+    Ok(rows.first().map(customer_from_row))
+}
+
+/// Like [`get_customer_core`] but NOT_FOUND when missing.
+pub async fn require_customer_core(tx: &Transaction<'_>, id: CustomerId) -> Result<Customer> {
+    get_customer_core(tx, id)
+        .await?
+        .ok_or(TenantError::NotFound("customer"))
+}
+
 /// The current tenant's customer (RLS shows only it), with numbers; `None` when it does not
 /// exist.
 pub async fn get_customer(tx: &Transaction<'_>, id: CustomerId) -> Result<Option<Customer>> {
-    let Some(row) = tx
-        .query_opt(
-            &format!("SELECT {CUSTOMER_COLUMNS} FROM tenant.customers WHERE customer_id = $1"),
-            &[&id.get()],
-        )
-        .await
-        .map_err(mesh::db::DbError::from)?
-    else {
+    let Some(mut c) = get_customer_core(tx, id).await? else {
         return Ok(None);
     };
-    let mut c = customer_from_row(&row);
     c.numbers = tx
-        .query(
+        .query_typed(
             "SELECT number, twilio_account_sid, assigned_at FROM tenant.phone_numbers \
              WHERE customer_id = $1 ORDER BY number",
-            &[&id.get()],
+            &[(&id.get(), Type::INT8)],
         )
         .await
         .map_err(mesh::db::DbError::from)?

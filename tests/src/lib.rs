@@ -109,6 +109,10 @@ impl Mesh {
         let deps = media_svc::Deps {
             db: db.db_for_role("media_svc").await,
             identity: keys.identity(names::MEDIA_SVC),
+            calls: media_svc::CallConfig::local(
+                format!("http://{}", tenant.main),
+                format!("http://{}", memory.main),
+            ),
         };
         tasks.push((
             names::MEDIA_SVC,
