@@ -2,10 +2,22 @@
 //! gRPC calls to tenant-svc and media-svc; the legacy memory REST endpoints are translated into
 //! memory-svc calls.
 //!
-//! Parts: [`Settings`] (ports, public base URL, Twilio auth token, where the services are);
-//! [`router`] (the public HTTP routes; each answers 501 until the gateway issue lands);
-//! [`run`]/[`serve`] (the public port plus the shared admin endpoints, graceful shutdown).
+//! Parts: [`signature`] (X-Twilio-Signature), [`twilio`] (typed webhooks and Media Streams
+//! messages), [`twiml`] (escaped answers), [`limits`] (429s), [`edge`] (the handlers: voice and
+//! status webhooks, the Media Streams bridge to media-svc's `StreamCall`, legacy REST through
+//! memory-svc), [`Settings`], [`router`] and [`run`]/[`serve`] (public port + admin endpoints).
+//!
+//! A call: signed webhook -> `ResolveNumber` (tenant-svc, gateway service token) ->
+//! `RegisterCall` (media-svc, the call's tenant token) -> TwiML `<Connect><Stream>` carrying the
+//! tenant token as stream token -> WebSocket `start` (token verified, bound to the CallSid) ->
+//! `StreamCall` both ways until either side ends. No session state: any replica takes any step.
 #![forbid(unsafe_code)]
+
+pub mod edge;
+pub mod limits;
+pub mod signature;
+pub mod twilio;
+pub mod twiml;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,11 +25,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use futures::FutureExt;
+use mesh::api::media::call_service_client::CallServiceClient;
+use mesh::api::memory::memory_service_client::MemoryServiceClient;
+use mesh::api::tenant::edge_service_client::EdgeServiceClient;
 use mesh::identity::{Identity, IdentityFiles, names::GATEWAY};
+use mesh::identity::{names, scope};
 use mesh::settings::{Env, SettingsError, catalog};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -46,6 +61,12 @@ pub struct Settings {
     pub identity: IdentityFiles,
     /// Drain deadline on shutdown.
     pub drain_deadline: Duration,
+    /// Said when the number is unknown or the tenant suspended.
+    pub unavailable_message: String,
+    /// Said when the platform cannot take the call.
+    pub apology_message: String,
+    /// Rate limits.
+    pub limits: limits::LimitConfig,
 }
 
 impl Settings {
@@ -68,6 +89,20 @@ impl Settings {
         let media_svc_url = env.get(&catalog::MEDIA_SVC_URL);
         let identity = IdentityFiles::from_env(&mut env);
         let drain_deadline = env.seconds(&catalog::SHUTDOWN_GRACE_SECONDS);
+        let unavailable_message: Option<String> = env.get(&catalog::GATEWAY_UNAVAILABLE_MESSAGE);
+        let apology_message: Option<String> = env.get(&catalog::GATEWAY_APOLOGY_MESSAGE);
+        let per_ip: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_IP);
+        let per_account: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_ACCOUNT);
+        let per_tenant: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_TENANT);
+        for (setting, value) in [
+            (&catalog::GATEWAY_RATE_PER_IP, per_ip),
+            (&catalog::GATEWAY_RATE_PER_ACCOUNT, per_account),
+            (&catalog::GATEWAY_RATE_PER_TENANT, per_tenant),
+        ] {
+            if value == Some(0) {
+                env.problem(setting, "must be at least 1");
+            }
+        }
         env.finish()?;
         let missing = "present when finish() succeeded";
         Ok(Self {
@@ -80,35 +115,104 @@ impl Settings {
             media_svc_url: media_svc_url.expect(missing),
             identity: identity.expect(missing),
             drain_deadline: drain_deadline.expect(missing),
+            unavailable_message: unavailable_message.expect(missing),
+            apology_message: apology_message.expect(missing),
+            limits: limits::LimitConfig {
+                per_ip: (
+                    per_ip.expect(missing),
+                    per_ip.expect(missing).saturating_mul(2),
+                ),
+                per_account: (
+                    per_account.expect(missing),
+                    per_account.expect(missing).saturating_mul(2),
+                ),
+                per_tenant: (
+                    per_tenant.expect(missing),
+                    per_tenant.expect(missing).saturating_mul(2),
+                ),
+            },
         })
     }
 }
 
-/// The public routes. Each answers 501 until the gateway issue lands.
-pub fn router() -> axum::Router {
-    let not_yet = |what: &'static str| {
-        move || async move {
-            (
-                StatusCode::NOT_IMPLEMENTED,
-                Json(serde_json::json!({ "error": format!("{what} is not implemented yet") })),
-            )
-        }
-    };
+/// Largest request body accepted on any public endpoint (Twilio's webhooks are a few KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The public routes over shared state.
+pub fn router(edge: Arc<edge::Edge>) -> axum::Router {
+    use tower_http::limit::RequestBodyLimitLayer;
+    use tower_http::timeout::TimeoutLayer;
+    let webhooks = axum::Router::new()
+        .route("/twilio/voice", post(edge::voice))
+        .route("/phone/incoming-realtime", post(edge::voice))
+        .route("/twilio/status", post(edge::status_callback))
+        .route("/memory/store", post(edge::legacy_store))
+        .route("/memory/retrieve", post(edge::legacy_retrieve))
+        .route("/v2/context/enriched", post(edge::legacy_enriched))
+        // A slow client cannot hold a request (and its body) open forever.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ));
     axum::Router::new()
-        .route("/twilio/voice", post(not_yet("POST /twilio/voice")))
-        .route(
-            "/phone/incoming-realtime",
-            post(not_yet("POST /phone/incoming-realtime")),
-        )
-        .route("/twilio/status", post(not_yet("POST /twilio/status")))
-        .route("/twilio/media", get(not_yet("GET /twilio/media")))
-        .route("/memory/store", post(not_yet("POST /memory/store")))
-        .route("/memory/retrieve", post(not_yet("POST /memory/retrieve")))
-        .route(
-            "/v2/context/enriched",
-            post(not_yet("POST /v2/context/enriched")),
-        )
+        .merge(webhooks)
+        .route("/twilio/media", get(edge::media_stream))
         .route("/healthz", get(|| async { "ok\n" }))
+        // Bodies are bounded before any handler reads them.
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .with_state(edge)
+}
+
+/// Builds the shared state: lazy gRPC channels (the gateway starts even when a service is down;
+/// calls then get the apology within the budget), the gateway's token source, limits.
+pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Arc<edge::Edge>> {
+    use secrecy::ExposeSecret;
+    let channel = |url: &str| -> anyhow::Result<tonic::transport::Channel> {
+        Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .connect_lazy())
+    };
+    let base = settings.public_base_url.trim_end_matches('/').to_owned();
+    let ws_base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        anyhow::bail!("PUBLIC_BASE_URL must start with https:// or http://");
+    };
+    let token = settings
+        .twilio_auth_token
+        .expose_secret()
+        .as_bytes()
+        .to_vec();
+    let log_key = {
+        use sha2::Digest;
+        sha2::Sha256::digest([b"neurosphere-log-hash:".as_slice(), &token].concat()).to_vec()
+    };
+    let tenant_channel = channel(&settings.tenant_svc_url)?;
+    let media_channel = channel(&settings.media_svc_url)?;
+    Ok(Arc::new(edge::Edge {
+        public_base_url: base,
+        media_ws_url: format!("{ws_base}/twilio/media"),
+        auth_token: secrecy::SecretSlice::from(token),
+        tenant: EdgeServiceClient::new(tenant_channel.clone()),
+        media: CallServiceClient::new(media_channel.clone()),
+        peer_channels: [("tenant-svc", tenant_channel), ("media-svc", media_channel)],
+        memory: MemoryServiceClient::new(channel(&settings.memory_svc_url)?),
+        tenant_token: identity.service_tokens(
+            names::TENANT_SVC,
+            &[scope::TENANT_RESOLVE, scope::TENANT_EXCHANGE],
+        ),
+        stream_verifier: identity.verifier(names::MEDIA_SVC),
+        budget: Duration::from_secs(2),
+        unavailable_message: settings.unavailable_message.clone(),
+        apology_message: settings.apology_message.clone(),
+        answered: std::sync::Mutex::new(std::collections::HashMap::new()),
+        limits: limits::Limits::new(settings.limits),
+        log_key,
+    }))
 }
 
 /// Loads the identity, binds the ports and serves until `shutdown` resolves.
@@ -119,12 +223,39 @@ pub async fn run(
     let identity = Identity::load(NAME, &settings.identity)?;
     let http = mesh::server::bind(settings.http_addr, "gateway HTTP").await?;
     let admin = mesh::server::bind(settings.admin_addr, "gateway admin").await?;
-    serve(identity, http, admin, settings.drain_deadline, shutdown).await
+    let edge = edge_state(&settings, &identity)?;
+    serve(edge, http, admin, settings.drain_deadline, shutdown).await
+}
+
+/// Readiness: tenant-svc and media-svc answer gRPC health.
+fn readiness(edge: Arc<edge::Edge>) -> mesh::server::ReadinessCheck {
+    Arc::new(move || {
+        let edge = edge.clone();
+        async move {
+            use tonic_health::pb::HealthCheckRequest;
+            use tonic_health::pb::health_client::HealthClient;
+            for (name, channel) in &edge.peer_channels {
+                let mut client = HealthClient::new(channel.clone());
+                let ok = client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status == 1)
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(format!("{name} unreachable"));
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    })
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
 pub async fn serve(
-    _identity: Identity,
+    edge: Arc<edge::Edge>,
     http: TcpListener,
     admin: TcpListener,
     drain_deadline: Duration,
@@ -132,16 +263,24 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
     let draining = Arc::new(AtomicBool::new(false));
-    // The gateway's own dependencies (tenant-svc, media-svc) are checked by the gateway issue;
-    // until then the gateway is ready as soon as it listens.
-    let readiness: mesh::server::ReadinessCheck = Arc::new(|| async { Ok(()) }.boxed());
     let admin_addr = admin.local_addr()?;
-    let admin_app = mesh::server::admin_router(NAME, readiness, draining.clone());
+    let admin_app = mesh::server::admin_router(NAME, readiness(edge.clone()), draining.clone());
     let admin_task = tokio::spawn(
         axum::serve(admin, admin_app)
             .with_graceful_shutdown(shutdown.clone())
             .into_future(),
     );
+    // Keep limiter memory bounded however many addresses come and go.
+    let shrink = {
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                edge.limits.shrink();
+            }
+        })
+    };
     let http_addr = http.local_addr()?;
     tracing::info!(service = NAME, %http_addr, %admin_addr, "serving");
     let stop = {
@@ -151,7 +290,8 @@ pub async fn serve(
             draining.store(true, Ordering::SeqCst);
         }
     };
-    let server = axum::serve(http, router())
+    let app = router(edge).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(http, app)
         .with_graceful_shutdown(stop)
         .into_future();
     tokio::pin!(server);
@@ -163,6 +303,7 @@ pub async fn serve(
             }
         }
     }
+    shrink.abort();
     admin_task.await??;
     tracing::info!(service = NAME, "stopped");
     Ok(())

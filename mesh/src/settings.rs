@@ -118,6 +118,21 @@ pub mod catalog {
         /// Public URL Twilio sees.
         PUBLIC_BASE_URL = { name: "PUBLIC_BASE_URL", default: Some("http://127.0.0.1:8080"), secret: false, used_by: "gateway, media-svc",
             help: "Public base URL Twilio requests (signatures are checked against it; the Media Streams URL is derived from it)." },
+        /// Unknown number message.
+        GATEWAY_UNAVAILABLE_MESSAGE = { name: "GATEWAY_UNAVAILABLE_MESSAGE", default: Some("Sorry, this number is not available right now. Goodbye."), secret: false, used_by: "gateway",
+            help: "What a caller hears (TwiML `<Say>`) when the called number is unknown or its tenant is suspended." },
+        /// Apology message.
+        GATEWAY_APOLOGY_MESSAGE = { name: "GATEWAY_APOLOGY_MESSAGE", default: Some("We are sorry, we cannot take your call right now. Please try again later."), secret: false, used_by: "gateway",
+            help: "What a caller hears when the platform cannot set up or continue the call (a service down or slow)." },
+        /// Per-IP rate.
+        GATEWAY_RATE_PER_IP = { name: "GATEWAY_RATE_PER_IP", default: Some("200"), secret: false, used_by: "gateway",
+            help: "Requests per second allowed from one source IP on the public endpoints (burst: twice that); more get 429 with Retry-After." },
+        /// Per-account rate.
+        GATEWAY_RATE_PER_ACCOUNT = { name: "GATEWAY_RATE_PER_ACCOUNT", default: Some("500"), secret: false, used_by: "gateway",
+            help: "Voice webhooks per second allowed for one Twilio account (burst: twice that)." },
+        /// Per-tenant rate.
+        GATEWAY_RATE_PER_TENANT = { name: "GATEWAY_RATE_PER_TENANT", default: Some("50"), secret: false, used_by: "gateway",
+            help: "Legacy REST requests per second allowed for one tenant (burst: twice that)." },
         /// Twilio auth token.
         TWILIO_AUTH_TOKEN = { name: "TWILIO_AUTH_TOKEN", default: None, secret: true, used_by: "gateway, media-svc",
             help: "Twilio Auth Token: key of `X-Twilio-Signature` and of Twilio REST calls. Required by the gateway." },
@@ -130,9 +145,36 @@ pub mod catalog {
         /// OpenAI key.
         OPENAI_API_KEY = { name: "OPENAI_API_KEY", default: None, secret: true, used_by: "media-svc, memory-svc",
             help: "OpenAI API key. When set, calls use the `openai-realtime` backend and memory-svc may use the OpenAI summarizer; when unset, the offline `local` backend and the heuristic summarizer." },
+        /// OpenAI REST base (memory-svc summarizer).
+        OPENAI_API_BASE_URL = { name: "OPENAI_API_BASE_URL", default: Some("https://api.openai.com/v1"), secret: false, used_by: "memory-svc",
+            help: "Base URL of the OpenAI REST API used by memory-svc's summarizer (`/chat/completions` is appended; tests point it at a local fake)." },
+        /// Summarizer model.
+        OPENAI_SUMMARY_MODEL = { name: "OPENAI_SUMMARY_MODEL", default: Some("gpt-4o-mini"), secret: false, used_by: "memory-svc",
+            help: "Chat-completions model memory-svc uses to summarise finished calls when `OPENAI_API_KEY` is set." },
+        /// Purge interval.
+        MEMORY_PURGE_INTERVAL_SECONDS = { name: "MEMORY_PURGE_INTERVAL_SECONDS", default: Some("3600"), secret: false, used_by: "memory-svc",
+            help: "How often memory-svc deletes expired memories in the background (0 disables the task; `PurgeExpiredMemories` still works). Expired memories are never returned either way." },
+        /// Audit hash key.
+        MEMORY_AUDIT_HASH_KEY = { name: "MEMORY_AUDIT_HASH_KEY", default: None, secret: true, used_by: "memory-svc",
+            help: "HMAC key (at least 32 bytes) for the caller hash in memory-svc's export/erase audit log. When unset, a random per-database key created by migration V3 is used." },
         /// OpenAI realtime URL.
         OPENAI_REALTIME_URL = { name: "OPENAI_REALTIME_URL", default: Some("wss://api.openai.com/v1/realtime"), secret: false, used_by: "media-svc",
             help: "WebSocket URL of the OpenAI Realtime API (tests point it at a local fake)." },
+        /// Realtime model.
+        OPENAI_REALTIME_MODEL = { name: "OPENAI_REALTIME_MODEL", default: Some("gpt-realtime"), secret: false, used_by: "media-svc",
+            help: "OpenAI Realtime model, sent as the `model` query parameter." },
+        /// Realtime event shapes.
+        OPENAI_REALTIME_API_SHAPE = { name: "OPENAI_REALTIME_API_SHAPE", default: Some("ga"), secret: false, used_by: "media-svc",
+            help: "`ga` (generally available event shapes) or `beta` (`OpenAI-Beta: realtime=v1`, `g711_ulaw`, `response.audio.delta`)." },
+        /// Which AI backend.
+        AI_BACKEND = { name: "AI_BACKEND", default: Some("auto"), secret: false, used_by: "media-svc",
+            help: "`local` (offline: greeting tone or espeak-ng, replays the caller), `openai-realtime`, or `auto` (openai-realtime when OPENAI_API_KEY is set, else local)." },
+        /// Call-start lookups.
+        MEDIA_PEER_TIMEOUT_MS = { name: "MEDIA_PEER_TIMEOUT_MS", default: Some("1500"), secret: false, used_by: "media-svc",
+            help: "Time a call start waits for the agent profile (tenant-svc) and caller context (memory-svc); past it the call goes ahead with defaults / without memory." },
+        /// Outbox retry cap.
+        MEDIA_OUTBOX_MAX_BACKOFF_SECONDS = { name: "MEDIA_OUTBOX_MAX_BACKOFF_SECONDS", default: Some("300"), secret: false, used_by: "media-svc",
+            help: "Longest wait between two delivery attempts of a post-call record to memory-svc (retries double from 1 s up to this)." },
     }
 }
 

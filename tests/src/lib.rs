@@ -35,6 +35,10 @@ pub struct Mesh {
     pub keys: Arc<DevKeys>,
     /// The legacy HS256 key (`JWT_SECRET_KEY`) tenant-svc was started with.
     pub legacy_secret: SecretString,
+    /// The Twilio Auth Token the gateway checks signatures with.
+    pub twilio_auth_token: String,
+    /// The gateway's public base URL (what Twilio would request).
+    pub public_base_url: String,
     /// tenant-svc.
     pub tenant: Ports,
     /// memory-svc.
@@ -121,21 +125,36 @@ impl Mesh {
 
         let (h, a) = listeners().await;
         let gateway = ports(&h, &a);
+        let twilio_auth_token = uuid::Uuid::new_v4().simple().to_string();
+        let public_base_url = format!("http://{}", gateway.main);
+        let settings = gateway::Settings::from_env(mesh::settings::Env::from_pairs([
+            ("BIND_HOST", "127.0.0.1".to_owned()),
+            ("GATEWAY_PORT", gateway.main.port().to_string()),
+            ("GATEWAY_ADMIN_PORT", gateway.admin.port().to_string()),
+            ("PUBLIC_BASE_URL", public_base_url.clone()),
+            ("TWILIO_AUTH_TOKEN", twilio_auth_token.clone()),
+            ("TENANT_SVC_URL", format!("http://{}", tenant.main)),
+            ("MEMORY_SVC_URL", format!("http://{}", memory.main)),
+            ("MEDIA_SVC_URL", format!("http://{}", media.main)),
+            // The identity is handed over directly; these are not read.
+            ("MESH_SIGNING_KEY_FILE", "unused".to_owned()),
+            ("MESH_SIGNING_KEY_ID", "unused".to_owned()),
+            ("MESH_TRUSTED_KEYS_FILE", "unused".to_owned()),
+        ]))
+        .expect("gateway settings");
+        let edge =
+            gateway::edge_state(&settings, &keys.identity(names::GATEWAY)).expect("gateway state");
         tasks.push((
             names::GATEWAY,
-            tokio::spawn(gateway::serve(
-                keys.identity(names::GATEWAY),
-                h,
-                a,
-                DRAIN,
-                shutdown(),
-            )),
+            tokio::spawn(gateway::serve(edge, h, a, DRAIN, shutdown())),
         ));
 
         Mesh {
             db,
             keys,
             legacy_secret,
+            twilio_auth_token,
+            public_base_url,
             tenant,
             memory,
             media,
@@ -213,4 +232,124 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         format!("Bearer {token}").parse().expect("ascii token"),
     );
     req
+}
+
+/// A demo tenant created through the admin API.
+#[derive(Debug, Clone)]
+pub struct DemoTenant {
+    /// Customer id.
+    pub id: i64,
+    /// Business name.
+    pub name: &'static str,
+    /// Its Twilio number.
+    pub number: &'static str,
+    /// Its greeting for new callers.
+    pub greeting: &'static str,
+}
+
+/// The Twilio account used by the simulated webhooks.
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+impl Mesh {
+    /// Creates "Peterson Family Insurance" and "Smith Insurance Agency", each with a number,
+    /// through tenant-svc's admin API.
+    pub async fn seed_demo_tenants(&self) -> (DemoTenant, DemoTenant) {
+        use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
+        use mesh::api::tenant::*;
+        let token = self.service_token(names::OPERATOR, names::TENANT_SVC, &["tenant:admin"]);
+        let mut admin = TenantAdminServiceClient::new(self.channel(self.tenant).await);
+        let mut out = Vec::new();
+        for (email, name, number, greeting, voice) in [
+            (
+                "ops@peterson.example",
+                "Peterson Family Insurance",
+                "+14155550101",
+                "Thank you for calling Peterson Family Insurance, this is {agent_name}.",
+                "sage",
+            ),
+            (
+                "desk@smith.example",
+                "Smith Insurance Agency",
+                "+14155550102",
+                "Smith Insurance Agency & Sons, {time_greeting}!",
+                "coral",
+            ),
+        ] {
+            let c = admin
+                .create_customer(with_token(
+                    CreateCustomerRequest {
+                        email: email.into(),
+                        business_name: name.into(),
+                        agent_config: Some(AgentConfig {
+                            greeting_new_caller: Some(greeting.into()),
+                            voice: Some(voice.into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .expect("create demo tenant")
+                .into_inner()
+                .customer
+                .expect("customer");
+            admin
+                .assign_phone_number(with_token(
+                    AssignPhoneNumberRequest {
+                        customer_id: c.id,
+                        number: number.into(),
+                        twilio_account_sid: String::new(),
+                    },
+                    &token,
+                ))
+                .await
+                .expect("assign number");
+            out.push(DemoTenant {
+                id: c.id,
+                name,
+                number,
+                greeting,
+            });
+        }
+        let smith = out.pop().expect("two");
+        let peterson = out.pop().expect("two");
+        (peterson, smith)
+    }
+
+    /// POSTs a form to the gateway signed exactly as Twilio signs it.
+    pub async fn twilio_post(&self, path: &str, params: &[(&str, &str)]) -> reqwest::Response {
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let url = format!("{}{path}", self.public_base_url);
+        let sig = gateway::signature::compute(self.twilio_auth_token.as_bytes(), &url, &owned);
+        reqwest::Client::new()
+            .post(format!("http://{}{path}", self.gateway.main))
+            .header("X-Twilio-Signature", sig)
+            .form(&owned)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    /// The form parameters of an incoming call from `from` to `to`.
+    pub fn voice_params<'a>(
+        call_sid: &'a str,
+        from: &'a str,
+        to: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("CallSid", call_sid),
+            ("AccountSid", ACCOUNT_SID),
+            ("From", from),
+            ("To", to),
+            ("CallStatus", "ringing"),
+            ("ApiVersion", "2010-04-01"),
+            ("Direction", "inbound"),
+            ("Caller", from),
+            ("Called", to),
+        ]
+    }
 }

@@ -1,0 +1,461 @@
+//! The Twilio edge end to end over real sockets: signed webhooks, TwiML, the Media Streams
+//! WebSocket's checks, and the legacy REST endpoints, against the whole mesh.
+
+use e2e::{ACCOUNT_SID, Mesh};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const CALLER: &str = "+15551111111";
+
+async fn calls(mesh: &Mesh) -> i64 {
+    mesh.db
+        .admin_client()
+        .await
+        .query_one("SELECT count(*) FROM media.calls", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn call_sid(n: u32) -> String {
+    format!("CA{n:032x}")
+}
+
+/// The stream token inside a `<Connect><Stream>` answer.
+fn stream_token(twiml: &str) -> String {
+    let start = twiml
+        .find("name=\"stream_token\" value=\"")
+        .expect("stream token parameter")
+        + 27;
+    let end = start + twiml[start..].find('"').unwrap();
+    twiml[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn a_signed_call_gets_connect_stream_twiml_once() {
+    let mesh = Mesh::start().await;
+    let (peterson, _) = mesh.seed_demo_tenants().await;
+    let sid = call_sid(1);
+    let params = Mesh::voice_params(&sid, CALLER, peterson.number);
+    let first = mesh.twilio_post("/twilio/voice", &params).await;
+    assert_eq!(first.status(), 200);
+    assert!(
+        first.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/xml")
+    );
+    let first = first.text().await.unwrap();
+    assert!(first.contains("<Connect><Stream url=\"ws://"), "{first}");
+    assert!(first.contains("/twilio/media\""), "{first}");
+    assert!(
+        first.contains("<Say>") && first.ends_with("<Hangup/></Response>"),
+        "{first}"
+    );
+    let token = stream_token(&first);
+    let caller = mesh
+        .keys
+        .identity("media-svc")
+        .verifier("media-svc")
+        .verify(&token)
+        .expect("stream token verifies");
+    assert_eq!(caller.customer_id().unwrap().get(), peterson.id);
+
+    // Twilio retries: the same answer, one call row. The old path works too.
+    let again = mesh
+        .twilio_post("/phone/incoming-realtime", &params)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let retry = mesh
+        .twilio_post("/twilio/voice", &params)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(retry, first);
+    assert!(again.contains("<Connect>"));
+    assert_eq!(calls(&mesh).await, 1);
+}
+
+#[tokio::test]
+async fn bad_signatures_get_403_and_store_nothing() {
+    let mesh = Mesh::start().await;
+    let (peterson, _) = mesh.seed_demo_tenants().await;
+    let sid = call_sid(2);
+    let params = Mesh::voice_params(&sid, CALLER, peterson.number);
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let url = format!("{}/twilio/voice", mesh.public_base_url);
+    let good = gateway::signature::compute(mesh.twilio_auth_token.as_bytes(), &url, &owned);
+    let http = reqwest::Client::new();
+    let target = format!("http://{}/twilio/voice", mesh.gateway.main);
+
+    // No header.
+    let r = http.post(&target).form(&owned).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    // A changed parameter.
+    let mut changed = owned.clone();
+    changed[3].1 = "+14155550102".into();
+    let r = http
+        .post(&target)
+        .header("X-Twilio-Signature", &good)
+        .form(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // An added parameter.
+    let mut added = owned.clone();
+    added.push(("Extra".into(), "1".into()));
+    let r = http
+        .post(&target)
+        .header("X-Twilio-Signature", &good)
+        .form(&added)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Signed for another URL.
+    let other = gateway::signature::compute(
+        mesh.twilio_auth_token.as_bytes(),
+        "https://evil.example/twilio/voice",
+        &owned,
+    );
+    let r = http
+        .post(&target)
+        .header("X-Twilio-Signature", other)
+        .form(&owned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Signed for a spoofed forwarded host, sent with that header: still checked against ours.
+    let spoofed = gateway::signature::compute(
+        mesh.twilio_auth_token.as_bytes(),
+        "http://attacker.example/twilio/voice",
+        &owned,
+    );
+    let r = http
+        .post(&target)
+        .header("X-Twilio-Signature", spoofed)
+        .header("X-Forwarded-Host", "attacker.example")
+        .header("X-Forwarded-Proto", "http")
+        .form(&owned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The status callback is checked too.
+    let r = http
+        .post(format!("http://{}/twilio/status", mesh.gateway.main))
+        .form(&owned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(calls(&mesh).await, 0, "a refused webhook stored a call");
+
+    // And the correct signature passes.
+    let r = http
+        .post(&target)
+        .header("X-Twilio-Signature", good)
+        .form(&owned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(calls(&mesh).await, 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_without_a_panic_or_a_row() {
+    let mesh = Mesh::start().await;
+    let (peterson, _) = mesh.seed_demo_tenants().await;
+    // A non-CA CallSid, correctly signed.
+    let params = Mesh::voice_params(
+        "XX0123456789abcdef0123456789abcdef",
+        CALLER,
+        peterson.number,
+    );
+    let r = mesh.twilio_post("/twilio/voice", &params).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("CallSid"));
+    // A malformed form body.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/twilio/voice", mesh.gateway.main))
+        .header("X-Twilio-Signature", "x")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("CallSid=%zz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // An oversized body.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/twilio/voice", mesh.gateway.main))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("a={}", "b".repeat(gateway::MAX_BODY + 10)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(calls(&mesh).await, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_number_or_a_down_service_gets_a_polite_answer() {
+    let mesh = Mesh::start().await;
+    mesh.seed_demo_tenants().await;
+    let sid = call_sid(3);
+    let r = mesh
+        .twilio_post(
+            "/twilio/voice",
+            &Mesh::voice_params(&sid, CALLER, "+14155550199"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("<Say>Sorry, this number is not available"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<Hangup/>") && !body.contains("<Connect>"),
+        "{body}"
+    );
+    assert_eq!(calls(&mesh).await, 0);
+}
+
+#[tokio::test]
+async fn media_streams_without_valid_signature_or_token_are_closed_before_any_audio() {
+    let mesh = Mesh::start().await;
+    let (peterson, smith) = mesh.seed_demo_tenants().await;
+    let sid = call_sid(4);
+    let twiml = mesh
+        .twilio_post(
+            "/twilio/voice",
+            &Mesh::voice_params(&sid, CALLER, peterson.number),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let token = stream_token(&twiml);
+    let ws_url = format!("ws://{}/twilio/media", mesh.gateway.main);
+    let signed_for = mesh.public_base_url.replacen("http://", "ws://", 1) + "/twilio/media";
+    let signature =
+        gateway::signature::compute(mesh.twilio_auth_token.as_bytes(), &signed_for, &[]);
+
+    // No signature: refused at the upgrade.
+    let err = tokio_tungstenite::connect_async(&ws_url).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+
+    let connect = || async {
+        let mut req = ws_url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("X-Twilio-Signature", signature.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+            .await
+            .expect("signed upgrade accepted")
+            .0
+    };
+    let start = |call: &str, token: &str| {
+        serde_json::json!({
+            "event": "start", "sequenceNumber": "1", "streamSid": "MZ0123456789abcdef0123456789abcdef",
+            "start": {"accountSid": ACCOUNT_SID, "streamSid": "MZ0123456789abcdef0123456789abcdef", "callSid": call,
+                      "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                      "customParameters": {"stream_token": token}}
+        })
+        .to_string()
+    };
+    // Forged token, a token for another CallSid, and one that is expired, each then audio:
+    // the socket is closed with a policy error and nothing reaches media-svc.
+    let other_call = mesh
+        .twilio_post(
+            "/twilio/voice",
+            &Mesh::voice_params(&call_sid(5), CALLER, smith.number),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let expired = expired_stream_token(&mesh, peterson.id, &sid);
+    for bad in [
+        format!("{token}x"),
+        stream_token(&other_call),
+        expired,
+        String::new(),
+    ] {
+        let mut ws = connect().await;
+        ws.send(Message::Text(
+            r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into(),
+        ))
+        .await
+        .unwrap();
+        ws.send(Message::Text(start(&sid, &bad).into()))
+            .await
+            .unwrap();
+        let _ = ws
+            .send(Message::Text(serde_json::json!({"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":"////"}}).to_string().into()))
+            .await;
+        let mut closed_with = None;
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(frame)) => {
+                    closed_with = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                Ok(Message::Text(t)) => panic!("audio path opened for a bad token: {t}"),
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        assert_eq!(
+            closed_with,
+            Some(1008),
+            "bad token {bad:.12}… was not refused"
+        );
+    }
+    let turns: i64 = mesh
+        .db
+        .admin_client()
+        .await
+        .query_one("SELECT count(*) FROM media.transcript_turns", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(turns, 0);
+}
+
+#[tokio::test]
+async fn legacy_rest_acts_for_the_token_tenant_only() {
+    let mesh = Mesh::start().await;
+    let (peterson, smith) = mesh.seed_demo_tenants().await;
+    let legacy = mesh::auth::LegacyVerifier::new(&mesh.legacy_secret).unwrap();
+    let token = |id: i64| {
+        legacy.mint_for_tests(
+            mesh::domain::CustomerId::new(id).unwrap(),
+            std::time::Duration::from_secs(300),
+        )
+    };
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", mesh.gateway.main);
+    for (id, content) in [
+        (peterson.id, "Peterson client John"),
+        (smith.id, "Smith client Jane"),
+    ] {
+        let r = http
+            .post(url("/memory/store"))
+            .bearer_auth(token(id))
+            .json(&serde_json::json!({"user_id": CALLER, "role": "user", "content": content, "metadata": {"thread_id": "t1"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+    // Peterson's token with Smith's id in the body: Peterson's data, named.
+    let r: serde_json::Value = http
+        .post(url("/memory/retrieve"))
+        .bearer_auth(token(peterson.id))
+        .json(&serde_json::json!({"user_id": CALLER, "limit": 10, "customer_id": smith.id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["success"], true);
+    assert_eq!(r["customer_id"], peterson.id);
+    assert_eq!(r["count"], 1);
+    let text = r["memories"].to_string();
+    assert!(
+        text.contains("Peterson client John") && !text.contains("Smith client Jane"),
+        "{text}"
+    );
+    let r: serde_json::Value = http
+        .post(url("/v2/context/enriched"))
+        .bearer_auth(token(smith.id))
+        .json(
+            &serde_json::json!({"user_id": CALLER, "num_summaries": 3, "customer_id": peterson.id}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["customer_id"], smith.id);
+    assert_eq!(r["success"], true);
+
+    // Missing, invalid and expired tokens: 401 with a JSON error, nothing stored.
+    let before: i64 = mesh
+        .db
+        .admin_client()
+        .await
+        .query_one("SELECT count(*) FROM memory.memories", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let expired = {
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({"customer_id": peterson.id, "scope": "memory:read:write", "iat": now - 600, "exp": now - 120});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(
+                secrecy::ExposeSecret::expose_secret(&mesh.legacy_secret).as_bytes(),
+            ),
+        )
+        .unwrap()
+    };
+    for auth in [None, Some("garbage".to_owned()), Some(expired)] {
+        let mut req = http
+            .post(url("/memory/store"))
+            .json(&serde_json::json!({"user_id": CALLER, "role": "user", "content": "x"}));
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["success"], false);
+    }
+    let after: i64 = mesh
+        .db
+        .admin_client()
+        .await
+        .query_one("SELECT count(*) FROM memory.memories", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after);
+}
+
+/// A stream token exactly like ResolveNumber's, signed with tenant-svc's real key, whose
+/// lifetime ended two minutes ago (beyond the 30 s leeway).
+fn expired_stream_token(mesh: &Mesh, customer: i64, call_sid: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    mesh.keys.write(dir.path()).unwrap();
+    let pem = std::fs::read_to_string(dir.path().join("tenant-svc.pem")).unwrap();
+    let kid = std::fs::read_to_string(dir.path().join("tenant-svc.kid")).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.trim().to_owned());
+    header.typ = Some("tenant+jwt".into());
+    let claims = serde_json::json!({
+        "iss": "tenant-svc", "sub": call_sid, "aud": ["media-svc"], "kind": "tenant",
+        "customer_id": customer, "scope": "media:stream", "iat": now - 900, "exp": now - 120,
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
