@@ -16,6 +16,7 @@
 pub mod edge;
 pub mod limits;
 pub mod signature;
+pub mod sim;
 pub mod twilio;
 pub mod twiml;
 
