@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod localpg;
+mod ops;
 mod up;
 
 use std::path::PathBuf;
@@ -43,6 +44,33 @@ enum Command {
     },
     /// Print every environment variable the mesh reads (Markdown table).
     Settings,
+    /// Customers: create, list, show, numbers, configuration and its history.
+    Tenant {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::TenantCommand,
+    },
+    /// One caller's data across memory-svc and media-svc: export or erase (audited).
+    Caller {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::CallerCommand,
+    },
+    /// Simulated calls.
+    Call {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: CallCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallCommand {
+    /// Play a complete Twilio call against a running gateway and print what happened.
+    Simulate(ops::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -226,6 +254,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tenant { conn, command } => ops::tenant(&conn, command).await,
+        Command::Caller { conn, command } => ops::caller(&conn, command).await,
+        Command::Call {
+            conn,
+            command: CallCommand::Simulate(args),
+        } => ops::simulate(&conn, args).await,
         Command::Settings => {
             print!("{}", mesh::settings::markdown_table());
             Ok(ExitCode::SUCCESS)

@@ -297,7 +297,8 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
     }
 
     let keys = DevKeys::read(&keys_dir)?;
-    let customer = mesh::domain::CustomerId::new(1).expect("positive");
+    let demo = seed_demo_tenants(&keys, &addrs[0].1.to_string()).await?;
+    let customer = mesh::domain::CustomerId::new(demo[0].0).expect("positive");
     let token = keys.identity(names::TENANT_SVC).minter().mint_tenant(
         customer,
         "neurosphere-up",
@@ -329,7 +330,22 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
         );
     }
     println!();
-    println!("Try (a tenant token for customer 1, valid 1 hour):");
+    println!("Demo tenants:");
+    for (id, name, number) in &demo {
+        println!("  customer {id:<3} {name:<28} {number}");
+    }
+    println!();
+    println!("Call them (a simulated Twilio call through the gateway):");
+    for (_, _, number) in &demo {
+        println!(
+            "  cargo run -q -p neurosphere-cli -- call simulate --to '{number}' --save agent.wav"
+        );
+    }
+    println!();
+    println!(
+        "Try (a tenant token for customer {}, valid 1 hour):",
+        demo[0].0
+    );
     println!("  grpcurl -plaintext {} list", addrs[0].1);
     println!(
         "  grpcurl -plaintext -H 'authorization: Bearer {token}' {} neurosphere.tenant.v1.TenantService/GetMyCustomer",
@@ -380,4 +396,111 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// A demo tenant: (email, name, number, voice, greeting, sliders).
+type Demo = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    [(&'static str, u32); 3],
+);
+
+/// The demo tenants.
+const DEMO: [Demo; 2] = [
+    (
+        "ops@peterson.example",
+        "Peterson Family Insurance",
+        "+14155550101",
+        "sage",
+        "{time_greeting}! Thank you for calling Peterson Family Insurance, this is {agent_name}. How can I help?",
+        [("warmth", 80), ("empathy", 75), ("directness", 40)],
+    ),
+    (
+        "desk@smith.example",
+        "Smith Insurance Agency",
+        "+14155550102",
+        "coral",
+        "Smith Insurance Agency, {agent_name} speaking. What can I do for you today?",
+        [("warmth", 50), ("empathy", 50), ("directness", 70)],
+    ),
+];
+
+/// Creates the two demo tenants unless they exist; returns (id, name, number) of each.
+async fn seed_demo_tenants(
+    keys: &DevKeys,
+    tenant_addr: &str,
+) -> anyhow::Result<Vec<(i64, String, String)>> {
+    use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
+    use mesh::api::tenant::*;
+    let token = keys.identity(names::OPERATOR).minter().mint_service(
+        names::TENANT_SVC,
+        &[mesh::identity::scope::TENANT_ADMIN],
+        Duration::from_secs(300),
+    )?;
+    fn auth<T>(mut r: tonic::Request<T>, token: &str) -> tonic::Request<T> {
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ASCII"),
+        );
+        r
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{tenant_addr}"))?
+        .connect()
+        .await?;
+    let mut admin = TenantAdminServiceClient::new(channel);
+    let existing = admin
+        .list_customers(auth(
+            tonic::Request::new(ListCustomersRequest {
+                page_size: 500,
+                page_token: String::new(),
+            }),
+            &token,
+        ))
+        .await?
+        .into_inner()
+        .customers;
+    let mut out = Vec::new();
+    for (email, name, number, voice, greeting, sliders) in DEMO {
+        if let Some(c) = existing.iter().find(|c| c.email == email) {
+            out.push((c.id, name.to_owned(), number.to_owned()));
+            continue;
+        }
+        let c = admin
+            .create_customer(auth(
+                tonic::Request::new(CreateCustomerRequest {
+                    email: email.into(),
+                    business_name: name.into(),
+                    contact_name: String::new(),
+                    contact_phone: String::new(),
+                    package_tier: "professional".into(),
+                    agent_config: Some(AgentConfig {
+                        voice: Some(voice.into()),
+                        greeting_new_caller: Some(greeting.into()),
+                        sliders: sliders.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                        ..Default::default()
+                    }),
+                }),
+                &token,
+            ))
+            .await?
+            .into_inner()
+            .customer
+            .context("no customer")?;
+        admin
+            .assign_phone_number(auth(
+                tonic::Request::new(AssignPhoneNumberRequest {
+                    customer_id: c.id,
+                    number: number.into(),
+                    twilio_account_sid: String::new(),
+                }),
+                &token,
+            ))
+            .await?;
+        println!("  seeded demo tenant {name} (customer {}, {number})", c.id);
+        out.push((c.id, name.to_owned(), number.to_owned()));
+    }
+    Ok(out)
 }
