@@ -138,6 +138,40 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Sets the service roles' passwords from `<ROLE>_DB_PASSWORD` when given (quoted by the
+/// server's own `format('%L')`, never by string pasting).
+async fn set_role_passwords(admin_url: &str) -> anyhow::Result<()> {
+    let wanted: Vec<(&str, String)> = [
+        ("tenant_svc", "TENANT_SVC_DB_PASSWORD"),
+        ("memory_svc", "MEMORY_SVC_DB_PASSWORD"),
+        ("media_svc", "MEDIA_SVC_DB_PASSWORD"),
+    ]
+    .into_iter()
+    .filter_map(|(role, var)| {
+        std::env::var(var)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(|p| (role, p))
+    })
+    .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(conn);
+    for (role, password) in wanted {
+        let sql: String = client
+            .query_one("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", &[&role, &password])
+            .await?
+            .get(0);
+        client.batch_execute(&sql).await?;
+        println!("password set for role {role}");
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .filter(|u| !u.trim().is_empty())
                 .context("DATABASE_URL must be set to an administrative role's URL")?;
             let report = mesh::migrations::run_url(&url).await?;
+            set_role_passwords(&url).await?;
             println!(
                 "migrations applied: {} new ({} embedded)",
                 report.applied_migrations().len(),

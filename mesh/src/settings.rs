@@ -61,6 +61,15 @@ pub mod catalog {
         /// Database connection.
         DATABASE_URL = { name: "DATABASE_URL", default: None, secret: true, used_by: "all services, neurosphere migrate",
             help: "PostgreSQL URL. A service connects with it as its own login role (tenant_svc, memory_svc, media_svc); `neurosphere migrate` needs an administrative role. `neurosphere up` starts a private PostgreSQL when unset." },
+        /// tenant_svc password.
+        TENANT_SVC_DB_PASSWORD = { name: "TENANT_SVC_DB_PASSWORD", default: None, secret: true, used_by: "neurosphere migrate",
+            help: "When set, `neurosphere migrate` sets it as the `tenant_svc` role's password (deployments whose database needs passwords)." },
+        /// memory_svc password.
+        MEMORY_SVC_DB_PASSWORD = { name: "MEMORY_SVC_DB_PASSWORD", default: None, secret: true, used_by: "neurosphere migrate",
+            help: "When set, `neurosphere migrate` sets it as the `memory_svc` role's password." },
+        /// media_svc password.
+        MEDIA_SVC_DB_PASSWORD = { name: "MEDIA_SVC_DB_PASSWORD", default: None, secret: true, used_by: "neurosphere migrate",
+            help: "When set, `neurosphere migrate` sets it as the `media_svc` role's password." },
         /// Pool size.
         DATABASE_POOL_SIZE = { name: "DATABASE_POOL_SIZE", default: Some("16"), secret: false, used_by: "all services",
             help: "Maximum connections in a service's pool." },
