@@ -69,6 +69,11 @@ fn ports(main: &TcpListener, admin: &TcpListener) -> Ports {
 impl Mesh {
     /// Starts every service against a fresh database.
     pub async fn start() -> Mesh {
+        Self::start_with_gateway_settings(&[]).await
+    }
+
+    /// Like [`Mesh::start`], with extra gateway settings (e.g. rate limits for load tests).
+    pub async fn start_with_gateway_settings(extra: &[(&str, &str)]) -> Mesh {
         let db = TestDb::new().await;
         let keys = Arc::new(DevKeys::generate());
         let (stop, stop_rx) = watch::channel(false);
@@ -127,21 +132,31 @@ impl Mesh {
         let gateway = ports(&h, &a);
         let twilio_auth_token = uuid::Uuid::new_v4().simple().to_string();
         let public_base_url = format!("http://{}", gateway.main);
-        let settings = gateway::Settings::from_env(mesh::settings::Env::from_pairs([
-            ("BIND_HOST", "127.0.0.1".to_owned()),
-            ("GATEWAY_PORT", gateway.main.port().to_string()),
-            ("GATEWAY_ADMIN_PORT", gateway.admin.port().to_string()),
-            ("PUBLIC_BASE_URL", public_base_url.clone()),
-            ("TWILIO_AUTH_TOKEN", twilio_auth_token.clone()),
-            ("TENANT_SVC_URL", format!("http://{}", tenant.main)),
-            ("MEMORY_SVC_URL", format!("http://{}", memory.main)),
-            ("MEDIA_SVC_URL", format!("http://{}", media.main)),
-            // The identity is handed over directly; these are not read.
-            ("MESH_SIGNING_KEY_FILE", "unused".to_owned()),
-            ("MESH_SIGNING_KEY_ID", "unused".to_owned()),
-            ("MESH_TRUSTED_KEYS_FILE", "unused".to_owned()),
-        ]))
-        .expect("gateway settings");
+        let mut gateway_env: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        gateway_env.extend(
+            [
+                ("BIND_HOST", "127.0.0.1".to_owned()),
+                ("GATEWAY_PORT", gateway.main.port().to_string()),
+                ("GATEWAY_ADMIN_PORT", gateway.admin.port().to_string()),
+                ("PUBLIC_BASE_URL", public_base_url.clone()),
+                ("TWILIO_AUTH_TOKEN", twilio_auth_token.clone()),
+                ("TENANT_SVC_URL", format!("http://{}", tenant.main)),
+                ("MEMORY_SVC_URL", format!("http://{}", memory.main)),
+                ("MEDIA_SVC_URL", format!("http://{}", media.main)),
+                // The identity is handed over directly; these are not read.
+                ("MESH_SIGNING_KEY_FILE", "unused".to_owned()),
+                ("MESH_SIGNING_KEY_ID", "unused".to_owned()),
+                ("MESH_TRUSTED_KEYS_FILE", "unused".to_owned()),
+            ]
+            .into_iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        let settings = gateway::Settings::from_env(mesh::settings::Env::from_pairs(gateway_env))
+            .expect("gateway settings");
         let edge =
             gateway::edge_state(&settings, &keys.identity(names::GATEWAY)).expect("gateway state");
         tasks.push((

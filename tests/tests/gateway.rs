@@ -459,3 +459,29 @@ fn expired_stream_token(mesh: &Mesh, customer: i64, call_sid: &str) -> String {
     )
     .unwrap()
 }
+
+#[tokio::test]
+async fn a_burst_over_the_per_ip_limit_gets_429_with_retry_after() {
+    let mesh = Mesh::start_with_gateway_settings(&[("GATEWAY_RATE_PER_IP", "1")]).await;
+    let (peterson, _) = mesh.seed_demo_tenants().await;
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let sid = call_sid(100 + n);
+        let r = mesh
+            .twilio_post(
+                "/twilio/voice",
+                &Mesh::voice_params(&sid, CALLER, peterson.number),
+            )
+            .await;
+        if r.status() == 429 {
+            assert!(
+                r.headers().contains_key("retry-after"),
+                "429 without Retry-After"
+            );
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(calls(&mesh).await, 2, "a limited request stored a call");
+}
