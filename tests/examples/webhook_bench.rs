@@ -62,7 +62,6 @@ async fn main() {
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let counter = counter.clone();
-        let one = one.clone();
         tasks.push(async move {
             let mut lat = Vec::new();
             let mut bad = 0u64;
