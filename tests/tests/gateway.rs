@@ -208,7 +208,7 @@ async fn bad_input_is_refused_without_a_panic_or_a_row() {
 }
 
 #[tokio::test]
-async fn an_unknown_number_or_a_down_service_gets_a_polite_answer() {
+async fn an_unknown_number_gets_a_polite_goodbye() {
     let mesh = Mesh::start().await;
     mesh.seed_demo_tenants().await;
     let sid = call_sid(3);
@@ -484,4 +484,52 @@ async fn a_burst_over_the_per_ip_limit_gets_429_with_retry_after() {
     assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
     assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
     assert_eq!(calls(&mesh).await, 2, "a limited request stored a call");
+}
+
+/// A TCP listener that accepts connections and never answers: a hung service.
+async fn black_hole() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_down_or_hung_service_gets_the_apology_within_two_seconds() {
+    let hung = black_hole().await;
+    for (setting, url) in [
+        ("TENANT_SVC_URL", "http://127.0.0.1:1".to_owned()),
+        ("TENANT_SVC_URL", hung.clone()),
+        ("MEDIA_SVC_URL", "http://127.0.0.1:1".to_owned()),
+        ("MEDIA_SVC_URL", hung.clone()),
+    ] {
+        let mesh = Mesh::start_with_gateway_settings(&[(setting, url.as_str())]).await;
+        let (peterson, _) = mesh.seed_demo_tenants().await;
+        let sid = call_sid(200);
+        let started = std::time::Instant::now();
+        let r = mesh
+            .twilio_post(
+                "/twilio/voice",
+                &Mesh::voice_params(&sid, CALLER, peterson.number),
+            )
+            .await;
+        let took = started.elapsed();
+        assert_eq!(r.status(), 200, "{setting}={url}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("<Say>We are sorry") && body.contains("<Hangup/>"),
+            "{setting}={url}: {body}"
+        );
+        assert!(!body.contains("<Connect>"));
+        assert!(
+            took < std::time::Duration::from_millis(2500),
+            "{setting}={url}: answered after {took:?}"
+        );
+        assert_eq!(calls(&mesh).await, 0);
+    }
 }
