@@ -2,13 +2,30 @@
 //! outbound calls and post-call webhooks.
 //!
 //! Parts: [`policy`] declares the token kind and scope of each RPC (enforced by the mesh auth
-//! layer); [`service::MediaSvc`] implements `CallService` and `MediaAdminService`; [`run`] wires
-//! settings, the pool (logged in as `media_svc`, self-checked) and the mesh server.
+//! layer); [`service::MediaSvc`] implements `CallService` and `MediaAdminService` over
+//! [`store`] (SQL, one tenant per transaction); [`call`] drives one live call: it fetches the
+//! profile and caller context through [`peers`], builds the [`instructions`], bridges the
+//! caller's audio to an [`backend::AiBackend`] (offline `local`, or `openai-realtime`), handles
+//! barge-in, writes transcript turns as they happen, transfers through [`twilio`], and at the end
+//! finalises the call and queues `RecordCall` in the durable outbox that [`outbox`] delivers to
+//! memory-svc. [`run`] wires settings, the pool (logged in as `media_svc`, self-checked), the
+//! outbox worker and the mesh server.
 #![forbid(unsafe_code)]
 
+pub mod audio;
+pub mod backend;
+pub mod call;
+pub mod error;
+pub mod instructions;
+pub mod outbox;
+pub mod peers;
 pub mod service;
+pub mod store;
+pub mod twilio;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use mesh::api::media::call_service_server::CallServiceServer;
 use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
@@ -53,6 +70,118 @@ pub fn policy() -> Policy {
 pub struct Settings {
     /// Ports, database, identity, drain deadline.
     pub common: ServiceSettings,
+    /// Backend, peers, Twilio, outbox.
+    pub calls: CallConfig,
+}
+
+/// Default [`CallConfig::session_max`]: two minutes of margin before the Realtime API's
+/// 30-minute session limit.
+pub const SESSION_MAX: Duration = Duration::from_secs(28 * 60);
+
+/// Which AI backend calls use.
+#[derive(Debug, Clone)]
+pub enum BackendChoice {
+    /// Offline backend (greeting tone or espeak-ng, replay of the caller).
+    Local {
+        /// Speak the greeting with `espeak-ng` when it is installed (else the tone pattern).
+        espeak: bool,
+    },
+    /// OpenAI Realtime.
+    OpenAi(backend::openai::OpenAiConfig),
+}
+
+/// How live calls run and where post-call work goes.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// The AI backend.
+    pub backend: BackendChoice,
+    /// tenant-svc gRPC endpoint.
+    pub tenant_svc_url: String,
+    /// memory-svc gRPC endpoint.
+    pub memory_svc_url: String,
+    /// Time allowed for the profile and context lookups at call start.
+    pub peer_timeout: Duration,
+    /// Twilio REST (transfers).
+    pub twilio: twilio::TwilioConfig,
+    /// Outbox retry pacing.
+    pub outbox: outbox::OutboxConfig,
+    /// Age at which a backend session is replaced by a new one carrying the conversation so far
+    /// (OpenAI Realtime sessions end at 30 minutes).
+    pub session_max: Duration,
+}
+
+impl CallConfig {
+    /// The offline configuration used by tests and `neurosphere up` without an OpenAI key.
+    pub fn local(tenant_svc_url: impl Into<String>, memory_svc_url: impl Into<String>) -> Self {
+        Self {
+            backend: BackendChoice::Local { espeak: true },
+            tenant_svc_url: tenant_svc_url.into(),
+            memory_svc_url: memory_svc_url.into(),
+            peer_timeout: Duration::from_millis(1500),
+            twilio: twilio::TwilioConfig {
+                base_url: "https://api.twilio.com".into(),
+                auth_token: None,
+            },
+            outbox: outbox::OutboxConfig::default(),
+            session_max: SESSION_MAX,
+        }
+    }
+
+    fn from_env(env: &mut Env) -> Option<Self> {
+        let tenant = env.get::<String>(&catalog::TENANT_SVC_URL);
+        let memory = env.get::<String>(&catalog::MEMORY_SVC_URL);
+        let key = env.optional_secret(&catalog::OPENAI_API_KEY);
+        let url = env.get::<String>(&catalog::OPENAI_REALTIME_URL);
+        let model = env.get::<String>(&catalog::OPENAI_REALTIME_MODEL);
+        let shape = env.get::<backend::openai::ApiShape>(&catalog::OPENAI_REALTIME_API_SHAPE);
+        let choice = env.get::<String>(&catalog::AI_BACKEND);
+        let peer_timeout = env.millis(&catalog::MEDIA_PEER_TIMEOUT_MS);
+        let max_backoff = env.seconds(&catalog::MEDIA_OUTBOX_MAX_BACKOFF_SECONDS);
+        let twilio_base = env.get::<String>(&catalog::TWILIO_API_BASE_URL);
+        let twilio_token = env.optional_secret(&catalog::TWILIO_AUTH_TOKEN);
+        let backend = match choice.as_deref() {
+            Some("local") => Some(BackendChoice::Local { espeak: true }),
+            Some("auto") if key.is_none() => Some(BackendChoice::Local { espeak: true }),
+            Some("auto" | "openai-realtime") => match key {
+                Some(api_key) => Some(BackendChoice::OpenAi(backend::openai::OpenAiConfig {
+                    url: url.clone()?,
+                    model: model?,
+                    api_key,
+                    shape: shape?,
+                })),
+                None => {
+                    env.problem(
+                        &catalog::AI_BACKEND,
+                        "`openai-realtime` needs OPENAI_API_KEY",
+                    );
+                    None
+                }
+            },
+            Some(other) => {
+                env.problem(
+                    &catalog::AI_BACKEND,
+                    format!("expected `auto`, `local` or `openai-realtime`, got {other:?}"),
+                );
+                None
+            }
+            None => None,
+        };
+        Some(Self {
+            backend: backend?,
+            tenant_svc_url: tenant?,
+            memory_svc_url: memory?,
+            peer_timeout: peer_timeout?,
+            twilio: twilio::TwilioConfig {
+                base_url: twilio_base?,
+                auth_token: twilio_token,
+            },
+            outbox: outbox::OutboxConfig {
+                max_backoff: max_backoff?,
+                ..outbox::OutboxConfig::default()
+            },
+            session_max: SESSION_MAX,
+        })
+    }
 }
 
 impl Settings {
@@ -64,9 +193,11 @@ impl Settings {
             &catalog::MEDIA_SVC_PORT,
             &catalog::MEDIA_SVC_ADMIN_PORT,
         );
+        let calls = CallConfig::from_env(&mut env);
         env.finish()?;
         Ok(Self {
             common: common.expect("present when finish() succeeded"),
+            calls: calls.expect("present when finish() succeeded"),
         })
     }
 }
@@ -78,6 +209,53 @@ pub struct Deps {
     pub db: Db,
     /// This service's key and trust bundle.
     pub identity: Identity,
+    /// Backend, peers, Twilio, outbox.
+    pub calls: CallConfig,
+}
+
+/// What a running call needs, built once per server from [`Deps`].
+#[derive(Clone)]
+pub struct Runtime {
+    /// Pool.
+    pub db: Db,
+    /// Clients of tenant-svc and memory-svc.
+    pub peers: peers::Peers,
+    /// The AI backend.
+    pub backend: Arc<dyn backend::AiBackend>,
+    /// Twilio REST.
+    pub twilio: twilio::TwilioConfig,
+    /// Wakes the outbox worker when a call ends.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Backend session rollover age.
+    pub session_max: Duration,
+}
+
+impl Runtime {
+    /// Builds the clients and the backend.
+    pub fn new(deps: &Deps) -> anyhow::Result<Self> {
+        let c = &deps.calls;
+        let backend: Arc<dyn backend::AiBackend> = match &c.backend {
+            BackendChoice::Local { espeak } => Arc::new(backend::local::LocalBackend {
+                use_espeak: *espeak,
+            }),
+            BackendChoice::OpenAi(config) => Arc::new(backend::openai::OpenAiBackend {
+                config: config.clone(),
+            }),
+        };
+        Ok(Self {
+            db: deps.db.clone(),
+            peers: peers::Peers::new(
+                &c.tenant_svc_url,
+                &c.memory_svc_url,
+                deps.identity.clone(),
+                c.peer_timeout,
+            )?,
+            backend,
+            twilio: c.twilio.clone(),
+            outbox_wake: Arc::default(),
+            session_max: c.session_max,
+        })
+    }
 }
 
 /// Connects to the database (self-checked), loads the identity, binds the ports and serves
@@ -90,6 +268,7 @@ pub async fn run(
     let deps = Deps {
         db: p.db,
         identity: p.identity,
+        calls: settings.calls,
     };
     serve(
         deps,
@@ -109,7 +288,14 @@ pub async fn serve(
     drain_deadline: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let svc = service::MediaSvc::new(deps.clone());
+    let runtime = Runtime::new(&deps)?;
+    let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(outbox::run(
+        runtime.clone(),
+        deps.calls.outbox.clone(),
+        outbox_stopped,
+    ));
+    let svc = service::MediaSvc::new(runtime);
     let routes = tonic::service::Routes::new(CallServiceServer::new(svc.clone()))
         .add_service(MediaAdminServiceServer::new(svc));
     let config = ServeConfig::for_service(
@@ -121,6 +307,9 @@ pub async fn serve(
         deps.db,
         drain_deadline,
     );
-    mesh::server::serve(config, routes, shutdown).await?;
+    let served = mesh::server::serve(config, routes, shutdown).await;
+    let _ = stop_outbox.send(true);
+    let _ = worker.await;
+    served?;
     Ok(())
 }

@@ -1,0 +1,404 @@
+//! Load benchmark for media-svc: N concurrent calls streamed through the real `media-svc` binary
+//! (a separate process, so its CPU can be measured alone) against a fake OpenAI Realtime server
+//! that echoes every `input_audio_buffer.append` back as `response.output_audio.delta`.
+//!
+//! Each call sends 160-byte mu-law frames every 20 ms in real time, with the send time stamped
+//! into the first bytes; the echoed frame comes back through media-svc (followed by a mark, which
+//! the generator answers like Twilio would). Printed: frames delivered, round-trip p50/p99/max
+//! (edge -> media-svc -> backend -> media-svc -> edge), and media-svc's CPU in core-milliseconds
+//! per call-second over the steady-state window (from /proc, user + system time).
+//!
+//! ```text
+//! cargo build --release -p media-svc --bin media-svc --example media_bench
+//! target/release/examples/media_bench --calls 300 --seconds 20
+//! ```
+//! Needs PostgreSQL binaries on the machine (the test kit starts a private cluster).
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt as _, StreamExt as _};
+use mesh::api::media::call_service_client::CallServiceClient;
+use mesh::api::media::stream_call_request::Event as In;
+use mesh::api::media::stream_call_response::Event as Out;
+use mesh::api::media::*;
+use mesh::auth::{AttachToken, TokenSource};
+use mesh::domain::CustomerId;
+use mesh::identity::{DevKeys, names, scope};
+use tokio::io::AsyncBufReadExt as _;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+use tonic::transport::Channel;
+
+struct Args {
+    calls: usize,
+    seconds: u64,
+    per_channel: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        calls: 100,
+        seconds: 20,
+        per_channel: 50,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--calls" => a.calls = value.parse().expect("--calls N"),
+            "--seconds" => a.seconds = value.parse().expect("--seconds S"),
+            "--per-channel" => a.per_channel = value.parse().expect("--per-channel K"),
+            other => panic!("unknown flag {other}; use --calls N --seconds S [--per-channel K]"),
+        }
+    }
+    a
+}
+
+/// The fake Realtime server: echoes caller audio as agent audio, nothing else.
+async fn echo_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/v1/realtime", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                while let Some(Ok(msg)) = stream.next().await {
+                    let Message::Text(text) = msg else { continue };
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+                        continue;
+                    };
+                    if v["type"] != "input_audio_buffer.append" {
+                        continue;
+                    }
+                    let reply = serde_json::json!({
+                        "type": "response.output_audio.delta",
+                        "response_id": "bench",
+                        "item_id": "bench-item",
+                        "delta": v["audio"],
+                    });
+                    if sink.send(Message::text(reply.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+fn now_ns(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
+/// user + system CPU time of a process, in milliseconds.
+fn cpu_ms(pid: u32, ticks_per_sec: u64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks * 1000 / ticks_per_sec
+}
+
+/// Idle CPU time of the whole machine (all cores), in milliseconds.
+fn idle_ms(ticks_per_sec: u64) -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // idle + iowait
+    (cpu[3] + cpu[4]) * 1000 / ticks_per_sec
+}
+
+fn sid(prefix: &str, n: usize) -> String {
+    format!("{prefix}{n:032x}")
+}
+
+#[derive(Default)]
+struct Stats {
+    sent: AtomicU64,
+    received: AtomicU64,
+    rtts_us: Mutex<Vec<u32>>,
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let origin = Instant::now();
+    let db = mesh::testkit::TestDb::new().await;
+    let keys = Arc::new(DevKeys::generate());
+    let dir = tempfile::tempdir().unwrap();
+    let realtime = echo_server().await;
+
+    let mut env: BTreeMap<String, String> =
+        mesh::testkit_process::service_env(&keys, names::MEDIA_SVC, dir.path());
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    env.insert("DATABASE_URL".into(), db.url_for_role("media_svc"));
+    env.insert("DATABASE_POOL_SIZE".into(), "16".into());
+    env.insert("AI_BACKEND".into(), "openai-realtime".into());
+    env.insert("OPENAI_API_KEY".into(), "sk-bench".into());
+    env.insert("OPENAI_REALTIME_URL".into(), realtime);
+    env.insert("TENANT_SVC_URL".into(), dead.clone());
+    env.insert("MEMORY_SVC_URL".into(), dead);
+    env.insert("MEDIA_PEER_TIMEOUT_MS".into(), "300".into());
+    env.insert("RUST_LOG".into(), "info,media_svc=warn".into());
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("media-svc"))
+        .expect("target dir");
+    let mut child = tokio::process::Command::new(&binary)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (build it with --bin media-svc)",
+                binary.display()
+            )
+        });
+    let pid = child.id().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("media-svc exited before serving");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["message"] == "serving" {
+            break v["grpc_addr"].as_str().unwrap().to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let ticks_per_sec: u64 = String::from_utf8(
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap_or(100);
+
+    let mut channels = Vec::new();
+    for _ in 0..a.calls.div_ceil(a.per_channel) {
+        channels.push(
+            Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let window = Arc::new(std::sync::Mutex::new((u64::MAX, u64::MAX)));
+    let minter = keys.identity(names::TENANT_SVC).minter().clone();
+    let mut tasks = Vec::new();
+    for i in 0..a.calls {
+        let channel = channels[i / a.per_channel].clone();
+        let call_sid = sid("CA", i + 1);
+        let token = minter
+            .mint_tenant(
+                CustomerId::new(1).unwrap(),
+                &call_sid,
+                &[names::MEDIA_SVC],
+                scope::CALL_SCOPES,
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let stats = stats.clone();
+        let window = window.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+            let mut client = CallServiceClient::with_interceptor(
+                channel,
+                AttachToken(TokenSource::fixed(token.into())),
+            );
+            client
+                .register_call(RegisterCallRequest {
+                    call_sid: call_sid.clone(),
+                    account_sid: sid("AC", 1),
+                    from: format!("+1555{:07}", i),
+                    to: "+14158675309".into(),
+                    direction: CallDirection::Inbound as i32,
+                    status: CallStatus::Ringing as i32,
+                })
+                .await
+                .expect("register");
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tx.send(StreamCallRequest {
+                event: Some(In::Start(StreamStart {
+                    call_sid: call_sid.clone(),
+                    stream_sid: sid("MZ", i + 1),
+                    account_sid: sid("AC", 1),
+                    caller: String::new(),
+                    custom_parameters: Default::default(),
+                })),
+            })
+            .await
+            .unwrap();
+            let mut inbound = client
+                .stream_call(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .expect("stream")
+                .into_inner();
+            let marks = tx.clone();
+            let rstats = stats.clone();
+            let rwindow = window.clone();
+            let receiver = tokio::spawn(async move {
+                let mut local = Vec::new();
+                while let Ok(Some(m)) = inbound.message().await {
+                    match m.event {
+                        Some(Out::Audio(f)) if f.payload.len() >= 8 => {
+                            let sent = u64::from_le_bytes(f.payload[..8].try_into().unwrap());
+                            let rtt = now_ns(origin).saturating_sub(sent);
+                            let (from, to) = *rwindow.lock().unwrap();
+                            if sent >= from && sent < to {
+                                rstats.received.fetch_add(1, Ordering::Relaxed);
+                                local.push((rtt / 1000) as u32);
+                            }
+                        }
+                        Some(Out::Mark(mark)) => {
+                            let _ = marks
+                                .send(StreamCallRequest {
+                                    event: Some(In::Mark(MarkPlayed { name: mark.name })),
+                                })
+                                .await;
+                        }
+                        _ => {}
+                    }
+                }
+                rstats.rtts_us.lock().await.extend(local);
+            });
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut seq = 0u64;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                seq += 1;
+                let sent = now_ns(origin);
+                let mut payload = vec![0x7Fu8; 160];
+                payload[..8].copy_from_slice(&sent.to_le_bytes());
+                let (from, to) = *window.lock().unwrap();
+                if sent >= from && sent < to {
+                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                let frame = StreamCallRequest {
+                    event: Some(In::Audio(AudioFrame {
+                        payload,
+                        sequence: seq,
+                        timestamp_ms: (seq * 20) as u32,
+                    })),
+                };
+                if tx.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            // Let echoes in flight arrive, then hang up.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = tx
+                .send(StreamCallRequest {
+                    event: Some(In::Stop(StreamStop {})),
+                })
+                .await;
+            drop(tx);
+            let _ = receiver.await;
+        }));
+    }
+
+    // Warm-up: every call started plus one second.
+    tokio::time::sleep(Duration::from_millis(5 * a.calls as u64) + Duration::from_secs(2)).await;
+    let cpu_start = cpu_ms(pid, ticks_per_sec);
+    let self_start = cpu_ms(std::process::id(), ticks_per_sec);
+    let idle_start = idle_ms(ticks_per_sec);
+    let t_start = now_ns(origin);
+    window.lock().unwrap().0 = t_start;
+    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    let t_end = now_ns(origin);
+    window.lock().unwrap().1 = t_end;
+    let cpu_end = cpu_ms(pid, ticks_per_sec);
+    let self_end = cpu_ms(std::process::id(), ticks_per_sec);
+    let idle_end = idle_ms(ticks_per_sec);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let received = stats.received.load(Ordering::Relaxed);
+    let mut rtts = std::mem::take(&mut *stats.rtts_us.lock().await);
+    rtts.sort_unstable();
+    let pct = |p: f64| {
+        if rtts.is_empty() {
+            0.0
+        } else {
+            f64::from(rtts[((rtts.len() - 1) as f64 * p) as usize]) / 1000.0
+        }
+    };
+    let call_seconds = a.calls as f64 * (t_end - t_start) as f64 / 1e9;
+    let cpu = (cpu_end - cpu_start) as f64;
+    println!(
+        "media-svc benchmark: {} concurrent calls, {:.1} s window, 20 ms frames",
+        a.calls,
+        (t_end - t_start) as f64 / 1e9
+    );
+    println!(
+        "frames delivered: {received}/{sent} ({:.3} %)",
+        if sent == 0 {
+            0.0
+        } else {
+            received as f64 * 100.0 / sent as f64
+        }
+    );
+    println!(
+        "round trip (edge -> media-svc -> backend -> media-svc -> edge): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!(
+        "media-svc CPU: {cpu:.0} core-ms over {call_seconds:.0} call-seconds = {:.3} core-ms per call-second",
+        cpu / call_seconds
+    );
+    let wall_ms = (t_end - t_start) as f64 / 1e6;
+    println!(
+        "context: load generator + fake backend used {:.2} cores; machine idle {:.2} of {} cores",
+        (self_end - self_start) as f64 / wall_ms,
+        (idle_end - idle_start) as f64 / wall_ms,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}

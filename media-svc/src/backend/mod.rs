@@ -1,0 +1,144 @@
+//! AI backends behind one trait. A backend session is two channels: the call driver
+//! ([`crate::call`]) sends [`ToBackend`] events (caller audio, DTMF, truncation, tool results) and
+//! receives [`FromBackend`] events (agent audio, speech started, transcripts, tool calls, errors).
+//! Audio is 8 kHz G.711 mu-law in both directions; backends never transcode.
+//!
+//! - [`local::LocalBackend`]: offline, for development and tests.
+//! - [`openai::OpenAiBackend`]: the OpenAI Realtime API over WebSocket (GA or beta event shapes).
+
+pub mod local;
+pub mod openai;
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// What a session is configured with.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Full instructions (persona, sliders, blocks, transfer rules, caller context).
+    pub instructions: String,
+    /// The greeting the agent speaks first.
+    pub greeting: String,
+    /// Realtime voice name.
+    pub voice: String,
+    /// Keywords of the transfer rules (the `transfer_call` tool's enum); empty: no transfer tool.
+    pub transfer_keywords: Vec<String>,
+    /// Whether the agent speaks first (false when a session continues a call after a rollover).
+    pub speak_first: bool,
+}
+
+/// Caller side to backend.
+#[derive(Debug, Clone)]
+pub enum ToBackend {
+    /// Caller audio, mu-law, with its media timestamp.
+    Audio {
+        /// The bytes, unchanged.
+        payload: Vec<u8>,
+        /// Media time of the frame (ms since stream start).
+        timestamp_ms: u32,
+    },
+    /// A DTMF digit.
+    Dtmf(String),
+    /// Cut the agent's item at what the caller actually heard.
+    Truncate {
+        /// The item.
+        item_id: String,
+        /// Audio heard, in ms.
+        audio_end_ms: u32,
+    },
+    /// Result of a tool call.
+    ToolResult {
+        /// The call id the backend gave.
+        call_id: String,
+        /// JSON text.
+        output: String,
+    },
+}
+
+/// Backend to caller side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromBackend {
+    /// Agent audio, mu-law.
+    Audio {
+        /// The item (response part) it belongs to.
+        item_id: String,
+        /// The bytes, unchanged.
+        payload: Vec<u8>,
+    },
+    /// The caller started speaking (barge-in candidate).
+    SpeechStarted,
+    /// What the caller said (or a placeholder).
+    CallerTranscript(String),
+    /// What the agent said (or a placeholder).
+    AgentTranscript(String),
+    /// The agent wants a tool.
+    ToolCall {
+        /// Id to answer with.
+        call_id: String,
+        /// Tool name.
+        name: String,
+        /// JSON arguments.
+        arguments: String,
+    },
+    /// The backend failed; the call must end.
+    Error(String),
+}
+
+/// A running backend session. The call driver owns it and polls [`BackendSession::recv`] inside
+/// `tokio::select!` next to the caller's stream, so `recv` must be cancel-safe; sending and
+/// receiving happen on the driver's own task, with no extra hop per audio frame.
+#[tonic::async_trait]
+pub trait BackendSession: Send {
+    /// Sends one event to the backend.
+    async fn send(&mut self, event: ToBackend) -> Result<(), BackendError>;
+    /// The next event from the backend; `None` once it is gone. Cancel-safe.
+    async fn recv(&mut self) -> Option<FromBackend>;
+    /// Ends the session politely.
+    async fn close(&mut self) {}
+}
+
+/// A session opened by [`AiBackend::connect`].
+pub type Session = Box<dyn BackendSession>;
+
+/// A session whose backend runs in its own task, reached through two channels.
+pub struct ChannelSession {
+    /// Events to the backend.
+    pub tx: mpsc::Sender<ToBackend>,
+    /// Events from the backend.
+    pub rx: mpsc::Receiver<FromBackend>,
+}
+
+#[tonic::async_trait]
+impl BackendSession for ChannelSession {
+    async fn send(&mut self, event: ToBackend) -> Result<(), BackendError> {
+        self.tx
+            .send(event)
+            .await
+            .map_err(|_| BackendError("backend task ended".into()))
+    }
+
+    async fn recv(&mut self) -> Option<FromBackend> {
+        self.rx.recv().await
+    }
+}
+
+/// Why a session could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+/// An AI backend.
+#[tonic::async_trait]
+pub trait AiBackend: Send + Sync {
+    /// Name recorded on the call ("local", "openai-realtime").
+    fn name(&self) -> &'static str;
+    /// Opens a session; the agent speaks the greeting first.
+    async fn connect(&self, config: SessionConfig) -> Result<Session, BackendError>;
+}
+
+/// Channel capacity between the driver and a backend: a few seconds of 20 ms frames.
+pub const CHANNEL_CAPACITY: usize = 256;
+
+/// Time a backend gets to open a session.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,183 @@
+//! The post-call outbox worker: delivers `media.outbox` rows (encoded `RecordCallRequest`s) to
+//! memory-svc until they succeed, so a memory-svc outage loses nothing.
+//!
+//! Each round asks `media.outbox_due_tenants()` (ids only) which tenants have due rows, then per
+//! tenant, inside that tenant's transaction, claims up to a batch of due rows by pushing their
+//! `next_attempt_at` out by a lease (so a crash mid-delivery retries after the lease, and two
+//! replicas never deliver the same row at once: `FOR UPDATE SKIP LOCKED`). Delivery happens
+//! outside the transaction; success sets `delivered_at`, a transient failure schedules the next
+//! attempt with doubling back-off (capped), and a permanent refusal (INVALID_ARGUMENT) moves the
+//! row to `dead_at`. memory-svc's `RecordCall` is idempotent on the CallSid, so a delivery
+//! repeated after a lost answer still records the call once.
+
+use std::time::Duration;
+
+use mesh::api::memory::RecordCallRequest;
+use mesh::db::DbError;
+use mesh::domain::CustomerId;
+use prost::Message as _;
+use tokio::sync::watch;
+
+use crate::Runtime;
+use crate::error::MediaError;
+
+/// Retry pacing.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// Time between two scans when nothing wakes the worker.
+    pub poll_interval: Duration,
+    /// First retry delay (doubles per attempt).
+    pub base_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// How long a claimed row stays invisible to other rounds.
+    pub lease: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Outbox kind of a `RecordCall` delivery.
+pub const RECORD_CALL: &str = "record_call";
+
+/// Runs until `stop` turns true.
+pub async fn run(rt: Runtime, config: OutboxConfig, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = round(&rt, &config).await {
+            tracing::warn!(error = %e, "outbox round failed; retrying");
+        }
+        tokio::select! {
+            _ = rt.outbox_wake.notified() => {}
+            _ = tokio::time::sleep(config.poll_interval) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+struct Claimed {
+    id: i64,
+    call_sid: String,
+    payload: Vec<u8>,
+    attempts: i32,
+}
+
+/// One pass over every tenant with due rows; returns how many rows were delivered.
+pub async fn round(rt: &Runtime, config: &OutboxConfig) -> Result<usize, MediaError> {
+    let tenants: Vec<i64> = rt
+        .db
+        .service_tx(async |tx| {
+            let rows = tx
+                .query("SELECT customer_id FROM media.outbox_due_tenants(100)", &[])
+                .await
+                .map_err(DbError::from)?;
+            Ok::<_, MediaError>(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await?;
+    let mut delivered = 0;
+    for id in tenants {
+        let Ok(customer) = CustomerId::new(id) else {
+            continue;
+        };
+        delivered += deliver_tenant(rt, config, customer).await?;
+    }
+    Ok(delivered)
+}
+
+async fn deliver_tenant(
+    rt: &Runtime,
+    config: &OutboxConfig,
+    customer: CustomerId,
+) -> Result<usize, MediaError> {
+    let lease_ms = config.lease.as_millis() as f64;
+    let claimed: Vec<Claimed> = rt
+        .db
+        .tenant_tx(customer, async |tx| {
+            let rows = tx
+                .query(
+                    "UPDATE media.outbox SET attempts = attempts + 1, \
+                       next_attempt_at = now() + make_interval(secs => $1::float8 / 1000.0) \
+                     WHERE id IN (SELECT id FROM media.outbox \
+                                  WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now() \
+                                  ORDER BY id LIMIT 20 FOR UPDATE SKIP LOCKED) \
+                     RETURNING id, call_sid, payload, attempts",
+                    &[&lease_ms],
+                )
+                .await?;
+            Ok::<_, MediaError>(
+                rows.iter()
+                    .map(|r| Claimed {
+                        id: r.get(0),
+                        call_sid: r.get(1),
+                        payload: r.get(2),
+                        attempts: r.get(3),
+                    })
+                    .collect(),
+            )
+        })
+        .await?;
+    let mut delivered = 0;
+    for row in claimed {
+        let outcome = match RecordCallRequest::decode(row.payload.as_slice()) {
+            Ok(request) => rt
+                .peers
+                .record_call(customer, request)
+                .await
+                .map_err(|e| (e.is_permanent(), e.short())),
+            Err(_) => Err((true, "undecodable payload".to_owned())),
+        };
+        match outcome {
+            Ok(already) => {
+                delivered += 1;
+                metrics::counter!("media_outbox_delivered_total").increment(1);
+                tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, already_recorded = already, "post-call record delivered to memory-svc");
+                rt.db
+                    .tenant_tx(customer, async |tx| {
+                        tx.execute(
+                            "UPDATE media.outbox SET delivered_at = now(), last_error = NULL WHERE id = $1",
+                            &[&row.id],
+                        )
+                        .await?;
+                        Ok::<_, MediaError>(())
+                    })
+                    .await?;
+            }
+            Err((permanent, error)) => {
+                let shift = u32::try_from(row.attempts.saturating_sub(1))
+                    .unwrap_or(0)
+                    .min(20);
+                let delay = config
+                    .base_backoff
+                    .saturating_mul(1 << shift)
+                    .min(config.max_backoff);
+                let delay_ms = delay.as_millis() as f64;
+                metrics::counter!("media_outbox_failures_total", "permanent" => permanent.to_string()).increment(1);
+                tracing::warn!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, %error, permanent, "post-call record not delivered");
+                rt.db
+                    .tenant_tx(customer, async |tx| {
+                        tx.execute(
+                            "UPDATE media.outbox SET last_error = $2, \
+                               dead_at = CASE WHEN $3 THEN now() ELSE NULL END, \
+                               next_attempt_at = now() + make_interval(secs => $4::float8 / 1000.0) \
+                             WHERE id = $1",
+                            &[&row.id, &error, &permanent, &delay_ms],
+                        )
+                        .await?;
+                        Ok::<_, MediaError>(())
+                    })
+                    .await?;
+            }
+        }
+    }
+    Ok(delivered)
+}

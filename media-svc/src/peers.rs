@@ -1,0 +1,190 @@
+//! media-svc's clients of the other services: tenant-svc (the effective agent profile, and tenant
+//! tokens) and memory-svc (the caller's enriched context at call start, `RecordCall` after it).
+//!
+//! Tokens: the auth layer strips the caller's bearer token before any handler runs, and only
+//! tenant-svc can mint tenant tokens, so media-svc asks tenant-svc for one
+//! (`TenantAdminService.IssueTenantToken`, with its own service token) for the call's tenant:
+//! audiences tenant-svc and memory-svc, scopes `tenant:read memory:read memory:write`, 15
+//! minutes, cached per tenant until half its life. The same path serves the outbox, so a
+//! delivery retried hours later still has a valid token and no credential is ever stored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mesh::api::memory::memory_service_client::MemoryServiceClient;
+use mesh::api::memory::{GetEnrichedContextRequest, GetEnrichedContextResponse, RecordCallRequest};
+use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
+use mesh::api::tenant::tenant_service_client::TenantServiceClient;
+use mesh::api::tenant::{AgentProfile, GetEffectiveProfileRequest, IssueTenantTokenRequest};
+use mesh::auth::{AttachToken, TokenSource};
+use mesh::domain::{CallerNumber, CustomerId};
+use mesh::identity::{Identity, names, scope};
+use secrecy::SecretString;
+use tonic::transport::{Channel, Endpoint};
+
+/// Lifetime of the tenant tokens media-svc requests.
+const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Clients of tenant-svc and memory-svc.
+#[derive(Clone)]
+pub struct Peers {
+    tenant: Channel,
+    memory: Channel,
+    identity: Identity,
+    timeout: Duration,
+    cache: Arc<Mutex<HashMap<CustomerId, (SecretString, Instant)>>>,
+}
+
+/// A peer call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The URL is unusable.
+    #[error("bad peer URL: {0}")]
+    Url(String),
+    /// The peer answered with an error.
+    #[error("{0}")]
+    Status(#[from] tonic::Status),
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+impl PeerError {
+    /// Whether retrying cannot help (the request itself is refused).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Status(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange))
+    }
+
+    /// A short, secret-free description for logs and the outbox.
+    pub fn short(&self) -> String {
+        match self {
+            Self::Status(s) => format!("{:?}", s.code()),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn lazy_channel(url: &str, timeout: Duration) -> Result<Channel, PeerError> {
+    Ok(Endpoint::from_shared(url.to_owned())
+        .map_err(|e| PeerError::Url(e.to_string()))?
+        .connect_timeout(timeout)
+        .timeout(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+impl Peers {
+    /// Lazy channels (nothing connects until the first call).
+    pub fn new(
+        tenant_url: &str,
+        memory_url: &str,
+        identity: Identity,
+        timeout: Duration,
+    ) -> Result<Self, PeerError> {
+        Ok(Self {
+            tenant: lazy_channel(tenant_url, timeout)?,
+            memory: lazy_channel(memory_url, timeout)?,
+            identity,
+            timeout,
+            cache: Arc::default(),
+        })
+    }
+
+    /// The time allowed for call-start lookups.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A tenant token for `customer` (cached until half its life).
+    pub async fn tenant_token(&self, customer: CustomerId) -> Result<SecretString, PeerError> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((token, refresh_at)) = cache.get(&customer)
+                && Instant::now() < *refresh_at
+            {
+                return Ok(token.clone());
+            }
+        }
+        let source = self
+            .identity
+            .service_tokens(names::TENANT_SVC, &[scope::TENANT_ADMIN]);
+        let mut client =
+            TenantAdminServiceClient::with_interceptor(self.tenant.clone(), AttachToken(source));
+        let response = client
+            .issue_tenant_token(IssueTenantTokenRequest {
+                customer_id: customer.get(),
+                scopes: vec![
+                    scope::TENANT_READ.into(),
+                    scope::MEMORY_READ.into(),
+                    scope::MEMORY_WRITE.into(),
+                ],
+                audiences: vec![names::TENANT_SVC.into(), names::MEMORY_SVC.into()],
+                ttl: Some(prost_types::Duration {
+                    seconds: TOKEN_TTL.as_secs() as i64,
+                    nanos: 0,
+                }),
+                subject: names::MEDIA_SVC.into(),
+            })
+            .await?
+            .into_inner();
+        let token = SecretString::from(response.token);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(customer, (token.clone(), Instant::now() + TOKEN_TTL / 2));
+        Ok(token)
+    }
+
+    /// The effective agent profile.
+    pub async fn profile(&self, customer: CustomerId) -> Result<AgentProfile, PeerError> {
+        let token = self.tenant_token(customer).await?;
+        let mut client = TenantServiceClient::with_interceptor(
+            self.tenant.clone(),
+            AttachToken(TokenSource::fixed(token)),
+        );
+        let profile = client
+            .get_effective_profile(GetEffectiveProfileRequest {})
+            .await?
+            .into_inner()
+            .profile
+            .ok_or_else(|| tonic::Status::internal("tenant-svc sent no profile"))?;
+        Ok(profile)
+    }
+
+    /// The caller's enriched context.
+    pub async fn context(
+        &self,
+        customer: CustomerId,
+        caller: &CallerNumber,
+    ) -> Result<GetEnrichedContextResponse, PeerError> {
+        let token = self.tenant_token(customer).await?;
+        let mut client = MemoryServiceClient::with_interceptor(
+            self.memory.clone(),
+            AttachToken(TokenSource::fixed(token)),
+        );
+        Ok(client
+            .get_enriched_context(GetEnrichedContextRequest {
+                user_id: caller.as_str().to_owned(),
+                num_summaries: None,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Records a finished call in memory-svc (idempotent there on the CallSid).
+    pub async fn record_call(
+        &self,
+        customer: CustomerId,
+        request: RecordCallRequest,
+    ) -> Result<bool, PeerError> {
+        let token = self.tenant_token(customer).await?;
+        let mut client = MemoryServiceClient::with_interceptor(
+            self.memory.clone(),
+            AttachToken(TokenSource::fixed(token)),
+        );
+        let response = tokio::time::timeout(Duration::from_secs(30), client.record_call(request))
+            .await
+            .map_err(|_| PeerError::Timeout)??;
+        Ok(response.into_inner().already_recorded)
+    }
+}

@@ -1,0 +1,467 @@
+//! The `openai-realtime` backend against a fake Realtime server (GA and beta shapes) and a fake
+//! Twilio REST server, with a real tenant-svc supplying the tenant's profile.
+
+mod common;
+mod fakes;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{CallStream, Out, Svc, register, sid};
+use fakes::{FakeRealtime, fake_twilio};
+use media_svc::BackendChoice;
+use media_svc::backend::openai::{ApiShape, OpenAiConfig};
+use mesh::api::common::Speaker;
+use mesh::api::media::*;
+use mesh::identity::scope;
+use serde_json::json;
+
+struct World {
+    svc: Svc,
+    realtime: FakeRealtime,
+    twilio: tokio::sync::mpsc::UnboundedReceiver<fakes::TwilioRequest>,
+    customer: i64,
+}
+
+async fn world(shape: ApiShape, voice: &str) -> World {
+    world_with(shape, voice, media_svc::SESSION_MAX).await
+}
+
+async fn world_with(shape: ApiShape, voice: &str, session_max: std::time::Duration) -> World {
+    let realtime = FakeRealtime::start().await;
+    let (twilio_url, twilio) = fake_twilio().await;
+    let url = realtime.url.clone();
+    let svc = Svc::start_with(
+        move |mut c| {
+            c.backend = BackendChoice::OpenAi(OpenAiConfig {
+                url,
+                model: "gpt-realtime".into(),
+                api_key: "sk-test-key".to_owned().into(),
+                shape,
+            });
+            c.twilio.base_url = twilio_url;
+            c.twilio.auth_token = Some("twilio-secret".to_owned().into());
+            c.peer_timeout = std::time::Duration::from_secs(5);
+            c.session_max = session_max;
+            c
+        },
+        true,
+    )
+    .await;
+    let customer = common::create_customer(&svc, voice).await;
+    World {
+        svc,
+        realtime,
+        twilio,
+        customer,
+    }
+}
+
+fn delta_type(shape: ApiShape) -> &'static str {
+    match shape {
+        ApiShape::Ga => "response.output_audio.delta",
+        ApiShape::Beta => "response.audio.delta",
+    }
+}
+
+async fn full_call(shape: ApiShape, voice: &str) {
+    let mut w = world(shape, voice).await;
+    let call_sid = sid("CA", 77);
+    let mut client = w
+        .svc
+        .client_with(
+            w.svc
+                .tenant_token(w.customer, &call_sid, scope::CALL_SCOPES),
+        )
+        .await;
+    client
+        .register_call(register(&call_sid, "+15551111111"))
+        .await
+        .unwrap();
+    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut conn = w.realtime.next_conn().await;
+
+    // Handshake: model, key, and the beta header only for the beta shape.
+    assert!(conn.uri.contains("model=gpt-realtime"), "{}", conn.uri);
+    assert_eq!(conn.headers["authorization"], "Bearer sk-test-key");
+    assert_eq!(
+        conn.headers.contains_key("openai-beta"),
+        shape == ApiShape::Beta
+    );
+
+    let update = conn.next_of("session.update").await;
+    let s = &update["session"];
+    let instructions = s["instructions"].as_str().unwrap();
+    match shape {
+        ApiShape::Ga => {
+            assert_eq!(s["type"], "realtime");
+            assert_eq!(s["audio"]["output"]["voice"], voice);
+            assert_eq!(s["audio"]["input"]["format"]["type"], "audio/pcmu");
+            assert_eq!(s["audio"]["output"]["format"]["type"], "audio/pcmu");
+            assert_eq!(s["audio"]["input"]["turn_detection"]["type"], "server_vad");
+        }
+        ApiShape::Beta => {
+            assert_eq!(s["voice"], voice);
+            assert_eq!(s["input_audio_format"], "g711_ulaw");
+            assert_eq!(s["output_audio_format"], "g711_ulaw");
+            assert_eq!(s["turn_detection"]["type"], "server_vad");
+        }
+    }
+    assert!(
+        instructions.contains("This is Ada"),
+        "rendered greeting: {instructions}"
+    );
+    assert!(!instructions.contains("{agent_name}"));
+    assert!(
+        instructions.contains("Be very warm and friendly"),
+        "sliders: {instructions}"
+    );
+    assert!(
+        instructions.contains("the claims desk"),
+        "transfer rules: {instructions}"
+    );
+    conn.next_of("response.create").await;
+
+    // Caller audio reaches the backend byte for byte.
+    let caller_bytes: Vec<u8> = (0..160).map(|n| n as u8).collect();
+    call.audio(caller_bytes.clone(), 100).await;
+    let append = conn.next_of("input_audio_buffer.append").await;
+    assert_eq!(
+        B64.decode(append["audio"].as_str().unwrap()).unwrap(),
+        caller_bytes
+    );
+
+    // Agent audio reaches the caller byte for byte, followed by a mark.
+    let agent_bytes: Vec<u8> = (0..320).map(|n| (255 - n % 256) as u8).collect();
+    conn.send(json!({"type": delta_type(shape), "response_id": "r1", "item_id": "item_1", "delta": B64.encode(&agent_bytes)}));
+    let Some(Out::Audio(a)) = call.next().await else {
+        panic!("audio first")
+    };
+    assert_eq!(a.payload, agent_bytes);
+    let Some(Out::Mark(m)) = call.next().await else {
+        panic!("then a mark")
+    };
+    assert!(!m.name.is_empty());
+
+    // Barge-in: the caller speaks 500 ms of media time later while the mark is pending.
+    call.audio(vec![0xFF; 160], 600).await;
+    conn.next_of("input_audio_buffer.append").await;
+    conn.send(json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 550, "item_id": "item_2"}));
+    let Some(Out::Clear(_)) = call.next().await else {
+        panic!("clear on barge-in")
+    };
+    let truncate = conn.next_of("conversation.item.truncate").await;
+    assert_eq!(truncate["item_id"], "item_1");
+    assert_eq!(truncate["content_index"], 0);
+    assert_eq!(truncate["audio_end_ms"], 500);
+    // Late audio of the truncated item is dropped.
+    conn.send(
+        json!({"type": delta_type(shape), "item_id": "item_1", "delta": B64.encode([1u8; 160])}),
+    );
+
+    // Both transcripts are stored.
+    conn.send(json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_2", "transcript": "I need the claims desk"}));
+    let agent_done = match shape {
+        ApiShape::Ga => "response.output_audio_transcript.done",
+        ApiShape::Beta => "response.audio_transcript.done",
+    };
+    conn.send(json!({"type": agent_done, "item_id": "item_3", "transcript": "Let me check the time and transfer you."}));
+
+    // get_current_time answers through a function_call_output and a new response.
+    conn.send(json!({"type": "response.function_call_arguments.done", "call_id": "call_t", "name": "get_current_time", "arguments": "{}"}));
+    let output = conn.next_of("conversation.item.create").await;
+    assert_eq!(output["item"]["type"], "function_call_output");
+    assert_eq!(output["item"]["call_id"], "call_t");
+    assert!(
+        output["item"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("America/New_York")
+    );
+    conn.next_of("response.create").await;
+
+    // transfer_call redirects the call through Twilio REST and tells the edge.
+    conn.send(json!({"type": "response.function_call_arguments.done", "call_id": "call_x", "name": "transfer_call", "arguments": "{\"keyword\":\"claims\"}"}));
+    let req = tokio::time::timeout(std::time::Duration::from_secs(10), w.twilio.recv())
+        .await
+        .expect("Twilio redirect within 10 s")
+        .unwrap();
+    assert_eq!(
+        req.path,
+        format!(
+            "/2010-04-01/Accounts/{}/Calls/{}.json",
+            sid("AC", 1),
+            call_sid
+        )
+    );
+    let expected_auth = format!(
+        "Basic {}",
+        B64.encode(format!("{}:twilio-secret", sid("AC", 1)))
+    );
+    assert_eq!(req.authorization, expected_auth);
+    let twiml = &req.form.iter().find(|(k, _)| k == "Twiml").unwrap().1;
+    assert!(
+        twiml.contains("<Dial><Number>+14158675309</Number></Dial>"),
+        "{twiml}"
+    );
+    loop {
+        match call.next().await {
+            Some(Out::Transfer(t)) => {
+                assert_eq!(t.number, "+14158675309");
+                break;
+            }
+            Some(Out::Audio(_) | Out::Mark(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        call.next().await.is_none(),
+        "the stream ends after a transfer"
+    );
+
+    let mut reader = w.svc.client(w.customer).await;
+    let got = reader
+        .get_call(GetCallRequest {
+            call_sid: call_sid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = got.call.unwrap();
+    assert_eq!(c.end_reason, "transfer");
+    assert_eq!(c.backend, "openai-realtime");
+    assert_eq!(c.status, CallStatus::Completed as i32);
+    let turns: Vec<(i32, &str)> = got
+        .turns
+        .iter()
+        .map(|t| (t.speaker, t.text.as_str()))
+        .collect();
+    assert!(
+        turns.contains(&(Speaker::Caller as i32, "I need the claims desk")),
+        "{turns:?}"
+    );
+    assert!(
+        turns.contains(&(
+            Speaker::Agent as i32,
+            "Let me check the time and transfer you."
+        )),
+        "{turns:?}"
+    );
+    assert!(
+        turns.contains(&(
+            Speaker::System as i32,
+            "[transferred to claims +14158675309]"
+        )),
+        "{turns:?}"
+    );
+    w.svc.stop().await;
+}
+
+#[tokio::test]
+async fn ga_call_bridges_audio_barges_in_stores_transcripts_and_transfers() {
+    full_call(ApiShape::Ga, "marin").await;
+}
+
+#[tokio::test]
+async fn beta_call_bridges_audio_barges_in_stores_transcripts_and_transfers() {
+    full_call(ApiShape::Beta, "ash").await;
+}
+
+async fn ends_on_backend_failure(shape: ApiShape, drop_it: bool) {
+    let mut w = world(shape, "cedar").await;
+    let call_sid = sid("CA", 88);
+    let mut client = w
+        .svc
+        .client_with(
+            w.svc
+                .tenant_token(w.customer, &call_sid, scope::CALL_SCOPES),
+        )
+        .await;
+    client
+        .register_call(register(&call_sid, "+15551111111"))
+        .await
+        .unwrap();
+    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut conn = w.realtime.next_conn().await;
+    conn.next_of("session.update").await;
+    if drop_it {
+        conn.drop_connection();
+    } else {
+        conn.send(json!({"type": "error", "error": {"type": "server_error", "code": "boom", "message": "internal"}}));
+    }
+    let Some(Out::Hangup(h)) = call.next().await else {
+        panic!("a hangup, not a silent hang")
+    };
+    assert_eq!(h.reason, "backend-error");
+    assert!(call.next().await.is_none());
+    drop(call.tx);
+    let mut reader = w.svc.client(w.customer).await;
+    let c = reader
+        .get_call(GetCallRequest { call_sid })
+        .await
+        .unwrap()
+        .into_inner()
+        .call
+        .unwrap();
+    assert_eq!(c.status, CallStatus::Completed as i32);
+    assert_eq!(c.end_reason, "backend-error");
+    assert!(c.end_time.is_some());
+    w.svc.stop().await;
+}
+
+#[tokio::test]
+async fn ga_error_event_ends_the_call() {
+    ends_on_backend_failure(ApiShape::Ga, false).await;
+}
+
+#[tokio::test]
+async fn beta_dropped_connection_ends_the_call() {
+    ends_on_backend_failure(ApiShape::Beta, true).await;
+}
+
+#[tokio::test]
+async fn two_tenants_calls_at_once_stay_apart() {
+    let mut w = world(ApiShape::Ga, "marin").await;
+    let a = w.customer;
+    let b = common::create_customer_named(&w.svc, "cedar", "Bea").await;
+    let (sid_a, sid_b) = (sid("CA", 0xa1), sid("CA", 0xb1));
+    let mut ca = w
+        .svc
+        .client_with(w.svc.tenant_token(a, &sid_a, scope::CALL_SCOPES))
+        .await;
+    let mut cb = w
+        .svc
+        .client_with(w.svc.tenant_token(b, &sid_b, scope::CALL_SCOPES))
+        .await;
+    ca.register_call(register(&sid_a, "+15551111111"))
+        .await
+        .unwrap();
+    cb.register_call(register(&sid_b, "+15551111111"))
+        .await
+        .unwrap();
+    let mut call_a = CallStream::open(&mut ca, &sid_a).await.unwrap();
+    let mut call_b = CallStream::open(&mut cb, &sid_b).await.unwrap();
+
+    // The two sessions arrive in any order; each carries its own tenant's persona and voice.
+    for _ in 0..2 {
+        let mut conn = w.realtime.next_conn().await;
+        let update = conn.next_of("session.update").await;
+        let instructions = update["session"]["instructions"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let voice = update["session"]["audio"]["output"]["voice"].clone();
+        let (who, other) = if instructions.contains("You are Ada") {
+            ("A", "Bea")
+        } else {
+            ("B", "Ada")
+        };
+        assert!(
+            !instructions.contains(&format!("You are {other}")),
+            "{instructions}"
+        );
+        assert_eq!(voice, if who == "A" { "marin" } else { "cedar" });
+        conn.send(json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "x", "transcript": format!("private words of {who}")}));
+        conn.send(json!({"type": "error", "error": {"type": "test", "code": "end", "message": "end of test"}}));
+    }
+    for call in [&mut call_a, &mut call_b] {
+        while call.next().await.is_some() {}
+    }
+
+    let mut ra = w.svc.client(a).await;
+    let mut rb = w.svc.client(b).await;
+    let ta = ra
+        .get_call(GetCallRequest {
+            call_sid: sid_a.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .turns;
+    let tb = rb
+        .get_call(GetCallRequest {
+            call_sid: sid_b.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .turns;
+    assert_eq!(
+        ta.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+        ["private words of A"]
+    );
+    assert_eq!(
+        tb.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+        ["private words of B"]
+    );
+    // A's token cannot read or list B's call.
+    assert_eq!(
+        ra.get_call(GetCallRequest {
+            call_sid: sid_b.clone()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        tonic::Code::NotFound
+    );
+    let listed = ra
+        .list_calls(ListCallsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .calls;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|c| c.call_sid.as_str())
+            .collect::<Vec<_>>(),
+        [sid_a.as_str()]
+    );
+    let rows = w.svc.count(&format!("SELECT count(*) FROM media.transcript_turns WHERE customer_id = {b} AND call_sid = '{sid_b}'")).await;
+    assert_eq!(rows, 1);
+    w.svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_near_its_limit_rolls_over_carrying_the_conversation() {
+    let mut w = world_with(ApiShape::Ga, "verse", std::time::Duration::from_secs(2)).await;
+    let call_sid = sid("CA", 0x5e);
+    let mut client = w
+        .svc
+        .client_with(
+            w.svc
+                .tenant_token(w.customer, &call_sid, scope::CALL_SCOPES),
+        )
+        .await;
+    client
+        .register_call(register(&call_sid, "+15551111111"))
+        .await
+        .unwrap();
+    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut first = w.realtime.next_conn().await;
+    first.next_of("session.update").await;
+    first.next_of("response.create").await;
+    first.send(json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "i1", "transcript": "my policy number is 4242"}));
+
+    // After the session limit a new session opens with the conversation so far and no greeting.
+    let mut second = w.realtime.next_conn().await;
+    let update = second.next_of("session.update").await;
+    let instructions = update["session"]["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("Caller: my policy number is 4242"),
+        "{instructions}"
+    );
+    assert!(instructions.contains("do not greet the caller again"));
+    assert_eq!(update["session"]["audio"]["output"]["voice"], "verse");
+    // Audio now flows to the new session.
+    let bytes = vec![7u8; 160];
+    call.audio(bytes.clone(), 1500).await;
+    let append = second.next_of("input_audio_buffer.append").await;
+    assert_eq!(
+        B64.decode(append["audio"].as_str().unwrap()).unwrap(),
+        bytes
+    );
+    second
+        .send(json!({"type": "error", "error": {"type": "test", "code": "end", "message": "end"}}));
+    while call.next().await.is_some() {}
+    w.svc.stop().await;
+}
