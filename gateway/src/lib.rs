@@ -292,6 +292,10 @@ pub async fn serve(
         }
     };
     let app = router(edge).into_make_service_with_connect_info::<SocketAddr>();
+    // Media Streams frames are small and latency-sensitive: no Nagle delay on accepted sockets.
+    let http = axum::serve::ListenerExt::tap_io(http, |stream: &mut tokio::net::TcpStream| {
+        let _ = stream.set_nodelay(true);
+    });
     let server = axum::serve(http, app)
         .with_graceful_shutdown(stop)
         .into_future();

@@ -23,7 +23,6 @@ use axum::routing::get;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
@@ -178,7 +177,12 @@ where
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(layers)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_shutdown);
+        // `tcp_nodelay` above applies only to listeners tonic binds itself; accepted sockets of
+        // our own listener need it here, or multi-segment responses wait for delayed ACKs.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            grpc_shutdown,
+        );
 
     let admin_stop = Arc::new(tokio::sync::Notify::new());
     let admin = {
