@@ -161,7 +161,10 @@ async fn set_role_passwords(admin_url: &str) -> anyhow::Result<()> {
     let driver = tokio::spawn(conn);
     for (role, password) in wanted {
         let sql: String = client
-            .query_one("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", &[&role, &password])
+            .query_one(
+                "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
+                &[&role, &password],
+            )
             .await?
             .get(0);
         client.batch_execute(&sql).await?;

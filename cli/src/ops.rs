@@ -696,7 +696,9 @@ pub async fn simulate(conn: &Conn, args: SimulateArgs) -> anyhow::Result<ExitCod
         .await
         .map_err(status)?
         .into_inner();
-    let read = conn.tenant_token(resolved.customer_id, &[scope::MEDIA_READ]).await?;
+    let read = conn
+        .tenant_token(resolved.customer_id, &[scope::MEDIA_READ])
+        .await?;
     let mut media = conn.media().await?;
     let mut got = None;
     for _ in 0..50 {

@@ -13,11 +13,15 @@ fn deploy_dir() -> PathBuf {
 }
 
 fn known() -> BTreeSet<&'static str> {
-    mesh::settings::catalog::ALL.iter().map(|s| s.name).collect()
+    mesh::settings::catalog::ALL
+        .iter()
+        .map(|s| s.name)
+        .collect()
 }
 
 fn load(path: &str) -> Vec<Yaml> {
-    let text = std::fs::read_to_string(deploy_dir().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let text =
+        std::fs::read_to_string(deploy_dir().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{path} does not parse: {e}"))
 }
 
@@ -61,18 +65,34 @@ fn compose_sets_only_known_settings() {
                 if k == "<<" {
                     continue;
                 }
-                assert!(known.contains(k), "compose service {name} sets unknown variable {k}");
+                assert!(
+                    known.contains(k),
+                    "compose service {name} sets unknown variable {k}"
+                );
                 checked += 1;
             }
         }
     }
     // The shared anchor is checked too.
     for (k, _) in compose["x-mesh-env"].as_hash().expect("x-mesh-env") {
-        assert!(known.contains(k.as_str().unwrap()), "x-mesh-env sets unknown {k:?}");
+        assert!(
+            known.contains(k.as_str().unwrap()),
+            "x-mesh-env sets unknown {k:?}"
+        );
     }
     assert!(checked > 10, "only {checked} variables found");
-    for svc in ["tenant-svc", "memory-svc", "media-svc", "gateway", "migrate", "postgres"] {
-        assert!(!compose["services"][svc].is_badvalue(), "compose lacks {svc}");
+    for svc in [
+        "tenant-svc",
+        "memory-svc",
+        "media-svc",
+        "gateway",
+        "migrate",
+        "postgres",
+    ] {
+        assert!(
+            !compose["services"][svc].is_badvalue(),
+            "compose lacks {svc}"
+        );
     }
 }
 
@@ -81,33 +101,70 @@ fn kubernetes_manifests_parse_and_set_only_known_settings() {
     let known = known();
     let mut kinds = BTreeSet::new();
     let mut names = Vec::new();
-    for file in ["k8s/config.yaml", "k8s/migrate-job.yaml", "k8s/services.yaml", "k8s/hpa.yaml"] {
+    for file in [
+        "k8s/config.yaml",
+        "k8s/migrate-job.yaml",
+        "k8s/services.yaml",
+        "k8s/hpa.yaml",
+    ] {
         for doc in load(file) {
             if doc.is_null() {
                 continue;
             }
-            kinds.insert(doc["kind"].as_str().unwrap_or_else(|| panic!("{file}: document without kind")).to_owned());
+            kinds.insert(
+                doc["kind"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{file}: document without kind"))
+                    .to_owned(),
+            );
             k8s_env_names(&doc, &mut names);
             if doc["kind"].as_str() == Some("Deployment") {
                 let c = &doc["spec"]["template"]["spec"]["containers"][0];
-                assert!(!c["readinessProbe"].is_badvalue() && !c["livenessProbe"].is_badvalue(), "{file}: probes missing");
-                assert!(!c["resources"]["requests"].is_badvalue(), "{file}: resource requests missing");
+                assert!(
+                    !c["readinessProbe"].is_badvalue() && !c["livenessProbe"].is_badvalue(),
+                    "{file}: probes missing"
+                );
+                assert!(
+                    !c["resources"]["requests"].is_badvalue(),
+                    "{file}: resource requests missing"
+                );
             }
         }
     }
-    for k in ["Deployment", "Service", "Job", "HorizontalPodAutoscaler", "Secret", "ConfigMap"] {
+    for k in [
+        "Deployment",
+        "Service",
+        "Job",
+        "HorizontalPodAutoscaler",
+        "Secret",
+        "ConfigMap",
+    ] {
         assert!(kinds.contains(k), "no {k} in the manifests: {kinds:?}");
     }
     assert!(names.len() > 20);
     for n in names {
-        assert!(known.contains(n.as_str()), "a manifest sets unknown variable {n}");
+        assert!(
+            known.contains(n.as_str()),
+            "a manifest sets unknown variable {n}"
+        );
     }
 }
 
 #[test]
 fn dockerfile_is_well_formed_and_sets_known_settings() {
     let text = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
-    let instructions = ["FROM", "WORKDIR", "COPY", "RUN", "ENV", "EXPOSE", "USER", "ENTRYPOINT", "CMD", "ARG"];
+    let instructions = [
+        "FROM",
+        "WORKDIR",
+        "COPY",
+        "RUN",
+        "ENV",
+        "EXPOSE",
+        "USER",
+        "ENTRYPOINT",
+        "CMD",
+        "ARG",
+    ];
     let known = known();
     let mut continued = false;
     let mut froms = 0;
@@ -118,7 +175,10 @@ fn dockerfile_is_well_formed_and_sets_known_settings() {
         }
         if !continued {
             let word = t.split_whitespace().next().unwrap();
-            assert!(instructions.contains(&word), "unknown Dockerfile instruction: {t}");
+            assert!(
+                instructions.contains(&word),
+                "unknown Dockerfile instruction: {t}"
+            );
             if word == "FROM" {
                 froms += 1;
             }
@@ -144,7 +204,10 @@ fn no_secret_values_are_committed() {
     for doc in config {
         if doc["kind"].as_str() == Some("Secret") {
             for (_, v) in doc["stringData"].as_hash().unwrap() {
-                assert!(v.as_str().unwrap().starts_with("REPLACE"), "a Secret value is committed: {v:?}");
+                assert!(
+                    v.as_str().unwrap().starts_with("REPLACE"),
+                    "a Secret value is committed: {v:?}"
+                );
             }
         }
     }
