@@ -36,4 +36,4 @@ buf lint
 log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
-cargo test --workspace -- --color never
+cargo test --workspace --no-fail-fast -- --color never

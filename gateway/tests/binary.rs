@@ -1,4 +1,5 @@
-//! The gateway binary: serves its public and admin ports from environment settings, stops with
+//! The gateway binary: serves its public and admin ports from environment settings, reports not
+//! ready while its dependencies are unreachable, stops with
 //! exit code 0 on SIGTERM, and reports every settings problem at once (exit code 2).
 
 use mesh::identity::{DevKeys, names};
@@ -19,8 +20,12 @@ async fn binary_serves_and_stops_and_reports_every_settings_problem() {
     let health = http_get(process.main, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let admin = process.admin.expect("admin address logged");
+    // Alone, the gateway is alive but not ready: its dependencies are unreachable.
     let ready = http_get(admin, "/readyz").await;
-    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains("tenant-svc unreachable"), "{ready}");
+    let alive = http_get(admin, "/healthz").await;
+    assert!(alive.starts_with("HTTP/1.1 200"), "{alive}");
     let metrics = http_get(admin, "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert_eq!(process.terminate().await, Some(0));
