@@ -18,3 +18,46 @@ fn readme_settings_table_matches_the_catalog() {
         );
     }
 }
+
+/// Every test SECURITY.md cites exists where it says (`path::function`).
+#[test]
+fn security_md_cites_existing_tests() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let doc = std::fs::read_to_string(format!("{root}/SECURITY.md")).expect("SECURITY.md");
+    let mut checked = 0;
+    for row in doc
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains(".rs"))
+    {
+        let mut current_file: Option<String> = None;
+        for cell in row.split('`').skip(1).step_by(2) {
+            let (file, func) = match cell.split_once("::") {
+                Some((f, name)) if f.ends_with(".rs") => (Some(f.to_owned()), Some(name)),
+                None if cell.ends_with(".rs") => (Some(cell.to_owned()), None),
+                None => (None, Some(cell)),
+                _ => (None, None),
+            };
+            if let Some(f) = file {
+                current_file = Some(f);
+            }
+            let (Some(file), Some(func)) = (&current_file, func) else {
+                continue;
+            };
+            if file.contains('{')
+                || !func
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(format!("{root}/{file}"))
+                .unwrap_or_else(|_| panic!("SECURITY.md cites missing file {file}"));
+            assert!(
+                text.contains(&format!("fn {func}(")),
+                "SECURITY.md cites {file}::{func}, which does not exist"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} citations checked");
+}
