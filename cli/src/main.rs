@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: ops::CallerCommand,
     },
+    /// Benchmarks: each builds the release binaries and prints its figures and the machine.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
     /// Simulated calls.
     Call {
         #[command(flatten)]
@@ -71,6 +76,30 @@ enum Command {
 enum CallCommand {
     /// Play a complete Twilio call against a running gateway and print what happened.
     Simulate(ops::SimulateArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// tenant-svc ResolveNumber over gRPC (10,000 tenants, 20,000 numbers, concurrency 64).
+    Resolve {
+        /// Extra arguments: [tenants] [numbers] [concurrency] [seconds].
+        args: Vec<String>,
+    },
+    /// Gateway voice webhooks through the whole mesh (concurrency 64).
+    Webhooks {
+        /// Extra arguments: [concurrency] [seconds].
+        args: Vec<String>,
+    },
+    /// memory-svc enriched context and writes (1,000 tenants, 1M memories, 100k summaries).
+    Memory {
+        /// Extra arguments passed to the benchmark (see its --help).
+        args: Vec<String>,
+    },
+    /// media-svc concurrent calls against a fake realtime backend.
+    Media {
+        /// Extra arguments, e.g. --calls 300 --seconds 20.
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +165,109 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{s}`: unit must be s, m or h")),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// Runs a benchmark through cargo from the workspace root (release build), then prints the
+/// machine it ran on.
+fn bench(which: BenchCommand) -> anyhow::Result<ExitCode> {
+    let (cargo_args, args): (Vec<&str>, Vec<String>) = match which {
+        BenchCommand::Resolve { args } => (
+            vec![
+                "run",
+                "--release",
+                "-p",
+                "tenant-svc",
+                "--features",
+                "bench",
+                "--bin",
+                "tenant-bench",
+                "--",
+            ],
+            args,
+        ),
+        BenchCommand::Webhooks { args } => (
+            vec![
+                "run",
+                "--release",
+                "-p",
+                "e2e",
+                "--example",
+                "webhook_bench",
+                "--",
+            ],
+            args,
+        ),
+        BenchCommand::Memory { args } => (
+            vec![
+                "run",
+                "--release",
+                "-p",
+                "memory-svc",
+                "--example",
+                "memory-bench",
+                "--",
+            ],
+            args,
+        ),
+        BenchCommand::Media { args } => {
+            let build = std::process::Command::new("cargo")
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "media-svc",
+                    "--bin",
+                    "media-svc",
+                    "--example",
+                    "media_bench",
+                ])
+                .status()?;
+            if !build.success() {
+                anyhow::bail!("building the media benchmark failed");
+            }
+            (
+                vec![
+                    "run",
+                    "--release",
+                    "-p",
+                    "media-svc",
+                    "--example",
+                    "media_bench",
+                    "--",
+                ],
+                args,
+            )
+        }
+    };
+    let status = std::process::Command::new("cargo")
+        .args(&cargo_args)
+        .args(&args)
+        .status()
+        .context("running cargo (run `neurosphere bench` from the repository)")?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {cores} cores, {cpu}; load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Sets the service roles' passwords from `<ROLE>_DB_PASSWORD` when given (quoted by the
@@ -298,6 +430,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             conn,
             command: CallCommand::Simulate(args),
         } => ops::simulate(&conn, args).await,
+        Command::Bench { which } => bench(which),
         Command::Settings => {
             print!("{}", mesh::settings::markdown_table());
             Ok(ExitCode::SUCCESS)
