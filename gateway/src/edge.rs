@@ -640,6 +640,32 @@ fn str_field(v: &serde_json::Value, name: &str) -> Result<String, JsonError> {
         .ok_or_else(|| json_error(StatusCode::BAD_REQUEST, format!("{name}: required string")))
 }
 
+/// A legacy request after authentication, rate limiting and body parsing.
+struct LegacyCall {
+    customer_id: i64,
+    token: String,
+    body: serde_json::Value,
+    user_id: String,
+}
+
+/// The steps every legacy endpoint takes first: exchange the bearer token (tenant-svc verifies
+/// it), apply the tenant's limit, parse the JSON object and its `user_id`.
+async fn legacy_request(
+    edge: &Edge,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<LegacyCall, Box<Response>> {
+    let (customer_id, token) = legacy_token(edge, headers).await.map_err(Box::new)?;
+    let body = parse_json(body).map_err(|e| Box::new(e.into_response()))?;
+    let user_id = str_field(&body, "user_id").map_err(|e| Box::new(e.into_response()))?;
+    Ok(LegacyCall {
+        customer_id,
+        token,
+        body,
+        user_id,
+    })
+}
+
 fn to_prost_value(v: &serde_json::Value) -> prost_types::Value {
     use prost_types::value::Kind;
     let kind = match v {
@@ -685,17 +711,18 @@ pub async fn legacy_store(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (customer_id, token) = match legacy_token(&edge, &headers).await {
-        Ok(t) => t,
-        Err(r) => return r,
+    let LegacyCall {
+        customer_id,
+        token,
+        body: v,
+        user_id,
+    } = match legacy_request(&edge, &headers, &body).await {
+        Ok(call) => call,
+        Err(r) => return *r,
     };
-    let v = match parse_json(&body) {
-        Ok(v) => v,
+    let content = match str_field(&v, "content") {
+        Ok(c) => c,
         Err(e) => return e.into_response(),
-    };
-    let (user_id, content) = match (str_field(&v, "user_id"), str_field(&v, "content")) {
-        (Ok(u), Ok(c)) => (u, c),
-        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     let role = v
         .get("role")
@@ -741,17 +768,14 @@ pub async fn legacy_retrieve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (customer_id, token) = match legacy_token(&edge, &headers).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let v = match parse_json(&body) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let user_id = match str_field(&v, "user_id") {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
+    let LegacyCall {
+        customer_id,
+        token,
+        body: v,
+        user_id,
+    } = match legacy_request(&edge, &headers, &body).await {
+        Ok(call) => call,
+        Err(r) => return *r,
     };
     let limit = v.get("limit").and_then(|l| l.as_i64()).unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -809,17 +833,14 @@ pub async fn legacy_enriched(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (customer_id, token) = match legacy_token(&edge, &headers).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let v = match parse_json(&body) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let user_id = match str_field(&v, "user_id") {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
+    let LegacyCall {
+        customer_id,
+        token,
+        body: v,
+        user_id,
+    } = match legacy_request(&edge, &headers, &body).await {
+        Ok(call) => call,
+        Err(r) => return *r,
     };
     let num_summaries = match v.get("num_summaries") {
         None | Some(serde_json::Value::Null) => None,
