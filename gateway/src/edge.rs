@@ -18,7 +18,7 @@ use mesh::api::memory as memory_pb;
 use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::tenant::edge_service_client::EdgeServiceClient;
 use mesh::api::tenant::{ExchangeLegacyTokenRequest, ResolveNumberRequest};
-use mesh::auth::{TokenSource, Verifier};
+use mesh::auth::{TokenSource, Verifier, with_bearer as bearer};
 use mesh::identity::names;
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
@@ -76,6 +76,15 @@ impl Edge {
         hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
+    /// Drops remembered answers older than [`ANSWER_MEMORY`]; called periodically, not per
+    /// request, so a webhook never pays for scanning the whole map.
+    pub fn forget_old_answers(&self) {
+        self.answered
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, (at, _)| at.elapsed() < ANSWER_MEMORY);
+    }
+
     fn signed_url(&self, uri: &Uri) -> String {
         let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         format!("{}{}", self.public_base_url, pq)
@@ -103,14 +112,6 @@ fn forbidden() -> Response {
 
 fn bad_request(e: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    if let Ok(v) = format!("Bearer {token}").parse() {
-        r.metadata_mut().insert("authorization", v);
-    }
-    r
 }
 
 /// `POST /twilio/voice` (and the old `/phone/incoming-realtime`).
@@ -160,9 +161,10 @@ pub async fn voice(
     metrics::histogram!("gateway_call_setup_seconds").record(started.elapsed().as_secs_f64());
     match answer {
         Answer::Final(doc) => {
-            let mut map = edge.answered.lock().expect("not poisoned");
-            map.retain(|_, (at, _)| at.elapsed() < ANSWER_MEMORY);
-            map.insert(key, (Instant::now(), doc.clone()));
+            edge.answered
+                .lock()
+                .expect("not poisoned")
+                .insert(key, (Instant::now(), doc.clone()));
             xml(doc)
         }
         Answer::Retryable(doc) => xml(doc),

@@ -271,7 +271,7 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.clone())
             .into_future(),
     );
-    // Keep limiter memory bounded however many addresses come and go.
+    // Keep limiter and answer memory bounded however many addresses and calls come and go.
     let shrink = {
         let edge = edge.clone();
         tokio::spawn(async move {
@@ -279,6 +279,7 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 edge.limits.shrink();
+                edge.forget_old_answers();
             }
         })
     };
