@@ -14,6 +14,7 @@ use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
 use mesh::api::{media as media_pb, memory as memory_pb, tenant as tenant_pb};
+use mesh::auth::with_bearer as auth;
 use mesh::identity::{DevKeys, names, scope};
 use tonic::transport::Channel;
 
@@ -139,15 +140,6 @@ pub enum CallerCommand {
         #[arg(long)]
         phone: String,
     },
-}
-
-fn auth<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("tokens are ASCII"),
-    );
-    r
 }
 
 impl Conn {

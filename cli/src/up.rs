@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use futures::FutureExt;
+use mesh::auth::with_bearer as auth;
 use mesh::identity::{DevKeys, IdentityFiles, names};
 use mesh::settings::Env;
 use tokio::sync::watch;
@@ -440,23 +441,16 @@ async fn seed_demo_tenants(
         &[mesh::identity::scope::TENANT_ADMIN],
         Duration::from_secs(300),
     )?;
-    fn auth<T>(mut r: tonic::Request<T>, token: &str) -> tonic::Request<T> {
-        r.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("ASCII"),
-        );
-        r
-    }
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{tenant_addr}"))?
         .connect()
         .await?;
     let mut admin = TenantAdminServiceClient::new(channel);
     let existing = admin
         .list_customers(auth(
-            tonic::Request::new(ListCustomersRequest {
+            ListCustomersRequest {
                 page_size: 500,
                 page_token: String::new(),
-            }),
+            },
             &token,
         ))
         .await?
@@ -470,7 +464,7 @@ async fn seed_demo_tenants(
         }
         let c = admin
             .create_customer(auth(
-                tonic::Request::new(CreateCustomerRequest {
+                CreateCustomerRequest {
                     email: email.into(),
                     business_name: name.into(),
                     contact_name: String::new(),
@@ -482,7 +476,7 @@ async fn seed_demo_tenants(
                         sliders: sliders.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                         ..Default::default()
                     }),
-                }),
+                },
                 &token,
             ))
             .await?
@@ -491,11 +485,11 @@ async fn seed_demo_tenants(
             .context("no customer")?;
         admin
             .assign_phone_number(auth(
-                tonic::Request::new(AssignPhoneNumberRequest {
+                AssignPhoneNumberRequest {
                     customer_id: c.id,
                     number: number.into(),
                     twilio_account_sid: String::new(),
-                }),
+                },
                 &token,
             ))
             .await?;

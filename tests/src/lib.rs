@@ -240,14 +240,7 @@ impl Drop for Mesh {
 }
 
 /// A request with `authorization: Bearer <token>` metadata.
-pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii token"),
-    );
-    req
-}
+pub use mesh::auth::with_bearer as with_token;
 
 /// A demo tenant created through the admin API.
 #[derive(Debug, Clone)]

@@ -167,6 +167,19 @@ impl tonic::service::Interceptor for AttachToken {
     }
 }
 
+/// `message` as a request carrying `authorization: Bearer <token>`, for one-off calls with a
+/// token the caller already holds (a tenant token for one call, an operator token). A token
+/// that is not valid header text is left out, so the call is refused as unauthenticated rather
+/// than panicking.
+pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(mut value) = AsciiMetadataValue::try_from(format!("Bearer {token}")) {
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,7 @@ mod policy;
 mod scopes;
 mod verify;
 
-pub use client::{AttachToken, DEFAULT_SERVICE_TOKEN_TTL, TokenSource};
+pub use client::{AttachToken, DEFAULT_SERVICE_TOKEN_TTL, TokenSource, with_bearer};
 pub use error::AuthError;
 pub use keys::{PublicKey, SigningKey, TrustedKeys};
 pub use layer::{AuthLayer, AuthService, service_caller, tenant_caller};
