@@ -82,6 +82,7 @@ impl CallRow {
             duration_seconds: self.duration_seconds,
             backend: self.backend.clone(),
             end_reason: self.end_reason.clone(),
+            persona: String::new(),
         }
     }
 

@@ -329,6 +329,9 @@ pub mod scope {
     pub const TENANT_READ: &str = "tenant:read";
     /// Change the token's own configuration (tenant tokens).
     pub const TENANT_WRITE: &str = "tenant:write";
+    /// Sign post-call webhook deliveries with the tenant's secret (tenant tokens held by
+    /// media-svc's delivery worker).
+    pub const TENANT_WEBHOOK: &str = "tenant:webhook";
     /// Read caller memory (tenant tokens).
     pub const MEMORY_READ: &str = "memory:read";
     /// Write caller memory and record calls (tenant tokens).
@@ -358,6 +361,7 @@ pub mod scope {
     pub const TENANT_SCOPES: &[&str] = &[
         TENANT_READ,
         TENANT_WRITE,
+        TENANT_WEBHOOK,
         MEMORY_READ,
         MEMORY_WRITE,
         MEMORY_EXPORT,

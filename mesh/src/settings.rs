@@ -184,6 +184,39 @@ pub mod catalog {
         /// Outbox retry cap.
         MEDIA_OUTBOX_MAX_BACKOFF_SECONDS = { name: "MEDIA_OUTBOX_MAX_BACKOFF_SECONDS", default: Some("300"), secret: false, used_by: "media-svc",
             help: "Longest wait between two delivery attempts of a post-call record to memory-svc (retries double from 1 s up to this)." },
+        /// Platform Twilio account.
+        TWILIO_ACCOUNT_SID = { name: "TWILIO_ACCOUNT_SID", default: None, secret: false, used_by: "media-svc",
+            help: "Twilio AccountSid (`AC` + 32 hex) that places outbound calls from numbers without their own subaccount; such calls are refused when unset." },
+        /// Concurrent calls per package tier.
+        MEDIA_CONCURRENT_CALLS_BY_TIER = { name: "MEDIA_CONCURRENT_CALLS_BY_TIER", default: Some("starter=5,pro=20,enterprise=100"), secret: false, used_by: "media-svc",
+            help: "Calls a tenant may have in progress at once (inbound and outbound together), per package tier, `tier=n` separated by commas; unknown tiers get the first entry's limit. Inbound calls beyond it hear a busy message; outbound ones are refused." },
+        /// Outbound calls per tenant per hour.
+        MEDIA_OUTBOUND_CALLS_PER_HOUR = { name: "MEDIA_OUTBOUND_CALLS_PER_HOUR", default: Some("20"), secret: false, used_by: "media-svc",
+            help: "Outbound calls a tenant may place per rolling hour when its own `public_calls_per_hour` is 0." },
+        /// Caller hash key of webhook events.
+        MEDIA_CALLER_HASH_KEY = { name: "MEDIA_CALLER_HASH_KEY", default: None, secret: true, used_by: "media-svc",
+            help: "HMAC key (at least 32 bytes) of the keyed caller hash in post-call webhook events. When unset, a random per-database key created by migration V7 is used." },
+        /// Webhook retry window.
+        MEDIA_WEBHOOK_RETRY_FOR_SECONDS = { name: "MEDIA_WEBHOOK_RETRY_FOR_SECONDS", default: Some("86400"), secret: false, used_by: "media-svc",
+            help: "How long a post-call webhook event is retried before it is dead-lettered (`ListDeadLetters`)." },
+        /// Webhook first retry delay.
+        MEDIA_WEBHOOK_BASE_BACKOFF_MS = { name: "MEDIA_WEBHOOK_BASE_BACKOFF_MS", default: Some("2000"), secret: false, used_by: "media-svc",
+            help: "First retry delay of a failed webhook delivery; each further retry doubles it (with jitter) up to MEDIA_WEBHOOK_MAX_BACKOFF_SECONDS." },
+        /// Webhook retry cap.
+        MEDIA_WEBHOOK_MAX_BACKOFF_SECONDS = { name: "MEDIA_WEBHOOK_MAX_BACKOFF_SECONDS", default: Some("900"), secret: false, used_by: "media-svc",
+            help: "Longest wait between two webhook delivery attempts." },
+        /// Webhook request timeout.
+        MEDIA_WEBHOOK_TIMEOUT_MS = { name: "MEDIA_WEBHOOK_TIMEOUT_MS", default: Some("10000"), secret: false, used_by: "media-svc",
+            help: "Time a webhook receiver has to answer one delivery (a timeout counts as a failed attempt)." },
+        /// Insecure webhook targets.
+        WEBHOOK_ALLOW_INSECURE = { name: "WEBHOOK_ALLOW_INSECURE", default: Some("false"), secret: false, used_by: "tenant-svc, media-svc",
+            help: "Allow `http://` webhook URLs and loopback/private addresses (local development and tests only). Otherwise webhook URLs must be `https://` and resolve to public addresses." },
+        /// Public calls endpoint per-IP limit.
+        GATEWAY_PUBLIC_CALLS_PER_IP = { name: "GATEWAY_PUBLIC_CALLS_PER_IP", default: Some("3"), secret: false, used_by: "gateway",
+            help: "Requests one client IP may make to `POST /v1/calls` per GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS; beyond it 429 with `Retry-After`." },
+        /// Public calls endpoint per-IP window.
+        GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS = { name: "GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS", default: Some("86400"), secret: false, used_by: "gateway",
+            help: "Window of the per-IP limit of `POST /v1/calls`." },
     }
 }
 

@@ -59,6 +59,7 @@ pub fn policy() -> Policy {
                 ("GetOutboundSettings", Rule::tenant(scope::TENANT_READ)),
                 ("UpdateOutboundSettings", Rule::tenant(scope::TENANT_WRITE)),
                 ("RotateWebhookSecret", Rule::tenant(scope::TENANT_WRITE)),
+                ("SignWebhookEvent", Rule::tenant(scope::TENANT_WEBHOOK)),
             ],
         )
         .service_methods(

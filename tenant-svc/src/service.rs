@@ -604,6 +604,13 @@ impl tenant_service_server::TenantService for TenantSvc {
     ) -> std::result::Result<Response<RotateWebhookSecretResponse>, Status> {
         Err(not_yet("TenantService.RotateWebhookSecret"))
     }
+
+    async fn sign_webhook_event(
+        &self,
+        _request: Request<SignWebhookEventRequest>,
+    ) -> std::result::Result<Response<SignWebhookEventResponse>, Status> {
+        Err(not_yet("TenantService.SignWebhookEvent"))
+    }
 }
 
 #[tonic::async_trait]
