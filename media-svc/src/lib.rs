@@ -17,11 +17,13 @@ pub mod backend;
 pub mod call;
 pub mod error;
 pub mod instructions;
+pub mod outbound;
 pub mod outbox;
 pub mod peers;
 pub mod service;
 pub mod store;
 pub mod twilio;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,9 +34,11 @@ use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
 use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
 use mesh::db::Db;
+use mesh::domain::AccountSid;
 use mesh::identity::{Identity, names::MEDIA_SVC, scope};
 use mesh::server::{ServeConfig, ServiceSettings};
 use mesh::settings::{Env, SettingsError, catalog};
+use secrecy::{ExposeSecret as _, SecretSlice};
 use tokio::net::TcpListener;
 
 /// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
@@ -101,8 +105,14 @@ pub struct CallConfig {
     pub memory_svc_url: String,
     /// Time allowed for the profile and context lookups at call start.
     pub peer_timeout: Duration,
-    /// Twilio REST (transfers).
+    /// Twilio REST (transfers, outbound calls).
     pub twilio: twilio::TwilioConfig,
+    /// The gateway's public base URL (Twilio's `Url` and `StatusCallback` for outbound calls).
+    pub public_base_url: String,
+    /// Concurrent and outbound call limits.
+    pub limits: outbound::Limits,
+    /// Post-call webhook delivery.
+    pub webhooks: webhooks::WebhookConfig,
     /// Outbox retry pacing.
     pub outbox: outbox::OutboxConfig,
     /// Age at which a backend session is replaced by a new one carrying the conversation so far
@@ -121,7 +131,11 @@ impl CallConfig {
             twilio: twilio::TwilioConfig {
                 base_url: "https://api.twilio.com".into(),
                 auth_token: None,
+                account_sid: None,
             },
+            public_base_url: "http://127.0.0.1:8080".into(),
+            limits: outbound::Limits::default(),
+            webhooks: webhooks::WebhookConfig::default(),
             outbox: outbox::OutboxConfig::default(),
             session_max: SESSION_MAX,
         }
@@ -139,6 +153,36 @@ impl CallConfig {
         let max_backoff = env.seconds(&catalog::MEDIA_OUTBOX_MAX_BACKOFF_SECONDS);
         let twilio_base = env.get::<String>(&catalog::TWILIO_API_BASE_URL);
         let twilio_token = env.optional_secret(&catalog::TWILIO_AUTH_TOKEN);
+        let twilio_account: Option<String> = env.get(&catalog::TWILIO_ACCOUNT_SID);
+        let account_sid = match twilio_account.as_deref().map(AccountSid::parse) {
+            Some(Ok(sid)) => Some(sid),
+            Some(Err(e)) => {
+                env.problem(&catalog::TWILIO_ACCOUNT_SID, e);
+                None
+            }
+            None => None,
+        };
+        let public_base_url: Option<String> = env.get(&catalog::PUBLIC_BASE_URL);
+        let tiers: Option<String> = env.get(&catalog::MEDIA_CONCURRENT_CALLS_BY_TIER);
+        let tiers = tiers.and_then(|t| match outbound::Limits::parse_tiers(&t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                env.problem(&catalog::MEDIA_CONCURRENT_CALLS_BY_TIER, e);
+                None
+            }
+        });
+        let per_hour: Option<u32> = env.get(&catalog::MEDIA_OUTBOUND_CALLS_PER_HOUR);
+        let hash_key = env.optional_secret(&catalog::MEDIA_CALLER_HASH_KEY);
+        if let Some(k) = &hash_key
+            && k.expose_secret().len() < 32
+        {
+            env.problem(&catalog::MEDIA_CALLER_HASH_KEY, "must be at least 32 bytes");
+        }
+        let retry_for = env.seconds(&catalog::MEDIA_WEBHOOK_RETRY_FOR_SECONDS);
+        let webhook_base = env.millis(&catalog::MEDIA_WEBHOOK_BASE_BACKOFF_MS);
+        let webhook_max = env.seconds(&catalog::MEDIA_WEBHOOK_MAX_BACKOFF_SECONDS);
+        let webhook_timeout = env.millis(&catalog::MEDIA_WEBHOOK_TIMEOUT_MS);
+        let allow_insecure: Option<bool> = env.get(&catalog::WEBHOOK_ALLOW_INSECURE);
         let backend = match choice.as_deref() {
             Some("local") => Some(BackendChoice::Local { espeak: true }),
             Some("auto") if key.is_none() => Some(BackendChoice::Local { espeak: true }),
@@ -174,6 +218,21 @@ impl CallConfig {
             twilio: twilio::TwilioConfig {
                 base_url: twilio_base?,
                 auth_token: twilio_token,
+                account_sid,
+            },
+            public_base_url: public_base_url?.trim_end_matches('/').to_owned(),
+            limits: outbound::Limits {
+                concurrent_by_tier: tiers?,
+                outbound_per_hour: per_hour?,
+            },
+            webhooks: webhooks::WebhookConfig {
+                retry_for: retry_for?,
+                base_backoff: webhook_base?,
+                max_backoff: webhook_max?,
+                timeout: webhook_timeout?,
+                allow_insecure: allow_insecure?,
+                caller_hash_key: hash_key
+                    .map(|k| SecretSlice::from(k.expose_secret().as_bytes().to_vec())),
             },
             outbox: outbox::OutboxConfig {
                 max_backoff: max_backoff?,

@@ -4,7 +4,8 @@
 //! Tokens: the auth layer strips the caller's bearer token before any handler runs, and only
 //! tenant-svc can mint tenant tokens, so media-svc asks tenant-svc for one
 //! (`TenantAdminService.IssueTenantToken`, with its own service token) for the call's tenant:
-//! audiences tenant-svc and memory-svc, scopes `tenant:read memory:read memory:write`, 15
+//! audiences tenant-svc and memory-svc, scopes `tenant:read tenant:webhook memory:read
+//! memory:write`, 15
 //! minutes, cached per tenant until half its life. The same path serves the outbox, so a
 //! delivery retried hours later still has a valid token and no credential is ever stored.
 
@@ -16,7 +17,11 @@ use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::memory::{GetEnrichedContextRequest, GetEnrichedContextResponse, RecordCallRequest};
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
-use mesh::api::tenant::{AgentProfile, GetEffectiveProfileRequest, IssueTenantTokenRequest};
+use mesh::api::tenant::{
+    AgentProfile, Customer, GetEffectiveProfileRequest, GetMyCustomerRequest,
+    GetOutboundSettingsRequest, GetOutboundSettingsResponse, IssueTenantTokenRequest,
+    SignWebhookEventRequest, SignWebhookEventResponse,
+};
 use mesh::auth::{AttachToken, TokenSource};
 use mesh::domain::{CallerNumber, CustomerId};
 use mesh::identity::{Identity, names, scope};
@@ -115,6 +120,7 @@ impl Peers {
                 customer_id: customer.get(),
                 scopes: vec![
                     scope::TENANT_READ.into(),
+                    scope::TENANT_WEBHOOK.into(),
                     scope::MEMORY_READ.into(),
                     scope::MEMORY_WRITE.into(),
                 ],
@@ -149,6 +155,68 @@ impl Peers {
             .profile
             .ok_or_else(|| tonic::Status::internal("tenant-svc sent no profile"))?;
         Ok(profile)
+    }
+
+    fn tenant_client(
+        &self,
+        token: SecretString,
+    ) -> TenantServiceClient<tonic::service::interceptor::InterceptedService<Channel, AttachToken>>
+    {
+        TenantServiceClient::with_interceptor(
+            self.tenant.clone(),
+            AttachToken(TokenSource::fixed(token)),
+        )
+    }
+
+    /// The tenant's customer record (numbers with their Twilio accounts, package tier).
+    pub async fn customer(&self, customer: CustomerId) -> Result<Customer, PeerError> {
+        let token = self.tenant_token(customer).await?;
+        let response = tokio::time::timeout(
+            self.timeout,
+            self.tenant_client(token)
+                .get_my_customer(GetMyCustomerRequest {}),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+        response
+            .into_inner()
+            .customer
+            .ok_or_else(|| tonic::Status::internal("tenant-svc sent no customer").into())
+    }
+
+    /// The tenant's outbound-call and webhook settings.
+    pub async fn outbound_settings(
+        &self,
+        customer: CustomerId,
+    ) -> Result<GetOutboundSettingsResponse, PeerError> {
+        let token = self.tenant_token(customer).await?;
+        let response = tokio::time::timeout(
+            self.timeout,
+            self.tenant_client(token)
+                .get_outbound_settings(GetOutboundSettingsRequest {}),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+        Ok(response.into_inner())
+    }
+
+    /// Signs one webhook delivery with the tenant's secrets (which stay in tenant-svc) and
+    /// says where to send it.
+    pub async fn sign_webhook_event(
+        &self,
+        customer: CustomerId,
+        timestamp: i64,
+        body: Vec<u8>,
+    ) -> Result<SignWebhookEventResponse, PeerError> {
+        let token = self.tenant_token(customer).await?;
+        let response = tokio::time::timeout(
+            self.timeout,
+            self.tenant_client(token)
+                .sign_webhook_event(SignWebhookEventRequest { timestamp, body }),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+        Ok(response.into_inner())
     }
 
     /// The caller's enriched context.

@@ -10,8 +10,10 @@ use secrecy::{ExposeSecret as _, SecretString};
 pub struct TwilioConfig {
     /// Base URL, e.g. `https://api.twilio.com` (tests: a local fake).
     pub base_url: String,
-    /// Auth token; transfers fail without it.
+    /// Auth token; transfers and outbound calls fail without it.
     pub auth_token: Option<SecretString>,
+    /// Platform account that places outbound calls from numbers without a subaccount.
+    pub account_sid: Option<AccountSid>,
 }
 
 impl std::fmt::Debug for TwilioConfig {
@@ -19,6 +21,7 @@ impl std::fmt::Debug for TwilioConfig {
         f.debug_struct("TwilioConfig")
             .field("base_url", &self.base_url)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
+            .field("account_sid", &self.account_sid)
             .finish()
     }
 }
