@@ -195,7 +195,7 @@ pub mod catalog {
             help: "Outbound calls a tenant may place per rolling hour when its own `public_calls_per_hour` is 0." },
         /// Caller hash key of webhook events.
         MEDIA_CALLER_HASH_KEY = { name: "MEDIA_CALLER_HASH_KEY", default: None, secret: true, used_by: "media-svc",
-            help: "HMAC key (at least 32 bytes) of the keyed caller hash in post-call webhook events. When unset, a random per-database key created by migration V7 is used." },
+            help: "HMAC key (at least 32 bytes) of the keyed caller hash in post-call webhook events. When unset, a random per-database key created by migration V10 is used." },
         /// Webhook retry window.
         MEDIA_WEBHOOK_RETRY_FOR_SECONDS = { name: "MEDIA_WEBHOOK_RETRY_FOR_SECONDS", default: Some("86400"), secret: false, used_by: "media-svc",
             help: "How long a post-call webhook event is retried before it is dead-lettered (`ListDeadLetters`)." },
