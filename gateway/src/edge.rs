@@ -19,6 +19,7 @@ use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::tenant::edge_service_client::EdgeServiceClient;
 use mesh::api::tenant::{ExchangeLegacyTokenRequest, ResolveNumberRequest};
 use mesh::auth::{TokenSource, Verifier, with_bearer as bearer};
+use mesh::domain::CallerNumber;
 use mesh::identity::names;
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
@@ -54,6 +55,8 @@ pub struct Edge {
     pub unavailable_message: String,
     /// What callers hear when the platform cannot take the call.
     pub apology_message: String,
+    /// What callers hear when the tenant is at its concurrent-call limit.
+    pub busy_message: String,
     /// TwiML already answered per (AccountSid, CallSid), for Twilio's retries.
     pub answered: Mutex<HashMap<String, (Instant, String)>>,
     /// Rate limits.
@@ -183,12 +186,19 @@ async fn answer_call(edge: &Edge, hook: &CallWebhook) -> Answer {
     let Ok(service_token) = edge.tenant_token.token() else {
         return apology();
     };
+    // The tenant's own number is `To` on inbound calls and `From` on the calls it placed
+    // (`outbound-api`); media-svc's `from` is always the other party.
+    let (ours, remote) = if hook.direction == "outbound-api" {
+        (&hook.from_raw, &hook.to)
+    } else {
+        (&hook.to, &hook.from_raw)
+    };
     let resolved = edge
         .tenant
         .clone()
         .resolve_number(bearer(
             ResolveNumberRequest {
-                called_number: hook.to.clone(),
+                called_number: ours.clone(),
                 account_sid: hook.account_sid.to_string(),
                 call_sid: hook.call_sid.to_string(),
             },
@@ -224,14 +234,21 @@ async fn answer_call(edge: &Edge, hook: &CallWebhook) -> Answer {
             media_pb::RegisterCallRequest {
                 call_sid: hook.call_sid.to_string(),
                 account_sid: hook.account_sid.to_string(),
-                from: hook.from_raw.clone(),
-                to: hook.to.clone(),
+                from: remote.clone(),
+                to: ours.clone(),
                 direction: direction(&hook.direction) as i32,
                 status: media_pb::CallStatus::Ringing as i32,
             },
             &resolved.tenant_token,
         ))
         .await;
+    if let Err(s) = &registered
+        && s.code() == tonic::Code::ResourceExhausted
+    {
+        metrics::counter!("gateway_calls_refused_total", "reason" => "busy").increment(1);
+        tracing::info!(customer_id, call_sid = %hook.call_sid, "tenant at its concurrent-call limit; busy message");
+        return Answer::Final(twiml::say_hangup(&edge.busy_message));
+    }
     if let Err(s) = registered {
         metrics::counter!("gateway_calls_refused_total", "reason" => "media-svc").increment(1);
         tracing::warn!(customer_id, call_sid = %hook.call_sid, code = ?s.code(), "media-svc could not register the call; apologising");
@@ -241,7 +258,8 @@ async fn answer_call(edge: &Edge, hook: &CallWebhook) -> Answer {
     tracing::info!(
         customer_id,
         call_sid = %hook.call_sid,
-        caller = %hook.from.as_ref().map(|n| edge.hash_number(n.as_str())).unwrap_or_else(|| "none".into()),
+        direction = %hook.direction,
+        remote = %CallerNumber::from_network(remote).map(|n| edge.hash_number(n.as_str())).unwrap_or_else(|| "none".into()),
         "call answered"
     );
     Answer::Final(twiml::connect_stream(

@@ -5,7 +5,9 @@
 //! Parts: [`signature`] (X-Twilio-Signature), [`twilio`] (typed webhooks and Media Streams
 //! messages), [`twiml`] (escaped answers), [`limits`] (429s), [`edge`] (the handlers: voice and
 //! status webhooks, the Media Streams bridge to media-svc's `StreamCall`, legacy REST through
-//! memory-svc), [`Settings`], [`router`] and [`run`]/[`serve`] (public port + admin endpoints).
+//! memory-svc), [`public`] (the tenant websites' `POST /v1/calls`, forwarded to media-svc's
+//! `PlaceOutboundCall`), [`Settings`], [`router`] and [`run`]/[`serve`] (public port + admin
+//! endpoints).
 //!
 //! A call: signed webhook -> `ResolveNumber` (tenant-svc, gateway service token) ->
 //! `RegisterCall` (media-svc, the call's tenant token) -> TwiML `<Connect><Stream>` carrying the
@@ -15,6 +17,7 @@
 
 pub mod edge;
 pub mod limits;
+pub mod public;
 pub mod signature;
 pub mod sim;
 pub mod twilio;
@@ -66,6 +69,8 @@ pub struct Settings {
     pub unavailable_message: String,
     /// Said when the platform cannot take the call.
     pub apology_message: String,
+    /// Said when the tenant has as many calls in progress as its package allows.
+    pub busy_message: String,
     /// Rate limits.
     pub limits: limits::LimitConfig,
 }
@@ -92,6 +97,15 @@ impl Settings {
         let drain_deadline = env.seconds(&catalog::SHUTDOWN_GRACE_SECONDS);
         let unavailable_message: Option<String> = env.get(&catalog::GATEWAY_UNAVAILABLE_MESSAGE);
         let apology_message: Option<String> = env.get(&catalog::GATEWAY_APOLOGY_MESSAGE);
+        let busy_message: Option<String> = env.get(&catalog::GATEWAY_BUSY_MESSAGE);
+        let public_calls_per_ip: Option<u32> = env.get(&catalog::GATEWAY_PUBLIC_CALLS_PER_IP);
+        let public_calls_window = env.seconds(&catalog::GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS);
+        if public_calls_window == Some(Duration::ZERO) {
+            env.problem(
+                &catalog::GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS,
+                "must be at least 1",
+            );
+        }
         let per_ip: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_IP);
         let per_account: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_ACCOUNT);
         let per_tenant: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_TENANT);
@@ -99,6 +113,7 @@ impl Settings {
             (&catalog::GATEWAY_RATE_PER_IP, per_ip),
             (&catalog::GATEWAY_RATE_PER_ACCOUNT, per_account),
             (&catalog::GATEWAY_RATE_PER_TENANT, per_tenant),
+            (&catalog::GATEWAY_PUBLIC_CALLS_PER_IP, public_calls_per_ip),
         ] {
             if value == Some(0) {
                 env.problem(setting, "must be at least 1");
@@ -118,7 +133,12 @@ impl Settings {
             drain_deadline: drain_deadline.expect(missing),
             unavailable_message: unavailable_message.expect(missing),
             apology_message: apology_message.expect(missing),
+            busy_message: busy_message.expect(missing),
             limits: limits::LimitConfig {
+                public_calls_per_ip: (
+                    public_calls_per_ip.expect(missing),
+                    public_calls_window.expect(missing),
+                ),
                 per_ip: (
                     per_ip.expect(missing),
                     per_ip.expect(missing).saturating_mul(2),
@@ -150,6 +170,10 @@ pub fn router(edge: Arc<edge::Edge>) -> axum::Router {
         .route("/memory/store", post(edge::legacy_store))
         .route("/memory/retrieve", post(edge::legacy_retrieve))
         .route("/v2/context/enriched", post(edge::legacy_enriched))
+        .route(
+            "/v1/calls",
+            post(public::place_call).options(public::preflight),
+        )
         // A slow client cannot hold a request (and its body) open forever.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -210,6 +234,7 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
         budget: Duration::from_secs(2),
         unavailable_message: settings.unavailable_message.clone(),
         apology_message: settings.apology_message.clone(),
+        busy_message: settings.busy_message.clone(),
         answered: std::sync::Mutex::new(std::collections::HashMap::new()),
         limits: limits::Limits::new(settings.limits),
         log_key,

@@ -133,6 +133,9 @@ pub mod catalog {
         /// Apology message.
         GATEWAY_APOLOGY_MESSAGE = { name: "GATEWAY_APOLOGY_MESSAGE", default: Some("We are sorry, we cannot take your call right now. Please try again later."), secret: false, used_by: "gateway",
             help: "What a caller hears when the platform cannot set up or continue the call (a service down or slow)." },
+        /// Busy message.
+        GATEWAY_BUSY_MESSAGE = { name: "GATEWAY_BUSY_MESSAGE", default: Some("All our lines are busy right now. Please call again in a few minutes. Goodbye."), secret: false, used_by: "gateway",
+            help: "What a caller hears when the tenant already has as many calls in progress as its package allows." },
         /// Per-IP rate.
         GATEWAY_RATE_PER_IP = { name: "GATEWAY_RATE_PER_IP", default: Some("200"), secret: false, used_by: "gateway",
             help: "Requests per second allowed from one source IP on the public endpoints (burst: twice that); more get 429 with Retry-After." },
