@@ -636,6 +636,7 @@ pub async fn simulate(conn: &Conn, args: SimulateArgs) -> anyhow::Result<ExitCod
         to: args.to.clone(),
         caller_audio,
         duration: Duration::from_secs(args.seconds),
+        direction: String::new(),
     };
     eprintln!(
         "calling {} from {} for {} s (CallSid {call_sid})…",

@@ -36,6 +36,9 @@ pub struct SimCall {
     pub caller_audio: Vec<u8>,
     /// How long the call lasts after the stream starts.
     pub duration: Duration,
+    /// Twilio's `Direction`: `inbound`, or `outbound-api` for a call the platform placed (then
+    /// `from` is the tenant's number and `to` the callee). Empty means `inbound`.
+    pub direction: String,
 }
 
 /// What the simulated caller experienced.
@@ -189,7 +192,14 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
         ("To", call.to.as_str()),
         ("CallStatus", "ringing"),
         ("ApiVersion", "2010-04-01"),
-        ("Direction", "inbound"),
+        (
+            "Direction",
+            if call.direction.is_empty() {
+                "inbound"
+            } else {
+                call.direction.as_str()
+            },
+        ),
         ("Caller", call.from.as_str()),
         ("Called", call.to.as_str()),
     ]

@@ -4,6 +4,8 @@
 //! sockets. Tests then talk to it exactly as other teams and Twilio would: gRPC clients with
 //! tokens, HTTP requests, WebSockets.
 
+pub mod fakes;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+
+/// Optional changes to how [`Mesh::start_with`] configures the services.
+#[derive(Default)]
+pub struct MeshOptions {
+    /// Extra gateway settings (override the defaults of the same name).
+    pub gateway_env: Vec<(String, String)>,
+    /// Adjusts media-svc's call configuration (Twilio fake, limits, webhook pacing).
+    #[allow(clippy::type_complexity)]
+    pub media: Option<Box<dyn FnOnce(&mut media_svc::CallConfig) + Send>>,
+}
 
 /// The two ports of a running service.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +86,22 @@ impl Mesh {
 
     /// Like [`Mesh::start`], with extra gateway settings (e.g. rate limits for load tests).
     pub async fn start_with_gateway_settings(extra: &[(&str, &str)]) -> Mesh {
+        Self::start_with(MeshOptions {
+            gateway_env: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..MeshOptions::default()
+        })
+        .await
+    }
+
+    /// Starts every service with `options` applied.
+    pub async fn start_with(options: MeshOptions) -> Mesh {
+        let MeshOptions {
+            gateway_env: extra,
+            media: media_options,
+        } = options;
         let db = TestDb::new().await;
         let keys = Arc::new(DevKeys::generate());
         let (stop, stop_rx) = watch::channel(false);
@@ -113,29 +141,33 @@ impl Mesh {
             tokio::spawn(memory_svc::serve(deps, g, a, DRAIN, shutdown())),
         ));
 
+        // The gateway's ports are known first: media-svc gives Twilio URLs on it.
+        let (h, ha) = listeners().await;
+        let gateway = ports(&h, &ha);
+        let public_base_url = format!("http://{}", gateway.main);
+
         let (g, a) = listeners().await;
         let media = ports(&g, &a);
+        let mut calls = media_svc::CallConfig::local(
+            format!("http://{}", tenant.main),
+            format!("http://{}", memory.main),
+        );
+        calls.public_base_url = public_base_url.clone();
+        if let Some(adjust) = media_options {
+            adjust(&mut calls);
+        }
         let deps = media_svc::Deps {
             db: db.db_for_role("media_svc").await,
             identity: keys.identity(names::MEDIA_SVC),
-            calls: media_svc::CallConfig::local(
-                format!("http://{}", tenant.main),
-                format!("http://{}", memory.main),
-            ),
+            calls,
         };
         tasks.push((
             names::MEDIA_SVC,
             tokio::spawn(media_svc::serve(deps, g, a, DRAIN, shutdown())),
         ));
 
-        let (h, a) = listeners().await;
-        let gateway = ports(&h, &a);
-        let twilio_auth_token = uuid::Uuid::new_v4().simple().to_string();
-        let public_base_url = format!("http://{}", gateway.main);
-        let mut gateway_env: Vec<(String, String)> = extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let (a, twilio_auth_token) = (ha, uuid::Uuid::new_v4().simple().to_string());
+        let mut gateway_env: Vec<(String, String)> = extra.clone();
         gateway_env.extend(
             [
                 ("BIND_HOST", "127.0.0.1".to_owned()),

@@ -23,6 +23,7 @@ fn sim_call(mesh: &Mesh, tenant: &DemoTenant, n: u32, from: &str) -> SimCall {
         to: tenant.number.into(),
         caller_audio: sim::voice_like(3.0),
         duration: Duration::from_secs(4),
+        direction: String::new(),
     }
 }
 

@@ -53,6 +53,7 @@ async fn a_full_call_logs_no_number_transcript_token_or_secret() {
         to: peterson.number.into(),
         caller_audio: sim::voice_like(2.0),
         duration: Duration::from_secs(3),
+        direction: String::new(),
     };
     let result = sim::run(&call).await.expect("call runs");
     assert!(result.connected);
