@@ -904,3 +904,74 @@ pub async fn legacy_enriched(
 
 /// Used by the readiness probe: the names of the peers the gateway needs.
 pub const PEERS: [&str; 3] = [names::TENANT_SVC, names::MEDIA_SVC, names::MEMORY_SVC];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON values up to a few levels deep.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(Into::into),
+            any::<i32>().prop_map(Into::into),
+            "\\PC{0,16}".prop_map(Into::into),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Into::into),
+                proptest::collection::btree_map("\\PC{0,8}", inner, 0..6)
+                    .prop_map(|m| { serde_json::Value::Object(m.into_iter().collect()) }),
+            ]
+        })
+    }
+
+    #[test]
+    fn nesting_beyond_the_parser_limit_is_a_clean_400() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let body = Bytes::from(format!(r#"{{"user_id":"+15551111111","metadata":{deep}}}"#));
+        let err = parse_json(&body).err().expect("refused");
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    }
+
+    proptest! {
+        #[test]
+        fn legacy_bodies_of_arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            match parse_json(&Bytes::from(body)) {
+                Ok(v) => prop_assert!(v.is_object()),
+                Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
+            }
+        }
+
+        #[test]
+        fn legacy_json_survives_the_trip_through_protobuf(v in json()) {
+            // Integers become doubles on the way (protobuf's Value has one number type), so
+            // compare after the same normalisation.
+            let back = from_prost_value(&to_prost_value(&v));
+            let normalised: serde_json::Value =
+                serde_json::from_str(&serde_json::to_string(&back).unwrap()).unwrap();
+            let expected = from_prost_value(&to_prost_value(&normalised));
+            prop_assert_eq!(back, expected);
+            if let serde_json::Value::Object(o) = &v {
+                let body = Bytes::from(serde_json::to_vec(&v).unwrap());
+                let parsed = parse_json(&body).ok().expect("an object parses");
+                prop_assert_eq!(parsed.as_object().map(|m| m.len()), Some(o.len()));
+                for name in ["user_id", "content"] {
+                    match o.get(name).and_then(|x| x.as_str()) {
+                        Some(s) => prop_assert_eq!(str_field(&parsed, name).ok(), Some(s.to_owned())),
+                        None => prop_assert!(str_field(&parsed, name).is_err()),
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn webhook_params_of_any_shape_never_panic(pairs in proptest::collection::vec(
+            (prop_oneof![Just("CallSid".to_owned()), Just("AccountSid".to_owned()), Just("From".to_owned()),
+                         Just("To".to_owned()), Just("Direction".to_owned()), Just("CallStatus".to_owned()),
+                         "\\PC{0,8}"], "\\PC{0,40}"), 0..10)) {
+            let _ = CallWebhook::from_params(&pairs);
+        }
+    }
+}

@@ -345,3 +345,23 @@ mod tests {
         assert!(ok.persona.is_empty() && ok.from.is_empty());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn public_call_bodies_of_arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = serde_json::from_slice::<PlaceCallBody>(&body);
+        }
+
+        #[test]
+        fn any_string_fields_parse_verbatim(to in "\\PC{0,40}", persona in "\\PC{0,40}", context in "\\PC{0,200}") {
+            let body = serde_json::json!({"to": to, "persona": persona, "context": context});
+            let parsed: PlaceCallBody = serde_json::from_value(body).unwrap();
+            prop_assert_eq!((parsed.to, parsed.persona, parsed.context), (to, persona, context));
+        }
+    }
+}
