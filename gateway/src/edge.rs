@@ -931,7 +931,7 @@ mod tests {
     fn nesting_beyond_the_parser_limit_is_a_clean_400() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let body = Bytes::from(format!(r#"{{"user_id":"+15551111111","metadata":{deep}}}"#));
-        let err = parse_json(&body).err().expect("refused");
+        let err = parse_json(&body).expect_err("refused");
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
     }
 
@@ -955,7 +955,7 @@ mod tests {
             prop_assert_eq!(back, expected);
             if let serde_json::Value::Object(o) = &v {
                 let body = Bytes::from(serde_json::to_vec(&v).unwrap());
-                let parsed = parse_json(&body).ok().expect("an object parses");
+                let Ok(parsed) = parse_json(&body) else { panic!("an object parses") };
                 prop_assert_eq!(parsed.as_object().map(|m| m.len()), Some(o.len()));
                 for name in ["user_id", "content"] {
                     match o.get(name).and_then(|x| x.as_str()) {
