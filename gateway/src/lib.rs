@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod edge;
+pub mod http;
 pub mod limits;
 pub mod public;
 pub mod signature;
@@ -317,17 +318,10 @@ pub async fn serve(
             draining.store(true, Ordering::SeqCst);
         }
     };
-    let app = router(edge).into_make_service_with_connect_info::<SocketAddr>();
-    // Media Streams frames are small and latency-sensitive: no Nagle delay on accepted sockets.
-    let http = axum::serve::ListenerExt::tap_io(http, |stream: &mut tokio::net::TcpStream| {
-        let _ = stream.set_nodelay(true);
-    });
-    let server = axum::serve(http, app)
-        .with_graceful_shutdown(stop)
-        .into_future();
+    let server = http::serve(http, router(edge), http::MAX_CONNECTIONS, stop);
     tokio::pin!(server);
     tokio::select! {
-        r = &mut server => r?,
+        () = &mut server => {}
         () = shutdown.clone() => {
             if tokio::time::timeout(drain_deadline, &mut server).await.is_err() {
                 tracing::warn!(service = NAME, "drain deadline passed; closing remaining connections");
