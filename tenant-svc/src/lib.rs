@@ -1,18 +1,23 @@
 //! tenant-svc: customers (tenants), their phone numbers, agent configuration with its history,
-//! platform defaults, and the issuer of tenant tokens.
+//! platform defaults, outbound-call and webhook settings with the webhook signing secrets, and the
+//! issuer of tenant tokens.
 //!
 //! Parts: [`policy`] declares which token kind and scope each RPC needs (enforced by the mesh
 //! auth layer before a handler runs); [`service::TenantSvc`] implements the three gRPC services
-//! (`TenantAdminService`, `TenantService`, `EdgeService`); [`run`] wires settings, the database
-//! pool (logged in as `tenant_svc`, self-checked), the identity (tenant-svc holds the only key
-//! that mints tenant tokens) and the mesh server together.
+//! (`TenantAdminService`, `TenantService`, `EdgeService`) over [`validate`] (client input into
+//! checked values), [`model`] and [`outbound`] (what a customer configured and how an update
+//! changes it), [`webhook`] (secrets and signatures) and [`store`] (all SQL); [`run`] wires
+//! settings, the database pool (logged in as `tenant_svc`, self-checked), the identity
+//! (tenant-svc holds the only key that mints tenant tokens) and the mesh server together.
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod model;
+pub mod outbound;
 pub mod service;
 pub mod store;
 pub mod validate;
+pub mod webhook;
 
 use std::future::Future;
 
@@ -78,6 +83,9 @@ pub struct Settings {
     pub common: ServiceSettings,
     /// Key of legacy HS256 tokens (`JWT_SECRET_KEY`); legacy exchange is refused when unset.
     pub legacy_secret: Option<SecretString>,
+    /// `WEBHOOK_ALLOW_INSECURE`: accept `http://` webhook URLs and CORS origins, and webhook
+    /// hosts that are localhost or internal addresses (development and tests only).
+    pub webhook_allow_insecure: bool,
 }
 
 impl Settings {
@@ -95,6 +103,7 @@ impl Settings {
         {
             env.problem(&catalog::JWT_SECRET_KEY, e);
         }
+        let webhook_allow_insecure = env.get::<bool>(&catalog::WEBHOOK_ALLOW_INSECURE);
         for line in env.describe() {
             tracing::debug!(setting = %line, "setting");
         }
@@ -102,6 +111,8 @@ impl Settings {
         Ok(Self {
             common: common.expect("present when finish() succeeded"),
             legacy_secret,
+            webhook_allow_insecure: webhook_allow_insecure
+                .expect("present when finish() succeeded"),
         })
     }
 }
@@ -115,6 +126,8 @@ pub struct Deps {
     pub identity: Identity,
     /// Verifier of legacy HS256 tokens (`JWT_SECRET_KEY`); `None` disables the exchange.
     pub legacy: Option<mesh::auth::LegacyVerifier>,
+    /// `WEBHOOK_ALLOW_INSECURE` (see [`Settings::webhook_allow_insecure`]); `false` in production.
+    pub webhook_allow_insecure: bool,
 }
 
 /// Connects to the database (self-checked), loads the identity, binds the ports and serves
@@ -133,6 +146,7 @@ pub async fn run(
         db: p.db,
         identity: p.identity,
         legacy,
+        webhook_allow_insecure: settings.webhook_allow_insecure,
     };
     serve(
         deps,

@@ -1,7 +1,8 @@
 //! The gRPC handlers of tenant-svc: `TenantAdminService` (service tokens, scope `tenant:admin`),
 //! `TenantService` (tenant tokens: the customer is always the token's) and `EdgeService` (the
-//! gateway: number resolution and legacy token exchange). Outbound settings and webhook secrets
-//! belong to the outbound-calls issue and still answer UNIMPLEMENTED.
+//! gateway: number resolution and legacy token exchange). `TenantService` also keeps the
+//! outbound-call and webhook settings and signs webhook deliveries with secrets that never leave
+//! this service (shown once, when created).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,15 +11,16 @@ use mesh::api::tenant::*;
 use mesh::auth::{service_caller, tenant_caller};
 use mesh::domain::{AccountSid, CallSid, CustomerId, PhoneNumber};
 use mesh::identity::{names, scope};
-use mesh::server::not_yet;
+use secrecy::ExposeSecret as _;
 use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
 
 use crate::Deps;
 use crate::error::{Result, TenantError};
 use crate::model::{Change, Defaults, Overrides, diff};
+use crate::outbound::{self, Patch};
 use crate::store::{self, Customer, NewCustomer};
-use crate::validate;
+use crate::{validate, webhook};
 
 /// Lifetime of the tenant token `ResolveNumber` issues for a call (the issue caps it at 1 h).
 pub const CALL_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
@@ -26,6 +28,10 @@ pub const CALL_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
 pub const MAX_ISSUED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest lifetime of a token from `ExchangeLegacyToken`.
 pub const MAX_EXCHANGED_TTL: Duration = Duration::from_secs(15 * 60);
+/// Do-not-call lists longer than this are validated on the blocking pool: parsing a number with
+/// libphonenumber's metadata takes about 20 µs in a release build, so a full list of 10,000 would
+/// hold a runtime thread for 0.2 s.
+const BLOCKING_VALIDATION_ABOVE: usize = 500;
 /// How long a replica may serve platform defaults from memory. The replica that changes them
 /// drops its copy at once; others see the change within this time.
 pub const DEFAULTS_TTL: Duration = Duration::from_secs(2);
@@ -586,30 +592,153 @@ impl tenant_service_server::TenantService for TenantSvc {
 
     async fn get_outbound_settings(
         &self,
-        _request: Request<GetOutboundSettingsRequest>,
+        request: Request<GetOutboundSettingsRequest>,
     ) -> std::result::Result<Response<GetOutboundSettingsResponse>, Status> {
-        Err(not_yet("TenantService.GetOutboundSettings"))
+        let id = tenant_caller(&request)?.customer_id;
+        let (settings, has_webhook_secret) = self
+            .deps
+            .db
+            .tenant_tx(id, async |tx| store::get_outbound(tx, id).await)
+            .await?;
+        Ok(Response::new(GetOutboundSettingsResponse {
+            settings: Some(settings.to_pb()),
+            has_webhook_secret,
+        }))
     }
 
     async fn update_outbound_settings(
         &self,
-        _request: Request<UpdateOutboundSettingsRequest>,
+        request: Request<UpdateOutboundSettingsRequest>,
     ) -> std::result::Result<Response<UpdateOutboundSettingsResponse>, Status> {
-        Err(not_yet("TenantService.UpdateOutboundSettings"))
+        let caller = tenant_caller(&request)?;
+        let (id, by) = (caller.customer_id, caller.subject.clone());
+        let r = request.into_inner();
+        let update = r.settings.unwrap_or_default();
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let allow_insecure = self.deps.webhook_allow_insecure;
+        // Everything is validated before the database is touched: a refused update stores nothing.
+        let patch = if update.do_not_call.len() > BLOCKING_VALIDATION_ABOVE {
+            tokio::task::spawn_blocking(move || Patch::parse(&update, &mask, allow_insecure))
+                .await
+                .map_err(|e| {
+                    tracing::error!(customer_id = id.get(), error = %e, "validation task failed");
+                    Status::internal("internal error")
+                })??
+        } else {
+            Patch::parse(&update, &mask, allow_insecure)?
+        };
+        let (settings, changed) = self
+            .deps
+            .db
+            .tenant_tx(id, async |tx| {
+                store::lock_customer(tx, id).await?;
+                let current = store::load_outbound(tx, id).await?;
+                let next = patch.apply(&current);
+                let changes = outbound::diff(&current, &next);
+                if !changes.is_empty() {
+                    store::save_outbound(tx, id, &next).await?;
+                    store::record_changes(tx, id, &changes, &by).await?;
+                }
+                let changed: Vec<String> = changes.into_iter().map(|c| c.key).collect();
+                Ok::<_, TenantError>((next, changed))
+            })
+            .await?;
+        // Field names only: the values (URL, numbers) stay out of logs.
+        tracing::info!(customer_id = id.get(), fields = ?changed, "outbound settings updated");
+        Ok(Response::new(UpdateOutboundSettingsResponse {
+            settings: Some(settings.to_pb()),
+        }))
     }
 
     async fn rotate_webhook_secret(
         &self,
-        _request: Request<RotateWebhookSecretRequest>,
+        request: Request<RotateWebhookSecretRequest>,
     ) -> std::result::Result<Response<RotateWebhookSecretResponse>, Status> {
-        Err(not_yet("TenantService.RotateWebhookSecret"))
+        let caller = tenant_caller(&request)?;
+        let (id, by) = (caller.customer_id, caller.subject.clone());
+        let overlap = webhook::overlap(request.get_ref().overlap.as_ref())?;
+        let secret = webhook::generate();
+        let previous_expires = self
+            .deps
+            .db
+            .tenant_tx(id, async |tx| {
+                store::lock_customer(tx, id).await?;
+                let previous_expires =
+                    store::rotate_webhook_secret(tx, id, &secret, overlap).await?;
+                // History says that it happened, never what the secret is.
+                let change = Change {
+                    config_type: outbound::CONFIG_TYPE,
+                    key: webhook::HISTORY_KEY.into(),
+                    old: previous_expires.map(|_| webhook::ROTATED.into()),
+                    new: Some(webhook::ROTATED.into()),
+                };
+                store::record_changes(tx, id, &[change], &by).await?;
+                Ok::<_, TenantError>(previous_expires)
+            })
+            .await?;
+        tracing::info!(
+            customer_id = id.get(),
+            overlap_s = overlap.as_secs(),
+            first = previous_expires.is_none(),
+            "webhook secret rotated"
+        );
+        Ok(Response::new(RotateWebhookSecretResponse {
+            secret: secret.expose_secret().to_owned(),
+            previous_expire_time: previous_expires.map(store::timestamp),
+        }))
     }
 
     async fn sign_webhook_event(
         &self,
-        _request: Request<SignWebhookEventRequest>,
+        request: Request<SignWebhookEventRequest>,
     ) -> std::result::Result<Response<SignWebhookEventResponse>, Status> {
-        Err(not_yet("TenantService.SignWebhookEvent"))
+        let id = tenant_caller(&request)?.customer_id;
+        let r = request.into_inner();
+        if r.timestamp <= 0 {
+            return Err(TenantError::invalid("timestamp", "must be Unix time in seconds").into());
+        }
+        if r.body.len() > webhook::MAX_BODY {
+            return Err(TenantError::invalid(
+                "body",
+                format!(
+                    "must be at most {} bytes, got {}",
+                    webhook::MAX_BODY,
+                    r.body.len()
+                ),
+            )
+            .into());
+        }
+        let keys = self
+            .deps
+            .db
+            .tenant_tx(id, async |tx| store::signing_keys(tx, id).await)
+            .await?;
+        if keys.webhook_url.is_empty() {
+            return Err(TenantError::FailedPrecondition(
+                "this customer has no webhook URL (UpdateOutboundSettings `webhook_url`)".into(),
+            )
+            .into());
+        }
+        let Some(current) = &keys.current else {
+            return Err(TenantError::FailedPrecondition(
+                "this customer has no webhook secret (RotateWebhookSecret creates one)".into(),
+            )
+            .into());
+        };
+        let signatures: Vec<String> = std::iter::once(current)
+            .chain(keys.previous.as_ref())
+            .map(|secret| webhook::sign(secret, r.timestamp, &r.body))
+            .collect();
+        tracing::debug!(
+            customer_id = id.get(),
+            body_bytes = r.body.len(),
+            signatures = signatures.len(),
+            "webhook event signed"
+        );
+        Ok(Response::new(SignWebhookEventResponse {
+            webhook_url: keys.webhook_url,
+            signatures,
+        }))
     }
 }
 

@@ -8,12 +8,14 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use mesh::api::tenant as pb;
 use mesh::domain::CustomerId;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Row, Transaction};
 
 use crate::error::{Result, TenantError};
 use crate::model::{Change, Defaults, Overrides};
+use crate::outbound::OutboundSettings;
 
 /// A protobuf timestamp.
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -439,4 +441,184 @@ pub fn page_size(size: i32) -> Result<i64> {
             "must be between 1 and 500",
         )),
     }
+}
+
+// ---- Outbound settings and webhook secrets (tables of V5) ----------------------------------
+
+const OUTBOUND_COLUMNS: &str = "allowed_country_codes, allowed_personas, do_not_call, \
+     cors_origins, greet_first_outbound, webhook_url, webhook_raw_numbers, public_calls_per_hour";
+
+fn outbound_from_row(r: &Row) -> OutboundSettings {
+    OutboundSettings {
+        allowed_country_codes: r.get("allowed_country_codes"),
+        allowed_personas: r.get("allowed_personas"),
+        do_not_call: r.get("do_not_call"),
+        cors_origins: r.get("cors_origins"),
+        greet_first_outbound: r.get("greet_first_outbound"),
+        webhook_url: r.get("webhook_url"),
+        webhook_raw_numbers: r.get("webhook_raw_numbers"),
+        // The column's CHECK keeps it within 0..=10,000.
+        public_calls_per_hour: u32::try_from(r.get::<_, i32>("public_calls_per_hour")).unwrap_or(0),
+    }
+}
+
+/// Locks the current tenant's customer row until the transaction ends, so that concurrent
+/// read-modify-write changes of its settings or secret apply one after the other (a second
+/// rotation then turns the first one's secret into `previous` instead of losing it). NOT_FOUND
+/// when the customer does not exist.
+pub async fn lock_customer(tx: &Transaction<'_>, id: CustomerId) -> Result<()> {
+    tx.query_opt(
+        "SELECT 1 FROM tenant.customers WHERE customer_id = $1 FOR NO KEY UPDATE",
+        &[&id.get()],
+    )
+    .await
+    .map_err(mesh::db::DbError::from)?
+    .map(|_| ())
+    .ok_or(TenantError::NotFound("customer"))
+}
+
+/// The settings and whether a webhook secret exists (never the secret), in one round trip;
+/// defaults when never set; NOT_FOUND when the customer does not exist.
+pub async fn get_outbound(
+    tx: &Transaction<'_>,
+    id: CustomerId,
+) -> Result<(OutboundSettings, bool)> {
+    let rows = tx
+        .query_typed(
+            "SELECT s.customer_id IS NOT NULL AS stored, s.allowed_country_codes, \
+             s.allowed_personas, s.do_not_call, s.cors_origins, s.greet_first_outbound, \
+             s.webhook_url, s.webhook_raw_numbers, s.public_calls_per_hour, \
+             EXISTS (SELECT 1 FROM tenant.webhook_secrets w WHERE w.customer_id = c.customer_id) \
+             AS has_secret \
+             FROM tenant.customers c \
+             LEFT JOIN tenant.outbound_settings s ON s.customer_id = c.customer_id \
+             WHERE c.customer_id = $1",
+            &[(&id.get(), Type::INT8)],
+        )
+        .await
+        .map_err(mesh::db::DbError::from)?;
+    let r = rows.first().ok_or(TenantError::NotFound("customer"))?;
+    let settings = if r.get("stored") {
+        outbound_from_row(r)
+    } else {
+        OutboundSettings::default()
+    };
+    Ok((settings, r.get("has_secret")))
+}
+
+/// The stored settings (defaults when never set), for an update under [`lock_customer`].
+pub async fn load_outbound(tx: &Transaction<'_>, id: CustomerId) -> Result<OutboundSettings> {
+    Ok(tx
+        .query_opt(
+            &format!(
+                "SELECT {OUTBOUND_COLUMNS} FROM tenant.outbound_settings WHERE customer_id = $1"
+            ),
+            &[&id.get()],
+        )
+        .await
+        .map_err(mesh::db::DbError::from)?
+        .map(|r| outbound_from_row(&r))
+        .unwrap_or_default())
+}
+
+/// Writes the settings (creating the row on the first change).
+pub async fn save_outbound(
+    tx: &Transaction<'_>,
+    id: CustomerId,
+    s: &OutboundSettings,
+) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO tenant.outbound_settings (customer_id, {OUTBOUND_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (customer_id) DO UPDATE SET \
+             allowed_country_codes = EXCLUDED.allowed_country_codes, \
+             allowed_personas = EXCLUDED.allowed_personas, do_not_call = EXCLUDED.do_not_call, \
+             cors_origins = EXCLUDED.cors_origins, \
+             greet_first_outbound = EXCLUDED.greet_first_outbound, \
+             webhook_url = EXCLUDED.webhook_url, webhook_raw_numbers = EXCLUDED.webhook_raw_numbers, \
+             public_calls_per_hour = EXCLUDED.public_calls_per_hour, updated_at = now()"
+        ),
+        &[
+            &id.get(),
+            &s.allowed_country_codes,
+            &s.allowed_personas,
+            &s.do_not_call,
+            &s.cors_origins,
+            &s.greet_first_outbound,
+            &s.webhook_url,
+            &s.webhook_raw_numbers,
+            &i32::try_from(s.public_calls_per_hour).unwrap_or(i32::MAX),
+        ],
+    )
+    .await
+    .map_err(mesh::db::DbError::from)?;
+    Ok(())
+}
+
+/// Makes `secret` the current webhook secret, under [`lock_customer`]. The old current secret
+/// becomes the previous one until the database's `now() + overlap`; a zero overlap drops it.
+/// Returns `None` when there was no secret before, else when the previous secret stops signing.
+pub async fn rotate_webhook_secret(
+    tx: &Transaction<'_>,
+    id: CustomerId,
+    secret: &SecretString,
+    overlap: std::time::Duration,
+) -> Result<Option<DateTime<Utc>>> {
+    let overlap_s = overlap.as_secs_f64();
+    let replaced = tx
+        .query_opt(
+            "UPDATE tenant.webhook_secrets SET \
+             previous_secret = CASE WHEN $3::float8 > 0 THEN secret END, \
+             previous_expires_at = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) END, \
+             secret = $2, rotated_at = now() \
+             WHERE customer_id = $1 \
+             RETURNING coalesce(previous_expires_at, now())",
+            &[&id.get(), &secret.expose_secret(), &overlap_s],
+        )
+        .await
+        .map_err(mesh::db::DbError::from)?;
+    if let Some(r) = replaced {
+        return Ok(Some(r.get(0)));
+    }
+    tx.execute(
+        "INSERT INTO tenant.webhook_secrets (customer_id, secret) VALUES ($1, $2)",
+        &[&id.get(), &secret.expose_secret()],
+    )
+    .await
+    .map_err(mesh::db::DbError::from)?;
+    Ok(None)
+}
+
+/// What signing a delivery needs: the webhook URL (empty when none) and the secrets that sign now
+/// (the current one, then the previous one while its overlap lasts, by the database clock).
+pub struct SigningKeys {
+    /// The customer's `webhook_url` ("" when never set).
+    pub webhook_url: String,
+    /// Current secret, if any.
+    pub current: Option<SecretString>,
+    /// Previous secret, only while its overlap lasts.
+    pub previous: Option<SecretString>,
+}
+
+/// The current tenant's [`SigningKeys`]; NOT_FOUND when the customer does not exist.
+pub async fn signing_keys(tx: &Transaction<'_>, id: CustomerId) -> Result<SigningKeys> {
+    let rows = tx
+        .query_typed(
+            "SELECT coalesce(s.webhook_url, ''), w.secret, \
+             CASE WHEN w.previous_expires_at > now() THEN w.previous_secret END \
+             FROM tenant.customers c \
+             LEFT JOIN tenant.outbound_settings s ON s.customer_id = c.customer_id \
+             LEFT JOIN tenant.webhook_secrets w ON w.customer_id = c.customer_id \
+             WHERE c.customer_id = $1",
+            &[(&id.get(), Type::INT8)],
+        )
+        .await
+        .map_err(mesh::db::DbError::from)?;
+    let r = rows.first().ok_or(TenantError::NotFound("customer"))?;
+    Ok(SigningKeys {
+        webhook_url: r.get(0),
+        current: r.get::<_, Option<String>>(1).map(SecretString::from),
+        previous: r.get::<_, Option<String>>(2).map(SecretString::from),
+    })
 }

@@ -36,6 +36,7 @@ impl Svc {
             db: db.db_for_role("tenant_svc").await,
             identity: keys.identity(names::TENANT_SVC),
             legacy: Some(legacy),
+            webhook_allow_insecure: false,
         };
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -124,6 +124,8 @@ impl Mesh {
             db: db.db_for_role("tenant_svc").await,
             identity: keys.identity(names::TENANT_SVC),
             legacy: Some(LegacyVerifier::new(&legacy_secret).expect("64-byte secret")),
+            // Tests point webhooks at receivers on 127.0.0.1 over http.
+            webhook_allow_insecure: true,
         };
         tasks.push((
             names::TENANT_SVC,

@@ -70,6 +70,7 @@ async fn main() {
         db: mesh::db::Db::connect(&config).await.expect("pool"),
         identity: keys.identity(names::TENANT_SVC),
         legacy: None,
+        webhook_allow_insecure: false,
     };
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
