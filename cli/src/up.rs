@@ -230,6 +230,12 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
     base.insert("BIND_HOST".into(), env_or("BIND_HOST", "127.0.0.1"));
     base.insert("TWILIO_AUTH_TOKEN".into(), twilio.clone());
     base.insert("JWT_SECRET_KEY".into(), jwt.clone());
+    // A local mesh delivers webhooks to receivers on this machine (http://127.0.0.1:…); a
+    // deployment keeps the default (https and public addresses only).
+    base.insert(
+        "WEBHOOK_ALLOW_INSECURE".into(),
+        env_or("WEBHOOK_ALLOW_INSECURE", "true"),
+    );
     let for_service = |name: &str, role: Option<&str>| -> anyhow::Result<Env> {
         let mut vars = base.clone();
         let f = &files[name];

@@ -80,8 +80,10 @@ pub async fn serve(
         let close = close_rx.clone();
         metrics::gauge!("gateway_open_connections").increment(1.0);
         tokio::spawn(async move {
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
             tokio::pin!(conn);
             let mut shutting_down = false;
             loop {

@@ -4,8 +4,12 @@
 //! is the token's subject), marks the call answered and spawns the driver, which:
 //! 1. fetches the agent profile (tenant-svc) and the caller's enriched context (memory-svc)
 //!    concurrently, each bounded by the peer timeout; without a profile it uses the product
-//!    defaults, without memory it goes ahead with none (both logged and counted);
-//! 2. builds the instructions and the greeting and opens a backend session;
+//!    defaults, without memory it goes ahead with none (both logged and counted). On an outbound
+//!    call (direction OUTBOUND_API) the "caller" is the callee, and the tenant's
+//!    `greet_first_outbound` is fetched alongside (not greeting first when it cannot be read);
+//! 2. builds the instructions and the greeting (an outbound call: the persona instead of the
+//!    agent name, the website's context fenced as data) and opens a backend session that greets
+//!    first, or on an outbound call without `greet_first_outbound` waits for the callee;
 //! 3. relays: caller audio to the backend unchanged; backend audio to the caller followed by a
 //!    mark, remembered in a queue of pending marks (non-empty = audio not yet heard); echoed marks
 //!    leave the queue. When the backend reports the caller speaking while marks are pending, it is
@@ -86,7 +90,12 @@ pub async fn start(
     let account_sid = AccountSid::parse(&row.account_sid)
         .map_err(|_| MediaError::Internal("stored account sid is invalid".into()))?;
     let caller_number = row.caller.as_deref().and_then(CallerNumber::from_network);
-    tracing::info!(customer_id = customer.get(), %call_sid, backend = backend_name, "call stream started");
+    let outbound = row.is_outbound_api().then(|| instructions::Outbound {
+        persona: row.persona.clone(),
+        context: row.context.clone(),
+        greet_first: false,
+    });
+    tracing::info!(customer_id = customer.get(), %call_sid, backend = backend_name, outbound = outbound.is_some(), "call stream started");
 
     let (out_tx, out_rx) = mpsc::channel(crate::backend::CHANNEL_CAPACITY);
     let call = Call {
@@ -95,6 +104,7 @@ pub async fn start(
         call_sid,
         account_sid,
         caller: caller_number,
+        outbound,
         out: out_tx,
         pending: VecDeque::new(),
         marks_sent: 0,
@@ -112,7 +122,10 @@ struct Call {
     customer: CustomerId,
     call_sid: CallSid,
     account_sid: AccountSid,
+    /// The remote party: the caller, or the callee of an outbound call.
     caller: Option<CallerNumber>,
+    /// Set on outbound calls (`greet_first` filled in by `prepare`).
+    outbound: Option<instructions::Outbound>,
     out: mpsc::Sender<Result<StreamCallResponse, Status>>,
     pending: VecDeque<String>,
     marks_sent: u64,
@@ -196,9 +209,31 @@ impl Call {
             .is_ok()
     }
 
-    async fn prepare(&self) -> (AgentProfile, Option<String>, Option<String>) {
+    /// Whether the agent greets first on this outbound call: the tenant's
+    /// `greet_first_outbound`; when it cannot be read in time, it waits for the callee (the
+    /// setting's default, and a callee always says something on answering).
+    async fn greet_first_outbound(&self) -> bool {
+        let timeout = self.rt.peers.timeout();
+        match tokio::time::timeout(timeout, self.rt.peers.outbound_settings(self.customer)).await {
+            Ok(Ok(s)) => s.settings.is_some_and(|s| s.greet_first_outbound),
+            Ok(Err(e)) => {
+                tracing::warn!(customer_id = self.customer.get(), error = %e.short(), "outbound settings unavailable; waiting for the callee to speak");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    customer_id = self.customer.get(),
+                    "outbound settings timed out; waiting for the callee to speak"
+                );
+                false
+            }
+        }
+    }
+
+    async fn prepare(&mut self) -> (AgentProfile, Option<String>, Option<String>) {
         let timeout = self.rt.peers.timeout();
         let profile = tokio::time::timeout(timeout, self.rt.peers.profile(self.customer));
+        // The memory lookup is by the remote party: the callee on an outbound call.
         let context = async {
             match &self.caller {
                 Some(c) => Some(
@@ -207,7 +242,16 @@ impl Call {
                 None => None,
             }
         };
-        let (profile, context) = tokio::join!(profile, context);
+        let greet_first = async {
+            match &self.outbound {
+                Some(_) => self.greet_first_outbound().await,
+                None => true,
+            }
+        };
+        let (profile, context, greet_first) = tokio::join!(profile, context, greet_first);
+        if let Some(o) = &mut self.outbound {
+            o.greet_first = greet_first;
+        }
         let profile = match profile {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
@@ -287,9 +331,26 @@ impl Call {
     ) -> End {
         let (profile, user_name, context) = self.prepare().await;
         let now = Utc::now();
-        let greeting = instructions::render_greeting(&profile, user_name.as_deref(), now);
+        let (profile, greeting, speak_first) = match &self.outbound {
+            None => {
+                let greeting = instructions::render_greeting(&profile, user_name.as_deref(), now);
+                (profile, greeting, true)
+            }
+            Some(o) => {
+                let profile = instructions::outbound_profile(&profile, o);
+                let greeting =
+                    instructions::render_outbound_greeting(&profile, user_name.as_deref(), now);
+                (profile, greeting, o.greet_first)
+            }
+        };
         let config = SessionConfig {
-            instructions: instructions::build(&profile, &greeting, context.as_deref(), now),
+            instructions: instructions::build(
+                &profile,
+                &greeting,
+                context.as_deref(),
+                self.outbound.as_ref(),
+                now,
+            ),
             greeting,
             voice: instructions::voice(&profile).as_str().to_owned(),
             transfer_keywords: profile
@@ -297,7 +358,7 @@ impl Call {
                 .iter()
                 .map(|r| r.keyword.clone())
                 .collect(),
-            speak_first: true,
+            speak_first,
         };
         let session = match tokio::time::timeout(
             CONNECT_TIMEOUT,

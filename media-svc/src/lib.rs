@@ -153,7 +153,7 @@ impl CallConfig {
         let max_backoff = env.seconds(&catalog::MEDIA_OUTBOX_MAX_BACKOFF_SECONDS);
         let twilio_base = env.get::<String>(&catalog::TWILIO_API_BASE_URL);
         let twilio_token = env.optional_secret(&catalog::TWILIO_AUTH_TOKEN);
-        let twilio_account: Option<String> = env.get(&catalog::TWILIO_ACCOUNT_SID);
+        let twilio_account: Option<String> = env.optional(&catalog::TWILIO_ACCOUNT_SID);
         let account_sid = match twilio_account.as_deref().map(AccountSid::parse) {
             Some(Ok(sid)) => Some(sid),
             Some(Err(e)) => {
@@ -283,8 +283,12 @@ pub struct Runtime {
     pub backend: Arc<dyn backend::AiBackend>,
     /// Twilio REST.
     pub twilio: twilio::TwilioConfig,
+    /// Outbound-call limits, public base URL and the per-tenant tier cache.
+    pub outbound: outbound::Outbound,
     /// Wakes the outbox worker when a call ends.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Post-call webhook events: queueing, delivery client, worker wake-up.
+    pub webhooks: webhooks::Webhooks,
     /// Backend session rollover age.
     pub session_max: Duration,
 }
@@ -311,7 +315,9 @@ impl Runtime {
             )?,
             backend,
             twilio: c.twilio.clone(),
+            outbound: outbound::Outbound::new(c.limits.clone(), &c.public_base_url),
             outbox_wake: Arc::default(),
+            webhooks: webhooks::Webhooks::new(c.webhooks.clone())?,
             session_max: c.session_max,
         })
     }
@@ -349,6 +355,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let runtime = Runtime::new(&deps)?;
     let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
+    let webhook_worker = tokio::spawn(webhooks::run(runtime.clone(), outbox_stopped.clone()));
     let worker = tokio::spawn(outbox::run(
         runtime.clone(),
         deps.calls.outbox.clone(),
@@ -369,6 +376,7 @@ pub async fn serve(
     let served = mesh::server::serve(config, routes, shutdown).await;
     let _ = stop_outbox.send(true);
     let _ = worker.await;
+    let _ = webhook_worker.await;
     served?;
     Ok(())
 }

@@ -9,17 +9,21 @@
 //! attempt with doubling back-off (capped), and a permanent refusal (INVALID_ARGUMENT) moves the
 //! row to `dead_at`. memory-svc's `RecordCall` is idempotent on the CallSid, so a delivery
 //! repeated after a lost answer still records the call once.
+//!
+//! A successful `RecordCall` also queues the call's post-call webhook event (when the tenant has
+//! a webhook URL) in the same transaction as the success; see [`crate::webhooks`] for its
+//! delivery and `queue_webhook_event` for the ordering.
 
 use std::time::Duration;
 
 use mesh::api::memory::RecordCallRequest;
 use mesh::db::DbError;
-use mesh::domain::CustomerId;
+use mesh::domain::{CallSid, CustomerId};
 use prost::Message as _;
 use tokio::sync::watch;
 
-use crate::Runtime;
 use crate::error::MediaError;
+use crate::{Runtime, webhooks};
 
 /// Retry pacing.
 #[derive(Debug, Clone)]
@@ -70,6 +74,71 @@ struct Claimed {
     call_sid: String,
     payload: Vec<u8>,
     attempts: i32,
+}
+
+/// Whether the tenant wants a webhook event for this call, asked right after `RecordCall`
+/// succeeded and before the success is written (a network call must not hold a transaction).
+/// `Ok(None)` when the tenant has no webhook URL. An error when tenant-svc cannot say: the
+/// outbox row then stays pending and is retried like a failed delivery, so no call silently
+/// loses its event (memory-svc's `RecordCall` is idempotent and answers the retry with the
+/// stored summary).
+async fn event_settings(
+    rt: &Runtime,
+    customer: CustomerId,
+) -> Result<Option<webhooks::EventSettings>, String> {
+    match rt.peers.outbound_settings(customer).await {
+        Ok(r) => {
+            Ok(r.settings
+                .filter(|s| !s.webhook_url.is_empty())
+                .map(|s| webhooks::EventSettings {
+                    raw_numbers: s.webhook_raw_numbers,
+                }))
+        }
+        Err(e) => {
+            metrics::counter!("media_webhook_enqueue_failures_total").increment(1);
+            Err(format!("webhook settings unavailable: {}", e.short()))
+        }
+    }
+}
+
+/// Queues the call's webhook event in the transaction that records the outbox success.
+///
+/// Ordering: the success (`delivered_at`) is written first and the event inside a savepoint of
+/// the same transaction, so that
+/// - both commit together: a crash before the commit leaves the row undelivered, the outbox
+///   repeats `RecordCall` (idempotent in memory-svc, which answers with the stored summary) and
+///   the event is built then; there is no window where the success is stored but the event was
+///   never attempted;
+/// - a failure to build or insert the event rolls back to the savepoint only: the outbox
+///   success is never lost (nor retried) because of the webhook; the failure is logged and
+///   counted;
+/// - a repeated success (a retry after a lost answer) inserts nothing: one event per call
+///   (UNIQUE `(customer_id, call_sid)`).
+async fn queue_webhook_event(
+    tx: &tokio_postgres::Transaction<'_>,
+    rt: &Runtime,
+    customer: CustomerId,
+    call_sid: &str,
+    summary: &str,
+    settings: webhooks::EventSettings,
+) -> Result<Option<uuid::Uuid>, MediaError> {
+    let Ok(sid) = CallSid::parse(call_sid) else {
+        return Ok(None);
+    };
+    tx.batch_execute("SAVEPOINT webhook_event").await?;
+    match webhooks::enqueue(tx, &rt.webhooks, customer, &sid, summary, settings).await {
+        Ok(id) => {
+            tx.batch_execute("RELEASE SAVEPOINT webhook_event").await?;
+            Ok(id)
+        }
+        Err(e) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT webhook_event")
+                .await?;
+            metrics::counter!("media_webhook_enqueue_failures_total").increment(1);
+            tracing::error!(customer_id = customer.get(), %call_sid, error = %e, "post-call webhook event not queued");
+            Ok(None)
+        }
+    }
 }
 
 /// One pass over every tenant with due rows; returns how many rows were delivered.
@@ -136,21 +205,39 @@ async fn deliver_tenant(
                 .map_err(|e| (e.is_permanent(), e.short())),
             Err(_) => Err((true, "undecodable payload".to_owned())),
         };
+        let outcome = match outcome {
+            Ok(response) => match event_settings(rt, customer).await {
+                Ok(event) => Ok((response, event)),
+                Err(e) => Err((false, e)),
+            },
+            Err(e) => Err(e),
+        };
         match outcome {
-            Ok(already) => {
+            Ok((response, event)) => {
                 delivered += 1;
                 metrics::counter!("media_outbox_delivered_total").increment(1);
-                tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, already_recorded = already, "post-call record delivered to memory-svc");
-                rt.db
+                tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, already_recorded = response.already_recorded, "post-call record delivered to memory-svc");
+                let summary = response.summary.map(|s| s.summary).unwrap_or_default();
+                let queued = rt
+                    .db
                     .tenant_tx(customer, async |tx| {
                         tx.execute(
                             "UPDATE media.outbox SET delivered_at = now(), last_error = NULL WHERE id = $1",
                             &[&row.id],
                         )
                         .await?;
-                        Ok::<_, MediaError>(())
+                        let Some(settings) = event else {
+                            return Ok::<_, MediaError>(None);
+                        };
+                        queue_webhook_event(tx, rt, customer, &row.call_sid, &summary, settings)
+                            .await
                     })
                     .await?;
+                if let Some(event_id) = queued {
+                    metrics::counter!("media_webhook_enqueued_total").increment(1);
+                    tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, %event_id, "post-call webhook event queued");
+                    rt.webhooks.wake();
+                }
             }
             Err((permanent, error)) => {
                 let shift = u32::try_from(row.attempts.saturating_sub(1))

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mesh::api::memory::memory_service_client::MemoryServiceClient;
-use mesh::api::memory::{GetEnrichedContextRequest, GetEnrichedContextResponse, RecordCallRequest};
+use mesh::api::memory::{
+    GetEnrichedContextRequest, GetEnrichedContextResponse, RecordCallRequest, RecordCallResponse,
+};
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
 use mesh::api::tenant::{
@@ -239,12 +241,13 @@ impl Peers {
             .into_inner())
     }
 
-    /// Records a finished call in memory-svc (idempotent there on the CallSid).
+    /// Records a finished call in memory-svc (idempotent there on the CallSid). The answer
+    /// carries the stored summary, which the post-call webhook event includes.
     pub async fn record_call(
         &self,
         customer: CustomerId,
         request: RecordCallRequest,
-    ) -> Result<bool, PeerError> {
+    ) -> Result<RecordCallResponse, PeerError> {
         let token = self.tenant_token(customer).await?;
         let mut client = MemoryServiceClient::with_interceptor(
             self.memory.clone(),
@@ -253,6 +256,6 @@ impl Peers {
         let response = tokio::time::timeout(Duration::from_secs(30), client.record_call(request))
             .await
             .map_err(|_| PeerError::Timeout)??;
-        Ok(response.into_inner().already_recorded)
+        Ok(response.into_inner())
     }
 }

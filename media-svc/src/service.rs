@@ -10,12 +10,11 @@ use futures::StreamExt as _;
 use mesh::api::media::*;
 use mesh::auth::{service_caller, tenant_caller};
 use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber};
-use mesh::server::not_yet;
 use tonic::{Request, Response, Status};
 
 use crate::error::MediaError;
 use crate::store::{self, ListFilter, NewCall, StatusUpdate};
-use crate::{Runtime, call};
+use crate::{Runtime, call, outbound};
 
 /// Implements the media-svc gRPC services.
 #[derive(Clone)]
@@ -109,13 +108,8 @@ impl call_service_server::CallService for MediaSvc {
                 Err(_) => return Err(MediaError::invalid("status", "unknown call status").into()),
             },
         };
-        let (row, created) = self
-            .deps
-            .db
-            .tenant_tx(customer, async |tx| {
-                store::register_call(tx, customer, &call).await
-            })
-            .await?;
+        // New CallSids only while the tenant is under its concurrent-call limit; repeats always.
+        let (row, created) = outbound::register(&self.deps, customer, &call).await?;
         if created {
             metrics::counter!("media_calls_registered_total").increment(1);
         }
@@ -309,25 +303,72 @@ impl call_service_server::CallService for MediaSvc {
         Ok(Response::new(EraseCallerResponse { counts }))
     }
 
+    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn place_outbound_call(
         &self,
-        _request: Request<PlaceOutboundCallRequest>,
+        request: Request<PlaceOutboundCallRequest>,
     ) -> Result<Response<PlaceOutboundCallResponse>, Status> {
-        Err(not_yet("CallService.PlaceOutboundCall"))
+        let customer = tenant_caller(&request)?.customer_id;
+        tracing::Span::current().record("customer_id", customer.get());
+        let row = outbound::place(&self.deps, customer, request.get_ref()).await?;
+        Ok(Response::new(PlaceOutboundCallResponse {
+            call: Some(row.to_proto()),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn list_dead_letters(
         &self,
-        _request: Request<ListDeadLettersRequest>,
+        request: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
-        Err(not_yet("CallService.ListDeadLetters"))
+        let customer = tenant_caller(&request)?.customer_id;
+        tracing::Span::current().record("customer_id", customer.get());
+        let r = request.get_ref();
+        let limit = match r.page_size {
+            0 => 50,
+            n @ 1..=500 => i64::from(n),
+            _ => return Err(MediaError::invalid("page_size", "must be 1-500 (or 0)").into()),
+        };
+        let after = crate::webhooks::decode_dead_letter_token(&r.page_token)?;
+        let (dead_letters, next) = self
+            .deps
+            .db
+            .tenant_tx(customer, async |tx| {
+                crate::webhooks::list_dead_letters(tx, after, limit).await
+            })
+            .await?;
+        Ok(Response::new(ListDeadLettersResponse {
+            dead_letters,
+            next_page_token: next
+                .map(|(t, id)| crate::webhooks::encode_dead_letter_token(t, id))
+                .unwrap_or_default(),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn redeliver_dead_letter(
         &self,
-        _request: Request<RedeliverDeadLetterRequest>,
+        request: Request<RedeliverDeadLetterRequest>,
     ) -> Result<Response<RedeliverDeadLetterResponse>, Status> {
-        Err(not_yet("CallService.RedeliverDeadLetter"))
+        let customer = tenant_caller(&request)?.customer_id;
+        tracing::Span::current().record("customer_id", customer.get());
+        let event_id = uuid::Uuid::parse_str(&request.get_ref().event_id)
+            .map_err(|_| MediaError::invalid("event_id", "must be an event id (UUID)"))?;
+        let requeued = self
+            .deps
+            .db
+            .tenant_tx(customer, async |tx| {
+                crate::webhooks::redeliver(tx, event_id).await
+            })
+            .await?;
+        if !requeued {
+            // Same answer whether the event is delivered, pending, another tenant's or unknown.
+            // (MediaError::NotFound speaks of calls; this is the one not-found of events.)
+            return Err(Status::not_found("no dead-lettered event with this id"));
+        }
+        tracing::info!(%event_id, "dead-lettered webhook event queued again");
+        self.deps.webhooks.wake();
+        Ok(Response::new(RedeliverDeadLetterResponse {}))
     }
 }
 

@@ -1,6 +1,6 @@
-//! SQL over media-svc's tables (`migrations/V4__media.sql`). Every function takes a transaction
-//! opened by `Db::tenant_tx`, so row-level security confines it to one tenant; only domain values
-//! and plain numbers reach the queries.
+//! SQL over media-svc's tables (`migrations/V4__media.sql`, `V7__outbound_calls.sql`). Every
+//! function takes a transaction opened by `Db::tenant_tx`, so row-level security confines it to
+//! one tenant; only domain values and plain numbers reach the queries.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use mesh::api::common::{Speaker, TableCount, TranscriptTurn};
@@ -11,7 +11,8 @@ use tokio_postgres::{Row, Transaction};
 use crate::error::MediaError;
 
 const CALL_COLUMNS: &str = "call_sid, account_sid, stream_sid, caller, called, direction, status, \
-     created_at, answered_at, ended_at, duration_seconds, backend, end_reason, usage_counted";
+     created_at, answered_at, ended_at, duration_seconds, backend, end_reason, usage_counted, \
+     persona, context";
 
 /// A call row.
 #[derive(Debug, Clone)]
@@ -44,6 +45,10 @@ pub struct CallRow {
     pub end_reason: String,
     /// Whether usage already counts it.
     pub usage_counted: bool,
+    /// Outbound calls: the persona the agent presents as ('' = the agent profile's name).
+    pub persona: String,
+    /// Outbound calls: the website's context, markup already stripped ('' = none).
+    pub context: String,
 }
 
 impl CallRow {
@@ -63,6 +68,8 @@ impl CallRow {
             backend: r.get(11),
             end_reason: r.get(12),
             usage_counted: r.get(13),
+            persona: r.get(14),
+            context: r.get(15),
         }
     }
 
@@ -82,11 +89,16 @@ impl CallRow {
             duration_seconds: self.duration_seconds,
             backend: self.backend.clone(),
             end_reason: self.end_reason.clone(),
-            persona: String::new(),
+            persona: self.persona.clone(),
         }
     }
 
-    /// Whether the status is one of the four final states.
+    /// Whether the business placed this call through `PlaceOutboundCall` (or Twilio's REST API).
+    pub fn is_outbound_api(&self) -> bool {
+        i32::from(self.direction) == CallDirection::OutboundApi as i32
+    }
+
+    /// Whether the status is one of the final states.
     pub fn is_final(&self) -> bool {
         status_rank(self.status) >= FINAL_RANK
     }
@@ -176,6 +188,188 @@ pub async fn register_call(
             Ok((existing, false))
         }
     }
+}
+
+/// How long a reservation of a call being placed counts towards the limits. Longer than the
+/// whole Twilio request (10 s), short enough that one left behind by a crash blocks nothing for
+/// long.
+pub const RESERVATION_TTL_SECS: i64 = 60;
+
+/// Calls created longer ago than this no longer count as in progress, so a call whose end never
+/// reached us cannot block its tenant forever.
+pub const IN_PROGRESS_WINDOW_HOURS: i64 = 4;
+
+/// Takes the tenant's call-limit lock until the end of the transaction. Every path that counts
+/// calls and then adds one (PlaceOutboundCall's reservation, RegisterCall's insert) holds it, so
+/// two of them never both see the last free slot. The key is a 64-bit hash of a media-specific
+/// name seeded with the tenant id: another tenant colliding with it would only wait, never
+/// miscount.
+pub async fn lock_call_limits(
+    tx: &Transaction<'_>,
+    customer: CustomerId,
+) -> Result<(), MediaError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('media.call_limits', $1))",
+        &[&customer.get()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The tenant's calls in progress: not final, created in the last [`IN_PROGRESS_WINDOW_HOURS`],
+/// plus (when `with_reservations`) the outbound calls being placed right now.
+pub async fn calls_in_progress(
+    tx: &Transaction<'_>,
+    customer: CustomerId,
+    with_reservations: bool,
+) -> Result<i64, MediaError> {
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM media.calls \
+                         WHERE customer_id = $1 AND status < {first_final} \
+                           AND created_at > now() - interval '{IN_PROGRESS_WINDOW_HOURS} hours') \
+                      + (SELECT count(*) FROM media.outbound_reservations \
+                         WHERE $2 AND customer_id = $1 \
+                           AND created_at > now() - interval '{RESERVATION_TTL_SECS} seconds')",
+                first_final = CallStatus::Completed as i32,
+            ),
+            &[&customer.get(), &with_reservations],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Outbound calls placed in the last rolling hour (calls with direction OUTBOUND_API plus live
+/// reservations), and, when there are `limit` or more, the seconds until enough of them leave
+/// the window for one more call to fit.
+pub async fn outbound_last_hour(
+    tx: &Transaction<'_>,
+    customer: CustomerId,
+    limit: i64,
+) -> Result<(i64, Option<u64>), MediaError> {
+    let window = format!(
+        "SELECT created_at FROM media.calls \
+         WHERE customer_id = $1 AND direction = {outbound} AND created_at > now() - interval '1 hour' \
+         UNION ALL \
+         SELECT created_at FROM media.outbound_reservations \
+         WHERE customer_id = $1 AND created_at > now() - interval '{RESERVATION_TTL_SECS} seconds'",
+        outbound = CallDirection::OutboundApi as i32,
+    );
+    let placed: i64 = tx
+        .query_one(
+            &format!("SELECT count(*) FROM ({window}) w"),
+            &[&customer.get()],
+        )
+        .await?
+        .get(0);
+    if placed < limit {
+        return Ok((placed, None));
+    }
+    // With `placed - limit + 1` calls leaving, one more fits: the one at offset `placed - limit`
+    // in age order is the last of them to leave.
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT ceil(extract(epoch FROM (created_at + interval '1 hour' - now())))::bigint \
+                 FROM ({window}) w ORDER BY created_at OFFSET $2 LIMIT 1"
+            ),
+            &[&customer.get(), &(placed - limit)],
+        )
+        .await?;
+    let secs = row.map_or(1, |r| r.get::<_, i64>(0)).max(1);
+    Ok((placed, Some(u64::try_from(secs).unwrap_or(1))))
+}
+
+/// Reserves a slot for an outbound call being placed (and drops this tenant's stale
+/// reservations); returns the reservation's id. Call with the limit lock held.
+pub async fn reserve_outbound(
+    tx: &Transaction<'_>,
+    customer: CustomerId,
+) -> Result<i64, MediaError> {
+    tx.execute(
+        &format!(
+            "DELETE FROM media.outbound_reservations \
+             WHERE customer_id = $1 AND created_at <= now() - interval '{RESERVATION_TTL_SECS} seconds'"
+        ),
+        &[&customer.get()],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO media.outbound_reservations (customer_id) VALUES ($1) RETURNING id",
+            &[&customer.get()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Drops a reservation (the call was refused or failed, or is now stored).
+pub async fn release_reservation(
+    tx: &Transaction<'_>,
+    customer: CustomerId,
+    reservation: i64,
+) -> Result<(), MediaError> {
+    tx.execute(
+        "DELETE FROM media.outbound_reservations WHERE customer_id = $1 AND id = $2",
+        &[&customer.get(), &reservation],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An outbound call Twilio accepted.
+pub struct NewOutboundCall {
+    /// Twilio's CallSid.
+    pub call_sid: CallSid,
+    /// The account that placed it.
+    pub account_sid: AccountSid,
+    /// The person called: stored as `caller`, the remote party, as for inbound calls.
+    pub callee: PhoneNumber,
+    /// The tenant's number it is placed from: stored as `called`, the tenant's side.
+    pub from: PhoneNumber,
+    /// Persona ('' = the agent profile).
+    pub persona: String,
+    /// Context, already stripped.
+    pub context: String,
+}
+
+/// Swaps the reservation for the call row, direction OUTBOUND_API and status QUEUED. The gateway's
+/// `RegisterCall` for the same CallSid may have stored the row first (Twilio fetched the TwiML
+/// before we got its answer): then the row is kept with its status and gets the direction,
+/// persona and context.
+pub async fn store_outbound_call(
+    tx: &Transaction<'_>,
+    customer: CustomerId,
+    reservation: i64,
+    call: &NewOutboundCall,
+) -> Result<CallRow, MediaError> {
+    release_reservation(tx, customer, reservation).await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO media.calls \
+                   (customer_id, call_sid, account_sid, caller, called, direction, status, persona, context) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (customer_id, call_sid) DO UPDATE SET \
+                   direction = EXCLUDED.direction, persona = EXCLUDED.persona, context = EXCLUDED.context, \
+                   caller = coalesce(media.calls.caller, EXCLUDED.caller) \
+                 RETURNING {CALL_COLUMNS}"
+            ),
+            &[
+                &customer.get(),
+                &call.call_sid.as_str(),
+                &call.account_sid.as_str(),
+                &call.callee.as_str(),
+                &call.from.as_str(),
+                &(CallDirection::OutboundApi as i32 as i16),
+                &(CallStatus::Queued as i32 as i16),
+                &call.persona,
+                &call.context,
+            ],
+        )
+        .await?;
+    Ok(CallRow::from_row(&row))
 }
 
 /// One call of the current tenant (`for_update` locks it).
@@ -435,6 +629,7 @@ pub async fn erase_tenant(tx: &Transaction<'_>) -> Result<Vec<TableCount>, Media
         "media.transcript_turns",
         "media.outbox",
         "media.usage_monthly",
+        "media.outbound_reservations",
         "media.calls",
     ] {
         // RLS confines the DELETE to the tenant of this transaction; the WHERE repeats it so the
@@ -572,4 +767,34 @@ pub fn month_start(year: i32, month: i32) -> Option<NaiveDate> {
         return None;
     }
     NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_progress_means_a_status_below_the_first_final_one() {
+        // `calls_in_progress` and the V7 partial index count `status < Completed`: every
+        // non-final status must be below it and every final one at or above it.
+        for n in 1..=9 {
+            let status = CallStatus::try_from(n).unwrap();
+            let row_is_final = status_rank(n as i16) >= FINAL_RANK;
+            assert_eq!(
+                row_is_final,
+                n >= CallStatus::Completed as i32,
+                "{status:?}"
+            );
+        }
+        assert_eq!(
+            CallStatus::Completed as i32,
+            5,
+            "V7's index says `status < 5`"
+        );
+        assert_eq!(
+            CallDirection::OutboundApi as i32,
+            2,
+            "V7's index says `direction = 2`"
+        );
+    }
 }

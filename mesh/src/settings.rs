@@ -191,7 +191,7 @@ pub mod catalog {
         TWILIO_ACCOUNT_SID = { name: "TWILIO_ACCOUNT_SID", default: None, secret: false, used_by: "media-svc",
             help: "Twilio AccountSid (`AC` + 32 hex) that places outbound calls from numbers without their own subaccount; such calls are refused when unset." },
         /// Concurrent calls per package tier.
-        MEDIA_CONCURRENT_CALLS_BY_TIER = { name: "MEDIA_CONCURRENT_CALLS_BY_TIER", default: Some("starter=5,pro=20,enterprise=100"), secret: false, used_by: "media-svc",
+        MEDIA_CONCURRENT_CALLS_BY_TIER = { name: "MEDIA_CONCURRENT_CALLS_BY_TIER", default: Some("starter=5,professional=20,enterprise=100"), secret: false, used_by: "media-svc",
             help: "Calls a tenant may have in progress at once (inbound and outbound together), per package tier, `tier=n` separated by commas; unknown tiers get the first entry's limit. Inbound calls beyond it hear a busy message; outbound ones are refused." },
         /// Outbound calls per tenant per hour.
         MEDIA_OUTBOUND_CALLS_PER_HOUR = { name: "MEDIA_OUTBOUND_CALLS_PER_HOUR", default: Some("20"), secret: false, used_by: "media-svc",

@@ -122,6 +122,17 @@ async fn post_call(
     request.send().await.expect("gateway answers")
 }
 
+/// A refusal case: name, bearer token, `Origin`, body, expected status, whether the answer
+/// carries the CORS header.
+type Case<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    serde_json::Value,
+    u16,
+    bool,
+);
+
 async fn media_call_rows(mesh: &Mesh) -> i64 {
     let admin = mesh.db.admin_client().await;
     admin
@@ -285,14 +296,7 @@ async fn every_refusal_of_the_public_endpoint_dials_nothing_and_stores_nothing()
     let reader_only = mesh.tenant_token(peterson.id, &[scope::MEDIA_READ]);
     let ok = serde_json::json!({"to": PROSPECT, "persona": "Sofia"});
 
-    let cases: Vec<(
-        &str,
-        Option<&str>,
-        Option<&str>,
-        serde_json::Value,
-        u16,
-        bool,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         ("no token", None, Some(ORIGIN), ok.clone(), 401, true),
         (
             "forged token",

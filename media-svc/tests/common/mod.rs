@@ -73,6 +73,7 @@ impl Svc {
                 db: db.db_for_role("tenant_svc").await,
                 identity: keys.identity(names::TENANT_SVC),
                 legacy: None,
+                webhook_allow_insecure: false,
             };
             tasks.push(tokio::spawn(tenant_svc::serve(
                 deps,
