@@ -386,3 +386,51 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod tls {
+    use tokio::io::AsyncReadExt as _;
+
+    /// `wss://` URLs (the real Realtime API) speak TLS: the first byte the server sees is a
+    /// TLS handshake record, not an error about an unsupported scheme.
+    #[tokio::test]
+    async fn wss_urls_open_a_tls_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            tokio_tungstenite::connect_async(format!("wss://localhost:{}/v1/realtime", addr.port()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut first = [0u8; 1];
+        socket.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[0], 0x16, "a TLS handshake record");
+        drop(socket);
+        assert!(client.await.unwrap().is_err(), "no TLS server here");
+    }
+
+    /// The same for `https://` (Twilio's REST API and webhook receivers, through reqwest).
+    #[tokio::test]
+    async fn https_urls_open_a_tls_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!(
+                    "https://localhost:{}/2010-04-01/Accounts",
+                    addr.port()
+                ))
+                .send()
+                .await
+                .map(|_| ())
+        });
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut first = [0u8; 1];
+        socket.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[0], 0x16, "a TLS handshake record");
+        drop(socket);
+        assert!(client.await.unwrap().is_err(), "no TLS server here");
+    }
+}
