@@ -193,12 +193,13 @@ pub fn router(edge: Arc<edge::Edge>) -> axum::Router {
 /// calls then get the apology within the budget), the gateway's token source, limits.
 pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Arc<edge::Edge>> {
     use secrecy::ExposeSecret;
+    // One URL or a comma-separated list of replicas (balanced, health-probed).
     let channel = |url: &str| -> anyhow::Result<tonic::transport::Channel> {
-        Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .connect_lazy())
+        Ok(mesh::balance::channel(url, |e| {
+            e.connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+        })?)
     };
     let base = settings.public_base_url.trim_end_matches('/').to_owned();
     let ws_base = if let Some(rest) = base.strip_prefix("https://") {

@@ -28,7 +28,7 @@ use mesh::auth::{AttachToken, TokenSource};
 use mesh::domain::{CallerNumber, CustomerId};
 use mesh::identity::{Identity, names, scope};
 use secrecy::SecretString;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Lifetime of the tenant tokens media-svc requests.
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -72,12 +72,13 @@ impl PeerError {
     }
 }
 
+/// One URL or a comma-separated list of replicas (balanced, health-probed; see
+/// `mesh::balance`).
 fn lazy_channel(url: &str, timeout: Duration) -> Result<Channel, PeerError> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .map_err(|e| PeerError::Url(e.to_string()))?
-        .connect_timeout(timeout)
-        .timeout(Duration::from_secs(10))
-        .connect_lazy())
+    mesh::balance::channel(url, |e| {
+        e.connect_timeout(timeout).timeout(Duration::from_secs(10))
+    })
+    .map_err(|e| PeerError::Url(e.to_string()))
 }
 
 impl Peers {

@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod balance;
 pub mod db;
 pub mod domain;
 pub mod identity;

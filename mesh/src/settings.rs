@@ -105,13 +105,13 @@ pub mod catalog {
             help: "gateway admin HTTP port." },
         /// Where tenant-svc is.
         TENANT_SVC_URL = { name: "TENANT_SVC_URL", default: Some("http://127.0.0.1:50051"), secret: false, used_by: "gateway, media-svc, neurosphere",
-            help: "gRPC endpoint of tenant-svc." },
+            help: "gRPC endpoint of tenant-svc. The gateway and media-svc also accept a comma-separated list of replicas, balanced client-side (replicas failing their health probe are skipped)." },
         /// Where memory-svc is.
         MEMORY_SVC_URL = { name: "MEMORY_SVC_URL", default: Some("http://127.0.0.1:50052"), secret: false, used_by: "gateway, media-svc, neurosphere",
-            help: "gRPC endpoint of memory-svc." },
+            help: "gRPC endpoint of memory-svc. The gateway and media-svc also accept a comma-separated list of replicas, balanced client-side (replicas failing their health probe are skipped)." },
         /// Where media-svc is.
         MEDIA_SVC_URL = { name: "MEDIA_SVC_URL", default: Some("http://127.0.0.1:50053"), secret: false, used_by: "gateway, neurosphere",
-            help: "gRPC endpoint of media-svc." },
+            help: "gRPC endpoint of media-svc. The gateway and media-svc also accept a comma-separated list of replicas, balanced client-side (replicas failing their health probe are skipped)." },
         /// This service's signing key.
         MESH_SIGNING_KEY_FILE = { name: "MESH_SIGNING_KEY_FILE", default: None, secret: false, used_by: "all services",
             help: "Path of this service's Ed25519 private key (PKCS#8 PEM) used to sign its service tokens (and, for tenant-svc, tenant tokens). Required; `neurosphere keys generate` writes one." },
