@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::Mesh;
+use e2e::{Mesh, MeshOptions};
 use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -92,12 +92,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_idle_and_unsigned_floods_are_shed_while_real_calls_keep_working() {
-    let mesh = Mesh::start_with_gateway_settings(&[
+    let mesh = Mesh::start_with(MeshOptions {
         // Every client here is 127.0.0.1: lift the per-IP limit so the floods reach the
         // handlers (the limit is tested on its own elsewhere).
-        ("GATEWAY_RATE_PER_IP", "1000000"),
-        ("GATEWAY_RATE_PER_ACCOUNT", "1000000"),
-    ])
+        gateway_env: vec![
+            ("GATEWAY_RATE_PER_IP".into(), "1000000".into()),
+            ("GATEWAY_RATE_PER_ACCOUNT".into(), "1000000".into()),
+        ],
+        // The 40 legitimate calls stay "ringing" (nobody streams them): room for all of them.
+        media: Some(Box::new(|c: &mut media_svc::CallConfig| {
+            c.limits.concurrent_by_tier = vec![("starter".into(), 1000)];
+        })),
+    })
     .await;
     let (peterson, _) = mesh.seed_demo_tenants().await;
     let (slow_n, idle_n, unsigned_n) = (
