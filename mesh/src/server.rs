@@ -399,12 +399,6 @@ pub fn db_readiness(db: crate::db::Db) -> ReadinessCheck {
     })
 }
 
-/// The answer of an RPC whose implementation has not landed yet: UNIMPLEMENTED, naming the
-/// method, so callers and operators see the difference from a real failure.
-pub fn not_yet(method: &str) -> tonic::Status {
-    tonic::Status::unimplemented(format!("{method} is not implemented yet"))
-}
-
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
