@@ -148,6 +148,7 @@ impl CallConfig {
         let url = env.get::<String>(&catalog::OPENAI_REALTIME_URL);
         let model = env.get::<String>(&catalog::OPENAI_REALTIME_MODEL);
         let shape = env.get::<backend::openai::ApiShape>(&catalog::OPENAI_REALTIME_API_SHAPE);
+        let stall = env.millis(&catalog::OPENAI_REALTIME_STALL_TIMEOUT_MS);
         let choice = env.get::<String>(&catalog::AI_BACKEND);
         let peer_timeout = env.millis(&catalog::MEDIA_PEER_TIMEOUT_MS);
         let max_backoff = env.seconds(&catalog::MEDIA_OUTBOX_MAX_BACKOFF_SECONDS);
@@ -192,6 +193,7 @@ impl CallConfig {
                     model: model?,
                     api_key,
                     shape: shape?,
+                    stall_timeout: stall?,
                 })),
                 None => {
                     env.problem(
@@ -291,7 +293,16 @@ pub struct Runtime {
     pub webhooks: webhooks::Webhooks,
     /// Backend session rollover age.
     pub session_max: Duration,
+    /// Every call driver runs in this tracker, so shutdown can wait for the calls that ended
+    /// during the drain to be finalised (row, usage, outbox) before the process exits.
+    pub calls: tokio_util::task::TaskTracker,
+    /// Cancelled once the gRPC drain is over (every stream ended, or the deadline passed): calls
+    /// still relaying stop there and are finalised.
+    pub cut_calls: tokio_util::sync::CancellationToken,
 }
+
+/// How long shutdown waits, after the gRPC drain, for call drivers to finalise their calls.
+pub const FINALISE_GRACE: Duration = Duration::from_secs(5);
 
 impl Runtime {
     /// Builds the clients and the backend.
@@ -319,6 +330,8 @@ impl Runtime {
             outbox_wake: Arc::default(),
             webhooks: webhooks::Webhooks::new(c.webhooks.clone())?,
             session_max: c.session_max,
+            calls: tokio_util::task::TaskTracker::new(),
+            cut_calls: tokio_util::sync::CancellationToken::new(),
         })
     }
 }
@@ -361,6 +374,7 @@ pub async fn serve(
         deps.calls.outbox.clone(),
         outbox_stopped,
     ));
+    let (calls, cut_calls) = (runtime.calls.clone(), runtime.cut_calls.clone());
     let svc = service::MediaSvc::new(runtime);
     let routes = tonic::service::Routes::new(CallServiceServer::new(svc.clone()))
         .add_service(MediaAdminServiceServer::new(svc));
@@ -374,6 +388,23 @@ pub async fn serve(
         drain_deadline,
     );
     let served = mesh::server::serve(config, routes, shutdown).await;
+    // The streams are closed now; the drivers of calls that ended in the drain are still
+    // writing their final rows and outbox entries.
+    cut_calls.cancel();
+    calls.close();
+    if !calls.is_empty() {
+        tracing::info!(service = NAME, calls = calls.len(), "finalising calls");
+    }
+    if tokio::time::timeout(FINALISE_GRACE, calls.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            service = NAME,
+            calls = calls.len(),
+            "calls still finalising at exit"
+        );
+    }
     let _ = stop_outbox.send(true);
     let _ = worker.await;
     let _ = webhook_worker.await;

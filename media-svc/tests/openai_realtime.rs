@@ -27,6 +27,21 @@ async fn world(shape: ApiShape, voice: &str) -> World {
 }
 
 async fn world_with(shape: ApiShape, voice: &str, session_max: std::time::Duration) -> World {
+    world_stall(
+        shape,
+        voice,
+        session_max,
+        media_svc::backend::openai::DEFAULT_STALL_TIMEOUT,
+    )
+    .await
+}
+
+async fn world_stall(
+    shape: ApiShape,
+    voice: &str,
+    session_max: std::time::Duration,
+    stall_timeout: std::time::Duration,
+) -> World {
     let realtime = FakeRealtime::start().await;
     let (twilio_url, twilio) = fake_twilio().await;
     let url = realtime.url.clone();
@@ -37,6 +52,7 @@ async fn world_with(shape: ApiShape, voice: &str, session_max: std::time::Durati
                 model: "gpt-realtime".into(),
                 api_key: "sk-test-key".to_owned().into(),
                 shape,
+                stall_timeout,
             });
             c.twilio.base_url = twilio_url;
             c.twilio.auth_token = Some("twilio-secret".to_owned().into());
@@ -316,6 +332,86 @@ async fn ga_error_event_ends_the_call() {
 #[tokio::test]
 async fn beta_dropped_connection_ends_the_call() {
     ends_on_backend_failure(ApiShape::Beta, true).await;
+}
+
+/// A backend that stops answering without closing: the call ends as a backend failure (a
+/// `hangup`, so the edge plays the apology) within the configured timeout, not in dead air.
+#[tokio::test]
+async fn stalled_backend_ends_the_call_within_the_timeout() {
+    let stall = std::time::Duration::from_millis(800);
+    let mut w = world_stall(ApiShape::Ga, "cedar", media_svc::SESSION_MAX, stall).await;
+    let call_sid = sid("CA", 89);
+    let mut client = w
+        .svc
+        .client_with(
+            w.svc
+                .tenant_token(w.customer, &call_sid, scope::CALL_SCOPES),
+        )
+        .await;
+    client
+        .register_call(register(&call_sid, "+15551111112"))
+        .await
+        .unwrap();
+    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut conn = w.realtime.next_conn().await;
+    conn.next_of("session.update").await;
+    conn.stall();
+    let stalled_at = std::time::Instant::now();
+    let Ok(Some(Out::Hangup(h))) = tokio::time::timeout(stall * 4, call.next()).await else {
+        panic!("a hangup, not dead air")
+    };
+    let noticed = stalled_at.elapsed();
+    assert_eq!(h.reason, "backend-error");
+    assert!(
+        noticed <= stall + std::time::Duration::from_millis(700),
+        "stall noticed after {noticed:?} (timeout {stall:?})"
+    );
+    assert!(call.next().await.is_none());
+    drop(call.tx);
+    let mut reader = w.svc.client(w.customer).await;
+    let c = reader
+        .get_call(GetCallRequest { call_sid })
+        .await
+        .unwrap()
+        .into_inner()
+        .call
+        .unwrap();
+    assert_eq!(c.status, CallStatus::Completed as i32);
+    assert_eq!(c.end_reason, "backend-error");
+    w.svc.stop().await;
+}
+
+/// A backend that is merely quiet (answers pings) keeps the call going past the stall timeout.
+#[tokio::test]
+async fn quiet_backend_that_answers_pings_keeps_the_call() {
+    let stall = std::time::Duration::from_millis(400);
+    let mut w = world_stall(ApiShape::Ga, "cedar", media_svc::SESSION_MAX, stall).await;
+    let call_sid = sid("CA", 90);
+    let mut client = w
+        .svc
+        .client_with(
+            w.svc
+                .tenant_token(w.customer, &call_sid, scope::CALL_SCOPES),
+        )
+        .await;
+    client
+        .register_call(register(&call_sid, "+15551111113"))
+        .await
+        .unwrap();
+    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut conn = w.realtime.next_conn().await;
+    conn.next_of("session.update").await;
+    // Five stall timeouts of silence from the backend.
+    let quiet = tokio::time::timeout(stall * 5, call.next()).await;
+    assert!(quiet.is_err(), "the call ended or got output: {quiet:?}");
+    let audio = B64.encode([0x7fu8; 160]);
+    conn.send(json!({"type": "response.output_audio.delta", "item_id": "item-1", "delta": audio}));
+    let Some(Out::Audio(a)) = call.next().await else {
+        panic!("the call is still bridged after the quiet spell")
+    };
+    assert_eq!(a.payload, vec![0x7fu8; 160]);
+    drop(call.tx);
+    w.svc.stop().await;
 }
 
 #[tokio::test]

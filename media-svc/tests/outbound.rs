@@ -204,6 +204,7 @@ async fn start_with_realtime(
                         model: "gpt-realtime".into(),
                         api_key: "sk-test-key".to_owned().into(),
                         shape: media_svc::backend::openai::ApiShape::Ga,
+                        stall_timeout: media_svc::backend::openai::DEFAULT_STALL_TIMEOUT,
                     });
             }
             c.twilio.base_url = base;

@@ -178,6 +178,9 @@ pub mod catalog {
         /// Realtime event shapes.
         OPENAI_REALTIME_API_SHAPE = { name: "OPENAI_REALTIME_API_SHAPE", default: Some("ga"), secret: false, used_by: "media-svc",
             help: "`ga` (generally available event shapes) or `beta` (`OpenAI-Beta: realtime=v1`, `g711_ulaw`, `response.audio.delta`)." },
+        /// Realtime stall detection.
+        OPENAI_REALTIME_STALL_TIMEOUT_MS = { name: "OPENAI_REALTIME_STALL_TIMEOUT_MS", default: Some("10000"), secret: false, used_by: "media-svc",
+            help: "A call whose Realtime connection has been silent this long, a WebSocket ping half-way included, ends as a backend failure (the caller hears the apology) instead of hanging in dead air." },
         /// Which AI backend.
         AI_BACKEND = { name: "AI_BACKEND", default: Some("auto"), secret: false, used_by: "media-svc",
             help: "`local` (offline: greeting tone or espeak-ng, replays the caller), `openai-realtime`, or `auto` (openai-realtime when OPENAI_API_KEY is set, else local)." },

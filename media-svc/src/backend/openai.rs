@@ -3,16 +3,21 @@
 //! sides (`audio/pcmu` / `g711_ulaw`), so caller bytes go into `input_audio_buffer.append`
 //! unchanged and `delta`s come back unchanged; server VAD; the tenant's voice; input
 //! transcription; tools `get_current_time` and `transfer_call`. An `error` event or a dropped
-//! connection becomes [`FromBackend::Error`], which ends the call (never a silent hang).
+//! connection becomes [`FromBackend::Error`], which ends the call (never a silent hang); so does
+//! a stalled one: when nothing has arrived for half of [`OpenAiConfig::stall_timeout`] the session
+//! sends a WebSocket ping, and when the other half passes with still nothing (not even the pong),
+//! the backend is taken as gone.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::borrow::Cow;
+use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -53,7 +58,12 @@ pub struct OpenAiConfig {
     pub api_key: SecretString,
     /// Event shapes.
     pub shape: ApiShape,
+    /// Silence after which the connection is probed and then given up (see the module docs).
+    pub stall_timeout: Duration,
 }
+
+/// The default of `OPENAI_REALTIME_STALL_TIMEOUT_MS`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,6 +71,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("url", &self.url)
             .field("model", &self.model)
             .field("shape", &self.shape)
+            .field("stall_timeout", &self.stall_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -224,7 +235,13 @@ impl AiBackend for OpenAiBackend {
                 .await
                 .map_err(|_| BackendError("timed out connecting to the realtime API".into()))?
                 .map_err(|e| BackendError(format!("cannot connect to the realtime API: {e}")))?;
-        let mut session = OpenAiSession { ws, closed: false };
+        let mut session = OpenAiSession {
+            ws,
+            closed: false,
+            stall_timeout: c.stall_timeout,
+            last_heard: Instant::now(),
+            pinged: false,
+        };
         let update = session_update(c.shape, &c.model, &session_config);
         session.send_text(update.to_string()).await?;
         if session_config.speak_first {
@@ -265,6 +282,11 @@ fn parse_server_event(text: &str) -> Option<FromBackend> {
 struct OpenAiSession {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     closed: bool,
+    stall_timeout: Duration,
+    /// When the last frame of any kind arrived.
+    last_heard: Instant,
+    /// Whether a ping went out since then.
+    pinged: bool,
 }
 
 impl OpenAiSession {
@@ -301,8 +323,34 @@ impl BackendSession for OpenAiSession {
             return None;
         }
         loop {
-            // `next()` is cancel-safe: a partly read frame stays buffered in the stream.
-            let text = match self.ws.next().await {
+            // Every deadline derives from stored instants, so a `recv` cancelled by the driver's
+            // `select!` loses nothing; `next()` is cancel-safe too (a partly read frame stays
+            // buffered in the stream).
+            let half = self.stall_timeout / 2;
+            let deadline = self.last_heard + if self.pinged { half * 2 } else { half };
+            let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(frame) => frame,
+                Err(_) if !self.pinged => {
+                    self.pinged = true;
+                    if let Err(e) = self.ws.send(Message::Ping(Default::default())).await {
+                        self.closed = true;
+                        return Some(FromBackend::Error(format!("realtime connection lost: {e}")));
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    self.closed = true;
+                    return Some(FromBackend::Error(format!(
+                        "realtime backend stalled: nothing received for {} ms, ping unanswered",
+                        self.stall_timeout.as_millis()
+                    )));
+                }
+            };
+            if matches!(frame, Some(Ok(_))) {
+                self.last_heard = Instant::now();
+                self.pinged = false;
+            }
+            let text = match frame {
                 Some(Ok(Message::Text(t))) => t,
                 Some(Ok(Message::Close(_))) | None => {
                     self.closed = true;

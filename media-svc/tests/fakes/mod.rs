@@ -17,6 +17,15 @@ pub struct FakeRealtime {
     pub conns: mpsc::UnboundedReceiver<FakeConn>,
 }
 
+/// What the test tells a connection to do.
+enum Out {
+    Send(Value),
+    /// Drop the TCP connection without a close frame.
+    Drop,
+    /// Stop reading and writing (pings unanswered) but keep the connection open.
+    Stall,
+}
+
 /// One session as the fake sees it.
 pub struct FakeConn {
     /// Request target (path and query).
@@ -24,7 +33,7 @@ pub struct FakeConn {
     /// Handshake headers.
     pub headers: http::HeaderMap,
     events: mpsc::UnboundedReceiver<Value>,
-    out: mpsc::UnboundedSender<Option<Value>>,
+    out: mpsc::UnboundedSender<Out>,
 }
 
 impl FakeRealtime {
@@ -48,7 +57,7 @@ impl FakeRealtime {
                     };
                     let (uri, headers) = req_rx.recv().unwrap();
                     let (events_tx, events) = mpsc::unbounded_channel();
-                    let (out, mut out_rx) = mpsc::unbounded_channel::<Option<Value>>();
+                    let (out, mut out_rx) = mpsc::unbounded_channel::<Out>();
                     let _ = conn_tx.send(FakeConn {
                         uri,
                         headers,
@@ -66,13 +75,18 @@ impl FakeRealtime {
                                 _ => return,
                             },
                             out = out_rx.recv() => match out {
-                                Some(Some(v)) => {
+                                Some(Out::Send(v)) => {
                                     if sink.send(Message::text(v.to_string())).await.is_err() {
                                         return;
                                     }
                                 }
-                                // Drop the TCP connection without a close frame.
-                                _ => return,
+                                Some(Out::Stall) => {
+                                    // Hold both halves, never poll them again.
+                                    let _held = (sink, stream);
+                                    std::future::pending::<()>().await;
+                                    return;
+                                }
+                                Some(Out::Drop) | None => return,
                             },
                         }
                     }
@@ -105,11 +119,16 @@ impl FakeConn {
     }
 
     pub fn send(&self, v: Value) {
-        self.out.send(Some(v)).unwrap();
+        self.out.send(Out::Send(v)).unwrap();
     }
 
     pub fn drop_connection(&self) {
-        let _ = self.out.send(None);
+        let _ = self.out.send(Out::Drop);
+    }
+
+    /// The server hangs: it neither reads nor writes again, the TCP connection stays open.
+    pub fn stall(&self) {
+        let _ = self.out.send(Out::Stall);
     }
 }
 
