@@ -83,7 +83,7 @@ impl From<MediaError> for Status {
             }
             MediaError::Db(db) => {
                 tracing::error!(error = %db, "database error");
-                if matches!(db, DbError::Pool(_)) {
+                if db.is_unavailable() {
                     Status::unavailable("database unavailable, retry later")
                 } else {
                     Status::internal("internal error")

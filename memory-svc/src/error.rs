@@ -50,7 +50,7 @@ impl From<MemoryError> for Status {
                     tracing::warn!(error = %db, "database statement timed out");
                     return Status::deadline_exceeded("the request took too long");
                 }
-                if matches!(db, DbError::Pool(_)) {
+                if db.is_unavailable() {
                     tracing::warn!(error = %db, "database pool exhausted or unreachable");
                     return Status::unavailable("memory storage is temporarily unavailable");
                 }

@@ -210,6 +210,30 @@ impl DbError {
         self.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
     }
 
+    /// Whether the database is unreachable or going away (pool timeout, refused or lost
+    /// connection, server shutting down or starting up, too many connections), as opposed to a
+    /// query that failed: callers answer UNAVAILABLE, which clients may retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Pool(_) => true,
+            Self::Postgres(e) => {
+                if let Some(code) = e.code() {
+                    let c = code.code();
+                    return c.starts_with("08")
+                        || matches!(c, "57P01" | "57P02" | "57P03" | "53300");
+                }
+                let mut source = std::error::Error::source(e);
+                let mut io = false;
+                while let Some(s) = source {
+                    io |= s.is::<std::io::Error>();
+                    source = s.source();
+                }
+                e.is_closed() || io
+            }
+            _ => false,
+        }
+    }
+
     /// The underlying tokio-postgres error. Careful: its own `Display` includes PostgreSQL's
     /// DETAIL, which may contain row values; do not log it.
     pub fn as_postgres(&self) -> Option<&tokio_postgres::Error> {

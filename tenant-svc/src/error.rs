@@ -64,6 +64,10 @@ impl From<TenantError> for tonic::Status {
                     tracing::warn!(error = %db, "database timeout");
                     return tonic::Status::deadline_exceeded("database timeout");
                 }
+                if db.is_unavailable() {
+                    tracing::warn!(error = %db, "database unavailable");
+                    return tonic::Status::unavailable("database unavailable, retry later");
+                }
                 tracing::error!(error = %db, "database error");
                 tonic::Status::internal("internal error")
             }
