@@ -61,6 +61,12 @@ pub struct Edge {
     pub answered: Mutex<HashMap<String, (Instant, String)>>,
     /// Rate limits.
     pub limits: Limits,
+    /// Every Media Streams bridge holds a token of this tracker from the upgrade on: an upgraded
+    /// connection leaves hyper's hands, so the drain on shutdown waits here for live calls.
+    pub streams: tokio_util::task::TaskTracker,
+    /// Cancelled when the drain deadline passes: bridges still running close their sockets with
+    /// an error code (Twilio plays the apology) instead of vanishing with the process.
+    pub drain_expired: tokio_util::sync::CancellationToken,
     /// Key for hashing phone numbers in logs.
     pub log_key: Vec<u8>,
 }
@@ -384,9 +390,13 @@ pub async fn media_stream(
         tracing::warn!("Media Streams upgrade with an invalid signature");
         return forbidden();
     }
+    let live = edge.streams.token();
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
-        .on_upgrade(move |socket| bridge(edge, socket))
+        .on_upgrade(move |socket| async move {
+            bridge(edge, socket).await;
+            drop(live);
+        })
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
@@ -539,13 +549,16 @@ async fn bridge(edge: Arc<Edge>, mut socket: WebSocket) {
                     break "twilio-gone";
                 }
             }
+            () = edge.drain_expired.cancelled() => break "drain-deadline",
         }
     };
     metrics::gauge!("gateway_active_streams").decrement(1.0);
     tracing::info!(outcome, "media stream ended");
     match outcome {
         // Abnormal end: close with an error so Twilio plays the apology verb.
-        "media-failed" | "media-closed" | "media-ended" => close(socket, 1011, "call ended").await,
+        "media-failed" | "media-closed" | "media-ended" | "drain-deadline" => {
+            close(socket, 1011, "call ended").await
+        }
         _ => close(socket, 1000, "bye").await,
     }
 }

@@ -239,6 +239,8 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
         busy_message: settings.busy_message.clone(),
         answered: std::sync::Mutex::new(std::collections::HashMap::new()),
         limits: limits::Limits::new(settings.limits),
+        streams: tokio_util::task::TaskTracker::new(),
+        drain_expired: tokio_util::sync::CancellationToken::new(),
         log_key,
     }))
 }
@@ -319,13 +321,29 @@ pub async fn serve(
             draining.store(true, Ordering::SeqCst);
         }
     };
-    let server = http::serve(http, router(edge), http::MAX_CONNECTIONS, stop);
+    let (streams, drain_expired) = (edge.streams.clone(), edge.drain_expired.clone());
+    let server = async move {
+        http::serve(http, router(edge), http::MAX_CONNECTIONS, stop).await;
+        // Upgraded Media Streams connections are no longer hyper's: wait for their calls too.
+        streams.close();
+        if !streams.is_empty() {
+            tracing::info!(
+                service = NAME,
+                live_calls = streams.len(),
+                "draining live calls"
+            );
+        }
+        streams.wait().await;
+    };
     tokio::pin!(server);
     tokio::select! {
         () = &mut server => {}
         () = shutdown.clone() => {
             if tokio::time::timeout(drain_deadline, &mut server).await.is_err() {
-                tracing::warn!(service = NAME, "drain deadline passed; closing remaining connections");
+                tracing::warn!(service = NAME, "drain deadline passed; closing remaining connections and calls");
+                drain_expired.cancel();
+                // The bridges send their close frames; a socket that cannot take one is dropped.
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
             }
         }
     }

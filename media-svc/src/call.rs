@@ -98,6 +98,7 @@ pub async fn start(
     tracing::info!(customer_id = customer.get(), %call_sid, backend = backend_name, outbound = outbound.is_some(), "call stream started");
 
     let (out_tx, out_rx) = mpsc::channel(crate::backend::CHANNEL_CAPACITY);
+    let rt_calls = rt.calls.clone();
     let call = Call {
         rt,
         customer,
@@ -113,7 +114,7 @@ pub async fn start(
         truncated_item: None,
         last_ts: 0,
     };
-    tokio::spawn(call.run(inbound));
+    rt_calls.spawn(call.run(inbound));
     Ok(ReceiverStream::new(out_rx).boxed())
 }
 
@@ -141,6 +142,8 @@ enum End {
     Transfer(PhoneNumber),
     BackendError,
     EdgeGone,
+    /// The service's drain deadline passed with the call still running.
+    Shutdown,
 }
 
 impl End {
@@ -150,6 +153,7 @@ impl End {
             End::Transfer(_) => "transfer",
             End::BackendError => "backend-error",
             End::EdgeGone => "stream-closed",
+            End::Shutdown => "shutdown",
         }
     }
 }
@@ -314,7 +318,9 @@ impl Call {
                 }))
                 .await;
             }
-            End::CallerHangup | End::EdgeGone => {}
+            // Shutdown: the stream just ends; the edge treats that as a failure and closes the
+            // socket with an error, so Twilio plays the apology.
+            End::CallerHangup | End::EdgeGone | End::Shutdown => {}
         }
         if let Err(e) = self.finish(&end).await {
             tracing::error!(customer_id = self.customer.get(), call_sid = %self.call_sid, error = %e, "call not finalised");
@@ -385,6 +391,7 @@ impl Call {
         tokio::pin!(rollover);
         let end = loop {
             tokio::select! {
+                () = self.rt.cut_calls.cancelled() => break End::Shutdown,
                 _ = &mut rollover => {
                     // Realtime sessions end at 30 minutes: continue in a fresh session that
                     // carries the conversation so far, without greeting again.
