@@ -100,6 +100,13 @@ enum BenchCommand {
         /// Extra arguments, e.g. --calls 300 --seconds 20.
         args: Vec<String>,
     },
+    /// Concurrent simulated Twilio calls through the whole mesh as separate processes; also the
+    /// soak (`--seconds 1800`). Exits non-zero on a failed call or memory/fd growth.
+    Calls {
+        /// Extra arguments, e.g. --calls 300 --seconds 60 [--tenants 4 --stagger-ms 20 --warmup 3].
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -233,6 +240,39 @@ fn bench(which: BenchCommand) -> anyhow::Result<ExitCode> {
                     "media-svc",
                     "--example",
                     "media_bench",
+                    "--",
+                ],
+                args,
+            )
+        }
+        BenchCommand::Calls { args } => {
+            // The benchmark starts the four service binaries itself: build them first.
+            let build = std::process::Command::new("cargo")
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "tenant-svc",
+                    "-p",
+                    "memory-svc",
+                    "-p",
+                    "media-svc",
+                    "-p",
+                    "gateway",
+                    "--bins",
+                ])
+                .status()?;
+            if !build.success() {
+                anyhow::bail!("building the service binaries failed");
+            }
+            (
+                vec![
+                    "run",
+                    "--release",
+                    "-p",
+                    "e2e",
+                    "--example",
+                    "calls_bench",
                     "--",
                 ],
                 args,
