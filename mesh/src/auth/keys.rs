@@ -57,6 +57,7 @@ impl SigningKey {
     }
 
     fn build(issuer: &str, kid: &str, key: ed25519_dalek::SigningKey) -> Result<Self, AuthError> {
+        super::crypto::install();
         let der = key
             .to_pkcs8_der()
             .map_err(|e| AuthError::InvalidKey(format!("cannot encode key as PKCS#8: {e}")))?;
@@ -191,6 +192,7 @@ impl TrustedKeys {
 
     /// Adds or replaces the key with this `kid`; returns the replaced key.
     pub fn insert(&mut self, key: PublicKey) -> Option<PublicKey> {
+        super::crypto::install();
         // For Ed25519, jsonwebtoken's "DER" key is the raw 32-byte public key.
         let decoding = DecodingKey::from_ed_der(&key.bytes);
         self.keys

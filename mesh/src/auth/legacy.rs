@@ -54,6 +54,7 @@ impl LegacyVerifier {
     /// [`MIN_LEGACY_SECRET_LEN`] bytes: a short HMAC key can be brute-forced offline from any
     /// one token.
     pub fn new(secret: &SecretString) -> Result<LegacyVerifier, AuthError> {
+        super::crypto::install();
         let bytes = secret.expose_secret().as_bytes();
         if bytes.len() < MIN_LEGACY_SECRET_LEN {
             return Err(AuthError::WeakSecret {

@@ -31,6 +31,7 @@ use std::fmt;
 use std::time::Duration;
 
 mod client;
+mod crypto;
 mod error;
 mod keys;
 mod layer;

@@ -1,7 +1,8 @@
 //! The verifier side: from a compact JWS to a typed [`Caller`].
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -80,7 +81,19 @@ impl Caller {
 pub struct Verifier {
     config: Arc<Config>,
     keys: Arc<RwLock<Arc<TrustedKeys>>>,
+    /// Tokens that verified, with their callers, until they expire (see [`Verifier::verify`]).
+    accepted: Arc<Mutex<HashMap<Box<str>, Accepted>>>,
 }
+
+/// A token that passed every check, remembered until its `exp` (+ leeway).
+struct Accepted {
+    caller: Caller,
+    exp: i64,
+}
+
+/// Most verified tokens remembered per verifier (a token is a few hundred bytes: ~3 MB at most).
+/// Past it, expired ones are dropped, and if none had expired, all of them.
+const MAX_ACCEPTED: usize = 4096;
 
 #[derive(Clone)]
 struct Config {
@@ -126,6 +139,7 @@ impl Verifier {
     /// A verifier for tokens addressed to `audience` (this service's name, e.g. "tenant-svc"),
     /// with leeway 30 s and maximum lifetimes of 1 h (service) and 24 h (tenant).
     pub fn new(audience: &str, keys: TrustedKeys) -> Verifier {
+        super::crypto::install();
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
@@ -146,6 +160,7 @@ impl Verifier {
                 validation,
             }),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
+            accepted: Arc::default(),
         }
     }
 
@@ -163,18 +178,22 @@ impl Verifier {
         let config = Arc::make_mut(&mut self.config);
         config.leeway = secs;
         config.validation.leeway = secs;
+        // Other rules: what a clone with the old ones accepted proves nothing here.
+        self.accepted = Arc::default();
         self
     }
 
     /// Sets the maximum `exp - iat` of service tokens (default 1 h).
     pub fn with_max_service_lifetime(mut self, max: Duration) -> Verifier {
         Arc::make_mut(&mut self.config).max_service_lifetime = max.as_secs();
+        self.accepted = Arc::default();
         self
     }
 
     /// Sets the maximum `exp - iat` of tenant tokens (default 24 h).
     pub fn with_max_tenant_lifetime(mut self, max: Duration) -> Verifier {
         Arc::make_mut(&mut self.config).max_tenant_lifetime = max.as_secs();
+        self.accepted = Arc::default();
         self
     }
 
@@ -191,20 +210,67 @@ impl Verifier {
             .clone()
     }
 
-    /// Replaces the trusted keys for this verifier and all its clones (key rotation).
+    /// Replaces the trusted keys for this verifier and all its clones (key rotation). Tokens
+    /// verified before are verified again: one signed by a key no longer listed is refused.
     pub fn replace_keys(&self, keys: TrustedKeys) {
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        let mut current = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new(keys);
+        self.accepted_lock().clear();
+    }
+
+    fn accepted_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Accepted>> {
+        self.accepted.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Verifies a token (without the `Bearer ` prefix) and returns the caller it proves.
     ///
-    /// Order matters: the algorithm is checked before anything else, the signature before any
-    /// claim is trusted, and every claim after that.
+    /// A token that passed every check is remembered, by its exact text, until it expires, and
+    /// is then accepted without checking its signature again (as API gateways do with a
+    /// verified-JWT cache): a service calls with the same token for up to an hour, and an
+    /// Ed25519 verification costs ~50 µs on every request. This changes no answer: every check
+    /// depends only on the token's text, the trusted keys (replacing them empties the memory)
+    /// and the clock, and the clock can only make an accepted token invalid through `exp`,
+    /// which is checked on every use. Refused tokens are never remembered, so garbage costs a
+    /// full check each time and cannot fill the memory.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
-        let config = &*self.config;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed("token too long"));
         }
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if let Some(hit) = self.accepted_lock().get(token)
+            && now <= hit.exp.saturating_add(self.config.leeway as i64)
+        {
+            return Ok(hit.caller.clone());
+        }
+        let keys = self.trusted_keys();
+        let (caller, exp) = self.verify_fully(token, &keys)?;
+        let mut accepted = self.accepted_lock();
+        // Only while the keys it was checked against are still the current ones.
+        if Arc::ptr_eq(&keys, &self.trusted_keys()) {
+            if accepted.len() >= MAX_ACCEPTED {
+                let leeway = self.config.leeway as i64;
+                accepted.retain(|_, a| now <= a.exp.saturating_add(leeway));
+                if accepted.len() >= MAX_ACCEPTED {
+                    accepted.clear();
+                }
+            }
+            accepted.insert(
+                token.into(),
+                Accepted {
+                    caller: caller.clone(),
+                    exp,
+                },
+            );
+        }
+        Ok(caller)
+    }
+
+    /// Every check, with no memory: the caller and the token's `exp`.
+    ///
+    /// Order matters: the algorithm is checked before anything else, the signature before any
+    /// claim is trusted, and every claim after that.
+    fn verify_fully(&self, token: &str, keys: &TrustedKeys) -> Result<(Caller, i64), AuthError> {
+        let config = &*self.config;
         let header = parse_header(token)?;
         match header.alg.as_deref() {
             Some("EdDSA") => {}
@@ -222,7 +288,6 @@ impl Verifier {
             .ok_or(AuthError::WrongType)?;
         let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
 
-        let keys = self.trusted_keys();
         let TrustedKey { public, decoding } = keys
             .trusted(&kid)
             .ok_or_else(|| AuthError::UnknownKey(sanitize_for_log(&kid)))?;
@@ -281,10 +346,13 @@ impl Verifier {
                 if sub != iss {
                     return Err(AuthError::WrongSubject);
                 }
-                Ok(Caller::Service(ServiceCaller {
-                    issuer: iss,
-                    scopes,
-                }))
+                Ok((
+                    Caller::Service(ServiceCaller {
+                        issuer: iss,
+                        scopes,
+                    }),
+                    exp,
+                ))
             }
             TokenKind::Tenant => {
                 if iss != TENANT_TOKEN_ISSUER {
@@ -300,11 +368,14 @@ impl Verifier {
                 if sub.trim().is_empty() {
                     return Err(AuthError::WrongSubject);
                 }
-                Ok(Caller::Tenant(TenantCaller {
-                    customer_id,
-                    subject: sub,
-                    scopes,
-                }))
+                Ok((
+                    Caller::Tenant(TenantCaller {
+                        customer_id,
+                        subject: sub,
+                        scopes,
+                    }),
+                    exp,
+                ))
             }
         }
     }
