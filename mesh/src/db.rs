@@ -331,6 +331,8 @@ async fn reset_connection(client: &mut ClientWrapper, limit: Duration) -> Result
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// The pool's connection settings, for [`Db::listen`]'s dedicated connection.
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
 impl fmt::Debug for Db {
@@ -380,6 +382,7 @@ impl Db {
             .connect_timeout
             .unwrap_or(Duration::from_secs(5))
             .max(Duration::from_secs(1));
+        let listen_config = std::sync::Arc::new(pg.clone());
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -400,7 +403,10 @@ impl Db {
             }))
             .build()
             .map_err(|e| DbError::Config(e.to_string()))?;
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            config: listen_config,
+        };
         db.ping().await?;
         Ok(db)
     }
@@ -428,14 +434,37 @@ impl Db {
         let mut conn = self.checkout().await?;
         let client: &mut tokio_postgres::Client = &mut conn;
         let tx = client.transaction().await.map_err(DbError::from)?;
-        let tenant = customer.get().to_string();
-        tx.query_typed(
-            "SELECT pg_catalog.set_config('app.customer_id', $1, true)",
-            &[(&tenant, Type::TEXT)],
-        )
-        .await
-        .map_err(DbError::from)?;
+        set_tenant(&tx, customer).await?;
         finish(tx, f).await
+    }
+
+    /// One transaction for a lookup that first finds the tenant and then reads its rows (the
+    /// owner of a called number, then that customer): runs `resolve` WITHOUT tenant context
+    /// (platform tables and SECURITY DEFINER functions only, as in [`Db::service_tx`]); when it
+    /// names a tenant, sets that tenant transaction-locally and runs `f` under it, exactly as
+    /// [`Db::tenant_tx`] would. `Ok(None)` when `resolve` finds nobody. Saves the second
+    /// checkout, reset and transaction of doing the two steps separately.
+    pub async fn resolve_then_tenant_tx<T, E, R, F>(
+        &self,
+        resolve: R,
+        f: F,
+    ) -> Result<Option<(CustomerId, T)>, E>
+    where
+        R: AsyncFnOnce(&Transaction<'_>) -> Result<Option<CustomerId>, E>,
+        F: AsyncFnOnce(&Transaction<'_>, CustomerId) -> Result<T, E>,
+        E: From<DbError>,
+    {
+        let mut conn = self.checkout().await?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        finish(tx, async |tx| {
+            let Some(customer) = resolve(tx).await? else {
+                return Ok(None);
+            };
+            set_tenant(tx, customer).await?;
+            Ok(Some((customer, f(tx, customer).await?)))
+        })
+        .await
     }
 
     /// Runs `f` in a transaction WITHOUT tenant context: for platform-wide tables that have no
@@ -450,6 +479,58 @@ impl Db {
         let client: &mut tokio_postgres::Client = &mut conn;
         let tx = client.transaction().await.map_err(DbError::from)?;
         finish(tx, f).await
+    }
+
+    /// Opens a dedicated connection (same settings as the pool, outside it) that `LISTEN`s on
+    /// `channels`, and returns the notifications it receives. The receiver yields `None` once the
+    /// connection is gone (server restart, network): the caller must then assume it missed
+    /// notifications and listen again. Channel names are identifiers chosen by the code, never
+    /// by a client (they are quoted, not bound).
+    pub async fn listen(&self, channels: &[&str]) -> Result<Notifications, DbError> {
+        let (client, mut connection) = self.config.connect(NoTls).await?;
+        // At most this many notifications wait for the consumer; past it the listener reports an
+        // overflow (`Notice::Overflow`) instead of growing without bound.
+        const BACKLOG: usize = 1024;
+        let (tx, rx) = tokio::sync::mpsc::channel(BACKLOG);
+        let task = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures::StreamExt::next(&mut messages).await {
+                let notice = match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => Notice::Notification {
+                        channel: n.channel().to_owned(),
+                        payload: n.payload().to_owned(),
+                    },
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %DbError::from(e), "listening database connection failed");
+                        break;
+                    }
+                };
+                match tx.try_send(notice) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        // The consumer is behind: it is told once and must treat everything as
+                        // changed; the connection ends so that it listens afresh.
+                        let _ = tx.send(Notice::Overflow).await;
+                        break;
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+        });
+        let listen: String = channels
+            .iter()
+            .map(|c| format!("LISTEN \"{}\";", c.replace('"', "\"\"")))
+            .collect();
+        if let Err(e) = client.batch_execute(&listen).await {
+            task.abort();
+            return Err(e.into());
+        }
+        Ok(Notifications {
+            rx,
+            _client: client,
+            task,
+        })
     }
 
     /// Readiness: a connection can be checked out and answers `SELECT 1`.
@@ -525,6 +606,60 @@ impl Db {
     pub async fn raw_connection_for_tests(&self) -> Result<Object, DbError> {
         self.checkout().await
     }
+}
+
+/// What a [`Notifications`] stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A `NOTIFY` on one of the channels.
+    Notification {
+        /// The channel.
+        channel: String,
+        /// The payload (may be empty).
+        payload: String,
+    },
+    /// Notifications arrived faster than they were taken: some were dropped. The stream ends
+    /// right after this.
+    Overflow,
+}
+
+/// Notifications from [`Db::listen`]. Dropping it closes the connection.
+pub struct Notifications {
+    rx: tokio::sync::mpsc::Receiver<Notice>,
+    /// Kept alive: dropping the client would end the session and its LISTENs.
+    _client: tokio_postgres::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Notifications {
+    /// The next notification; `None` once the connection is gone (notifications may have been
+    /// missed: listen again and treat everything as changed).
+    pub async fn recv(&mut self) -> Option<Notice> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for Notifications {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifications").finish_non_exhaustive()
+    }
+}
+
+/// Sets the transaction-local tenant: the only place `app.customer_id` is written.
+async fn set_tenant(tx: &Transaction<'_>, customer: CustomerId) -> Result<(), DbError> {
+    let tenant = customer.get().to_string();
+    tx.query_typed(
+        "SELECT pg_catalog.set_config('app.customer_id', $1, true)",
+        &[(&tenant, Type::TEXT)],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Runs the closure inside `tx`; commits on `Ok`, rolls back on `Err`.

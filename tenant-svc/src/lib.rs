@@ -14,6 +14,7 @@
 pub mod error;
 pub mod model;
 pub mod outbound;
+pub mod routing;
 pub mod service;
 pub mod store;
 pub mod validate;
@@ -167,6 +168,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let svc = service::TenantSvc::new(deps.clone());
+    // Keeps the routing cache in step with the database; ends with this function.
+    let listener = tokio::spawn(routing::listen(deps.db.clone(), svc.routing().clone(), {
+        let svc = svc.clone();
+        move || svc.forget_defaults()
+    }));
+    let _listener = tokio_util::task::AbortOnDropHandle::new(listener);
     let routes = tonic::service::Routes::new(TenantAdminServiceServer::new(svc.clone()))
         .add_service(TenantServiceServer::new(svc.clone()))
         .add_service(EdgeServiceServer::new(svc));

@@ -12,13 +12,14 @@ use mesh::auth::{service_caller, tenant_caller};
 use mesh::domain::{AccountSid, CallSid, CustomerId, PhoneNumber};
 use mesh::identity::{names, scope};
 use secrecy::ExposeSecret as _;
-use tokio::sync::RwLock;
+use std::sync::{Mutex, PoisonError};
 use tonic::{Request, Response, Status};
 
 use crate::Deps;
 use crate::error::{Result, TenantError};
 use crate::model::{Change, Defaults, Overrides, diff};
 use crate::outbound::{self, Patch};
+use crate::routing::{Resolved, RoutingCache};
 use crate::store::{self, Customer, NewCustomer};
 use crate::{validate, webhook};
 
@@ -33,18 +34,28 @@ pub const MAX_EXCHANGED_TTL: Duration = Duration::from_secs(15 * 60);
 /// hold a runtime thread for 0.2 s.
 const BLOCKING_VALIDATION_ABOVE: usize = 500;
 /// How long a replica may serve platform defaults from memory. The replica that changes them
-/// drops its copy at once; others see the change within this time.
+/// drops its copy at once; the others when V11's notification reaches them (milliseconds), and
+/// within this time when their listening connection is down.
 pub const DEFAULTS_TTL: Duration = Duration::from_secs(2);
 
 /// Implements `TenantAdminService`, `TenantService` and `EdgeService`.
 #[derive(Clone)]
 pub struct TenantSvc {
     deps: Deps,
-    defaults: Arc<RwLock<Option<CachedDefaults>>>,
+    defaults: Arc<Mutex<DefaultsCache>>,
+    /// `ResolveNumber` answered from memory while the change listener runs (see [`crate::routing`]).
+    routing: Arc<RoutingCache>,
 }
 
-/// Platform defaults and when they were read.
-type CachedDefaults = (Instant, Arc<Defaults>);
+/// This replica's copy of the platform defaults.
+#[derive(Default)]
+struct DefaultsCache {
+    /// Bumped whenever the defaults may have changed; a read that began before a bump is not
+    /// kept (it may have seen the old values).
+    generation: u64,
+    /// The defaults and when they were read.
+    value: Option<(Instant, Arc<Defaults>)>,
+}
 
 fn customer_id(field: &str, id: i64) -> Result<CustomerId> {
     CustomerId::new(id).map_err(|e| TenantError::invalid(field, e))
@@ -87,24 +98,73 @@ impl TenantSvc {
     pub fn new(deps: Deps) -> Self {
         Self {
             deps,
-            defaults: Arc::new(RwLock::new(None)),
+            defaults: Arc::default(),
+            routing: Arc::new(RoutingCache::default()),
         }
     }
 
+    /// The routing cache (its listener is started by [`crate::serve`]).
+    pub fn routing(&self) -> &Arc<RoutingCache> {
+        &self.routing
+    }
+
+    /// Drops this replica's cached platform defaults (they are read again on next use).
+    pub fn forget_defaults(&self) {
+        let mut cache = self.defaults.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.generation += 1;
+        cache.value = None;
+    }
+
     async fn defaults(&self) -> Result<Arc<Defaults>> {
-        if let Some((at, d)) = self.defaults.read().await.as_ref()
-            && at.elapsed() < DEFAULTS_TTL
-        {
-            return Ok(d.clone());
-        }
+        let generation = {
+            let cache = self.defaults.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, d)) = &cache.value
+                && at.elapsed() < DEFAULTS_TTL
+            {
+                return Ok(d.clone());
+            }
+            cache.generation
+        };
         let d = Arc::new(
             self.deps
                 .db
                 .service_tx(async |tx| store::load_defaults(tx).await)
                 .await?,
         );
-        *self.defaults.write().await = Some((Instant::now(), d.clone()));
+        let mut cache = self.defaults.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.generation == generation {
+            cache.value = Some((Instant::now(), d.clone()));
+        }
         Ok(d)
+    }
+
+    /// The owner of `number` (for a webhook from `account_sid`) and its core row: from the
+    /// routing cache when it holds them, else in one transaction (the number's owner through the
+    /// SECURITY DEFINER lookup, then that customer under its own tenant context), remembered for
+    /// the next call. NOT_FOUND for a number nobody owns (never cached).
+    async fn resolve(&self, number: &str, account_sid: &str) -> Result<Resolved> {
+        if let Some(hit) = self.routing.get(number, account_sid) {
+            metrics::counter!("tenant_resolve_cache_total", "result" => "hit").increment(1);
+            return Ok(hit);
+        }
+        metrics::counter!("tenant_resolve_cache_total", "result" => "miss").increment(1);
+        let ticket = self.routing.ticket();
+        let (id, customer) = self
+            .deps
+            .db
+            .resolve_then_tenant_tx(
+                async |tx| store::resolve_number(tx, number, account_sid).await,
+                async |tx, id| store::require_customer_core(tx, id).await,
+            )
+            .await?
+            .ok_or(TenantError::NotFound("phone number"))?;
+        let resolved = Resolved {
+            id,
+            customer: Arc::new(customer),
+        };
+        self.routing
+            .store(ticket, number, account_sid, resolved.clone());
+        Ok(resolved)
     }
 
     async fn customer(&self, id: CustomerId) -> Result<Customer> {
@@ -128,7 +188,8 @@ impl TenantSvc {
         status: &'static str,
         by: &str,
     ) -> Result<Customer> {
-        self.deps
+        let customer = self
+            .deps
             .db
             .tenant_tx(id, async |tx| {
                 let before = store::require_customer(tx, id).await?;
@@ -143,7 +204,11 @@ impl TenantSvc {
                 }
                 store::require_customer(tx, id).await
             })
-            .await
+            .await;
+        // This replica stops routing to the old state at once; the others when V11's
+        // notification reaches them.
+        self.routing.invalidate_customer(id);
+        customer
     }
 }
 
@@ -353,6 +418,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
                 store::record_changes(tx, id, &[change], &by).await
             })
             .await?;
+        self.routing.invalidate_customer(id);
         tracing::info!(customer_id = id.get(), "phone number released");
         Ok(Response::new(ReleasePhoneNumberResponse {}))
     }
@@ -379,6 +445,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
                 }
             })
             .await?;
+        self.routing.invalidate_customer(id);
         tracing::info!(customer_id = id.get(), "customer deleted (offboarded)");
         Ok(Response::new(DeleteCustomerResponse {}))
     }
@@ -415,7 +482,8 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
                 Ok::<_, TenantError>(next)
             })
             .await?;
-        *self.defaults.write().await = None;
+        self.forget_defaults();
+        self.routing.invalidate_all();
         tracing::info!(by = %by, paths = ?mask, "platform defaults updated");
         Ok(Response::new(UpdatePlatformDefaultsResponse {
             defaults: Some(saved.to_pb()),
@@ -536,6 +604,9 @@ impl tenant_service_server::TenantService for TenantSvc {
                 Ok::<_, TenantError>((store::require_customer(tx, id).await?, changes.len()))
             })
             .await?;
+        if changes > 0 {
+            self.routing.invalidate_customer(id);
+        }
         tracing::info!(
             customer_id = id.get(),
             changes,
@@ -754,15 +825,11 @@ impl edge_service_server::EdgeService for TenantSvc {
         let account = AccountSid::parse(&r.account_sid)
             .map_err(|e| TenantError::invalid("account_sid", e))?;
         let call = CallSid::parse(&r.call_sid).map_err(|e| TenantError::invalid("call_sid", e))?;
-        let db = &self.deps.db;
-        let id = db
-            .service_tx(async |tx| {
-                store::resolve_number(tx, number.as_str(), account.as_str()).await
-            })
-            .await?
-            .ok_or(TenantError::NotFound("phone number"))?;
+        let (Resolved { id, customer }, defaults) = tokio::try_join!(
+            self.resolve(number.as_str(), account.as_str()),
+            self.defaults()
+        )?;
         tracing::Span::current().record("customer_id", id.get());
-        let (customer, defaults) = tokio::try_join!(self.customer_core(id), self.defaults())?;
         if customer.status != "active" {
             tracing::info!(customer_id = id.get(), call_sid = %call, "call to a suspended customer refused");
             return Err(

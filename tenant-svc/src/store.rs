@@ -390,12 +390,15 @@ pub async fn resolve_number(
     account_sid: &str,
 ) -> Result<Option<CustomerId>> {
     let row = tx
-        .query_one(
+        .query_typed(
             "SELECT tenant.resolve_number($1, $2)",
-            &[&number, &account_sid],
+            &[(&number, Type::TEXT), (&account_sid, Type::TEXT)],
         )
         .await
         .map_err(mesh::db::DbError::from)?;
+    let Some(row) = row.first() else {
+        return Ok(None);
+    };
     Ok(row
         .get::<_, Option<i64>>(0)
         .and_then(|id| CustomerId::new(id).ok()))

@@ -2,8 +2,11 @@
 //! on loopback and calls `EdgeService.ResolveNumber` over real gRPC at a fixed concurrency,
 //! printing latency percentiles and throughput.
 //!
-//! `cargo run --release -p tenant-svc --features bench --bin tenant-bench -- [tenants] [numbers] [concurrency] [seconds]`
-//! (defaults 10000 20000 64 10). Uses a private PostgreSQL unless DATABASE_URL is set.
+//! `cargo run --release -p tenant-svc --features bench --bin tenant-bench -- [tenants] [numbers] [concurrency] [seconds] [rate]`
+//! (defaults 10000 20000 64 10 0). `rate` 0 runs closed loop (every worker sends its next
+//! request as soon as the last one is answered: the highest throughput at that concurrency);
+//! a rate paces the requests at that many per second with at most `concurrency` in flight
+//! (latency at a given throughput). Uses a private PostgreSQL unless DATABASE_URL is set.
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +30,13 @@ fn number(i: u64) -> String {
 
 #[tokio::main]
 async fn main() {
-    let (tenants, numbers, concurrency, seconds) =
-        (arg(1, 10_000), arg(2, 20_000), arg(3, 64), arg(4, 10));
+    let (tenants, numbers, concurrency, seconds, rate) = (
+        arg(1, 10_000),
+        arg(2, 20_000),
+        arg(3, 64),
+        arg(4, 10),
+        arg(5, 0),
+    );
     let db = TestDb::new().await;
     let admin = db.admin_client().await;
     let started = Instant::now();
@@ -113,58 +121,66 @@ async fn main() {
         let mut c = client.clone();
         async move { c.resolve_number(req).await }
     };
-    // Warm-up.
-    let mut warm = EdgeServiceClient::new(channels[0].clone());
-    for i in 0..500 {
-        call(&mut warm, i * 7919).await.expect("warm-up call");
-    }
-
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let clients: Vec<_> = channels
+        .iter()
+        .map(|c| EdgeServiceClient::new(c.clone()))
+        .collect();
+    // Cold pass: every number once, so every request misses tenant-svc's routing cache and
+    // reads PostgreSQL (the first call to a number after a start or a change). It leaves the
+    // cache warm, as it is for numbers that get calls.
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let began = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..concurrency {
-        let mut client = EdgeServiceClient::new(channels[w as usize % channels.len()].clone());
-        let call = call.clone();
-        tasks.push(tokio::spawn(async move {
+    let mut workers = Vec::new();
+    for w in 0..concurrency as usize {
+        let (next, call) = (next.clone(), call.clone());
+        let mut client = clients[w % clients.len()].clone();
+        workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let mut errors = 0u64;
-            let mut i = w * 104_729;
-            while Instant::now() < deadline {
-                i = i
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let t = Instant::now();
-                match call(&mut client, i >> 16).await {
-                    Ok(_) => lat.push(t.elapsed()),
-                    Err(_) => errors += 1,
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= numbers {
+                    break lat;
                 }
+                let t = Instant::now();
+                call(&mut client, n).await.expect("cold-pass call");
+                lat.push(t.elapsed());
             }
-            (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await.unwrap();
-        all.extend(l);
-        errors += e;
+    let mut cold = Vec::new();
+    for w in workers {
+        cold.extend(w.await.unwrap());
     }
-    let elapsed = began.elapsed();
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    let took = began.elapsed();
+    cold.sort_unstable();
     println!(
-        "ResolveNumber over gRPC: concurrency {concurrency}, {} calls in {:.1?} ({:.0}/s), errors {errors}",
-        all.len(),
-        elapsed,
-        all.len() as f64 / elapsed.as_secs_f64()
+        "cold pass (each number once, all read from PostgreSQL): {} in {took:.1?} ({:.0}/s), \
+         p50 {:.2} ms  p99 {:.2} ms",
+        cold.len(),
+        cold.len() as f64 / took.as_secs_f64(),
+        mesh::loadgen::quantile(&cold, 0.5).as_secs_f64() * 1e3,
+        mesh::loadgen::quantile(&cold, 0.99).as_secs_f64() * 1e3,
     );
-    println!(
-        "latency p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
-        pct(0.50),
-        pct(0.90),
-        pct(0.99),
-        all[all.len() - 1]
-    );
+
+    let load = mesh::loadgen::Load {
+        concurrency: concurrency as usize,
+        duration: Duration::from_secs(seconds),
+        rate: (rate > 0).then_some(rate as f64),
+    };
+    let report = mesh::loadgen::drive(load, move |i| {
+        // Spread over the numbers pseudo-randomly (the same sequence every run).
+        let k = i
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407)
+            >> 16;
+        let mut client = clients[(i % clients.len() as u64) as usize].clone();
+        let fut = call(&mut client, k);
+        async move { fut.await.is_ok() }
+    })
+    .await;
+    for line in report.lines("ResolveNumber over gRPC, routing cache warm") {
+        println!("{line}");
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
