@@ -82,7 +82,8 @@ enum CallCommand {
 enum BenchCommand {
     /// tenant-svc ResolveNumber over gRPC (10,000 tenants, 20,000 numbers, concurrency 64).
     Resolve {
-        /// Extra arguments: [tenants] [numbers] [concurrency] [seconds].
+        /// Extra arguments: [tenants] [numbers] [concurrency] [seconds] [rate] (rate 0: closed loop;
+        /// otherwise requests paced at that many per second).
         args: Vec<String>,
     },
     /// Gateway voice webhooks through the whole mesh (concurrency 64).

@@ -14,7 +14,8 @@
 //! - [`identity`]: a service's signing key and trust bundle; development key generation.
 //! - [`server`]: serves a gRPC service with health, reflection, auth and tracing on one port, and
 //!   `/metrics`, `/healthz`, `/readyz` on an admin port; drains on shutdown.
-//! - `testkit` (feature): a private PostgreSQL, a fresh migrated database per test, tokens.
+//! - `testkit` (feature): a private PostgreSQL, a fresh migrated database per test, tokens;
+//!   `loadgen`, the benchmarks' closed-loop and paced load generator.
 //!
 //! A request flows: socket -> trace span -> auth layer (verifies the JWT, inserts `Caller`) ->
 //! handler (reads only `Caller`) -> `db::Db::tenant_tx` (transaction + tenant setting) -> RLS.
@@ -31,6 +32,8 @@ pub mod server;
 pub mod settings;
 pub mod telemetry;
 
+#[cfg(feature = "testkit")]
+pub mod loadgen;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(feature = "testkit")]
