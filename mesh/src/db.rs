@@ -22,15 +22,27 @@
 //! module hands out a bare connection.
 //!
 //! # Pool hygiene
-//! On every checkout of a reused connection the pool runs one round trip that resets the session
-//! (`RESET ALL`, `RESET ROLE`, session authorization, cursors, listeners, advisory locks, temporary
-//! tables) and then verifies that no tenant is set and no transaction is open. A connection that
-//! fails the check is discarded, never handed out.
+//! Every transaction starts by resetting the session (`RESET ALL`, `RESET ROLE`, session
+//! authorization, cursors, listeners, advisory locks, temporary tables) before it sets its tenant,
+//! so nothing a previous user of the pooled connection left behind (a session-level `SET`, even of
+//! `app.customer_id`) is visible to it. The reset is sent in the same message as the tenant
+//! setting, pipelined with the closure's first statement (see "Round trips"): it costs no round
+//! trip of its own. A checkout only checks that the socket is open; tokio-postgres rolls back a
+//! transaction whose future was dropped before the connection is used again.
+//!
+//! # Round trips
+//! A transaction costs `BEGIN`, then one round trip that carries the reset, the tenant setting
+//! and the closure's first statement (tokio-postgres pipelines requests whose futures are polled
+//! together, in the order they are first polled, and PostgreSQL runs them in that order), then
+//! one per further statement, then `COMMIT`. If the reset or the tenant setting fails, the
+//! transaction is aborted, so the closure's statements cannot run without them, and the
+//! closure's future is dropped.
 //!
 //! # Timeouts
 //! [`DbConfig::statement_timeout`] and [`DbConfig::idle_in_transaction_timeout`] are sent as
 //! session defaults in the connection's startup options (`-c statement_timeout=...`), so they
-//! survive the `RESET ALL` above; settings already present in the URL's `options` are kept.
+//! survive the `RESET ALL` of every transaction; settings already present in the URL's `options`
+//! are kept.
 //!
 //! # Errors
 //! [`DbError`] never carries row values in its `Display` or `Debug` output: PostgreSQL's DETAIL
@@ -43,12 +55,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    ClientWrapper, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
-    RecyclingMethod, Runtime,
+    HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::{NoTls, SimpleQueryMessage, Transaction};
+use tokio_postgres::{NoTls, Transaction};
 
 use crate::domain::CustomerId;
 
@@ -290,10 +301,10 @@ fn describe_postgres(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Resets a reused connection and reports whether it is clean: no tenant set, no open
-/// transaction (`transaction_timestamp()` equals `statement_timestamp()` only in a transaction
-/// started by this very message).
-const RESET_AND_VERIFY_SQL: &str = "\
+/// What a transaction runs first: undoes any session-level state a previous user of the pooled
+/// connection may have left (every statement here is allowed inside a transaction block; the
+/// startup options, where the timeouts are, are what `RESET ALL` returns to).
+const SESSION_RESET_SQL: &str = "\
     CLOSE ALL; \
     SET SESSION AUTHORIZATION DEFAULT; \
     RESET ALL; \
@@ -301,30 +312,39 @@ const RESET_AND_VERIFY_SQL: &str = "\
     UNLISTEN *; \
     SELECT pg_catalog.pg_advisory_unlock_all(); \
     DISCARD TEMP; \
-    DISCARD SEQUENCES; \
-    SELECT (coalesce(pg_catalog.current_setting('app.customer_id', true), '') = '' \
-        AND pg_catalog.transaction_timestamp() = pg_catalog.statement_timestamp())::text";
+    DISCARD SEQUENCES;";
 
-/// Runs [`RESET_AND_VERIFY_SQL`]; an error discards the connection.
-async fn reset_connection(client: &mut ClientWrapper, limit: Duration) -> Result<(), HookError> {
-    let messages = tokio::time::timeout(limit, client.simple_query(RESET_AND_VERIFY_SQL))
-        .await
-        .map_err(|_| HookError::message("connection reset timed out"))?
-        .map_err(HookError::Backend)?;
-    let clean = messages.iter().rev().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => Some(row.get(0) == Some("true")),
-        _ => None,
-    });
-    if clean == Some(true) {
-        Ok(())
-    } else {
-        tracing::error!(
-            "discarding a pooled database connection that still had tenant context or an open transaction"
-        );
-        Err(HookError::message(
-            "pooled connection was not clean (tenant context or open transaction)",
-        ))
+/// The reset, then (for a tenant transaction) the transaction-local tenant: one message. The
+/// customer id is a validated positive integer, so writing it into the text is safe.
+fn prelude_sql(customer: Option<CustomerId>) -> String {
+    match customer {
+        None => SESSION_RESET_SQL.to_owned(),
+        Some(c) => format!(
+            "{SESSION_RESET_SQL} SELECT pg_catalog.set_config('app.customer_id', '{}', true);",
+            c.get()
+        ),
     }
+}
+
+/// Runs `f` in `tx` with the prelude for `customer` sent first and pipelined with `f`'s first
+/// statement (see the module docs); `f` is dropped if the prelude fails.
+async fn with_prelude<T, E, F>(
+    tx: &Transaction<'_>,
+    customer: Option<CustomerId>,
+    f: F,
+) -> Result<T, E>
+where
+    F: AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+    E: From<DbError>,
+{
+    let sql = prelude_sql(customer);
+    let prelude = async {
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| E::from(DbError::from(e)))
+    };
+    let ((), value) = futures::future::try_join(prelude, f(tx)).await?;
+    Ok(value)
 }
 
 /// A pool of connections for one service role. Cheap to clone.
@@ -387,8 +407,8 @@ impl Db {
             pg,
             NoTls,
             ManagerConfig {
-                // `Fast` only checks that the socket is open; the post-recycle hook does the
-                // reset and the cleanliness check in a single round trip.
+                // `Fast` only checks that the socket is open; every transaction resets the
+                // session itself (module docs).
                 recycling_method: RecyclingMethod::Fast,
             },
         );
@@ -398,9 +418,6 @@ impl Db {
             .wait_timeout(config.checkout_timeout)
             .create_timeout(config.connect_timeout)
             .recycle_timeout(Some(reset_limit))
-            .post_recycle(Hook::async_fn(move |client, _metrics| {
-                Box::pin(reset_connection(client, reset_limit))
-            }))
             .build()
             .map_err(|e| DbError::Config(e.to_string()))?;
         let db = Db {
@@ -434,8 +451,7 @@ impl Db {
         let mut conn = self.checkout().await?;
         let client: &mut tokio_postgres::Client = &mut conn;
         let tx = client.transaction().await.map_err(DbError::from)?;
-        set_tenant(&tx, customer).await?;
-        finish(tx, f).await
+        finish(tx, async |tx| with_prelude(tx, Some(customer), f).await).await
     }
 
     /// One transaction for a lookup that first finds the tenant and then reads its rows (the
@@ -458,11 +474,16 @@ impl Db {
         let client: &mut tokio_postgres::Client = &mut conn;
         let tx = client.transaction().await.map_err(DbError::from)?;
         finish(tx, async |tx| {
-            let Some(customer) = resolve(tx).await? else {
+            let Some(customer) = with_prelude(tx, None, resolve).await? else {
                 return Ok(None);
             };
-            set_tenant(tx, customer).await?;
-            Ok(Some((customer, f(tx, customer).await?)))
+            let value = futures::future::try_join(
+                async { set_tenant(tx, customer).await.map_err(E::from) },
+                f(tx, customer),
+            )
+            .await?
+            .1;
+            Ok(Some((customer, value)))
         })
         .await
     }
@@ -478,7 +499,7 @@ impl Db {
         let mut conn = self.checkout().await?;
         let client: &mut tokio_postgres::Client = &mut conn;
         let tx = client.transaction().await.map_err(DbError::from)?;
-        finish(tx, f).await
+        finish(tx, async |tx| with_prelude(tx, None, f).await).await
     }
 
     /// Opens a dedicated connection (same settings as the pool, outside it) that `LISTEN`s on
@@ -599,7 +620,7 @@ impl Db {
         Ok(())
     }
 
-    /// Test-only: a bare pooled connection (after the pool's reset), to inspect what a checkout
+    /// Test-only: a bare pooled connection, to inspect what a checkout
     /// looks like. Never use it for tenant data.
     #[cfg(feature = "testkit")]
     #[doc(hidden)]

@@ -198,34 +198,48 @@ async fn no_tenant_context_fails_closed_and_writes_nothing() {
     assert_eq!(count_as_admin(&test_db, B).await, 2);
 }
 
-/// The connection the pool hands out next must carry no tenant and no open transaction.
+/// The connection the pool hands out next must not be inside a transaction, and the next
+/// transaction on it (every use of a pooled connection is one) must start with no tenant and
+/// with no session-level setting of a previous user, whatever that user left on the session.
 async fn assert_pooled_connection_is_clean(db: &Db) {
-    let conn = db.raw_connection_for_tests().await.unwrap();
-    // Simple-query protocol: transaction_timestamp() equals statement_timestamp() only when the
-    // transaction was started by this very message.
-    let messages = conn
-        .simple_query(
-            "SELECT coalesce(current_setting('app.customer_id', true), '<null>'), \
-                    (transaction_timestamp() = statement_timestamp())::text",
-        )
+    {
+        let conn = db.raw_connection_for_tests().await.unwrap();
+        // Simple-query protocol: transaction_timestamp() equals statement_timestamp() only when
+        // the transaction was started by this very message.
+        let messages = conn
+            .simple_query("SELECT (transaction_timestamp() = statement_timestamp())::text")
+            .await
+            .unwrap();
+        let open = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(
+            open.as_deref(),
+            Some("true"),
+            "pooled connection is inside a transaction"
+        );
+    }
+    let (setting, timeout) = db
+        .service_tx(async |tx| {
+            let row = tx
+                .query_one(
+                    "SELECT coalesce(current_setting('app.customer_id', true), '<null>'), \
+                            current_setting('statement_timeout')",
+                    &[],
+                )
+                .await?;
+            Ok::<_, DbError>((row.get::<_, String>(0), row.get::<_, String>(1)))
+        })
         .await
         .unwrap();
-    let row = messages
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        })
-        .unwrap();
-    let setting = row.get(0).unwrap();
     assert!(
         setting.is_empty() || setting == "<null>",
-        "tenant context leaked onto a pooled connection: {setting:?}"
+        "tenant context leaked into the next transaction: {setting:?}"
     );
     assert_eq!(
-        row.get(1),
-        Some("true"),
-        "pooled connection is inside a transaction"
+        timeout, "10s",
+        "a session-level setting leaked into the next transaction"
     );
 }
 
