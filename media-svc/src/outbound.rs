@@ -574,15 +574,17 @@ pub async fn register(
     let with_reservations = call.direction != CallDirection::OutboundApi;
     rt.db
         .tenant_tx(customer, async |tx| {
-            if let Some(existing) = store::get_call(tx, &call.call_sid, false).await? {
+            // Serialised per tenant by the lock; the lookup and the count are sent with it in
+            // one round trip and run once it is held, so a registration of the same CallSid
+            // that committed while we waited is seen, and so are calls counted by it.
+            let ((), existing, in_progress) = tokio::try_join!(
+                store::lock_call_limits(tx, customer),
+                store::get_call(tx, &call.call_sid, false),
+                store::calls_in_progress(tx, customer, with_reservations),
+            )?;
+            if let Some(existing) = existing {
                 return Ok((existing, false));
             }
-            store::lock_call_limits(tx, customer).await?;
-            // A concurrent registration of the same CallSid may have committed while we waited.
-            if let Some(existing) = store::get_call(tx, &call.call_sid, false).await? {
-                return Ok((existing, false));
-            }
-            let in_progress = store::calls_in_progress(tx, customer, with_reservations).await?;
             if in_progress >= limit {
                 metrics::counter!("media_calls_refused_total", "reason" => "concurrency")
                     .increment(1);

@@ -6,6 +6,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use mesh::api::common::{Speaker, TableCount, TranscriptTurn};
 use mesh::api::media::{Call, CallDirection, CallStatus};
 use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber, StreamSid};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Row, Transaction};
 
 use crate::error::MediaError;
@@ -161,24 +162,27 @@ pub async fn register_call(
     customer: CustomerId,
     call: &NewCall,
 ) -> Result<(CallRow, bool), MediaError> {
+    // Typed parameters: one round trip, no separate prepare (this runs for every new call).
     let inserted = tx
-        .query_opt(
+        .query_typed(
             &format!(
                 "INSERT INTO media.calls (customer_id, call_sid, account_sid, caller, called, direction, status) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (customer_id, call_sid) DO NOTHING RETURNING {CALL_COLUMNS}"
             ),
             &[
-                &customer.get(),
-                &call.call_sid.as_str(),
-                &call.account_sid.as_str(),
-                &call.caller.as_ref().map(CallerNumber::as_str),
-                &call.called.as_str(),
-                &(call.direction as i32 as i16),
-                &(call.status as i32 as i16),
+                (&customer.get(), Type::INT8),
+                (&call.call_sid.as_str(), Type::TEXT),
+                (&call.account_sid.as_str(), Type::TEXT),
+                (&call.caller.as_ref().map(CallerNumber::as_str), Type::TEXT),
+                (&call.called.as_str(), Type::TEXT),
+                (&(call.direction as i32 as i16), Type::INT2),
+                (&(call.status as i32 as i16), Type::INT2),
             ],
         )
-        .await?;
+        .await?
+        .into_iter()
+        .next();
     match inserted {
         Some(row) => Ok((CallRow::from_row(&row), true)),
         None => {
@@ -208,9 +212,9 @@ pub async fn lock_call_limits(
     tx: &Transaction<'_>,
     customer: CustomerId,
 ) -> Result<(), MediaError> {
-    tx.execute(
+    tx.query_typed(
         "SELECT pg_advisory_xact_lock(hashtextextended('media.call_limits', $1))",
-        &[&customer.get()],
+        &[(&customer.get(), Type::INT8)],
     )
     .await?;
     Ok(())
@@ -223,8 +227,8 @@ pub async fn calls_in_progress(
     customer: CustomerId,
     with_reservations: bool,
 ) -> Result<i64, MediaError> {
-    let row = tx
-        .query_one(
+    let rows = tx
+        .query_typed(
             &format!(
                 "SELECT (SELECT count(*) FROM media.calls \
                          WHERE customer_id = $1 AND status < {first_final} \
@@ -234,10 +238,13 @@ pub async fn calls_in_progress(
                            AND created_at > now() - interval '{RESERVATION_TTL_SECS} seconds')",
                 first_final = CallStatus::Completed as i32,
             ),
-            &[&customer.get(), &with_reservations],
+            &[
+                (&customer.get(), Type::INT8),
+                (&with_reservations, Type::BOOL),
+            ],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(rows.first().map_or(0, |r| r.get(0)))
 }
 
 /// Outbound calls placed in the last rolling hour (calls with direction OUTBOUND_API plus live
@@ -379,13 +386,13 @@ pub async fn get_call(
     for_update: bool,
 ) -> Result<Option<CallRow>, MediaError> {
     let lock = if for_update { " FOR UPDATE" } else { "" };
-    let row = tx
-        .query_opt(
+    let rows = tx
+        .query_typed(
             &format!("SELECT {CALL_COLUMNS} FROM media.calls WHERE call_sid = $1{lock}"),
-            &[&call_sid.as_str()],
+            &[(&call_sid.as_str(), Type::TEXT)],
         )
         .await?;
-    Ok(row.as_ref().map(CallRow::from_row))
+    Ok(rows.first().map(CallRow::from_row))
 }
 
 /// A status callback.
