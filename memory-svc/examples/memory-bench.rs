@@ -50,6 +50,13 @@ struct Args {
     /// HTTP/2 connections the client spreads requests over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Offer GetEnrichedContext at this many requests per second (at most `concurrency` in
+    /// flight) instead of back to back: latency at a given throughput.
+    #[arg(long)]
+    context_rate: Option<f64>,
+    /// Offer StoreMemory at this many requests per second instead of back to back.
+    #[arg(long)]
+    store_rate: Option<f64>,
 }
 
 fn caller(i: i64) -> String {
@@ -139,9 +146,7 @@ async fn seed(db: &TestDb, a: &Args) {
 }
 
 struct Phase {
-    latencies: Vec<Duration>,
-    errors: u64,
-    elapsed: Duration,
+    report: mesh::loadgen::Report,
     /// CPU seconds used during the phase by this process (client + memory-svc) and by the
     /// memory_svc PostgreSQL backends; `None` where /proc is unavailable.
     cpu: Option<(f64, f64)>,
@@ -173,17 +178,8 @@ async fn cpu_now(admin: &tokio_postgres::Client) -> Option<(f64, f64)> {
     Some((me, pg))
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
-}
-
-fn report(name: &str, mut ph: Phase) {
-    ph.latencies.sort();
-    let n = ph.latencies.len();
+fn report(name: &str, ph: Phase) {
+    let n = ph.report.service.len();
     if let Some((me, pg)) = ph.cpu {
         println!(
             "{name:<20} cpu per request: benchmark process (client + memory-svc) {:.3} core-ms, \
@@ -192,20 +188,9 @@ fn report(name: &str, mut ph: Phase) {
             pg * 1e3 / n.max(1) as f64
         );
     }
-    println!(
-        "{name:<20} requests={n:>8} errors={:>4} throughput={:>8.0}/s p50={:>7.2}ms p90={:>7.2}ms p99={:>7.2}ms max={:>7.2}ms",
-        ph.errors,
-        n as f64 / ph.elapsed.as_secs_f64(),
-        pct(&ph.latencies, 0.50).as_secs_f64() * 1e3,
-        pct(&ph.latencies, 0.90).as_secs_f64() * 1e3,
-        pct(&ph.latencies, 0.99).as_secs_f64() * 1e3,
-        ph.latencies
-            .last()
-            .copied()
-            .unwrap_or_default()
-            .as_secs_f64()
-            * 1e3,
-    );
+    for line in ph.report.lines(name) {
+        println!("{line}");
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -223,80 +208,61 @@ async fn run_phase(
     duration: Duration,
 ) -> Phase {
     let cpu_before = cpu_now(admin).await;
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::new();
-    for w in 0..a.concurrency {
-        let mut client = clients[w % clients.len()].clone();
-        let tokens = tokens.clone();
-        let callers = a.callers_per_tenant;
-        tasks.push(tokio::spawn(async move {
-            let mut rng =
-                Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
-            let mut lat = Vec::with_capacity(100_000);
-            let mut errors = 0u64;
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                let tenant = rng.below(tokens.len() as i64) as usize;
-                let user = caller(rng.below(callers));
-                let auth: tonic::metadata::MetadataValue<_> =
-                    format!("Bearer {}", tokens[tenant]).parse().unwrap();
-                let t = Instant::now();
-                let ok = match op {
-                    Op::Context => {
-                        let mut r = tonic::Request::new(GetEnrichedContextRequest {
-                            user_id: user,
-                            num_summaries: None,
-                        });
-                        r.metadata_mut().insert("authorization", auth);
-                        client.get_enriched_context(r).await.is_ok()
-                    }
-                    Op::Store => {
-                        let mut r = tonic::Request::new(StoreMemoryRequest {
-                            user_id: user,
-                            r#type: MemoryType::Conversation as i32,
-                            key: "message".into(),
-                            value: Some(prost_types::Value {
-                                kind: Some(prost_types::value::Kind::StringValue(format!(
-                                    "bench write {w}-{i}"
-                                ))),
-                            }),
-                            scope: 0,
-                            source: "bench".into(),
-                            ttl_days: 30,
-                        });
-                        r.metadata_mut().insert("authorization", auth);
-                        client.store_memory(r).await.is_ok()
-                    }
-                };
-                if ok {
-                    lat.push(t.elapsed());
-                } else {
-                    errors += 1;
+    let load = mesh::loadgen::Load {
+        concurrency: a.concurrency,
+        duration,
+        rate: match op {
+            Op::Context => a.context_rate,
+            Op::Store => a.store_rate,
+        },
+    };
+    let clients = clients.to_vec();
+    let tokens = tokens.clone();
+    let callers = a.callers_per_tenant;
+    let report = mesh::loadgen::drive(load, move |i| {
+        // Tenant and caller drawn pseudo-randomly from the request number (same every run).
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        let tenant = rng.below(tokens.len() as i64) as usize;
+        let user = caller(rng.below(callers));
+        let auth: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {}", tokens[tenant]).parse().unwrap();
+        let mut client = clients[(i % clients.len() as u64) as usize].clone();
+        async move {
+            match op {
+                Op::Context => {
+                    let mut r = tonic::Request::new(GetEnrichedContextRequest {
+                        user_id: user,
+                        num_summaries: None,
+                    });
+                    r.metadata_mut().insert("authorization", auth);
+                    client.get_enriched_context(r).await.is_ok()
                 }
-                i += 1;
+                Op::Store => {
+                    let mut r = tonic::Request::new(StoreMemoryRequest {
+                        user_id: user,
+                        r#type: MemoryType::Conversation as i32,
+                        key: "message".into(),
+                        value: Some(prost_types::Value {
+                            kind: Some(prost_types::value::Kind::StringValue(format!(
+                                "bench write {i}"
+                            ))),
+                        }),
+                        scope: 0,
+                        source: "bench".into(),
+                        ttl_days: 30,
+                    });
+                    r.metadata_mut().insert("authorization", auth);
+                    client.store_memory(r).await.is_ok()
+                }
             }
-            (lat, errors)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await.expect("worker");
-        latencies.extend(l);
-        errors += e;
-    }
-    let elapsed = start.elapsed();
+        }
+    })
+    .await;
     let cpu = match (cpu_before, cpu_now(admin).await) {
         (Some((m0, p0)), Some((m1, p1))) => Some((m1 - m0, (p1 - p0).max(0.0))),
         _ => None,
     };
-    Phase {
-        latencies,
-        errors,
-        elapsed,
-        cpu,
-    }
+    Phase { report, cpu }
 }
 
 fn machine() -> String {

@@ -1,15 +1,19 @@
 //! Webhook throughput: the whole mesh in one process on loopback against a private PostgreSQL,
-//! two demo tenants, then signed `POST /twilio/voice` requests with distinct CallSids at a fixed
-//! concurrency, each going through signature check -> ResolveNumber (tenant-svc, PostgreSQL) ->
-//! RegisterCall (media-svc, PostgreSQL write) -> TwiML. Prints throughput and latency.
+//! `tenants` tenants with one number each (seeded server-side), then signed `POST /twilio/voice`
+//! requests with distinct CallSids to random tenants' numbers, each going through signature
+//! check -> ResolveNumber (tenant-svc) -> RegisterCall (media-svc: concurrent-call limit check
+//! and the call row, a PostgreSQL write) -> TwiML. Prints throughput and latency.
 //!
-//! `cargo run --release -p e2e --example webhook_bench -- [concurrency] [seconds]` (64 10)
+//! `cargo run --release -p e2e --example webhook_bench -- [concurrency] [seconds] [rate] [tenants]`
+//! (64 10 0 1000). `rate` 0 sends back to back (closed loop: the most set-ups per second at that
+//! concurrency); otherwise requests are paced at `rate` per second with at most `concurrency`
+//! in flight (latency at that throughput). Nobody streams the calls, so they stay ringing and
+//! count against their tenant's concurrent-call limit: the bench gives every tier room for them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::{ACCOUNT_SID, Mesh};
+use e2e::{ACCOUNT_SID, Mesh, MeshOptions};
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
@@ -18,102 +22,114 @@ fn arg(n: usize, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+fn number(tenant: u64) -> String {
+    format!("+1212{:07}", 2_000_000 + tenant)
+}
+
 #[tokio::main]
 async fn main() {
-    let (concurrency, seconds) = (arg(1, 64), arg(2, 10));
+    let (concurrency, seconds, rate, tenants) = (arg(1, 64), arg(2, 10), arg(3, 0), arg(4, 1000));
     // One source address and one account generate all the load: lift those limits.
     let mesh = Arc::new(
-        Mesh::start_with_gateway_settings(&[
-            ("GATEWAY_RATE_PER_IP", "1000000"),
-            ("GATEWAY_RATE_PER_ACCOUNT", "1000000"),
-        ])
+        Mesh::start_with(MeshOptions {
+            gateway_env: vec![
+                ("GATEWAY_RATE_PER_IP".into(), "1000000".into()),
+                ("GATEWAY_RATE_PER_ACCOUNT".into(), "1000000".into()),
+            ],
+            media: Some(Box::new(|c| {
+                c.limits.concurrent_by_tier = vec![("starter".into(), 1_000_000)];
+            })),
+        })
         .await,
     );
-    let (peterson, smith) = mesh.seed_demo_tenants().await;
-    let numbers = [peterson.number, smith.number];
-    let counter = Arc::new(AtomicU64::new(0));
+    let admin = mesh.db.admin_client().await;
+    admin
+        .execute(
+            "INSERT INTO tenant.customers (customer_id, email, business_name, voice, greeting_new_caller) \
+             SELECT g, 'owner' || g || '@bench.example', 'Bench Tenant ' || g, 'marin', \
+                    'Thanks for calling Bench Tenant ' || g || ', this is {agent_name}.' \
+             FROM generate_series(1, $1::bigint) g",
+            &[&(tenants as i64)],
+        )
+        .await
+        .expect("seed customers");
+    admin
+        .execute(
+            "INSERT INTO tenant.phone_numbers (customer_id, number) \
+             SELECT g, '+1212' || lpad((2000000 + g)::text, 7, '0') FROM generate_series(1, $1::bigint) g",
+            &[&(tenants as i64)],
+        )
+        .await
+        .expect("seed numbers");
+    admin
+        .batch_execute(&format!(
+            "SELECT setval(pg_get_serial_sequence('tenant.customers', 'customer_id'), {tenants}); ANALYZE"
+        ))
+        .await
+        .expect("sequence");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
     let url = format!("{}/twilio/voice", mesh.public_base_url);
     let target = format!("http://{}/twilio/voice", mesh.gateway.main);
-    let one = |n: u64| {
-        let sid = format!("CA{n:032x}");
-        let to = numbers[(n % 2) as usize];
-        let params: Vec<(String, String)> = Mesh::voice_params(&sid, "+15551111111", to)
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let sig = gateway::signature::compute(mesh.twilio_auth_token.as_bytes(), &url, &params);
-        client
-            .post(&target)
-            .header("X-Twilio-Signature", sig)
-            .form(&params)
-            .send()
-    };
-    // Warm-up.
-    for _ in 0..200 {
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        one(n).await.unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let began = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let counter = counter.clone();
-        tasks.push(async move {
-            let mut lat = Vec::new();
-            let mut bad = 0u64;
-            while Instant::now() < deadline {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let t = Instant::now();
-                match one(n).await {
+    let one = {
+        let mesh = mesh.clone();
+        Arc::new(move |n: u64, tenant: u64| {
+            let sid = format!("CA{n:032x}");
+            let to = number(tenant);
+            let params: Vec<(String, String)> = Mesh::voice_params(&sid, "+15551111111", &to)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let sig = gateway::signature::compute(mesh.twilio_auth_token.as_bytes(), &url, &params);
+            let request = client
+                .post(&target)
+                .header("X-Twilio-Signature", sig)
+                .form(&params)
+                .send();
+            async move {
+                match request.await {
                     Ok(r) if r.status() == 200 => {
-                        let body = r.text().await.unwrap_or_default();
-                        if body.contains("<Connect>") {
-                            lat.push(t.elapsed());
-                        } else {
-                            bad += 1;
-                        }
+                        r.text().await.is_ok_and(|body| body.contains("<Connect>"))
                     }
-                    _ => bad += 1,
+                    _ => false,
                 }
             }
-            (lat, bad)
-        });
+        })
+    };
+    // Warm-up: every tenant's number once (tenant-svc's routing cache, pools, connections).
+    {
+        use futures::StreamExt as _;
+        let one = one.clone();
+        futures::stream::iter(0..tenants)
+            .for_each_concurrent(concurrency as usize, |n| {
+                let call = one(u64::MAX / 2 + n, 1 + n);
+                async move {
+                    assert!(call.await, "warm-up call {n} was not connected");
+                }
+            })
+            .await;
     }
-    let results = futures::future::join_all(tasks).await;
-    let elapsed = began.elapsed();
-    let mut all: Vec<Duration> = results
-        .iter()
-        .flat_map(|(l, _)| l.iter().copied())
-        .collect();
-    let bad: u64 = results.iter().map(|(_, b)| b).sum();
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    println!(
-        "voice webhooks: concurrency {concurrency}, {} calls set up in {:.1?} ({:.0}/s), {bad} failed",
-        all.len(),
-        elapsed,
-        all.len() as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "latency p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        all[all.len() - 1]
-    );
-    let rows: i64 = mesh
-        .db
-        .admin_client()
-        .await
+    let load = mesh::loadgen::Load {
+        concurrency: concurrency as usize,
+        duration: Duration::from_secs(seconds),
+        rate: (rate > 0).then_some(rate as f64),
+    };
+    // Tenants in a scrambled order.
+    let report = mesh::loadgen::drive(load, move |n| {
+        one(n, 1 + n.wrapping_mul(2_654_435_761) % tenants)
+    })
+    .await;
+    for line in report.lines("voice webhooks set up (TwiML <Connect> answered)") {
+        println!("{line}");
+    }
+    let rows: i64 = admin
         .query_one("SELECT count(*) FROM media.calls", &[])
         .await
         .unwrap()
         .get(0);
-    println!("call rows written: {rows}");
+    println!("call rows written: {rows} ({tenants} tenants)");
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
