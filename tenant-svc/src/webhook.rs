@@ -69,6 +69,23 @@ pub fn sign(secret: &SecretString, timestamp: i64, body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// The worked example of the README ("Verifying post-call webhooks"), byte for byte: if this
+    /// fails, the README tells receivers something untrue.
+    #[test]
+    fn the_readme_worked_example_verifies() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```json\n{\"type\":\"call.completed\"")
+            .expect("the README's example body")
+            + "```json\n".len();
+        let body = &readme[start..start + readme[start..].find('\n').unwrap()];
+        assert_eq!(body.len(), 706, "the README says the body is 706 bytes");
+        let secret = SecretString::from("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8");
+        let expected = "454c4ddaa62eb240ca8ba2efdf0f17f762cf4bf8c707ab6051a0a8d7e5974cf6";
+        assert_eq!(sign(&secret, 1794995202, body.as_bytes()), expected);
+        assert!(readme.contains(&format!("NeuroSphere-Signature: v1={expected}")));
+    }
+
     #[test]
     fn secrets_are_43_base64url_characters_of_32_random_bytes() {
         let a = generate();
