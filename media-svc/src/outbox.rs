@@ -115,7 +115,7 @@ async fn event_settings(
 /// - a repeated success (a retry after a lost answer) inserts nothing: one event per call
 ///   (UNIQUE `(customer_id, call_sid)`).
 async fn queue_webhook_event(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &mesh::db::Tx<'_>,
     rt: &Runtime,
     customer: CustomerId,
     call_sid: &str,

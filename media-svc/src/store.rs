@@ -5,9 +5,10 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use mesh::api::common::{Speaker, TableCount, TranscriptTurn};
 use mesh::api::media::{Call, CallDirection, CallStatus};
+use mesh::db::Tx;
 use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber, StreamSid};
+use tokio_postgres::Row;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Row, Transaction};
 
 use crate::error::MediaError;
 
@@ -158,7 +159,7 @@ pub struct NewCall {
 /// Inserts the call unless this tenant already has the CallSid; returns the row and whether it
 /// was created.
 pub async fn register_call(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     call: &NewCall,
 ) -> Result<(CallRow, bool), MediaError> {
@@ -208,10 +209,7 @@ pub const IN_PROGRESS_WINDOW_HOURS: i64 = 4;
 /// two of them never both see the last free slot. The key is a 64-bit hash of a media-specific
 /// name seeded with the tenant id: another tenant colliding with it would only wait, never
 /// miscount.
-pub async fn lock_call_limits(
-    tx: &Transaction<'_>,
-    customer: CustomerId,
-) -> Result<(), MediaError> {
+pub async fn lock_call_limits(tx: &Tx<'_>, customer: CustomerId) -> Result<(), MediaError> {
     tx.query_typed(
         "SELECT pg_advisory_xact_lock(hashtextextended('media.call_limits', $1))",
         &[(&customer.get(), Type::INT8)],
@@ -223,7 +221,7 @@ pub async fn lock_call_limits(
 /// The tenant's calls in progress: not final, created in the last [`IN_PROGRESS_WINDOW_HOURS`],
 /// plus (when `with_reservations`) the outbound calls being placed right now.
 pub async fn calls_in_progress(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     with_reservations: bool,
 ) -> Result<i64, MediaError> {
@@ -251,7 +249,7 @@ pub async fn calls_in_progress(
 /// reservations), and, when there are `limit` or more, the seconds until enough of them leave
 /// the window for one more call to fit.
 pub async fn outbound_last_hour(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     limit: i64,
 ) -> Result<(i64, Option<u64>), MediaError> {
@@ -290,10 +288,7 @@ pub async fn outbound_last_hour(
 
 /// Reserves a slot for an outbound call being placed (and drops this tenant's stale
 /// reservations); returns the reservation's id. Call with the limit lock held.
-pub async fn reserve_outbound(
-    tx: &Transaction<'_>,
-    customer: CustomerId,
-) -> Result<i64, MediaError> {
+pub async fn reserve_outbound(tx: &Tx<'_>, customer: CustomerId) -> Result<i64, MediaError> {
     tx.execute(
         &format!(
             "DELETE FROM media.outbound_reservations \
@@ -313,7 +308,7 @@ pub async fn reserve_outbound(
 
 /// Drops a reservation (the call was refused or failed, or is now stored).
 pub async fn release_reservation(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     reservation: i64,
 ) -> Result<(), MediaError> {
@@ -346,7 +341,7 @@ pub struct NewOutboundCall {
 /// before we got its answer): then the row is kept with its status and gets the direction,
 /// persona and context.
 pub async fn store_outbound_call(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     reservation: i64,
     call: &NewOutboundCall,
@@ -381,7 +376,7 @@ pub async fn store_outbound_call(
 
 /// One call of the current tenant (`for_update` locks it).
 pub async fn get_call(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     call_sid: &CallSid,
     for_update: bool,
 ) -> Result<Option<CallRow>, MediaError> {
@@ -410,7 +405,7 @@ pub struct StatusUpdate {
 /// Applies a status callback unless it would move the call backwards (or sideways between final
 /// states). Reaching a final state for the first time ends the call and counts its usage.
 pub async fn update_status(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     call_sid: &CallSid,
     update: &StatusUpdate,
@@ -464,7 +459,7 @@ fn status_end_reason(status: CallStatus) -> &'static str {
 
 /// Adds an ended call to its month's usage, once.
 async fn count_usage(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     call: &mut CallRow,
 ) -> Result<(), MediaError> {
@@ -511,10 +506,7 @@ pub struct ListFilter {
 }
 
 /// Calls newest first; one more than `limit` is fetched to know whether a next page exists.
-pub async fn list_calls(
-    tx: &Transaction<'_>,
-    f: &ListFilter,
-) -> Result<(Vec<CallRow>, bool), MediaError> {
+pub async fn list_calls(tx: &Tx<'_>, f: &ListFilter) -> Result<(Vec<CallRow>, bool), MediaError> {
     let (after_time, after_sid) = match &f.after {
         Some((t, s)) => (Some(*t), Some(s.as_str())),
         None => (None, None),
@@ -548,10 +540,7 @@ pub async fn list_calls(
 }
 
 /// The transcript of one call, in order.
-pub async fn turns(
-    tx: &Transaction<'_>,
-    call_sid: &str,
-) -> Result<Vec<TranscriptTurn>, MediaError> {
+pub async fn turns(tx: &Tx<'_>, call_sid: &str) -> Result<Vec<TranscriptTurn>, MediaError> {
     let rows = tx
         .query(
             "SELECT speaker, text, offset_ms FROM media.transcript_turns \
@@ -570,7 +559,7 @@ pub async fn turns(
 }
 
 /// Usage of one month: (calls, minutes, seconds).
-pub async fn usage(tx: &Transaction<'_>, month: NaiveDate) -> Result<(i64, i64, i64), MediaError> {
+pub async fn usage(tx: &Tx<'_>, month: NaiveDate) -> Result<(i64, i64, i64), MediaError> {
     let row = tx
         .query_opt(
             "SELECT total_calls, total_minutes, total_seconds FROM media.usage_monthly WHERE month = $1",
@@ -582,7 +571,7 @@ pub async fn usage(tx: &Transaction<'_>, month: NaiveDate) -> Result<(i64, i64, 
 
 /// Every call of one caller, newest first.
 pub async fn calls_of_caller(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     caller: &CallerNumber,
 ) -> Result<Vec<CallRow>, MediaError> {
     let rows = tx
@@ -599,7 +588,7 @@ pub async fn calls_of_caller(
 
 /// Deletes one caller's transcript turns, outbox rows and calls.
 pub async fn erase_caller(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     caller: &CallerNumber,
 ) -> Result<Vec<TableCount>, MediaError> {
     let turns = tx
@@ -630,7 +619,7 @@ pub async fn erase_caller(
 }
 
 /// Deletes every media row of the current tenant.
-pub async fn erase_tenant(tx: &Transaction<'_>) -> Result<Vec<TableCount>, MediaError> {
+pub async fn erase_tenant(tx: &Tx<'_>) -> Result<Vec<TableCount>, MediaError> {
     let mut counts = Vec::new();
     for table in [
         "media.transcript_turns",
@@ -661,7 +650,7 @@ fn count(table: &str, rows: u64) -> TableCount {
 
 /// Marks the stream as started (answered); refuses a call that already ended.
 pub async fn start_stream(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     call_sid: &CallSid,
     stream_sid: &StreamSid,
     backend: &str,
@@ -691,7 +680,7 @@ pub async fn start_stream(
 
 /// Appends one transcript turn.
 pub async fn append_turn(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     call_sid: &CallSid,
     seq: i32,
     speaker: Speaker,
@@ -717,7 +706,7 @@ pub async fn append_turn(
 /// Ends the call after its stream: final status (unless a callback already set one), end time,
 /// reason, duration and usage.
 pub async fn finish_stream(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     call_sid: &CallSid,
     end_reason: &str,
@@ -753,7 +742,7 @@ pub async fn finish_stream(
 
 /// Queues post-call work (idempotent per call and kind).
 pub async fn enqueue_outbox(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     kind: &str,
     call_sid: &CallSid,
     payload: &[u8],

@@ -34,6 +34,7 @@ use hmac::{Hmac, Mac as _};
 use mesh::api::common::Speaker;
 use mesh::api::media::{CallDirection, CallStatus, DeadLetter};
 use mesh::db::DbError;
+use mesh::db::Tx;
 use mesh::domain::{CallSid, CustomerId};
 use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretSlice};
@@ -41,7 +42,6 @@ use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::{Notify, OnceCell, watch};
 use tokio::task::JoinSet;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::Runtime;
@@ -156,7 +156,7 @@ impl Webhooks {
     }
 
     /// The caller-hash key: configured, or the database's (V10), loaded once.
-    async fn hash_key(&self, tx: &Transaction<'_>) -> Result<&SecretSlice<u8>, MediaError> {
+    async fn hash_key(&self, tx: &Tx<'_>) -> Result<&SecretSlice<u8>, MediaError> {
         self.inner
             .hash_key
             .get_or_try_init(|| async {
@@ -301,7 +301,7 @@ pub struct EventSettings {
 /// returns the new event id. One event per call: the UNIQUE `(customer_id, call_sid)` makes a
 /// repeated post-call path (a `RecordCall` retried after a lost answer) insert nothing.
 pub async fn enqueue(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     webhooks: &Webhooks,
     customer: CustomerId,
     call_sid: &CallSid,
@@ -410,7 +410,7 @@ pub fn decode_dead_letter_token(token: &str) -> Result<Option<(DateTime<Utc>, Uu
 /// One page of the tenant's dead letters, newest dead first, and the position after its last
 /// row when another page exists.
 pub async fn list_dead_letters(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<(Vec<DeadLetter>, Option<(DateTime<Utc>, Uuid)>), MediaError> {
@@ -447,7 +447,7 @@ pub async fn list_dead_letters(
 
 /// Requeues one dead letter of the tenant: due now, attempts from zero, the event's retry window
 /// again from now. False when the tenant has no dead-lettered event with this id.
-pub async fn redeliver(tx: &Transaction<'_>, event_id: Uuid) -> Result<bool, MediaError> {
+pub async fn redeliver(tx: &Tx<'_>, event_id: Uuid) -> Result<bool, MediaError> {
     let n = tx
         .execute(
             "UPDATE media.webhook_events SET dead_at = NULL, attempts = 0, \

@@ -13,10 +13,11 @@ use mesh::api::common::TableCount;
 use mesh::api::memory::{
     CallSummary, CallerProfile, Memory, PersonalityAverages, PersonalityMetrics,
 };
+use mesh::db::Tx;
 use mesh::domain::{CallSid, CallerNumber, CustomerId};
 use serde_json::{Map, Value as Json};
+use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Row, Transaction};
 
 use crate::error::{MemoryError, Result};
 use crate::summarizer::{CallAnalysis, SCORE_NAMES};
@@ -173,11 +174,7 @@ pub struct NewMemory {
 }
 
 /// Inserts a memory.
-pub async fn insert_memory(
-    tx: &Transaction<'_>,
-    customer: CustomerId,
-    m: &NewMemory,
-) -> Result<Memory> {
+pub async fn insert_memory(tx: &Tx<'_>, customer: CustomerId, m: &NewMemory) -> Result<Memory> {
     let id = uuid::Uuid::new_v4();
     let cid = customer.get();
     let params: [P; 9] = [
@@ -212,7 +209,7 @@ pub type Cursor = (DateTime<Utc>, uuid::Uuid);
 /// Lists unexpired memories newest first; returns up to `limit + 1` rows (the extra one tells the
 /// caller there is a next page).
 pub async fn list_memories(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     user: &CallerNumber,
     types: &[&'static str],
@@ -254,11 +251,7 @@ pub async fn list_memories(
 }
 
 /// Deletes one memory; false when this tenant has no such memory.
-pub async fn delete_memory(
-    tx: &Transaction<'_>,
-    customer: CustomerId,
-    id: uuid::Uuid,
-) -> Result<bool> {
+pub async fn delete_memory(tx: &Tx<'_>, customer: CustomerId, id: uuid::Uuid) -> Result<bool> {
     let n = tx
         .execute(
             "DELETE FROM memory.memories WHERE customer_id = $1 AND id = $2",
@@ -271,7 +264,7 @@ pub async fn delete_memory(
 
 /// A caller's profile.
 pub async fn get_profile(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     user: &CallerNumber,
 ) -> Result<Option<CallerProfile>> {
@@ -292,7 +285,7 @@ pub async fn get_profile(
 
 /// Creates or partially updates a profile (`None` leaves a field unchanged).
 pub async fn upsert_profile(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     user: &CallerNumber,
     preferred_name: Option<&str>,
@@ -328,7 +321,7 @@ pub async fn upsert_profile(
 
 /// A stored summary by CallSid.
 pub async fn get_summary(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     call: &CallSid,
 ) -> Result<Option<CallSummary>> {
@@ -349,7 +342,7 @@ pub async fn get_summary(
 /// metrics row, the profile counters and the averages. Returns the summary and whether it was
 /// already recorded.
 pub async fn record_call(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     user: &CallerNumber,
     call: &CallSid,
@@ -518,7 +511,7 @@ pub struct ContextRows {
 
 /// The four reads of the enriched context, pipelined on one connection.
 pub async fn context(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     user: &CallerNumber,
     num_summaries: i64,
@@ -566,7 +559,7 @@ pub async fn context(
 
 /// Full-text search over one caller's summaries, best match first.
 pub async fn search_summaries(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     user: &CallerNumber,
     query: &str,
@@ -625,11 +618,7 @@ impl Export {
 }
 
 /// Reads every row about one caller.
-pub async fn export(
-    tx: &Transaction<'_>,
-    customer: CustomerId,
-    user: &CallerNumber,
-) -> Result<Export> {
+pub async fn export(tx: &Tx<'_>, customer: CustomerId, user: &CallerNumber) -> Result<Export> {
     let cid = customer.get();
     let u = user.as_str();
     let q = |cols: &str, table: &str, order: &str| {
@@ -671,7 +660,7 @@ pub async fn export(
 /// Deletes every row about one caller (`Some`) or about the whole tenant (`None`); counts per
 /// table in [`TABLES`] order.
 pub async fn erase(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     user: Option<&CallerNumber>,
 ) -> Result<Vec<TableCount>> {
@@ -705,7 +694,7 @@ pub async fn erase(
 
 /// Appends an audit row; returns its creation time.
 pub async fn audit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     customer: CustomerId,
     action: &str,
     subject_hash: &str,
@@ -735,7 +724,7 @@ pub async fn audit(
 }
 
 /// Runs one purge batch (every tenant); returns the rows deleted.
-pub async fn purge_batch(tx: &Transaction<'_>, batch: i32) -> Result<i64> {
+pub async fn purge_batch(tx: &Tx<'_>, batch: i32) -> Result<i64> {
     let row = tx
         .query_one("SELECT memory.purge_expired_memories($1)", &[&batch])
         .await
@@ -744,7 +733,7 @@ pub async fn purge_batch(tx: &Transaction<'_>, batch: i32) -> Result<i64> {
 }
 
 /// The deployment's default audit hash key (migration V3).
-pub async fn audit_hash_key(tx: &Transaction<'_>) -> Result<Vec<u8>> {
+pub async fn audit_hash_key(tx: &Tx<'_>) -> Result<Vec<u8>> {
     let row = tx
         .query_one("SELECT key FROM memory.audit_hash_key", &[])
         .await

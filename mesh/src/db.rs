@@ -38,6 +38,13 @@
 //! transaction is aborted, so the closure's statements cannot run without them, and the
 //! closure's future is dropped.
 //!
+//! # Prepared statements
+//! Closures get a [`Tx`]: its `query`, `execute`, `query_typed` and friends run SQL text as named
+//! prepared statements cached per pooled connection, so PostgreSQL parses and plans each
+//! statement once per connection rather than on every call. Plans are shared by every tenant
+//! that uses the connection; the policies' `app.current_customer_id()` is `STABLE`, evaluated
+//! when the statement runs, never folded into a plan.
+//!
 //! # Timeouts
 //! [`DbConfig::statement_timeout`] and [`DbConfig::idle_in_transaction_timeout`] are sent as
 //! session defaults in the connection's startup options (`-c statement_timeout=...`), so they
@@ -58,8 +65,8 @@ use deadpool_postgres::{
     HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row, Statement};
 
 use crate::domain::CustomerId;
 
@@ -328,13 +335,9 @@ fn prelude_sql(customer: Option<CustomerId>) -> String {
 
 /// Runs `f` in `tx` with the prelude for `customer` sent first and pipelined with `f`'s first
 /// statement (see the module docs); `f` is dropped if the prelude fails.
-async fn with_prelude<T, E, F>(
-    tx: &Transaction<'_>,
-    customer: Option<CustomerId>,
-    f: F,
-) -> Result<T, E>
+async fn with_prelude<T, E, F>(tx: &Tx<'_>, customer: Option<CustomerId>, f: F) -> Result<T, E>
 where
-    F: AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+    F: AsyncFnOnce(&Tx<'_>) -> Result<T, E>,
     E: From<DbError>,
 {
     let sql = prelude_sql(customer);
@@ -445,12 +448,11 @@ impl Db {
     /// ```
     pub async fn tenant_tx<T, E, F>(&self, customer: CustomerId, f: F) -> Result<T, E>
     where
-        F: AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+        F: AsyncFnOnce(&Tx<'_>) -> Result<T, E>,
         E: From<DbError>,
     {
         let mut conn = self.checkout().await?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        let tx = client.transaction().await.map_err(DbError::from)?;
+        let tx = Tx::begin(&mut conn).await?;
         finish(tx, async |tx| with_prelude(tx, Some(customer), f).await).await
     }
 
@@ -466,13 +468,12 @@ impl Db {
         f: F,
     ) -> Result<Option<(CustomerId, T)>, E>
     where
-        R: AsyncFnOnce(&Transaction<'_>) -> Result<Option<CustomerId>, E>,
-        F: AsyncFnOnce(&Transaction<'_>, CustomerId) -> Result<T, E>,
+        R: AsyncFnOnce(&Tx<'_>) -> Result<Option<CustomerId>, E>,
+        F: AsyncFnOnce(&Tx<'_>, CustomerId) -> Result<T, E>,
         E: From<DbError>,
     {
         let mut conn = self.checkout().await?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        let tx = client.transaction().await.map_err(DbError::from)?;
+        let tx = Tx::begin(&mut conn).await?;
         finish(tx, async |tx| {
             let Some(customer) = with_prelude(tx, None, resolve).await? else {
                 return Ok(None);
@@ -493,12 +494,11 @@ impl Db {
     /// policies raise "no tenant context").
     pub async fn service_tx<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+        F: AsyncFnOnce(&Tx<'_>) -> Result<T, E>,
         E: From<DbError>,
     {
         let mut conn = self.checkout().await?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        let tx = client.transaction().await.map_err(DbError::from)?;
+        let tx = Tx::begin(&mut conn).await?;
         finish(tx, async |tx| with_prelude(tx, None, f).await).await
     }
 
@@ -672,8 +672,157 @@ impl fmt::Debug for Notifications {
     }
 }
 
+/// Most distinct statements one connection keeps prepared. The services' SQL is fixed text (at
+/// most a few variants per query), so this is never reached in practice; past it, statements are
+/// prepared per use rather than growing the cache without bound.
+const STATEMENT_CACHE_LIMIT: usize = 512;
+
+/// An open transaction on a pooled connection, handed to the closures of [`Db::tenant_tx`],
+/// [`Db::resolve_then_tenant_tx`] and [`Db::service_tx`].
+///
+/// It dereferences to [`tokio_postgres::Transaction`], and its `query`, `query_one`,
+/// `query_opt`, `execute` and `query_typed` take SQL text like tokio-postgres' do but run it as a
+/// named prepared statement kept per pooled connection (deadpool-postgres' statement cache):
+/// PostgreSQL parses and plans each statement once per connection instead of on every call
+/// (for a plain query that is also a round trip saved: tokio-postgres prepares an unnamed
+/// statement before running `&str` SQL). Cached statements survive the session reset of every
+/// transaction (it does not `DEALLOCATE`); PostgreSQL re-plans them itself after DDL.
+pub struct Tx<'a> {
+    inner: deadpool_postgres::Transaction<'a>,
+}
+
+impl<'a> std::ops::Deref for Tx<'a> {
+    type Target = tokio_postgres::Transaction<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tx")
+            .field("cached_statements", &self.inner.statement_cache.size())
+            .finish()
+    }
+}
+
+impl<'a> Tx<'a> {
+    async fn begin(conn: &'a mut Object) -> Result<Tx<'a>, DbError> {
+        Ok(Tx {
+            inner: conn.transaction().await?,
+        })
+    }
+
+    async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        self.inner.commit().await
+    }
+
+    async fn rollback(self) -> Result<(), tokio_postgres::Error> {
+        self.inner.rollback().await
+    }
+
+    /// The prepared statement for `sql` (parameter types inferred by PostgreSQL), from this
+    /// connection's cache or prepared now and cached.
+    pub async fn prepare_cached(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        self.prepare_typed_cached(sql, &[]).await
+    }
+
+    /// The prepared statement for `sql` with these parameter types (`Type::UNKNOWN` or missing
+    /// trailing entries: inferred), from this connection's cache or prepared now and cached.
+    pub async fn prepare_typed_cached(
+        &self,
+        sql: &str,
+        types: &[Type],
+    ) -> Result<Statement, tokio_postgres::Error> {
+        let cache = &self.inner.statement_cache;
+        if cache.size() >= STATEMENT_CACHE_LIMIT {
+            return self.inner.prepare_typed(sql, types).await;
+        }
+        self.inner.prepare_typed_cached(sql, types).await
+    }
+
+    /// Runs `sql` (a cached prepared statement) and returns its rows.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.inner.query(&statement, params).await
+    }
+
+    /// Runs `sql` (a cached prepared statement) and returns its one row, or an error when it
+    /// returns none or several.
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.inner.query_one(&statement, params).await
+    }
+
+    /// Runs `sql` (a cached prepared statement) and returns its row if there is one (an error
+    /// when there are several).
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.inner.query_opt(&statement, params).await
+    }
+
+    /// Runs `sql` (a cached prepared statement) and returns the number of rows it affected.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.inner.execute(&statement, params).await
+    }
+
+    /// Like [`tokio_postgres::Transaction::query_typed`] (parameters with their types), but run
+    /// as a cached prepared statement of those types.
+    ///
+    /// Pipelining is kept: like tokio-postgres' `query_typed`, the statement is queued when the
+    /// future is first polled, so statements polled together (`try_join!`) still run in the order
+    /// they were first polled. On a cache miss this call runs as an unnamed statement, queued
+    /// right behind the `Parse` of the statement being cached for next time, instead of waiting
+    /// a round trip for the prepare (which would let later statements overtake it).
+    pub async fn query_typed(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+        let prepare = self.prepare_typed_cached(sql, &types);
+        let mut prepare = std::pin::pin!(prepare);
+        match futures::poll!(prepare.as_mut()) {
+            std::task::Poll::Ready(statement) => {
+                let statement = statement?;
+                let values: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|(value, _)| *value).collect();
+                self.inner.query(&statement, &values).await
+            }
+            std::task::Poll::Pending => {
+                let (prepared, rows) =
+                    futures::future::join(prepare, self.inner.query_typed(sql, params)).await;
+                match (prepared, rows) {
+                    // The prepare's error came first (the unnamed run then only reports the
+                    // aborted transaction).
+                    (Err(e), Err(_)) => Err(e),
+                    (_, rows) => rows,
+                }
+            }
+        }
+    }
+}
+
 /// Sets the transaction-local tenant: the only place `app.customer_id` is written.
-async fn set_tenant(tx: &Transaction<'_>, customer: CustomerId) -> Result<(), DbError> {
+async fn set_tenant(tx: &Tx<'_>, customer: CustomerId) -> Result<(), DbError> {
     let tenant = customer.get().to_string();
     tx.query_typed(
         "SELECT pg_catalog.set_config('app.customer_id', $1, true)",
@@ -684,9 +833,9 @@ async fn set_tenant(tx: &Transaction<'_>, customer: CustomerId) -> Result<(), Db
 }
 
 /// Runs the closure inside `tx`; commits on `Ok`, rolls back on `Err`.
-async fn finish<T, E, F>(tx: Transaction<'_>, f: F) -> Result<T, E>
+async fn finish<T, E, F>(tx: Tx<'_>, f: F) -> Result<T, E>
 where
-    F: AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+    F: AsyncFnOnce(&Tx<'_>) -> Result<T, E>,
     E: From<DbError>,
 {
     match f(&tx).await {

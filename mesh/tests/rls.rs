@@ -593,3 +593,101 @@ async fn keys_used_by_another_tenant_look_unused_and_errors_hide_values() {
     assert_eq!(count_as_admin(&test_db, A).await, 5);
     assert_eq!(count_as_admin(&test_db, B).await, 3);
 }
+
+/// Statements run through a transaction are cached per pooled connection (named prepared
+/// statements that outlive the transaction); a cached plan is the same for every tenant, so it
+/// must never carry one tenant's rows to another, also once PostgreSQL has switched to a
+/// generic plan (after five executions).
+#[tokio::test]
+async fn cached_statements_are_shared_by_tenants_without_sharing_rows() {
+    let test_db = probe_db().await;
+    let mut config = test_db.db_config_for_role("tenant_svc");
+    config.max_connections = 1;
+    let db = Db::connect(&config).await.unwrap();
+
+    for round in 0..12 {
+        let customer = if round % 2 == 0 { A } else { B };
+        let rows = select_all(&db, customer).await;
+        assert_eq!(rows.len(), if customer == A { 3 } else { 2 });
+        assert!(rows.iter().all(|(c, _, _)| *c == customer), "{rows:?}");
+        // Typed statements are cached too, and the cached plan takes its parameter per call.
+        let body: Option<String> = db
+            .tenant_tx(tenant(customer), async |tx| {
+                let id = 2_i64;
+                let rows = tx
+                    .query_typed(
+                        "SELECT body FROM app.rls_probe WHERE id = $1",
+                        &[(&id, tokio_postgres::types::Type::INT8)],
+                    )
+                    .await?;
+                Ok::<_, DbError>(rows.first().map(|r| r.get(0)))
+            })
+            .await
+            .unwrap();
+        let expected = if customer == A { "a-two" } else { "b-two" };
+        assert_eq!(body.as_deref(), Some(expected));
+    }
+
+    // Both statements are prepared once on the one connection and reused by every round (the
+    // first run of a typed statement runs unnamed while it is being prepared).
+    let prepared: Vec<(String, i64)> = db
+        .service_tx(async |tx| {
+            let rows = tx
+                .query(
+                    "SELECT statement, generic_plans + custom_plans \
+                     FROM pg_catalog.pg_prepared_statements \
+                     WHERE statement LIKE '%app.rls_probe%' \
+                       AND statement NOT LIKE '%pg_prepared_statements%' ORDER BY 1",
+                    &[],
+                )
+                .await?;
+            Ok::<_, DbError>(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        prepared,
+        [
+            (
+                "SELECT body FROM app.rls_probe WHERE id = $1".to_owned(),
+                11
+            ),
+            (
+                "SELECT customer_id, id, body FROM app.rls_probe ORDER BY id".to_owned(),
+                12
+            ),
+        ]
+    );
+    assert_no_context_sees_nothing(&db).await;
+    assert_pooled_connection_is_clean(&db).await;
+}
+
+/// Typed statements polled together run in the order they were first polled, also when none of
+/// them is prepared yet on the connection (the first run of each must not wait for its prepare
+/// while a later statement overtakes it).
+#[tokio::test]
+async fn pipelined_typed_statements_keep_their_order_on_a_cold_cache() {
+    let test_db = probe_db().await;
+    let config = test_db.db_config_for_role("tenant_svc");
+    let db = Db::connect(&config).await.unwrap();
+    use tokio_postgres::types::Type;
+    for n in 0..20_i64 {
+        let seen: Option<String> = db
+            .tenant_tx(tenant(A), async |tx| {
+                // Distinct text per round: always a cache miss.
+                let set = format!("SELECT set_config('probe.n', $1, true), {n}");
+                let get = format!("SELECT current_setting('probe.n', true), {n}");
+                let value = n.to_string();
+                let set_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+                    [(&value, Type::TEXT)];
+                let (_, rows) = tokio::try_join!(
+                    tx.query_typed(&set, &set_params),
+                    tx.query_typed(&get, &[]),
+                )?;
+                Ok::<_, DbError>(rows[0].get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, Some(n.to_string()), "round {n}");
+    }
+}

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use mesh::api::tenant as pb;
+use mesh::db::Tx;
 use mesh::domain::CustomerId;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use tokio_postgres::Row;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Row, Transaction};
 
 use crate::error::{Result, TenantError};
 use crate::model::{Change, Defaults, Overrides};
@@ -116,7 +117,7 @@ impl Customer {
 
 /// The next customer id (from the identity sequence), so the row can be inserted under its own
 /// tenant context.
-pub async fn next_customer_id(tx: &Transaction<'_>) -> Result<CustomerId> {
+pub async fn next_customer_id(tx: &Tx<'_>) -> Result<CustomerId> {
     let row = tx
         .query_one(
             "SELECT nextval(pg_get_serial_sequence('tenant.customers', 'customer_id'))",
@@ -144,11 +145,7 @@ pub struct NewCustomer<'a> {
 }
 
 /// Inserts a customer with the given id (inside that customer's tenant transaction).
-pub async fn insert_customer(
-    tx: &Transaction<'_>,
-    id: CustomerId,
-    c: &NewCustomer<'_>,
-) -> Result<()> {
+pub async fn insert_customer(tx: &Tx<'_>, id: CustomerId, c: &NewCustomer<'_>) -> Result<()> {
     let o = c.overrides;
     tx.execute(
         "INSERT INTO tenant.customers (customer_id, email, business_name, contact_name, \
@@ -183,7 +180,7 @@ pub async fn insert_customer(
 
 /// The current tenant's customer row without its numbers (the call path needs no more);
 /// `None` when it does not exist. One round trip (typed, no separate prepare).
-pub async fn get_customer_core(tx: &Transaction<'_>, id: CustomerId) -> Result<Option<Customer>> {
+pub async fn get_customer_core(tx: &Tx<'_>, id: CustomerId) -> Result<Option<Customer>> {
     let rows = tx
         .query_typed(
             &format!("SELECT {CUSTOMER_COLUMNS} FROM tenant.customers WHERE customer_id = $1"),
@@ -195,7 +192,7 @@ pub async fn get_customer_core(tx: &Transaction<'_>, id: CustomerId) -> Result<O
 }
 
 /// Like [`get_customer_core`] but NOT_FOUND when missing.
-pub async fn require_customer_core(tx: &Transaction<'_>, id: CustomerId) -> Result<Customer> {
+pub async fn require_customer_core(tx: &Tx<'_>, id: CustomerId) -> Result<Customer> {
     get_customer_core(tx, id)
         .await?
         .ok_or(TenantError::NotFound("customer"))
@@ -203,7 +200,7 @@ pub async fn require_customer_core(tx: &Transaction<'_>, id: CustomerId) -> Resu
 
 /// The current tenant's customer (RLS shows only it), with numbers; `None` when it does not
 /// exist.
-pub async fn get_customer(tx: &Transaction<'_>, id: CustomerId) -> Result<Option<Customer>> {
+pub async fn get_customer(tx: &Tx<'_>, id: CustomerId) -> Result<Option<Customer>> {
     let Some(mut c) = get_customer_core(tx, id).await? else {
         return Ok(None);
     };
@@ -226,14 +223,14 @@ pub async fn get_customer(tx: &Transaction<'_>, id: CustomerId) -> Result<Option
 }
 
 /// Like [`get_customer`] but NOT_FOUND when missing.
-pub async fn require_customer(tx: &Transaction<'_>, id: CustomerId) -> Result<Customer> {
+pub async fn require_customer(tx: &Tx<'_>, id: CustomerId) -> Result<Customer> {
     get_customer(tx, id)
         .await?
         .ok_or(TenantError::NotFound("customer"))
 }
 
 /// Writes the overrides of the current tenant's customer.
-pub async fn update_overrides(tx: &Transaction<'_>, id: CustomerId, o: &Overrides) -> Result<()> {
+pub async fn update_overrides(tx: &Tx<'_>, id: CustomerId, o: &Overrides) -> Result<()> {
     tx.execute(
         "UPDATE tenant.customers SET agent_name = $2, greeting_new_caller = $3, \
          greeting_returning_caller = $4, voice = $5, sliders = $6, prompt_blocks = $7, \
@@ -261,7 +258,7 @@ pub async fn update_overrides(tx: &Transaction<'_>, id: CustomerId, o: &Override
 
 /// Appends history rows.
 pub async fn record_changes(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: CustomerId,
     changes: &[Change],
     by: &str,
@@ -269,17 +266,11 @@ pub async fn record_changes(
     if changes.is_empty() {
         return Ok(());
     }
-    let stmt = tx
-        .prepare(
+    for c in changes {
+        tx.execute(
             "INSERT INTO tenant.customer_configurations \
              (customer_id, config_type, config_key, old_value, new_value, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .await
-        .map_err(mesh::db::DbError::from)?;
-    for c in changes {
-        tx.execute(
-            &stmt,
             &[&id.get(), &c.config_type, &c.key, &c.old, &c.new, &by],
         )
         .await
@@ -289,7 +280,7 @@ pub async fn record_changes(
 }
 
 /// Sets the status; returns whether it changed.
-pub async fn set_status(tx: &Transaction<'_>, id: CustomerId, status: &str) -> Result<bool> {
+pub async fn set_status(tx: &Tx<'_>, id: CustomerId, status: &str) -> Result<bool> {
     let n = tx
         .execute(
             "UPDATE tenant.customers SET status = $2, updated_at = now() \
@@ -303,7 +294,7 @@ pub async fn set_status(tx: &Transaction<'_>, id: CustomerId, status: &str) -> R
 
 /// History, newest first, ids below `before`.
 pub async fn list_history(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: CustomerId,
     before: i64,
     limit: i64,
@@ -335,7 +326,7 @@ pub async fn list_history(
 }
 
 /// The platform defaults row.
-pub async fn load_defaults(tx: &Transaction<'_>) -> Result<Defaults> {
+pub async fn load_defaults(tx: &Tx<'_>) -> Result<Defaults> {
     let r = tx
         .query_one(
             "SELECT agent_name, greeting_new_caller, greeting_returning_caller, voice, sliders, \
@@ -360,7 +351,7 @@ pub async fn load_defaults(tx: &Transaction<'_>) -> Result<Defaults> {
 }
 
 /// Replaces the platform defaults.
-pub async fn save_defaults(tx: &Transaction<'_>, d: &Defaults) -> Result<DateTime<Utc>> {
+pub async fn save_defaults(tx: &Tx<'_>, d: &Defaults) -> Result<DateTime<Utc>> {
     let r = tx
         .query_one(
             "UPDATE tenant.platform_defaults SET agent_name = $1, greeting_new_caller = $2, \
@@ -385,7 +376,7 @@ pub async fn save_defaults(tx: &Transaction<'_>, d: &Defaults) -> Result<DateTim
 /// The customer owning exactly `number` (and matching the Twilio account when the number is
 /// pinned to one). The only cross-tenant read of the call path; returns the id only.
 pub async fn resolve_number(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     number: &str,
     account_sid: &str,
 ) -> Result<Option<CustomerId>> {
@@ -405,7 +396,7 @@ pub async fn resolve_number(
 }
 
 /// Customer ids after `after`, in order (admin listing).
-pub async fn list_customer_ids(tx: &Transaction<'_>, after: i64, limit: i32) -> Result<Vec<i64>> {
+pub async fn list_customer_ids(tx: &Tx<'_>, after: i64, limit: i32) -> Result<Vec<i64>> {
     Ok(tx
         .query("SELECT tenant.list_customer_ids($1, $2)", &[&after, &limit])
         .await
@@ -469,7 +460,7 @@ fn outbound_from_row(r: &Row) -> OutboundSettings {
 /// read-modify-write changes of its settings or secret apply one after the other (a second
 /// rotation then turns the first one's secret into `previous` instead of losing it). NOT_FOUND
 /// when the customer does not exist.
-pub async fn lock_customer(tx: &Transaction<'_>, id: CustomerId) -> Result<()> {
+pub async fn lock_customer(tx: &Tx<'_>, id: CustomerId) -> Result<()> {
     tx.query_opt(
         "SELECT 1 FROM tenant.customers WHERE customer_id = $1 FOR NO KEY UPDATE",
         &[&id.get()],
@@ -482,10 +473,7 @@ pub async fn lock_customer(tx: &Transaction<'_>, id: CustomerId) -> Result<()> {
 
 /// The settings and whether a webhook secret exists (never the secret), in one round trip;
 /// defaults when never set; NOT_FOUND when the customer does not exist.
-pub async fn get_outbound(
-    tx: &Transaction<'_>,
-    id: CustomerId,
-) -> Result<(OutboundSettings, bool)> {
+pub async fn get_outbound(tx: &Tx<'_>, id: CustomerId) -> Result<(OutboundSettings, bool)> {
     let rows = tx
         .query_typed(
             "SELECT s.customer_id IS NOT NULL AS stored, s.allowed_country_codes, \
@@ -510,7 +498,7 @@ pub async fn get_outbound(
 }
 
 /// The stored settings (defaults when never set), for an update under [`lock_customer`].
-pub async fn load_outbound(tx: &Transaction<'_>, id: CustomerId) -> Result<OutboundSettings> {
+pub async fn load_outbound(tx: &Tx<'_>, id: CustomerId) -> Result<OutboundSettings> {
     Ok(tx
         .query_opt(
             &format!(
@@ -525,11 +513,7 @@ pub async fn load_outbound(tx: &Transaction<'_>, id: CustomerId) -> Result<Outbo
 }
 
 /// Writes the settings (creating the row on the first change).
-pub async fn save_outbound(
-    tx: &Transaction<'_>,
-    id: CustomerId,
-    s: &OutboundSettings,
-) -> Result<()> {
+pub async fn save_outbound(tx: &Tx<'_>, id: CustomerId, s: &OutboundSettings) -> Result<()> {
     tx.execute(
         &format!(
             "INSERT INTO tenant.outbound_settings (customer_id, {OUTBOUND_COLUMNS}) \
@@ -563,7 +547,7 @@ pub async fn save_outbound(
 /// becomes the previous one until the database's `now() + overlap`; a zero overlap drops it.
 /// Returns `None` when there was no secret before, else when the previous secret stops signing.
 pub async fn rotate_webhook_secret(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: CustomerId,
     secret: &SecretString,
     overlap: std::time::Duration,
@@ -605,7 +589,7 @@ pub struct SigningKeys {
 }
 
 /// The current tenant's [`SigningKeys`]; NOT_FOUND when the customer does not exist.
-pub async fn signing_keys(tx: &Transaction<'_>, id: CustomerId) -> Result<SigningKeys> {
+pub async fn signing_keys(tx: &Tx<'_>, id: CustomerId) -> Result<SigningKeys> {
     let rows = tx
         .query_typed(
             "SELECT coalesce(s.webhook_url, ''), w.secret, \
