@@ -4,8 +4,8 @@
 //! check -> ResolveNumber (tenant-svc) -> RegisterCall (media-svc: concurrent-call limit check
 //! and the call row, a PostgreSQL write) -> TwiML. Prints throughput and latency.
 //!
-//! `cargo run --release -p e2e --example webhook_bench -- [concurrency] [seconds] [rate] [tenants]`
-//! (64 10 0 1000). `rate` 0 sends back to back (closed loop: the most set-ups per second at that
+//! `cargo run --release -p e2e --example webhook_bench -- [concurrency] [seconds] [rate] [tenants]
+//! [history]` (64 10 0 1000 100; `history`: finished calls per tenant already stored). `rate` 0 sends back to back (closed loop: the most set-ups per second at that
 //! concurrency); otherwise requests are paced at `rate` per second with at most `concurrency`
 //! in flight (latency at that throughput). Nobody streams the calls, so they stay ringing and
 //! count against their tenant's concurrent-call limit: the bench gives every tier room for them.
@@ -29,6 +29,7 @@ fn number(tenant: u64) -> String {
 #[tokio::main]
 async fn main() {
     let (concurrency, seconds, rate, tenants) = (arg(1, 64), arg(2, 10), arg(3, 0), arg(4, 1000));
+    let history = arg(5, 100);
     // One source address and one account generate all the load: lift those limits.
     let mesh = Arc::new(
         Mesh::start_with(MeshOptions {
@@ -61,6 +62,23 @@ async fn main() {
         )
         .await
         .expect("seed numbers");
+    // A call history as a running system has one: `history` finished calls per tenant over the
+    // last 30 days (statistics and plans then match a table with rows in it, not an empty one).
+    admin
+        .execute(
+            "INSERT INTO media.calls (customer_id, call_sid, account_sid, caller, called, direction, \
+                                      status, created_at, answered_at, ended_at, duration_seconds) \
+             SELECT c, 'CA' || lpad(to_hex(c), 16, '0') || lpad(to_hex(h), 16, '0'), $3, \
+                    '+1555' || lpad((h % 10000000)::text, 7, '0'), \
+                    '+1212' || lpad((2000000 + c)::text, 7, '0'), 1, 5, \
+                    now() - (h % 720 + 5) * interval '1 hour', \
+                    now() - (h % 720 + 5) * interval '1 hour' + interval '5 seconds', \
+                    now() - (h % 720 + 5) * interval '1 hour' + interval '3 minutes', 175 \
+             FROM generate_series(1, $1::bigint) c, generate_series(1, $2::bigint) h",
+            &[&(tenants as i64), &(history as i64), &ACCOUNT_SID],
+        )
+        .await
+        .expect("seed call history");
     admin
         .batch_execute(&format!(
             "SELECT setval(pg_get_serial_sequence('tenant.customers', 'customer_id'), {tenants}); ANALYZE"
@@ -129,7 +147,10 @@ async fn main() {
         .await
         .unwrap()
         .get(0);
-    println!("call rows written: {rows} ({tenants} tenants)");
+    println!(
+        "call rows: {rows} ({tenants} tenants, {} of them history seeded before the run)",
+        tenants * history
+    );
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
