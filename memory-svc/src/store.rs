@@ -526,15 +526,23 @@ pub async fn context(
         (&num_summaries, Type::INT8),
     ];
     let three_m: [P; 3] = [(&cid, Type::INT8), (&u, Type::TEXT), (&lim, Type::INT8)];
-    let profile_sql = format!("SELECT {PROFILE_COLS} FROM memory.ctx_profile($1, $2)");
-    let avg_sql = format!("SELECT {AVG_COLS} FROM memory.ctx_averages($1, $2)");
+    // Plain statements: each is prepared once per pooled connection (`mesh::db::Tx`), so they
+    // need no PL/pgSQL wrapper for a cached plan (V3's `memory.ctx_*` functions, kept for
+    // operators, run the same queries).
+    let profile_sql = format!(
+        "SELECT {PROFILE_COLS} FROM memory.caller_profiles WHERE customer_id = $1 AND user_id = $2"
+    );
+    let avg_sql = format!(
+        "SELECT {AVG_COLS} FROM memory.personality_averages WHERE customer_id = $1 AND user_id = $2"
+    );
     let sum_sql = format!(
-        "SELECT {SUMMARY_COLS} FROM memory.ctx_summaries($1, $2, $3) \
-         ORDER BY call_at DESC, call_sid DESC"
+        "SELECT {SUMMARY_COLS} FROM memory.call_summaries WHERE customer_id = $1 AND user_id = $2 \
+         ORDER BY call_at DESC, call_sid DESC LIMIT $3"
     );
     let mem_sql = format!(
-        "SELECT {MEM_COLS} FROM memory.ctx_memories($1, $2, $3) \
-         ORDER BY created_at DESC, id DESC"
+        "SELECT {MEM_COLS} FROM memory.memories \
+         WHERE customer_id = $1 AND user_id = $2 AND expires_at > pg_catalog.now() \
+         ORDER BY created_at DESC, id DESC LIMIT $3"
     );
     let (p, a, s, m) = futures::try_join!(
         tx.query_typed(&profile_sql, &two),

@@ -85,6 +85,8 @@ async fn main() {
         ))
         .await
         .expect("sequence");
+    // Writes the seed's dirty pages out now rather than during the measurement.
+    admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
