@@ -158,6 +158,11 @@ async fn main() {
     env.insert("TENANT_SVC_URL".into(), dead.clone());
     env.insert("MEMORY_SVC_URL".into(), dead);
     env.insert("MEDIA_PEER_TIMEOUT_MS".into(), "300".into());
+    // All calls belong to one tenant: give it room for them (the default tier allows 5).
+    env.insert(
+        "MEDIA_CONCURRENT_CALLS_BY_TIER".into(),
+        "starter=1000000".into(),
+    );
     env.insert("RUST_LOG".into(), "info,media_svc=warn".into());
     let exe = std::env::current_exe().unwrap();
     let binary = exe

@@ -65,6 +65,9 @@ pub struct OpenAiConfig {
 /// The default of `OPENAI_REALTIME_STALL_TIMEOUT_MS`.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bytes read from the realtime API's socket at a time (larger events take several reads).
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 impl std::fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiConfig")
@@ -230,11 +233,15 @@ impl AiBackend for OpenAiBackend {
                 .headers_mut()
                 .insert("openai-beta", http::HeaderValue::from_static("realtime=v1"));
         }
-        let (ws, _) =
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-                .map_err(|_| BackendError("timed out connecting to the realtime API".into()))?
-                .map_err(|e| BackendError(format!("cannot connect to the realtime API: {e}")))?;
+        // tungstenite zero-fills its read buffer to this size before every read (128 KiB by
+        // default): at 50 small events a second per call that cost more CPU than the events.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER);
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| BackendError("timed out connecting to the realtime API".into()))?
+            .map_err(|e| BackendError(format!("cannot connect to the realtime API: {e}")))?;
         let mut session = OpenAiSession {
             ws,
             closed: false,
