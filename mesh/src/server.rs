@@ -235,6 +235,12 @@ pub fn admin_router(
         .route(
             "/metrics",
             get(|| async {
+                // Read when scraped: the tasks alive in this process's runtime (a task leak shows
+                // as growth under a steady load; the soak benchmark checks it).
+                let tasks = tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks();
+                metrics::gauge!("process_tokio_alive_tasks").set(tasks as f64);
                 (
                     [(
                         http::header::CONTENT_TYPE,

@@ -20,8 +20,12 @@
 //! - RSS, open file descriptors and threads of every process (PostgreSQL: the postmaster and its
 //!   backends, PSS summed) at the start, middle and end of the window, and whether they grew.
 //!
+//! - tokio tasks alive in every service (`process_tokio_alive_tasks` on `/metrics`) before the
+//!   first call, at the start, middle and end of the window and after every call hung up.
+//!
 //! Exits non-zero when a call failed, an RSS grew more than 10 % from the middle to the end, an
-//! fd count grew, streams were left open after every call hung up, or a service did not exit 0
+//! fd count grew, a service's task count grew (middle to end, or more were left after every call
+//! hung up than before the first, beyond 32 or a tenth of the calls), streams were left open after every call hung up, or a service did not exit 0
 //! on SIGTERM, so `--seconds 1800` is the 30-minute soak and `--calls 50 --seconds 180` its CI
 //! version.
 //!
@@ -899,18 +903,31 @@ struct Snapshot {
     usage: Vec<Usage>,
     streams: Option<f64>,
     media_calls: Option<f64>,
+    /// `process_tokio_alive_tasks` of each service, in `services` order.
+    tasks: Vec<Option<f64>>,
 }
 
 async fn snapshot(
     targets: &[(String, Target)],
     gateway_admin: SocketAddr,
     media_admin: SocketAddr,
+    services: &[SocketAddr],
 ) -> Snapshot {
+    let mut tasks = Vec::with_capacity(services.len());
+    for admin in services {
+        tasks.push(alive_tasks(*admin).await);
+    }
     Snapshot {
         usage: targets.iter().map(|(_, t)| t.usage()).collect(),
         streams: gauge(gateway_admin, "gateway_active_streams").await,
         media_calls: gauge(media_admin, "media_calls_active").await,
+        tasks,
     }
+}
+
+/// The tokio tasks alive in a service (its `/metrics` sets the gauge when scraped).
+async fn alive_tasks(admin: SocketAddr) -> Option<f64> {
+    gauge(admin, "process_tokio_alive_tasks").await
 }
 
 fn fmt_gauge(v: Option<f64>) -> String {
@@ -1041,6 +1058,19 @@ async fn main() -> ExitCode {
         failures: Default::default(),
     });
 
+    let service_admins: Vec<SocketAddr> = [&gateway, &media, &tenant, &memory]
+        .iter()
+        .map(|s| s.process.admin.expect("admin address"))
+        .collect();
+    // Tasks alive before any call, to compare with after every call hung up.
+    let idle_tasks = {
+        let mut v = Vec::new();
+        for admin in &service_admins {
+            v.push(alive_tasks(*admin).await);
+        }
+        v
+    };
+
     // Ramp up: one call every --stagger-ms.
     let (stop_tx, stop_rx) = watch::channel(false);
     let ramp_began = Instant::now();
@@ -1084,11 +1114,11 @@ async fn main() -> ExitCode {
     let cpu_start: Vec<u64> = targets.iter().map(|(_, t)| t.cpu_ticks()).collect();
     let idle_start = machine_ticks();
     let streaming_start = load.streaming.load(Ordering::Relaxed);
-    let start = snapshot(&targets, gateway_admin, media_admin).await;
+    let start = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
     let window_began = Instant::now();
     load.window_start.store(load.now_ns(), Ordering::Relaxed);
     sleep_with_progress(&load, window_began, Duration::from_secs(a.seconds) / 2).await;
-    let middle = snapshot(&targets, gateway_admin, media_admin).await;
+    let middle = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
     sleep_with_progress(
         &load,
         window_began,
@@ -1100,7 +1130,7 @@ async fn main() -> ExitCode {
     let cpu_end: Vec<u64> = targets.iter().map(|(_, t)| t.cpu_ticks()).collect();
     let idle_end = machine_ticks();
     let streaming_end = load.streaming.load(Ordering::Relaxed);
-    let end = snapshot(&targets, gateway_admin, media_admin).await;
+    let end = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
 
     // Hang up every call, then check nothing is left open.
     let _ = stop_tx.send(true);
@@ -1128,6 +1158,21 @@ async fn main() -> ExitCode {
         summaries = count("SELECT count(*) FROM memory.call_summaries").await;
     }
     let call_rows = count("SELECT count(*) FROM media.calls").await;
+    // Once the records are delivered, the tasks of the calls should be gone too; finishing ones
+    // (a stream's last frames, a delivery's reply) get a few seconds.
+    let mut after_tasks = Vec::new();
+    for (i, admin) in service_admins.iter().enumerate() {
+        let settle = Instant::now() + Duration::from_secs(5);
+        let mut tasks = alive_tasks(*admin).await;
+        while let (Some(now), Some(before)) = (tasks, idle_tasks[i]) {
+            if now <= before + 32.0 || Instant::now() >= settle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tasks = alive_tasks(*admin).await;
+        }
+        after_tasks.push(tasks);
+    }
 
     // Graceful stop, in the order a deployment would drain.
     let mut exits = Vec::new();
@@ -1294,6 +1339,49 @@ async fn main() -> ExitCode {
         fmt_gauge(open_streams),
         fmt_gauge(open_calls)
     );
+    // Tasks: a leak shows as growth under the same load (middle -> end) or as tasks left behind
+    // once every call hung up (connection tasks of the gRPC channels opened during the ramp
+    // stay: an allowance of 32 or a tenth of the calls).
+    let mut grew_tasks = Vec::new();
+    let mut tasks_line = Vec::new();
+    for (i, name) in ["gateway", "media-svc", "tenant-svc", "memory-svc"]
+        .iter()
+        .enumerate()
+    {
+        let (idle, s, m, e, after) = (
+            idle_tasks[i],
+            start.tasks[i],
+            middle.tasks[i],
+            end.tasks[i],
+            after_tasks[i],
+        );
+        tasks_line.push(format!(
+            "{name} {} / {} / {} / {} / {}",
+            fmt_gauge(idle),
+            fmt_gauge(s),
+            fmt_gauge(m),
+            fmt_gauge(e),
+            fmt_gauge(after)
+        ));
+        let grew = |from: Option<f64>, to: Option<f64>| match (from, to) {
+            (Some(from), Some(to)) => to > from + (from * 0.05).max(16.0),
+            _ => false,
+        };
+        // A task left behind per call would leave hundreds; connections opened during the ramp
+        // (gRPC channels, their h2 tasks) leave a few dozen.
+        let left = match (idle, after) {
+            (Some(idle), Some(after)) => after > idle + (a.calls as f64 / 10.0).max(32.0),
+            _ => false,
+        };
+        if grew(m, e) || left {
+            grew_tasks.push((*name).to_owned());
+        }
+    }
+    println!(
+        "tokio tasks alive (before the first call / start / middle / end / after every call hung \
+         up): {}",
+        tasks_line.join("; ")
+    );
     println!(
         "records: {} call rows in media-svc, {} call summaries delivered to memory-svc",
         call_rows.map_or("n/a".into(), |v| v.to_string()),
@@ -1333,10 +1421,12 @@ async fn main() -> ExitCode {
     };
     println!(
         "soak checks (issue 9): failed calls {failed}; RSS grew > 10 % middle -> end: {}; service \
-         fds grew middle -> end: {}; threads grew middle -> end: {} (reported only); streams left \
-         open after hang-up: {}; clean SIGTERM exits: {}",
+         fds grew middle -> end: {}; tasks grew (middle -> end, or left after hang-up): {}; \
+         threads grew middle -> end: {} (reported only); streams left open after hang-up: {}; \
+         clean SIGTERM exits: {}",
         list(&grew_mem),
         list(&grew_fds),
+        list(&grew_tasks),
         list(&grew_threads),
         if leaked { "YES" } else { "none" },
         if bad_exit { "NO" } else { "all" }
@@ -1345,6 +1435,7 @@ async fn main() -> ExitCode {
         && started == a.calls as u64
         && grew_mem.is_empty()
         && grew_fds.is_empty()
+        && grew_tasks.is_empty()
         && !leaked
         && !bad_exit;
     println!("verdict: {}", if pass { "PASS" } else { "FAIL" });
