@@ -71,6 +71,7 @@ struct Args {
     tenants: usize,
     stagger_ms: u64,
     warmup: u64,
+    idle_sockets: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -80,9 +81,10 @@ fn args() -> Result<Args, String> {
         tenants: 4,
         stagger_ms: 20,
         warmup: 3,
+        idle_sockets: 0,
     };
     let usage = "flags: --calls N (50) --seconds S (60) --tenants T (4) --stagger-ms MS (20) \
-                 --warmup S (3)";
+                 --warmup S (3) --idle-sockets N (0)";
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -98,6 +100,7 @@ fn args() -> Result<Args, String> {
             "--tenants" => a.tenants = value.parse().map_err(bad)?,
             "--stagger-ms" => a.stagger_ms = value.parse().map_err(bad)?,
             "--warmup" => a.warmup = value.parse().map_err(bad)?,
+            "--idle-sockets" => a.idle_sockets = value.parse().map_err(bad)?,
             other => return Err(format!("unknown flag {other}; {usage}")),
         }
     }
@@ -285,6 +288,48 @@ impl Load {
 // ------------------------------------------------------------------------------------------------
 
 /// Plays call number `n` until `stop` flips, then hangs up like Twilio.
+/// Idle Media Streams WebSockets (`--idle-sockets`): signed upgrades that never send `start`,
+/// reopened whenever the gateway closes them, so that many are held open throughout.
+#[derive(Default)]
+struct Idle {
+    open: AtomicU64,
+    opened: AtomicU64,
+    closed_by_gateway: AtomicU64,
+    refused: AtomicU64,
+}
+
+async fn idle_socket(load: Arc<Load>, idle: Arc<Idle>, mut stop: watch::Receiver<bool>) {
+    let url = format!(
+        "{}/twilio/media",
+        PUBLIC_BASE_URL.replacen("https", "wss", 1)
+    );
+    let sig = gateway::signature::compute(load.auth_token.as_bytes(), &url, &[]);
+    while !*stop.borrow() {
+        let mut req = format!("ws://{}/twilio/media", load.gateway)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut()
+            .insert("X-Twilio-Signature", sig.parse().expect("header"));
+        let Ok((mut ws, _)) =
+            tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true).await
+        else {
+            idle.refused.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        idle.opened.fetch_add(1, Ordering::Relaxed);
+        idle.open.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            // The gateway closes a stream that sends no `start` (10 s): open another.
+            _ = async { while let Some(Ok(_)) = ws.next().await {} } => {
+                idle.closed_by_gateway.fetch_add(1, Ordering::Relaxed);
+            }
+            _ = stop.changed() => {}
+        }
+        idle.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn call(load: Arc<Load>, n: usize, mut stop: watch::Receiver<bool>) {
     let outcome = call_inner(&load, n, &mut stop).await;
     match outcome {
@@ -1071,8 +1116,33 @@ async fn main() -> ExitCode {
         v
     };
 
-    // Ramp up: one call every --stagger-ms.
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Idle sockets first, so the calls run with them held open (opened 200 at a time).
+    let sockets = Arc::new(Idle::default());
+    let mut idle_handles = Vec::with_capacity(a.idle_sockets);
+    for n in 0..a.idle_sockets {
+        let (load, sockets, stop) = (load.clone(), sockets.clone(), stop_rx.clone());
+        idle_handles.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50 * (n / 200) as u64)).await;
+            idle_socket(load, sockets, stop).await;
+        }));
+    }
+    if a.idle_sockets > 0 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (sockets.open.load(Ordering::Relaxed) as usize) < a.idle_sockets * 9 / 10
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "idle sockets: {} of {} open before the first call ({} refused)",
+            sockets.open.load(Ordering::Relaxed),
+            a.idle_sockets,
+            sockets.refused.load(Ordering::Relaxed)
+        );
+    }
+
+    // Ramp up: one call every --stagger-ms.
     let ramp_began = Instant::now();
     let mut tasks = Vec::with_capacity(a.calls);
     for n in 0..a.calls {
@@ -1115,10 +1185,12 @@ async fn main() -> ExitCode {
     let idle_start = machine_ticks();
     let streaming_start = load.streaming.load(Ordering::Relaxed);
     let start = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
+    let sockets_start = sockets.open.load(Ordering::Relaxed);
     let window_began = Instant::now();
     load.window_start.store(load.now_ns(), Ordering::Relaxed);
     sleep_with_progress(&load, window_began, Duration::from_secs(a.seconds) / 2).await;
     let middle = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
+    let sockets_middle = sockets.open.load(Ordering::Relaxed);
     sleep_with_progress(
         &load,
         window_began,
@@ -1131,10 +1203,11 @@ async fn main() -> ExitCode {
     let idle_end = machine_ticks();
     let streaming_end = load.streaming.load(Ordering::Relaxed);
     let end = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
+    let sockets_end = sockets.open.load(Ordering::Relaxed);
 
     // Hang up every call, then check nothing is left open.
     let _ = stop_tx.send(true);
-    for t in tasks {
+    for t in tasks.into_iter().chain(idle_handles) {
         let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
     }
     let settle = Instant::now() + Duration::from_secs(10);
@@ -1382,6 +1455,19 @@ async fn main() -> ExitCode {
          up): {}",
         tasks_line.join("; ")
     );
+    if a.idle_sockets > 0 {
+        println!(
+            "idle Media Streams sockets (never send `start`): open at start / middle / end {} / \
+             {} / {} of {}; {} opened in all, {} closed by the gateway, {} upgrades refused",
+            sockets_start,
+            sockets_middle,
+            sockets_end,
+            a.idle_sockets,
+            sockets.opened.load(Ordering::Relaxed),
+            sockets.closed_by_gateway.load(Ordering::Relaxed),
+            sockets.refused.load(Ordering::Relaxed)
+        );
+    }
     println!(
         "records: {} call rows in media-svc, {} call summaries delivered to memory-svc",
         call_rows.map_or("n/a".into(), |v| v.to_string()),
