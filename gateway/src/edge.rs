@@ -81,6 +81,14 @@ pub const MAX_WS_MESSAGE: usize = 64 * 1024;
 /// per call cost more CPU than handling them; larger messages just take several reads.
 pub const WS_READ_BUFFER: usize = 8 * 1024;
 
+/// How long the gateway keeps trying an RPC of a call's set-up, or opening a call's stream to
+/// media-svc, while no replica is available (then Twilio gets the apology, inside the 2-second
+/// answer budget, or the socket is closed and Twilio plays it).
+const STREAM_OPEN_BUDGET: Duration = Duration::from_millis(1000);
+
+/// Pause between two attempts to open a call's stream.
+const STREAM_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 impl Edge {
     /// A keyed hash of a phone number, for logs (never the number itself).
     pub fn hash_number(&self, number: &str) -> String {
@@ -204,18 +212,18 @@ async fn answer_call(edge: &Edge, hook: &CallWebhook) -> Answer {
     } else {
         (&hook.to, &hook.from_raw)
     };
-    let resolved = edge
-        .tenant
-        .clone()
-        .resolve_number(bearer(
-            ResolveNumberRequest {
-                called_number: ours.clone(),
-                account_sid: hook.account_sid.to_string(),
-                call_sid: hook.call_sid.to_string(),
-            },
-            service_token.expose_secret(),
-        ))
-        .await;
+    let began = Instant::now();
+    let resolve = ResolveNumberRequest {
+        called_number: ours.clone(),
+        account_sid: hook.account_sid.to_string(),
+        call_sid: hook.call_sid.to_string(),
+    };
+    let resolved = retry_unavailable(began, || {
+        let mut tenant = edge.tenant.clone();
+        let request = bearer(resolve.clone(), service_token.expose_secret());
+        async move { tenant.resolve_number(request).await }
+    })
+    .await;
     let resolved = match resolved {
         Ok(r) => r.into_inner(),
         Err(s)
@@ -238,21 +246,21 @@ async fn answer_call(edge: &Edge, hook: &CallWebhook) -> Answer {
         }
     };
     let customer_id = resolved.customer_id;
-    let registered = edge
-        .media
-        .clone()
-        .register_call(bearer(
-            media_pb::RegisterCallRequest {
-                call_sid: hook.call_sid.to_string(),
-                account_sid: hook.account_sid.to_string(),
-                from: remote.clone(),
-                to: ours.clone(),
-                direction: direction(&hook.direction) as i32,
-                status: media_pb::CallStatus::Ringing as i32,
-            },
-            &resolved.tenant_token,
-        ))
-        .await;
+    let register = media_pb::RegisterCallRequest {
+        call_sid: hook.call_sid.to_string(),
+        account_sid: hook.account_sid.to_string(),
+        from: remote.clone(),
+        to: ours.clone(),
+        direction: direction(&hook.direction) as i32,
+        status: media_pb::CallStatus::Ringing as i32,
+    };
+    // Idempotent on the CallSid, so a retry cannot register the call twice.
+    let registered = retry_unavailable(began, || {
+        let mut media = edge.media.clone();
+        let request = bearer(register.clone(), &resolved.tenant_token);
+        async move { media.register_call(request).await }
+    })
+    .await;
     if let Err(s) = &registered
         && s.code() == tonic::Code::ResourceExhausted
     {
@@ -278,6 +286,30 @@ async fn answer_call(edge: &Edge, hook: &CallWebhook) -> Answer {
         &[("stream_token", &resolved.tenant_token)],
         &edge.apology_message,
     ))
+}
+
+/// Runs `rpc` again while it fails with `Unavailable` (no replica took it: one that just died
+/// stays in the balancer until its health probe fails, within a second) and less than
+/// [`STREAM_OPEN_BUDGET`] has passed since `began`; the answer budget still bounds the whole.
+async fn retry_unavailable<T, F>(
+    began: Instant,
+    mut rpc: impl FnMut() -> F,
+) -> Result<T, tonic::Status>
+where
+    F: Future<Output = Result<T, tonic::Status>>,
+{
+    loop {
+        match rpc().await {
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && began.elapsed() + STREAM_RETRY_PAUSE < STREAM_OPEN_BUDGET =>
+            {
+                metrics::counter!("gateway_rpc_retries_total").increment(1);
+                tokio::time::sleep(STREAM_RETRY_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn direction(d: &str) -> media_pb::CallDirection {
@@ -451,8 +483,9 @@ async fn bridge(edge: Arc<Edge>, mut socket: WebSocket) {
     let span = tracing::info_span!("media_stream", customer_id, call_sid = %start.call_sid);
     let _entered = span.enter();
 
-    // 2. Open the call stream to media-svc.
-    let (to_media, rx) = mpsc::channel::<media_pb::StreamCallRequest>(64);
+    // 2. Open the call stream to media-svc. `Unavailable` means no replica took the stream (a
+    // replica that just died is still in the balancer until its health probe fails, within a
+    // second): it is tried again, on a fresh stream, until STREAM_OPEN_BUDGET has passed.
     let mut custom = start.custom_parameters.clone();
     custom.remove("stream_token");
     let first = media_pb::StreamCallRequest {
@@ -464,22 +497,34 @@ async fn bridge(edge: Arc<Edge>, mut socket: WebSocket) {
             custom_parameters: custom,
         })),
     };
-    if to_media.send(first).await.is_err() {
-        return;
-    }
-    let outbound = edge
-        .media
-        .clone()
-        .stream_call(bearer(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-            &token,
-        ))
-        .await;
-    let mut from_media = match outbound {
-        Ok(r) => r.into_inner(),
-        Err(s) => {
-            tracing::warn!(code = ?s.code(), "media-svc refused the call stream");
-            return close(socket, 1011, "call unavailable").await;
+    let opening = Instant::now();
+    let (to_media, mut from_media) = loop {
+        let (to_media, rx) = mpsc::channel::<media_pb::StreamCallRequest>(64);
+        if to_media.send(first.clone()).await.is_err() {
+            return;
+        }
+        let outbound = edge
+            .media
+            .clone()
+            .stream_call(bearer(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+                &token,
+            ))
+            .await;
+        match outbound {
+            Ok(r) => break (to_media, r.into_inner()),
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && opening.elapsed() + STREAM_RETRY_PAUSE < STREAM_OPEN_BUDGET =>
+            {
+                metrics::counter!("gateway_stream_open_retries_total").increment(1);
+                tracing::info!(code = ?s.code(), "media-svc unavailable for the call stream; trying again");
+                tokio::time::sleep(STREAM_RETRY_PAUSE).await;
+            }
+            Err(s) => {
+                tracing::warn!(code = ?s.code(), "media-svc refused the call stream");
+                return close(socket, 1011, "call unavailable").await;
+            }
         }
     };
     metrics::gauge!("gateway_active_streams").increment(1.0);

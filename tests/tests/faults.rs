@@ -961,3 +961,179 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
         tally(&failed)
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// One replica of each service killed under load
+// ------------------------------------------------------------------------------------------------
+
+/// Two replicas of every service (the gateways and media-svc balance over both replicas of their
+/// peers); 16 calls stream through both gateways; then one replica of each service (tenant-svc,
+/// memory-svc, media-svc and the gateway) is SIGKILLed at once. New calls, sent to the
+/// surviving gateway as Twilio's load balancer would, keep connecting; the calls lost are only
+/// those that ran on a killed replica (their gateway or their media-svc); every other call keeps
+/// streaming; the post-call records of calls made after the kill all reach memory-svc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_of_each_service_killed_under_load_only_its_calls_are_lost() {
+    let _shared = DB_SERVER.read().await;
+    let mut mesh = ProcessMesh::start_replicated(5).await;
+    let gateway_a = mesh.gateway.addr;
+    let gateway_b = mesh.replicas.as_ref().expect("replicated").gateway.addr;
+    // The second gateway pays its first-use costs too (see `ProcessMesh::warm_up`).
+    let warm = Instant::now();
+    for n in 1.. {
+        let answer = mesh
+            .webhook_via(gateway_b, &call_sid(0x9f, n), "+15550000001")
+            .await;
+        if answer.stream.is_some() {
+            break;
+        }
+        assert!(warm.elapsed() < Duration::from_secs(30), "{answer:?}");
+    }
+
+    // 16 calls in progress, alternating gateways.
+    let mut live = Vec::new();
+    for i in 1..=16u32 {
+        let via = if i % 2 == 1 { gateway_a } else { gateway_b };
+        let call = mesh
+            .call_via(via, &call_sid(0x90, i), &format!("+1555090{i:04}"))
+            .await
+            .unwrap_or_else(|a| panic!("call {i} not connected: {a:?}\n{}", mesh.logs()));
+        live.push((via, call));
+    }
+    for (_, c) in &live {
+        assert!(
+            c.audio_beyond(0, Duration::from_secs(10)).await,
+            "{}: no agent audio\n{}",
+            c.call_sid,
+            mesh.logs()
+        );
+    }
+    // Which media-svc replica serves each call: the one that logged its stream starting.
+    let on_media_a: Vec<bool> = live
+        .iter()
+        .map(|(_, c)| {
+            mesh.media
+                .log()
+                .iter()
+                .any(|l| l.contains("call stream started") && l.contains(&c.call_sid))
+        })
+        .collect();
+
+    let killed_at = Instant::now();
+    mesh.tenant.kill().await;
+    mesh.memory.kill().await;
+    mesh.media.kill().await;
+    mesh.gateway.kill().await;
+    let kill_took = killed_at.elapsed();
+
+    // New calls through the surviving gateway for 6 s after the kill.
+    let mut new_calls = Vec::new();
+    let mut apologies = Vec::new();
+    let mut n = 100;
+    while killed_at.elapsed() < Duration::from_secs(6) {
+        n += 1;
+        let sid = call_sid(0x91, n);
+        let at = killed_at.elapsed();
+        match mesh
+            .call_via(gateway_b, &sid, &format!("+1555091{n:04}"))
+            .await
+        {
+            Ok(call) => {
+                assert!(
+                    call.audio_beyond(0, Duration::from_secs(10)).await,
+                    "{sid} connected {at:?} after the kill but no agent audio\n{}",
+                    mesh.logs()
+                );
+                let closed = call.hang_up().await;
+                assert_eq!(closed.code, Some(1000), "{sid}: {closed:?}");
+                new_calls.push(sid);
+            }
+            Err(answer) => {
+                // Never a 5xx or a hang: at worst the apology, within the budget.
+                assert!(answer.is_apology(), "{sid}: {answer:?}");
+                assert!(answer.elapsed < BUDGET, "{sid}: {:?}", answer.elapsed);
+                apologies.push(at);
+            }
+        }
+    }
+
+    // The calls in flight: lost only when they ran on a killed replica.
+    let mut lost_on_gateway_a = 0;
+    let mut lost_on_media_a = 0;
+    let mut kept = 0;
+    for (i, (via, call)) in live.iter_mut().enumerate() {
+        let on_killed = *via == gateway_a || on_media_a[i];
+        let closed = call.closed_within(Duration::from_millis(100)).await;
+        if on_killed {
+            assert!(
+                closed.is_some() || call.closed_within(Duration::from_secs(3)).await.is_some(),
+                "{} ran on a killed replica but its socket is still open",
+                call.call_sid
+            );
+            if *via == gateway_a {
+                lost_on_gateway_a += 1;
+            } else {
+                lost_on_media_a += 1;
+            }
+        } else {
+            assert!(
+                closed.is_none(),
+                "{} ran on surviving replicas but was cut: {closed:?}\n{}",
+                call.call_sid,
+                mesh.logs()
+            );
+            let heard = call.received();
+            assert!(
+                call.audio_beyond(heard, Duration::from_secs(5)).await,
+                "{}: no agent audio after the kill",
+                call.call_sid
+            );
+            kept += 1;
+        }
+    }
+
+    // Post-call records of the calls made after the kill reach memory-svc (its surviving
+    // replica), none lost.
+    let admin = mesh.admin().await;
+    let delivered = wait_until(Duration::from_secs(20), async || {
+        count(
+            &admin,
+            "SELECT count(*) FROM memory.call_summaries WHERE call_sid = ANY($1)",
+            &[&new_calls],
+        )
+        .await
+            == new_calls.len() as i64
+    })
+    .await;
+    assert!(
+        delivered,
+        "post-call records missing for calls made after the kill\n{}",
+        mesh.logs()
+    );
+    // A replica that just died stays in the balancers until its health probe fails (within a
+    // second); the gateway tries set-up RPCs and the call stream again meanwhile.
+    assert!(
+        apologies.is_empty(),
+        "new calls refused after the kill (ms after it): {:?}",
+        apologies.iter().map(|d| ms(*d)).collect::<Vec<_>>()
+    );
+    assert!(!new_calls.is_empty());
+
+    println!(
+        "replica kill (one of two of each service, SIGKILL, {} ms for all four): in-flight calls \
+         lost {} of 16 ({lost_on_gateway_a} on the killed gateway, {lost_on_media_a} through the \
+         surviving gateway on the killed media-svc), {kept} kept streaming; new calls in the 6 s \
+         after the kill: {} connected, {} apologies (at {:?} ms after the kill); their post-call \
+         records all delivered",
+        ms(kill_took),
+        lost_on_gateway_a + lost_on_media_a,
+        new_calls.len(),
+        apologies.len(),
+        apologies.iter().map(|d| ms(*d)).collect::<Vec<_>>()
+    );
+    for (_, mut call) in live {
+        if call.closed_within(Duration::ZERO).await.is_none() {
+            call.hang_up().await;
+        }
+    }
+}

@@ -252,13 +252,37 @@ pub struct ProcessMesh {
     pub gateway: Service,
     /// The seeded tenant (number [`NUMBER`]).
     pub customer_id: i64,
+    /// The second replica of each service ([`ProcessMesh::start_replicated`]).
+    pub replicas: Option<Replicas>,
     http: reqwest::Client,
+}
+
+/// Second replicas: the gateways and media-svc reach both replicas of each peer through
+/// client-side balancing (comma-separated peer URLs); both gateways take Twilio's traffic.
+pub struct Replicas {
+    /// tenant-svc, second replica.
+    pub tenant: Service,
+    /// memory-svc, second replica.
+    pub memory: Service,
+    /// media-svc, second replica.
+    pub media: Service,
+    /// gateway, second replica.
+    pub gateway: Service,
 }
 
 impl ProcessMesh {
     /// Starts the mesh with a drain deadline (`SHUTDOWN_GRACE_SECONDS`) of `grace_s` seconds and
     /// seeds one tenant owning [`NUMBER`].
     pub async fn start(grace_s: u64) -> ProcessMesh {
+        Self::start_with(grace_s, false).await
+    }
+
+    /// Like [`ProcessMesh::start`], with two replicas of every service ([`ProcessMesh::replicas`]).
+    pub async fn start_replicated(grace_s: u64) -> ProcessMesh {
+        Self::start_with(grace_s, true).await
+    }
+
+    async fn start_with(grace_s: u64, replicated: bool) -> ProcessMesh {
         let db = TestDb::new().await;
         let keys = DevKeys::generate();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -291,45 +315,86 @@ impl ProcessMesh {
             ),
         )
         .await;
-        let media = Service::start(
-            "media-svc",
-            "MEDIA_SVC_PORT",
-            env(
-                names::MEDIA_SVC,
-                vec![
-                    ("DATABASE_URL", db.url_for_role("media_svc")),
-                    ("AI_BACKEND", "local".into()),
-                    ("TENANT_SVC_URL", format!("http://{}", tenant.addr)),
-                    ("MEMORY_SVC_URL", format!("http://{}", memory.addr)),
-                    ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.into()),
-                    // Post-call records are retried every second while memory-svc is away.
-                    ("MEDIA_OUTBOX_MAX_BACKOFF_SECONDS", "1".into()),
-                    // Calls cut by a kill stay "in progress" in the database; the suite's few
-                    // calls must not meet the per-tenant limit.
-                    (
-                        "MEDIA_CONCURRENT_CALLS_BY_TIER",
-                        "starter=100,pro=100,enterprise=100".into(),
-                    ),
-                ],
-            ),
-        )
-        .await;
-        let gateway = Service::start(
-            "gateway",
-            "GATEWAY_PORT",
-            env(
-                names::GATEWAY,
-                vec![
-                    ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.into()),
-                    ("TWILIO_AUTH_TOKEN", auth_token.clone()),
-                    ("TENANT_SVC_URL", format!("http://{}", tenant.addr)),
-                    ("MEMORY_SVC_URL", format!("http://{}", memory.addr)),
-                    ("MEDIA_SVC_URL", format!("http://{}", media.addr)),
-                    ("GATEWAY_APOLOGY_MESSAGE", APOLOGY.into()),
-                ],
-            ),
-        )
-        .await;
+        let (tenant_b, memory_b) = if replicated {
+            let tenant_b = Service::start(
+                "tenant-svc",
+                "TENANT_SVC_PORT",
+                env(
+                    names::TENANT_SVC,
+                    vec![("DATABASE_URL", db.url_for_role("tenant_svc"))],
+                ),
+            )
+            .await;
+            let memory_b = Service::start(
+                "memory-svc",
+                "MEMORY_SVC_PORT",
+                env(
+                    names::MEMORY_SVC,
+                    vec![("DATABASE_URL", db.url_for_role("memory_svc"))],
+                ),
+            )
+            .await;
+            (Some(tenant_b), Some(memory_b))
+        } else {
+            (None, None)
+        };
+        // Peer URLs: every replica, comma-separated.
+        let urls = |a: &Service, b: &Option<Service>| {
+            let mut urls = format!("http://{}", a.addr);
+            if let Some(b) = b {
+                urls.push_str(&format!(",http://{}", b.addr));
+            }
+            urls
+        };
+        let tenant_urls = urls(&tenant, &tenant_b);
+        let memory_urls = urls(&memory, &memory_b);
+        let media_env = env(
+            names::MEDIA_SVC,
+            vec![
+                ("DATABASE_URL", db.url_for_role("media_svc")),
+                ("AI_BACKEND", "local".into()),
+                ("TENANT_SVC_URL", tenant_urls.clone()),
+                ("MEMORY_SVC_URL", memory_urls.clone()),
+                ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.into()),
+                // Post-call records are retried every second while memory-svc is away.
+                ("MEDIA_OUTBOX_MAX_BACKOFF_SECONDS", "1".into()),
+                // Calls cut by a kill stay "in progress" in the database; the suite's few
+                // calls must not meet the per-tenant limit.
+                (
+                    "MEDIA_CONCURRENT_CALLS_BY_TIER",
+                    "starter=100,pro=100,enterprise=100".into(),
+                ),
+            ],
+        );
+        let media = Service::start("media-svc", "MEDIA_SVC_PORT", media_env.clone()).await;
+        let media_b = if replicated {
+            Some(Service::start("media-svc", "MEDIA_SVC_PORT", media_env).await)
+        } else {
+            None
+        };
+
+        let gateway_env = env(
+            names::GATEWAY,
+            vec![
+                ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.into()),
+                ("TWILIO_AUTH_TOKEN", auth_token.clone()),
+                ("TENANT_SVC_URL", tenant_urls.clone()),
+                ("MEMORY_SVC_URL", memory_urls.clone()),
+                ("MEDIA_SVC_URL", urls(&media, &media_b)),
+                ("GATEWAY_APOLOGY_MESSAGE", APOLOGY.into()),
+            ],
+        );
+        let gateway = Service::start("gateway", "GATEWAY_PORT", gateway_env.clone()).await;
+        let replicas = if replicated {
+            Some(Replicas {
+                tenant: tenant_b.expect("started"),
+                memory: memory_b.expect("started"),
+                media: media_b.expect("started"),
+                gateway: Service::start("gateway", "GATEWAY_PORT", gateway_env).await,
+            })
+        } else {
+            None
+        };
         let mut mesh = ProcessMesh {
             db,
             keys,
@@ -340,6 +405,7 @@ impl ProcessMesh {
             media,
             gateway,
             customer_id: 0,
+            replicas,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -448,6 +514,11 @@ impl ProcessMesh {
 
     /// The signed voice webhook of call `call_sid` from `from`, timed.
     pub async fn webhook(&self, call_sid: &str, from: &str) -> Webhook {
+        self.webhook_via(self.gateway.addr, call_sid, from).await
+    }
+
+    /// [`ProcessMesh::webhook`] sent to the gateway at `gateway`.
+    pub async fn webhook_via(&self, gateway: SocketAddr, call_sid: &str, from: &str) -> Webhook {
         let params: Vec<(String, String)> = [
             ("CallSid", call_sid),
             ("AccountSid", ACCOUNT_SID),
@@ -470,7 +541,7 @@ impl ProcessMesh {
         let started = Instant::now();
         let response = self
             .http
-            .post(format!("http://{}/twilio/voice", self.gateway.addr))
+            .post(format!("http://{gateway}/twilio/voice"))
             .header("X-Twilio-Signature", sig)
             .form(&params)
             .send()
@@ -506,7 +577,22 @@ impl ProcessMesh {
 
     /// Opens the Media Streams socket of a call the gateway connected with `answer`.
     pub async fn call_connected(&self, call_sid: &str, answer: Webhook) -> LiveCall {
-        LiveCall::open(self, call_sid, answer).await
+        LiveCall::open(self, self.gateway.addr, call_sid, answer).await
+    }
+
+    /// [`ProcessMesh::call`] through the gateway at `gateway` (webhook and Media Streams socket).
+    /// `Err` carries the webhook's answer when the call was not connected.
+    pub async fn call_via(
+        &self,
+        gateway: SocketAddr,
+        call_sid: &str,
+        from: &str,
+    ) -> Result<LiveCall, Webhook> {
+        let answer = self.webhook_via(gateway, call_sid, from).await;
+        if answer.status != 200 || answer.stream.is_none() {
+            return Err(answer);
+        }
+        Ok(LiveCall::open(self, gateway, call_sid, answer).await)
     }
 
     /// A superuser connection to the database, for counting rows.
@@ -516,7 +602,11 @@ impl ProcessMesh {
 
     /// The last log lines of every service, for failure messages.
     pub fn logs(&self) -> String {
-        [&self.tenant, &self.memory, &self.media, &self.gateway]
+        let mut services = vec![&self.tenant, &self.memory, &self.media, &self.gateway];
+        if let Some(r) = &self.replicas {
+            services.extend([&r.tenant, &r.memory, &r.media, &r.gateway]);
+        }
+        services
             .iter()
             .map(|s| s.tail(25))
             .collect::<Vec<_>>()
@@ -581,7 +671,12 @@ pub struct LiveCall {
 }
 
 impl LiveCall {
-    async fn open(mesh: &ProcessMesh, call_sid: &str, answer: Webhook) -> LiveCall {
+    async fn open(
+        mesh: &ProcessMesh,
+        gateway: SocketAddr,
+        call_sid: &str,
+        answer: Webhook,
+    ) -> LiveCall {
         let (stream_url, params) = answer.stream.clone().expect("a connected call");
         // Twilio signs the upgrade over the stream URL with no parameters.
         let sig = gateway::signature::compute(mesh.auth_token.as_bytes(), &stream_url, &[]);
@@ -589,7 +684,7 @@ impl LiveCall {
             .split_once("://")
             .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
             .expect("a path in the stream URL");
-        let mut req = format!("ws://{}{path}", mesh.gateway.addr)
+        let mut req = format!("ws://{gateway}{path}")
             .into_client_request()
             .expect("request");
         req.headers_mut()
