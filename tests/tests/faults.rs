@@ -862,6 +862,30 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
             Ok(r.into_inner().memory.expect("memory").id)
         }
     });
+    // One call that ended before the restart: its row is final and its outbox entry committed.
+    let (early, _) = call_until_connected(&mesh, 7, 40).await;
+    assert!(early.audio_beyond(0, Duration::from_secs(10)).await);
+    let early_sid = early.call_sid.clone();
+    assert_eq!(early.hang_up().await.code, Some(1000));
+    finalised(&admin, &early_sid, &mesh).await;
+    let rows = async |sql: &str| -> std::collections::BTreeSet<String> {
+        admin
+            .query(sql, &[])
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let outbox_sql =
+        "SELECT customer_id::text || '/' || id::text || '/' || call_sid FROM media.outbox";
+    let calls_sql = "SELECT call_sid FROM media.calls";
+    let outbox_before = rows(outbox_sql).await;
+    assert!(
+        outbox_before.iter().any(|e| e.ends_with(&early_sid)),
+        "the ended call's outbox entry: {outbox_before:?}"
+    );
+    let calls_before = rows(calls_sql).await;
     let turns_before: Vec<(String, i32)> = admin
         .query("SELECT call_sid, seq FROM media.transcript_turns", &[])
         .await
@@ -869,7 +893,6 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let calls_before = count(&admin, "SELECT count(*) FROM media.calls", &[]).await;
 
     let down_for = support::restart_postgres(&admin)
         .await
@@ -904,7 +927,7 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
     finalised(&admin, &new_sid, &mesh).await;
     assert!(
         wait_until(Duration::from_secs(15), async || {
-            count(&admin, "SELECT count(*) FROM memory.call_summaries", &[]).await == 3
+            count(&admin, "SELECT count(*) FROM memory.call_summaries", &[]).await == 4
         })
         .await,
         "post-call records not delivered\n{}",
@@ -924,7 +947,29 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
     for t in &turns_before {
         assert!(turns_after.contains(t), "turn {t:?} lost");
     }
-    assert!(count(&admin, "SELECT count(*) FROM media.calls", &[]).await > calls_before);
+    let rows = async |sql: &str| -> std::collections::BTreeSet<String> {
+        admin
+            .query(sql, &[])
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let calls_after = rows(calls_sql).await;
+    assert!(
+        calls_after.is_superset(&calls_before),
+        "a call row was lost"
+    );
+    assert!(
+        calls_after.len() > calls_before.len(),
+        "the new call was stored"
+    );
+    let outbox_after = rows(outbox_sql).await;
+    assert!(
+        outbox_after.is_superset(&outbox_before),
+        "an outbox entry was lost: before {outbox_before:?}, after {outbox_after:?}"
+    );
     let present: i64 = admin
         .query_one(
             "SELECT count(*) FROM memory.memories WHERE id::text = ANY($1)",
@@ -952,11 +997,13 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
     println!(
         "PostgreSQL restart (pg_ctl restart -m fast, {} ms): 2 calls in flight went on and were \
          finalised; a new call connected {} ms after the restart ({apologies} apologies before); \
-         {} turns and {} acknowledged memories all present; StoreMemory failures during the \
-         restart: {}",
+         {} turns, {} call rows, {} outbox entries and {} acknowledged memories all present; \
+         StoreMemory failures during the restart: {}",
         ms(down_for),
         ms(reconnected),
         turns_before.len(),
+        calls_before.len(),
+        outbox_before.len(),
         acked.len(),
         tally(&failed)
     );
