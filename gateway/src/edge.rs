@@ -84,10 +84,10 @@ pub const WS_READ_BUFFER: usize = 8 * 1024;
 /// How long the gateway keeps trying an RPC of a call's set-up, or opening a call's stream to
 /// media-svc, while no replica is available (then Twilio gets the apology, inside the 2-second
 /// answer budget, or the socket is closed and Twilio plays it).
-const STREAM_OPEN_BUDGET: Duration = Duration::from_millis(1000);
+const RETRY_BUDGET: Duration = Duration::from_millis(1000);
 
-/// Pause between two attempts to open a call's stream.
-const STREAM_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Pause between two attempts of a call's set-up RPC or stream.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 impl Edge {
     /// A keyed hash of a phone number, for logs (never the number itself).
@@ -290,7 +290,7 @@ async fn answer_call(edge: &Edge, hook: &CallWebhook) -> Answer {
 
 /// Runs `rpc` again while it fails with `Unavailable` (no replica took it: one that just died
 /// stays in the balancer until its health probe fails, within a second) and less than
-/// [`STREAM_OPEN_BUDGET`] has passed since `began`; the answer budget still bounds the whole.
+/// [`RETRY_BUDGET`] has passed since `began`; the answer budget still bounds the whole.
 async fn retry_unavailable<T, F>(
     began: Instant,
     mut rpc: impl FnMut() -> F,
@@ -302,10 +302,10 @@ where
         match rpc().await {
             Err(s)
                 if s.code() == tonic::Code::Unavailable
-                    && began.elapsed() + STREAM_RETRY_PAUSE < STREAM_OPEN_BUDGET =>
+                    && began.elapsed() + RETRY_PAUSE < RETRY_BUDGET =>
             {
                 metrics::counter!("gateway_rpc_retries_total").increment(1);
-                tokio::time::sleep(STREAM_RETRY_PAUSE).await;
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
             other => return other,
         }
@@ -485,7 +485,7 @@ async fn bridge(edge: Arc<Edge>, mut socket: WebSocket) {
 
     // 2. Open the call stream to media-svc. `Unavailable` means no replica took the stream (a
     // replica that just died is still in the balancer until its health probe fails, within a
-    // second): it is tried again, on a fresh stream, until STREAM_OPEN_BUDGET has passed.
+    // second): it is tried again, on a fresh stream, as set-up RPCs are (`retry_unavailable`).
     let mut custom = start.custom_parameters.clone();
     custom.remove("stream_token");
     let first = media_pb::StreamCallRequest {
@@ -497,34 +497,24 @@ async fn bridge(edge: Arc<Edge>, mut socket: WebSocket) {
             custom_parameters: custom,
         })),
     };
-    let opening = Instant::now();
-    let (to_media, mut from_media) = loop {
+    let opened = retry_unavailable(Instant::now(), || {
         let (to_media, rx) = mpsc::channel::<media_pb::StreamCallRequest>(64);
-        if to_media.send(first.clone()).await.is_err() {
-            return;
+        to_media
+            .try_send(first.clone())
+            .expect("a fresh channel has room for its first message");
+        let mut media = edge.media.clone();
+        let request = bearer(tokio_stream::wrappers::ReceiverStream::new(rx), &token);
+        async move {
+            let stream = media.stream_call(request).await?.into_inner();
+            Ok((to_media, stream))
         }
-        let outbound = edge
-            .media
-            .clone()
-            .stream_call(bearer(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-                &token,
-            ))
-            .await;
-        match outbound {
-            Ok(r) => break (to_media, r.into_inner()),
-            Err(s)
-                if s.code() == tonic::Code::Unavailable
-                    && opening.elapsed() + STREAM_RETRY_PAUSE < STREAM_OPEN_BUDGET =>
-            {
-                metrics::counter!("gateway_stream_open_retries_total").increment(1);
-                tracing::info!(code = ?s.code(), "media-svc unavailable for the call stream; trying again");
-                tokio::time::sleep(STREAM_RETRY_PAUSE).await;
-            }
-            Err(s) => {
-                tracing::warn!(code = ?s.code(), "media-svc refused the call stream");
-                return close(socket, 1011, "call unavailable").await;
-            }
+    })
+    .await;
+    let (to_media, mut from_media) = match opened {
+        Ok(opened) => opened,
+        Err(s) => {
+            tracing::warn!(code = ?s.code(), "media-svc refused the call stream");
+            return close(socket, 1011, "call unavailable").await;
         }
     };
     metrics::gauge!("gateway_active_streams").increment(1.0);
