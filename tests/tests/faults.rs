@@ -110,6 +110,17 @@ async fn call_until_connected(mesh: &ProcessMesh, tag: u8, first: u32) -> (LiveC
     unreachable!("the loop returns or panics")
 }
 
+/// The first (text) column of every row `sql` returns.
+async fn texts(admin: &tokio_postgres::Client, sql: &str) -> std::collections::BTreeSet<String> {
+    admin
+        .query(sql, &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -868,24 +879,15 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
     let early_sid = early.call_sid.clone();
     assert_eq!(early.hang_up().await.code, Some(1000));
     finalised(&admin, &early_sid, &mesh).await;
-    let rows = async |sql: &str| -> std::collections::BTreeSet<String> {
-        admin
-            .query(sql, &[])
-            .await
-            .expect("rows")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
     let outbox_sql =
         "SELECT customer_id::text || '/' || id::text || '/' || call_sid FROM media.outbox";
     let calls_sql = "SELECT call_sid FROM media.calls";
-    let outbox_before = rows(outbox_sql).await;
+    let outbox_before = texts(&admin, outbox_sql).await;
     assert!(
         outbox_before.iter().any(|e| e.ends_with(&early_sid)),
         "the ended call's outbox entry: {outbox_before:?}"
     );
-    let calls_before = rows(calls_sql).await;
+    let calls_before = texts(&admin, calls_sql).await;
     let turns_before: Vec<(String, i32)> = admin
         .query("SELECT call_sid, seq FROM media.transcript_turns", &[])
         .await
@@ -947,16 +949,7 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
     for t in &turns_before {
         assert!(turns_after.contains(t), "turn {t:?} lost");
     }
-    let rows = async |sql: &str| -> std::collections::BTreeSet<String> {
-        admin
-            .query(sql, &[])
-            .await
-            .expect("rows")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
-    let calls_after = rows(calls_sql).await;
+    let calls_after = texts(&admin, calls_sql).await;
     assert!(
         calls_after.is_superset(&calls_before),
         "a call row was lost"
@@ -965,7 +958,7 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
         calls_after.len() > calls_before.len(),
         "the new call was stored"
     );
-    let outbox_after = rows(outbox_sql).await;
+    let outbox_after = texts(&admin, outbox_sql).await;
     assert!(
         outbox_after.is_superset(&outbox_before),
         "an outbox entry was lost: before {outbox_before:?}, after {outbox_after:?}"

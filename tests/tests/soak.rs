@@ -33,23 +33,7 @@ async fn calls_soak_keeps_memory_fds_and_tasks_flat_and_fails_no_call() {
     let seconds = setting("SOAK_SECONDS", 180);
 
     // The benchmark binary, in the same profile and target directory as the services.
-    let target_dir = bin_dir.parent().expect("target directory");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = tokio::process::Command::new(cargo);
-    build
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args(["build", "--quiet", "-p", "e2e", "--example", "calls_bench"])
-        .arg("--target-dir")
-        .arg(target_dir);
-    if bin_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let built = build.output().await.expect("run cargo build");
-    assert!(
-        built.status.success(),
-        "building calls_bench failed:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    support::cargo_build(bin_dir, &["-p", "e2e", "--example", "calls_bench"]).await;
 
     let bench = Path::new(bin_dir).join("examples").join("calls_bench");
     let mut cmd = tokio::process::Command::new(&bench);

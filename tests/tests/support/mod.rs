@@ -67,26 +67,46 @@ pub async fn binaries() -> &'static Path {
                 .and_then(Path::parent)
                 .expect("target/<profile>")
                 .to_path_buf();
-            let target_dir = profile_dir.parent().expect("target directory");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = tokio::process::Command::new(cargo);
-            cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-                .args(["build", "--quiet", "--bins"])
-                .args(["-p", "tenant-svc", "-p", "memory-svc", "-p", "media-svc"])
-                .args(["-p", "gateway", "--target-dir"])
-                .arg(target_dir);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let out = cmd.output().await.expect("run cargo build");
-            assert!(
-                out.status.success(),
-                "building the service binaries failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            cargo_build(
+                &profile_dir,
+                &[
+                    "--bins",
+                    "-p",
+                    "tenant-svc",
+                    "-p",
+                    "memory-svc",
+                    "-p",
+                    "media-svc",
+                    "-p",
+                    "gateway",
+                ],
+            )
+            .await;
             profile_dir
         })
         .await
+}
+
+/// `cargo build --quiet <args>` from the workspace into the target directory and profile of
+/// `profile_dir` (`target/<profile>`); panics with cargo's output when the build fails.
+pub async fn cargo_build(profile_dir: &Path, args: &[&str]) {
+    let target_dir = profile_dir.parent().expect("target directory");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = tokio::process::Command::new(cargo);
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["build", "--quiet"])
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().await.expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Polls `check` every 10 ms until it holds or `within` passes; returns whether it held.
@@ -297,44 +317,21 @@ impl ProcessMesh {
             }
             env
         };
-        let tenant = Service::start(
-            "tenant-svc",
-            "TENANT_SVC_PORT",
-            env(
-                names::TENANT_SVC,
-                vec![("DATABASE_URL", db.url_for_role("tenant_svc"))],
-            ),
-        )
-        .await;
-        let memory = Service::start(
-            "memory-svc",
-            "MEMORY_SVC_PORT",
-            env(
-                names::MEMORY_SVC,
-                vec![("DATABASE_URL", db.url_for_role("memory_svc"))],
-            ),
-        )
-        .await;
+        let tenant_env = env(
+            names::TENANT_SVC,
+            vec![("DATABASE_URL", db.url_for_role("tenant_svc"))],
+        );
+        let memory_env = env(
+            names::MEMORY_SVC,
+            vec![("DATABASE_URL", db.url_for_role("memory_svc"))],
+        );
+        let tenant = Service::start("tenant-svc", "TENANT_SVC_PORT", tenant_env.clone()).await;
+        let memory = Service::start("memory-svc", "MEMORY_SVC_PORT", memory_env.clone()).await;
         let (tenant_b, memory_b) = if replicated {
-            let tenant_b = Service::start(
-                "tenant-svc",
-                "TENANT_SVC_PORT",
-                env(
-                    names::TENANT_SVC,
-                    vec![("DATABASE_URL", db.url_for_role("tenant_svc"))],
-                ),
+            (
+                Some(Service::start("tenant-svc", "TENANT_SVC_PORT", tenant_env).await),
+                Some(Service::start("memory-svc", "MEMORY_SVC_PORT", memory_env).await),
             )
-            .await;
-            let memory_b = Service::start(
-                "memory-svc",
-                "MEMORY_SVC_PORT",
-                env(
-                    names::MEMORY_SVC,
-                    vec![("DATABASE_URL", db.url_for_role("memory_svc"))],
-                ),
-            )
-            .await;
-            (Some(tenant_b), Some(memory_b))
         } else {
             (None, None)
         };
