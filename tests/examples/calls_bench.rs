@@ -958,10 +958,7 @@ async fn snapshot(
     media_admin: SocketAddr,
     services: &[SocketAddr],
 ) -> Snapshot {
-    let mut tasks = Vec::with_capacity(services.len());
-    for admin in services {
-        tasks.push(alive_tasks(*admin).await);
-    }
+    let tasks = alive_tasks_of(services).await;
     Snapshot {
         usage: targets.iter().map(|(_, t)| t.usage()).collect(),
         streams: gauge(gateway_admin, "gateway_active_streams").await,
@@ -973,6 +970,15 @@ async fn snapshot(
 /// The tokio tasks alive in a service (its `/metrics` sets the gauge when scraped).
 async fn alive_tasks(admin: SocketAddr) -> Option<f64> {
     gauge(admin, "process_tokio_alive_tasks").await
+}
+
+/// [`alive_tasks`] of each service, in order.
+async fn alive_tasks_of(services: &[SocketAddr]) -> Vec<Option<f64>> {
+    let mut tasks = Vec::with_capacity(services.len());
+    for admin in services {
+        tasks.push(alive_tasks(*admin).await);
+    }
+    tasks
 }
 
 fn fmt_gauge(v: Option<f64>) -> String {
@@ -1108,13 +1114,7 @@ async fn main() -> ExitCode {
         .map(|s| s.process.admin.expect("admin address"))
         .collect();
     // Tasks alive before any call, to compare with after every call hung up.
-    let idle_tasks = {
-        let mut v = Vec::new();
-        for admin in &service_admins {
-            v.push(alive_tasks(*admin).await);
-        }
-        v
-    };
+    let idle_tasks = alive_tasks_of(&service_admins).await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Idle sockets first, so the calls run with them held open (opened 200 at a time).
