@@ -14,7 +14,7 @@
 //! a webhook URL) in the same transaction as the success; see [`crate::webhooks`] for its
 //! delivery and `queue_webhook_event` for the ordering.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesh::api::memory::RecordCallRequest;
 use mesh::db::DbError;
@@ -52,13 +52,20 @@ impl Default for OutboxConfig {
 /// Outbox kind of a `RecordCall` delivery.
 pub const RECORD_CALL: &str = "record_call";
 
+/// How long the outcome of a delivery is retried while the database is unreachable (a
+/// PostgreSQL restart), and the pause between two tries. An outcome never written leaves the row
+/// claimed for the whole lease: a failure would wait the lease instead of its back-off, and a
+/// success would be delivered again after it.
+const OUTCOME_RETRY_BUDGET: Duration = Duration::from_secs(10);
+const OUTCOME_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 /// Runs until `stop` turns true.
 pub async fn run(rt: Runtime, config: OutboxConfig, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;
         }
-        if let Err(e) = round(&rt, &config).await {
+        if let Err(e) = round(&rt, &config, &stop).await {
             tracing::warn!(error = %e, "outbox round failed; retrying");
         }
         tokio::select! {
@@ -142,7 +149,11 @@ async fn queue_webhook_event(
 }
 
 /// One pass over every tenant with due rows; returns how many rows were delivered.
-pub async fn round(rt: &Runtime, config: &OutboxConfig) -> Result<usize, MediaError> {
+pub async fn round(
+    rt: &Runtime,
+    config: &OutboxConfig,
+    stop: &watch::Receiver<bool>,
+) -> Result<usize, MediaError> {
     let tenants: Vec<i64> = rt
         .db
         .service_tx(async |tx| {
@@ -158,15 +169,41 @@ pub async fn round(rt: &Runtime, config: &OutboxConfig) -> Result<usize, MediaEr
         let Ok(customer) = CustomerId::new(id) else {
             continue;
         };
-        delivered += deliver_tenant(rt, config, customer).await?;
+        delivered += deliver_tenant(rt, config, customer, stop).await?;
     }
     Ok(delivered)
+}
+
+/// Runs `write` (one transaction recording a delivery's outcome) again while the database is
+/// unreachable, for up to [`OUTCOME_RETRY_BUDGET`] or until the worker is told to stop.
+async fn until_written<T, Fut>(
+    stop: &watch::Receiver<bool>,
+    mut write: impl FnMut() -> Fut,
+) -> Result<T, MediaError>
+where
+    Fut: Future<Output = Result<T, MediaError>>,
+{
+    let began = Instant::now();
+    loop {
+        match write().await {
+            Err(MediaError::Db(e))
+                if e.is_unavailable()
+                    && !*stop.borrow()
+                    && began.elapsed() + OUTCOME_RETRY_PAUSE < OUTCOME_RETRY_BUDGET =>
+            {
+                metrics::counter!("media_outbox_outcome_retries_total").increment(1);
+                tokio::time::sleep(OUTCOME_RETRY_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn deliver_tenant(
     rt: &Runtime,
     config: &OutboxConfig,
     customer: CustomerId,
+    stop: &watch::Receiver<bool>,
 ) -> Result<usize, MediaError> {
     let lease_ms = config.lease.as_millis() as f64;
     let claimed: Vec<Claimed> = rt
@@ -218,9 +255,8 @@ async fn deliver_tenant(
                 metrics::counter!("media_outbox_delivered_total").increment(1);
                 tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, already_recorded = response.already_recorded, "post-call record delivered to memory-svc");
                 let summary = response.summary.map(|s| s.summary).unwrap_or_default();
-                let queued = rt
-                    .db
-                    .tenant_tx(customer, async |tx| {
+                let queued = until_written(stop, || {
+                    rt.db.tenant_tx(customer, async |tx| {
                         tx.execute(
                             "UPDATE media.outbox SET delivered_at = now(), last_error = NULL WHERE id = $1",
                             &[&row.id],
@@ -232,7 +268,8 @@ async fn deliver_tenant(
                         queue_webhook_event(tx, rt, customer, &row.call_sid, &summary, settings)
                             .await
                     })
-                    .await?;
+                })
+                .await?;
                 if let Some(event_id) = queued {
                     metrics::counter!("media_webhook_enqueued_total").increment(1);
                     tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, %event_id, "post-call webhook event queued");
@@ -250,8 +287,8 @@ async fn deliver_tenant(
                 let delay_ms = delay.as_millis() as f64;
                 metrics::counter!("media_outbox_failures_total", "permanent" => permanent.to_string()).increment(1);
                 tracing::warn!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, %error, permanent, "post-call record not delivered");
-                rt.db
-                    .tenant_tx(customer, async |tx| {
+                until_written(stop, || {
+                    rt.db.tenant_tx(customer, async |tx| {
                         tx.execute(
                             "UPDATE media.outbox SET last_error = $2, \
                                dead_at = CASE WHEN $3 THEN now() ELSE NULL END, \
@@ -262,7 +299,8 @@ async fn deliver_tenant(
                         .await?;
                         Ok::<_, MediaError>(())
                     })
-                    .await?;
+                })
+                .await?;
             }
         }
     }
