@@ -958,9 +958,13 @@ async fn snapshot(
     media_admin: SocketAddr,
     services: &[SocketAddr],
 ) -> Snapshot {
+    // The process figures first: each scrape below is a fresh admin connection, and the server
+    // side of it can outlive the response by a moment (the client sees EOF when the FIN goes
+    // out, before the service drops the socket), which would count as a leaked fd.
+    let usage = targets.iter().map(|(_, t)| t.usage()).collect();
     let tasks = alive_tasks_of(services).await;
     Snapshot {
-        usage: targets.iter().map(|(_, t)| t.usage()).collect(),
+        usage,
         streams: gauge(gateway_admin, "gateway_active_streams").await,
         media_calls: gauge(media_admin, "media_calls_active").await,
         tasks,
