@@ -237,7 +237,9 @@ impl AiBackend for OpenAiBackend {
         // default): at 50 small events a second per call that cost more CPU than the events.
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER);
-        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+        // TCP_NODELAY: one append every 20 ms over a path with tens of milliseconds of RTT always
+        // has unacknowledged data in flight, so Nagle would hold each append back for an ACK.
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
         let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| BackendError("timed out connecting to the realtime API".into()))?
