@@ -94,11 +94,20 @@ enum BenchCommand {
     /// memory-svc enriched context and writes (1,000 tenants, 1M memories, 100k summaries).
     Memory {
         /// Extra arguments passed to the benchmark (see its --help).
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
     /// media-svc concurrent calls against a fake realtime backend.
     Media {
         /// Extra arguments, e.g. --calls 300 --seconds 20.
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The floor under the media CPU targets: a minimal one-hop relay, or only the per-call
+    /// realtime WebSocket sessions, against the same fake backend as `bench media`.
+    Floor {
+        /// Extra arguments, e.g. --mode relay|backend --calls 300 --seconds 20.
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
     /// Concurrent simulated Twilio calls through the whole mesh as separate processes; also the
@@ -246,6 +255,18 @@ fn bench(which: BenchCommand) -> anyhow::Result<ExitCode> {
                 args,
             )
         }
+        BenchCommand::Floor { args } => (
+            vec![
+                "run",
+                "--release",
+                "-p",
+                "media-svc",
+                "--example",
+                "relay_floor",
+                "--",
+            ],
+            args,
+        ),
         BenchCommand::Calls { args } => {
             // The benchmark starts the four service binaries itself: build them first.
             let build = std::process::Command::new("cargo")
@@ -475,6 +496,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Settings => {
             print!("{}", mesh::settings::markdown_table());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's benchmark commands pass flags through to the benchmarks: every `bench`
+    /// subcommand must take them as its arguments, not reject them as its own.
+    #[test]
+    fn bench_flags_pass_through() {
+        let cases: [(&[&str], &[&str]); 6] = [
+            (&["resolve", "10000", "20000"], &["10000", "20000"]),
+            (&["webhooks", "64", "10"], &["64", "10"]),
+            (&["memory", "--tenants", "1000"], &["--tenants", "1000"]),
+            (&["media", "--calls", "300"], &["--calls", "300"]),
+            (&["floor", "--mode", "relay"], &["--mode", "relay"]),
+            (
+                &["calls", "--calls", "3", "--seconds", "5"],
+                &["--calls", "3", "--seconds", "5"],
+            ),
+        ];
+        for (argv, expected) in cases {
+            let cli = Cli::try_parse_from(["neurosphere", "bench"].iter().chain(argv))
+                .unwrap_or_else(|e| panic!("bench {argv:?}: {e}"));
+            let Command::Bench { which } = cli.command else {
+                panic!("bench {argv:?} parsed as another command");
+            };
+            let args = match which {
+                BenchCommand::Resolve { args }
+                | BenchCommand::Webhooks { args }
+                | BenchCommand::Memory { args }
+                | BenchCommand::Media { args }
+                | BenchCommand::Floor { args }
+                | BenchCommand::Calls { args } => args,
+            };
+            assert_eq!(args, expected, "bench {argv:?}");
         }
     }
 }
