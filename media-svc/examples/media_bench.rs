@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt as _, StreamExt as _};
 use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::media::stream_call_request::Event as In;
 use mesh::api::media::stream_call_response::Event as Out;
@@ -28,11 +27,13 @@ use mesh::api::media::*;
 use mesh::auth::{AttachToken, TokenSource};
 use mesh::domain::CustomerId;
 use mesh::identity::{DevKeys, names, scope};
+use support::{cpu_ms, echo_server, idle_ms, percentile_ms};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::Channel;
+
+mod support;
 
 struct Args {
     calls: usize,
@@ -59,69 +60,8 @@ fn args() -> Args {
     a
 }
 
-/// The fake Realtime server: echoes caller audio as agent audio, nothing else.
-async fn echo_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/v1/realtime", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                let (mut sink, mut stream) = ws.split();
-                while let Some(Ok(msg)) = stream.next().await {
-                    let Message::Text(text) = msg else { continue };
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
-                        continue;
-                    };
-                    if v["type"] != "input_audio_buffer.append" {
-                        continue;
-                    }
-                    let reply = serde_json::json!({
-                        "type": "response.output_audio.delta",
-                        "response_id": "bench",
-                        "item_id": "bench-item",
-                        "delta": v["audio"],
-                    });
-                    if sink.send(Message::text(reply.to_string())).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    url
-}
-
 fn now_ns(origin: Instant) -> u64 {
     origin.elapsed().as_nanos() as u64
-}
-
-/// user + system CPU time of a process, in milliseconds.
-fn cpu_ms(pid: u32, ticks_per_sec: u64) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    ticks * 1000 / ticks_per_sec
-}
-
-/// Idle CPU time of the whole machine (all cores), in milliseconds.
-fn idle_ms(ticks_per_sec: u64) -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // idle + iowait
-    (cpu[3] + cpu[4]) * 1000 / ticks_per_sec
 }
 
 fn sid(prefix: &str, n: usize) -> String {
@@ -200,17 +140,7 @@ async fn main() {
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let ticks_per_sec: u64 = String::from_utf8(
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap_or(100);
+    let ticks_per_sec = support::ticks_per_sec();
 
     let mut channels = Vec::new();
     for _ in 0..a.calls.div_ceil(a.per_channel) {
@@ -365,13 +295,7 @@ async fn main() {
     let received = stats.received.load(Ordering::Relaxed);
     let mut rtts = std::mem::take(&mut *stats.rtts_us.lock().await);
     rtts.sort_unstable();
-    let pct = |p: f64| {
-        if rtts.is_empty() {
-            0.0
-        } else {
-            f64::from(rtts[((rtts.len() - 1) as f64 * p) as usize]) / 1000.0
-        }
-    };
+    let pct = |p: f64| percentile_ms(&rtts, p);
     let call_seconds = a.calls as f64 * (t_end - t_start) as f64 / 1e9;
     let cpu = (cpu_end - cpu_start) as f64;
     println!(
