@@ -136,6 +136,12 @@ struct Call {
     last_ts: u32,
 }
 
+/// How long a call's end is retried while the database is unreachable, and the pause between
+/// tries: longer than a PostgreSQL restart, short of holding finished calls for long. (At
+/// shutdown the process waits at most `FINALISE_GRACE` for them.)
+const FINISH_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
+const FINISH_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Why the call ended, and what the edge is told.
 enum End {
     CallerHangup,
@@ -322,7 +328,20 @@ impl Call {
             // socket with an error, so Twilio plays the apology.
             End::CallerHangup | End::EdgeGone | End::Shutdown => {}
         }
-        if let Err(e) = self.finish(&end).await {
+        // Finalising is idempotent (the row keeps its first end, usage is counted once, the
+        // outbox entry is unique per call), so it is tried again through a database restart.
+        let finished = store::retry_while_unavailable(
+            FINISH_RETRY_BUDGET,
+            FINISH_RETRY_PAUSE,
+            || false,
+            |e| {
+                metrics::counter!("media_finish_retries_total").increment(1);
+                tracing::warn!(customer_id = self.customer.get(), call_sid = %self.call_sid, error = %e, "database unavailable at call end; finalising again shortly");
+            },
+            || self.finish(&end),
+        )
+        .await;
+        if let Err(e) = finished {
             tracing::error!(customer_id = self.customer.get(), call_sid = %self.call_sid, error = %e, "call not finalised");
         }
         metrics::gauge!("media_calls_active").decrement(1.0);

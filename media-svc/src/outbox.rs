@@ -14,7 +14,7 @@
 //! a webhook URL) in the same transaction as the success; see [`crate::webhooks`] for its
 //! delivery and `queue_webhook_event` for the ordering.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh::api::memory::RecordCallRequest;
 use mesh::db::DbError;
@@ -178,25 +178,19 @@ pub async fn round(
 /// unreachable, for up to [`OUTCOME_RETRY_BUDGET`] or until the worker is told to stop.
 async fn until_written<T, Fut>(
     stop: &watch::Receiver<bool>,
-    mut write: impl FnMut() -> Fut,
+    write: impl FnMut() -> Fut,
 ) -> Result<T, MediaError>
 where
     Fut: Future<Output = Result<T, MediaError>>,
 {
-    let began = Instant::now();
-    loop {
-        match write().await {
-            Err(MediaError::Db(e))
-                if e.is_unavailable()
-                    && !*stop.borrow()
-                    && began.elapsed() + OUTCOME_RETRY_PAUSE < OUTCOME_RETRY_BUDGET =>
-            {
-                metrics::counter!("media_outbox_outcome_retries_total").increment(1);
-                tokio::time::sleep(OUTCOME_RETRY_PAUSE).await;
-            }
-            other => return other,
-        }
-    }
+    crate::store::retry_while_unavailable(
+        OUTCOME_RETRY_BUDGET,
+        OUTCOME_RETRY_PAUSE,
+        || *stop.borrow(),
+        |_| metrics::counter!("media_outbox_outcome_retries_total").increment(1),
+        write,
+    )
+    .await
 }
 
 async fn deliver_tenant(

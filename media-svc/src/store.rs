@@ -740,6 +740,34 @@ pub async fn finish_stream(
     Ok(call)
 }
 
+/// Runs `write` again while PostgreSQL is unreachable (a restart, a failover), every `pause`,
+/// until `budget` has passed or `give_up` says so; `on_retry` sees each refusal that is retried.
+/// Any other outcome is returned at once. Only for writes that are safe to repeat: a commit whose
+/// connection was lost may have been applied.
+pub async fn retry_while_unavailable<T, Fut>(
+    budget: std::time::Duration,
+    pause: std::time::Duration,
+    give_up: impl Fn() -> bool,
+    mut on_retry: impl FnMut(&mesh::db::DbError),
+    mut write: impl FnMut() -> Fut,
+) -> Result<T, MediaError>
+where
+    Fut: Future<Output = Result<T, MediaError>>,
+{
+    let began = std::time::Instant::now();
+    loop {
+        match write().await {
+            Err(MediaError::Db(e))
+                if e.is_unavailable() && !give_up() && began.elapsed() + pause < budget =>
+            {
+                on_retry(&e);
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Queues post-call work (idempotent per call and kind).
 pub async fn enqueue_outbox(
     tx: &Tx<'_>,

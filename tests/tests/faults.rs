@@ -1013,6 +1013,51 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
 /// those that ran on a killed replica (their gateway or their media-svc); every other call keeps
 /// streaming; the post-call records of calls made after the kill all reach memory-svc.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_ends_while_postgres_is_down_is_finalised_and_recorded_once_it_is_back() {
+    let _exclusive = DB_SERVER.write().await;
+    if !mesh::testkit::TestPostgres::global().await.is_private() {
+        println!("skipped: DATABASE_URL names a shared server, which this test does not stop");
+        return;
+    }
+    let mesh = ProcessMesh::start(5).await;
+    let admin = mesh.admin().await;
+    let call = calls_in_progress(&mesh, 8, 1).await.remove(0);
+    let sid = call.call_sid.clone();
+    let summaries = "SELECT count(*) FROM memory.call_summaries";
+    assert_eq!(count(&admin, summaries, &[]).await, 0);
+    let ctl = support::PgCtl::of(&admin).await.expect("pg_ctl");
+    drop(admin);
+    ctl.stop().await.expect("stop PostgreSQL");
+    // The caller hangs up while the database is down; it comes back 1.5 s later.
+    let (close, started) = tokio::join!(call.hang_up(), async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        ctl.start().await
+    });
+    started.expect("start PostgreSQL");
+    assert_eq!(close.code, Some(1000));
+    let admin = mesh.admin().await;
+    finalised(&admin, &sid, &mesh).await;
+    assert!(
+        mesh.logs().contains("database unavailable at call end"),
+        "the call ended before PostgreSQL stopped, so nothing was retried\n{}",
+        mesh.logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), async || {
+            count(&admin, summaries, &[]).await == 1
+        })
+        .await,
+        "post-call record not delivered\n{}",
+        mesh.logs()
+    );
+    let usage = "SELECT coalesce(sum(total_calls), 0)::bigint FROM media.usage_monthly";
+    assert_eq!(count(&admin, usage, &[]).await, 1, "usage counted once");
+    let outbox = "SELECT count(*) FROM media.outbox WHERE call_sid = $1";
+    assert_eq!(count(&admin, outbox, &[&sid]).await, 1);
+    println!("a call hung up with PostgreSQL stopped for 1.5 s: finalised, counted once and recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_of_each_service_killed_under_load_only_its_calls_are_lost() {
     let _shared = DB_SERVER.read().await;
     let mut mesh = ProcessMesh::start_replicated(5).await;

@@ -14,7 +14,8 @@
 //! - [`LiveCall`] plays Twilio's side of one Media Streams socket (20 ms mu-law frames of a
 //!   voice-like signal, marks echoed once "played", `stop` on hang-up) and records the close
 //!   code and the instant the close arrived;
-//! - [`restart_postgres`] runs `pg_ctl restart -m fast` on the test kit's private cluster;
+//! - [`restart_postgres`] runs `pg_ctl restart -m fast` on the test kit's private cluster
+//!   ([`PgCtl`] also stops and starts it);
 //!   [`DB_SERVER`] keeps every other test of the process off the cluster meanwhile.
 
 use std::collections::BTreeMap;
@@ -909,68 +910,122 @@ pub async fn call_row(admin: &tokio_postgres::Client, call_sid: &str) -> Option<
 // PostgreSQL restart
 // ------------------------------------------------------------------------------------------------
 
-/// Restarts the test kit's private PostgreSQL cluster (`pg_ctl restart -m fast`: every session
-/// is terminated, the server shuts down cleanly and starts again on the same port and data
-/// directory with the same options). Returns how long the server was unavailable as `pg_ctl`
-/// saw it, or why the cluster cannot be restarted (a shared server named by `DATABASE_URL`).
+/// `pg_ctl` for the test kit's private PostgreSQL cluster, found from the running server.
 ///
 /// The test kit runs the first postmaster under a watchdog that stops it when the test process
 /// ends, unless the file `exited` in the cluster directory says it already stopped: once the old
 /// postmaster is gone that file appears, and it is removed here so the watchdog stops the new
 /// postmaster (found through `postmaster.pid`) at exit as well.
+pub struct PgCtl {
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    dir: PathBuf,
+    /// The server's command-line options (from `postmaster.opts`), for `pg_ctl start`.
+    options: String,
+}
+
+impl PgCtl {
+    /// Or why the cluster cannot be controlled (a shared server named by `DATABASE_URL`).
+    pub async fn of(admin: &tokio_postgres::Client) -> Result<PgCtl, String> {
+        let server = mesh::testkit::TestPostgres::global().await;
+        if !server.is_private() {
+            return Err("DATABASE_URL names a shared server, which this suite does not restart".into());
+        }
+        let data: String = admin
+            .query_one("SHOW data_directory", &[])
+            .await
+            .map_err(|e| format!("SHOW data_directory: {e}"))?
+            .get(0);
+        let data = PathBuf::from(data);
+        let dir = data.parent().ok_or("data directory has no parent")?.to_owned();
+        // postmaster.opts: the postgres binary (pg_ctl sits next to it), then its arguments,
+        // each quoted.
+        let opts = std::fs::read_to_string(data.join("postmaster.opts"))
+            .map_err(|e| format!("postmaster.opts: {e}"))?;
+        let opts = opts.trim();
+        let (postgres, options) = opts.split_once(char::is_whitespace).unwrap_or((opts, ""));
+        Ok(PgCtl {
+            pg_ctl: Path::new(postgres.trim_matches('"')).with_file_name("pg_ctl"),
+            data,
+            dir,
+            options: options.trim().to_owned(),
+        })
+    }
+
+    /// Runs `pg_ctl <action>` and waits for it (`-w`); returns how long it took.
+    async fn run(&self, action: &str) -> Result<Duration, String> {
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.uid() == 0
+        });
+        let mut cmd = if root {
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&self.pg_ctl);
+            c
+        } else {
+            tokio::process::Command::new(&self.pg_ctl)
+        };
+        cmd.arg(action).arg("-D").arg(&self.data).args(["-w", "-t", "60"]);
+        match action {
+            "stop" => {
+                cmd.args(["-m", "fast"]);
+            }
+            "restart" => {
+                cmd.args(["-m", "fast", "-l"]).arg(self.dir.join("restart.log"));
+            }
+            _ => {
+                cmd.args(["-o", &self.options, "-l"])
+                    .arg(self.dir.join("restart.log"));
+            }
+        }
+        let started = Instant::now();
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", self.pg_ctl.display()))?;
+        let took = started.elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "pg_ctl {action} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(took)
+    }
+
+    /// Removes the watchdog's `exited` marker once the first postmaster is gone (see above).
+    async fn clear_exited(&self) -> Result<(), String> {
+        let exited = self.dir.join("exited");
+        if wait_until(Duration::from_secs(10), async || exited.exists()).await {
+            std::fs::remove_file(&exited)
+                .map_err(|e| format!("removing {}: {e}", exited.display()))?;
+        }
+        Ok(())
+    }
+
+    /// `pg_ctl restart -m fast`: every session is terminated, the server shuts down cleanly and
+    /// starts again on the same port and data directory with the same options. Returns how long
+    /// the server was unavailable as `pg_ctl` saw it.
+    pub async fn restart(&self) -> Result<Duration, String> {
+        let took = self.run("restart").await?;
+        self.clear_exited().await?;
+        Ok(took)
+    }
+
+    /// `pg_ctl stop -m fast`: the server is down until [`PgCtl::start`].
+    pub async fn stop(&self) -> Result<(), String> {
+        self.run("stop").await.map(|_| ())
+    }
+
+    /// Starts the stopped server again with its old options.
+    pub async fn start(&self) -> Result<(), String> {
+        self.run("start").await?;
+        self.clear_exited().await
+    }
+}
+
+/// Restarts the test kit's private PostgreSQL cluster ([`PgCtl::restart`]).
 pub async fn restart_postgres(admin: &tokio_postgres::Client) -> Result<Duration, String> {
-    let server = mesh::testkit::TestPostgres::global().await;
-    if !server.is_private() {
-        return Err("DATABASE_URL names a shared server, which this suite does not restart".into());
-    }
-    let data: String = admin
-        .query_one("SHOW data_directory", &[])
-        .await
-        .map_err(|e| format!("SHOW data_directory: {e}"))?
-        .get(0);
-    let data = PathBuf::from(data);
-    let dir = data.parent().ok_or("data directory has no parent")?;
-    // The first word of postmaster.opts is the postgres binary; pg_ctl sits next to it.
-    let opts = std::fs::read_to_string(data.join("postmaster.opts"))
-        .map_err(|e| format!("postmaster.opts: {e}"))?;
-    let postgres = opts
-        .split_whitespace()
-        .next()
-        .ok_or("empty postmaster.opts")?
-        .trim_matches('"');
-    let pg_ctl = Path::new(postgres).with_file_name("pg_ctl");
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt as _;
-        m.uid() == 0
-    });
-    let mut cmd = if root {
-        let mut c = tokio::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-        c
-    } else {
-        tokio::process::Command::new(&pg_ctl)
-    };
-    cmd.arg("restart")
-        .arg("-D")
-        .arg(&data)
-        .args(["-m", "fast", "-w", "-t", "60", "-l"])
-        .arg(dir.join("restart.log"));
-    let started = Instant::now();
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", pg_ctl.display()))?;
-    let took = started.elapsed();
-    if !out.status.success() {
-        return Err(format!(
-            "pg_ctl restart failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let exited = dir.join("exited");
-    if wait_until(Duration::from_secs(10), async || exited.exists()).await {
-        std::fs::remove_file(&exited).map_err(|e| format!("removing {}: {e}", exited.display()))?;
-    }
-    Ok(took)
+    PgCtl::of(admin).await?.restart().await
 }
