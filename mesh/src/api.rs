@@ -2,37 +2,24 @@
 //! generated code refers to sibling packages by relative path); the short aliases `common`,
 //! `tenant`, `memory` and `media` are what the rest of the workspace uses.
 
+/// `neurosphere.<name>.*` with its `v1` package as `<name>::v1`: the nesting the generated code
+/// expects (it names sibling packages as `super::super::<name>::v1`).
+macro_rules! packages {
+    ($($name:ident),*) => {$(
+        #[doc = concat!("`neurosphere.", stringify!($name), ".*`")]
+        pub mod $name {
+            #[doc = concat!("`neurosphere.", stringify!($name), ".v1`")]
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/neurosphere.", stringify!($name), ".v1.rs"));
+            }
+        }
+    )*};
+}
+
 /// The generated packages, one module per protobuf package.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod neurosphere {
-    /// `neurosphere.common.*`
-    pub mod common {
-        /// `neurosphere.common.v1`
-        pub mod v1 {
-            tonic::include_proto!("neurosphere.common.v1");
-        }
-    }
-    /// `neurosphere.tenant.*`
-    pub mod tenant {
-        /// `neurosphere.tenant.v1`
-        pub mod v1 {
-            tonic::include_proto!("neurosphere.tenant.v1");
-        }
-    }
-    /// `neurosphere.memory.*`
-    pub mod memory {
-        /// `neurosphere.memory.v1`
-        pub mod v1 {
-            tonic::include_proto!("neurosphere.memory.v1");
-        }
-    }
-    /// `neurosphere.media.*`
-    pub mod media {
-        /// `neurosphere.media.v1`
-        pub mod v1 {
-            tonic::include_proto!("neurosphere.media.v1");
-        }
-    }
+    packages!(common, tenant, memory, media);
 }
 
 /// `neurosphere.common.v1`: types shared by the services.

@@ -7,11 +7,16 @@
 //! - [`telemetry`]: `tracing` subscriber (JSON or human output) and the per-request span.
 //! - [`auth`]: JWT service and tenant tokens; the tower layer that verifies them and puts a
 //!   typed [`auth::Caller`] into request extensions; the client interceptor that attaches them.
+//! - [`status`]: the one status policy: each service error names a [`status::ServiceErrorCode`],
+//!   which decides its gRPC code, its HTTP status and whether its text reaches the client.
 //! - [`db`]: the deadpool-postgres pool and the one helper that runs a closure in a transaction
 //!   with the tenant set (`set_config('app.customer_id', …, true)`), which RLS policies enforce.
 //! - [`domain`]: validated newtypes for identifiers that cross the wire.
+//! - [`g711`]: the G.711 mu-law codec of telephone audio.
+//! - [`net`]: the address filter for tenants' endpoints (public unicast addresses only).
 //! - [`migrations`]: the SQL in `migrations/`, embedded and applied with a version table.
 //! - [`identity`]: a service's signing key and trust bundle; development key generation.
+//! - [`balance`]: client-side balancing over a service's replicas, with health probes.
 //! - [`server`]: serves a gRPC service with health, reflection, auth and tracing on one port, and
 //!   `/metrics`, `/healthz`, `/readyz` on an admin port; drains on shutdown.
 //! - `testkit` (feature): a private PostgreSQL, a fresh migrated database per test, tokens;
@@ -26,10 +31,13 @@ pub mod auth;
 pub mod balance;
 pub mod db;
 pub mod domain;
+pub mod g711;
 pub mod identity;
 pub mod migrations;
+pub mod net;
 pub mod server;
 pub mod settings;
+pub mod status;
 pub mod telemetry;
 
 #[cfg(feature = "testkit")]

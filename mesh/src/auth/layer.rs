@@ -111,33 +111,11 @@ fn authorize(
     path: &str,
     headers: &http::HeaderMap,
 ) -> Result<Caller, AuthError> {
-    let token = bearer_token(headers)?;
+    let token = super::bearer::token(headers)?;
     let caller = verifier.verify(token)?;
     let rule = policy.get(path).ok_or(AuthError::NoRule)?;
     rule.check(&caller)?;
     Ok(caller)
-}
-
-/// The token of the single `authorization: Bearer <token>` header (scheme case-insensitive,
-/// RFC 7235 §2.1).
-fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = values.next().ok_or(AuthError::MissingToken)?;
-    if values.next().is_some() {
-        return Err(AuthError::Malformed("more than one authorization header"));
-    }
-    let value = value
-        .to_str()
-        .map_err(|_| AuthError::Malformed("non-ASCII authorization"))?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::MissingToken)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::MissingToken);
-    }
-    let token = token.trim_matches(' ');
-    if token.is_empty() || token.contains(' ') {
-        return Err(AuthError::Malformed("bad bearer credential"));
-    }
-    Ok(token)
 }
 
 /// The tenant caller of a request that passed [`AuthLayer`]. Missing means the layer did not
@@ -155,40 +133,4 @@ pub fn service_caller<T>(req: &tonic::Request<T>) -> Result<&ServiceCaller, toni
         tracing::error!("no ServiceCaller in request extensions; is AuthLayer installed?");
         tonic::Status::unauthenticated("a service token is required")
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(values: &[&str]) -> http::HeaderMap {
-        let mut h = http::HeaderMap::new();
-        for v in values {
-            h.append(AUTHORIZATION, v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive() {
-        assert_eq!(bearer_token(&headers(&["Bearer a.b.c"])), Ok("a.b.c"));
-        assert_eq!(bearer_token(&headers(&["bearer a.b.c"])), Ok("a.b.c"));
-        assert_eq!(bearer_token(&headers(&["BEARER  a.b.c "])), Ok("a.b.c"));
-    }
-
-    #[test]
-    fn other_credentials_are_refused() {
-        assert_eq!(bearer_token(&headers(&[])), Err(AuthError::MissingToken));
-        assert_eq!(
-            bearer_token(&headers(&["Basic dXNlcjpwdw=="])),
-            Err(AuthError::MissingToken)
-        );
-        assert_eq!(
-            bearer_token(&headers(&["Bearer"])),
-            Err(AuthError::MissingToken)
-        );
-        assert!(bearer_token(&headers(&["Bearer "])).is_err());
-        assert!(bearer_token(&headers(&["Bearer a b"])).is_err());
-        assert!(bearer_token(&headers(&["Bearer a.b.c", "Bearer d.e.f"])).is_err());
-    }
 }

@@ -14,6 +14,8 @@
 //! - [`Policy`] / [`Rule`]: per-RPC declaration of the token kind and scope each method needs,
 //!   written next to the service; a method without a rule is refused (fail closed).
 //! - [`AuthLayer`]: the tower layer on the gRPC server that ties these together.
+//! - [`bearer::token`]: the one `authorization: Bearer` header parser (the layer's and the
+//!   gateway's HTTP endpoints').
 //! - [`TokenSource`] / [`AttachToken`]: the client side, attaching (and re-minting) tokens.
 //! - [`LegacyVerifier`]: opt-in HS256 verification for the legacy REST endpoints only; it is
 //!   never wired into the gRPC path.
@@ -30,6 +32,7 @@
 use std::fmt;
 use std::time::Duration;
 
+pub mod bearer;
 mod client;
 mod crypto;
 mod error;

@@ -221,7 +221,7 @@ fn no_session_level_set_of_app_settings_anywhere() {
     let mut files = Vec::new();
     source_files(&root, &mut files);
     assert!(
-        files.iter().any(|f| f.ends_with("mesh/src/db.rs")),
+        files.iter().any(|f| f.ends_with("mesh/src/db/pool.rs")),
         "the scan did not reach the sources under {}",
         root.display()
     );
