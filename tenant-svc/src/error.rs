@@ -1,8 +1,10 @@
-//! tenant-svc's one error type and its one mapping to gRPC status codes. Clients get a clear
-//! message for what they can fix (naming the field) and an opaque one for internal failures,
-//! whose cause is logged here with context.
+//! tenant-svc's one error type. Its mapping to gRPC codes (and, at the gateway, HTTP statuses) is
+//! the mesh's one status policy, `mesh::status`: each variant names a
+//! [`ServiceErrorCode`]; clients get a clear message for what they can fix (naming the field) and
+//! a fixed one for server-side failures, whose cause `mesh::status::to_status` logs.
 
 use mesh::db::DbError;
+use mesh::status::{ServiceError, ServiceErrorCode};
 use tokio_postgres::error::SqlState;
 
 /// Everything a tenant-svc handler can fail with.
@@ -51,33 +53,57 @@ impl TenantError {
     }
 }
 
+impl ServiceError for TenantError {
+    fn error_code(&self) -> ServiceErrorCode {
+        match self {
+            TenantError::InvalidArgument { .. } => ServiceErrorCode::InvalidArgument,
+            TenantError::NotFound(_) => ServiceErrorCode::NotFound,
+            TenantError::AlreadyExists(_) => ServiceErrorCode::AlreadyExists,
+            TenantError::FailedPrecondition(_) => ServiceErrorCode::FailedPrecondition,
+            TenantError::Unauthenticated(_) => ServiceErrorCode::Unauthenticated,
+            // A statement timeout is DEADLINE_EXCEEDED and a lost database UNAVAILABLE, as in
+            // every service.
+            TenantError::Db(db) => db.error_code(),
+            TenantError::Mint(_) => ServiceErrorCode::Internal,
+        }
+    }
+}
+
 impl From<TenantError> for tonic::Status {
     fn from(e: TenantError) -> Self {
-        match e {
-            TenantError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
-            TenantError::NotFound(_) => tonic::Status::not_found(e.to_string()),
-            TenantError::AlreadyExists(m) => tonic::Status::already_exists(m),
-            TenantError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
-            TenantError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
-            TenantError::Db(ref db) => {
-                if db.code() == Some(&SqlState::QUERY_CANCELED) {
-                    tracing::warn!(error = %db, "database timeout");
-                    return tonic::Status::deadline_exceeded("database timeout");
-                }
-                if db.is_unavailable() {
-                    tracing::warn!(error = %db, "database unavailable");
-                    return tonic::Status::unavailable("database unavailable, retry later");
-                }
-                tracing::error!(error = %db, "database error");
-                tonic::Status::internal("internal error")
-            }
-            TenantError::Mint(ref err) => {
-                tracing::error!(error = %err, "token minting failed");
-                tonic::Status::internal("internal error")
-            }
-        }
+        mesh::status::to_status(&e)
     }
 }
 
 /// Handler result.
 pub type Result<T> = std::result::Result<T, TenantError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_carry_their_message_and_server_errors_do_not() {
+        let s = tonic::Status::from(TenantError::invalid("config.voice", "unknown voice"));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(s.message(), "config.voice: unknown voice");
+        let s = tonic::Status::from(TenantError::NotFound("customer"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (tonic::Code::NotFound, "customer not found")
+        );
+        let s = tonic::Status::from(TenantError::AlreadyExists(
+            "this number is already assigned",
+        ));
+        assert_eq!(s.code(), tonic::Code::AlreadyExists);
+        let s = tonic::Status::from(TenantError::Unauthenticated(
+            "invalid or expired legacy token",
+        ));
+        assert_eq!(s.code(), tonic::Code::Unauthenticated);
+        let s = tonic::Status::from(TenantError::FailedPrecondition("suspended".into()));
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        let s = tonic::Status::from(TenantError::Mint(mesh::auth::AuthError::MissingToken));
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(!s.message().contains("mint"), "{}", s.message());
+    }
+}
