@@ -4,21 +4,29 @@
 //!
 //! Parts: [`policy`] declares which token kind and scope each RPC needs (enforced by the mesh
 //! auth layer before a handler runs); [`service::TenantSvc`] implements the three gRPC services
-//! (`TenantAdminService`, `TenantService`, `EdgeService`) over [`validate`] (client input into
-//! checked values), [`model`] and [`outbound`] (what a customer configured and how an update
-//! changes it), [`webhook`] (secrets and signatures) and [`store`] (all SQL); [`run`] wires
-//! settings, the database pool (logged in as `tenant_svc`, self-checked), the identity
-//! (tenant-svc holds the only key that mints tenant tokens) and the mesh server together.
+//! (`TenantAdminService`, `TenantService`, `EdgeService`, a module each) over [`validate`]
+//! (client input into checked values), [`customer`], [`model`] and [`outbound`] (what a customer
+//! is and configured, and how an update changes it), [`history`] (the unit of the change
+//! history), [`webhook`] (secrets and signatures), [`routing`] (the call-routing cache) and
+//! [`store`] (all SQL, a module per table); [`wire`] and [`page`] are the conversions and
+//! pagination everything shares, at the bottom of the module graph; [`error`] maps failures
+//! through the mesh's one status policy. [`run`] wires settings, the database pool (logged in as
+//! `tenant_svc`, self-checked), the identity (tenant-svc holds the only key that mints tenant
+//! tokens) and the mesh server together.
 #![forbid(unsafe_code)]
 
+pub mod customer;
 pub mod error;
+pub mod history;
 pub mod model;
 pub mod outbound;
+pub mod page;
 pub mod routing;
 pub mod service;
 pub mod store;
 pub mod validate;
 pub mod webhook;
+pub mod wire;
 
 use std::future::Future;
 

@@ -9,7 +9,9 @@ use mesh::domain::SLIDER_NAMES;
 use serde_json::Value;
 
 use crate::error::{Result, TenantError};
+use crate::history::{Change, ConfigType};
 use crate::validate::{self, PromptBlock, TransferRule};
+use crate::wire::{json, timestamp};
 
 /// What a customer has set; `None` / a missing slider means "use the platform default".
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,10 +55,6 @@ pub struct Defaults {
     pub time_zone: String,
     /// Last change.
     pub updated_at: chrono::DateTime<chrono::Utc>,
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 impl Overrides {
@@ -119,97 +117,76 @@ impl Overrides {
         };
         let mut out = self.clone();
         for path in paths {
-            let f = |name: &str| format!("{field}.{name}");
-            match path.as_str() {
-                "agent_name" => {
-                    out.agent_name = config
-                        .agent_name
-                        .as_deref()
-                        .map(|v| validate::agent_name(&f("agent_name"), v))
-                        .transpose()?;
-                }
-                "greeting_new_caller" => {
-                    out.greeting_new_caller = config
-                        .greeting_new_caller
-                        .as_deref()
-                        .map(|v| validate::greeting(&f("greeting_new_caller"), v))
-                        .transpose()?;
-                }
-                "greeting_returning_caller" => {
-                    out.greeting_returning_caller = config
-                        .greeting_returning_caller
-                        .as_deref()
-                        .map(|v| validate::greeting(&f("greeting_returning_caller"), v))
-                        .transpose()?;
-                }
-                "voice" => {
-                    out.voice = config
-                        .voice
-                        .as_deref()
-                        .map(|v| validate::voice(&f("voice"), v).map(|v| v.as_str().to_owned()))
-                        .transpose()?;
-                }
-                "time_zone" => {
-                    out.time_zone = config
-                        .time_zone
-                        .as_deref()
-                        .map(|v| validate::time_zone(&f("time_zone"), v).map(|_| v.to_owned()))
-                        .transpose()?;
-                }
-                "prompt_blocks" => {
-                    out.prompt_blocks = config
-                        .prompt_blocks
-                        .as_ref()
-                        .map(|l| validate::prompt_blocks(&f("prompt_blocks"), &l.blocks))
-                        .transpose()?;
-                }
-                "transfer_rules" => {
-                    out.transfer_rules = config
-                        .transfer_rules
-                        .as_ref()
-                        .map(|l| validate::transfer_rules(&f("transfer_rules"), &l.rules))
-                        .transpose()?;
-                }
-                "sliders" => {
-                    out.sliders = BTreeMap::new();
-                    for (name, value) in &config.sliders {
-                        let s = validate::slider(&f(&format!("sliders.{name}")), name, *value)?;
-                        out.sliders
-                            .insert(s.name().to_owned(), u32::from(s.value()));
-                    }
-                }
-                p if p.starts_with("sliders.") => {
-                    let name = &p["sliders.".len()..];
-                    let key = format!("sliders.{name}");
-                    match config.sliders.get(name) {
-                        Some(v) => {
-                            let s = validate::slider(&f(&key), name, *v)?;
-                            out.sliders
-                                .insert(s.name().to_owned(), u32::from(s.value()));
-                        }
-                        None => {
-                            if !SLIDER_NAMES.contains(&name) {
-                                return Err(TenantError::invalid(
-                                    "update_mask",
-                                    format!("unknown slider `{}`", name.escape_debug()),
-                                ));
-                            }
-                            out.sliders.remove(name);
-                        }
-                    }
-                }
-                other => {
-                    return Err(TenantError::invalid(
-                        "update_mask",
-                        format!(
-                            "unknown path `{}`; allowed: agent_name, greeting_new_caller, greeting_returning_caller, voice, sliders, sliders.<name>, prompt_blocks, transfer_rules, time_zone",
-                            other.escape_debug()
-                        ),
-                    ));
-                }
-            }
+            out.set_path(config, path, field)?;
         }
         Ok(out)
+    }
+
+    /// Sets (or, with no value in `config`, resets) the field one mask path names.
+    fn set_path(&mut self, config: &pb::AgentConfig, path: &str, field: &str) -> Result<()> {
+        let f = |name: &str| format!("{field}.{name}");
+        let text = |v: &Option<String>, check: fn(&str, &str) -> Result<String>| {
+            v.as_deref().map(|v| check(&f(path), v)).transpose()
+        };
+        match path {
+            "agent_name" => self.agent_name = text(&config.agent_name, validate::agent_name)?,
+            "greeting_new_caller" => {
+                self.greeting_new_caller = text(&config.greeting_new_caller, validate::greeting)?
+            }
+            "greeting_returning_caller" => {
+                self.greeting_returning_caller =
+                    text(&config.greeting_returning_caller, validate::greeting)?
+            }
+            "voice" => self.voice = text(&config.voice, voice_name)?,
+            "time_zone" => self.time_zone = text(&config.time_zone, time_zone_name)?,
+            "prompt_blocks" => {
+                let blocks = config.prompt_blocks.as_ref().map(|l| &l.blocks[..]);
+                self.prompt_blocks = list(blocks, |b| validate::prompt_blocks(&f(path), b))?
+            }
+            "transfer_rules" => {
+                let rules = config.transfer_rules.as_ref().map(|l| &l.rules[..]);
+                self.transfer_rules = list(rules, |r| validate::transfer_rules(&f(path), r))?
+            }
+            "sliders" => {
+                self.sliders = BTreeMap::new();
+                set_sliders(&mut self.sliders, &config.sliders, field)?;
+            }
+            p if p.starts_with("sliders.") => {
+                let name = &p["sliders.".len()..];
+                self.set_slider(name, config.sliders.get(name).copied(), &f(p))?
+            }
+            other => {
+                return Err(TenantError::invalid(
+                    "update_mask",
+                    format!(
+                        "unknown path `{}`; allowed: agent_name, greeting_new_caller, greeting_returning_caller, voice, sliders, sliders.<name>, prompt_blocks, transfer_rules, time_zone",
+                        other.escape_debug()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `sliders.<name>`: sets the slider to `value`, or resets it to the default when unset.
+    fn set_slider(&mut self, name: &str, value: Option<u32>, field: &str) -> Result<()> {
+        match value {
+            Some(v) => {
+                let s = validate::slider(field, name, v)?;
+                self.sliders
+                    .insert(s.name().to_owned(), u32::from(s.value()));
+            }
+            None => {
+                if !SLIDER_NAMES.contains(&name) {
+                    return Err(TenantError::invalid(
+                        "update_mask",
+                        format!("unknown slider `{}`", name.escape_debug()),
+                    ));
+                }
+                self.sliders.remove(name);
+            }
+        }
+        Ok(())
     }
 
     /// Merged over `defaults`.
@@ -218,33 +195,22 @@ impl Overrides {
         for (k, v) in &self.sliders {
             sliders.insert(k.clone(), *v);
         }
+        // What the customer set, else the platform's value.
+        fn or<T: Clone>(set: &Option<T>, default: &T) -> T {
+            set.as_ref().unwrap_or(default).clone()
+        }
         Defaults {
-            agent_name: self
-                .agent_name
-                .clone()
-                .unwrap_or_else(|| defaults.agent_name.clone()),
-            greeting_new_caller: self
-                .greeting_new_caller
-                .clone()
-                .unwrap_or_else(|| defaults.greeting_new_caller.clone()),
-            greeting_returning_caller: self
-                .greeting_returning_caller
-                .clone()
-                .unwrap_or_else(|| defaults.greeting_returning_caller.clone()),
-            voice: self.voice.clone().unwrap_or_else(|| defaults.voice.clone()),
+            agent_name: or(&self.agent_name, &defaults.agent_name),
+            greeting_new_caller: or(&self.greeting_new_caller, &defaults.greeting_new_caller),
+            greeting_returning_caller: or(
+                &self.greeting_returning_caller,
+                &defaults.greeting_returning_caller,
+            ),
+            voice: or(&self.voice, &defaults.voice),
             sliders,
-            prompt_blocks: self
-                .prompt_blocks
-                .clone()
-                .unwrap_or_else(|| defaults.prompt_blocks.clone()),
-            transfer_rules: self
-                .transfer_rules
-                .clone()
-                .unwrap_or_else(|| defaults.transfer_rules.clone()),
-            time_zone: self
-                .time_zone
-                .clone()
-                .unwrap_or_else(|| defaults.time_zone.clone()),
+            prompt_blocks: or(&self.prompt_blocks, &defaults.prompt_blocks),
+            transfer_rules: or(&self.transfer_rules, &defaults.transfer_rules),
+            time_zone: or(&self.time_zone, &defaults.time_zone),
             updated_at: defaults.updated_at,
         }
     }
@@ -274,19 +240,6 @@ fn set_paths(config: &pb::AgentConfig) -> Vec<String> {
     p
 }
 
-/// One history entry: a field whose value changed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    /// `agent` or `slider`.
-    pub config_type: &'static str,
-    /// Field path.
-    pub key: String,
-    /// Previous value, `None` when unset.
-    pub old: Option<Value>,
-    /// New value, `None` when reset.
-    pub new: Option<Value>,
-}
-
 /// The fields that differ between `before` and `after`.
 pub fn diff(before: &Overrides, after: &Overrides) -> Vec<Change> {
     let a = before.entries();
@@ -298,9 +251,9 @@ pub fn diff(before: &Overrides, after: &Overrides) -> Vec<Change> {
         .filter(|k| a.get(*k) != b.get(*k))
         .map(|k| Change {
             config_type: if k.starts_with("sliders.") {
-                "slider"
+                ConfigType::Slider
             } else {
-                "agent"
+                ConfigType::Agent
             },
             key: k.clone(),
             old: a.get(k).cloned(),
@@ -329,17 +282,19 @@ pub fn rule_pb(r: &TransferRule) -> pb::TransferRule {
 impl Defaults {
     /// As the merged agent profile of `customer_id`.
     pub fn to_profile(&self, customer_id: i64, business_name: &str) -> pb::AgentProfile {
+        // The same fields as the platform-defaults message, under a customer's name.
+        let d = self.to_pb();
         pb::AgentProfile {
             customer_id,
             business_name: business_name.to_owned(),
-            agent_name: self.agent_name.clone(),
-            greeting_new_caller: self.greeting_new_caller.clone(),
-            greeting_returning_caller: self.greeting_returning_caller.clone(),
-            voice: self.voice.clone(),
-            sliders: self.sliders.clone().into_iter().collect(),
-            prompt_blocks: self.prompt_blocks.iter().map(block_pb).collect(),
-            transfer_rules: self.transfer_rules.iter().map(rule_pb).collect(),
-            time_zone: self.time_zone.clone(),
+            agent_name: d.agent_name,
+            greeting_new_caller: d.greeting_new_caller,
+            greeting_returning_caller: d.greeting_returning_caller,
+            voice: d.voice,
+            sliders: d.sliders,
+            prompt_blocks: d.prompt_blocks,
+            transfer_rules: d.transfer_rules,
+            time_zone: d.time_zone,
         }
     }
 
@@ -354,7 +309,7 @@ impl Defaults {
             prompt_blocks: self.prompt_blocks.iter().map(block_pb).collect(),
             transfer_rules: self.transfer_rules.iter().map(rule_pb).collect(),
             time_zone: self.time_zone.clone(),
-            update_time: Some(crate::store::timestamp(self.updated_at)),
+            update_time: Some(timestamp(self.updated_at)),
         }
     }
 
@@ -369,67 +324,84 @@ impl Defaults {
         }
         let mut out = self.clone();
         for path in mask {
-            let f = |n: &str| format!("defaults.{n}");
-            match path.as_str() {
-                "agent_name" => {
-                    out.agent_name = validate::agent_name(&f("agent_name"), &update.agent_name)?
-                }
-                "greeting_new_caller" => {
-                    out.greeting_new_caller =
-                        validate::greeting(&f("greeting_new_caller"), &update.greeting_new_caller)?
-                }
-                "greeting_returning_caller" => {
-                    out.greeting_returning_caller = validate::greeting(
-                        &f("greeting_returning_caller"),
-                        &update.greeting_returning_caller,
-                    )?
-                }
-                "voice" => {
-                    out.voice = validate::voice(&f("voice"), &update.voice)?
-                        .as_str()
-                        .to_owned()
-                }
-                "time_zone" => {
-                    validate::time_zone(&f("time_zone"), &update.time_zone)?;
-                    out.time_zone = update.time_zone.clone();
-                }
-                "prompt_blocks" => {
-                    out.prompt_blocks =
-                        validate::prompt_blocks(&f("prompt_blocks"), &update.prompt_blocks)?
-                }
-                "transfer_rules" => {
-                    out.transfer_rules =
-                        validate::transfer_rules(&f("transfer_rules"), &update.transfer_rules)?
-                }
-                "sliders" => {
-                    for (name, value) in &update.sliders {
-                        let s = validate::slider(&f(&format!("sliders.{name}")), name, *value)?;
-                        out.sliders
-                            .insert(s.name().to_owned(), u32::from(s.value()));
-                    }
-                }
-                p if p.starts_with("sliders.") => {
-                    let name = &p["sliders.".len()..];
-                    let value = update.sliders.get(name).ok_or_else(|| {
-                        TenantError::invalid(
-                            f(p),
-                            "a default slider cannot be unset; give a value 0-100",
-                        )
-                    })?;
-                    let s = validate::slider(&f(p), name, *value)?;
-                    out.sliders
-                        .insert(s.name().to_owned(), u32::from(s.value()));
-                }
-                other => {
-                    return Err(TenantError::invalid(
-                        "update_mask",
-                        format!("unknown path `{}`", other.escape_debug()),
-                    ));
-                }
-            }
+            out.set_path(update, path)?;
         }
         Ok(out)
     }
+
+    /// Sets the field one mask path names to its value in `update`.
+    fn set_path(&mut self, update: &pb::PlatformDefaults, path: &str) -> Result<()> {
+        let f = |n: &str| format!("defaults.{n}");
+        match path {
+            "agent_name" => self.agent_name = validate::agent_name(&f(path), &update.agent_name)?,
+            "greeting_new_caller" => {
+                self.greeting_new_caller =
+                    validate::greeting(&f(path), &update.greeting_new_caller)?
+            }
+            "greeting_returning_caller" => {
+                self.greeting_returning_caller =
+                    validate::greeting(&f(path), &update.greeting_returning_caller)?
+            }
+            "voice" => self.voice = voice_name(&f(path), &update.voice)?,
+            "time_zone" => self.time_zone = time_zone_name(&f(path), &update.time_zone)?,
+            "prompt_blocks" => {
+                self.prompt_blocks = validate::prompt_blocks(&f(path), &update.prompt_blocks)?
+            }
+            "transfer_rules" => {
+                self.transfer_rules = validate::transfer_rules(&f(path), &update.transfer_rules)?
+            }
+            "sliders" => set_sliders(&mut self.sliders, &update.sliders, "defaults")?,
+            p if p.starts_with("sliders.") => {
+                let name = &p["sliders.".len()..];
+                let value = update.sliders.get(name).ok_or_else(|| {
+                    TenantError::invalid(
+                        f(p),
+                        "a default slider cannot be unset; give a value 0-100",
+                    )
+                })?;
+                set_sliders(
+                    &mut self.sliders,
+                    &[(name.to_owned(), *value)].into(),
+                    "defaults",
+                )?;
+            }
+            other => {
+                return Err(TenantError::invalid(
+                    "update_mask",
+                    format!("unknown path `{}`", other.escape_debug()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A list that is set validated by `check`; `None` (reset to the default) when it is unset.
+fn list<T, U>(set: Option<&[T]>, check: impl FnOnce(&[T]) -> Result<U>) -> Result<Option<U>> {
+    set.map(check).transpose()
+}
+
+/// A validated voice, as stored.
+fn voice_name(field: &str, v: &str) -> Result<String> {
+    validate::voice(field, v).map(|v| v.as_str().to_owned())
+}
+
+/// A validated IANA time zone, as given.
+fn time_zone_name(field: &str, v: &str) -> Result<String> {
+    validate::time_zone(field, v).map(|_| v.to_owned())
+}
+
+/// Validates each of `sliders` (errors name `{field}.sliders.<name>`) and sets it in `into`.
+fn set_sliders(
+    into: &mut BTreeMap<String, u32>,
+    sliders: &std::collections::HashMap<String, u32>,
+    field: &str,
+) -> Result<()> {
+    for (name, value) in sliders {
+        let s = validate::slider(&format!("{field}.sliders.{name}"), name, *value)?;
+        into.insert(s.name().to_owned(), u32::from(s.value()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

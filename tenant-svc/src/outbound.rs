@@ -7,11 +7,8 @@ use mesh::api::tenant as pb;
 use serde_json::Value;
 
 use crate::error::{Result, TenantError};
-use crate::model::Change;
+use crate::history::{Change, ConfigType};
 use crate::validate;
-
-/// History `config_type` of these settings (and of webhook secret rotations).
-pub const CONFIG_TYPE: &str = "outbound";
 
 /// The fields of `OutboundSettings`, as an update mask names them.
 pub const FIELDS: [&str; 8] = [
@@ -184,7 +181,7 @@ pub fn diff(before: &OutboundSettings, after: &OutboundSettings) -> Vec<Change> 
         .filter_map(|field| {
             let (old, new) = (before.value(field), after.value(field));
             (old != new).then(|| Change {
-                config_type: CONFIG_TYPE,
+                config_type: ConfigType::Outbound,
                 key: (*field).to_owned(),
                 old: Some(old),
                 new: Some(new),
@@ -227,7 +224,11 @@ mod tests {
         let changes = diff(&current, &next);
         let keys: Vec<_> = changes.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["allowed_country_codes", "webhook_url"]);
-        assert!(changes.iter().all(|c| c.config_type == "outbound"));
+        assert!(
+            changes
+                .iter()
+                .all(|c| c.config_type == ConfigType::Outbound)
+        );
         assert!(diff(&next, &patch.apply(&next)).is_empty(), "idempotent");
     }
 

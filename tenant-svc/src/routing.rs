@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use mesh::db::{Db, Notice};
 use mesh::domain::CustomerId;
 
-use crate::store::Customer;
+use crate::customer::Customer;
 
 /// The notification channel of migration V11.
 pub const CHANNEL: &str = "tenant_routing";
@@ -226,11 +226,13 @@ pub async fn listen(db: Db, cache: Arc<RoutingCache>, on_defaults: impl Fn() + S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::customer::CustomerStatus;
     use crate::model::Overrides;
 
     fn resolved(id: i64) -> Resolved {
+        let id = CustomerId::new(id).unwrap();
         Resolved {
-            id: CustomerId::new(id).unwrap(),
+            id,
             customer: Arc::new(Customer {
                 id,
                 email: String::new(),
@@ -238,7 +240,7 @@ mod tests {
                 contact_name: String::new(),
                 contact_phone: String::new(),
                 package_tier: "starter".into(),
-                status: "active".into(),
+                status: CustomerStatus::Active,
                 overrides: Overrides::default(),
                 created_at: chrono::Utc::now(),
                 updated_at: chrono::Utc::now(),

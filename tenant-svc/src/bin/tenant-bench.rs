@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use mesh::api::tenant::ResolveNumberRequest;
 use mesh::api::tenant::edge_service_client::EdgeServiceClient;
+use mesh::api::tenant::{ResolveNumberRequest, ResolveNumberResponse};
 use mesh::identity::{DevKeys, names, scope};
 use mesh::testkit::TestDb;
 use tonic::transport::Channel;
@@ -28,16 +28,8 @@ fn number(i: u64) -> String {
     format!("+1212{:07}", 2_000_000 + i)
 }
 
-#[tokio::main]
-async fn main() {
-    let (tenants, numbers, concurrency, seconds, rate) = (
-        arg(1, 10_000),
-        arg(2, 20_000),
-        arg(3, 64),
-        arg(4, 10),
-        arg(5, 0),
-    );
-    let db = TestDb::new().await;
+/// Seeds `tenants` customers and `numbers` numbers spread over them, in bulk.
+async fn seed(db: &TestDb, tenants: u64, numbers: u64) {
     let admin = db.admin_client().await;
     let started = Instant::now();
     admin
@@ -70,8 +62,10 @@ async fn main() {
         "seeded {tenants} tenants, {numbers} numbers in {:.1?}",
         started.elapsed()
     );
+}
 
-    let keys = DevKeys::generate();
+/// Serves tenant-svc on loopback (a pool of 16); returns four connected clients.
+async fn serve(db: &TestDb, keys: &DevKeys) -> Vec<EdgeServiceClient<Channel>> {
     let mut config = db.db_config_for_role("tenant_svc");
     config.max_connections = 16;
     let deps = tenant_svc::Deps {
@@ -90,50 +84,70 @@ async fn main() {
         Duration::from_secs(1),
         std::future::pending(),
     ));
-    let token = keys
-        .identity(names::GATEWAY)
-        .minter()
-        .mint_service(
-            names::TENANT_SVC,
-            &[scope::TENANT_RESOLVE],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-
-    let mut channels = Vec::new();
+    let mut clients = Vec::new();
     for _ in 0..4 {
-        channels.push(
-            Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .expect("connect"),
-        );
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        clients.push(EdgeServiceClient::new(channel));
     }
-    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-    let call = move |client: &mut EdgeServiceClient<Channel>, i: u64| {
+    clients
+}
+
+/// Makes the benchmark's requests: the `i`-th resolves number `i % numbers` as the gateway.
+#[derive(Clone)]
+struct Caller {
+    header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    numbers: u64,
+}
+
+impl Caller {
+    fn new(keys: &DevKeys, numbers: u64) -> Self {
+        let token = keys
+            .identity(names::GATEWAY)
+            .minter()
+            .mint_service(
+                names::TENANT_SVC,
+                &[scope::TENANT_RESOLVE],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let header = format!("Bearer {token}").parse().unwrap();
+        Self { header, numbers }
+    }
+
+    fn call(
+        &self,
+        client: &EdgeServiceClient<Channel>,
+        i: u64,
+    ) -> impl std::future::Future<
+        Output = Result<tonic::Response<ResolveNumberResponse>, tonic::Status>,
+    > + use<> {
         let mut req = tonic::Request::new(ResolveNumberRequest {
-            called_number: number(i % numbers),
+            called_number: number(i % self.numbers),
             account_sid: "AC0123456789abcdef0123456789abcdef".into(),
             call_sid: format!("CA{:032x}", i),
         });
-        req.metadata_mut().insert("authorization", header.clone());
+        req.metadata_mut()
+            .insert("authorization", self.header.clone());
         let mut c = client.clone();
         async move { c.resolve_number(req).await }
-    };
-    let clients: Vec<_> = channels
-        .iter()
-        .map(|c| EdgeServiceClient::new(c.clone()))
-        .collect();
-    // Cold pass: every number once, so every request misses tenant-svc's routing cache and
-    // reads PostgreSQL (the first call to a number after a start or a change). It leaves the
-    // cache warm, as it is for numbers that get calls.
+    }
+}
+
+/// Cold pass: every number once, so every request misses tenant-svc's routing cache and reads
+/// PostgreSQL (the first call to a number after a start or a change). It leaves the cache warm,
+/// as it is for numbers that get calls.
+async fn cold_pass(caller: &Caller, clients: &[EdgeServiceClient<Channel>], concurrency: u64) {
+    let numbers = caller.numbers;
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let began = Instant::now();
     let mut workers = Vec::new();
     for w in 0..concurrency as usize {
-        let (next, call) = (next.clone(), call.clone());
-        let mut client = clients[w % clients.len()].clone();
+        let (next, caller) = (next.clone(), caller.clone());
+        let client = clients[w % clients.len()].clone();
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -142,7 +156,7 @@ async fn main() {
                     break lat;
                 }
                 let t = Instant::now();
-                call(&mut client, n).await.expect("cold-pass call");
+                caller.call(&client, n).await.expect("cold-pass call");
                 lat.push(t.elapsed());
             }
         }));
@@ -161,6 +175,23 @@ async fn main() {
         mesh::loadgen::quantile(&cold, 0.5).as_secs_f64() * 1e3,
         mesh::loadgen::quantile(&cold, 0.99).as_secs_f64() * 1e3,
     );
+}
+
+#[tokio::main]
+async fn main() {
+    let (tenants, numbers, concurrency, seconds, rate) = (
+        arg(1, 10_000),
+        arg(2, 20_000),
+        arg(3, 64),
+        arg(4, 10),
+        arg(5, 0),
+    );
+    let db = TestDb::new().await;
+    seed(&db, tenants, numbers).await;
+    let keys = DevKeys::generate();
+    let clients = serve(&db, &keys).await;
+    let caller = Caller::new(&keys, numbers);
+    cold_pass(&caller, &clients, concurrency).await;
 
     let load = mesh::loadgen::Load {
         concurrency: concurrency as usize,
@@ -173,8 +204,7 @@ async fn main() {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407)
             >> 16;
-        let mut client = clients[(i % clients.len() as u64) as usize].clone();
-        let fut = call(&mut client, k);
+        let fut = caller.call(&clients[(i % clients.len() as u64) as usize], k);
         async move { fut.await.is_ok() }
     })
     .await;

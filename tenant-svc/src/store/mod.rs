@@ -1,0 +1,30 @@
+//! All of tenant-svc's SQL, one module per table (or pair of tables that one operation reads
+//! together). Every function takes a transaction opened by `Db::tenant_tx` (tenant data, isolated
+//! by RLS) or `Db::service_tx` (platform defaults and the two id-only SECURITY DEFINER
+//! functions); none takes a raw connection. Identifiers arrive as domain types
+//! (`CustomerId`, `PhoneNumber`, `AccountSid`) and statuses as Rust enums, so only checked
+//! values reach SQL; the handlers in `service` call these functions and hold no SQL themselves.
+//!
+//! - [`customers`]: the customer row, its overrides and status, creation, deletion, listing;
+//! - [`numbers`]: phone numbers and the call path's number-to-customer lookup;
+//! - [`history`]: the configuration history;
+//! - [`defaults`]: the platform defaults;
+//! - [`outbound`]: outbound-call and webhook settings;
+//! - [`webhooks`]: webhook signing secrets.
+
+pub mod customers;
+pub mod defaults;
+pub mod history;
+pub mod numbers;
+pub mod outbound;
+pub mod webhooks;
+
+pub use customers::{
+    NewCustomer, delete_customer, get_customer, insert_customer, list_customer_ids, lock_customer,
+    next_customer_id, require_customer, require_customer_core, set_status, update_overrides,
+};
+pub use defaults::{load_defaults, save_defaults};
+pub use history::{list_history, record_changes};
+pub use numbers::{assign_number, release_number, resolve_number};
+pub use outbound::{get_outbound, load_outbound, save_outbound};
+pub use webhooks::{SigningKeys, rotate_webhook_secret, signing_keys};
