@@ -27,7 +27,7 @@ use mesh::api::media::*;
 use mesh::auth::{AttachToken, TokenSource};
 use mesh::domain::CustomerId;
 use mesh::identity::{DevKeys, names, scope};
-use support::{cpu_ms, echo_server, idle_ms, percentile_ms};
+use support::{CpuSnapshot, echo_server};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -75,17 +75,17 @@ struct Stats {
     rtts_us: Mutex<Vec<u32>>,
 }
 
-#[tokio::main]
-async fn main() {
-    let a = args();
-    let origin = Instant::now();
-    let db = mesh::testkit::TestDb::new().await;
-    let keys = Arc::new(DevKeys::generate());
-    let dir = tempfile::tempdir().unwrap();
-    let realtime = echo_server().await;
-
+/// Starts the media-svc binary against the test database and the fake backend (tenant-svc and
+/// memory-svc unreachable: profile fallback, no memory); returns it, its pid and its gRPC
+/// address once it serves.
+async fn start_media_svc(
+    db: &mesh::testkit::TestDb,
+    keys: &DevKeys,
+    dir: &std::path::Path,
+    realtime: String,
+) -> (tokio::process::Child, u32, String) {
     let mut env: BTreeMap<String, String> =
-        mesh::testkit_process::service_env(&keys, names::MEDIA_SVC, dir.path());
+        mesh::testkit_process::service_env(keys, names::MEDIA_SVC, dir);
     let dead = {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         format!("http://{}", l.local_addr().unwrap())
@@ -140,6 +140,177 @@ async fn main() {
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, pid, addr)
+}
+
+/// What every call task shares.
+#[derive(Clone)]
+struct Shared {
+    origin: Instant,
+    stats: Arc<Stats>,
+    /// The measurement window in nanoseconds since `origin`.
+    window: Arc<std::sync::Mutex<(u64, u64)>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn in_window(&self, t: u64) -> bool {
+        let (from, to) = *self.window.lock().unwrap();
+        t >= from && t < to
+    }
+}
+
+/// Registers call `i` and opens its stream with `start`; returns the sender of its frames and
+/// the stream of what media-svc sends back.
+async fn open_call(
+    i: usize,
+    channel: Channel,
+    token: String,
+) -> (
+    tokio::sync::mpsc::Sender<StreamCallRequest>,
+    tonic::Streaming<StreamCallResponse>,
+) {
+    let call_sid = sid("CA", i + 1);
+    let mut client =
+        CallServiceClient::with_interceptor(channel, AttachToken(TokenSource::fixed(token.into())));
+    client
+        .register_call(RegisterCallRequest {
+            call_sid: call_sid.clone(),
+            account_sid: sid("AC", 1),
+            from: format!("+1555{:07}", i),
+            to: "+14158675309".into(),
+            direction: CallDirection::Inbound as i32,
+            status: CallStatus::Ringing as i32,
+        })
+        .await
+        .expect("register");
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tx.send(StreamCallRequest {
+        event: Some(In::Start(StreamStart {
+            call_sid,
+            stream_sid: sid("MZ", i + 1),
+            account_sid: sid("AC", 1),
+            caller: String::new(),
+            custom_parameters: Default::default(),
+        })),
+    })
+    .await
+    .unwrap();
+    let inbound = client
+        .stream_call(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    (tx, inbound)
+}
+
+/// Reads what media-svc sends back: echoed frames are timed, marks answered as Twilio would.
+fn spawn_receiver(
+    shared: Shared,
+    mut inbound: tonic::Streaming<StreamCallResponse>,
+    marks: tokio::sync::mpsc::Sender<StreamCallRequest>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut local = Vec::new();
+        while let Ok(Some(m)) = inbound.message().await {
+            match m.event {
+                Some(Out::Audio(f)) if f.payload.len() >= 8 => {
+                    let sent = u64::from_le_bytes(f.payload[..8].try_into().unwrap());
+                    let rtt = now_ns(shared.origin).saturating_sub(sent);
+                    if shared.in_window(sent) {
+                        shared.stats.received.fetch_add(1, Ordering::Relaxed);
+                        local.push((rtt / 1000) as u32);
+                    }
+                }
+                Some(Out::Mark(mark)) => {
+                    let _ = marks
+                        .send(StreamCallRequest {
+                            event: Some(In::Mark(MarkPlayed { name: mark.name })),
+                        })
+                        .await;
+                }
+                _ => {}
+            }
+        }
+        shared.stats.rtts_us.lock().await.extend(local);
+    })
+}
+
+/// One call: a frame stamped with its send time every 20 ms until told to stop, then `stop`.
+async fn run_call(i: usize, channel: Channel, token: String, mut shared: Shared) {
+    tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+    let (tx, inbound) = open_call(i, channel, token).await;
+    let receiver = spawn_receiver(shared.clone(), inbound, tx.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.stop.changed() => break,
+        }
+        seq += 1;
+        let sent = now_ns(shared.origin);
+        let mut payload = vec![0x7Fu8; 160];
+        payload[..8].copy_from_slice(&sent.to_le_bytes());
+        if shared.in_window(sent) {
+            shared.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        let frame = StreamCallRequest {
+            event: Some(In::Audio(AudioFrame {
+                payload,
+                sequence: seq,
+                timestamp_ms: (seq * 20) as u32,
+            })),
+        };
+        if tx.send(frame).await.is_err() {
+            break;
+        }
+    }
+    // Let echoes in flight arrive, then hang up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = tx
+        .send(StreamCallRequest {
+            event: Some(In::Stop(StreamStop {})),
+        })
+        .await;
+    drop(tx);
+    let _ = receiver.await;
+}
+
+/// Starts every call over `channels` (`per_channel` calls each).
+fn start_calls(
+    a: &Args,
+    keys: &DevKeys,
+    channels: &[Channel],
+    shared: &Shared,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let minter = keys.identity(names::TENANT_SVC).minter().clone();
+    (0..a.calls)
+        .map(|i| {
+            let token = minter
+                .mint_tenant(
+                    CustomerId::new(1).unwrap(),
+                    &sid("CA", i + 1),
+                    &[names::MEDIA_SVC],
+                    scope::CALL_SCOPES,
+                    Duration::from_secs(3600),
+                )
+                .unwrap();
+            let channel = channels[i / a.per_channel].clone();
+            tokio::spawn(run_call(i, channel, token, shared.clone()))
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let origin = Instant::now();
+    let db = mesh::testkit::TestDb::new().await;
+    let keys = Arc::new(DevKeys::generate());
+    let dir = tempfile::tempdir().unwrap();
+    let realtime = echo_server().await;
+    let (mut child, pid, addr) = start_media_svc(&db, &keys, dir.path(), realtime).await;
     let ticks_per_sec = support::ticks_per_sec();
 
     let mut channels = Vec::new();
@@ -153,181 +324,43 @@ async fn main() {
                 .unwrap(),
         );
     }
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let window = Arc::new(std::sync::Mutex::new((u64::MAX, u64::MAX)));
-    let minter = keys.identity(names::TENANT_SVC).minter().clone();
-    let mut tasks = Vec::new();
-    for i in 0..a.calls {
-        let channel = channels[i / a.per_channel].clone();
-        let call_sid = sid("CA", i + 1);
-        let token = minter
-            .mint_tenant(
-                CustomerId::new(1).unwrap(),
-                &call_sid,
-                &[names::MEDIA_SVC],
-                scope::CALL_SCOPES,
-                Duration::from_secs(3600),
-            )
-            .unwrap();
-        let stats = stats.clone();
-        let window = window.clone();
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
-            let mut client = CallServiceClient::with_interceptor(
-                channel,
-                AttachToken(TokenSource::fixed(token.into())),
-            );
-            client
-                .register_call(RegisterCallRequest {
-                    call_sid: call_sid.clone(),
-                    account_sid: sid("AC", 1),
-                    from: format!("+1555{:07}", i),
-                    to: "+14158675309".into(),
-                    direction: CallDirection::Inbound as i32,
-                    status: CallStatus::Ringing as i32,
-                })
-                .await
-                .expect("register");
-            let (tx, rx) = tokio::sync::mpsc::channel(256);
-            tx.send(StreamCallRequest {
-                event: Some(In::Start(StreamStart {
-                    call_sid: call_sid.clone(),
-                    stream_sid: sid("MZ", i + 1),
-                    account_sid: sid("AC", 1),
-                    caller: String::new(),
-                    custom_parameters: Default::default(),
-                })),
-            })
-            .await
-            .unwrap();
-            let mut inbound = client
-                .stream_call(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-                .expect("stream")
-                .into_inner();
-            let marks = tx.clone();
-            let rstats = stats.clone();
-            let rwindow = window.clone();
-            let receiver = tokio::spawn(async move {
-                let mut local = Vec::new();
-                while let Ok(Some(m)) = inbound.message().await {
-                    match m.event {
-                        Some(Out::Audio(f)) if f.payload.len() >= 8 => {
-                            let sent = u64::from_le_bytes(f.payload[..8].try_into().unwrap());
-                            let rtt = now_ns(origin).saturating_sub(sent);
-                            let (from, to) = *rwindow.lock().unwrap();
-                            if sent >= from && sent < to {
-                                rstats.received.fetch_add(1, Ordering::Relaxed);
-                                local.push((rtt / 1000) as u32);
-                            }
-                        }
-                        Some(Out::Mark(mark)) => {
-                            let _ = marks
-                                .send(StreamCallRequest {
-                                    event: Some(In::Mark(MarkPlayed { name: mark.name })),
-                                })
-                                .await;
-                        }
-                        _ => {}
-                    }
-                }
-                rstats.rtts_us.lock().await.extend(local);
-            });
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            let mut seq = 0u64;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.changed() => break,
-                }
-                seq += 1;
-                let sent = now_ns(origin);
-                let mut payload = vec![0x7Fu8; 160];
-                payload[..8].copy_from_slice(&sent.to_le_bytes());
-                let (from, to) = *window.lock().unwrap();
-                if sent >= from && sent < to {
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                let frame = StreamCallRequest {
-                    event: Some(In::Audio(AudioFrame {
-                        payload,
-                        sequence: seq,
-                        timestamp_ms: (seq * 20) as u32,
-                    })),
-                };
-                if tx.send(frame).await.is_err() {
-                    break;
-                }
-            }
-            // Let echoes in flight arrive, then hang up.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let _ = tx
-                .send(StreamCallRequest {
-                    event: Some(In::Stop(StreamStop {})),
-                })
-                .await;
-            drop(tx);
-            let _ = receiver.await;
-        }));
-    }
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let shared = Shared {
+        origin,
+        stats: Arc::new(Stats::default()),
+        window: Arc::new(std::sync::Mutex::new((u64::MAX, u64::MAX))),
+        stop,
+    };
+    let tasks = start_calls(&a, &keys, &channels, &shared);
 
     // Warm-up: every call started plus one second.
     tokio::time::sleep(Duration::from_millis(5 * a.calls as u64) + Duration::from_secs(2)).await;
-    let cpu_start = cpu_ms(pid, ticks_per_sec);
-    let self_start = cpu_ms(std::process::id(), ticks_per_sec);
-    let idle_start = idle_ms(ticks_per_sec);
+    let cpu_start = CpuSnapshot::take(pid, ticks_per_sec);
     let t_start = now_ns(origin);
-    window.lock().unwrap().0 = t_start;
+    shared.window.lock().unwrap().0 = t_start;
     tokio::time::sleep(Duration::from_secs(a.seconds)).await;
     let t_end = now_ns(origin);
-    window.lock().unwrap().1 = t_end;
-    let cpu_end = cpu_ms(pid, ticks_per_sec);
-    let self_end = cpu_ms(std::process::id(), ticks_per_sec);
-    let idle_end = idle_ms(ticks_per_sec);
+    shared.window.lock().unwrap().1 = t_end;
+    let cpu_end = CpuSnapshot::take(pid, ticks_per_sec);
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
     }
 
-    let sent = stats.sent.load(Ordering::Relaxed);
-    let received = stats.received.load(Ordering::Relaxed);
-    let mut rtts = std::mem::take(&mut *stats.rtts_us.lock().await);
-    rtts.sort_unstable();
-    let pct = |p: f64| percentile_ms(&rtts, p);
-    let call_seconds = a.calls as f64 * (t_end - t_start) as f64 / 1e9;
-    let cpu = (cpu_end - cpu_start) as f64;
+    let wall = Duration::from_nanos(t_end - t_start);
     println!(
         "media-svc benchmark: {} concurrent calls, {:.1} s window, 20 ms frames",
         a.calls,
-        (t_end - t_start) as f64 / 1e9
+        wall.as_secs_f64()
     );
-    println!(
-        "frames delivered: {received}/{sent} ({:.3} %)",
-        if sent == 0 {
-            0.0
-        } else {
-            received as f64 * 100.0 / sent as f64
-        }
+    let stats = &shared.stats;
+    support::print_round_trips(
+        "edge -> media-svc -> backend -> media-svc -> edge",
+        stats.sent.load(Ordering::Relaxed),
+        stats.received.load(Ordering::Relaxed),
+        std::mem::take(&mut *stats.rtts_us.lock().await),
     );
-    println!(
-        "round trip (edge -> media-svc -> backend -> media-svc -> edge): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
-    println!(
-        "media-svc CPU: {cpu:.0} core-ms over {call_seconds:.0} call-seconds = {:.3} core-ms per call-second",
-        cpu / call_seconds
-    );
-    let wall_ms = (t_end - t_start) as f64 / 1e6;
-    println!(
-        "context: load generator + fake backend used {:.2} cores; machine idle {:.2} of {} cores",
-        (self_end - self_start) as f64 / wall_ms,
-        (idle_end - idle_start) as f64 / wall_ms,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    support::print_cpu("media-svc", cpu_start, cpu_end, a.calls, wall);
     let _ = child.start_kill();
     let _ = child.wait().await;
 }

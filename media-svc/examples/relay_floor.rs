@@ -127,23 +127,12 @@ impl Stats {
     }
 
     fn report(&self, label: &str) {
-        let sent = self.sent.load(Ordering::Relaxed);
-        let received = self.received.load(Ordering::Relaxed);
-        let mut rtts = std::mem::take(&mut *self.rtts_us.lock().unwrap());
-        rtts.sort_unstable();
-        println!(
-            "frames delivered: {received}/{sent} ({:.3} %)",
-            if sent == 0 {
-                0.0
-            } else {
-                received as f64 * 100.0 / sent as f64
-            }
-        );
-        println!(
-            "round trip ({label}): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            support::percentile_ms(&rtts, 0.5),
-            support::percentile_ms(&rtts, 0.99),
-            support::percentile_ms(&rtts, 1.0)
+        let rtts = std::mem::take(&mut *self.rtts_us.lock().unwrap());
+        support::print_round_trips(
+            label,
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+            rtts,
         );
     }
 }
@@ -365,6 +354,54 @@ async fn backend_child(url: String, calls: usize) {
     stats.report("child -> backend -> child");
 }
 
+/// Starts the measured child for `mode` against the fake backend; returns it, its stdin, its
+/// stdout lines and its first line (`listening <addr>` or `started`).
+async fn spawn_child(
+    mode: Mode,
+    calls: usize,
+    backend_url: &str,
+) -> (
+    tokio::process::Child,
+    tokio::process::ChildStdin,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    String,
+) {
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    match mode {
+        Mode::Relay => child.args(["--child-relay", backend_url]),
+        Mode::Backend => child.args(["--child-backend", backend_url, &calls.to_string()]),
+    };
+    let mut child = child
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let child_in = child.stdin.take().unwrap();
+    let mut child_out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = child_out.next_line().await.unwrap().expect("child started");
+    (child, child_in, child_out, first)
+}
+
+/// `--mode relay`: the Twilio side of each call, in this process, through the child's relay.
+fn start_twilio_calls(
+    first: &str,
+    calls: usize,
+    stats: &Arc<Stats>,
+    stop: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let addr = first.strip_prefix("listening ").unwrap().to_owned();
+    (0..calls)
+        .map(|i| {
+            let (addr, stats, stop) = (addr.clone(), stats.clone(), stop.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+                twilio_call(addr, i + 1, stats, stop).await;
+            })
+        })
+        .collect()
+}
+
 #[tokio::main]
 async fn main() {
     let argv: Vec<String> = std::env::args().collect();
@@ -377,44 +414,21 @@ async fn main() {
     }
     let a = args();
     let backend_url = support::echo_server().await;
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
-    match a.mode {
-        Mode::Relay => child.args(["--child-relay", &backend_url]),
-        Mode::Backend => child.args(["--child-backend", &backend_url, &a.calls.to_string()]),
-    };
-    let mut child = child
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, mut child_in, mut child_out, first) =
+        spawn_child(a.mode, a.calls, &backend_url).await;
     let pid = child.id().unwrap();
-    let mut child_in = child.stdin.take().unwrap();
-    let mut child_out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = child_out.next_line().await.unwrap().expect("child started");
-
     let stats = Stats::new();
     let stop = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    if a.mode == Mode::Relay {
-        let addr = first.strip_prefix("listening ").unwrap().to_owned();
-        for i in 0..a.calls {
-            let (addr, stats, stop) = (addr.clone(), stats.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
-                twilio_call(addr, i + 1, stats, stop).await;
-            }));
-        }
-    }
+    let tasks = if a.mode == Mode::Relay {
+        start_twilio_calls(&first, a.calls, &stats, &stop)
+    } else {
+        Vec::new()
+    };
 
     // Warm-up: every call started plus two seconds.
     tokio::time::sleep(Duration::from_millis(5 * a.calls as u64) + Duration::from_secs(2)).await;
     let ticks = support::ticks_per_sec();
-    let (cpu_start, self_start, idle_start) = (
-        support::cpu_ms(pid, ticks),
-        support::cpu_ms(std::process::id(), ticks),
-        support::idle_ms(ticks),
-    );
+    let cpu_start = support::CpuSnapshot::take(pid, ticks);
     let t_start = Instant::now();
     stats.window.lock().unwrap().0 = stats.now_ns();
     use tokio::io::AsyncWriteExt as _;
@@ -423,11 +437,7 @@ async fn main() {
     stats.window.lock().unwrap().1 = stats.now_ns();
     child_in.write_all(b"end\n").await.unwrap();
     let wall = t_start.elapsed();
-    let (cpu_end, self_end, idle_end) = (
-        support::cpu_ms(pid, ticks),
-        support::cpu_ms(std::process::id(), ticks),
-        support::idle_ms(ticks),
-    );
+    let cpu_end = support::CpuSnapshot::take(pid, ticks);
     stop.store(1, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -451,19 +461,7 @@ async fn main() {
             }
         }
     }
-    let call_seconds = a.calls as f64 * wall.as_secs_f64();
-    let cpu = (cpu_end - cpu_start) as f64;
-    println!(
-        "measured process CPU: {cpu:.0} core-ms over {call_seconds:.0} call-seconds = {:.3} core-ms per call-second",
-        cpu / call_seconds
-    );
-    let wall_ms = wall.as_secs_f64() * 1000.0;
-    println!(
-        "context: load generator + fake backend used {:.2} cores; machine idle {:.2} of {} cores",
-        (self_end - self_start) as f64 / wall_ms,
-        (idle_end - idle_start) as f64 / wall_ms,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    support::print_cpu("measured process", cpu_start, cpu_end, a.calls, wall);
     let _ = child.start_kill();
     let _ = child.wait().await;
 }

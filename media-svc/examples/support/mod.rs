@@ -95,3 +95,67 @@ pub fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
     }
     f64::from(sorted_us[((sorted_us.len() - 1) as f64 * p) as usize]) / 1000.0
 }
+
+/// CPU counters at one instant: the measured process's, this process's (load generator and
+/// fake backend) and the machine's idle time, in core-milliseconds.
+#[derive(Clone, Copy)]
+pub struct CpuSnapshot {
+    measured: u64,
+    this: u64,
+    idle: u64,
+}
+
+impl CpuSnapshot {
+    /// The counters now, `pid` being the measured process.
+    pub fn take(pid: u32, ticks_per_sec: u64) -> Self {
+        Self {
+            measured: cpu_ms(pid, ticks_per_sec),
+            this: cpu_ms(std::process::id(), ticks_per_sec),
+            idle: idle_ms(ticks_per_sec),
+        }
+    }
+}
+
+/// Prints the measured process's CPU per call-second over a window of `wall` with `calls`
+/// calls, and what the rest of the machine did meanwhile.
+pub fn print_cpu(
+    who: &str,
+    start: CpuSnapshot,
+    end: CpuSnapshot,
+    calls: usize,
+    wall: std::time::Duration,
+) {
+    let call_seconds = calls as f64 * wall.as_secs_f64();
+    let cpu = (end.measured - start.measured) as f64;
+    println!(
+        "{who} CPU: {cpu:.0} core-ms over {call_seconds:.0} call-seconds = {:.3} core-ms per call-second",
+        cpu / call_seconds
+    );
+    let wall_ms = wall.as_secs_f64() * 1000.0;
+    println!(
+        "context: load generator + fake backend used {:.2} cores; machine idle {:.2} of {} cores",
+        (end.this - start.this) as f64 / wall_ms,
+        (end.idle - start.idle) as f64 / wall_ms,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+}
+
+/// Prints how many of the frames sent in the window came back, and their round trips
+/// (microsecond samples) along `path`.
+pub fn print_round_trips(path: &str, sent: u64, received: u64, mut rtts_us: Vec<u32>) {
+    rtts_us.sort_unstable();
+    println!(
+        "frames delivered: {received}/{sent} ({:.3} %)",
+        if sent == 0 {
+            0.0
+        } else {
+            received as f64 * 100.0 / sent as f64
+        }
+    );
+    println!(
+        "round trip ({path}): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile_ms(&rtts_us, 0.5),
+        percentile_ms(&rtts_us, 0.99),
+        percentile_ms(&rtts_us, 1.0)
+    );
+}
