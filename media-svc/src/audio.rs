@@ -1,45 +1,15 @@
-//! G.711 mu-law helpers for the local backend: decode for energy, encode for synthesised audio,
-//! a recognisable tone pattern, and optional speech through `espeak-ng`.
+//! Sound for the local backend: the energy of caller frames (to find utterances), a
+//! recognisable tone pattern, and optional speech through `espeak-ng`, all in 8 kHz G.711 mu-law
+//! (the codec itself is the mesh's one, [`mesh::g711`]).
 
 use std::time::Duration;
+
+use mesh::g711::{linear_to_ulaw, ulaw_to_linear};
 
 /// Samples per second of telephone audio.
 pub const SAMPLE_RATE: u32 = 8000;
 /// Bytes (= samples) in a 20 ms frame.
 pub const FRAME_BYTES: usize = 160;
-
-/// Decodes one mu-law byte to 16-bit linear PCM (ITU-T G.711).
-pub fn ulaw_to_linear(byte: u8) -> i16 {
-    let u = !byte;
-    let sign = u & 0x80;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = u & 0x0F;
-    let magnitude = ((i32::from(mantissa) << 3) + 0x84) << exponent;
-    let sample = magnitude - 0x84;
-    (if sign != 0 { -sample } else { sample }) as i16
-}
-
-/// Encodes one 16-bit linear sample as mu-law (ITU-T G.711).
-pub fn linear_to_ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32635;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = s.min(CLIP) + BIAS;
-    let mut exponent = 7;
-    let mut mask = 0x4000;
-    while exponent > 0 && s & mask == 0 {
-        exponent -= 1;
-        mask >>= 1;
-    }
-    let mantissa = (s >> (exponent + 3)) & 0x0F;
-    !((sign | (exponent << 4) | mantissa) as u8)
-}
 
 /// Mean absolute amplitude of a mu-law buffer (0 for silence, a few thousand for speech).
 pub fn energy(payload: &[u8]) -> u32 {
@@ -166,7 +136,11 @@ mod tests {
         let speech = espeak("Good morning! This is Ada.").await;
         if !installed {
             // scripts/test.sh installs espeak-ng, so under CI its absence fails, not skips.
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "espeak-ng is missing");
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "espeak-ng is missing"
+            );
             assert!(speech.is_none());
             return;
         }

@@ -1,6 +1,9 @@
-//! media-svc's one error type and its one mapping to `tonic::Status`.
+//! media-svc's one error type. Its codes follow the mesh's one status policy
+//! ([`mesh::status`]): each variant names a [`ServiceErrorCode`], and `Status` is built by
+//! [`mesh::status::to_status`] (server-side causes logged there, never sent).
 
 use mesh::db::DbError;
+use mesh::status::{ServiceError, ServiceErrorCode};
 use tonic::Status;
 
 /// Everything a media-svc handler can fail with.
@@ -55,50 +58,49 @@ impl MediaError {
     }
 }
 
-impl From<MediaError> for Status {
-    fn from(e: MediaError) -> Status {
-        match e {
-            MediaError::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
-            MediaError::NotFound => Status::not_found("call not found"),
-            MediaError::FailedPrecondition(m) => Status::failed_precondition(m),
-            MediaError::PermissionDenied(m) => Status::permission_denied(m),
-            MediaError::LimitReached {
-                message,
-                retry_after_secs,
-                limit,
-            } => {
-                let mut status = Status::resource_exhausted(message);
-                let metadata = status.metadata_mut();
-                metadata.insert("retry-after", retry_after_secs.max(1).into());
-                metadata.insert(
-                    "x-neurosphere-limit",
-                    tonic::metadata::MetadataValue::from_static(limit),
-                );
-                status
-            }
-            MediaError::Unavailable(m) => Status::unavailable(m),
-            MediaError::Db(ref db) if db.is_insufficient_privilege() => {
-                tracing::error!(error = %db, "database refused a query (tenant context or grant)");
-                Status::internal("internal error")
-            }
-            MediaError::Db(db) => {
-                tracing::error!(error = %db, "database error");
-                if db.is_unavailable() {
-                    Status::unavailable("database unavailable, retry later")
-                } else {
-                    Status::internal("internal error")
-                }
-            }
-            MediaError::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                Status::internal("internal error")
-            }
+impl ServiceError for MediaError {
+    fn error_code(&self) -> ServiceErrorCode {
+        match self {
+            Self::InvalidArgument { .. } => ServiceErrorCode::InvalidArgument,
+            Self::NotFound => ServiceErrorCode::NotFound,
+            Self::FailedPrecondition(_) => ServiceErrorCode::FailedPrecondition,
+            Self::PermissionDenied(_) => ServiceErrorCode::PermissionDenied,
+            Self::LimitReached { .. } => ServiceErrorCode::ResourceExhausted,
+            Self::Unavailable(_) => ServiceErrorCode::Unavailable,
+            // A statement timeout is DEADLINE_EXCEEDED here as in every service (it was INTERNAL).
+            Self::Db(db) => db.error_code(),
+            Self::Internal(_) => ServiceErrorCode::Internal,
+        }
+    }
+
+    /// A dependency's unavailability is told in words written for clients ("Twilio is
+    /// unavailable, retry later"); the database's is the policy's fixed message.
+    fn public_message(&self) -> Option<String> {
+        match self {
+            Self::Unavailable(m) => Some(m.clone()),
+            _ => None,
         }
     }
 }
 
-impl From<tokio_postgres::Error> for MediaError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Db(DbError::from(e))
+/// The policy's status, plus the retry metadata of a limit refusal (`retry-after` in seconds
+/// and which limit, `x-neurosphere-limit`), which clients and the gateway act on.
+impl From<MediaError> for Status {
+    fn from(e: MediaError) -> Status {
+        let mut status = mesh::status::to_status(&e);
+        if let MediaError::LimitReached {
+            retry_after_secs,
+            limit,
+            ..
+        } = e
+        {
+            let metadata = status.metadata_mut();
+            metadata.insert("retry-after", retry_after_secs.max(1).into());
+            metadata.insert(
+                "x-neurosphere-limit",
+                tonic::metadata::MetadataValue::from_static(limit),
+            );
+        }
+        status
     }
 }

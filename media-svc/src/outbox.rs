@@ -16,14 +16,15 @@
 
 use std::time::Duration;
 
-use mesh::api::memory::RecordCallRequest;
-use mesh::db::DbError;
+use mesh::api::memory::{RecordCallRequest, RecordCallResponse};
 use mesh::domain::{CallSid, CustomerId};
 use prost::Message as _;
 use tokio::sync::watch;
 
 use crate::error::MediaError;
-use crate::{Runtime, webhooks};
+use crate::runtime::Runtime;
+use crate::store::outbox::{self as sql, Claimed};
+use crate::webhooks;
 
 /// Retry pacing.
 #[derive(Debug, Clone)]
@@ -49,9 +50,6 @@ impl Default for OutboxConfig {
     }
 }
 
-/// Outbox kind of a `RecordCall` delivery.
-pub const RECORD_CALL: &str = "record_call";
-
 /// How long the outcome of a delivery is retried while the database is unreachable (a
 /// PostgreSQL restart), and the pause between two tries. An outcome never written leaves the row
 /// claimed for the whole lease: a failure would wait the lease instead of its back-off, and a
@@ -74,13 +72,6 @@ pub async fn run(rt: Runtime, config: OutboxConfig, mut stop: watch::Receiver<bo
             _ = stop.changed() => {}
         }
     }
-}
-
-struct Claimed {
-    id: i64,
-    call_sid: String,
-    payload: Vec<u8>,
-    attempts: i32,
 }
 
 /// Whether the tenant wants a webhook event for this call, asked right after `RecordCall`
@@ -132,15 +123,14 @@ async fn queue_webhook_event(
     let Ok(sid) = CallSid::parse(call_sid) else {
         return Ok(None);
     };
-    tx.batch_execute("SAVEPOINT webhook_event").await?;
+    sql::begin_event(tx).await?;
     match webhooks::enqueue(tx, &rt.webhooks, customer, &sid, summary, settings).await {
         Ok(id) => {
-            tx.batch_execute("RELEASE SAVEPOINT webhook_event").await?;
+            sql::keep_event(tx).await?;
             Ok(id)
         }
         Err(e) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT webhook_event")
-                .await?;
+            sql::undo_event(tx).await?;
             metrics::counter!("media_webhook_enqueue_failures_total").increment(1);
             tracing::error!(customer_id = customer.get(), %call_sid, error = %e, "post-call webhook event not queued");
             Ok(None)
@@ -154,21 +144,12 @@ pub async fn round(
     config: &OutboxConfig,
     stop: &watch::Receiver<bool>,
 ) -> Result<usize, MediaError> {
-    let tenants: Vec<i64> = rt
+    let tenants = rt
         .db
-        .service_tx(async |tx| {
-            let rows = tx
-                .query("SELECT customer_id FROM media.outbox_due_tenants(100)", &[])
-                .await
-                .map_err(DbError::from)?;
-            Ok::<_, MediaError>(rows.iter().map(|r| r.get(0)).collect())
-        })
+        .service_tx(async |tx| sql::due_tenants(tx).await)
         .await?;
     let mut delivered = 0;
-    for id in tenants {
-        let Ok(customer) = CustomerId::new(id) else {
-            continue;
-        };
+    for customer in tenants {
         delivered += deliver_tenant(rt, config, customer, stop).await?;
     }
     Ok(delivered)
@@ -193,110 +174,107 @@ where
     .await
 }
 
+/// Claims the tenant's due rows and delivers them one by one.
 async fn deliver_tenant(
     rt: &Runtime,
     config: &OutboxConfig,
     customer: CustomerId,
     stop: &watch::Receiver<bool>,
 ) -> Result<usize, MediaError> {
-    let lease_ms = config.lease.as_millis() as f64;
-    let claimed: Vec<Claimed> = rt
+    let claimed = rt
         .db
-        .tenant_tx(customer, async |tx| {
-            let rows = tx
-                .query(
-                    "UPDATE media.outbox SET attempts = attempts + 1, \
-                       next_attempt_at = now() + make_interval(secs => $1::float8 / 1000.0) \
-                     WHERE id IN (SELECT id FROM media.outbox \
-                                  WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now() \
-                                  ORDER BY id LIMIT 20 FOR UPDATE SKIP LOCKED) \
-                     RETURNING id, call_sid, payload, attempts",
-                    &[&lease_ms],
-                )
-                .await?;
-            Ok::<_, MediaError>(
-                rows.iter()
-                    .map(|r| Claimed {
-                        id: r.get(0),
-                        call_sid: r.get(1),
-                        payload: r.get(2),
-                        attempts: r.get(3),
-                    })
-                    .collect(),
-            )
-        })
+        .tenant_tx(customer, async |tx| sql::claim(tx, config.lease).await)
         .await?;
     let mut delivered = 0;
     for row in claimed {
-        let outcome = match RecordCallRequest::decode(row.payload.as_slice()) {
-            Ok(request) => rt
-                .peers
-                .record_call(customer, request)
-                .await
-                .map_err(|e| (e.is_permanent(), e.short())),
-            Err(_) => Err((true, "undecodable payload".to_owned())),
-        };
-        let outcome = match outcome {
-            Ok(response) => match event_settings(rt, customer).await {
-                Ok(event) => Ok((response, event)),
-                Err(e) => Err((false, e)),
-            },
-            Err(e) => Err(e),
-        };
-        match outcome {
+        match deliver(rt, customer, &row).await {
             Ok((response, event)) => {
                 delivered += 1;
-                metrics::counter!("media_outbox_delivered_total").increment(1);
-                tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, already_recorded = response.already_recorded, "post-call record delivered to memory-svc");
-                let summary = response.summary.map(|s| s.summary).unwrap_or_default();
-                let queued = until_written(stop, || {
-                    rt.db.tenant_tx(customer, async |tx| {
-                        tx.execute(
-                            "UPDATE media.outbox SET delivered_at = now(), last_error = NULL WHERE id = $1",
-                            &[&row.id],
-                        )
-                        .await?;
-                        let Some(settings) = event else {
-                            return Ok::<_, MediaError>(None);
-                        };
-                        queue_webhook_event(tx, rt, customer, &row.call_sid, &summary, settings)
-                            .await
-                    })
-                })
-                .await?;
-                if let Some(event_id) = queued {
-                    metrics::counter!("media_webhook_enqueued_total").increment(1);
-                    tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, %event_id, "post-call webhook event queued");
-                    rt.webhooks.wake();
-                }
+                delivered_one(rt, customer, &row, response, event, stop).await?;
             }
             Err((permanent, error)) => {
-                let shift = u32::try_from(row.attempts.saturating_sub(1))
-                    .unwrap_or(0)
-                    .min(20);
-                let delay = config
-                    .base_backoff
-                    .saturating_mul(1 << shift)
-                    .min(config.max_backoff);
-                let delay_ms = delay.as_millis() as f64;
-                metrics::counter!("media_outbox_failures_total", "permanent" => permanent.to_string()).increment(1);
-                tracing::warn!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, %error, permanent, "post-call record not delivered");
-                until_written(stop, || {
-                    rt.db.tenant_tx(customer, async |tx| {
-                        tx.execute(
-                            "UPDATE media.outbox SET last_error = $2, \
-                               dead_at = CASE WHEN $3 THEN now() ELSE NULL END, \
-                               next_attempt_at = now() + make_interval(secs => $4::float8 / 1000.0) \
-                             WHERE id = $1",
-                            &[&row.id, &error, &permanent, &delay_ms],
-                        )
-                        .await?;
-                        Ok::<_, MediaError>(())
-                    })
-                })
-                .await?;
+                failed_one(rt, config, customer, &row, permanent, error, stop).await?;
             }
         }
     }
     Ok(delivered)
+}
+
+/// What a delivery failed with: whether retrying cannot help, and a secret-free description.
+type Failure = (bool, String);
+
+/// Sends one row's `RecordCall` and, when it succeeded, asks whether the tenant wants a webhook
+/// event for the call.
+async fn deliver(
+    rt: &Runtime,
+    customer: CustomerId,
+    row: &Claimed,
+) -> Result<(RecordCallResponse, Option<webhooks::EventSettings>), Failure> {
+    let request = RecordCallRequest::decode(row.payload.as_slice())
+        .map_err(|_| (true, "undecodable payload".to_owned()))?;
+    let response = rt
+        .peers
+        .record_call(customer, request)
+        .await
+        .map_err(|e| (e.is_permanent(), e.short()))?;
+    let event = event_settings(rt, customer).await.map_err(|e| (false, e))?;
+    Ok((response, event))
+}
+
+/// Records a delivery and, in the same transaction, queues the call's webhook event.
+async fn delivered_one(
+    rt: &Runtime,
+    customer: CustomerId,
+    row: &Claimed,
+    response: RecordCallResponse,
+    event: Option<webhooks::EventSettings>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), MediaError> {
+    metrics::counter!("media_outbox_delivered_total").increment(1);
+    tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, already_recorded = response.already_recorded, "post-call record delivered to memory-svc");
+    let summary = response.summary.map(|s| s.summary).unwrap_or_default();
+    let queued = until_written(stop, || {
+        rt.db.tenant_tx(customer, async |tx| {
+            sql::mark_delivered(tx, row.id).await?;
+            let Some(settings) = event else {
+                return Ok::<_, MediaError>(None);
+            };
+            queue_webhook_event(tx, rt, customer, &row.call_sid, &summary, settings).await
+        })
+    })
+    .await?;
+    if let Some(event_id) = queued {
+        metrics::counter!("media_webhook_enqueued_total").increment(1);
+        tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, %event_id, "post-call webhook event queued");
+        rt.webhooks.wake();
+    }
+    Ok(())
+}
+
+/// Records a failed delivery: dead when `permanent`, else due again after a doubling back-off.
+async fn failed_one(
+    rt: &Runtime,
+    config: &OutboxConfig,
+    customer: CustomerId,
+    row: &Claimed,
+    permanent: bool,
+    error: String,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), MediaError> {
+    let shift = u32::try_from(row.attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
+    let delay = config
+        .base_backoff
+        .saturating_mul(1 << shift)
+        .min(config.max_backoff);
+    metrics::counter!("media_outbox_failures_total", "permanent" => permanent.to_string())
+        .increment(1);
+    tracing::warn!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, %error, permanent, "post-call record not delivered");
+    until_written(stop, || {
+        rt.db.tenant_tx(customer, async |tx| {
+            sql::mark_failed(tx, row.id, &error, permanent, delay).await
+        })
+    })
+    .await
 }

@@ -1,10 +1,10 @@
 //! The gRPC handlers of media-svc: `CallService` (tenant tokens) and `MediaAdminService`
 //! (service tokens). Each handler takes the tenant from the verified token only, parses wire
 //! strings into domain types, and runs its SQL through `Db::tenant_tx` (see [`crate::store`]).
-//! `StreamCall` hands the stream to [`crate::call`].
+//! `StreamCall` hands the stream to [`crate::call`]. Handlers open no span of their own: the
+//! mesh's `rpc` span already carries the method, the request id and the `customer_id` the auth
+//! layer recorded.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use mesh::api::media::*;
@@ -13,8 +13,11 @@ use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber};
 use tonic::{Request, Response, Status};
 
 use crate::error::MediaError;
+use crate::runtime::Runtime;
+use crate::store::calls as sql;
+use crate::store::webhooks as events;
 use crate::store::{self, ListFilter, NewCall, StatusUpdate};
-use crate::{Runtime, call, outbound};
+use crate::{call, outbound, page};
 
 /// Implements the media-svc gRPC services.
 #[derive(Clone)]
@@ -54,27 +57,19 @@ fn parse_time(
         .transpose()
 }
 
-/// Page tokens are opaque to clients: `<created_at micros>:<call_sid>`, base64url.
-fn encode_page_token(call: &store::CallRow) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}",
-        call.created_at.timestamp_micros(),
-        call.call_sid
-    ))
+/// The tenant of a request, from its verified token (the auth layer put it there and recorded
+/// it on the request's span).
+fn tenant<T>(request: &Request<T>) -> Result<CustomerId, Status> {
+    Ok(tenant_caller(request)?.customer_id)
 }
 
-fn decode_page_token(token: &str) -> Result<Option<(DateTime<Utc>, String)>, MediaError> {
-    if token.is_empty() {
-        return Ok(None);
+/// A list's page size: 0 is the default of 50.
+fn page_size(n: i32) -> Result<i64, MediaError> {
+    match n {
+        0 => Ok(50),
+        n @ 1..=500 => Ok(i64::from(n)),
+        _ => Err(MediaError::invalid("page_size", "must be 1-500 (or 0)")),
     }
-    let bad = || MediaError::invalid("page_token", "is not a token from a previous response");
-    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (micros, sid) = text.split_once(':').ok_or_else(bad)?;
-    let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let time = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
-    let sid = CallSid::parse(sid).map_err(|_| bad())?;
-    Ok(Some((time, sid.as_str().to_owned())))
 }
 
 #[tonic::async_trait]
@@ -84,13 +79,11 @@ impl call_service_server::CallService for MediaSvc {
     type ExportCallerStream =
         futures::stream::BoxStream<'static, Result<ExportCallerResponse, Status>>;
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn register_call(
         &self,
         request: Request<RegisterCallRequest>,
     ) -> Result<Response<RegisterCallResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let r = request.get_ref();
         let call = NewCall {
             call_sid: parse_call_sid("call_sid", &r.call_sid)?,
@@ -129,13 +122,11 @@ impl call_service_server::CallService for MediaSvc {
         Ok(Response::new(outbound))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn update_call_status(
         &self,
         request: Request<UpdateCallStatusRequest>,
     ) -> Result<Response<UpdateCallStatusResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let r = request.get_ref();
         let call_sid = parse_call_sid("call_sid", &r.call_sid)?;
         if r.duration_seconds < 0 || r.duration_seconds > 86_400 {
@@ -151,7 +142,7 @@ impl call_service_server::CallService for MediaSvc {
             .deps
             .db
             .tenant_tx(customer, async |tx| {
-                store::update_status(tx, customer, &call_sid, &update).await
+                sql::update_status(tx, customer, &call_sid, &update).await
             })
             .await?;
         if !applied {
@@ -163,19 +154,13 @@ impl call_service_server::CallService for MediaSvc {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn list_calls(
         &self,
         request: Request<ListCallsRequest>,
     ) -> Result<Response<ListCallsResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let r = request.get_ref();
-        let limit = match r.page_size {
-            0 => 50,
-            n @ 1..=500 => i64::from(n),
-            _ => return Err(MediaError::invalid("page_size", "must be 1-500 (or 0)").into()),
-        };
+        let limit = page_size(r.page_size)?;
         let filter = ListFilter {
             start: parse_time("start_time", r.start_time.as_ref())?,
             end: parse_time("end_time", r.end_time.as_ref())?,
@@ -185,16 +170,16 @@ impl call_service_server::CallService for MediaSvc {
             status: (r.status != 0)
                 .then(|| parse_status("status", r.status))
                 .transpose()?,
-            after: decode_page_token(&r.page_token)?,
+            after: page::decode(&r.page_token, CallSid::parse)?,
             limit,
         };
         let (calls, more) = self
             .deps
             .db
-            .tenant_tx(customer, async |tx| store::list_calls(tx, &filter).await)
+            .tenant_tx(customer, async |tx| sql::list_calls(tx, &filter).await)
             .await?;
         let next_page_token = match (more, calls.last()) {
-            (true, Some(last)) => encode_page_token(last),
+            (true, Some(last)) => page::encode(last.created_at, last.call_sid.as_str()),
             _ => String::new(),
         };
         Ok(Response::new(ListCallsResponse {
@@ -203,22 +188,20 @@ impl call_service_server::CallService for MediaSvc {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn get_call(
         &self,
         request: Request<GetCallRequest>,
     ) -> Result<Response<GetCallResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let call_sid = parse_call_sid("call_sid", &request.get_ref().call_sid)?;
         let (call, turns) = self
             .deps
             .db
             .tenant_tx(customer, async |tx| {
-                let call = store::get_call(tx, &call_sid, false)
+                let call = sql::get_call(tx, &call_sid, false)
                     .await?
                     .ok_or(MediaError::NotFound)?;
-                let turns = store::turns(tx, &call.call_sid).await?;
+                let turns = store::transcripts::turns(tx, &call.call_sid).await?;
                 Ok::<_, MediaError>((call, turns))
             })
             .await?;
@@ -228,45 +211,41 @@ impl call_service_server::CallService for MediaSvc {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn get_usage(
         &self,
         request: Request<GetUsageRequest>,
     ) -> Result<Response<GetUsageResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let r = request.get_ref();
         let month = store::month_start(r.year, r.month).ok_or_else(|| {
             MediaError::invalid("month", "year 2000-2200 and month 1-12 required")
         })?;
-        let (calls, minutes, seconds) = self
+        let usage = self
             .deps
             .db
-            .tenant_tx(customer, async |tx| store::usage(tx, month).await)
+            .tenant_tx(customer, async |tx| store::usage::usage(tx, month).await)
             .await?;
         Ok(Response::new(GetUsageResponse {
-            total_calls: calls,
-            total_minutes: minutes,
-            total_seconds: seconds,
+            total_calls: usage.calls,
+            total_minutes: usage.minutes,
+            total_seconds: usage.seconds,
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn export_caller(
         &self,
         request: Request<ExportCallerRequest>,
     ) -> Result<Response<Self::ExportCallerStream>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let caller = parse_caller("caller", &request.get_ref().caller)?;
         let records = self
             .deps
             .db
             .tenant_tx(customer, async |tx| {
                 let mut out = Vec::new();
-                for call in store::calls_of_caller(tx, &caller).await? {
-                    let turns = store::turns(tx, &call.call_sid).await?;
-                    let sid = call.call_sid.clone();
+                for call in sql::calls_of_caller(tx, &caller).await? {
+                    let turns = store::transcripts::turns(tx, &call.call_sid).await?;
+                    let sid = call.call_sid.as_str().to_owned();
                     out.push(ExportCallerResponse {
                         record: Some(export_caller_response::Record::Call(call.to_proto())),
                     });
@@ -286,80 +265,68 @@ impl call_service_server::CallService for MediaSvc {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn erase_caller(
         &self,
         request: Request<EraseCallerRequest>,
     ) -> Result<Response<EraseCallerResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let caller = parse_caller("caller", &request.get_ref().caller)?;
         let counts = self
             .deps
             .db
-            .tenant_tx(customer, async |tx| store::erase_caller(tx, &caller).await)
+            .tenant_tx(customer, async |tx| {
+                store::erase::erase_caller(tx, &caller).await
+            })
             .await?;
         tracing::info!(?counts, "erased a caller's calls");
         Ok(Response::new(EraseCallerResponse { counts }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn place_outbound_call(
         &self,
         request: Request<PlaceOutboundCallRequest>,
     ) -> Result<Response<PlaceOutboundCallResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let row = outbound::place(&self.deps, customer, request.get_ref()).await?;
         Ok(Response::new(PlaceOutboundCallResponse {
             call: Some(row.to_proto()),
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn list_dead_letters(
         &self,
         request: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let r = request.get_ref();
-        let limit = match r.page_size {
-            0 => 50,
-            n @ 1..=500 => i64::from(n),
-            _ => return Err(MediaError::invalid("page_size", "must be 1-500 (or 0)").into()),
-        };
-        let after = crate::webhooks::decode_dead_letter_token(&r.page_token)?;
+        let limit = page_size(r.page_size)?;
+        let after = page::decode(&r.page_token, uuid::Uuid::parse_str)?;
         let (dead_letters, next) = self
             .deps
             .db
             .tenant_tx(customer, async |tx| {
-                crate::webhooks::list_dead_letters(tx, after, limit).await
+                events::list_dead_letters(tx, after, limit).await
             })
             .await?;
         Ok(Response::new(ListDeadLettersResponse {
             dead_letters,
             next_page_token: next
-                .map(|(t, id)| crate::webhooks::encode_dead_letter_token(t, id))
+                .map(|(t, id)| page::encode(t, &id.to_string()))
                 .unwrap_or_default(),
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn redeliver_dead_letter(
         &self,
         request: Request<RedeliverDeadLetterRequest>,
     ) -> Result<Response<RedeliverDeadLetterResponse>, Status> {
-        let customer = tenant_caller(&request)?.customer_id;
-        tracing::Span::current().record("customer_id", customer.get());
+        let customer = tenant(&request)?;
         let event_id = uuid::Uuid::parse_str(&request.get_ref().event_id)
             .map_err(|_| MediaError::invalid("event_id", "must be an event id (UUID)"))?;
         let requeued = self
             .deps
             .db
-            .tenant_tx(customer, async |tx| {
-                crate::webhooks::redeliver(tx, event_id).await
-            })
+            .tenant_tx(customer, async |tx| events::redeliver(tx, event_id).await)
             .await?;
         if !requeued {
             // Same answer whether the event is delivered, pending, another tenant's or unknown.
@@ -374,7 +341,6 @@ impl call_service_server::CallService for MediaSvc {
 
 #[tonic::async_trait]
 impl media_admin_service_server::MediaAdminService for MediaSvc {
-    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn erase_tenant(
         &self,
         request: Request<EraseTenantRequest>,
@@ -386,7 +352,7 @@ impl media_admin_service_server::MediaAdminService for MediaSvc {
         let counts = self
             .deps
             .db
-            .tenant_tx(customer, async |tx| store::erase_tenant(tx).await)
+            .tenant_tx(customer, async |tx| store::erase::erase_tenant(tx).await)
             .await?;
         tracing::info!(%issuer, ?counts, "erased a tenant's call data");
         Ok(Response::new(EraseTenantResponse { counts }))

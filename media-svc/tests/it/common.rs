@@ -277,7 +277,7 @@ pub fn voiced_frame() -> Vec<u8> {
     (0..160)
         .map(|n| {
             let v = (2.0 * std::f64::consts::PI * 1000.0 * f64::from(n) / 8000.0).sin() * 6000.0;
-            media_svc::audio::linear_to_ulaw(v as i16)
+            mesh::g711::linear_to_ulaw(v as i16)
         })
         .collect()
 }

@@ -5,7 +5,7 @@
 //! isolation, and an outbound call streamed end to end with the local backend, waiting for the
 //! callee or greeting first.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 
@@ -343,34 +343,9 @@ fn basic(account: &str) -> String {
 // Tests.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_placed_call_reaches_twilio_from_the_tenants_number_and_is_stored_outbound_api() {
-    let twilio = FakeTwilio::start().await;
-    let svc = start(&twilio, "starter=5").await;
-    let a = customer(
-        &svc,
-        "peterson",
-        "",
-        &[(A_NUMBER, None), (A_SUB_NUMBER, Some(sub_account()))],
-    )
-    .await;
-    configure(&svc, a, peterson_settings(), OUTBOUND_FIELDS).await;
-    let mut web = website(&svc, a).await;
-
-    let placed = web
-        .place_outbound_call(PlaceOutboundCallRequest {
-            to: "+351 912 345 678".into(),
-            persona: "sofia".into(),
-            context: "  <b>Asked</b> about <i>home insurance</i>\u{7} on the website\n".into(),
-            from: String::new(),
-            origin: ORIGIN.into(),
-        })
-        .await
-        .expect("call placed")
-        .into_inner()
-        .call
-        .unwrap();
-
+/// The first placement reached Twilio as the platform account, with basic auth, the tenant's
+/// first number as caller id, and the gateway's voice and status webhooks.
+fn check_first_request(twilio: &FakeTwilio) {
     // Twilio: the platform account (the first number has no subaccount), basic auth, the
     // tenant's first number as caller id, the gateway's voice and status webhooks.
     let requests = twilio.requests();
@@ -393,7 +368,10 @@ async fn a_placed_call_reaches_twilio_from_the_tenants_number_and_is_stored_outb
         create.all("StatusCallbackEvent"),
         ["initiated", "ringing", "answered", "completed"]
     );
+}
 
+/// The stored call of the first placement.
+async fn check_placed_record(svc: &Svc, a: i64, placed: &Call) {
     // The record: Twilio's CallSid, outbound-api, queued, the persona as the tenant spells it,
     // the prospect as the remote party and the tenant's number as its own side.
     assert_eq!(placed.call_sid, format!("CA{:032x}", 0xf00_0001));
@@ -425,7 +403,10 @@ async fn a_placed_call_reaches_twilio_from_the_tenants_number_and_is_stored_outb
         .unwrap();
     assert_eq!(got.persona, "Sofia");
     assert_eq!(got.direction, CallDirection::OutboundApi as i32);
+}
 
+/// A placement from the tenant's number in a subaccount goes out as that account.
+async fn place_from_subaccount(web: &mut common::Client, twilio: &FakeTwilio) {
     // From the number that lives in a subaccount: that account in the URL and the credentials.
     let mut from_sub = place(PROSPECT);
     from_sub.from = A_SUB_NUMBER.into();
@@ -442,7 +423,15 @@ async fn a_placed_call_reaches_twilio_from_the_tenants_number_and_is_stored_outb
     assert_eq!(create.field("From"), Some(A_SUB_NUMBER));
     assert_eq!(second.account_sid, sub_account());
     assert_eq!(second.persona, "", "no persona: the agent profile");
+}
 
+/// The gateway's registration of a placed call that arrives before Twilio's answer is stored.
+async fn early_registration_merges(
+    svc: &Svc,
+    a: i64,
+    twilio: &FakeTwilio,
+    web: &mut common::Client,
+) {
     // The gateway's RegisterCall for the CallSid may arrive before Twilio's answer is stored:
     // the placement merges into that row (keeping its later status) instead of failing.
     let early = sid("CA", 0xea51);
@@ -479,24 +468,51 @@ async fn a_placed_call_reaches_twilio_from_the_tenants_number_and_is_stored_outb
     );
     assert_eq!(merged.persona, "Sofia");
     assert_eq!(
-        rows(&svc).await,
+        rows(svc).await,
         (3, 0),
         "one row per call, no reservation left"
     );
+}
+
+#[tokio::test]
+async fn a_placed_call_reaches_twilio_from_the_tenants_number_and_is_stored_outbound_api() {
+    let twilio = FakeTwilio::start().await;
+    let svc = start(&twilio, "starter=5").await;
+    let a = customer(
+        &svc,
+        "peterson",
+        "",
+        &[(A_NUMBER, None), (A_SUB_NUMBER, Some(sub_account()))],
+    )
+    .await;
+    configure(&svc, a, peterson_settings(), OUTBOUND_FIELDS).await;
+    let mut web = website(&svc, a).await;
+
+    let placed = web
+        .place_outbound_call(PlaceOutboundCallRequest {
+            to: "+351 912 345 678".into(),
+            persona: "sofia".into(),
+            context: "  <b>Asked</b> about <i>home insurance</i>\u{7} on the website\n".into(),
+            from: String::new(),
+            origin: ORIGIN.into(),
+        })
+        .await
+        .expect("call placed")
+        .into_inner()
+        .call
+        .unwrap();
+
+    check_first_request(&twilio);
+    check_placed_record(&svc, a, &placed).await;
+    place_from_subaccount(&mut web, &twilio).await;
+    early_registration_merges(&svc, a, &twilio, &mut web).await;
+    let admin = svc.db.admin_client().await;
     mesh::testkit::assert_rls_everywhere(&admin).await;
     svc.stop().await;
 }
 
-#[tokio::test]
-async fn every_refusal_has_its_code_and_message_and_dials_and_stores_nothing() {
-    let twilio = FakeTwilio::start().await;
-    let svc = start(&twilio, "starter=5").await;
-    let a = customer(&svc, "peterson", "", &[(A_NUMBER, None)]).await;
-    let b = customer(&svc, "smith", "", &[(B_NUMBER, None)]).await;
-    configure(&svc, a, peterson_settings(), OUTBOUND_FIELDS).await;
-    let mut web = website(&svc, a).await;
-    let mut b_web = website(&svc, b).await;
-
+/// Each refusal of the checks: its name, the request, the code and part of the message.
+fn refusal_cases() -> Vec<(&'static str, PlaceOutboundCallRequest, Code, &'static str)> {
     let with = |f: &dyn Fn(&mut PlaceOutboundCallRequest)| {
         let mut r = place(PROSPECT);
         r.origin = ORIGIN.into();
@@ -559,23 +575,16 @@ async fn every_refusal_has_its_code_and_message_and_dials_and_stores_nothing() {
             "invalid `from`",
         ),
     ];
-    let before = rows(&svc).await;
-    for (name, request, code, message) in cases {
-        let e = web.place_outbound_call(request).await.unwrap_err();
-        assert_eq!(e.code(), code, "{name}: {}", e.message());
-        assert!(e.message().contains(message), "{name}: {}", e.message());
-        assert_eq!(twilio.count(), 0, "{name}: nothing dialled");
-        assert_eq!(rows(&svc).await, before, "{name}: nothing stored");
-    }
+    cases
+}
 
-    // Smith never enabled outbound calls: no country is allowed.
-    let e = b_web
-        .place_outbound_call(place(PROSPECT))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
-    assert!(e.message().contains("not enabled"), "{}", e.message());
-
+/// Twilio refusing (4xx, its message sanitized) or failing (5xx, UNAVAILABLE): nothing stored.
+async fn twilio_refusals(
+    svc: &Svc,
+    twilio: &FakeTwilio,
+    web: &mut common::Client,
+    before: (i64, i64),
+) {
     // Markup does not count towards the 2,000 characters.
     let mut wrapped = place(PROSPECT);
     wrapped.context = format!("<div>{}</div>", "y".repeat(2000));
@@ -597,7 +606,7 @@ async fn every_refusal_has_its_code_and_message_and_dials_and_stores_nothing() {
     assert!(!e.message().contains(AUTH_TOKEN), "{}", e.message());
     assert!(!e.message().contains('\u{7}') && !e.message().contains('\n'));
     assert_eq!(twilio.count(), 1);
-    assert_eq!(rows(&svc).await, before, "a refused call is not stored");
+    assert_eq!(rows(svc).await, before, "a refused call is not stored");
 
     // Twilio failing (5xx): UNAVAILABLE, nothing stored.
     twilio.answer(Answer::Error(503, serde_json::json!({"message": "down"})));
@@ -605,8 +614,38 @@ async fn every_refusal_has_its_code_and_message_and_dials_and_stores_nothing() {
     assert_eq!(e.code(), Code::Unavailable);
     assert_eq!(e.message(), "Twilio is unavailable, retry later");
     assert_eq!(twilio.count(), 2);
-    assert_eq!(rows(&svc).await, before);
+    assert_eq!(rows(svc).await, before);
+}
 
+#[tokio::test]
+async fn every_refusal_has_its_code_and_message_and_dials_and_stores_nothing() {
+    let twilio = FakeTwilio::start().await;
+    let svc = start(&twilio, "starter=5").await;
+    let a = customer(&svc, "peterson", "", &[(A_NUMBER, None)]).await;
+    let b = customer(&svc, "smith", "", &[(B_NUMBER, None)]).await;
+    configure(&svc, a, peterson_settings(), OUTBOUND_FIELDS).await;
+    let mut web = website(&svc, a).await;
+    let mut b_web = website(&svc, b).await;
+
+    let cases = refusal_cases();
+    let before = rows(&svc).await;
+    for (name, request, code, message) in cases {
+        let e = web.place_outbound_call(request).await.unwrap_err();
+        assert_eq!(e.code(), code, "{name}: {}", e.message());
+        assert!(e.message().contains(message), "{name}: {}", e.message());
+        assert_eq!(twilio.count(), 0, "{name}: nothing dialled");
+        assert_eq!(rows(&svc).await, before, "{name}: nothing stored");
+    }
+
+    // Smith never enabled outbound calls: no country is allowed.
+    let e = b_web
+        .place_outbound_call(place(PROSPECT))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("not enabled"), "{}", e.message());
+
+    twilio_refusals(&svc, &twilio, &mut web, before).await;
     // A token without `media:outbound` never gets this far.
     let mut reader = svc
         .client_with(svc.tenant_token(a, "reader", &[scope::MEDIA_READ]))
@@ -619,6 +658,85 @@ async fn every_refusal_has_its_code_and_message_and_dials_and_stores_nothing() {
     assert_eq!(twilio.count(), 2);
     assert_eq!(rows(&svc).await, before);
     svc.stop().await;
+}
+
+/// At the limit an inbound call is refused too, while the registration of a placed call still
+/// succeeds; returns the gateway's client.
+async fn inbound_at_the_limit(
+    svc: &Svc,
+    a: i64,
+    first: &Call,
+    before: (i64, i64),
+) -> common::Client {
+    // An inbound caller meanwhile: refused the same way (the gateway plays its busy message),
+    // while the gateway's registration of a placed call (the callee answered) still succeeds.
+    let inbound = sid("CA", 0x1b);
+    let mut gateway = svc
+        .client_with(svc.tenant_token(a, &inbound, scope::CALL_SCOPES))
+        .await;
+    let mut ring = register(&inbound, "+15551111111");
+    ring.to = A_NUMBER.into();
+    let e = gateway.register_call(ring).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(
+        e.message().contains("2 calls in progress"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(rows(svc).await, before);
+    let answered = gateway
+        .register_call(RegisterCallRequest {
+            call_sid: first.call_sid.clone(),
+            account_sid: platform_account(),
+            from: PROSPECT.into(),
+            to: A_NUMBER.into(),
+            direction: CallDirection::OutboundApi as i32,
+            status: CallStatus::Ringing as i32,
+        })
+        .await
+        .expect("a repeat always succeeds")
+        .into_inner();
+    assert!(!answered.created);
+    assert_eq!(answered.call.unwrap().persona, first.persona);
+
+    gateway
+}
+
+/// The rolling hour's limit refuses with the seconds until the oldest call leaves it.
+async fn rolling_hour(svc: &Svc, a: i64, twilio: &FakeTwilio, web: &mut common::Client) {
+    // The rolling hour: this tenant may place 3 calls an hour (3 placed so far).
+    configure(
+        svc,
+        a,
+        OutboundSettings {
+            public_calls_per_hour: 3,
+            ..Default::default()
+        },
+        &["public_calls_per_hour"],
+    )
+    .await;
+    let before = rows(svc).await;
+    let e = web.place_outbound_call(place(PROSPECT)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(
+        e.message(),
+        "customer has placed 3 outbound calls in the last hour, the limit is 3"
+    );
+    let retry: u64 = e
+        .metadata()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (3500..=3600).contains(&retry),
+        "the oldest leaves in about an hour: {retry}"
+    );
+    assert_eq!(e.metadata().get("x-neurosphere-limit").unwrap(), "rate");
+    assert_eq!(twilio.count(), 3);
+    assert_eq!(rows(svc).await, before);
 }
 
 #[tokio::test]
@@ -653,37 +771,7 @@ async fn the_hourly_and_concurrent_limits_refuse_with_retry_metadata() {
     assert_eq!(twilio.count(), 2, "nothing dialled");
     assert_eq!(rows(&svc).await, before, "nothing stored");
 
-    // An inbound caller meanwhile: refused the same way (the gateway plays its busy message),
-    // while the gateway's registration of a placed call (the callee answered) still succeeds.
-    let inbound = sid("CA", 0x1b);
-    let mut gateway = svc
-        .client_with(svc.tenant_token(a, &inbound, scope::CALL_SCOPES))
-        .await;
-    let mut ring = register(&inbound, "+15551111111");
-    ring.to = A_NUMBER.into();
-    let e = gateway.register_call(ring).await.unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted);
-    assert!(
-        e.message().contains("2 calls in progress"),
-        "{}",
-        e.message()
-    );
-    assert_eq!(rows(&svc).await, before);
-    let answered = gateway
-        .register_call(RegisterCallRequest {
-            call_sid: first.call_sid.clone(),
-            account_sid: platform_account(),
-            from: PROSPECT.into(),
-            to: A_NUMBER.into(),
-            direction: CallDirection::OutboundApi as i32,
-            status: CallStatus::Ringing as i32,
-        })
-        .await
-        .expect("a repeat always succeeds")
-        .into_inner();
-    assert!(!answered.created);
-    assert_eq!(answered.call.unwrap().persona, first.persona);
-
+    let mut gateway = inbound_at_the_limit(&svc, a, &first, before).await;
     // One call ends: there is room again.
     gateway
         .update_call_status(UpdateCallStatusRequest {
@@ -700,39 +788,7 @@ async fn the_hourly_and_concurrent_limits_refuse_with_retry_metadata() {
         .expect("room again");
     assert_eq!(twilio.count(), 3);
 
-    // The rolling hour: this tenant may place 3 calls an hour (3 placed so far).
-    configure(
-        &svc,
-        a,
-        OutboundSettings {
-            public_calls_per_hour: 3,
-            ..Default::default()
-        },
-        &["public_calls_per_hour"],
-    )
-    .await;
-    let before = rows(&svc).await;
-    let e = web.place_outbound_call(place(PROSPECT)).await.unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted);
-    assert_eq!(
-        e.message(),
-        "customer has placed 3 outbound calls in the last hour, the limit is 3"
-    );
-    let retry: u64 = e
-        .metadata()
-        .get("retry-after")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        (3500..=3600).contains(&retry),
-        "the oldest leaves in about an hour: {retry}"
-    );
-    assert_eq!(e.metadata().get("x-neurosphere-limit").unwrap(), "rate");
-    assert_eq!(twilio.count(), 3);
-    assert_eq!(rows(&svc).await, before);
+    rolling_hour(&svc, a, &twilio, &mut web).await;
     svc.stop().await;
 }
 
@@ -763,20 +819,8 @@ async fn concurrent_placements_never_exceed_the_limit() {
     svc.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn register_call_is_refused_beyond_the_tier_limit_but_repeats_always_succeed() {
-    let twilio = FakeTwilio::start().await;
-    // The tier comes from tenant-svc: this tenant is `professional` (2), not the first tier (1).
-    let svc = start(&twilio, "starter=1,professional=2").await;
-    let a = customer(&svc, "peterson", "professional", &[(A_NUMBER, None)]).await;
-    let b = customer(&svc, "smith", "", &[(B_NUMBER, None)]).await;
-    let gateway = svc
-        .client_with(svc.tenant_token(a, "gateway", scope::CALL_SCOPES))
-        .await;
-    let mut b_gateway = svc
-        .client_with(svc.tenant_token(b, "gateway", scope::CALL_SCOPES))
-        .await;
-
+/// Ten new calls at once for a tier of two: exactly two are admitted; returns their CallSids.
+async fn ten_at_once(svc: &Svc, a: i64, gateway: &common::Client) -> Vec<String> {
     // Ten new calls at once: exactly two are admitted.
     let attempts: Vec<_> = (0..10)
         .map(|n| {
@@ -818,6 +862,43 @@ async fn register_call_is_refused_beyond_the_tier_limit_but_repeats_always_succe
         "refused calls are not stored"
     );
 
+    created
+}
+
+/// Another tenant's calls are counted apart.
+async fn other_tenant_apart(b_gateway: &mut common::Client) {
+    // Another tenant's calls are counted apart (Smith is starter: one call).
+    let r = b_gateway
+        .register_call(register(&sid("CA", 0x200), "+15551111111"))
+        .await
+        .expect("Smith's own allowance");
+    assert!(r.into_inner().created);
+    let e = b_gateway
+        .register_call(register(&sid("CA", 0x201), "+15551111111"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("package tier `starter`"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn register_call_is_refused_beyond_the_tier_limit_but_repeats_always_succeed() {
+    let twilio = FakeTwilio::start().await;
+    // The tier comes from tenant-svc: this tenant is `professional` (2), not the first tier (1).
+    let svc = start(&twilio, "starter=1,professional=2").await;
+    let a = customer(&svc, "peterson", "professional", &[(A_NUMBER, None)]).await;
+    let b = customer(&svc, "smith", "", &[(B_NUMBER, None)]).await;
+    let gateway = svc
+        .client_with(svc.tenant_token(a, "gateway", scope::CALL_SCOPES))
+        .await;
+    let mut b_gateway = svc
+        .client_with(svc.tenant_token(b, "gateway", scope::CALL_SCOPES))
+        .await;
+
+    let created = ten_at_once(&svc, a, &gateway).await;
     // At the limit, repeats of a known CallSid still succeed, concurrently too.
     let repeats: Vec<_> = (0..4)
         .map(|_| {
@@ -840,22 +921,7 @@ async fn register_call_is_refused_beyond_the_tier_limit_but_repeats_always_succe
         );
     }
 
-    // Another tenant's calls are counted apart (Smith is starter: one call).
-    let r = b_gateway
-        .register_call(register(&sid("CA", 0x200), "+15551111111"))
-        .await
-        .expect("Smith's own allowance");
-    assert!(r.into_inner().created);
-    let e = b_gateway
-        .register_call(register(&sid("CA", 0x201), "+15551111111"))
-        .await
-        .unwrap_err();
-    assert!(
-        e.message().contains("package tier `starter`"),
-        "{}",
-        e.message()
-    );
-
+    other_tenant_apart(&mut b_gateway).await;
     // A final status frees the slot; so does age (calls older than four hours do not count).
     let mut gateway = gateway;
     gateway

@@ -2,7 +2,7 @@
 //! delivers the record, exactly once (a real tenant-svc issues the tokens, a real memory-svc
 //! records the call).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,13 +2,88 @@
 //! detection and replay, marks, barge-in with `clear`, DTMF, transcript turns written as they
 //! happen, finalisation, usage and the post-call outbox (memory-svc down: the row waits).
 
-mod common;
+use crate::common;
 
 use common::{CallStream, In, Out, Svc, eventually, register, sid, silent_frame, voiced_frame};
 use mesh::api::common::Speaker;
 use mesh::api::media::*;
 use mesh::identity::scope;
 use tonic::Code;
+
+/// The stored call: completed by the caller's hang-up on the local backend, its turns in media
+/// time (greeting, caller audio, replay, the DTMF note).
+async fn check_recorded(svc: &Svc, call_sid: &str) {
+    let mut client = svc.client(1).await;
+    let got = client
+        .get_call(GetCallRequest {
+            call_sid: call_sid.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = got.call.unwrap();
+    assert_eq!(c.status, CallStatus::Completed as i32);
+    assert_eq!(c.end_reason, "caller-hangup");
+    assert_eq!(c.backend, "local");
+    assert_eq!(c.stream_sid, sid("MZ", 1));
+    assert!(c.answer_time.is_some() && c.end_time.is_some());
+    let turns: Vec<(i32, String)> = got
+        .turns
+        .iter()
+        .map(|t| (t.speaker, t.text.clone()))
+        .collect();
+    assert!(
+        turns[0].0 == Speaker::Agent as i32 && turns[0].1.contains("This is AI Assistant"),
+        "{turns:?}"
+    );
+    assert!(turns[0].1.contains("[greeting, tone pattern]"), "{turns:?}");
+    assert!(
+        turns.contains(&(Speaker::Caller as i32, "[caller audio 0.4 s]".into())),
+        "{turns:?}"
+    );
+    assert!(
+        turns.contains(&(
+            Speaker::Agent as i32,
+            "[replay of caller audio 0.4 s]".into()
+        )),
+        "{turns:?}"
+    );
+    assert!(
+        turns.contains(&(Speaker::System as i32, "[caller pressed 5]".into())),
+        "{turns:?}"
+    );
+    let caller_turn = got
+        .turns
+        .iter()
+        .find(|t| t.speaker == Speaker::Caller as i32)
+        .unwrap();
+    assert!(caller_turn.offset_ms >= 1000, "offsets are media time");
+}
+
+/// Usage counted once, and RecordCall waiting in the outbox while memory-svc is down.
+async fn check_usage_and_outbox(svc: &Svc) {
+    let mut client = svc.client(1).await;
+    use chrono::Datelike;
+    let now = chrono::Utc::now();
+    let usage = client
+        .get_usage(GetUsageRequest {
+            year: now.year(),
+            month: now.month() as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(usage.total_calls, 1);
+    assert_eq!(
+        svc.count("SELECT count(*) FROM media.outbox WHERE delivered_at IS NULL")
+            .await,
+        1
+    );
+    eventually("a failed delivery attempt", || async {
+        svc.count("SELECT count(*) FROM media.outbox WHERE attempts >= 1 AND last_error IS NOT NULL AND dead_at IS NULL").await == 1
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn local_call_greets_replays_barges_in_and_is_recorded() {
@@ -66,73 +141,8 @@ async fn local_call_greets_replays_barges_in_and_is_recorded() {
         assert!(matches!(ev, Out::Audio(_) | Out::Mark(_)), "{ev:?}");
     }
 
-    let mut client = svc.client(1).await;
-    let got = client
-        .get_call(GetCallRequest {
-            call_sid: call_sid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let c = got.call.unwrap();
-    assert_eq!(c.status, CallStatus::Completed as i32);
-    assert_eq!(c.end_reason, "caller-hangup");
-    assert_eq!(c.backend, "local");
-    assert_eq!(c.stream_sid, sid("MZ", 1));
-    assert!(c.answer_time.is_some() && c.end_time.is_some());
-    let turns: Vec<(i32, String)> = got
-        .turns
-        .iter()
-        .map(|t| (t.speaker, t.text.clone()))
-        .collect();
-    assert!(
-        turns[0].0 == Speaker::Agent as i32 && turns[0].1.contains("This is AI Assistant"),
-        "{turns:?}"
-    );
-    assert!(turns[0].1.contains("[greeting, tone pattern]"), "{turns:?}");
-    assert!(
-        turns.contains(&(Speaker::Caller as i32, "[caller audio 0.4 s]".into())),
-        "{turns:?}"
-    );
-    assert!(
-        turns.contains(&(
-            Speaker::Agent as i32,
-            "[replay of caller audio 0.4 s]".into()
-        )),
-        "{turns:?}"
-    );
-    assert!(
-        turns.contains(&(Speaker::System as i32, "[caller pressed 5]".into())),
-        "{turns:?}"
-    );
-    let caller_turn = got
-        .turns
-        .iter()
-        .find(|t| t.speaker == Speaker::Caller as i32)
-        .unwrap();
-    assert!(caller_turn.offset_ms >= 1000, "offsets are media time");
-
-    // Usage counted once, and RecordCall waits in the outbox while memory-svc is down.
-    use chrono::Datelike;
-    let now = chrono::Utc::now();
-    let usage = client
-        .get_usage(GetUsageRequest {
-            year: now.year(),
-            month: now.month() as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(usage.total_calls, 1);
-    assert_eq!(
-        svc.count("SELECT count(*) FROM media.outbox WHERE delivered_at IS NULL")
-            .await,
-        1
-    );
-    eventually("a failed delivery attempt", || async {
-        svc.count("SELECT count(*) FROM media.outbox WHERE attempts >= 1 AND last_error IS NOT NULL AND dead_at IS NULL").await == 1
-    })
-    .await;
+    check_recorded(&svc, &call_sid).await;
+    check_usage_and_outbox(&svc).await;
     svc.stop().await;
 }
 

@@ -3,7 +3,7 @@
 //! StreamCall with the offline backend; tenants' endpoints are local axum receivers that verify
 //! deliveries with their own HMAC, as the README tells tenants to.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,9 @@ use common::{CallStream, In, eventually, register, sid};
 use hmac::{Hmac, Mac as _};
 use media_svc::CallConfig;
 use mesh::api::media::call_service_client::CallServiceClient;
-use mesh::api::media::{ListDeadLettersRequest, RedeliverDeadLetterRequest, StreamStop};
+use mesh::api::media::{
+    DeadLetter, ListDeadLettersRequest, RedeliverDeadLetterRequest, StreamStop,
+};
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
 use mesh::api::tenant::{
@@ -522,58 +524,38 @@ fn body_json(d: &Delivery) -> serde_json::Value {
 /// A delivery carries the documented headers, verifies with the tenant's secret, and fails
 /// verification when the body is changed or the timestamp is old. The caller number is a keyed
 /// hash unless the tenant opted in to raw numbers; a tenant without a webhook URL gets no event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_events_verify_hash_or_show_the_caller_and_need_a_webhook_url() {
-    let mesh = Mesh::start(fast).await;
-    let hashed = Receiver::start(Mode::Verify).await;
-    let raw = Receiver::start(Mode::Verify).await;
-    let (t_hash, secret) = mesh.tenant("hash", &hashed.url, false).await;
-    hashed.set_secret(&secret);
-    let (t_raw, raw_secret) = mesh.tenant("raw", &raw.url, true).await;
-    raw.set_secret(&raw_secret);
-    let (t_none, _) = mesh.tenant("none", "", false).await;
-
-    let started = chrono::Utc::now().timestamp();
-    let call_sid = mesh.call(t_hash, 1).await;
-    let ended = Instant::now();
-    let d = hashed
-        .wait_until("the event", |ds| ds.iter().any(|d| d.answered == 200))
-        .await
-        .remove(0);
-    println!("event delivered {:?} after the call ended", d.at - ended);
-    assert_eq!(d.answered, 200, "the receiver verified it: {d:?}");
-    assert!(d.verified);
-    assert_eq!(d.content_type, "application/json");
-    assert_eq!(d.user_agent, "NeuroSphere-Webhooks/1");
-    assert!(d.signature.starts_with("v1="), "{}", d.signature);
-    let ts: i64 = d.timestamp.parse().unwrap();
-    assert!(ts >= started && ts <= chrono::Utc::now().timestamp());
-
+/// Forgeries and replays of delivery `d` (signed with `secret` at `ts`) fail the receiver's
+/// verification.
+fn check_forgeries_fail(d: &Delivery, secret: &str, raw_secret: &str, ts: i64) {
     // Forgeries and replays fail the same verification.
     let mut tampered = d.body.clone();
     let at = tampered.len() / 2;
     tampered[at] ^= 1;
-    assert!(!verify(&secret, &d.timestamp, &d.signature, &tampered));
+    assert!(!verify(secret, &d.timestamp, &d.signature, &tampered));
     let old = (ts - 301).to_string();
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{old}.").as_bytes());
     mac.update(&d.body);
     let old_but_signed = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
     assert!(
-        !verify(&secret, &old, &old_but_signed, &d.body),
+        !verify(secret, &old, &old_but_signed, &d.body),
         "a correctly signed but 5-minute-old delivery is rejected as a replay"
     );
-    assert!(!verify(&secret, &old, &d.signature, &d.body));
-    assert!(!verify(&raw_secret, &d.timestamp, &d.signature, &d.body));
+    assert!(!verify(secret, &old, &d.signature, &d.body));
+    assert!(!verify(raw_secret, &d.timestamp, &d.signature, &d.body));
+}
 
+/// The body of a hashed-caller event: the call, the keyed hash of the caller, memory-svc's
+/// summary and the transcript.
+async fn check_hashed_body(mesh: &Mesh, d: &Delivery, t_hash: i64, call_sid: &str) {
     // The body.
-    let event = body_json(&d);
+    let event = body_json(d);
     assert_eq!(event["type"], "call.completed");
     assert_eq!(event["event_id"], d.event_id.as_str());
     assert_eq!(event["customer_id"], t_hash);
     assert!(chrono::DateTime::parse_from_rfc3339(event["created_at"].as_str().unwrap()).is_ok());
     let call = &event["call"];
-    assert_eq!(call["call_sid"], call_sid.as_str());
+    assert_eq!(call["call_sid"], call_sid);
     assert_eq!(call["direction"], "inbound");
     assert_eq!(call["status"], "completed");
     assert!(call["duration_seconds"].as_i64().unwrap() >= 0);
@@ -612,20 +594,11 @@ async fn signed_events_verify_hash_or_show_the_caller_and_need_a_webhook_url() {
     assert_eq!(transcript[0]["speaker"], "agent");
     assert!(transcript[0]["text"].as_str().unwrap().contains("greeting"));
     assert!(transcript[0]["offset_ms"].is_u64());
+}
 
-    // Raw numbers for the tenant that opted in.
-    mesh.call(t_raw, 2).await;
-    let d = raw
-        .wait_until("the raw-number event", |ds| {
-            ds.iter().any(|d| d.answered == 200)
-        })
-        .await
-        .remove(0);
-    let event = body_json(&d);
-    assert_eq!(event["call"]["caller_number"], CALLER);
-    assert!(event["call"].get("caller_number_hash").is_none());
-    assert_eq!(event["customer_id"], t_raw);
-
+/// Without a webhook URL the record reaches memory-svc and no event is queued; the other
+/// tenants got one event per call, each delivered once.
+async fn no_url_no_event(mesh: &Mesh, t_none: i64, hashed: &Receiver, raw: &Receiver) {
     // No webhook URL: the record reaches memory-svc, no event is queued.
     let before = mesh
         .count("SELECT count(*) FROM media.webhook_events")
@@ -653,7 +626,51 @@ async fn signed_events_verify_hash_or_show_the_caller_and_need_a_webhook_url() {
     // One event per call, each delivered once.
     assert_eq!(hashed.deliveries().len(), 1);
     assert_eq!(raw.deliveries().len(), 1);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_events_verify_hash_or_show_the_caller_and_need_a_webhook_url() {
+    let mesh = Mesh::start(fast).await;
+    let hashed = Receiver::start(Mode::Verify).await;
+    let raw = Receiver::start(Mode::Verify).await;
+    let (t_hash, secret) = mesh.tenant("hash", &hashed.url, false).await;
+    hashed.set_secret(&secret);
+    let (t_raw, raw_secret) = mesh.tenant("raw", &raw.url, true).await;
+    raw.set_secret(&raw_secret);
+    let (t_none, _) = mesh.tenant("none", "", false).await;
+
+    let started = chrono::Utc::now().timestamp();
+    let call_sid = mesh.call(t_hash, 1).await;
+    let ended = Instant::now();
+    let d = hashed
+        .wait_until("the event", |ds| ds.iter().any(|d| d.answered == 200))
+        .await
+        .remove(0);
+    println!("event delivered {:?} after the call ended", d.at - ended);
+    assert_eq!(d.answered, 200, "the receiver verified it: {d:?}");
+    assert!(d.verified);
+    assert_eq!(d.content_type, "application/json");
+    assert_eq!(d.user_agent, "NeuroSphere-Webhooks/1");
+    assert!(d.signature.starts_with("v1="), "{}", d.signature);
+    let ts: i64 = d.timestamp.parse().unwrap();
+    assert!(ts >= started && ts <= chrono::Utc::now().timestamp());
+
+    check_forgeries_fail(&d, &secret, &raw_secret, ts);
+    check_hashed_body(&mesh, &d, t_hash, &call_sid).await;
+    // Raw numbers for the tenant that opted in.
+    mesh.call(t_raw, 2).await;
+    let d = raw
+        .wait_until("the raw-number event", |ds| {
+            ds.iter().any(|d| d.answered == 200)
+        })
+        .await
+        .remove(0);
+    let event = body_json(&d);
+    assert_eq!(event["call"]["caller_number"], CALLER);
+    assert!(event["call"].get("caller_number_hash").is_none());
+    assert_eq!(event["customer_id"], t_raw);
+
+    no_url_no_event(&mesh, t_none, &hashed, &raw).await;
     // Erasing the caller also erases the events that carry the transcript (they cascade with
     // the calls), and only in that tenant.
     mesh.media_client(t_hash, "owner", &[scope::MEDIA_ERASE])
@@ -720,37 +737,14 @@ async fn a_receiver_failing_three_times_gets_the_event_once_after_backoff() {
 /// meanwhile another tenant's event arrives while the hanging attempt is still open. Dead
 /// letters are listed (paginated) for their own tenant only; RedeliverDeadLetter delivers again
 /// once the endpoint recovers; another tenant's event id is NOT_FOUND and changes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_endpoint_is_dead_lettered_without_delaying_another_tenant() {
-    let mesh = Mesh::start(|c| {
-        let mut c = fast(c);
-        c.webhooks.retry_for = Duration::from_secs(3);
-        c
-    })
-    .await;
-    let stuck = Receiver::start(Mode::Hang).await;
-    let healthy = Receiver::start(Mode::Verify).await;
-    let (slow, slow_secret) = mesh.tenant("slow", &stuck.url, false).await;
-    stuck.set_secret(&slow_secret);
-    let (fine, fine_secret) = mesh.tenant("fine", &healthy.url, false).await;
-    healthy.set_secret(&fine_secret);
-
-    // Two events of the slow tenant are hanging at its endpoint.
-    mesh.call(slow, 1).await;
-    let t = Instant::now();
-    mesh.call(slow, 2).await;
-    println!("one call took {:?}", t.elapsed());
-    stuck
-        .wait_until("both slow events in flight", |ds| {
-            ds.iter()
-                .map(|d| &d.event_id)
-                .collect::<std::collections::HashSet<_>>()
-                .len()
-                == 2
-        })
-        .await;
-    assert_eq!(stuck.in_flight(), 2);
-
+/// The healthy tenant's event arrives while the slow tenant's attempts hang; returns its
+/// CallSid and event id.
+async fn healthy_event_goes_out(
+    mesh: &Mesh,
+    fine: i64,
+    healthy: &Receiver,
+    stuck: &Receiver,
+) -> (String, String) {
     // The other tenant's event arrives while they hang.
     let fine_sid = mesh.call(fine, 3).await;
     let ended = Instant::now();
@@ -775,10 +769,16 @@ async fn a_hanging_endpoint_is_dead_lettered_without_delaying_another_tenant() {
     );
     let fine_event = body_json(&d)["event_id"].as_str().unwrap().to_owned();
 
-    // The slow tenant's events die after the 3 s window.
-    let mut slow_client = mesh
-        .media_client(slow, "owner", &[scope::MEDIA_READ, scope::MEDIA_CALLS])
-        .await;
+    (fine_sid, fine_event)
+}
+
+/// Both slow events are dead-lettered and listed a page at a time, newest first, with the
+/// attempts the endpoint saw; returns them.
+async fn dead_letters_listed(
+    mesh: &Mesh,
+    slow_client: &mut common::Client,
+    stuck: &Receiver,
+) -> [DeadLetter; 2] {
     let dead = "SELECT count(*) FROM media.webhook_events WHERE dead_at IS NOT NULL";
     eventually("both slow events dead-lettered", || async {
         mesh.count(dead).await == 2
@@ -837,6 +837,18 @@ async fn a_hanging_endpoint_is_dead_lettered_without_delaying_another_tenant() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
 
+    letters
+}
+
+/// The other tenant sees none of the dead letters and cannot requeue them; a delivered event or
+/// a malformed id is no dead letter.
+async fn others_cannot_requeue(
+    mesh: &Mesh,
+    fine: i64,
+    slow_client: &mut common::Client,
+    letters: &[DeadLetter; 2],
+    fine_event: String,
+) {
     // The other tenant sees none of them and cannot requeue them.
     let mut fine_client = mesh
         .media_client(fine, "owner", &[scope::MEDIA_READ, scope::MEDIA_CALLS])
@@ -873,7 +885,16 @@ async fn a_hanging_endpoint_is_dead_lettered_without_delaying_another_tenant() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("event_id"), "{}", err.message());
+}
 
+/// The endpoint recovers and the tenant redelivers one dead letter: delivered once, under the
+/// same event id; the other stays dead.
+async fn redeliver_one(
+    mesh: &Mesh,
+    stuck: &Receiver,
+    slow_client: &mut common::Client,
+    letters: &[DeadLetter; 2],
+) {
     // The endpoint recovers; the tenant redelivers one dead letter.
     stuck.set_mode(Mode::Verify);
     let target = letters[0].event_id.clone();
@@ -912,6 +933,47 @@ async fn a_hanging_endpoint_is_dead_lettered_without_delaying_another_tenant() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_is_dead_lettered_without_delaying_another_tenant() {
+    let mesh = Mesh::start(|c| {
+        let mut c = fast(c);
+        c.webhooks.retry_for = Duration::from_secs(3);
+        c
+    })
+    .await;
+    let stuck = Receiver::start(Mode::Hang).await;
+    let healthy = Receiver::start(Mode::Verify).await;
+    let (slow, slow_secret) = mesh.tenant("slow", &stuck.url, false).await;
+    stuck.set_secret(&slow_secret);
+    let (fine, fine_secret) = mesh.tenant("fine", &healthy.url, false).await;
+    healthy.set_secret(&fine_secret);
+
+    // Two events of the slow tenant are hanging at its endpoint.
+    mesh.call(slow, 1).await;
+    let t = Instant::now();
+    mesh.call(slow, 2).await;
+    println!("one call took {:?}", t.elapsed());
+    stuck
+        .wait_until("both slow events in flight", |ds| {
+            ds.iter()
+                .map(|d| &d.event_id)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == 2
+        })
+        .await;
+    assert_eq!(stuck.in_flight(), 2);
+
+    let (fine_sid, fine_event) = healthy_event_goes_out(&mesh, fine, &healthy, &stuck).await;
+    // The slow tenant's events die after the 3 s window.
+    let mut slow_client = mesh
+        .media_client(slow, "owner", &[scope::MEDIA_READ, scope::MEDIA_CALLS])
+        .await;
+    let letters = dead_letters_listed(&mesh, &mut slow_client, &stuck).await;
+    others_cannot_requeue(&mesh, fine, &mut slow_client, &letters, fine_event).await;
+    redeliver_one(&mesh, &stuck, &mut slow_client, &letters).await;
     assert_eq!(healthy.deliveries().len(), 1);
     assert_eq!(
         mesh.count(&format!(

@@ -1,7 +1,7 @@
 //! Call records over real gRPC: registration, status ordering, listing, usage, export/erase and
 //! tenant isolation (counted with the admin client before and after).
 
-mod common;
+use crate::common;
 
 use common::{Svc, register, sid};
 use mesh::api::media::media_admin_service_client::MediaAdminServiceClient;
@@ -137,31 +137,8 @@ async fn status_callbacks_never_move_a_call_backwards() {
     svc.stop().await;
 }
 
-#[tokio::test]
-async fn list_paginates_filters_and_isolates_tenants() {
-    let svc = Svc::start().await;
-    let mut a = svc.client(1).await;
-    let mut b = svc.client(2).await;
-    for n in 0..5 {
-        let from = if n % 2 == 0 {
-            "+15551111111"
-        } else {
-            "+15552222222"
-        };
-        a.register_call(register(&sid("CA", 100 + n), from))
-            .await
-            .unwrap();
-    }
-    b.register_call(register(&sid("CA", 200), "+15551111111"))
-        .await
-        .unwrap();
-    a.update_call_status(status(&sid("CA", 101), CallStatus::InProgress, 1, 0))
-        .await
-        .unwrap();
-    let b_before = svc
-        .count("SELECT count(*) FROM media.calls WHERE customer_id = 2")
-        .await;
-
+/// A's five calls in pages of two: three pages, each call once, none of B's.
+async fn check_pages(a: &mut common::Client) {
     let mut seen = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
@@ -189,7 +166,10 @@ async fn list_paginates_filters_and_isolates_tenants() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 5, "no duplicates across pages");
+}
 
+/// Filters by caller, status and time, and a page token that is not one.
+async fn check_filters(a: &mut common::Client) {
     let by_caller = a
         .list_calls(ListCallsRequest {
             caller: "+15552222222".into(),
@@ -229,7 +209,35 @@ async fn list_paginates_filters_and_isolates_tenants() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+}
 
+#[tokio::test]
+async fn list_paginates_filters_and_isolates_tenants() {
+    let svc = Svc::start().await;
+    let mut a = svc.client(1).await;
+    let mut b = svc.client(2).await;
+    for n in 0..5 {
+        let from = if n % 2 == 0 {
+            "+15551111111"
+        } else {
+            "+15552222222"
+        };
+        a.register_call(register(&sid("CA", 100 + n), from))
+            .await
+            .unwrap();
+    }
+    b.register_call(register(&sid("CA", 200), "+15551111111"))
+        .await
+        .unwrap();
+    a.update_call_status(status(&sid("CA", 101), CallStatus::InProgress, 1, 0))
+        .await
+        .unwrap();
+    let b_before = svc
+        .count("SELECT count(*) FROM media.calls WHERE customer_id = 2")
+        .await;
+
+    check_pages(&mut a).await;
+    check_filters(&mut a).await;
     // A cannot read B's call; the answer equals a missing call.
     let e = a
         .get_call(GetCallRequest {
@@ -259,6 +267,85 @@ async fn list_paginates_filters_and_isolates_tenants() {
     svc.stop().await;
 }
 
+/// Exporting a caller of A returns A's two calls of that number and their one turn, not B's.
+async fn check_export(a: &mut common::Client) {
+    let mut export = a
+        .export_caller(ExportCallerRequest {
+            caller: "+15551111111".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut calls = 0;
+    let mut turns = 0;
+    while let Some(r) = export.message().await.unwrap() {
+        match r.record.unwrap() {
+            export_caller_response::Record::Call(c) => {
+                assert_ne!(c.call_sid, sid("CA", 4));
+                calls += 1;
+            }
+            export_caller_response::Record::Turn(t) => {
+                assert_eq!(t.call_sid, sid("CA", 1));
+                turns += 1;
+            }
+        }
+    }
+    assert_eq!((calls, turns), (2, 1));
+}
+
+/// Offboarding: a service token with media:admin erases one tenant only (B keeps its `b_calls`
+/// calls); a tenant token cannot call the admin service.
+async fn check_erase_tenant(svc: &Svc, b_calls: i64) {
+    // Offboarding: a service token with media:admin erases one tenant only.
+    let channel = svc.channel_to(svc.addr).await;
+    let token = svc.service_token(names::OPERATOR, names::MEDIA_SVC, &[scope::MEDIA_ADMIN]);
+    let mut admin_client = MediaAdminServiceClient::with_interceptor(
+        channel,
+        mesh::auth::AttachToken(mesh::auth::TokenSource::fixed(token.into())),
+    );
+    let out = admin_client
+        .erase_tenant(EraseTenantRequest { customer_id: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        out.counts
+            .iter()
+            .find(|c| c.table == "media.calls")
+            .unwrap()
+            .rows,
+        1
+    );
+    assert_eq!(
+        svc.count("SELECT count(*) FROM media.calls WHERE customer_id = 1")
+            .await,
+        0
+    );
+    assert_eq!(
+        svc.count("SELECT count(*) FROM media.calls WHERE customer_id = 2")
+            .await,
+        b_calls
+    );
+    // A tenant token cannot call the admin service.
+    let mut as_tenant = MediaAdminServiceClient::with_interceptor(
+        svc.channel_to(svc.addr).await,
+        mesh::auth::AttachToken(mesh::auth::TokenSource::fixed(
+            svc.tenant_token(2, "t", scope::TENANT_SCOPES).into(),
+        )),
+    );
+    assert!(
+        as_tenant
+            .erase_tenant(EraseTenantRequest { customer_id: 2 })
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        svc.count("SELECT count(*) FROM media.calls WHERE customer_id = 2")
+            .await,
+        b_calls
+    );
+}
+
 #[tokio::test]
 async fn export_and_erase_one_caller_for_one_tenant_only() {
     let svc = Svc::start().await;
@@ -286,29 +373,7 @@ async fn export_and_erase_one_caller_for_one_tenant_only() {
         .await
         .unwrap();
 
-    let mut export = a
-        .export_caller(ExportCallerRequest {
-            caller: "+15551111111".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut calls = 0;
-    let mut turns = 0;
-    while let Some(r) = export.message().await.unwrap() {
-        match r.record.unwrap() {
-            export_caller_response::Record::Call(c) => {
-                assert_ne!(c.call_sid, sid("CA", 4));
-                calls += 1;
-            }
-            export_caller_response::Record::Turn(t) => {
-                assert_eq!(t.call_sid, sid("CA", 1));
-                turns += 1;
-            }
-        }
-    }
-    assert_eq!((calls, turns), (2, 1));
-
+    check_export(&mut a).await;
     let b_calls = svc
         .count("SELECT count(*) FROM media.calls WHERE customer_id = 2")
         .await;
@@ -358,53 +423,6 @@ async fn export_and_erase_one_caller_for_one_tenant_only() {
         1
     );
 
-    // Offboarding: a service token with media:admin erases one tenant only.
-    let channel = svc.channel_to(svc.addr).await;
-    let token = svc.service_token(names::OPERATOR, names::MEDIA_SVC, &[scope::MEDIA_ADMIN]);
-    let mut admin_client = MediaAdminServiceClient::with_interceptor(
-        channel,
-        mesh::auth::AttachToken(mesh::auth::TokenSource::fixed(token.into())),
-    );
-    let out = admin_client
-        .erase_tenant(EraseTenantRequest { customer_id: 1 })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        out.counts
-            .iter()
-            .find(|c| c.table == "media.calls")
-            .unwrap()
-            .rows,
-        1
-    );
-    assert_eq!(
-        svc.count("SELECT count(*) FROM media.calls WHERE customer_id = 1")
-            .await,
-        0
-    );
-    assert_eq!(
-        svc.count("SELECT count(*) FROM media.calls WHERE customer_id = 2")
-            .await,
-        b_calls
-    );
-    // A tenant token cannot call the admin service.
-    let mut as_tenant = MediaAdminServiceClient::with_interceptor(
-        svc.channel_to(svc.addr).await,
-        mesh::auth::AttachToken(mesh::auth::TokenSource::fixed(
-            svc.tenant_token(2, "t", scope::TENANT_SCOPES).into(),
-        )),
-    );
-    assert!(
-        as_tenant
-            .erase_tenant(EraseTenantRequest { customer_id: 2 })
-            .await
-            .is_err()
-    );
-    assert_eq!(
-        svc.count("SELECT count(*) FROM media.calls WHERE customer_id = 2")
-            .await,
-        b_calls
-    );
+    check_erase_tenant(&svc, b_calls).await;
     svc.stop().await;
 }

@@ -1,12 +1,12 @@
 //! The `openai-realtime` backend against a fake Realtime server (GA and beta shapes) and a fake
 //! Twilio REST server, with a real tenant-svc supplying the tenant's profile.
 
-mod common;
-mod fakes;
+use crate::common;
+use crate::fakes;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{CallStream, Out, Svc, register, sid};
+use common::{CallStream, In, Out, Svc, register, sid};
 use fakes::{FakeRealtime, fake_twilio};
 use media_svc::BackendChoice;
 use media_svc::backend::openai::{ApiShape, OpenAiConfig};
@@ -79,24 +79,26 @@ fn delta_type(shape: ApiShape) -> &'static str {
     }
 }
 
-async fn full_call(shape: ApiShape, voice: &str) {
-    let mut w = world(shape, voice).await;
-    let call_sid = sid("CA", 77);
+/// Registers a call of the world's tenant from `from` and opens its stream; returns the stream
+/// and the realtime session it opened.
+async fn open_call(w: &mut World, call_sid: &str, from: &str) -> (CallStream, fakes::FakeConn) {
     let mut client = w
         .svc
-        .client_with(
-            w.svc
-                .tenant_token(w.customer, &call_sid, scope::CALL_SCOPES),
-        )
+        .client_with(w.svc.tenant_token(w.customer, call_sid, scope::CALL_SCOPES))
         .await;
     client
-        .register_call(register(&call_sid, "+15551111111"))
+        .register_call(register(call_sid, from))
         .await
         .unwrap();
-    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
-    let mut conn = w.realtime.next_conn().await;
+    let call = CallStream::open(&mut client, call_sid).await.unwrap();
+    let conn = w.realtime.next_conn().await;
+    (call, conn)
+}
 
-    // Handshake: model, key, and the beta header only for the beta shape.
+/// The handshake (model, key, the beta header only for the beta shape) and the session: the
+/// shape's audio formats, the tenant's voice, the rendered greeting, sliders and transfer rules;
+/// then the greeting is asked for.
+async fn check_session(conn: &mut fakes::FakeConn, shape: ApiShape, voice: &str) {
     assert!(conn.uri.contains("model=gpt-realtime"), "{}", conn.uri);
     assert_eq!(conn.headers["authorization"], "Bearer sk-test-key");
     assert_eq!(
@@ -136,8 +138,11 @@ async fn full_call(shape: ApiShape, voice: &str) {
         "transfer rules: {instructions}"
     );
     conn.next_of("response.create").await;
+}
 
-    // Caller audio reaches the backend byte for byte.
+/// Caller audio reaches the backend byte for byte, and agent audio (of `item_1`) the caller,
+/// followed by a mark.
+async fn check_audio_both_ways(call: &mut CallStream, conn: &mut fakes::FakeConn, shape: ApiShape) {
     let caller_bytes: Vec<u8> = (0..160).map(|n| n as u8).collect();
     call.audio(caller_bytes.clone(), 100).await;
     let append = conn.next_of("input_audio_buffer.append").await;
@@ -146,7 +151,6 @@ async fn full_call(shape: ApiShape, voice: &str) {
         caller_bytes
     );
 
-    // Agent audio reaches the caller byte for byte, followed by a mark.
     let agent_bytes: Vec<u8> = (0..320).map(|n| (255 - n % 256) as u8).collect();
     conn.send(json!({"type": delta_type(shape), "response_id": "r1", "item_id": "item_1", "delta": B64.encode(&agent_bytes)}));
     let Some(Out::Audio(a)) = call.next().await else {
@@ -157,8 +161,11 @@ async fn full_call(shape: ApiShape, voice: &str) {
         panic!("then a mark")
     };
     assert!(!m.name.is_empty());
+}
 
-    // Barge-in: the caller speaks 500 ms of media time later while the mark is pending.
+/// Barge-in: the caller speaks 500 ms of media time after `item_1` started (at 100 ms) while its
+/// mark is pending: `clear` to the caller, `item_1` truncated at 500 ms.
+async fn barge_in(call: &mut CallStream, conn: &mut fakes::FakeConn) {
     call.audio(vec![0xFF; 160], 600).await;
     conn.next_of("input_audio_buffer.append").await;
     conn.send(json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 550, "item_id": "item_2"}));
@@ -169,12 +176,11 @@ async fn full_call(shape: ApiShape, voice: &str) {
     assert_eq!(truncate["item_id"], "item_1");
     assert_eq!(truncate["content_index"], 0);
     assert_eq!(truncate["audio_end_ms"], 500);
-    // Late audio of the truncated item is dropped.
-    conn.send(
-        json!({"type": delta_type(shape), "item_id": "item_1", "delta": B64.encode([1u8; 160])}),
-    );
+}
 
-    // Both transcripts are stored.
+/// Both transcripts, then `get_current_time` answered through a function_call_output and a new
+/// response.
+async fn transcripts_and_time(conn: &mut fakes::FakeConn, shape: ApiShape) {
     conn.send(json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_2", "transcript": "I need the claims desk"}));
     let agent_done = match shape {
         ApiShape::Ga => "response.output_audio_transcript.done",
@@ -182,7 +188,6 @@ async fn full_call(shape: ApiShape, voice: &str) {
     };
     conn.send(json!({"type": agent_done, "item_id": "item_3", "transcript": "Let me check the time and transfer you."}));
 
-    // get_current_time answers through a function_call_output and a new response.
     conn.send(json!({"type": "response.function_call_arguments.done", "call_id": "call_t", "name": "get_current_time", "arguments": "{}"}));
     let output = conn.next_of("conversation.item.create").await;
     assert_eq!(output["item"]["type"], "function_call_output");
@@ -194,8 +199,11 @@ async fn full_call(shape: ApiShape, voice: &str) {
             .contains("America/New_York")
     );
     conn.next_of("response.create").await;
+}
 
-    // transfer_call redirects the call through Twilio REST and tells the edge.
+/// `transfer_call` redirects the call through Twilio REST (the call's account, basic auth with
+/// the auth token, TwiML dialling the rule's number) and tells the edge; the stream ends.
+async fn transfer(w: &mut World, call: &mut CallStream, conn: &fakes::FakeConn, call_sid: &str) {
     conn.send(json!({"type": "response.function_call_arguments.done", "call_id": "call_x", "name": "transfer_call", "arguments": "{\"keyword\":\"claims\"}"}));
     let req = tokio::time::timeout(std::time::Duration::from_secs(10), w.twilio.recv())
         .await
@@ -233,11 +241,15 @@ async fn full_call(shape: ApiShape, voice: &str) {
         call.next().await.is_none(),
         "the stream ends after a transfer"
     );
+}
 
+/// The stored call: ended by the transfer, on this backend, completed, with both transcripts and
+/// the transfer noted.
+async fn check_stored_transfer(w: &World, call_sid: &str) {
     let mut reader = w.svc.client(w.customer).await;
     let got = reader
         .get_call(GetCallRequest {
-            call_sid: call_sid.clone(),
+            call_sid: call_sid.to_owned(),
         })
         .await
         .unwrap()
@@ -269,6 +281,91 @@ async fn full_call(shape: ApiShape, voice: &str) {
         )),
         "{turns:?}"
     );
+}
+
+async fn full_call(shape: ApiShape, voice: &str) {
+    let mut w = world(shape, voice).await;
+    let call_sid = sid("CA", 77);
+    let (mut call, mut conn) = open_call(&mut w, &call_sid, "+15551111111").await;
+    check_session(&mut conn, shape, voice).await;
+    check_audio_both_ways(&mut call, &mut conn, shape).await;
+    barge_in(&mut call, &mut conn).await;
+    // Late audio of the truncated item is dropped.
+    conn.send(
+        json!({"type": delta_type(shape), "item_id": "item_1", "delta": B64.encode([1u8; 160])}),
+    );
+    transcripts_and_time(&mut conn, shape).await;
+    transfer(&mut w, &mut call, &conn, &call_sid).await;
+    check_stored_transfer(&w, &call_sid).await;
+    w.svc.stop().await;
+}
+
+/// After a barge-in, audio of the cut response that the backend still sends never reaches the
+/// caller: the next frame after the `clear` is the next response's.
+#[tokio::test]
+async fn late_agent_audio_of_a_cut_response_never_reaches_the_caller() {
+    let mut w = world(ApiShape::Ga, "marin").await;
+    let call_sid = sid("CA", 78);
+    let (mut call, mut conn) = open_call(&mut w, &call_sid, "+15551111114").await;
+    conn.next_of("session.update").await;
+    check_audio_both_ways(&mut call, &mut conn, ApiShape::Ga).await;
+    barge_in(&mut call, &mut conn).await;
+    // The backend goes on with the cut item for a while, then answers with a new one.
+    for _ in 0..5 {
+        conn.send(json!({"type": "response.output_audio.delta", "item_id": "item_1", "delta": B64.encode([1u8; 160])}));
+    }
+    conn.send(json!({"type": "response.output_audio.delta", "item_id": "item_4", "delta": B64.encode([4u8; 160])}));
+    let Some(Out::Audio(next)) = call.next().await else {
+        panic!("the new response's audio")
+    };
+    assert_eq!(next.payload, vec![4u8; 160], "no frame of the cut response");
+    let Some(Out::Mark(_)) = call.next().await else {
+        panic!("then its mark")
+    };
+    drop(call.tx);
+    w.svc.stop().await;
+}
+
+/// A key the caller presses reaches the realtime backend as a user message and asks for a
+/// response, and is noted in the transcript.
+#[tokio::test]
+async fn dtmf_reaches_the_realtime_backend_and_the_transcript() {
+    let mut w = world(ApiShape::Ga, "marin").await;
+    let call_sid = sid("CA", 79);
+    let (call, mut conn) = open_call(&mut w, &call_sid, "+15551111115").await;
+    conn.next_of("session.update").await;
+    conn.next_of("response.create").await;
+    call.send(In::Dtmf(DtmfDigit { digit: "7".into() })).await;
+    let item = conn.next_of("conversation.item.create").await;
+    assert_eq!(item["item"]["type"], "message");
+    assert_eq!(item["item"]["role"], "user");
+    assert_eq!(item["item"]["content"][0]["type"], "input_text");
+    assert_eq!(item["item"]["content"][0]["text"], "[caller pressed 7]");
+    conn.next_of("response.create").await;
+    // Only one key per DTMF event, and nothing that is not a key.
+    call.send(In::Dtmf(DtmfDigit {
+        digit: "\u{0}".into(),
+    }))
+    .await;
+    call.send(In::Dtmf(DtmfDigit { digit: "#9".into() })).await;
+    let item = conn.next_of("conversation.item.create").await;
+    assert_eq!(item["item"]["content"][0]["text"], "[caller pressed #]");
+    call.send(In::Stop(StreamStop {})).await;
+    let mut call = call;
+    while call.next().await.is_some() {}
+    let mut reader = w.svc.client(w.customer).await;
+    let turns = reader
+        .get_call(GetCallRequest { call_sid })
+        .await
+        .unwrap()
+        .into_inner()
+        .turns;
+    let system: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.speaker == Speaker::System as i32)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(system, ["[caller pressed 7]", "[caller pressed #]"]);
     w.svc.stop().await;
 }
 
@@ -414,6 +511,60 @@ async fn quiet_backend_that_answers_pings_keeps_the_call() {
     w.svc.stop().await;
 }
 
+/// Each tenant reads only its own call's transcript; A's token can neither read nor list B's
+/// call.
+async fn check_tenants_apart(w: &World, (a, sid_a): (i64, &str), (b, sid_b): (i64, &str)) {
+    let mut ra = w.svc.client(a).await;
+    let mut rb = w.svc.client(b).await;
+    let ta = ra
+        .get_call(GetCallRequest {
+            call_sid: sid_a.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .turns;
+    let tb = rb
+        .get_call(GetCallRequest {
+            call_sid: sid_b.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .turns;
+    assert_eq!(
+        ta.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+        ["private words of A"]
+    );
+    assert_eq!(
+        tb.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+        ["private words of B"]
+    );
+    // A's token cannot read or list B's call.
+    assert_eq!(
+        ra.get_call(GetCallRequest {
+            call_sid: sid_b.to_owned()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        tonic::Code::NotFound
+    );
+    let listed = ra
+        .list_calls(ListCallsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .calls;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|c| c.call_sid.as_str())
+            .collect::<Vec<_>>(),
+        [sid_a]
+    );
+}
+
 #[tokio::test]
 async fn two_tenants_calls_at_once_stay_apart() {
     let mut w = world(ApiShape::Ga, "marin").await;
@@ -463,55 +614,7 @@ async fn two_tenants_calls_at_once_stay_apart() {
         while call.next().await.is_some() {}
     }
 
-    let mut ra = w.svc.client(a).await;
-    let mut rb = w.svc.client(b).await;
-    let ta = ra
-        .get_call(GetCallRequest {
-            call_sid: sid_a.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .turns;
-    let tb = rb
-        .get_call(GetCallRequest {
-            call_sid: sid_b.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .turns;
-    assert_eq!(
-        ta.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
-        ["private words of A"]
-    );
-    assert_eq!(
-        tb.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
-        ["private words of B"]
-    );
-    // A's token cannot read or list B's call.
-    assert_eq!(
-        ra.get_call(GetCallRequest {
-            call_sid: sid_b.clone()
-        })
-        .await
-        .unwrap_err()
-        .code(),
-        tonic::Code::NotFound
-    );
-    let listed = ra
-        .list_calls(ListCallsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .calls;
-    assert_eq!(
-        listed
-            .iter()
-            .map(|c| c.call_sid.as_str())
-            .collect::<Vec<_>>(),
-        [sid_a.as_str()]
-    );
+    check_tenants_apart(&w, (a, &sid_a), (b, &sid_b)).await;
     let rows = w.svc.count(&format!("SELECT count(*) FROM media.transcript_turns WHERE customer_id = {b} AND call_sid = '{sid_b}'")).await;
     assert_eq!(rows, 1);
     w.svc.stop().await;

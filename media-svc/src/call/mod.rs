@@ -1,0 +1,292 @@
+//! One live call (`CallService.StreamCall`), from `start` to the post-call outbox.
+//!
+//! [`start`] checks the first message (a `start` for a call this tenant registered, whose CallSid
+//! is the token's subject), marks the call answered and spawns the driver in a `call` span that
+//! carries `customer_id` and `call_sid` (so its log lines need not repeat them). The driver:
+//! 1. fetches the agent profile (tenant-svc) and the caller's enriched context (memory-svc)
+//!    concurrently, each bounded by the peer timeout; without a profile it uses the product
+//!    defaults, without memory it goes ahead with none (both logged and counted). On an outbound
+//!    call (direction OUTBOUND_API) the "caller" is the callee, and the tenant's
+//!    `greet_first_outbound` is fetched alongside (not greeting first when it cannot be read)
+//!    ([`setup`]);
+//! 2. builds the instructions and the greeting (an outbound call: the persona instead of the
+//!    agent name, the website's context fenced as data) and opens a backend session that greets
+//!    first, or on an outbound call without `greet_first_outbound` waits for the callee;
+//! 3. relays ([`relay`]): caller audio to the backend unchanged; backend audio to the caller
+//!    followed by a mark; a barge-in clears the edge and truncates the agent's item at what the
+//!    caller heard, and later audio of that item is dropped ([`barge_in`]); a session near the
+//!    Realtime API's age limit is replaced by one carrying the conversation so far;
+//! 4. writes transcript turns as they happen (a writer task, so the relay never waits on SQL);
+//! 5. runs tools ([`tools`]: `get_current_time`; `transfer_call` redirects the call through
+//!    Twilio REST);
+//! 6. ends on `stop`, a vanished caller stream, a transfer, or a backend error / lost backend
+//!    (then a `hangup` tells the edge to play its apology), finalises the call row and usage and
+//!    queues `RecordCall` in the outbox in the same transaction, and wakes the outbox worker.
+
+pub mod barge_in;
+mod relay;
+mod setup;
+mod tools;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use mesh::api::common::Speaker;
+use mesh::api::media::stream_call_request::Event as In;
+use mesh::api::media::stream_call_response::Event as Out;
+use mesh::api::media::{Hangup, StreamCallRequest, StreamCallResponse, Transfer};
+use mesh::api::memory::RecordCallRequest;
+use mesh::auth::TenantCaller;
+use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber, StreamSid};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tracing::Instrument as _;
+
+use crate::error::MediaError;
+use crate::runtime::Runtime;
+use crate::store::outbox::OutboxKind;
+use crate::store::{self, EndReason};
+use crate::{backend, instructions};
+use barge_in::BargeIn;
+
+/// The outbound half of a call stream.
+pub type OutStream = futures::stream::BoxStream<'static, Result<StreamCallResponse, Status>>;
+
+/// How long the edge has to send `start` after opening the stream.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a call's end is retried while the database is unreachable, and the pause between
+/// tries: longer than a PostgreSQL restart, short of holding finished calls for long. (At
+/// shutdown the process waits at most `FINALISE_GRACE` for them.)
+const FINISH_RETRY_BUDGET: Duration = Duration::from_secs(30);
+const FINISH_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Most transcript turns a `RecordCall` carries.
+const MAX_RECORDED_TURNS: usize = 5000;
+
+/// Validates the stream's first message, marks the call answered and spawns the driver.
+pub async fn start(
+    rt: Runtime,
+    caller: TenantCaller,
+    mut inbound: tonic::Streaming<StreamCallRequest>,
+) -> Result<OutStream, Status> {
+    let customer = caller.customer_id;
+    let first = tokio::time::timeout(START_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("no `start` message in time"))??;
+    let Some(StreamCallRequest {
+        event: Some(In::Start(s)),
+    }) = first
+    else {
+        return Err(MediaError::invalid("start", "the first message must be `start`").into());
+    };
+    let call_sid =
+        CallSid::parse(&s.call_sid).map_err(|e| MediaError::invalid("start.call_sid", e))?;
+    if caller.subject != call_sid.as_str() {
+        tracing::warn!(
+            customer_id = customer.get(),
+            "stream token is bound to another call"
+        );
+        return Err(Status::permission_denied(
+            "the token is not bound to this call (its subject must be the CallSid)",
+        ));
+    }
+    let stream_sid =
+        StreamSid::parse(&s.stream_sid).map_err(|e| MediaError::invalid("start.stream_sid", e))?;
+    let backend_name = rt.backend.name();
+    let row = rt
+        .db
+        .tenant_tx(customer, async |tx| {
+            store::calls::start_stream(tx, &call_sid, &stream_sid, backend_name).await
+        })
+        .await?;
+    let outbound = row.is_outbound_api().then(|| instructions::Outbound {
+        persona: row.persona.clone(),
+        context: row.context.clone(),
+        greet_first: false,
+    });
+    // Every line the driver logs carries the tenant and the call through this span.
+    let span = tracing::info_span!("call", customer_id = customer.get(), call_sid = %call_sid);
+    span.in_scope(|| {
+        tracing::info!(
+            backend = backend_name,
+            outbound = outbound.is_some(),
+            "call stream started"
+        )
+    });
+    let (out_tx, out_rx) = mpsc::channel(backend::CHANNEL_CAPACITY);
+    let rt_calls = rt.calls.clone();
+    let call = Call {
+        rt,
+        customer,
+        call_sid,
+        account_sid: row.account_sid,
+        caller: row.caller.as_deref().and_then(CallerNumber::from_network),
+        outbound,
+        out: out_tx,
+        barge: BargeIn::default(),
+    };
+    rt_calls.spawn(call.run(inbound).instrument(span));
+    Ok(ReceiverStream::new(out_rx).boxed())
+}
+
+/// The driver of one call.
+struct Call {
+    rt: Runtime,
+    customer: CustomerId,
+    call_sid: CallSid,
+    account_sid: AccountSid,
+    /// The remote party: the caller, or the callee of an outbound call.
+    caller: Option<CallerNumber>,
+    /// Set on outbound calls (`greet_first` filled in by `prepare`).
+    outbound: Option<instructions::Outbound>,
+    out: mpsc::Sender<Result<StreamCallResponse, Status>>,
+    /// Marks, what the caller heard, and what a barge-in cuts.
+    barge: BargeIn,
+}
+
+/// Why the call ended, and what the edge is told.
+enum End {
+    CallerHangup,
+    Transfer(PhoneNumber),
+    BackendError,
+    EdgeGone,
+    /// The service's drain deadline passed with the call still running.
+    Shutdown,
+}
+
+impl End {
+    fn reason(&self) -> EndReason {
+        match self {
+            End::CallerHangup => EndReason::CallerHangup,
+            End::Transfer(_) => EndReason::Transfer,
+            End::BackendError => EndReason::BackendError,
+            End::EdgeGone => EndReason::StreamClosed,
+            End::Shutdown => EndReason::Shutdown,
+        }
+    }
+}
+
+/// A transcript turn on its way to the writer: who, what, and the media time it belongs at.
+type TurnTx = mpsc::UnboundedSender<(Speaker, String, u32)>;
+
+/// Writes transcript turns in order, each in its own transaction, as they happen (in the call's
+/// span).
+fn spawn_turn_writer(
+    rt: &Runtime,
+    customer: CustomerId,
+    call_sid: CallSid,
+) -> (TurnTx, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Speaker, String, u32)>();
+    let db = rt.db.clone();
+    let writer = async move {
+        let mut seq = 0i32;
+        while let Some((speaker, text, offset)) = rx.recv().await {
+            seq += 1;
+            let n = seq;
+            let written = db
+                .tenant_tx(customer, async |tx| {
+                    store::transcripts::append_turn(tx, &call_sid, n, speaker, &text, offset).await
+                })
+                .await;
+            if let Err(e) = written {
+                tracing::error!(error = %e, "transcript turn not written");
+            }
+        }
+    };
+    (tx, tokio::spawn(writer.in_current_span()))
+}
+
+impl Call {
+    async fn send(&self, event: Out) -> bool {
+        self.out
+            .send(Ok(StreamCallResponse { event: Some(event) }))
+            .await
+            .is_ok()
+    }
+
+    async fn run(mut self, mut inbound: tonic::Streaming<StreamCallRequest>) {
+        metrics::gauge!("media_calls_active").increment(1.0);
+        let started = Instant::now();
+        let (turns, writer) = spawn_turn_writer(&self.rt, self.customer, self.call_sid.clone());
+        let end = self.relay(&mut inbound, &turns).await;
+        drop(turns);
+        let _ = writer.await;
+        match &end {
+            End::Transfer(number) => {
+                self.send(Out::Transfer(Transfer {
+                    number: number.as_str().to_owned(),
+                }))
+                .await;
+            }
+            End::BackendError => {
+                self.send(Out::Hangup(Hangup {
+                    reason: EndReason::BackendError.as_str().into(),
+                }))
+                .await;
+            }
+            // Shutdown: the stream just ends; the edge treats that as a failure and closes the
+            // socket with an error, so Twilio plays the apology.
+            End::CallerHangup | End::EdgeGone | End::Shutdown => {}
+        }
+        // Finalising is idempotent (the row keeps its first end, usage is counted once, the
+        // outbox entry is unique per call), so it is tried again through a database restart.
+        let finished = store::retry_while_unavailable(
+            FINISH_RETRY_BUDGET,
+            FINISH_RETRY_PAUSE,
+            || false,
+            |e| {
+                metrics::counter!("media_finish_retries_total").increment(1);
+                tracing::warn!(error = %e, "database unavailable at call end; finalising again shortly");
+            },
+            || self.finish(&end),
+        )
+        .await;
+        if let Err(e) = finished {
+            tracing::error!(error = %e, "call not finalised");
+        }
+        metrics::gauge!("media_calls_active").decrement(1.0);
+        metrics::histogram!("media_call_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(reason = end.reason().as_str(), "call ended");
+    }
+
+    /// Finalises the row and usage and queues `RecordCall`, in one transaction.
+    async fn finish(&self, end: &End) -> Result<(), MediaError> {
+        let transferred = matches!(end, End::Transfer(_));
+        let reason = end.reason();
+        let customer = self.customer;
+        let caller = self.caller.clone();
+        self.rt
+            .db
+            .tenant_tx(customer, async |tx| {
+                let row = store::calls::finish_stream(tx, customer, &self.call_sid, reason).await?;
+                if let Some(caller) = &caller {
+                    let mut turns = store::transcripts::turns(tx, &row.call_sid).await?;
+                    turns.truncate(MAX_RECORDED_TURNS);
+                    let request = RecordCallRequest {
+                        call_sid: row.call_sid.as_str().to_owned(),
+                        user_id: caller.as_str().to_owned(),
+                        call_time: Some(store::timestamp(
+                            row.answered_at.unwrap_or(row.created_at),
+                        )),
+                        duration_seconds: row.duration_seconds.clamp(0, 86_400),
+                        turns,
+                        transferred,
+                    };
+                    store::outbox::enqueue(
+                        tx,
+                        OutboxKind::RecordCall,
+                        &self.call_sid,
+                        &request.encode_to_vec(),
+                    )
+                    .await?;
+                }
+                Ok::<_, MediaError>(())
+            })
+            .await?;
+        self.rt.outbox_wake.notify_one();
+        Ok(())
+    }
+}

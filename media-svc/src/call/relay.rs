@@ -1,0 +1,250 @@
+//! The relay loop of a live call: one task polls the caller's stream, the backend session, the
+//! session's age and the service's shutdown, and hands each event to a handler that says whether
+//! the call goes on ([`ControlFlow::Continue`]) or how it ended. Caller audio and DTMF go to the
+//! backend unchanged; backend audio goes to the caller followed by a mark, unless a barge-in cut
+//! its item ([`super::barge_in`]); transcripts go to the turn writer and into the history a
+//! replacement session is given.
+
+use std::ops::ControlFlow;
+
+use mesh::api::common::Speaker;
+use mesh::api::media::stream_call_request::Event as In;
+use mesh::api::media::stream_call_response::Event as Out;
+use mesh::api::media::{AudioFrame, Clear, DtmfDigit, Mark, StreamCallRequest};
+use mesh::api::tenant::AgentProfile;
+use tonic::Status;
+
+use super::setup::rollover_instructions;
+use super::{Call, End, TurnTx};
+use crate::backend::{CONNECT_TIMEOUT, FromBackend, Session, SessionConfig, ToBackend};
+
+/// What a handler decides: go on, or the call ended this way.
+type Step = ControlFlow<End>;
+
+/// The call's backend side while it relays.
+struct Live {
+    session: Session,
+    /// What the session was opened with (a replacement session starts from it).
+    config: SessionConfig,
+    /// The profile the tools read.
+    profile: AgentProfile,
+    /// The conversation so far, as a replacement session is told it.
+    history: Vec<String>,
+}
+
+impl Live {
+    async fn send(&mut self, event: ToBackend) -> Step {
+        match self.session.send(event).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(End::BackendError),
+        }
+    }
+}
+
+impl Call {
+    /// Sends an event to the edge; a closed edge ends the call.
+    async fn to_edge(&self, event: Out) -> Step {
+        if self.send(event).await {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(End::EdgeGone)
+        }
+    }
+
+    /// Prepares the call, opens the backend session and relays until the call ends.
+    pub(super) async fn relay(
+        &mut self,
+        inbound: &mut tonic::Streaming<StreamCallRequest>,
+        turns: &TurnTx,
+    ) -> End {
+        let (profile, config) = self.session_config().await;
+        let session = match self.open_session(config.clone()).await {
+            Ok(s) => s,
+            Err(end) => return end,
+        };
+        let mut live = Live {
+            session,
+            config,
+            profile,
+            history: Vec::new(),
+        };
+        // One timer for the whole session (not one per loop turn: the loop runs per frame).
+        let rollover = tokio::time::sleep(self.rt.session_max);
+        tokio::pin!(rollover);
+        let end = loop {
+            let step = tokio::select! {
+                () = self.rt.cut_calls.cancelled() => ControlFlow::Break(End::Shutdown),
+                () = &mut rollover => {
+                    rollover.as_mut().reset(tokio::time::Instant::now() + self.rt.session_max);
+                    self.roll_over(&mut live).await
+                }
+                msg = inbound.message() => self.on_caller(msg, &mut live, turns).await,
+                ev = live.session.recv() => self.on_backend(ev, &mut live, turns).await,
+            };
+            if let ControlFlow::Break(end) = step {
+                break end;
+            }
+        };
+        live.session.close().await;
+        end
+    }
+
+    /// Realtime sessions end at 30 minutes: continue in a fresh session that carries the
+    /// conversation so far, without greeting again.
+    async fn roll_over(&mut self, live: &mut Live) -> Step {
+        let next = SessionConfig {
+            instructions: rollover_instructions(&live.config.instructions, &live.history),
+            greeting: String::new(),
+            speak_first: false,
+            ..live.config.clone()
+        };
+        let Ok(Ok(fresh)) =
+            tokio::time::timeout(CONNECT_TIMEOUT, self.rt.backend.connect(next)).await
+        else {
+            metrics::counter!("media_backend_errors_total").increment(1);
+            tracing::error!("backend session rollover failed");
+            return ControlFlow::Break(End::BackendError);
+        };
+        live.session.close().await;
+        live.session = fresh;
+        metrics::counter!("media_session_rollovers_total").increment(1);
+        tracing::info!("backend session rolled over");
+        if self.barge.session_replaced() {
+            return self.to_edge(Out::Clear(Clear {})).await;
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// One message from the edge.
+    async fn on_caller(
+        &mut self,
+        msg: Result<Option<StreamCallRequest>, Status>,
+        live: &mut Live,
+        turns: &TurnTx,
+    ) -> Step {
+        let event = match msg {
+            Ok(Some(StreamCallRequest { event: Some(e) })) => e,
+            Ok(Some(_)) => return ControlFlow::Continue(()),
+            Ok(None) => return ControlFlow::Break(End::CallerHangup),
+            Err(status) => {
+                tracing::info!(code = ?status.code(), "call stream broke");
+                return ControlFlow::Break(End::EdgeGone);
+            }
+        };
+        match event {
+            In::Audio(frame) => {
+                self.barge.caller_audio(frame.timestamp_ms);
+                live.send(ToBackend::Audio {
+                    payload: frame.payload,
+                    timestamp_ms: frame.timestamp_ms,
+                })
+                .await
+            }
+            In::Dtmf(d) => self.dtmf(&d, live, turns).await,
+            In::Mark(m) => {
+                self.barge.mark_played(&m.name);
+                ControlFlow::Continue(())
+            }
+            In::Stop(_) => ControlFlow::Break(End::CallerHangup),
+            In::Start(_) => {
+                tracing::warn!("second `start` on a call stream ignored");
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// A key the caller pressed: one digit (`0-9`, `A-D`, `*`, `#`), noted in the transcript and
+    /// told to the backend.
+    async fn dtmf(&mut self, d: &DtmfDigit, live: &mut Live, turns: &TurnTx) -> Step {
+        let digit: String = d
+            .digit
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '*' || *c == '#')
+            .take(1)
+            .collect();
+        if digit.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        let note = format!("[caller pressed {digit}]");
+        live.history.push(note.clone());
+        let _ = turns.send((Speaker::System, note, self.barge.media_ms()));
+        live.send(ToBackend::Dtmf(digit)).await
+    }
+
+    /// One event from the backend (`None`: it is gone).
+    async fn on_backend(
+        &mut self,
+        ev: Option<FromBackend>,
+        live: &mut Live,
+        turns: &TurnTx,
+    ) -> Step {
+        let Some(ev) = ev else {
+            tracing::error!("backend session ended unexpectedly");
+            return ControlFlow::Break(End::BackendError);
+        };
+        match ev {
+            FromBackend::Audio { item_id, payload } => self.agent_audio(&item_id, payload).await,
+            FromBackend::SpeechStarted => self.speech_started(live).await,
+            FromBackend::CallerTranscript(text) => {
+                live.history.push(format!("Caller: {text}"));
+                let _ = turns.send((Speaker::Caller, text, self.barge.media_ms()));
+                ControlFlow::Continue(())
+            }
+            FromBackend::AgentTranscript(text) => {
+                live.history.push(format!("Agent: {text}"));
+                let _ = turns.send((Speaker::Agent, text, self.barge.agent_turn_ms()));
+                ControlFlow::Continue(())
+            }
+            FromBackend::ToolCall {
+                call_id,
+                name,
+                arguments,
+            } => {
+                let (output, end) = self.tool(&live.profile, &name, &arguments, turns).await;
+                if let Some(end) = end {
+                    return ControlFlow::Break(end);
+                }
+                live.send(ToBackend::ToolResult { call_id, output }).await
+            }
+            FromBackend::Error(e) => {
+                metrics::counter!("media_backend_errors_total").increment(1);
+                tracing::error!(error = %e, "backend error ends the call");
+                ControlFlow::Break(End::BackendError)
+            }
+        }
+    }
+
+    /// Agent audio: to the caller followed by its mark, unless a barge-in cut its item.
+    async fn agent_audio(&mut self, item_id: &str, payload: Vec<u8>) -> Step {
+        let Some(mark) = self.barge.agent_audio(item_id) else {
+            return ControlFlow::Continue(());
+        };
+        self.to_edge(Out::Audio(AudioFrame {
+            payload,
+            sequence: 0,
+            timestamp_ms: 0,
+        }))
+        .await?;
+        self.to_edge(Out::Mark(Mark { name: mark })).await
+    }
+
+    /// The caller started speaking: a barge-in when agent audio is unheard (`clear` to the
+    /// edge, the item truncated at what was heard).
+    async fn speech_started(&mut self, live: &mut Live) -> Step {
+        let Some(cut) = self.barge.speech_started() else {
+            return ControlFlow::Continue(());
+        };
+        metrics::counter!("media_barge_in_total").increment(1);
+        self.to_edge(Out::Clear(Clear {})).await?;
+        match cut.truncate {
+            Some((item_id, audio_end_ms)) => {
+                live.send(ToBackend::Truncate {
+                    item_id,
+                    audio_end_ms,
+                })
+                .await
+            }
+            None => ControlFlow::Continue(()),
+        }
+    }
+}

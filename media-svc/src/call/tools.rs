@@ -1,0 +1,95 @@
+//! The tools the agent may call: `get_current_time` (at the business, in its time zone) and
+//! `transfer_call` (by the keyword of one of the tenant's transfer rules: Twilio REST redirects
+//! the live call to dial the rule's number, and the call ends here). Outputs are JSON text for the
+//! backend; a failure is an output the agent can apologise for, never the end of the call.
+
+use chrono::Utc;
+use mesh::api::common::Speaker;
+use mesh::api::tenant::AgentProfile;
+use mesh::domain::PhoneNumber;
+
+use super::{Call, End, TurnTx};
+use crate::twilio;
+
+/// The format of a local time told to the agent.
+const TIME_FORMAT: &str = "%A %Y-%m-%d %H:%M";
+
+/// A tool's output for a refusal.
+fn refusal(error: &str) -> String {
+    serde_json::json!({"ok": false, "error": error}).to_string()
+}
+
+impl Call {
+    /// Runs a tool; returns its output and, for a completed transfer, the end of the call.
+    pub(super) async fn tool(
+        &self,
+        profile: &AgentProfile,
+        name: &str,
+        arguments: &str,
+        turns: &TurnTx,
+    ) -> (String, Option<End>) {
+        match name {
+            "get_current_time" => (current_time(profile), None),
+            "transfer_call" => self.transfer(profile, arguments, turns).await,
+            other => {
+                tracing::warn!(tool = %other.escape_debug(), "backend asked for an unknown tool");
+                (refusal("unknown tool"), None)
+            }
+        }
+    }
+
+    /// `transfer_call`: the rule named by `{"keyword": ...}`, then Twilio's redirect.
+    async fn transfer(
+        &self,
+        profile: &AgentProfile,
+        arguments: &str,
+        turns: &TurnTx,
+    ) -> (String, Option<End>) {
+        let keyword = serde_json::from_str::<serde_json::Value>(arguments)
+            .ok()
+            .and_then(|v| v.get("keyword").and_then(|k| k.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        let rule = profile
+            .transfer_rules
+            .iter()
+            .find(|r| r.keyword.eq_ignore_ascii_case(keyword.trim()));
+        let Some(rule) = rule else {
+            return (refusal("no transfer rule with that keyword"), None);
+        };
+        let Ok(number) = PhoneNumber::parse(&rule.number) else {
+            tracing::error!("transfer rule has an invalid number");
+            return (refusal("transfer target invalid"), None);
+        };
+        let redirected =
+            twilio::redirect_to_dial(&self.rt.twilio, &self.account_sid, &self.call_sid, &number)
+                .await;
+        match redirected {
+            Ok(()) => {
+                metrics::counter!("media_transfers_total").increment(1);
+                let _ = turns.send((
+                    Speaker::System,
+                    format!("[transferred to {} {}]", rule.keyword, number.as_str()),
+                    self.barge.media_ms(),
+                ));
+                (String::new(), Some(End::Transfer(number)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "transfer failed");
+                (
+                    refusal("transfer failed, apologise and offer to take a message"),
+                    None,
+                )
+            }
+        }
+    }
+}
+
+/// `get_current_time`: now at the business (UTC when its time zone is unknown).
+fn current_time(profile: &AgentProfile) -> String {
+    let now = Utc::now();
+    let local = match profile.time_zone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => now.with_timezone(&tz).format(TIME_FORMAT).to_string(),
+        Err(_) => now.format(TIME_FORMAT).to_string(),
+    };
+    serde_json::json!({"time": local, "time_zone": profile.time_zone}).to_string()
+}

@@ -1,0 +1,278 @@
+//! The per-tenant call limits: calls in progress at once by package tier (shared by inbound
+//! `RegisterCall` and outbound placements) and outbound calls per rolling hour. The tenant's tier
+//! is cached ([`Outbound::tier`]); counting and adding a call happen under the tenant's advisory
+//! lock, and a placement holds its slot with a reservation while Twilio is asked
+//! ([`reserve`]; see [`super`] for why).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mesh::api::media::CallDirection;
+use mesh::domain::CustomerId;
+
+use crate::error::MediaError;
+use crate::peers::Peers;
+use crate::runtime::Runtime;
+use crate::store::limits::{self as sql, ReservationId};
+use crate::store::{self, CallRow, NewCall};
+
+/// How long a tenant's package tier is trusted for `RegisterCall` before tenant-svc is asked
+/// again.
+pub const TIER_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// How long the fallback (first tier) is used after tenant-svc could not say, before asking
+/// again: a tenant-svc outage then costs one lookup per tenant every few seconds, not one per
+/// call.
+pub const TIER_FALLBACK_TTL: Duration = Duration::from_secs(5);
+
+/// `retry-after` of a refusal by the concurrent-call limit: calls end at their own pace.
+pub const CONCURRENCY_RETRY_AFTER_SECS: u64 = 30;
+
+/// `x-neurosphere-limit` of a refusal by the rolling-hour limit.
+pub const LIMIT_RATE: &str = "rate";
+
+/// `x-neurosphere-limit` of a refusal by the concurrent-call limit.
+pub const LIMIT_CONCURRENCY: &str = "concurrency";
+
+/// Limits on how many calls a tenant may have and place.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Calls in progress at once per package tier, in the order configured; a tier that is not
+    /// listed gets the first entry's limit.
+    pub concurrent_by_tier: Vec<(String, u32)>,
+    /// Outbound calls per rolling hour when the tenant's own `public_calls_per_hour` is 0.
+    pub outbound_per_hour: u32,
+}
+
+impl Limits {
+    /// Parses `MEDIA_CONCURRENT_CALLS_BY_TIER` (`tier=n,tier=n`).
+    pub fn parse_tiers(s: &str) -> Result<Vec<(String, u32)>, String> {
+        let mut tiers = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (tier, n) = part
+                .split_once('=')
+                .ok_or_else(|| format!("expected `tier=n`, got {part:?}"))?;
+            let n: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("limit of tier {:?} is not a number", tier.trim()))?;
+            if n == 0 {
+                return Err(format!(
+                    "limit of tier {:?} must be at least 1",
+                    tier.trim()
+                ));
+            }
+            tiers.push((tier.trim().to_owned(), n));
+        }
+        if tiers.is_empty() {
+            return Err("at least one `tier=n` is needed".into());
+        }
+        Ok(tiers)
+    }
+
+    /// The concurrent-call limit of `tier`.
+    pub fn concurrent_for(&self, tier: &str) -> u32 {
+        self.concurrent_by_tier
+            .iter()
+            .find(|(t, _)| t == tier)
+            .or(self.concurrent_by_tier.first())
+            .map_or(1, |(_, n)| *n)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            concurrent_by_tier: vec![
+                ("starter".into(), 5),
+                ("professional".into(), 20),
+                ("enterprise".into(), 100),
+            ],
+            outbound_per_hour: 20,
+        }
+    }
+}
+
+/// Outbound-call settings of the service and the per-tenant tier cache.
+#[derive(Clone)]
+pub struct Outbound {
+    /// Concurrent and hourly limits.
+    pub limits: Limits,
+    /// The gateway's public base URL, without a trailing slash.
+    pub public_base_url: String,
+    tiers: Arc<Mutex<HashMap<CustomerId, (String, Instant)>>>,
+}
+
+impl Outbound {
+    /// Settings from the call configuration.
+    pub fn new(limits: Limits, public_base_url: &str) -> Self {
+        Self {
+            limits,
+            public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+            tiers: Arc::default(),
+        }
+    }
+
+    pub(super) fn remember_tier(&self, customer: CustomerId, tier: &str, ttl: Duration) {
+        self.tiers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(customer, (tier.to_owned(), Instant::now() + ttl));
+    }
+
+    /// The tenant's package tier: cached for [`TIER_CACHE_TTL`]; when tenant-svc cannot say in
+    /// time, the first configured tier (logged), for [`TIER_FALLBACK_TTL`].
+    pub async fn tier(&self, peers: &Peers, customer: CustomerId) -> String {
+        {
+            let cache = self.tiers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((tier, until)) = cache.get(&customer)
+                && Instant::now() < *until
+            {
+                return tier.clone();
+            }
+        }
+        match tokio::time::timeout(peers.timeout(), peers.customer(customer)).await {
+            Ok(Ok(c)) => {
+                self.remember_tier(customer, &c.package_tier, TIER_CACHE_TTL);
+                c.package_tier
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.short(),
+                    _ => "timed out".to_owned(),
+                };
+                let first = self
+                    .limits
+                    .concurrent_by_tier
+                    .first()
+                    .map(|(t, _)| t.clone())
+                    .unwrap_or_default();
+                metrics::counter!("media_tier_fallback_total").increment(1);
+                tracing::warn!(customer_id = customer.get(), %error, tier = %first, "package tier unavailable; using the first tier's call limit");
+                self.remember_tier(customer, &first, TIER_FALLBACK_TTL);
+                first
+            }
+        }
+    }
+}
+
+/// "1 call", "2 calls".
+fn calls(n: i64) -> String {
+    if n == 1 {
+        "1 call".into()
+    } else {
+        format!("{n} calls")
+    }
+}
+
+/// "1 outbound call", "2 outbound calls".
+fn outbound_calls(n: i64) -> String {
+    if n == 1 {
+        "1 outbound call".into()
+    } else {
+        format!("{n} outbound calls")
+    }
+}
+
+/// The refusal by the concurrent-call limit of `tier`.
+fn concurrency_refusal(in_progress: i64, tier: &str) -> MediaError {
+    MediaError::LimitReached {
+        message: format!(
+            "customer has {} in progress, the limit of package tier `{tier}`",
+            calls(in_progress)
+        ),
+        retry_after_secs: CONCURRENCY_RETRY_AFTER_SECS,
+        limit: LIMIT_CONCURRENCY,
+    }
+}
+
+/// Counts the tenant's outbound calls of the last hour and its calls in progress under its
+/// lock and, when both are under their limits (`per_hour`, and the concurrent limit of `tier`),
+/// reserves a slot for the call being placed. Commits at once: Twilio is asked outside it.
+pub(super) async fn reserve(
+    rt: &Runtime,
+    customer: CustomerId,
+    per_hour: u32,
+    tier: &str,
+) -> Result<ReservationId, MediaError> {
+    let concurrent = i64::from(rt.outbound.limits.concurrent_for(tier));
+    rt.db
+        .tenant_tx(customer, async |tx| {
+            sql::lock_call_limits(tx, customer).await?;
+            let (placed, retry) =
+                sql::outbound_last_hour(tx, customer, i64::from(per_hour)).await?;
+            if let Some(retry_after_secs) = retry {
+                return Err(MediaError::LimitReached {
+                    message: format!(
+                        "customer has placed {} in the last hour, the limit is {per_hour}",
+                        outbound_calls(placed)
+                    ),
+                    retry_after_secs,
+                    limit: LIMIT_RATE,
+                });
+            }
+            let in_progress = sql::calls_in_progress(tx, customer, true).await?;
+            if in_progress >= concurrent {
+                return Err(concurrency_refusal(in_progress, tier));
+            }
+            sql::reserve_outbound(tx, customer).await
+        })
+        .await
+}
+
+/// `RegisterCall`: a repeat of a known CallSid returns the stored call; a new call is stored
+/// only while the tenant has fewer calls in progress than its tier allows (counted under the
+/// same lock as outbound placements). An OUTBOUND_API registration does not count reservations:
+/// the one it would find is, in practice, this very call, whose Twilio answer is being stored.
+pub async fn register(
+    rt: &Runtime,
+    customer: CustomerId,
+    call: &NewCall,
+) -> Result<(CallRow, bool), MediaError> {
+    let tier = rt.outbound.tier(&rt.peers, customer).await;
+    let limit = i64::from(rt.outbound.limits.concurrent_for(&tier));
+    let with_reservations = call.direction != CallDirection::OutboundApi;
+    rt.db
+        .tenant_tx(customer, async |tx| {
+            // Serialised per tenant by the lock; the lookup and the count are sent with it in
+            // one round trip and run once it is held, so a registration of the same CallSid
+            // that committed while we waited is seen, and so are calls counted by it.
+            let ((), existing, in_progress) = tokio::try_join!(
+                sql::lock_call_limits(tx, customer),
+                store::calls::get_call(tx, &call.call_sid, false),
+                sql::calls_in_progress(tx, customer, with_reservations),
+            )?;
+            if let Some(existing) = existing {
+                return Ok((existing, false));
+            }
+            if in_progress >= limit {
+                metrics::counter!("media_calls_refused_total", "reason" => "concurrency")
+                    .increment(1);
+                tracing::info!(customer_id = customer.get(), in_progress, %tier, "new call refused at the concurrent-call limit");
+                return Err(concurrency_refusal(in_progress, &tier));
+            }
+            store::calls::register_call(tx, customer, call).await
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_parse_and_unknown_tiers_get_the_first_limit() {
+        let limits = Limits {
+            concurrent_by_tier: Limits::parse_tiers(" starter=2, professional = 7 ").unwrap(),
+            outbound_per_hour: 1,
+        };
+        assert_eq!(limits.concurrent_for("professional"), 7);
+        assert_eq!(limits.concurrent_for("starter"), 2);
+        assert_eq!(limits.concurrent_for("gold"), 2);
+        assert!(Limits::parse_tiers("starter").is_err());
+        assert!(Limits::parse_tiers("starter=0").is_err());
+        assert!(Limits::parse_tiers("starter=x").is_err());
+        assert!(Limits::parse_tiers("").is_err());
+    }
+}

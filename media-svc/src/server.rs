@@ -1,0 +1,126 @@
+//! The process around the handlers: the auth [`policy`] of every RPC, [`run`] (settings, the
+//! pool logged in as `media_svc` and self-checked, the identity, the ports) and [`serve`] (the
+//! outbox and webhook workers, the mesh server, and the ordered shutdown that lets calls ended
+//! in the drain be finalised before the workers stop).
+
+use std::future::Future;
+use std::time::Duration;
+
+use mesh::api::media::call_service_server::CallServiceServer;
+use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
+use mesh::api::service_names as names;
+use mesh::auth::{Policy, Rule};
+use mesh::identity::{names::MEDIA_SVC, scope};
+use mesh::server::ServeConfig;
+use tokio::net::TcpListener;
+
+use crate::runtime::{Deps, Runtime};
+use crate::settings::Settings;
+use crate::{outbox, service, webhooks};
+
+/// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
+pub const NAME: &str = MEDIA_SVC;
+
+/// How long shutdown waits, after the gRPC drain, for call drivers to finalise their calls.
+pub const FINALISE_GRACE: Duration = Duration::from_secs(5);
+
+/// Which token kind and scope each RPC needs.
+pub fn policy() -> Policy {
+    Policy::new()
+        .service_methods(
+            names::CALL,
+            &[
+                ("RegisterCall", Rule::tenant(scope::MEDIA_CALLS)),
+                ("StreamCall", Rule::tenant(scope::MEDIA_STREAM)),
+                ("UpdateCallStatus", Rule::tenant(scope::MEDIA_CALLS)),
+                ("ListCalls", Rule::tenant(scope::MEDIA_READ)),
+                ("GetCall", Rule::tenant(scope::MEDIA_READ)),
+                ("GetUsage", Rule::tenant(scope::MEDIA_READ)),
+                ("ExportCaller", Rule::tenant(scope::MEDIA_EXPORT)),
+                ("EraseCaller", Rule::tenant(scope::MEDIA_ERASE)),
+                ("PlaceOutboundCall", Rule::tenant(scope::MEDIA_OUTBOUND)),
+                ("ListDeadLetters", Rule::tenant(scope::MEDIA_READ)),
+                ("RedeliverDeadLetter", Rule::tenant(scope::MEDIA_CALLS)),
+            ],
+        )
+        .service_methods(
+            names::MEDIA_ADMIN,
+            &[("EraseTenant", Rule::service(scope::MEDIA_ADMIN))],
+        )
+}
+
+/// Connects to the database (self-checked), loads the identity, binds the ports and serves
+/// until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let p = mesh::server::prepare(NAME, &settings.common).await?;
+    let deps = Deps {
+        db: p.db,
+        identity: p.identity,
+        calls: settings.calls,
+    };
+    serve(
+        deps,
+        p.grpc,
+        p.admin,
+        settings.common.drain_deadline,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves on already-bound listeners (tests bind port 0).
+pub async fn serve(
+    deps: Deps,
+    grpc: TcpListener,
+    admin: TcpListener,
+    drain_deadline: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = Runtime::new(&deps)?;
+    let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
+    let webhook_worker = tokio::spawn(webhooks::run(runtime.clone(), outbox_stopped.clone()));
+    let worker = tokio::spawn(outbox::run(
+        runtime.clone(),
+        deps.calls.outbox.clone(),
+        outbox_stopped,
+    ));
+    let (calls, cut_calls) = (runtime.calls.clone(), runtime.cut_calls.clone());
+    let svc = service::MediaSvc::new(runtime);
+    let routes = tonic::service::Routes::new(CallServiceServer::new(svc.clone()))
+        .add_service(MediaAdminServiceServer::new(svc));
+    let config = ServeConfig::for_service(
+        NAME,
+        (grpc, admin),
+        &deps.identity,
+        policy(),
+        vec![names::CALL, names::MEDIA_ADMIN],
+        deps.db,
+        drain_deadline,
+    );
+    let served = mesh::server::serve(config, routes, shutdown).await;
+    // The streams are closed now; the drivers of calls that ended in the drain are still
+    // writing their final rows and outbox entries.
+    cut_calls.cancel();
+    calls.close();
+    if !calls.is_empty() {
+        tracing::info!(service = NAME, calls = calls.len(), "finalising calls");
+    }
+    if tokio::time::timeout(FINALISE_GRACE, calls.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            service = NAME,
+            calls = calls.len(),
+            "calls still finalising at exit"
+        );
+    }
+    let _ = stop_outbox.send(true);
+    let _ = worker.await;
+    let _ = webhook_worker.await;
+    served?;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The statements behind the per-tenant call limits (see [`crate::outbound`] for why they are
+//! shaped this way): the advisory lock that serialises counting and adding a call, the count of
+//! calls in progress, the rolling-hour count of outbound calls, and the short-lived reservations
+//! (`media.outbound_reservations`) that hold a slot while Twilio is asked.
+
+use mesh::api::media::{CallDirection, CallStatus};
+use mesh::db::Tx;
+use mesh::domain::CustomerId;
+use tokio_postgres::types::Type;
+
+use crate::error::MediaError;
+
+/// How long a reservation of a call being placed counts towards the limits. Longer than the
+/// whole Twilio request (10 s), short enough that one left behind by a crash blocks nothing for
+/// long.
+pub const RESERVATION_TTL_SECS: i64 = 60;
+
+/// Calls created longer ago than this no longer count as in progress, so a call whose end never
+/// reached us cannot block its tenant forever.
+pub const IN_PROGRESS_WINDOW_HOURS: i64 = 4;
+
+/// The id of a reservation row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationId(i64);
+
+/// Takes the tenant's call-limit lock until the end of the transaction. Every path that counts
+/// calls and then adds one (PlaceOutboundCall's reservation, RegisterCall's insert) holds it, so
+/// two of them never both see the last free slot. The key is a 64-bit hash of a media-specific
+/// name seeded with the tenant id: another tenant colliding with it would only wait, never
+/// miscount.
+pub async fn lock_call_limits(tx: &Tx<'_>, customer: CustomerId) -> Result<(), MediaError> {
+    tx.query_typed(
+        "SELECT pg_advisory_xact_lock(hashtextextended('media.call_limits', $1))",
+        &[(&customer.get(), Type::INT8)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The tenant's calls in progress: not final, created in the last [`IN_PROGRESS_WINDOW_HOURS`],
+/// plus (when `with_reservations`) the outbound calls being placed right now.
+pub async fn calls_in_progress(
+    tx: &Tx<'_>,
+    customer: CustomerId,
+    with_reservations: bool,
+) -> Result<i64, MediaError> {
+    let rows = tx
+        .query_typed(
+            &format!(
+                "SELECT (SELECT count(*) FROM media.calls \
+                         WHERE customer_id = $1 AND status < {first_final} \
+                           AND created_at > now() - interval '{IN_PROGRESS_WINDOW_HOURS} hours') \
+                      + (SELECT count(*) FROM media.outbound_reservations \
+                         WHERE $2 AND customer_id = $1 \
+                           AND created_at > now() - interval '{RESERVATION_TTL_SECS} seconds')",
+                first_final = CallStatus::Completed as i32,
+            ),
+            &[
+                (&customer.get(), Type::INT8),
+                (&with_reservations, Type::BOOL),
+            ],
+        )
+        .await?;
+    Ok(rows.first().map_or(0, |r| r.get(0)))
+}
+
+/// Outbound calls placed in the last rolling hour (calls with direction OUTBOUND_API plus live
+/// reservations), and, when there are `limit` or more, the seconds until enough of them leave
+/// the window for one more call to fit.
+pub async fn outbound_last_hour(
+    tx: &Tx<'_>,
+    customer: CustomerId,
+    limit: i64,
+) -> Result<(i64, Option<u64>), MediaError> {
+    let window = format!(
+        "SELECT created_at FROM media.calls \
+         WHERE customer_id = $1 AND direction = {outbound} AND created_at > now() - interval '1 hour' \
+         UNION ALL \
+         SELECT created_at FROM media.outbound_reservations \
+         WHERE customer_id = $1 AND created_at > now() - interval '{RESERVATION_TTL_SECS} seconds'",
+        outbound = CallDirection::OutboundApi as i32,
+    );
+    let placed: i64 = tx
+        .query_one(
+            &format!("SELECT count(*) FROM ({window}) w"),
+            &[&customer.get()],
+        )
+        .await?
+        .get(0);
+    if placed < limit {
+        return Ok((placed, None));
+    }
+    // With `placed - limit + 1` calls leaving, one more fits: the one at offset `placed - limit`
+    // in age order is the last of them to leave.
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT ceil(extract(epoch FROM (created_at + interval '1 hour' - now())))::bigint \
+                 FROM ({window}) w ORDER BY created_at OFFSET $2 LIMIT 1"
+            ),
+            &[&customer.get(), &(placed - limit)],
+        )
+        .await?;
+    let secs = row.map_or(1, |r| r.get::<_, i64>(0)).max(1);
+    Ok((placed, Some(u64::try_from(secs).unwrap_or(1))))
+}
+
+/// Reserves a slot for an outbound call being placed (and drops this tenant's stale
+/// reservations); returns the reservation's id. Call with the limit lock held.
+pub async fn reserve_outbound(
+    tx: &Tx<'_>,
+    customer: CustomerId,
+) -> Result<ReservationId, MediaError> {
+    tx.execute(
+        &format!(
+            "DELETE FROM media.outbound_reservations \
+             WHERE customer_id = $1 AND created_at <= now() - interval '{RESERVATION_TTL_SECS} seconds'"
+        ),
+        &[&customer.get()],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO media.outbound_reservations (customer_id) VALUES ($1) RETURNING id",
+            &[&customer.get()],
+        )
+        .await?;
+    Ok(ReservationId(row.get(0)))
+}
+
+/// Drops a reservation (the call was refused or failed, or is now stored).
+pub async fn release_reservation(
+    tx: &Tx<'_>,
+    customer: CustomerId,
+    reservation: ReservationId,
+) -> Result<(), MediaError> {
+    tx.execute(
+        "DELETE FROM media.outbound_reservations WHERE customer_id = $1 AND id = $2",
+        &[&customer.get(), &reservation.0],
+    )
+    .await?;
+    Ok(())
+}

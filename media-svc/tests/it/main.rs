@@ -1,0 +1,15 @@
+//! media-svc's integration tests, one binary (one link) with a module per area. Each test starts
+//! media-svc on port 0 against its own fresh database (see [`common`]), with tenant-svc and
+//! memory-svc in-process where the test needs them and fakes of the third parties ([`fakes`]:
+//! the OpenAI Realtime API, Twilio REST).
+
+mod common;
+mod fakes;
+
+mod binary;
+mod calls;
+mod openai_realtime;
+mod outbound;
+mod outbox_memory;
+mod stream_local;
+mod webhooks;
