@@ -1,6 +1,10 @@
-//! Rate limits at the edge (governor, GCRA): per source IP on the public endpoints, per Twilio
-//! account on webhooks, per tenant on the legacy REST endpoints. A refused request gets 429 with
-//! `Retry-After` and is counted; nothing behind the limit is touched.
+//! Rate limits at the edge (governor, GCRA), each a layer in front of the handlers it guards, so
+//! a refused request never reaches them: per source address on the Twilio endpoints
+//! ([`per_ip`]), per Twilio account on voice webhooks once their signature is verified
+//! ([`per_account`]), per tenant on the legacy REST endpoints once their token is exchanged
+//! ([`per_tenant`]), and the per-address allowance of `POST /v1/calls` ([`public_calls`]). A
+//! refused request gets 429 with `Retry-After` and is counted; nothing behind the limit is
+//! touched.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -8,11 +12,19 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{StatusCode, header};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use mesh::domain::{AccountSid, CustomerId};
+
+use crate::extract::{ClientAddr, TwilioForm};
+use crate::legacy::LegacyTenant;
+use crate::state::Edge;
+use crate::twilio::CallWebhook;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 
@@ -43,8 +55,8 @@ impl Default for LimitConfig {
 /// The limiters.
 pub struct Limits {
     ip: Arc<Keyed<IpAddr>>,
-    account: Arc<Keyed<String>>,
-    tenant: Arc<Keyed<i64>>,
+    account: Arc<Keyed<AccountSid>>,
+    tenant: Arc<Keyed<CustomerId>>,
     public_calls: Arc<Keyed<IpAddr>>,
 }
 
@@ -63,27 +75,43 @@ fn quota((per_second, burst): (u32, u32)) -> Quota {
         .allow_burst(NonZeroU32::new(burst.max(1)).expect("non-zero"))
 }
 
+/// A request over its limit: when to come back. Answers 429 with `Retry-After` in plain text;
+/// the public API words it its own way ([`Refused::retry_after`]).
+#[derive(Debug)]
+pub struct Refused {
+    retry_after_secs: u64,
+}
+
+impl Refused {
+    /// The `Retry-After` header value: whole seconds, at least one.
+    pub fn retry_after(&self) -> HeaderValue {
+        HeaderValue::from(self.retry_after_secs)
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, self.retry_after())],
+            "rate limit exceeded\n",
+        )
+            .into_response()
+    }
+}
+
 fn check<K: Hash + Eq + Clone>(
     limiter: &Keyed<K>,
     key: &K,
     kind: &'static str,
-) -> Option<Response> {
-    match limiter.check_key(key) {
-        Ok(()) => None,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let secs = wait.max(Duration::from_secs(1)).as_secs().to_string();
-            metrics::counter!("gateway_rate_limited_total", "key" => kind).increment(1);
-            Some(
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    [(header::RETRY_AFTER, secs)],
-                    "rate limit exceeded\n",
-                )
-                    .into_response(),
-            )
+) -> Result<(), Refused> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        metrics::counter!("gateway_rate_limited_total", "key" => kind).increment(1);
+        Refused {
+            retry_after_secs: wait.max(Duration::from_secs(1)).as_secs(),
         }
-    }
+    })
 }
 
 impl Limits {
@@ -97,23 +125,23 @@ impl Limits {
         }
     }
 
-    /// `Some(429)` when `ip` is over its limit.
-    pub fn check_ip(&self, ip: IpAddr) -> Option<Response> {
+    /// Takes one request of `ip`'s allowance on the Twilio endpoints.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
         check(&self.ip, &ip, "ip")
     }
 
-    /// `Some(429)` when the Twilio account is over its limit.
-    pub fn check_account(&self, account_sid: &str) -> Option<Response> {
-        check(&self.account, &account_sid.to_owned(), "account")
+    /// Takes one voice webhook of the Twilio account's allowance.
+    pub fn check_account(&self, account_sid: &AccountSid) -> Result<(), Refused> {
+        check(&self.account, account_sid, "account")
     }
 
-    /// `Some(429)` when the tenant is over its limit.
-    pub fn check_tenant(&self, customer_id: i64) -> Option<Response> {
+    /// Takes one legacy REST request of the tenant's allowance.
+    pub fn check_tenant(&self, customer_id: CustomerId) -> Result<(), Refused> {
         check(&self.tenant, &customer_id, "tenant")
     }
 
-    /// `Some(429)` when `ip` has used its `POST /v1/calls` allowance.
-    pub fn check_public_calls(&self, ip: IpAddr) -> Option<Response> {
+    /// Takes one `POST /v1/calls` of `ip`'s allowance.
+    pub fn check_public_calls(&self, ip: IpAddr) -> Result<(), Refused> {
         check(&self.public_calls, &ip, "public-calls-ip")
     }
 
@@ -124,6 +152,75 @@ impl Limits {
         self.account.retain_recent();
         self.tenant.retain_recent();
         self.public_calls.retain_recent();
+    }
+}
+
+/// Layer: the source address's allowance on the Twilio endpoints (webhooks, Media Streams).
+pub async fn per_ip(
+    State(edge): State<Arc<Edge>>,
+    ClientAddr(ip): ClientAddr,
+    request: Request,
+    next: Next,
+) -> Response {
+    match edge.limits.check_ip(ip) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Layer: the Twilio account's allowance of voice webhooks. The account is only known from a
+/// verified form (an unsigned request must not spend a real account's allowance), so this layer
+/// runs the handler's own [`TwilioForm`] extractor (its refusals are the handler's) and hands
+/// the verified webhook on to it.
+pub async fn per_account(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let verified =
+        TwilioForm::<CallWebhook>::from_request(Request::from_parts(parts.clone(), body), &edge)
+            .await;
+    let form = match verified {
+        Ok(form) => form,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if let Err(refused) = edge.limits.check_account(&form.0.account_sid) {
+        return refused.into_response();
+    }
+    next.run(form.into_request(parts)).await
+}
+
+/// Layer: the tenant's allowance on the legacy REST endpoints, once its token is exchanged
+/// (the extractor keeps the exchanged tenant for the handler).
+pub async fn per_tenant(
+    State(edge): State<Arc<Edge>>,
+    tenant: LegacyTenant,
+    request: Request,
+    next: Next,
+) -> Response {
+    match edge.limits.check_tenant(tenant.customer_id) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Layer: the source address's allowance of `POST /v1/calls` (default 3 a day), answered in
+/// the public API's JSON.
+pub async fn public_calls(
+    State(edge): State<Arc<Edge>>,
+    ClientAddr(ip): ClientAddr,
+    request: Request,
+    next: Next,
+) -> Response {
+    match edge.limits.check_public_calls(ip) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => {
+            let mut r = crate::public::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many call requests from this address; see Retry-After",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, refused.retry_after());
+            r
+        }
     }
 }
 
@@ -138,13 +235,16 @@ mod tests {
             ..Default::default()
         });
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(limits.check_ip(ip).is_none());
-        assert!(limits.check_ip(ip).is_none());
-        let refused = limits.check_ip(ip).expect("third request refused");
+        assert!(limits.check_ip(ip).is_ok());
+        assert!(limits.check_ip(ip).is_ok());
+        let refused = limits
+            .check_ip(ip)
+            .expect_err("third request refused")
+            .into_response();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(refused.headers().contains_key(header::RETRY_AFTER));
         // Another address is unaffected.
-        assert!(limits.check_ip("192.0.2.2".parse().unwrap()).is_none());
+        assert!(limits.check_ip("192.0.2.2".parse().unwrap()).is_ok());
     }
 
     #[test]
@@ -155,9 +255,12 @@ mod tests {
         });
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         for _ in 0..3 {
-            assert!(limits.check_public_calls(ip).is_none());
+            assert!(limits.check_public_calls(ip).is_ok());
         }
-        let refused = limits.check_public_calls(ip).expect("fourth refused");
+        let refused = limits
+            .check_public_calls(ip)
+            .expect_err("fourth refused")
+            .into_response();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         let wait: u64 = refused.headers()[header::RETRY_AFTER]
             .to_str()
@@ -167,6 +270,6 @@ mod tests {
         // One request's worth of capacity comes back after a third of the window.
         assert!((7 * 3600..=8 * 3600).contains(&wait), "{wait}");
         // The webhook limit of the same address is separate.
-        assert!(limits.check_ip(ip).is_none());
+        assert!(limits.check_ip(ip).is_ok());
     }
 }

@@ -1,9 +1,9 @@
 //! `POST /v1/calls`: a tenant's website asks the platform to call a prospect now.
 //!
 //! The request carries a tenant token (scope `media:outbound`, audience media-svc) as a bearer
-//! token and a small JSON body. The gateway applies the per-IP allowance (default 3 requests a
-//! day), then forwards the request with the token and the browser's `Origin` to media-svc's
-//! `PlaceOutboundCall`, which verifies the token and owns every tenant-specific decision: the
+//! token and a small JSON body. The per-address allowance (default 3 requests a day,
+//! [`crate::limits::public_calls`]) stands in front; the handler forwards the request with the
+//! token and the browser's `Origin` to media-svc's `PlaceOutboundCall`, which verifies the token and owns every tenant-specific decision: the
 //! tenant's CORS origins, allowed countries, personas, do-not-call list, hourly and concurrent
 //! limits. Keeping those in media-svc means one place decides, whichever way a call is placed.
 //!
@@ -11,21 +11,21 @@
 //! not yet known) allows the method and headers for any origin; the real request is then
 //! refused with 403 and no `Access-Control-Allow-Origin` when the origin is not one of the
 //! tenant's, before anything is dialled. Every other answer echoes the origin so the page can
-//! read the error.
+//! read the error ([`cors`], a layer over the route).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mesh::api::media::{self as media_pb, PlaceOutboundCallRequest};
 use mesh::auth::with_bearer;
 use serde::Deserialize;
 
-use crate::edge::Edge;
+use crate::state::Edge;
 
 /// Time media-svc has to check, dial through Twilio and record the call.
 const PLACE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -47,9 +47,9 @@ pub struct PlaceCallBody {
     pub from: String,
 }
 
-fn origin(headers: &HeaderMap) -> Option<&HeaderValue> {
-    headers.get(header::ORIGIN)
-}
+/// Marks an answer the page must not read: its origin is not one of the tenant's.
+#[derive(Debug, Clone, Copy)]
+struct OriginRefused;
 
 /// Adds `Access-Control-Allow-Origin` for `origin` (and `Vary: Origin`, since the answer
 /// depends on it).
@@ -66,7 +66,17 @@ fn with_cors(mut response: Response, origin: Option<&HeaderValue>) -> Response {
     response
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+/// Layer: every answer of `/v1/calls` (the preflight, the allowance's 429, the handler's)
+/// echoes the request's origin, except one marked [`OriginRefused`].
+pub async fn cors(request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let response = next.run(request).await;
+    let refused = response.extensions().get::<OriginRefused>().is_some();
+    with_cors(response, origin.as_ref().filter(|_| !refused))
+}
+
+/// A JSON error answer: `{"error": {"code", "message"}}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         axum::Json(serde_json::json!({ "error": { "code": code, "message": message } })),
@@ -75,7 +85,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// `OPTIONS /v1/calls`: the CORS preflight.
-pub async fn preflight(headers: HeaderMap) -> Response {
+pub async fn preflight() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
     h.insert(
@@ -90,68 +100,29 @@ pub async fn preflight(headers: HeaderMap) -> Response {
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("600"),
     );
-    with_cors(response, origin(&headers))
+    response
 }
 
-/// `POST /v1/calls`.
+/// `POST /v1/calls` (behind the per-address allowance and the CORS layer).
 pub async fn place_call(
     State(edge): State<Arc<Edge>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let origin = origin(&headers);
-    let (response, allow_origin) = place(&edge, peer, &headers, &body).await;
-    with_cors(response, origin.filter(|_| allow_origin))
-}
-
-/// The answer, and whether the page may read it (false when its origin was refused).
-async fn place(
-    edge: &Edge,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> (Response, bool) {
-    if let Some(refused) = edge.limits.check_public_calls(peer.ip()) {
-        let retry = refused.headers().get(header::RETRY_AFTER).cloned();
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many call requests from this address; see Retry-After",
-        );
-        if let Some(v) = retry {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return (r, true);
-    }
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .filter(|t| !t.trim().is_empty())
-    else {
-        return (
-            error(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "missing bearer token",
-            ),
-            true,
+    let Ok(token) = mesh::auth::bearer::token(&headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "missing bearer token",
         );
     };
-    let request: PlaceCallBody = match serde_json::from_slice(body) {
+    let request: PlaceCallBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
-            return (
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_argument",
-                    &format!("body: {e}"),
-                ),
-                true,
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                &format!("body: {e}"),
             );
         }
     };
@@ -169,115 +140,88 @@ async fn place(
             from: request.from,
             origin,
         },
-        token.trim(),
+        token,
     ));
     match tokio::time::timeout(PLACE_TIMEOUT, call).await {
-        Ok(Ok(placed)) => {
-            let Some(call) = placed.into_inner().call else {
-                return (
-                    error(
-                        StatusCode::BAD_GATEWAY,
-                        "internal",
-                        "media-svc sent no call",
-                    ),
-                    true,
-                );
-            };
-            metrics::counter!("gateway_public_calls_placed_total").increment(1);
-            let body = serde_json::json!({
-                "call_sid": call.call_sid,
-                "status": media_pb::CallStatus::try_from(call.status)
-                    .map(|s| s.as_str_name())
-                    .unwrap_or("CALL_STATUS_UNSPECIFIED"),
-                "direction": "outbound-api",
-                "persona": call.persona,
-            });
-            (
-                (StatusCode::CREATED, axum::Json(body)).into_response(),
-                true,
-            )
-        }
+        Ok(Ok(placed)) => placed_call(placed.into_inner()),
         Ok(Err(status)) => status_response(&status),
-        Err(_) => (
-            error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "unavailable",
-                "the call could not be placed in time; it may still be placed",
-            ),
-            true,
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "unavailable",
+            "the call could not be placed in time; it may still be placed",
         ),
     }
 }
 
-/// Maps media-svc's answer to HTTP. Messages of client errors are media-svc's own (they name
-/// the field); server-side failures get a fixed text.
-fn status_response(s: &tonic::Status) -> (Response, bool) {
-    use tonic::Code;
+/// 201 with the call media-svc placed.
+fn placed_call(placed: media_pb::PlaceOutboundCallResponse) -> Response {
+    let Some(call) = placed.call else {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            "internal",
+            "media-svc sent no call",
+        );
+    };
+    metrics::counter!("gateway_public_calls_placed_total").increment(1);
+    let body = serde_json::json!({
+        "call_sid": call.call_sid,
+        "status": media_pb::CallStatus::try_from(call.status)
+            .map(|s| s.as_str_name())
+            .unwrap_or("CALL_STATUS_UNSPECIFIED"),
+        "direction": "outbound-api",
+        "persona": call.persona,
+    });
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+/// media-svc's refusal as an answer: the status from the mesh's one gRPC-to-HTTP table; client
+/// errors keep media-svc's message (it names the field), server-side failures get a fixed text.
+fn status_response(s: &tonic::Status) -> Response {
+    use mesh::status::ServiceErrorCode as C;
     metrics::counter!("gateway_public_calls_refused_total", "code" => format!("{:?}", s.code()))
         .increment(1);
+    let status = mesh::status::http_status_for(s.code());
+    let (code, message) = match C::from_grpc(s.code()) {
+        C::InvalidArgument => ("invalid_argument", s.message()),
+        C::FailedPrecondition => ("failed_precondition", s.message()),
+        C::Unauthenticated => ("unauthenticated", "invalid or expired token"),
+        C::PermissionDenied => ("permission_denied", s.message()),
+        C::ResourceExhausted => ("rate_limited", s.message()),
+        C::NotFound => ("not_found", s.message()),
+        C::AlreadyExists => ("already_exists", s.message()),
+        C::Unavailable | C::DeadlineExceeded | C::Cancelled => {
+            tracing::warn!(code = ?s.code(), "media-svc could not place a public call");
+            (
+                "unavailable",
+                "calls cannot be placed right now; try again later",
+            )
+        }
+        C::Unimplemented | C::Internal => {
+            tracing::warn!(code = ?s.code(), "unexpected answer to a public call request");
+            ("internal", "the call could not be placed")
+        }
+    };
+    let mut response = error(status, code, message);
     match s.code() {
-        Code::InvalidArgument | Code::OutOfRange => (
-            error(StatusCode::BAD_REQUEST, "invalid_argument", s.message()),
-            true,
-        ),
-        Code::FailedPrecondition => (
-            error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "failed_precondition",
-                s.message(),
-            ),
-            true,
-        ),
-        Code::Unauthenticated => (
-            error(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "invalid or expired token",
-            ),
-            true,
-        ),
         // An origin the tenant has not configured (or a token without `media:outbound`): the
         // page gets no CORS header, so it cannot read the answer either.
-        Code::PermissionDenied => (
-            error(StatusCode::FORBIDDEN, "permission_denied", s.message()),
-            false,
-        ),
-        Code::ResourceExhausted => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", s.message());
+        tonic::Code::PermissionDenied => {
+            response.extensions_mut().insert(OriginRefused);
+        }
+        tonic::Code::ResourceExhausted => {
             let retry = s
                 .metadata()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(60);
-            r.headers_mut()
+            response
+                .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry.max(1)));
-            (r, true)
         }
-        Code::NotFound => (error(StatusCode::NOT_FOUND, "not_found", s.message()), true),
-        Code::Unavailable | Code::DeadlineExceeded => {
-            tracing::warn!(code = ?s.code(), "media-svc could not place a public call");
-            (
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "calls cannot be placed right now; try again later",
-                ),
-                true,
-            )
-        }
-        code => {
-            tracing::warn!(?code, "unexpected answer to a public call request");
-            (
-                error(
-                    StatusCode::BAD_GATEWAY,
-                    "internal",
-                    "the call could not be placed",
-                ),
-                true,
-            )
-        }
+        _ => {}
     }
+    response
 }
 
 #[cfg(test)]
@@ -285,7 +229,8 @@ mod tests {
     use super::*;
 
     fn status_of(s: tonic::Status) -> (StatusCode, bool, Option<String>) {
-        let (r, cors) = status_response(&s);
+        let r = status_response(&s);
+        let cors = r.extensions().get::<OriginRefused>().is_none();
         let retry = r
             .headers()
             .get(header::RETRY_AFTER)

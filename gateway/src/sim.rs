@@ -13,6 +13,8 @@ use quick_xml::events::Event;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use mesh::g711;
+
 use crate::signature;
 
 /// One simulated call.
@@ -155,27 +157,14 @@ pub fn voice_like(seconds: f64) -> Vec<u8> {
             } else {
                 0
             };
-            linear_to_mulaw(sample)
+            g711::linear_to_ulaw(sample)
         })
         .collect()
 }
 
-/// G.711 mu-law encoding of one 16-bit sample.
-pub fn linear_to_mulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32635;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    let s = s.min(CLIP) + BIAS;
-    let exponent = (7 - (s.leading_zeros() as i32 - 17)).clamp(0, 7);
-    let mantissa = (s >> (exponent + 3)) & 0x0f;
-    !(sign | (exponent << 4) | mantissa) as u8
-}
+/// The mesh's one mu-law encoder, under the name the CLI still calls (until it calls
+/// `mesh::g711` itself).
+pub use mesh::g711::linear_to_ulaw as linear_to_mulaw;
 
 /// Whether mu-law audio carries sound (not just silence codes near 0xFF / 0x7F).
 pub fn is_audible(audio: &[u8]) -> bool {
@@ -185,6 +174,29 @@ pub fn is_audible(audio: &[u8]) -> bool {
 /// Plays the call.
 pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     let mut result = SimResult::default();
+    result.twiml = voice_webhook(call).await?;
+    let (stream, said) = parse_twiml(&result.twiml)?;
+    result.said = said;
+    let Some((stream_url, stream_params)) = stream else {
+        return Ok(result);
+    };
+    result.connected = true;
+    let ws = open_stream(call, &stream_url).await?;
+    let mut caller = Caller::new(call, ws);
+    caller.start(stream_params).await?;
+    if !caller.converse(&mut result).await {
+        caller.stop(&mut result).await;
+    }
+    Ok(result)
+}
+
+/// POSTs the signed voice webhook; the TwiML answer.
+async fn voice_webhook(call: &SimCall) -> Result<String, SimError> {
+    let direction = if call.direction.is_empty() {
+        "inbound"
+    } else {
+        call.direction.as_str()
+    };
     let params: Vec<(String, String)> = [
         ("CallSid", call.call_sid.as_str()),
         ("AccountSid", call.account_sid.as_str()),
@@ -192,14 +204,7 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
         ("To", call.to.as_str()),
         ("CallStatus", "ringing"),
         ("ApiVersion", "2010-04-01"),
-        (
-            "Direction",
-            if call.direction.is_empty() {
-                "inbound"
-            } else {
-                call.direction.as_str()
-            },
-        ),
+        ("Direction", direction),
         ("Caller", call.from.as_str()),
         ("Called", call.to.as_str()),
     ]
@@ -212,17 +217,16 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter())
         .finish();
-    let response = http_post(&call.gateway_addr, "/twilio/voice", &sig, &body).await?;
-    result.twiml = response;
-    let (stream, said) = parse_twiml(&result.twiml)?;
-    result.said = said;
-    let Some((stream_url, stream_params)) = stream else {
-        return Ok(result);
-    };
-    result.connected = true;
+    http_post(&call.gateway_addr, "/twilio/voice", &sig, &body).await
+}
 
-    // Twilio signs the upgrade against the stream URL with no parameters.
-    let ws_sig = signature::compute(call.auth_token.as_bytes(), &stream_url, &[]);
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the Media Streams socket the TwiML named, signed as Twilio signs it: against the
+/// stream URL with no parameters.
+async fn open_stream(call: &SimCall, stream_url: &str) -> Result<Socket, SimError> {
+    let ws_sig = signature::compute(call.auth_token.as_bytes(), stream_url, &[]);
     let path = stream_url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
@@ -239,129 +243,179 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     let (ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| SimError::Ws(e.to_string()))?;
-    let (mut tx, mut rx) = ws.split();
-    let stream_sid = format!("MZ{}", &call.call_sid[2..]);
-    let custom: serde_json::Map<String, serde_json::Value> = stream_params
-        .into_iter()
-        .map(|(k, v)| (k, v.into()))
-        .collect();
-    let send = |m: serde_json::Value| Message::Text(m.to_string().into());
-    tx.send(send(
-        serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
-    ))
-    .await
-    .map_err(|e| SimError::Ws(e.to_string()))?;
-    tx.send(send(serde_json::json!({
-        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": {"accountSid": call.account_sid, "streamSid": stream_sid, "callSid": call.call_sid,
-                  "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                  "customParameters": custom}
-    })))
-    .await
-    .map_err(|e| SimError::Ws(e.to_string()))?;
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut seq: u64 = 2;
-    let mut chunk: u64 = 1;
-    let mut offset = 0usize;
-    // Playback model: agent audio queues and plays in real time; a mark is echoed when the
-    // audio queued before it has played.
-    let mut play_until = Instant::now();
-    let mut pending_marks: VecDeque<(Instant, String)> = VecDeque::new();
-    let silence = [0xffu8; 160];
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if started.elapsed() >= call.duration {
-                    break;
+    Ok(ws)
+}
+
+/// Twilio's side of one Media Streams socket: sequence numbers, the caller's audio, and the
+/// playback model (agent audio queues and plays in real time; a mark is echoed when the audio
+/// queued before it has played).
+struct Caller<'a> {
+    call: &'a SimCall,
+    tx: futures::stream::SplitSink<Socket, Message>,
+    rx: futures::stream::SplitStream<Socket>,
+    stream_sid: String,
+    seq: u64,
+    play_until: Instant,
+    pending_marks: VecDeque<(Instant, String)>,
+}
+
+fn text(m: &serde_json::Value) -> Message {
+    Message::Text(m.to_string().into())
+}
+
+impl<'a> Caller<'a> {
+    fn new(call: &'a SimCall, ws: Socket) -> Self {
+        let (tx, rx) = ws.split();
+        Self {
+            call,
+            tx,
+            rx,
+            stream_sid: format!("MZ{}", &call.call_sid[2..]),
+            seq: 2,
+            play_until: Instant::now(),
+            pending_marks: VecDeque::new(),
+        }
+    }
+
+    async fn send(&mut self, m: &serde_json::Value) -> Result<(), SimError> {
+        self.tx
+            .send(text(m))
+            .await
+            .map_err(|e| SimError::Ws(e.to_string()))
+    }
+
+    /// `connected`, then `start` with the TwiML's `<Parameter>`s.
+    async fn start(&mut self, stream_params: Vec<(String, String)>) -> Result<(), SimError> {
+        let custom: serde_json::Map<String, serde_json::Value> = stream_params
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        self.send(
+            &serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+        )
+        .await?;
+        let (call, stream_sid) = (self.call, &self.stream_sid);
+        let start = serde_json::json!({
+            "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+            "start": {"accountSid": call.account_sid, "streamSid": stream_sid, "callSid": call.call_sid,
+                      "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                      "customParameters": custom}
+        });
+        self.send(&start).await
+    }
+
+    /// Echoes the mark `name` back.
+    async fn echo_mark(&mut self, name: String, result: &mut SimResult) {
+        let m = serde_json::json!({"event": "mark", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid, "mark": {"name": name}});
+        self.seq += 1;
+        let _ = self.tx.send(text(&m)).await;
+        result.marks += 1;
+    }
+
+    /// Streams the caller's audio in real time for the call's duration, answering what the
+    /// gateway sends, until the time is up or the socket ends; `true` when the gateway closed it.
+    async fn converse(&mut self, result: &mut SimResult) -> bool {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut chunk: u64 = 1;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if started.elapsed() >= self.call.duration || self.send_frame(chunk, result).await.is_err() {
+                        return false;
+                    }
+                    chunk += 1;
                 }
-                let frame: &[u8] = if offset + 160 <= call.caller_audio.len() {
-                    &call.caller_audio[offset..offset + 160]
-                } else {
-                    &silence
-                };
-                offset += 160;
-                let payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, frame);
-                let ts = (chunk - 1) * 20;
-                let msg = serde_json::json!({"event": "media", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
-                    "media": {"track": "inbound", "chunk": chunk.to_string(), "timestamp": ts.to_string(), "payload": payload}});
-                seq += 1;
-                chunk += 1;
-                if tx.send(send(msg)).await.is_err() {
-                    break;
-                }
-                result.frames_sent += 1;
-                let now = Instant::now();
-                while pending_marks.front().is_some_and(|(at, _)| *at <= now) {
-                    let (_, name) = pending_marks.pop_front().expect("non-empty");
-                    let m = serde_json::json!({"event": "mark", "sequenceNumber": seq.to_string(), "streamSid": stream_sid, "mark": {"name": name}});
-                    seq += 1;
-                    let _ = tx.send(send(m)).await;
-                    result.marks += 1;
-                }
-            }
-            msg = rx.next() => {
-                let msg = match msg {
-                    Some(Ok(m)) => m,
-                    Some(Err(_)) | None => break,
-                };
-                match msg {
-                    Message::Text(t) => {
-                        let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                        match v["event"].as_str() {
-                            Some("media") => {
-                                let audio = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v["media"]["payload"].as_str().unwrap_or_default()).unwrap_or_default();
-                                if result.first_audio_after.is_none() {
-                                    result.first_audio_after = Some(started.elapsed());
-                                }
-                                let now = Instant::now();
-                                play_until = play_until.max(now) + Duration::from_micros(audio.len() as u64 * 125);
-                                result.frames_received += 1;
-                                result.agent_audio.extend_from_slice(&audio);
-                            }
-                            Some("mark") => {
-                                let name = v["mark"]["name"].as_str().unwrap_or_default().to_owned();
-                                pending_marks.push_back((play_until.max(Instant::now()), name));
-                            }
-                            Some("clear") => {
-                                result.clears += 1;
-                                play_until = Instant::now();
-                                // `clear` echoes every pending mark at once.
-                                for (_, name) in pending_marks.drain(..) {
-                                    let m = serde_json::json!({"event": "mark", "sequenceNumber": seq.to_string(), "streamSid": stream_sid, "mark": {"name": name}});
-                                    seq += 1;
-                                    let _ = tx.send(send(m)).await;
-                                    result.marks += 1;
-                                }
-                            }
-                            _ => {}
+                msg = self.rx.next() => {
+                    let Some(Ok(msg)) = msg else { return false };
+                    match msg {
+                        Message::Text(t) => self.heard(&t, started, result).await,
+                        Message::Close(frame) => {
+                            result.close_code = frame.map(|f| u16::from(f.code));
+                            return true;
                         }
+                        _ => {}
                     }
-                    Message::Close(frame) => {
-                        result.close_code = frame.map(|f| u16::from(f.code));
-                        return Ok(result);
-                    }
-                    _ => {}
                 }
             }
         }
     }
-    let stop = serde_json::json!({"event": "stop", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
-        "stop": {"accountSid": call.account_sid, "callSid": call.call_sid}});
-    let _ = tx.send(send(stop)).await;
-    // Wait briefly for the gateway to close.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(m)) = rx.next().await {
-            if let Message::Close(frame) = m {
-                result.close_code = frame.map(|f| u16::from(f.code));
-                break;
-            }
+
+    /// Sends the caller's next 20 ms (silence after the audio), then echoes the marks whose
+    /// audio has played by now.
+    async fn send_frame(&mut self, chunk: u64, result: &mut SimResult) -> Result<(), SimError> {
+        let offset = (chunk as usize - 1) * 160;
+        let audio = &self.call.caller_audio;
+        let frame: &[u8] = audio.get(offset..offset + 160).unwrap_or(&[0xffu8; 160]);
+        let payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, frame);
+        let ts = (chunk - 1) * 20;
+        let msg = serde_json::json!({"event": "media", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid,
+            "media": {"track": "inbound", "chunk": chunk.to_string(), "timestamp": ts.to_string(), "payload": payload}});
+        self.seq += 1;
+        self.send(&msg).await?;
+        result.frames_sent += 1;
+        let now = Instant::now();
+        while self.pending_marks.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, name) = self.pending_marks.pop_front().expect("non-empty");
+            self.echo_mark(name, result).await;
         }
-    })
-    .await;
-    let _ = tx.close().await;
-    Ok(result)
+        Ok(())
+    }
+
+    /// One text message from the gateway: agent audio, a mark to echo once played, or `clear`.
+    async fn heard(&mut self, t: &str, started: Instant, result: &mut SimResult) {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+        match v["event"].as_str() {
+            Some("media") => {
+                let audio = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    v["media"]["payload"].as_str().unwrap_or_default(),
+                )
+                .unwrap_or_default();
+                if result.first_audio_after.is_none() {
+                    result.first_audio_after = Some(started.elapsed());
+                }
+                let now = Instant::now();
+                self.play_until =
+                    self.play_until.max(now) + Duration::from_micros(audio.len() as u64 * 125);
+                result.frames_received += 1;
+                result.agent_audio.extend_from_slice(&audio);
+            }
+            Some("mark") => {
+                let name = v["mark"]["name"].as_str().unwrap_or_default().to_owned();
+                let at = self.play_until.max(Instant::now());
+                self.pending_marks.push_back((at, name));
+            }
+            Some("clear") => {
+                result.clears += 1;
+                self.play_until = Instant::now();
+                // `clear` echoes every pending mark at once.
+                for (_, name) in std::mem::take(&mut self.pending_marks) {
+                    self.echo_mark(name, result).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends `stop` and waits briefly for the gateway to close.
+    async fn stop(&mut self, result: &mut SimResult) {
+        let call = self.call;
+        let stop = serde_json::json!({"event": "stop", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid,
+            "stop": {"accountSid": call.account_sid, "callSid": call.call_sid}});
+        let _ = self.tx.send(text(&stop)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = self.rx.next().await {
+                if let Message::Close(frame) = m {
+                    result.close_code = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+            }
+        })
+        .await;
+        let _ = self.tx.close().await;
+    }
 }
 
 /// A minimal HTTP/1.1 form POST (the simulator needs no HTTP client dependency).
@@ -407,10 +461,11 @@ mod tests {
 
     #[test]
     fn mulaw_encoding_matches_g711() {
-        assert_eq!(linear_to_mulaw(0), 0xff);
-        assert_eq!(linear_to_mulaw(-1), 0x7f);
-        assert_eq!(linear_to_mulaw(32767), 0x80);
-        assert_eq!(linear_to_mulaw(-32768), 0x00);
+        // The simulator's caller speaks through the mesh's one codec.
+        assert_eq!(g711::linear_to_ulaw(0), 0xff);
+        assert_eq!(g711::linear_to_ulaw(-1), 0x7f);
+        assert_eq!(g711::linear_to_ulaw(32767), 0x80);
+        assert_eq!(g711::linear_to_ulaw(-32768), 0x00);
         assert!(is_audible(&voice_like(1.0)));
         assert!(!is_audible(&[0xff; 8000]));
     }

@@ -1,11 +1,15 @@
 //! What Twilio sends us, parsed into typed values at the edge: form-encoded webhooks (strict
-//! percent-decoding; every parameter kept for the signature) and Media Streams JSON messages.
+//! percent-decoding; every parameter kept for the signature) typed as [`CallWebhook`] (with the
+//! one [`Direction`], [`CallStatus`] and "our number" rule, [`CallWebhook::parties`]); Media
+//! Streams JSON messages are [`media`]'s. The webhooks' handlers are the submodules: [`voice`]
+//! (what to do with a call) and [`status`] (its progress).
 
-use std::collections::HashMap;
+pub mod media;
+pub mod status;
+pub mod voice;
 
-use base64::Engine as _;
-use mesh::domain::{AccountSid, CallSid, CallerNumber};
-use serde::Deserialize;
+use mesh::api::media as media_pb;
+use mesh::domain::{AccountSid, CallSid, CallerNumber, PhoneNumber};
 
 /// Why a request from the Twilio side was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +52,112 @@ fn decode(s: &str) -> Result<String, InputError> {
         .map_err(|_| InputError::Form("percent-escapes are not UTF-8"))
 }
 
+/// Twilio's `Direction`: who placed the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `inbound`: someone called one of the tenants' numbers. Also every value Twilio may add
+    /// later: an unknown direction is taken as a call to our number, as it always was.
+    Inbound,
+    /// `outbound-api`: the platform placed the call through the REST API.
+    OutboundApi,
+    /// `outbound-dial`: a leg created by `<Dial>` (a transfer).
+    OutboundDial,
+}
+
+impl Direction {
+    /// Parses Twilio's string; a missing or unknown value is [`Direction::Inbound`].
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "outbound-api" => Self::OutboundApi,
+            "outbound-dial" => Self::OutboundDial,
+            _ => Self::Inbound,
+        }
+    }
+
+    /// Twilio's name of the direction.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::OutboundApi => "outbound-api",
+            Self::OutboundDial => "outbound-dial",
+        }
+    }
+
+    /// The direction on the wire to media-svc.
+    pub fn to_proto(self) -> media_pb::CallDirection {
+        match self {
+            Self::Inbound => media_pb::CallDirection::Inbound,
+            Self::OutboundApi => media_pb::CallDirection::OutboundApi,
+            Self::OutboundDial => media_pb::CallDirection::OutboundDial,
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Twilio's `CallStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    /// `queued`.
+    Queued,
+    /// `initiated`.
+    Initiated,
+    /// `ringing`.
+    Ringing,
+    /// `in-progress`.
+    InProgress,
+    /// `completed`.
+    Completed,
+    /// `busy`.
+    Busy,
+    /// `failed`.
+    Failed,
+    /// `no-answer`.
+    NoAnswer,
+    /// `canceled`.
+    Canceled,
+}
+
+impl CallStatus {
+    /// Every status with Twilio's name for it.
+    const NAMES: [(&'static str, Self); 9] = [
+        ("queued", Self::Queued),
+        ("initiated", Self::Initiated),
+        ("ringing", Self::Ringing),
+        ("in-progress", Self::InProgress),
+        ("completed", Self::Completed),
+        ("busy", Self::Busy),
+        ("failed", Self::Failed),
+        ("no-answer", Self::NoAnswer),
+        ("canceled", Self::Canceled),
+    ];
+
+    /// Parses Twilio's string; `None` for a value Twilio does not send.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::NAMES.iter().find(|(n, _)| *n == s).map(|(_, v)| *v)
+    }
+
+    /// The status on the wire to media-svc.
+    pub fn to_proto(self) -> media_pb::CallStatus {
+        use media_pb::CallStatus as S;
+        match self {
+            Self::Queued => S::Queued,
+            Self::Initiated => S::Initiated,
+            Self::Ringing => S::Ringing,
+            Self::InProgress => S::InProgress,
+            Self::Completed => S::Completed,
+            Self::Busy => S::Busy,
+            Self::Failed => S::Failed,
+            Self::NoAnswer => S::NoAnswer,
+            Self::Canceled => S::Canceled,
+        }
+    }
+}
+
 /// The parameters of a voice or status webhook we act on.
 #[derive(Debug, Clone)]
 pub struct CallWebhook {
@@ -61,17 +171,45 @@ pub struct CallWebhook {
     pub from: Option<CallerNumber>,
     /// `To` as received.
     pub to: String,
-    /// `CallStatus`.
-    pub call_status: String,
-    /// `Direction` (`inbound`, `outbound-api`, `outbound-dial`).
-    pub direction: String,
+    /// `CallStatus`; `None` when absent or empty (voice webhooks may omit it).
+    pub call_status: Option<CallStatus>,
+    /// `Direction` (`inbound` when absent).
+    pub direction: Direction,
     /// `CallDuration` (status callbacks), seconds.
     pub duration: Option<i32>,
     /// `SequenceNumber` (status callbacks).
     pub sequence: Option<u32>,
 }
 
+/// The two parties of a call as the platform sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parties<'a> {
+    /// The tenant's own number: what `ResolveNumber` looks up. `None` when that side is not a
+    /// valid number at all (tenant-svc would refuse it: no tenant can own it).
+    pub ours: Option<PhoneNumber>,
+    /// The other party, as received (it may be `anonymous` or a client name).
+    pub remote: &'a str,
+}
+
 impl CallWebhook {
+    /// The one "our number" rule, for voice webhooks and status callbacks alike. Twilio's
+    /// `Direction` says who placed the call: on `inbound` someone called the tenant's number, so
+    /// it is `To`; on every outbound kind Twilio dialled on the platform's behalf and the
+    /// tenant's number is the caller id, `From` (`outbound-api` is how media-svc places calls;
+    /// an `outbound-dial` leg's `To` is a transfer target, never one of ours). The voice handler
+    /// used to take `To` for `outbound-dial` and the status handler `From` for directions it did
+    /// not know; now an unknown direction is inbound everywhere, as `RegisterCall` records it.
+    pub fn parties(&self) -> Parties<'_> {
+        let (ours, remote) = match self.direction {
+            Direction::Inbound => (&self.to, &self.from_raw),
+            Direction::OutboundApi | Direction::OutboundDial => (&self.from_raw, &self.to),
+        };
+        Parties {
+            ours: PhoneNumber::parse(ours).ok(),
+            remote,
+        }
+    }
+
     /// Picks and checks the parameters (the first value of each name).
     pub fn from_params(params: &[(String, String)]) -> Result<Self, InputError> {
         let get = |name: &str| {
@@ -87,35 +225,13 @@ impl CallWebhook {
             .map_err(|e| InputError::Invalid("AccountSid", e.to_string()))?;
         let from_raw = get("From").unwrap_or_default().to_owned();
         let to = req("To")?.to_owned();
-        let call_status = get("CallStatus").unwrap_or_default().to_owned();
-        const STATUSES: [&str; 10] = [
-            "",
-            "queued",
-            "initiated",
-            "ringing",
-            "in-progress",
-            "completed",
-            "busy",
-            "failed",
-            "no-answer",
-            "canceled",
-        ];
-        if !STATUSES.contains(&call_status.as_str()) {
-            return Err(InputError::Invalid("CallStatus", "unknown status".into()));
-        }
-        let direction = get("Direction").unwrap_or("inbound").to_owned();
-        let duration = get("CallDuration")
-            .map(|d| {
-                d.parse::<i32>()
-                    .map_err(|_| InputError::Invalid("CallDuration", "not a number".into()))
-            })
-            .transpose()?;
-        let sequence = get("SequenceNumber")
-            .map(|d| {
-                d.parse::<u32>()
-                    .map_err(|_| InputError::Invalid("SequenceNumber", "not a number".into()))
-            })
-            .transpose()?;
+        let call_status = match get("CallStatus").unwrap_or_default() {
+            "" => None,
+            s => Some(
+                CallStatus::parse(s)
+                    .ok_or_else(|| InputError::Invalid("CallStatus", "unknown status".into()))?,
+            ),
+        };
         Ok(Self {
             call_sid,
             account_sid,
@@ -123,173 +239,24 @@ impl CallWebhook {
             from_raw,
             to,
             call_status,
-            direction,
-            duration,
-            sequence,
+            direction: Direction::parse(get("Direction").unwrap_or_default()),
+            duration: numeric("CallDuration", get("CallDuration"))?,
+            sequence: numeric("SequenceNumber", get("SequenceNumber"))?,
         })
     }
 }
 
-/// A Media Streams message from Twilio, as far as we use it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
-    /// `connected`.
-    Connected,
-    /// `start`.
-    Start(Start),
-    /// `media`: decoded mu-law bytes.
-    Media {
-        /// Raw mu-law.
-        payload: Vec<u8>,
-        /// `sequenceNumber`.
-        sequence: u64,
-        /// `media.timestamp`, ms of media time.
-        timestamp_ms: u32,
-    },
-    /// `dtmf`.
-    Dtmf(String),
-    /// `mark` echoed back.
-    Mark(String),
-    /// `stop`.
-    Stop,
-    /// Anything else (ignored and counted).
-    Unknown,
-}
-
-/// The `start` event.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Start {
-    /// `accountSid`.
-    #[serde(default)]
-    pub account_sid: String,
-    /// `streamSid`.
-    pub stream_sid: String,
-    /// `callSid`.
-    pub call_sid: String,
-    /// `<Parameter>` values.
-    #[serde(default)]
-    pub custom_parameters: HashMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct Raw<'a> {
-    event: &'a str,
-    #[serde(default, rename = "sequenceNumber")]
-    sequence_number: Option<&'a str>,
-    #[serde(default)]
-    start: Option<Start>,
-    #[serde(default)]
-    media: Option<RawMedia<'a>>,
-    #[serde(default)]
-    dtmf: Option<RawDtmf>,
-    #[serde(default)]
-    mark: Option<RawMark>,
-}
-
-#[derive(Deserialize)]
-struct RawMedia<'a> {
-    #[serde(default)]
-    track: Option<&'a str>,
-    #[serde(default)]
-    timestamp: Option<&'a str>,
-    payload: &'a str,
-}
-
-#[derive(Deserialize)]
-struct RawDtmf {
-    digit: String,
-}
-
-#[derive(Deserialize)]
-struct RawMark {
-    name: String,
-}
-
-/// Largest decoded audio payload accepted in one frame (Twilio sends 160 bytes per 20 ms).
-pub const MAX_FRAME_AUDIO: usize = 16 * 1024;
-
-/// Parses one text frame. Malformed JSON or fields: `Err`; unknown events: `Unknown`.
-pub fn parse_stream_message(text: &str) -> Result<StreamEvent, InputError> {
-    let raw: Raw<'_> = serde_json::from_str(text)
-        .map_err(|_| InputError::Form("not a Media Streams JSON message"))?;
-    let seq = raw
-        .sequence_number
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    Ok(match raw.event {
-        "connected" => StreamEvent::Connected,
-        "start" => StreamEvent::Start(raw.start.ok_or(InputError::Missing("start"))?),
-        "media" => {
-            let m = raw.media.ok_or(InputError::Missing("media"))?;
-            if m.track
-                .is_some_and(|t| t != "inbound" && t != "inbound_track")
-            {
-                return Ok(StreamEvent::Unknown);
-            }
-            if m.payload.len() > MAX_FRAME_AUDIO * 4 / 3 + 4 {
-                return Err(InputError::Invalid(
-                    "media.payload",
-                    "frame too large".into(),
-                ));
-            }
-            let payload = base64::engine::general_purpose::STANDARD
-                .decode(m.payload)
-                .map_err(|_| InputError::Invalid("media.payload", "not base64".into()))?;
-            StreamEvent::Media {
-                payload,
-                sequence: seq,
-                timestamp_ms: m.timestamp.and_then(|t| t.parse().ok()).unwrap_or(0),
-            }
-        }
-        "dtmf" => {
-            let d = raw.dtmf.ok_or(InputError::Missing("dtmf"))?;
-            if d.digit.len() != 1
-                || !d
-                    .digit
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c))
-            {
-                return Err(InputError::Invalid("dtmf.digit", "not a DTMF key".into()));
-            }
-            StreamEvent::Dtmf(d.digit)
-        }
-        "mark" => {
-            let m = raw.mark.ok_or(InputError::Missing("mark"))?;
-            if m.name.len() > 256 {
-                return Err(InputError::Invalid("mark.name", "too long".into()));
-            }
-            StreamEvent::Mark(m.name)
-        }
-        "stop" => StreamEvent::Stop,
-        _ => StreamEvent::Unknown,
-    })
-}
-
-/// Messages we send to Twilio.
-pub mod outbound {
-    use base64::Engine as _;
-
-    /// `media` with raw mu-law audio.
-    pub fn media(stream_sid: &str, payload: &[u8]) -> String {
-        serde_json::json!({
-            "event": "media",
-            "streamSid": stream_sid,
-            "media": { "payload": base64::engine::general_purpose::STANDARD.encode(payload) },
+/// An optional numeric parameter.
+fn numeric<T: std::str::FromStr>(
+    name: &'static str,
+    value: Option<&str>,
+) -> Result<Option<T>, InputError> {
+    value
+        .map(|d| {
+            d.parse()
+                .map_err(|_| InputError::Invalid(name, "not a number".into()))
         })
-        .to_string()
-    }
-
-    /// `mark`.
-    pub fn mark(stream_sid: &str, name: &str) -> String {
-        serde_json::json!({ "event": "mark", "streamSid": stream_sid, "mark": { "name": name } })
-            .to_string()
-    }
-
-    /// `clear`.
-    pub fn clear(stream_sid: &str) -> String {
-        serde_json::json!({ "event": "clear", "streamSid": stream_sid }).to_string()
-    }
+        .transpose()
 }
 
 #[cfg(test)]
@@ -329,7 +296,7 @@ mod tests {
         ])
         .unwrap();
         assert!(ok.from.is_none());
-        assert_eq!(ok.direction, "inbound");
+        assert_eq!(ok.direction.as_str(), "inbound");
         let bad = webhook(&[
             ("CallSid", "XX0123456789abcdef0123456789abcdef"),
             ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
@@ -343,41 +310,53 @@ mod tests {
     }
 
     #[test]
-    fn media_stream_messages() {
-        let start = r#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"stream_token":"t"}},"streamSid":"MZ1"}"#;
-        match parse_stream_message(start).unwrap() {
-            StreamEvent::Start(s) => assert_eq!(s.custom_parameters["stream_token"], "t"),
-            other => panic!("{other:?}"),
+    fn directions_and_statuses_parse_from_twilios_strings() {
+        for d in ["inbound", "outbound-api", "outbound-dial"] {
+            assert_eq!(Direction::parse(d).as_str(), d);
         }
-        let media = r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"AAEC"},"streamSid":"MZ1"}"#;
-        assert_eq!(
-            parse_stream_message(media).unwrap(),
-            StreamEvent::Media {
-                payload: vec![0, 1, 2],
-                sequence: 4,
-                timestamp_ms: 5
-            }
-        );
-        assert_eq!(
-            parse_stream_message(r#"{"event":"mark","mark":{"name":"m1"}}"#).unwrap(),
-            StreamEvent::Mark("m1".into())
-        );
-        assert_eq!(
-            parse_stream_message(
-                r##"{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}"##
-            )
-            .unwrap(),
-            StreamEvent::Dtmf("#".into())
-        );
-        assert_eq!(
-            parse_stream_message(r#"{"event":"close"}"#).unwrap(),
-            StreamEvent::Unknown
-        );
-        assert!(parse_stream_message(r#"{"event":"media","media":{"payload":"!!"}}"#).is_err());
-        assert!(parse_stream_message("not json").is_err());
-        assert!(parse_stream_message(r#"{"event":"dtmf","dtmf":{"digit":"12"}}"#).is_err());
-        let round = outbound::media("MZ1", &[0, 1, 2]);
-        assert!(round.contains(r#""payload":"AAEC""#));
+        // Missing or unknown: a call to our number, as media-svc records it.
+        assert_eq!(Direction::parse(""), Direction::Inbound);
+        assert_eq!(Direction::parse("trunking-originating"), Direction::Inbound);
+        assert_eq!(CallStatus::parse("no-answer"), Some(CallStatus::NoAnswer));
+        assert_eq!(CallStatus::parse("answered"), None);
+        let unknown = webhook(&[
+            ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("To", "+14155550101"),
+            ("CallStatus", "answered"),
+        ]);
+        assert!(matches!(unknown, Err(InputError::Invalid("CallStatus", _))));
+    }
+
+    #[test]
+    fn our_number_is_to_on_inbound_calls_and_from_on_calls_twilio_placed() {
+        let hook = |direction: &str| {
+            webhook(&[
+                ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+                ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+                ("From", "+14155550101"),
+                ("To", "+351912345678"),
+                ("Direction", direction),
+            ])
+            .unwrap()
+        };
+        let to = PhoneNumber::parse("+351912345678").unwrap();
+        let from = PhoneNumber::parse("+14155550101").unwrap();
+        for (direction, ours, remote) in [
+            ("inbound", &to, "+14155550101"),
+            ("weird", &to, "+14155550101"),
+            ("outbound-api", &from, "+351912345678"),
+            ("outbound-dial", &from, "+351912345678"),
+        ] {
+            let h = hook(direction);
+            let parties = h.parties();
+            assert_eq!(parties.ours.as_ref(), Some(ours), "{direction}");
+            assert_eq!(parties.remote, remote, "{direction}");
+        }
+        // A side that is no number at all is nobody's.
+        let mut anonymous = hook("outbound-api");
+        anonymous.from_raw = "anonymous".into();
+        assert_eq!(anonymous.parties().ours, None);
     }
 
     proptest! {
@@ -396,14 +375,11 @@ mod tests {
         }
 
         #[test]
-        fn stream_parser_never_panics(text in "\\PC{0,300}") {
-            let _ = parse_stream_message(&text);
-        }
-
-        #[test]
-        fn media_json_with_arbitrary_payload_never_panics(payload in "[A-Za-z0-9+/=]{0,64}", ts in "\\PC{0,8}") {
-            let msg = serde_json::json!({"event":"media","media":{"payload":payload,"timestamp":ts}}).to_string();
-            let _ = parse_stream_message(&msg);
+        fn webhook_params_of_any_shape_never_panic(pairs in proptest::collection::vec(
+            (prop_oneof![Just("CallSid".to_owned()), Just("AccountSid".to_owned()), Just("From".to_owned()),
+                         Just("To".to_owned()), Just("Direction".to_owned()), Just("CallStatus".to_owned()),
+                         "\\PC{0,8}"], "\\PC{0,40}"), 0..10)) {
+            let _ = CallWebhook::from_params(&pairs);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! TwiML answers. Every text node and attribute value is XML-escaped, so tenant-controlled text
 //! (a greeting like `Smith & Sons <Ltd>`) can never break or inject into the document.
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
 
 const PROLOG: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
@@ -44,6 +46,11 @@ pub fn say_hangup(text: &str) -> String {
         "{PROLOG}<Response><Say>{}</Say><Hangup/></Response>",
         xml(text)
     )
+}
+
+/// `doc` as an HTTP answer (`text/xml`).
+pub fn response(doc: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], doc).into_response()
 }
 
 /// An empty `<Response/>` (status callbacks).

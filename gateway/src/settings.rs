@@ -1,0 +1,118 @@
+//! The gateway's settings, read from the environment through `mesh::settings` (which documents
+//! every name and default once, and reports every problem together).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesh::identity::IdentityFiles;
+use mesh::settings::{Env, SettingsError, catalog};
+use secrecy::SecretString;
+
+use crate::limits::LimitConfig;
+
+/// gateway settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Public HTTP/WebSocket listen address.
+    pub http_addr: SocketAddr,
+    /// Admin listen address.
+    pub admin_addr: SocketAddr,
+    /// Base URL Twilio requests; signatures are checked against it.
+    pub public_base_url: String,
+    /// Twilio Auth Token (signature key).
+    pub twilio_auth_token: SecretString,
+    /// tenant-svc endpoint.
+    pub tenant_svc_url: String,
+    /// memory-svc endpoint.
+    pub memory_svc_url: String,
+    /// media-svc endpoint.
+    pub media_svc_url: String,
+    /// Signing key (service tokens to tenant-svc) and trust bundle.
+    pub identity: IdentityFiles,
+    /// Drain deadline on shutdown.
+    pub drain_deadline: Duration,
+    /// Said when the number is unknown or the tenant suspended.
+    pub unavailable_message: String,
+    /// Said when the platform cannot take the call.
+    pub apology_message: String,
+    /// Said when the tenant has as many calls in progress as its package allows.
+    pub busy_message: String,
+    /// Rate limits.
+    pub limits: LimitConfig,
+}
+
+impl Settings {
+    /// Reads the environment, reporting every problem together.
+    pub fn from_env(mut env: Env) -> Result<Self, SettingsError> {
+        let http_addr = env.listen_addr(&catalog::GATEWAY_PORT);
+        let admin_addr = env.listen_addr(&catalog::GATEWAY_ADMIN_PORT);
+        let public_base_url: Option<String> = env.get(&catalog::PUBLIC_BASE_URL);
+        if let Some(u) = &public_base_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            env.problem(
+                &catalog::PUBLIC_BASE_URL,
+                "must start with https:// or http://",
+            );
+        }
+        let twilio_auth_token = env.secret(&catalog::TWILIO_AUTH_TOKEN);
+        let tenant_svc_url = env.get(&catalog::TENANT_SVC_URL);
+        let memory_svc_url = env.get(&catalog::MEMORY_SVC_URL);
+        let media_svc_url = env.get(&catalog::MEDIA_SVC_URL);
+        let identity = IdentityFiles::from_env(&mut env);
+        let drain_deadline = env.seconds(&catalog::SHUTDOWN_GRACE_SECONDS);
+        let unavailable_message: Option<String> = env.get(&catalog::GATEWAY_UNAVAILABLE_MESSAGE);
+        let apology_message: Option<String> = env.get(&catalog::GATEWAY_APOLOGY_MESSAGE);
+        let busy_message: Option<String> = env.get(&catalog::GATEWAY_BUSY_MESSAGE);
+        let limits = limits_from_env(&mut env);
+        env.finish()?;
+        let missing = "present when finish() succeeded";
+        Ok(Self {
+            http_addr: http_addr.expect(missing),
+            admin_addr: admin_addr.expect(missing),
+            public_base_url: public_base_url.expect(missing),
+            twilio_auth_token: twilio_auth_token.expect(missing),
+            tenant_svc_url: tenant_svc_url.expect(missing),
+            memory_svc_url: memory_svc_url.expect(missing),
+            media_svc_url: media_svc_url.expect(missing),
+            identity: identity.expect(missing),
+            drain_deadline: drain_deadline.expect(missing),
+            unavailable_message: unavailable_message.expect(missing),
+            apology_message: apology_message.expect(missing),
+            busy_message: busy_message.expect(missing),
+            limits: limits.expect(missing),
+        })
+    }
+}
+
+/// The rate limits: each rate with a burst of twice that, and the `POST /v1/calls` allowance.
+fn limits_from_env(env: &mut Env) -> Option<LimitConfig> {
+    let public_calls_per_ip: Option<u32> = env.get(&catalog::GATEWAY_PUBLIC_CALLS_PER_IP);
+    let public_calls_window = env.seconds(&catalog::GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS);
+    if public_calls_window == Some(Duration::ZERO) {
+        env.problem(
+            &catalog::GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS,
+            "must be at least 1",
+        );
+    }
+    let per_ip: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_IP);
+    let per_account: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_ACCOUNT);
+    let per_tenant: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_TENANT);
+    for (setting, value) in [
+        (&catalog::GATEWAY_RATE_PER_IP, per_ip),
+        (&catalog::GATEWAY_RATE_PER_ACCOUNT, per_account),
+        (&catalog::GATEWAY_RATE_PER_TENANT, per_tenant),
+        (&catalog::GATEWAY_PUBLIC_CALLS_PER_IP, public_calls_per_ip),
+    ] {
+        if value == Some(0) {
+            env.problem(setting, "must be at least 1");
+        }
+    }
+    let with_burst = |rate: u32| (rate, rate.saturating_mul(2));
+    Some(LimitConfig {
+        public_calls_per_ip: (public_calls_per_ip?, public_calls_window?),
+        per_ip: with_burst(per_ip?),
+        per_account: with_burst(per_account?),
+        per_tenant: with_burst(per_tenant?),
+    })
+}
