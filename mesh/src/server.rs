@@ -91,6 +91,44 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// `routes` plus gRPC health (every name SERVING) and reflection (v1 and v1alpha, for grpcurl
+/// and older clients), and the reporter that flips health when draining begins.
+async fn with_health_and_reflection(
+    routes: Routes,
+    health_names: &[&'static str],
+) -> (tonic_health::server::HealthReporter, Routes) {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&health_reporter, health_names, ServingStatus::Serving).await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    (health_reporter, routes)
+}
+
+/// Sets the server-wide health ("") and every named service's to `status`.
+async fn set_health(
+    reporter: &tonic_health::server::HealthReporter,
+    names: &[&'static str],
+    status: ServingStatus,
+) {
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
 /// Serves `routes` plus health and reflection on the gRPC listener and the admin endpoints on
 /// the admin listener until `shutdown` resolves and the drain completes.
 pub async fn serve<F>(config: ServeConfig, routes: Routes, shutdown: F) -> Result<(), ServeError>
@@ -112,29 +150,7 @@ where
     let draining = Arc::new(AtomicBool::new(false));
     let shutdown = shutdown.boxed().shared();
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    for name in &health_names {
-        health_reporter
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .expect("the embedded descriptor sets are valid");
-    let routes = routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let (health_reporter, routes) = with_health_and_reflection(routes, &health_names).await;
 
     let layers = tower::ServiceBuilder::new()
         // Outermost: every request gets a span with its method and request id, so everything
@@ -156,18 +172,10 @@ where
         let shutdown = shutdown.clone();
         let draining = draining.clone();
         let reporter = health_reporter.clone();
-        let names = health_names.clone();
         async move {
             shutdown.await;
             draining.store(true, Ordering::SeqCst);
-            reporter
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            for name in names {
-                reporter
-                    .set_service_status(name, ServingStatus::NotServing)
-                    .await;
-            }
+            set_health(&reporter, &health_names, ServingStatus::NotServing).await;
             tracing::info!(service, "draining in-flight RPCs and streams");
         }
     };
@@ -196,10 +204,33 @@ where
     };
 
     tracing::info!(service, %grpc_addr, %admin_addr, "serving");
+    let result = until_drained(grpc, shutdown, drain_deadline, service).await;
+    admin_stop.notify_one();
+    match admin.await {
+        Ok(r) => r?,
+        Err(e) => tracing::error!(service, error = %e, "admin server task failed"),
+    }
+    result?;
+    tracing::info!(service, "stopped");
+    Ok(())
+}
+
+/// Runs the gRPC server until it stops by itself, or until `shutdown` and then at most
+/// `drain_deadline` more while in-flight RPCs and streams finish (those still open at the deadline
+/// are cut when the process exits).
+async fn until_drained<S, E>(
+    grpc: S,
+    shutdown: impl Future<Output = ()>,
+    drain_deadline: Duration,
+    service: &'static str,
+) -> Result<(), E>
+where
+    S: Future<Output = Result<(), E>>,
+{
     tokio::pin!(grpc);
-    let result = tokio::select! {
+    tokio::select! {
         r = &mut grpc => r,
-        () = shutdown.clone() => {
+        () = shutdown => {
             let started = Instant::now();
             match tokio::time::timeout(drain_deadline, &mut grpc).await {
                 Ok(r) => {
@@ -212,15 +243,7 @@ where
                 }
             }
         }
-    };
-    admin_stop.notify_one();
-    match admin.await {
-        Ok(r) => r?,
-        Err(e) => tracing::error!(service, error = %e, "admin server task failed"),
     }
-    result?;
-    tracing::info!(service, "stopped");
-    Ok(())
 }
 
 /// The admin HTTP endpoints: `/metrics`, `/healthz`, `/readyz` (503 while `draining` or when

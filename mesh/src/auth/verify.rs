@@ -271,22 +271,7 @@ impl Verifier {
     /// claim is trusted, and every claim after that.
     fn verify_fully(&self, token: &str, keys: &TrustedKeys) -> Result<(Caller, i64), AuthError> {
         let config = &*self.config;
-        let header = parse_header(token)?;
-        match header.alg.as_deref() {
-            Some("EdDSA") => {}
-            Some(other) => return Err(AuthError::DisallowedAlgorithm(sanitize_for_log(other))),
-            None => return Err(AuthError::DisallowedAlgorithm(String::new())),
-        }
-        // RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
-        if header.crit.is_some() {
-            return Err(AuthError::Malformed("crit header not supported"));
-        }
-        let typ_kind = header
-            .typ
-            .as_deref()
-            .and_then(TokenKind::from_typ)
-            .ok_or(AuthError::WrongType)?;
-        let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
+        let (typ_kind, kid) = check_header(token)?;
 
         let TrustedKey { public, decoding } = keys
             .trusted(&kid)
@@ -338,45 +323,72 @@ impl Verifier {
         }
         let scopes = Scopes::parse(claims.scope.as_deref().unwrap_or(""));
 
-        match kind {
-            TokenKind::Service => {
-                if claims.customer_id.is_some() {
-                    return Err(AuthError::UnexpectedCustomerId);
-                }
-                if sub != iss {
-                    return Err(AuthError::WrongSubject);
-                }
-                Ok((
-                    Caller::Service(ServiceCaller {
-                        issuer: iss,
-                        scopes,
-                    }),
-                    exp,
-                ))
+        let caller = caller_of(kind, iss, sub, claims.customer_id, scopes)?;
+        Ok((caller, exp))
+    }
+}
+
+/// The header checks, before any key is looked up: EdDSA only, no `crit`, a known `typ`, a
+/// `kid`. Returns the kind the `typ` names and the key id.
+fn check_header(token: &str) -> Result<(TokenKind, String), AuthError> {
+    let header = parse_header(token)?;
+    match header.alg.as_deref() {
+        Some("EdDSA") => {}
+        Some(other) => return Err(AuthError::DisallowedAlgorithm(sanitize_for_log(other))),
+        None => return Err(AuthError::DisallowedAlgorithm(String::new())),
+    }
+    // RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
+    if header.crit.is_some() {
+        return Err(AuthError::Malformed("crit header not supported"));
+    }
+    let typ_kind = header
+        .typ
+        .as_deref()
+        .and_then(TokenKind::from_typ)
+        .ok_or(AuthError::WrongType)?;
+    let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
+    Ok((typ_kind, kid))
+}
+
+/// The caller of a verified token of `kind`, after the checks only one kind has: a service token
+/// names itself and no tenant; a tenant token comes from tenant-svc and names a valid customer.
+fn caller_of(
+    kind: TokenKind,
+    iss: String,
+    sub: String,
+    customer_id: Option<serde_json::Value>,
+    scopes: Scopes,
+) -> Result<Caller, AuthError> {
+    match kind {
+        TokenKind::Service => {
+            if customer_id.is_some() {
+                return Err(AuthError::UnexpectedCustomerId);
             }
-            TokenKind::Tenant => {
-                if iss != TENANT_TOKEN_ISSUER {
-                    return Err(AuthError::WrongIssuer);
-                }
-                let raw = claims
-                    .customer_id
-                    .ok_or(AuthError::MissingClaim("customer_id"))?;
-                let customer_id = raw
-                    .as_i64()
-                    .and_then(|id| CustomerId::new(id).ok())
-                    .ok_or(AuthError::InvalidClaim("customer_id"))?;
-                if sub.trim().is_empty() {
-                    return Err(AuthError::WrongSubject);
-                }
-                Ok((
-                    Caller::Tenant(TenantCaller {
-                        customer_id,
-                        subject: sub,
-                        scopes,
-                    }),
-                    exp,
-                ))
+            if sub != iss {
+                return Err(AuthError::WrongSubject);
             }
+            Ok(Caller::Service(ServiceCaller {
+                issuer: iss,
+                scopes,
+            }))
+        }
+        TokenKind::Tenant => {
+            if iss != TENANT_TOKEN_ISSUER {
+                return Err(AuthError::WrongIssuer);
+            }
+            let raw = customer_id.ok_or(AuthError::MissingClaim("customer_id"))?;
+            let customer_id = raw
+                .as_i64()
+                .and_then(|id| CustomerId::new(id).ok())
+                .ok_or(AuthError::InvalidClaim("customer_id"))?;
+            if sub.trim().is_empty() {
+                return Err(AuthError::WrongSubject);
+            }
+            Ok(Caller::Tenant(TenantCaller {
+                customer_id,
+                subject: sub,
+                scopes,
+            }))
         }
     }
 }

@@ -13,6 +13,13 @@ use super::APP_SCHEMAS;
 ///   any schema) must be `security_invoker = true`;
 /// - no materialized view may read such relations (they cannot enforce row-level security).
 pub async fn check_rls_everywhere(admin: &Client) -> Vec<String> {
+    let mut offenders = unprotected_tables(admin).await;
+    offenders.extend(unsafe_views(admin).await);
+    offenders
+}
+
+/// Tables with a `customer_id` column whose row-level security is not enabled and forced.
+async fn unprotected_tables(admin: &Client) -> Vec<String> {
     let mut offenders = Vec::new();
     let tables = admin
         .query(
@@ -42,7 +49,12 @@ pub async fn check_rls_everywhere(admin: &Client) -> Vec<String> {
         };
         offenders.push(format!("table {name} has customer_id but lacks {missing}"));
     }
+    offenders
+}
 
+/// Views over tenant data that are not `security_invoker`, and materialized views over it.
+async fn unsafe_views(admin: &Client) -> Vec<String> {
+    let mut offenders = Vec::new();
     let views = admin
         .query(
             "WITH sensitive AS ( \

@@ -1323,23 +1323,23 @@ fn errors_map_to_the_two_codes_with_short_messages() {
 // Precise reasons (the gRPC tests above only see the code)
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn verifier_reports_the_precise_reason() {
-    let tenant = TestKey::new(TENANT_TOKEN_ISSUER);
-    let gateway = TestKey::new("gateway");
-    let stranger = TestKey::new("gateway");
-    let keys = TrustedKeys::new()
-        .with(tenant.key.public_key())
-        .with(gateway.key.public_key());
-    let v = Verifier::new(AUDIENCE, keys);
-    let now = now();
-    // iat pinned to `now`, so lifetimes computed below are exact.
-    let svc = set(service_claims("gateway"), "iat", json!(now));
-    let kid = gateway.kid();
-    use AuthError as E;
-    use jsonwebtoken::Algorithm::{HS256, HS384};
+/// One verifier case: what it shows, the token, the precise error.
+type Case = (&'static str, String, AuthError);
 
-    let cases: Vec<(&str, String, AuthError)> = vec![
+/// The keys and claims the precise-reason cases are built from.
+struct CaseKeys {
+    tenant: TestKey,
+    gateway: TestKey,
+    stranger: TestKey,
+    /// Service claims with `iat` pinned to `now`, so lifetimes computed from it are exact.
+    svc: Value,
+    now: i64,
+}
+
+/// Tokens that do not parse.
+fn unparsable_cases() -> Vec<Case> {
+    use AuthError as E;
+    vec![
         (
             "garbage",
             "!!!.@@@.###".into(),
@@ -1350,6 +1350,14 @@ fn verifier_reports_the_precise_reason() {
             "abc".into(),
             E::Malformed("not a compact JWS"),
         ),
+    ]
+}
+
+/// Times and lifetimes.
+fn time_cases(k: &CaseKeys) -> Vec<Case> {
+    use AuthError as E;
+    let (gateway, svc, now) = (&k.gateway, k.svc.clone(), k.now);
+    vec![
         (
             "expired",
             gateway.service_token(&set(
@@ -1399,6 +1407,14 @@ fn verifier_reports_the_precise_reason() {
                 max_secs: 3600,
             },
         ),
+    ]
+}
+
+/// Audience, issuer, subject, type and the tenant claim.
+fn identity_cases(k: &CaseKeys) -> Vec<Case> {
+    use AuthError as E;
+    let (tenant, gateway, svc) = (&k.tenant, &k.gateway, k.svc.clone());
+    let mut cases = vec![
         (
             "wrong aud",
             gateway.service_token(&set(svc.clone(), "aud", json!(["memory-svc"]))),
@@ -1429,6 +1445,34 @@ fn verifier_reports_the_precise_reason() {
             gateway.sign(&gateway.header("tenant+jwt"), &svc),
             E::WrongType,
         ),
+    ];
+    cases.extend(vec![
+        (
+            "service with customer_id",
+            gateway.service_token(&set(svc.clone(), "customer_id", json!(1))),
+            E::UnexpectedCustomerId,
+        ),
+        (
+            "tenant without customer_id",
+            tenant.tenant_token(&without(tenant_claims(), "customer_id")),
+            E::MissingClaim("customer_id"),
+        ),
+        (
+            "tenant customer_id 0",
+            tenant.tenant_token(&set(tenant_claims(), "customer_id", json!(0))),
+            E::InvalidClaim("customer_id"),
+        ),
+    ]);
+    cases
+}
+
+/// Algorithms and keys.
+fn algorithm_and_key_cases(k: &CaseKeys) -> Vec<Case> {
+    use AuthError as E;
+    use jsonwebtoken::Algorithm::{HS256, HS384};
+    let (gateway, stranger, svc) = (&k.gateway, &k.stranger, k.svc.clone());
+    let kid = gateway.kid();
+    vec![
         (
             "alg none",
             format!(
@@ -1478,27 +1522,39 @@ fn verifier_reports_the_precise_reason() {
             stranger.sign(&gateway.header("service+jwt"), &svc),
             E::BadSignature,
         ),
-        (
-            "service with customer_id",
-            gateway.service_token(&set(svc.clone(), "customer_id", json!(1))),
-            E::UnexpectedCustomerId,
-        ),
-        (
-            "tenant without customer_id",
-            tenant.tenant_token(&without(tenant_claims(), "customer_id")),
-            E::MissingClaim("customer_id"),
-        ),
-        (
-            "tenant customer_id 0",
-            tenant.tenant_token(&set(tenant_claims(), "customer_id", json!(0))),
-            E::InvalidClaim("customer_id"),
-        ),
+    ]
+}
+
+#[test]
+fn verifier_reports_the_precise_reason() {
+    let tenant = TestKey::new(TENANT_TOKEN_ISSUER);
+    let gateway = TestKey::new("gateway");
+    let stranger = TestKey::new("gateway");
+    let keys = TrustedKeys::new()
+        .with(tenant.key.public_key())
+        .with(gateway.key.public_key());
+    let v = Verifier::new(AUDIENCE, keys);
+    let now = now();
+    // iat pinned to `now`, so lifetimes computed below are exact.
+    let svc = set(service_claims("gateway"), "iat", json!(now));
+    let k = CaseKeys {
+        tenant,
+        gateway,
+        stranger,
+        svc,
+        now,
+    };
+    let cases = [
+        unparsable_cases(),
+        time_cases(&k),
+        identity_cases(&k),
+        algorithm_and_key_cases(&k),
     ];
-    for (why, token, expected) in cases {
+    for (why, token, expected) in cases.into_iter().flatten() {
         assert_eq!(v.verify(&token), Err(expected), "{why}");
     }
-    assert!(v.verify(&gateway.service_token(&svc)).is_ok());
-    assert!(v.verify(&tenant.tenant_token(&tenant_claims())).is_ok());
+    assert!(v.verify(&k.gateway.service_token(&k.svc)).is_ok());
+    assert!(v.verify(&k.tenant.tenant_token(&tenant_claims())).is_ok());
 }
 
 // ---------------------------------------------------------------------------------------------

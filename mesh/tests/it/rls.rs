@@ -363,6 +363,12 @@ async fn cancelled_request_leaves_no_tenant_context() {
     assert_eq!(count_as_admin(&test_db, B).await, 2);
 }
 
+/// Runs one statement in a transaction of `customer`; the rows it affected.
+async fn execute_as(db: &Db, customer: i64, sql: &str) -> Result<u64, DbError> {
+    db.tenant_tx(tenant(customer), async |tx| tx.execute(sql, &[]).await)
+        .await
+}
+
 #[tokio::test]
 async fn cross_tenant_writes_are_refused_or_affect_nothing() {
     let test_db = probe_db().await;
@@ -370,17 +376,13 @@ async fn cross_tenant_writes_are_refused_or_affect_nothing() {
     let b_before = select_all(&db, B).await;
 
     // INSERT a row for B under A's context: WITH CHECK refuses it.
-    let insert = db
-        .tenant_tx(tenant(A), async |tx| {
-            tx.execute(
-                "INSERT INTO app.rls_probe (customer_id, id, body) VALUES (2, 50, 'planted')",
-                &[],
-            )
-            .await?;
-            Ok::<_, DbError>(())
-        })
-        .await
-        .unwrap_err();
+    let insert = execute_as(
+        &db,
+        A,
+        "INSERT INTO app.rls_probe (customer_id, id, body) VALUES (2, 50, 'planted')",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         insert.code(),
         Some(&SqlState::INSUFFICIENT_PRIVILEGE),
@@ -393,14 +395,13 @@ async fn cross_tenant_writes_are_refused_or_affect_nothing() {
     assert_eq!(count_as_admin(&test_db, B).await, 2);
 
     // UPDATE moving A's row to B: refused.
-    let moved = db
-        .tenant_tx(tenant(A), async |tx| {
-            tx.execute("UPDATE app.rls_probe SET customer_id = 2 WHERE id = 3", &[])
-                .await?;
-            Ok::<_, DbError>(())
-        })
-        .await
-        .unwrap_err();
+    let moved = execute_as(
+        &db,
+        A,
+        "UPDATE app.rls_probe SET customer_id = 2 WHERE id = 3",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         moved.code(),
         Some(&SqlState::INSUFFICIENT_PRIVILEGE),
@@ -435,18 +436,13 @@ async fn cross_tenant_writes_are_refused_or_affect_nothing() {
     assert_eq!((updated, deleted, missing), (0, 0, 0));
 
     // Without the customer filter, A's UPDATE touches only A's rows.
-    let touched = db
-        .tenant_tx(tenant(A), async |tx| {
-            Ok::<_, DbError>(
-                tx.execute(
-                    "UPDATE app.rls_probe SET body = body || '!' WHERE id = 1",
-                    &[],
-                )
-                .await?,
-            )
-        })
-        .await
-        .unwrap();
+    let touched = execute_as(
+        &db,
+        A,
+        "UPDATE app.rls_probe SET body = body || '!' WHERE id = 1",
+    )
+    .await
+    .unwrap();
     assert_eq!(touched, 1);
 
     assert_eq!(
