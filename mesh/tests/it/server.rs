@@ -112,6 +112,19 @@ fn request(token: &str) -> Request<ResolveNumberRequest> {
     req
 }
 
+/// Starts one RPC that the handler holds, and waits until the handler has it.
+async fn hold_one_rpc(
+    s: &Running,
+) -> tokio::task::JoinHandle<Result<Response<ResolveNumberResponse>, Status>> {
+    let mut client = EdgeServiceClient::connect(format!("http://{}", s.grpc))
+        .await
+        .unwrap();
+    let token = s.token.clone();
+    let in_flight = tokio::spawn(async move { client.resolve_number(request(&token)).await });
+    s.held.started.notified().await;
+    in_flight
+}
+
 #[tokio::test]
 async fn shutdown_drains_in_flight_rpcs_and_reports_draining() {
     let mut s = start(Duration::from_secs(10)).await;
@@ -119,12 +132,7 @@ async fn shutdown_drains_in_flight_rpcs_and_reports_draining() {
     let readyz = format!("http://{}/readyz", s.admin);
     assert_eq!(http.get(&readyz).send().await.unwrap().status(), 200);
 
-    let mut client = EdgeServiceClient::connect(format!("http://{}", s.grpc))
-        .await
-        .unwrap();
-    let token = s.token.clone();
-    let in_flight = tokio::spawn(async move { client.resolve_number(request(&token)).await });
-    s.held.started.notified().await;
+    let in_flight = hold_one_rpc(&s).await;
 
     s.stop.take().unwrap().send(()).unwrap();
     // While the RPC is held, the service reports draining and accepts no new connections.
@@ -168,12 +176,7 @@ async fn shutdown_drains_in_flight_rpcs_and_reports_draining() {
 #[tokio::test]
 async fn drain_deadline_bounds_a_stuck_rpc() {
     let mut s = start(Duration::from_millis(300)).await;
-    let mut client = EdgeServiceClient::connect(format!("http://{}", s.grpc))
-        .await
-        .unwrap();
-    let token = s.token.clone();
-    let in_flight = tokio::spawn(async move { client.resolve_number(request(&token)).await });
-    s.held.started.notified().await;
+    let in_flight = hold_one_rpc(&s).await;
     let stopped_at = Instant::now();
     s.stop.take().unwrap().send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), s.done)
