@@ -104,3 +104,50 @@ impl From<MediaError> for Status {
         status
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn each_error_has_one_code_and_server_side_causes_stay_private() {
+        let s = Status::from(MediaError::invalid("to", "not E.164"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "invalid `to`: not E.164")
+        );
+        let s = Status::from(MediaError::NotFound);
+        assert_eq!((s.code(), s.message()), (Code::NotFound, "call not found"));
+        let s = Status::from(MediaError::LimitReached {
+            message: "customer has 2 calls in progress".into(),
+            retry_after_secs: 0,
+            limit: "concurrency",
+        });
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(s.message(), "customer has 2 calls in progress");
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "1", "never 0");
+        assert_eq!(
+            s.metadata().get("x-neurosphere-limit").unwrap(),
+            "concurrency"
+        );
+        // A dependency's unavailability is told in its own words, written for clients.
+        let s = Status::from(MediaError::Unavailable(
+            "Twilio is unavailable, retry later".into(),
+        ));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unavailable, "Twilio is unavailable, retry later")
+        );
+        // The database's failures follow the mesh policy, their causes never sent.
+        let s = Status::from(MediaError::Db(DbError::Pool(
+            "timed out (Wait) at 10.0.0.5".into(),
+        )));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(!s.message().contains("10.0.0.5"), "{}", s.message());
+        let s = Status::from(MediaError::Internal(
+            "stored account sid AC1 is invalid".into(),
+        ));
+        assert_eq!((s.code(), s.message()), (Code::Internal, "internal error"));
+    }
+}

@@ -448,46 +448,50 @@ mod tests {
 mod tls {
     use tokio::io::AsyncReadExt as _;
 
+    /// Runs `client` against a plain TCP listener and returns the first byte it sent; the client
+    /// must then fail (no TLS server answers).
+    async fn first_byte_of<F, T, E>(client: impl FnOnce(u16) -> F) -> u8
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = tokio::spawn(client(port));
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut first = [0u8; 1];
+        socket.read_exact(&mut first).await.unwrap();
+        drop(socket);
+        assert!(client.await.unwrap().is_err(), "no TLS server here");
+        first[0]
+    }
+
     /// `wss://` URLs (the real Realtime API) speak TLS: the first byte the server sees is a
     /// TLS handshake record, not an error about an unsupported scheme.
     #[tokio::test]
     async fn wss_urls_open_a_tls_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move {
-            tokio_tungstenite::connect_async(format!("wss://localhost:{}/v1/realtime", addr.port()))
+        let first = first_byte_of(|port| async move {
+            tokio_tungstenite::connect_async(format!("wss://localhost:{port}/v1/realtime"))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
-        });
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut first = [0u8; 1];
-        socket.read_exact(&mut first).await.unwrap();
-        assert_eq!(first[0], 0x16, "a TLS handshake record");
-        drop(socket);
-        assert!(client.await.unwrap().is_err(), "no TLS server here");
+        })
+        .await;
+        assert_eq!(first, 0x16, "a TLS handshake record");
     }
 
     /// The same for `https://` (Twilio's REST API and webhook receivers, through reqwest).
     #[tokio::test]
     async fn https_urls_open_a_tls_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move {
+        let first = first_byte_of(|port| async move {
             reqwest::Client::new()
-                .post(format!(
-                    "https://localhost:{}/2010-04-01/Accounts",
-                    addr.port()
-                ))
+                .post(format!("https://localhost:{port}/2010-04-01/Accounts"))
                 .send()
                 .await
                 .map(|_| ())
-        });
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut first = [0u8; 1];
-        socket.read_exact(&mut first).await.unwrap();
-        assert_eq!(first[0], 0x16, "a TLS handshake record");
-        drop(socket);
-        assert!(client.await.unwrap().is_err(), "no TLS server here");
+        })
+        .await;
+        assert_eq!(first, 0x16, "a TLS handshake record");
     }
 }

@@ -8,36 +8,30 @@ use mesh::domain::CallerNumber;
 use super::count;
 use crate::error::MediaError;
 
-/// Deletes one caller's transcript turns, outbox rows and calls.
+/// Deletes one caller's transcript turns, outbox rows and calls (in that order: the first two
+/// find their rows through the calls).
 pub async fn erase_caller(
     tx: &Tx<'_>,
     caller: &CallerNumber,
 ) -> Result<Vec<TableCount>, MediaError> {
-    let turns = tx
-        .execute(
+    let mut counts = Vec::new();
+    for (table, statement) in [
+        (
+            "media.transcript_turns",
             "DELETE FROM media.transcript_turns t USING media.calls c \
              WHERE t.call_sid = c.call_sid AND c.caller = $1",
-            &[&caller.as_str()],
-        )
-        .await?;
-    let outbox = tx
-        .execute(
+        ),
+        (
+            "media.outbox",
             "DELETE FROM media.outbox o USING media.calls c \
              WHERE o.call_sid = c.call_sid AND c.caller = $1",
-            &[&caller.as_str()],
-        )
-        .await?;
-    let calls = tx
-        .execute(
-            "DELETE FROM media.calls WHERE caller = $1",
-            &[&caller.as_str()],
-        )
-        .await?;
-    Ok(vec![
-        count("media.transcript_turns", turns),
-        count("media.outbox", outbox),
-        count("media.calls", calls),
-    ])
+        ),
+        ("media.calls", "DELETE FROM media.calls WHERE caller = $1"),
+    ] {
+        let n = tx.execute(statement, &[&caller.as_str()]).await?;
+        counts.push(count(table, n));
+    }
+    Ok(counts)
 }
 
 /// Deletes every media row of the current tenant.

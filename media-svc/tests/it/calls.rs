@@ -426,3 +426,35 @@ async fn export_and_erase_one_caller_for_one_tenant_only() {
     check_erase_tenant(&svc, b_calls).await;
     svc.stop().await;
 }
+
+/// A statement cut by the statement timeout answers DEADLINE_EXCEEDED, as in every service (it
+/// was INTERNAL here), with the policy's message and nothing of the SQL.
+#[tokio::test]
+async fn a_statement_timeout_is_deadline_exceeded() {
+    let svc = Svc::start_with_statement_timeout(std::time::Duration::from_millis(300)).await;
+    let mut a = svc.client(1).await;
+    a.register_call(register(&sid("CA", 1), "+15551111111"))
+        .await
+        .unwrap();
+    // The calls table is locked: the read waits until the timeout cancels it.
+    let mut admin = svc.db.admin_client().await;
+    let lock = admin.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE media.calls IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let e = a
+        .get_call(GetCallRequest {
+            call_sid: sid("CA", 1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{}", e.message());
+    assert_eq!(e.message(), "the request took too long");
+    lock.rollback().await.unwrap();
+    a.get_call(GetCallRequest {
+        call_sid: sid("CA", 1),
+    })
+    .await
+    .expect("answered once the lock is gone");
+    svc.stop().await;
+}

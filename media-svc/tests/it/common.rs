@@ -56,6 +56,19 @@ impl Svc {
         adjust: impl FnOnce(CallConfig) -> CallConfig,
         with_tenant: bool,
     ) -> Svc {
+        Self::start_inner(adjust, with_tenant, None).await
+    }
+
+    /// media-svc alone, its statements cut after `statement_timeout`.
+    pub async fn start_with_statement_timeout(statement_timeout: Duration) -> Svc {
+        Self::start_inner(|c| c, false, Some(statement_timeout)).await
+    }
+
+    async fn start_inner(
+        adjust: impl FnOnce(CallConfig) -> CallConfig,
+        with_tenant: bool,
+        statement_timeout: Option<Duration>,
+    ) -> Svc {
         if std::env::var_os("RUST_LOG").is_some() {
             mesh::telemetry::init_from_env();
         }
@@ -93,8 +106,12 @@ impl Svc {
         let g = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = g.local_addr().unwrap();
+        let mut db_config = db.db_config_for_role("media_svc");
+        if statement_timeout.is_some() {
+            db_config.statement_timeout = statement_timeout;
+        }
         let deps = media_svc::Deps {
-            db: db.db_for_role("media_svc").await,
+            db: mesh::db::Db::connect(&db_config).await.unwrap(),
             identity: keys.identity(names::MEDIA_SVC),
             calls,
         };
