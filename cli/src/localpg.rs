@@ -39,7 +39,13 @@ fn find_bin() -> anyhow::Result<PathBuf> {
         )
 }
 
-fn is_root() -> bool {
+/// Whether the server binaries are installed (on PATH or under /usr/lib/postgresql).
+pub fn installed() -> bool {
+    find_bin().is_ok()
+}
+
+/// Whether this process runs as root (PostgreSQL then runs as `postgres`; installs need no sudo).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -1,7 +1,8 @@
 //! The first thing a new user touches, tested as they would use it: `neurosphere up` in a fresh
 //! directory (its own private PostgreSQL, migrations, keys, demo tenants, all four services),
 //! then `call simulate` against each demo tenant, `token mint` with the real grpcurl,
-//! `tenant create` with bad input, and `caller erase`; Ctrl-C stops everything.
+//! `tenant create` with bad input, and `caller erase` (what it erased, for one tenant only);
+//! Ctrl-C stops everything.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -81,8 +82,10 @@ impl Up {
         );
         env.insert("LOG_FORMAT".into(), "json".into());
         env.insert("AI_BACKEND".into(), "local".into());
+        // A test installs nothing: what `up` would install is decided, and unit-tested, in
+        // cli/src/up/install.rs; here PostgreSQL is already there.
         let mut child = Command::new(BIN)
-            .arg("up")
+            .args(["up", "--no-install"])
             .current_dir(dir.path())
             .env_remove("DATABASE_URL")
             .env_remove("OPENAI_API_KEY")
@@ -137,6 +140,33 @@ impl Up {
         }
     }
 
+    /// Waits until `caller export` shows records of every one of `services` for the caller:
+    /// the post-call record reaches memory-svc through media-svc's outbox after the call.
+    fn wait_for_export(&self, customer: &str, caller: &str, services: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, out) = self.run(&[
+                "caller",
+                "export",
+                "--customer",
+                customer,
+                "--phone",
+                caller,
+            ]);
+            let all = services
+                .iter()
+                .all(|s| out.contains(&format!("\"service\":\"{s}\"")));
+            if code == 0 && all {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "customer {customer}: no {services:?} records for {caller} within 20 s:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn run(&self, args: &[&str]) -> (i32, String) {
         let out = Command::new(BIN)
             .args(args)
@@ -158,14 +188,21 @@ impl Up {
 #[test]
 fn up_then_operate_the_mesh_like_a_new_user() {
     let up = Up::start();
-    let gw = format!("127.0.0.1:{}", up.gateway);
 
     // A second `up` in the same directory says so.
     let (code, out) = up.run(&["up"]);
     assert_ne!(code, 0);
     assert!(out.contains("already running"), "{out}");
 
-    // Each demo tenant answers with its own greeting; the call lands in that tenant only.
+    call_each_demo_tenant(&up);
+    grpcurl_with_a_minted_token(&up);
+    bad_input_creates_nothing(&up);
+    erase_one_tenants_caller(&up);
+}
+
+/// Each demo tenant answers with its own greeting; the call lands in that tenant only.
+fn call_each_demo_tenant(up: &Up) {
+    let gw = format!("127.0.0.1:{}", up.gateway);
     for (number, greeting, tenant) in [
         (
             "+14155550101",
@@ -201,8 +238,10 @@ fn up_then_operate_the_mesh_like_a_new_user() {
             wav.len()
         );
     }
+}
 
-    // `token mint` works with the real grpcurl; customer 1's token cannot read customer 2.
+/// `token mint` works with the real grpcurl; customer 1's token cannot read customer 2.
+fn grpcurl_with_a_minted_token(up: &Up) {
     let (code, token) = up.run(&["token", "mint", "--customer", "1", "--scope", "tenant:read"]);
     assert_eq!(code, 0, "{token}");
     let grpcurl = |token: &str| {
@@ -227,8 +266,10 @@ fn up_then_operate_the_mesh_like_a_new_user() {
         mine.contains("Peterson Family Insurance") && !mine.contains("Smith"),
         "{mine}"
     );
+}
 
-    // Bad input: non-zero exit, clear message, nothing created.
+/// Bad input: non-zero exit, clear message, nothing created.
+fn bad_input_creates_nothing(up: &Up) {
     let (_, before) = up.run(&["tenant", "list"]);
     let (code, out) = up.run(&[
         "tenant",
@@ -256,45 +297,64 @@ fn up_then_operate_the_mesh_like_a_new_user() {
     assert!(out.contains("text-to-speech"), "{out}");
     let (_, after) = up.run(&["tenant", "list"]);
     assert_eq!(before, after);
+}
 
-    // Erasing a caller for tenant 1 leaves tenant 2's rows for the same number.
-    let (code, out) = up.run(&[
-        "caller",
-        "erase",
-        "--customer",
-        "1",
-        "--phone",
-        "+15551111111",
-    ]);
+/// Erasing a caller for tenant 1 erases exactly that tenant's rows about them (one call, its
+/// transcript, its summary) and leaves tenant 2's rows for the same number.
+fn erase_one_tenants_caller(up: &Up) {
+    let caller = "+15551111111";
+    for customer in ["1", "2"] {
+        up.wait_for_export(customer, caller, &["memory-svc", "media-svc"]);
+    }
+    let (code, out) = up.run(&["caller", "erase", "--customer", "1", "--phone", caller]);
+    assert_eq!(code, 0, "{out}");
+    let erased = erased_rows(&out);
+    assert_eq!(
+        erased.get("media.calls"),
+        Some(&1),
+        "one call erased:\n{out}"
+    );
+    assert!(
+        erased
+            .get("media.transcript_turns")
+            .is_some_and(|n| *n >= 1),
+        "its transcript erased:\n{out}"
+    );
+    assert_eq!(
+        erased.get("memory.call_summaries"),
+        Some(&1),
+        "its summary erased:\n{out}"
+    );
+    assert!(out.contains("audit: "), "{out}");
+    let (code, out) = up.run(&["caller", "export", "--customer", "1", "--phone", caller]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("media.calls") || out.contains("calls"),
-        "{out}"
+        !out.contains("\"service\":\"media-svc\"") && !out.contains("\"service\":\"memory-svc\""),
+        "tenant 1 still has rows about the caller:\n{out}"
     );
-    let (code, out) = up.run(&[
-        "caller",
-        "export",
-        "--customer",
-        "2",
-        "--phone",
-        "+15551111111",
-    ]);
+    let (code, out) = up.run(&["caller", "erase", "--customer", "1", "--phone", caller]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("media-svc"),
-        "tenant 2's call was erased too:\n{out}"
+        erased_rows(&out).values().all(|n| *n == 0),
+        "a second erase finds nothing:\n{out}"
     );
-    let (code, out) = up.run(&[
-        "caller",
-        "export",
-        "--customer",
-        "1",
-        "--phone",
-        "+15551111111",
-    ]);
+    let (code, out) = up.run(&["caller", "export", "--customer", "2", "--phone", caller]);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        !out.contains("\"service\":\"media-svc\""),
-        "tenant 1 still has calls:\n{out}"
-    );
+    for service in ["media-svc", "memory-svc"] {
+        assert!(
+            out.contains(&format!("\"service\":\"{service}\"")),
+            "tenant 2's rows in {service} were erased too:\n{out}"
+        );
+    }
+}
+
+/// `table -> rows` from `caller erase`'s `<table> <n> row(s) erased` lines.
+fn erased_rows(out: &str) -> BTreeMap<String, i64> {
+    out.lines()
+        .filter_map(|l| l.strip_suffix(" row(s) erased"))
+        .filter_map(|l| {
+            let (table, n) = l.split_once(' ')?;
+            Some((table.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect()
 }
