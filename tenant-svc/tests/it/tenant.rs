@@ -8,10 +8,10 @@ use mesh::api::tenant::tenant_service_client::TenantServiceClient;
 use mesh::api::tenant::*;
 use mesh::identity::{DevKeys, names, scope};
 use mesh::testkit::TestDb;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+
+use crate::common::{self, Replica, auth};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const PETERSON_NUMBER: &str = "+14155550101";
@@ -21,7 +21,7 @@ struct Svc {
     db: TestDb,
     keys: DevKeys,
     channel: Channel,
-    _stop: oneshot::Sender<()>,
+    _replica: Replica,
 }
 
 impl Svc {
@@ -32,58 +32,52 @@ impl Svc {
             "legacy-secret-for-tests-0123456789abcdef",
         ))
         .unwrap();
-        let deps = tenant_svc::Deps {
-            db: db.db_for_role("tenant_svc").await,
-            identity: keys.identity(names::TENANT_SVC),
-            legacy: Some(legacy),
-            webhook_allow_insecure: false,
-        };
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(tenant_svc::serve(
-            deps,
-            grpc,
-            admin,
-            Duration::from_secs(1),
-            async {
-                let _ = rx.await;
-            },
-        ));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let replica = common::serve(&db, &keys, Some(legacy), false).await;
         Svc {
             db,
             keys,
-            channel,
-            _stop: tx,
+            channel: replica.channel.clone(),
+            _replica: replica,
         }
     }
 
     fn operator(&self, scopes: &[&str]) -> String {
-        self.keys
-            .identity(names::OPERATOR)
-            .minter()
-            .mint_service(names::TENANT_SVC, scopes, Duration::from_secs(300))
-            .unwrap()
+        common::operator_token(&self.keys, scopes)
     }
 
     fn tenant(&self, customer: i64, scopes: &[&str]) -> String {
-        self.keys
-            .identity(names::TENANT_SVC)
-            .minter()
-            .mint_tenant(
-                mesh::domain::CustomerId::new(customer).unwrap(),
-                "test-user",
-                &[names::TENANT_SVC],
-                scopes,
-                Duration::from_secs(300),
-            )
+        common::tenant_token(&self.keys, customer, scopes)
+    }
+
+    /// UpdateAgentConfig as `token`'s tenant; panics when refused.
+    async fn update_config(
+        &self,
+        token: &str,
+        request: UpdateAgentConfigRequest,
+    ) -> UpdateAgentConfigResponse {
+        self.tenant_client()
+            .update_agent_config(auth(request, token))
+            .await
             .unwrap()
+            .into_inner()
+    }
+
+    /// One page of `token`'s tenant's history.
+    async fn history_page(
+        &self,
+        token: &str,
+        page_size: i32,
+        page_token: String,
+    ) -> ListConfigHistoryResponse {
+        let request = ListConfigHistoryRequest {
+            page_size,
+            page_token,
+        };
+        self.tenant_client()
+            .list_config_history(auth(request, token))
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     fn admin(&self) -> TenantAdminServiceClient<Channel> {
@@ -194,23 +188,8 @@ impl Svc {
     }
 
     fn gateway(&self) -> String {
-        self.keys
-            .identity(names::GATEWAY)
-            .minter()
-            .mint_service(
-                names::TENANT_SVC,
-                &[scope::TENANT_RESOLVE, scope::TENANT_EXCHANGE],
-                Duration::from_secs(300),
-            )
-            .unwrap()
+        common::gateway_token(&self.keys, &[scope::TENANT_RESOLVE, scope::TENANT_EXCHANGE])
     }
-}
-
-fn auth<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 fn resolve(number: &str) -> ResolveNumberRequest {
@@ -464,51 +443,23 @@ async fn every_changed_field_appends_exactly_one_history_row() {
         }),
         update_mask: None,
     };
-    let r = s
-        .tenant_client()
-        .update_agent_config(auth(update.clone(), &token))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = s.update_config(&token, update.clone()).await;
     assert_eq!(r.changes_recorded, 4);
     assert_eq!(history().await, before + 4);
     // The same update again changes nothing and appends nothing.
-    let r = s
-        .tenant_client()
-        .update_agent_config(auth(update, &token))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = s.update_config(&token, update).await;
     assert_eq!(r.changes_recorded, 0);
     assert_eq!(history().await, before + 4);
     // Resetting one slider through the mask: one row, with the subject as author.
-    let r = s
-        .tenant_client()
-        .update_agent_config(auth(
-            UpdateAgentConfigRequest {
-                config: Some(AgentConfig::default()),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["sliders.humor".into()],
-                }),
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let reset = UpdateAgentConfigRequest {
+        config: Some(AgentConfig::default()),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["sliders.humor".into()],
+        }),
+    };
+    let r = s.update_config(&token, reset).await;
     assert_eq!(r.changes_recorded, 1);
-    let page = s
-        .tenant_client()
-        .list_config_history(auth(
-            ListConfigHistoryRequest {
-                page_size: 1,
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = s.history_page(&token, 1, String::new()).await;
     assert_eq!(page.changes.len(), 1);
     let newest = &page.changes[0];
     assert_eq!(newest.config_key, "sliders.humor");
@@ -516,18 +467,7 @@ async fn every_changed_field_appends_exactly_one_history_row() {
     assert_eq!(newest.new_value_json, "");
     assert_eq!(newest.changed_by, "test-user");
     assert!(!page.next_page_token.is_empty());
-    let next = s
-        .tenant_client()
-        .list_config_history(auth(
-            ListConfigHistoryRequest {
-                page_size: 500,
-                page_token: page.next_page_token,
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let next = s.history_page(&token, 500, page.next_page_token).await;
     assert!(next.changes.iter().all(|c| c.id < newest.id));
     assert!(next.next_page_token.is_empty());
 }
@@ -613,185 +553,113 @@ async fn refused<T: std::fmt::Debug>(
 async fn each_validation_rule_refuses_and_stores_nothing() {
     let s = Svc::start().await;
     let (peterson, smith) = s.seed().await;
-    let op = s.operator(&[scope::TENANT_ADMIN]);
-    let token = s.tenant(peterson, &[scope::TENANT_WRITE]);
     let before = s.snapshot().await;
-    let update = |config: AgentConfig| {
-        let mut c = s.tenant_client();
-        let t = token.clone();
-        async move {
-            c.update_agent_config(auth(
-                UpdateAgentConfigRequest {
-                    config: Some(config),
-                    update_mask: None,
-                },
-                &t,
-            ))
-            .await
-        }
-    };
-    let cfg = AgentConfig::default;
+    operator_input_is_refused(&s, peterson, smith, before).await;
+    agent_config_input_is_refused(&s, peterson, before).await;
+}
 
-    let r = s
-        .admin()
-        .create_customer(auth(
-            CreateCustomerRequest {
-                email: "not-an-email".into(),
-                business_name: "X".into(),
-                ..Default::default()
-            },
-            &op,
-        ))
-        .await;
-    refused(&s, r, Code::InvalidArgument, "email", before).await;
-    let r = s
-        .admin()
-        .create_customer(auth(
-            CreateCustomerRequest {
-                email: "dup@x.example".into(),
-                business_name: "X".into(),
-                agent_config: Some(AgentConfig {
-                    voice: Some("nova".into()),
-                    ..cfg()
-                }),
-                ..Default::default()
-            },
-            &op,
-        ))
-        .await;
-    refused(&s, r, Code::InvalidArgument, "agent_config.voice", before).await;
-    let r = s
-        .admin()
-        .create_customer(auth(
-            CreateCustomerRequest {
-                email: "OPS@peterson.example".into(),
-                business_name: "Copy".into(),
-                ..Default::default()
-            },
-            &op,
-        ))
-        .await;
-    refused(&s, r, Code::AlreadyExists, "email", before).await;
-    let r = s
-        .admin()
-        .assign_phone_number(auth(
-            AssignPhoneNumberRequest {
-                customer_id: peterson,
-                number: "+1555".into(),
-                twilio_account_sid: String::new(),
-            },
-            &op,
-        ))
-        .await;
-    refused(&s, r, Code::InvalidArgument, "number", before).await;
-    let r = s
-        .admin()
-        .assign_phone_number(auth(
-            AssignPhoneNumberRequest {
-                customer_id: peterson,
-                number: "+14155550199".into(),
-                twilio_account_sid: "AC12".into(),
-            },
-            &op,
-        ))
-        .await;
-    refused(&s, r, Code::InvalidArgument, "twilio_account_sid", before).await;
+/// CreateCustomer and AssignPhoneNumber with a bad or taken value.
+async fn operator_input_is_refused(s: &Svc, peterson: i64, smith: i64, before: (i64, i64, i64)) {
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    let voice = AgentConfig {
+        voice: Some("nova".into()),
+        ..Default::default()
+    };
+    for (email, business_name, agent_config, code, field) in [
+        ("not-an-email", "X", None, Code::InvalidArgument, "email"),
+        (
+            "dup@x.example",
+            "X",
+            Some(voice),
+            Code::InvalidArgument,
+            "agent_config.voice",
+        ),
+        (
+            "OPS@peterson.example",
+            "Copy",
+            None,
+            Code::AlreadyExists,
+            "email",
+        ),
+    ] {
+        let request = CreateCustomerRequest {
+            email: email.into(),
+            business_name: business_name.into(),
+            agent_config,
+            ..Default::default()
+        };
+        let r = s.admin().create_customer(auth(request, &op)).await;
+        refused(s, r, code, field, before).await;
+    }
+    let assign = |number: &str, sid: &str| {
+        let request = AssignPhoneNumberRequest {
+            customer_id: peterson,
+            number: number.into(),
+            twilio_account_sid: sid.into(),
+        };
+        let mut admin = s.admin();
+        let request = auth(request, &op);
+        async move { admin.assign_phone_number(request).await }
+    };
+    let r = assign("+1555", "").await;
+    refused(s, r, Code::InvalidArgument, "number", before).await;
+    let r = assign("+14155550199", "AC12").await;
+    refused(s, r, Code::InvalidArgument, "twilio_account_sid", before).await;
     // Another tenant's number: ALREADY_EXISTS, naming nobody.
-    let err = s
-        .admin()
-        .assign_phone_number(auth(
-            AssignPhoneNumberRequest {
-                customer_id: peterson,
-                number: SMITH_NUMBER.into(),
-                twilio_account_sid: String::new(),
-            },
-            &op,
-        ))
-        .await
-        .unwrap_err();
+    let err = assign(SMITH_NUMBER, "").await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(
         !err.message().contains("Smith") && !err.message().contains(&smith.to_string()),
         "{err:?}"
     );
     assert_eq!(s.snapshot().await, before);
+}
 
-    let mut sliders = std::collections::HashMap::new();
-    sliders.insert("warmth".to_owned(), 101);
-    refused(
-        &s,
-        update(AgentConfig { sliders, ..cfg() }).await,
-        Code::InvalidArgument,
-        "config.sliders.warmth",
-        before,
-    )
-    .await;
-    let mut sliders = std::collections::HashMap::new();
-    sliders.insert("charisma".to_owned(), 50);
-    refused(
-        &s,
-        update(AgentConfig { sliders, ..cfg() }).await,
-        Code::InvalidArgument,
-        "charisma",
-        before,
-    )
-    .await;
-    let r = update(AgentConfig {
+/// UpdateAgentConfig with each kind of bad value (alone, or among good ones) or a bad mask.
+async fn agent_config_input_is_refused(s: &Svc, peterson: i64, before: (i64, i64, i64)) {
+    let token = s.tenant(peterson, &[scope::TENANT_WRITE]);
+    let update = |config: AgentConfig, paths: &[&str]| {
+        let mut c = s.tenant_client();
+        let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        });
+        let request = auth(
+            UpdateAgentConfigRequest {
+                config: Some(config),
+                update_mask,
+            },
+            &token,
+        );
+        async move { c.update_agent_config(request).await }
+    };
+    let fable = AgentConfig {
         voice: Some("fable".into()),
-        ..cfg()
-    })
-    .await;
+        ..Default::default()
+    };
+    let r = update(fable, &[]).await;
     let msg = r.as_ref().unwrap_err().message().to_owned();
     assert!(msg.contains("text-to-speech"), "{msg}");
-    refused(&s, r, Code::InvalidArgument, "config.voice", before).await;
-    refused(
-        &s,
-        update(AgentConfig {
-            agent_name: Some("x".repeat(61)),
-            ..cfg()
-        })
-        .await,
-        Code::InvalidArgument,
-        "config.agent_name",
-        before,
-    )
-    .await;
-    refused(
-        &s,
-        update(AgentConfig {
-            greeting_new_caller: Some("y".repeat(501)),
-            ..cfg()
-        })
-        .await,
-        Code::InvalidArgument,
-        "config.greeting_new_caller",
-        before,
-    )
-    .await;
-    refused(
-        &s,
-        update(AgentConfig {
-            greeting_returning_caller: Some("Hi\u{1b}[2J".into()),
-            ..cfg()
-        })
-        .await,
-        Code::InvalidArgument,
-        "config.greeting_returning_caller",
-        before,
-    )
-    .await;
-    refused(
-        &s,
-        update(AgentConfig {
-            greeting_new_caller: Some("Hello {caller_name}".into()),
-            ..cfg()
-        })
-        .await,
-        Code::InvalidArgument,
-        "unknown placeholder",
-        before,
-    )
-    .await;
+    refused(s, r, Code::InvalidArgument, "config.voice", before).await;
+    for (config, field) in bad_agent_configs() {
+        let r = update(config, &[]).await;
+        refused(s, r, Code::InvalidArgument, field, before).await;
+    }
+    let r = update(AgentConfig::default(), &["colour"]).await;
+    refused(s, r, Code::InvalidArgument, "update_mask", before).await;
+}
+
+/// Agent configurations with one bad value each, and what the refusal must name.
+fn bad_agent_configs() -> Vec<(AgentConfig, &'static str)> {
+    let cfg = AgentConfig::default;
+    let slider = |name: &str, value| AgentConfig {
+        sliders: [(name.to_owned(), value)].into(),
+        ..cfg()
+    };
+    let text = |set: fn(&mut AgentConfig, String), value: String| {
+        let mut c = cfg();
+        set(&mut c, value);
+        c
+    };
     let rules = TransferRuleList {
         rules: vec![TransferRule {
             keyword: "claims".into(),
@@ -799,57 +667,52 @@ async fn each_validation_rule_refuses_and_stores_nothing() {
             description: String::new(),
         }],
     };
-    refused(
-        &s,
-        update(AgentConfig {
-            transfer_rules: Some(rules),
-            ..cfg()
-        })
-        .await,
-        Code::InvalidArgument,
-        "config.transfer_rules[0].number",
-        before,
-    )
-    .await;
-    refused(
-        &s,
-        update(AgentConfig {
-            time_zone: Some("Atlantis/Capital".into()),
-            ..cfg()
-        })
-        .await,
-        Code::InvalidArgument,
-        "config.time_zone",
-        before,
-    )
-    .await;
-    // One bad field among good ones: nothing of the request is stored.
-    refused(
-        &s,
-        update(AgentConfig {
-            agent_name: Some("Fine".into()),
-            voice: Some("onyx".into()),
-            ..cfg()
-        })
-        .await,
-        Code::InvalidArgument,
-        "config.voice",
-        before,
-    )
-    .await;
-    let r = s
-        .tenant_client()
-        .update_agent_config(auth(
-            UpdateAgentConfigRequest {
-                config: Some(cfg()),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["colour".into()],
-                }),
+    vec![
+        (slider("warmth", 101), "config.sliders.warmth"),
+        (slider("charisma", 50), "charisma"),
+        (
+            text(|c, v| c.agent_name = Some(v), "x".repeat(61)),
+            "config.agent_name",
+        ),
+        (
+            text(|c, v| c.greeting_new_caller = Some(v), "y".repeat(501)),
+            "config.greeting_new_caller",
+        ),
+        (
+            text(
+                |c, v| c.greeting_returning_caller = Some(v),
+                "Hi\u{1b}[2J".into(),
+            ),
+            "config.greeting_returning_caller",
+        ),
+        (
+            text(
+                |c, v| c.greeting_new_caller = Some(v),
+                "Hello {caller_name}".into(),
+            ),
+            "unknown placeholder",
+        ),
+        (
+            AgentConfig {
+                transfer_rules: Some(rules),
+                ..cfg()
             },
-            &token,
-        ))
-        .await;
-    refused(&s, r, Code::InvalidArgument, "update_mask", before).await;
+            "config.transfer_rules[0].number",
+        ),
+        (
+            text(|c, v| c.time_zone = Some(v), "Atlantis/Capital".into()),
+            "config.time_zone",
+        ),
+        // One bad field among good ones: nothing of the request is stored.
+        (
+            AgentConfig {
+                agent_name: Some("Fine".into()),
+                voice: Some("onyx".into()),
+                ..cfg()
+            },
+            "config.voice",
+        ),
+    ]
 }
 
 #[tokio::test]
@@ -902,7 +765,12 @@ async fn issued_and_exchanged_tokens_are_bounded_and_scoped() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 
-    // Legacy exchange: a valid HS256 token becomes a short memory-svc token for that tenant.
+    legacy_tokens_become_short_memory_tokens(&s, peterson).await;
+}
+
+/// Legacy exchange: a valid HS256 token becomes a short memory-svc token for that tenant; a
+/// garbage one is refused.
+async fn legacy_tokens_become_short_memory_tokens(s: &Svc, peterson: i64) {
     let legacy = mesh::auth::LegacyVerifier::new(&secrecy::SecretString::from(
         "legacy-secret-for-tests-0123456789abcdef",
     ))
@@ -954,56 +822,37 @@ async fn customers_are_listed_paginated_and_offboarding_removes_only_one() {
     let s = Svc::start().await;
     let (peterson, smith) = s.seed().await;
     let op = s.operator(&[scope::TENANT_ADMIN]);
-    let page = s
-        .admin()
-        .list_customers(auth(
+    let list = |page_token: String| {
+        let mut admin = s.admin();
+        let request = auth(
             ListCustomersRequest {
                 page_size: 1,
-                page_token: String::new(),
+                page_token,
             },
             &op,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        );
+        async move { admin.list_customers(request).await.map(|r| r.into_inner()) }
+    };
+    let page = list(String::new()).await.unwrap();
     assert_eq!(page.customers.len(), 1);
     assert_eq!(page.customers[0].id, peterson);
-    let page2 = s
-        .admin()
-        .list_customers(auth(
-            ListCustomersRequest {
-                page_size: 1,
-                page_token: page.next_page_token,
-            },
-            &op,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let page2 = list(page.next_page_token).await.unwrap();
     assert_eq!(page2.customers[0].id, smith);
-    let err = s
-        .admin()
-        .list_customers(auth(
-            ListCustomersRequest {
-                page_size: 1,
-                page_token: "nope!".into(),
-            },
-            &op,
-        ))
-        .await
-        .unwrap_err();
+    let err = list("nope!".into()).await.unwrap_err();
     assert!(err.message().starts_with("page_token"));
 
     let smith_before = s.rows_of(smith).await;
-    s.admin()
-        .delete_customer(auth(
+    let delete = || {
+        let mut admin = s.admin();
+        let request = auth(
             DeleteCustomerRequest {
                 customer_id: peterson,
             },
             &op,
-        ))
-        .await
-        .unwrap();
+        );
+        async move { admin.delete_customer(request).await }
+    };
+    delete().await.unwrap();
     assert_eq!(
         s.count(&format!(
             "SELECT count(*) FROM tenant.phone_numbers WHERE customer_id = {peterson}"
@@ -1019,16 +868,7 @@ async fn customers_are_listed_paginated_and_offboarding_removes_only_one() {
         0
     );
     assert_eq!(s.rows_of(smith).await, smith_before);
-    let err = s
-        .admin()
-        .delete_customer(auth(
-            DeleteCustomerRequest {
-                customer_id: peterson,
-            },
-            &op,
-        ))
-        .await
-        .unwrap_err();
+    let err = delete().await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // The released number can be assigned to another customer.
     s.admin()
@@ -1052,11 +892,83 @@ async fn tenant_tables_are_protected_by_forced_rls() {
     // As tenant_svc with no tenant set, the tables fail closed.
     let db = s.db.db_for_role("tenant_svc").await;
     let r = db
-        .service_tx(async |tx| {
-            tx.query("SELECT * FROM tenant.customers", &[])
-                .await
-                .map_err(mesh::db::DbError::from)
-        })
+        .service_tx(async |tx| tx.query("SELECT * FROM tenant.customers", &[]).await)
         .await;
     assert!(r.is_err(), "read without tenant context succeeded");
+}
+
+/// `GetPlatformDefaults`: an operator reads what the platform answers for every field a customer
+/// has not set (first the migration's row, then what `UpdatePlatformDefaults` stored); tokens
+/// that are not an operator's `tenant:admin` are refused and read nothing.
+#[tokio::test]
+async fn an_operator_reads_the_stored_platform_defaults_and_tenants_cannot() {
+    let s = Svc::start().await;
+    let (peterson, _) = s.seed().await;
+    let op = s.operator(&[scope::TENANT_ADMIN]);
+    let read = |token: String| {
+        let mut admin = s.admin();
+        async move {
+            admin
+                .get_platform_defaults(auth(GetPlatformDefaultsRequest {}, &token))
+                .await
+                .map(|r| r.into_inner().defaults.unwrap())
+        }
+    };
+    let first = read(op.clone()).await.unwrap();
+    assert_eq!(first.agent_name, "AI Assistant");
+    assert_eq!(first.voice, "alloy");
+    assert_eq!(first.time_zone, "UTC");
+    assert_eq!(first.sliders.len(), 30);
+    assert!(first.sliders.values().all(|v| *v == 50));
+    assert!(first.update_time.is_some());
+
+    let mut update = PlatformDefaults {
+        agent_name: "Riley".into(),
+        voice: "sage".into(),
+        ..Default::default()
+    };
+    update.sliders.insert("warmth".into(), 80);
+    let stored = s
+        .admin()
+        .update_platform_defaults(auth(
+            UpdatePlatformDefaultsRequest {
+                defaults: Some(update),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["agent_name".into(), "voice".into(), "sliders.warmth".into()],
+                }),
+            },
+            &op,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .defaults
+        .unwrap();
+    let read_back = read(op.clone()).await.unwrap();
+    assert_eq!(read_back, stored, "the answer is what the update stored");
+    assert_eq!(
+        (read_back.agent_name.as_str(), read_back.voice.as_str()),
+        ("Riley", "sage")
+    );
+    assert_eq!(read_back.sliders["warmth"], 80);
+    assert_eq!(
+        read_back.sliders["humor"], 50,
+        "fields outside the mask kept"
+    );
+    assert_eq!(read_back.greeting_new_caller, first.greeting_new_caller);
+
+    // A tenant token (every tenant scope), the gateway's token and an operator token without
+    // `tenant:admin` are refused.
+    let tenant = s.tenant(
+        peterson,
+        &[
+            scope::TENANT_READ,
+            scope::TENANT_WRITE,
+            scope::TENANT_WEBHOOK,
+        ],
+    );
+    for token in [tenant, s.gateway(), s.operator(&[scope::TENANT_RESOLVE])] {
+        let err = read(token).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    }
 }

@@ -9,12 +9,12 @@ use mesh::api::tenant::edge_service_client::EdgeServiceClient;
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
 use mesh::api::tenant::*;
-use mesh::auth::with_bearer as auth;
-use mesh::identity::{DevKeys, names, scope};
+use mesh::identity::{DevKeys, scope};
 use mesh::testkit::TestDb;
-use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::transport::Channel;
+
+use crate::common::{self, RW, Replica, auth};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const NUMBER: &str = "+14155550101";
@@ -24,100 +24,38 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 struct Mesh {
     db: TestDb,
     keys: DevKeys,
-    a: Channel,
-    b: Channel,
-    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+    a: Replica,
+    b: Replica,
 }
 
 impl Mesh {
     async fn start() -> Mesh {
         let db = TestDb::new().await;
         let keys = DevKeys::generate();
-        let mut channels = Vec::new();
-        let mut stops = Vec::new();
-        for _ in 0..2 {
-            let deps = tenant_svc::Deps {
-                db: db.db_for_role("tenant_svc").await,
-                identity: keys.identity(names::TENANT_SVC),
-                legacy: None,
-                webhook_allow_insecure: false,
-            };
-            let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = grpc.local_addr().unwrap();
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(tenant_svc::serve(
-                deps,
-                grpc,
-                admin,
-                Duration::from_secs(1),
-                async {
-                    let _ = rx.await;
-                },
-            ));
-            stops.push(tx);
-            channels.push(
-                Channel::from_shared(format!("http://{addr}"))
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap(),
-            );
-        }
-        Mesh {
-            db,
-            keys,
-            b: channels.pop().unwrap(),
-            a: channels.pop().unwrap(),
-            _stop: stops,
-        }
+        let a = common::serve(&db, &keys, None, false).await;
+        let b = common::serve(&db, &keys, None, false).await;
+        Mesh { db, keys, a, b }
     }
 
     fn operator(&self) -> String {
-        self.keys
-            .identity(names::OPERATOR)
-            .minter()
-            .mint_service(
-                names::TENANT_SVC,
-                &[scope::TENANT_ADMIN],
-                Duration::from_secs(300),
-            )
-            .unwrap()
+        common::operator_token(&self.keys, &[scope::TENANT_ADMIN])
     }
 
     fn gateway(&self) -> String {
-        self.keys
-            .identity(names::GATEWAY)
-            .minter()
-            .mint_service(
-                names::TENANT_SVC,
-                &[scope::TENANT_RESOLVE],
-                Duration::from_secs(300),
-            )
-            .unwrap()
+        common::gateway_token(&self.keys, &[scope::TENANT_RESOLVE])
     }
 
     fn tenant(&self, customer: i64) -> String {
-        self.keys
-            .identity(names::TENANT_SVC)
-            .minter()
-            .mint_tenant(
-                mesh::domain::CustomerId::new(customer).unwrap(),
-                "test-user",
-                &[names::TENANT_SVC],
-                &[scope::TENANT_READ, scope::TENANT_WRITE],
-                Duration::from_secs(300),
-            )
-            .unwrap()
+        common::tenant_token(&self.keys, customer, RW)
     }
 
     fn admin_a(&self) -> TenantAdminServiceClient<Channel> {
-        TenantAdminServiceClient::new(self.a.clone())
+        TenantAdminServiceClient::new(self.a.channel.clone())
     }
 
     /// ResolveNumber of `number` through replica B.
     async fn resolve_b(&self, number: &str) -> Result<ResolveNumberResponse, tonic::Status> {
-        EdgeServiceClient::new(self.b.clone())
+        EdgeServiceClient::new(self.b.channel.clone())
             .resolve_number(auth(
                 ResolveNumberRequest {
                     called_number: number.into(),
@@ -162,6 +100,60 @@ impl Mesh {
                 },
                 &self.operator(),
             ))
+            .await
+            .unwrap();
+    }
+
+    async fn set_status(&self, customer: i64, status: CustomerStatus) {
+        let request = SetCustomerStatusRequest {
+            customer_id: customer,
+            status: status as i32,
+        };
+        self.admin_a()
+            .set_customer_status(auth(request, &self.operator()))
+            .await
+            .unwrap();
+    }
+
+    async fn release(&self, customer: i64, number: &str) {
+        let request = ReleasePhoneNumberRequest {
+            customer_id: customer,
+            number: number.into(),
+        };
+        self.admin_a()
+            .release_phone_number(auth(request, &self.operator()))
+            .await
+            .unwrap();
+    }
+
+    /// The tenant itself sets its greeting for new callers, through A.
+    async fn set_greeting(&self, customer: i64, greeting: &str) {
+        let request = UpdateAgentConfigRequest {
+            config: Some(AgentConfig {
+                greeting_new_caller: Some(greeting.into()),
+                ..Default::default()
+            }),
+            update_mask: None,
+        };
+        TenantServiceClient::new(self.a.channel.clone())
+            .update_agent_config(auth(request, &self.tenant(customer)))
+            .await
+            .unwrap();
+    }
+
+    /// The operator sets the platform's default voice, through A.
+    async fn set_default_voice(&self, voice: &str) {
+        let request = UpdatePlatformDefaultsRequest {
+            defaults: Some(PlatformDefaults {
+                voice: voice.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["voice".into()],
+            }),
+        };
+        self.admin_a()
+            .update_platform_defaults(auth(request, &self.operator()))
             .await
             .unwrap();
     }
@@ -237,50 +229,20 @@ async fn changes_through_one_replica_reach_the_others_answers_at_once() {
         m.b_serves_from_memory().await,
         "replica B never answered from its routing cache"
     );
-    let op = m.operator();
 
     // Suspension: calls are refused at once on B.
     m.resolve_b(NUMBER).await.unwrap();
-    m.admin_a()
-        .set_customer_status(auth(
-            SetCustomerStatusRequest {
-                customer_id: peterson,
-                status: CustomerStatus::Suspended as i32,
-            },
-            &op,
-        ))
-        .await
-        .unwrap();
+    m.set_status(peterson, CustomerStatus::Suspended).await;
     let (suspended, ()) = within("suspension", &m, |r| {
         matches!(r, Err(s) if s.code() == Code::FailedPrecondition).then_some(())
     })
     .await;
-    m.admin_a()
-        .set_customer_status(auth(
-            SetCustomerStatusRequest {
-                customer_id: peterson,
-                status: CustomerStatus::Active as i32,
-            },
-            &op,
-        ))
-        .await
-        .unwrap();
+    m.set_status(peterson, CustomerStatus::Active).await;
     within("reactivation", &m, |r| r.is_ok().then_some(())).await;
 
     // A new greeting, set by the tenant itself through A.
-    TenantServiceClient::new(m.a.clone())
-        .update_agent_config(auth(
-            UpdateAgentConfigRequest {
-                config: Some(AgentConfig {
-                    greeting_new_caller: Some("Peterson here, {time_greeting}!".into()),
-                    ..Default::default()
-                }),
-                update_mask: None,
-            },
-            &m.tenant(peterson),
-        ))
-        .await
-        .unwrap();
+    m.set_greeting(peterson, "Peterson here, {time_greeting}!")
+        .await;
     let (greeting, ()) = within("new greeting", &m, |r| {
         let p = r.as_ref().ok()?.profile.as_ref()?;
         (p.greeting_new_caller == "Peterson here, {time_greeting}!").then_some(())
@@ -290,21 +252,7 @@ async fn changes_through_one_replica_reach_the_others_answers_at_once() {
     // A new platform default that Peterson does not override (the voice).
     let before = m.resolve_b(NUMBER).await.unwrap().profile.unwrap().voice;
     let voice = if before == "marin" { "cedar" } else { "marin" };
-    m.admin_a()
-        .update_platform_defaults(auth(
-            UpdatePlatformDefaultsRequest {
-                defaults: Some(PlatformDefaults {
-                    voice: voice.into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["voice".into()],
-                }),
-            },
-            &op,
-        ))
-        .await
-        .unwrap();
+    m.set_default_voice(voice).await;
     let (default, ()) = within("new platform default", &m, |r| {
         (r.as_ref().ok()?.profile.as_ref()?.voice == voice).then_some(())
     })
@@ -312,16 +260,7 @@ async fn changes_through_one_replica_reach_the_others_answers_at_once() {
 
     // The number released by Peterson and given to Smith: B routes it to Smith, never to
     // Peterson.
-    m.admin_a()
-        .release_phone_number(auth(
-            ReleasePhoneNumberRequest {
-                customer_id: peterson,
-                number: NUMBER.into(),
-            },
-            &op,
-        ))
-        .await
-        .unwrap();
+    m.release(peterson, NUMBER).await;
     let (released, ()) = within("release", &m, |r| {
         matches!(r, Err(s) if s.code() == Code::NotFound).then_some(())
     })

@@ -17,10 +17,10 @@ use mesh::identity::{DevKeys, names, scope};
 use mesh::testkit::TestDb;
 use prost::Message;
 use sha2::Sha256;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
+
+use crate::common::{self, RW, Replica, auth};
 
 const ALL: &[&str] = &[
     "allowed_country_codes",
@@ -32,7 +32,6 @@ const ALL: &[&str] = &[
     "webhook_raw_numbers",
     "public_calls_per_hour",
 ];
-const RW: &[&str] = &[scope::TENANT_READ, scope::TENANT_WRITE];
 const ALL_SCOPES: &[&str] = &[
     scope::TENANT_READ,
     scope::TENANT_WRITE,
@@ -44,7 +43,7 @@ struct Svc {
     db: TestDb,
     keys: DevKeys,
     channel: Channel,
-    _stop: oneshot::Sender<()>,
+    _replica: Replica,
 }
 
 impl Svc {
@@ -52,50 +51,18 @@ impl Svc {
     async fn start(webhook_allow_insecure: bool) -> Svc {
         let db = TestDb::new().await;
         let keys = DevKeys::generate();
-        let deps = tenant_svc::Deps {
-            db: db.db_for_role("tenant_svc").await,
-            identity: keys.identity(names::TENANT_SVC),
-            legacy: None,
-            webhook_allow_insecure,
-        };
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(tenant_svc::serve(
-            deps,
-            grpc,
-            admin,
-            Duration::from_secs(1),
-            async {
-                let _ = rx.await;
-            },
-        ));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let replica = common::serve(&db, &keys, None, webhook_allow_insecure).await;
         Svc {
             db,
             keys,
-            channel,
-            _stop: tx,
+            channel: replica.channel.clone(),
+            _replica: replica,
         }
     }
 
     /// Creates `n` customers; returns their ids.
     async fn customers(&self, n: usize) -> Vec<i64> {
-        let token = self
-            .keys
-            .identity(names::OPERATOR)
-            .minter()
-            .mint_service(
-                names::TENANT_SVC,
-                &[scope::TENANT_ADMIN],
-                Duration::from_secs(300),
-            )
-            .unwrap();
+        let token = common::operator_token(&self.keys, &[scope::TENANT_ADMIN]);
         let mut admin = TenantAdminServiceClient::new(self.channel.clone());
         let mut ids = Vec::new();
         for i in 0..n {
@@ -119,17 +86,7 @@ impl Svc {
     }
 
     fn token(&self, customer: i64, scopes: &[&str]) -> String {
-        self.keys
-            .identity(names::TENANT_SVC)
-            .minter()
-            .mint_tenant(
-                mesh::domain::CustomerId::new(customer).unwrap(),
-                "test-user",
-                &[names::TENANT_SVC],
-                scopes,
-                Duration::from_secs(300),
-            )
-            .unwrap()
+        common::tenant_token(&self.keys, customer, scopes)
     }
 
     fn client(&self) -> TenantServiceClient<Channel> {
@@ -258,13 +215,6 @@ impl Svc {
             .into_inner()
             .changes
     }
-}
-
-fn auth<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 /// What a receiver computes: HMAC-SHA256 keyed by the secret text over `"{ts}." + body`.
@@ -484,25 +434,29 @@ async fn a_full_do_not_call_list_is_accepted_and_one_more_number_is_not() {
     assert_eq!((s.snapshot().await, s.rows_of(a).await), before);
 }
 
-#[tokio::test]
-async fn every_validation_failure_names_the_field_and_stores_nothing() {
-    let s = Svc::start(false).await;
-    let [a] = s.customers(1).await[..] else {
-        unreachable!()
-    };
-    let token = s.token(a, ALL_SCOPES);
-    s.update(&token, Some(full_settings(HOOK)), ALL)
-        .await
-        .unwrap();
-    s.rotate(&token, None).await.unwrap();
+/// One invalid value per case, in otherwise valid settings: the field to mask, the settings, and
+/// how the refusal must begin.
+fn invalid_settings() -> Vec<(&'static str, OutboundSettings, &'static str)> {
+    let mut cases = invalid_lists();
+    cases.extend(invalid_origins_urls_and_limits());
+    cases
+}
 
-    let with = |f: &dyn Fn(&mut OutboundSettings)| {
-        let mut v = full_settings(HOOK);
-        f(&mut v);
-        v
-    };
-    let many = |n: usize, f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<Vec<_>>();
-    let cases: Vec<(&str, OutboundSettings, &str)> = vec![
+/// [`full_settings`] changed by `f`.
+fn with(f: &dyn Fn(&mut OutboundSettings)) -> OutboundSettings {
+    let mut v = full_settings(HOOK);
+    f(&mut v);
+    v
+}
+
+/// `n` values made by `f`.
+fn many(n: usize, f: &dyn Fn(usize) -> String) -> Vec<String> {
+    (0..n).map(f).collect()
+}
+
+/// Invalid country codes, personas and do-not-call numbers.
+fn invalid_lists() -> Vec<(&'static str, OutboundSettings, &'static str)> {
+    vec![
         (
             "allowed_country_codes",
             with(&|v| v.allowed_country_codes = vec!["351".into(), "999".into()]),
@@ -548,6 +502,12 @@ async fn every_validation_failure_names_the_field_and_stores_nothing() {
             with(&|v| v.do_not_call = vec!["+351912000000".into(), "912000001".into()]),
             "settings.do_not_call[1]:",
         ),
+    ]
+}
+
+/// Invalid origins, webhook URLs and hourly limits.
+fn invalid_origins_urls_and_limits() -> Vec<(&'static str, OutboundSettings, &'static str)> {
+    vec![
         (
             "cors_origins",
             with(&|v| v.cors_origins = vec!["https://www.peterson.example/".into()]),
@@ -593,7 +553,22 @@ async fn every_validation_failure_names_the_field_and_stores_nothing() {
             with(&|v| v.public_calls_per_hour = 10_001),
             "settings.public_calls_per_hour:",
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn every_validation_failure_names_the_field_and_stores_nothing() {
+    let s = Svc::start(false).await;
+    let [a] = s.customers(1).await[..] else {
+        unreachable!()
+    };
+    let token = s.token(a, ALL_SCOPES);
+    s.update(&token, Some(full_settings(HOOK)), ALL)
+        .await
+        .unwrap();
+    s.rotate(&token, None).await.unwrap();
+
+    let cases = invalid_settings();
     let before = (s.snapshot().await, s.rows_of(a).await);
     for (field, settings, expected) in cases {
         // Also with valid fields in the same request: nothing of it is stored.
@@ -616,15 +591,11 @@ async fn every_validation_failure_names_the_field_and_stores_nothing() {
         }
     }
     // Invalid values outside the mask are ignored, not validated.
+    let mut outside = full_settings(HOOK);
+    outside.webhook_url = "not a url".into();
+    outside.public_calls_per_hour = 10;
     let fine = s
-        .update(
-            &token,
-            Some(with(&|v| {
-                v.webhook_url = "not a url".into();
-                v.public_calls_per_hour = 10
-            })),
-            &["public_calls_per_hour"],
-        )
+        .update(&token, Some(outside), &["public_calls_per_hour"])
         .await
         .unwrap();
     assert_eq!(
@@ -1121,8 +1092,7 @@ async fn secrets_are_readable_only_by_tenant_svc_inside_the_tenant() {
             for table in ["tenant.outbound_settings", "tenant.webhook_secrets"] {
                 for r in tx
                     .query(&format!("SELECT customer_id FROM {table}"), &[])
-                    .await
-                    .map_err(mesh::db::DbError::from)?
+                    .await?
                 {
                     ids.push(r.get(0));
                 }
@@ -1136,7 +1106,6 @@ async fn secrets_are_readable_only_by_tenant_svc_inside_the_tenant() {
         .service_tx(async |tx| {
             tx.query("SELECT secret FROM tenant.webhook_secrets", &[])
                 .await
-                .map_err(mesh::db::DbError::from)
         })
         .await;
     assert!(without_tenant.is_err(), "read without tenant context");
@@ -1147,9 +1116,7 @@ async fn secrets_are_readable_only_by_tenant_svc_inside_the_tenant() {
         for table in ["tenant.outbound_settings", "tenant.webhook_secrets"] {
             let r = other
                 .tenant_tx(customer, async |tx| {
-                    tx.query(&format!("SELECT * FROM {table}"), &[])
-                        .await
-                        .map_err(mesh::db::DbError::from)
+                    tx.query(&format!("SELECT * FROM {table}"), &[]).await
                 })
                 .await;
             assert!(r.is_err(), "{role} read {table}");

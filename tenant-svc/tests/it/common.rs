@@ -1,0 +1,95 @@
+//! What the test modules share: a tenant-svc replica served on port 0 over a test database, the
+//! tokens the tests present (an operator's, the gateway's, a tenant's), and the bearer metadata.
+
+use std::time::Duration;
+
+use mesh::auth::LegacyVerifier;
+use mesh::identity::{DevKeys, names, scope};
+use mesh::testkit::TestDb;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::Request;
+use tonic::transport::Channel;
+
+/// A running replica; it stops when this is dropped.
+pub struct Replica {
+    /// A connected channel to its gRPC port.
+    pub channel: Channel,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Serves one tenant-svc replica on port 0 over `db` (as role `tenant_svc`), with `keys`'
+/// tenant-svc identity, the legacy verifier and `WEBHOOK_ALLOW_INSECURE` as given.
+pub async fn serve(
+    db: &TestDb,
+    keys: &DevKeys,
+    legacy: Option<LegacyVerifier>,
+    webhook_allow_insecure: bool,
+) -> Replica {
+    let deps = tenant_svc::Deps {
+        db: db.db_for_role("tenant_svc").await,
+        identity: keys.identity(names::TENANT_SVC),
+        legacy,
+        webhook_allow_insecure,
+    };
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(tenant_svc::serve(
+        deps,
+        grpc,
+        admin,
+        Duration::from_secs(1),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Replica { channel, _stop: tx }
+}
+
+/// An operator's service token for tenant-svc with `scopes`.
+pub fn operator_token(keys: &DevKeys, scopes: &[&str]) -> String {
+    keys.identity(names::OPERATOR)
+        .minter()
+        .mint_service(names::TENANT_SVC, scopes, Duration::from_secs(300))
+        .unwrap()
+}
+
+/// The gateway's service token for tenant-svc with `scopes`.
+pub fn gateway_token(keys: &DevKeys, scopes: &[&str]) -> String {
+    keys.identity(names::GATEWAY)
+        .minter()
+        .mint_service(names::TENANT_SVC, scopes, Duration::from_secs(300))
+        .unwrap()
+}
+
+/// A tenant token of `customer` (subject `test-user`) for tenant-svc with `scopes`.
+pub fn tenant_token(keys: &DevKeys, customer: i64, scopes: &[&str]) -> String {
+    keys.identity(names::TENANT_SVC)
+        .minter()
+        .mint_tenant(
+            mesh::domain::CustomerId::new(customer).unwrap(),
+            "test-user",
+            &[names::TENANT_SVC],
+            scopes,
+            Duration::from_secs(300),
+        )
+        .unwrap()
+}
+
+/// `msg` with `authorization: Bearer <token>`.
+pub fn auth<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// The read-and-write tenant scopes.
+pub const RW: &[&str] = &[scope::TENANT_READ, scope::TENANT_WRITE];

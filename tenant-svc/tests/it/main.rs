@@ -1,0 +1,14 @@
+//! tenant-svc's integration tests, one binary (linking one test binary per file dominated CI):
+//! each former file is a module.
+//! - [`tenant`]: the service over real gRPC against a real PostgreSQL: the acceptance
+//!   list (isolation, history, validation, tokens, listing, RLS, platform defaults);
+//! - [`outbound_settings`]: outbound-call and webhook settings, webhook secrets and signatures;
+//! - [`routing`]: the call-routing cache across two replicas;
+//! - [`binary`]: the `tenant-svc` binary's start-up contract;
+//! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
+
+mod binary;
+mod common;
+mod outbound_settings;
+mod routing;
+mod tenant;
