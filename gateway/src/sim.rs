@@ -162,10 +162,6 @@ pub fn voice_like(seconds: f64) -> Vec<u8> {
         .collect()
 }
 
-/// The mesh's one mu-law encoder, under the name the CLI still calls (until it calls
-/// `mesh::g711` itself).
-pub use mesh::g711::linear_to_ulaw as linear_to_mulaw;
-
 /// Whether mu-law audio carries sound (not just silence codes near 0xFF / 0x7F).
 pub fn is_audible(audio: &[u8]) -> bool {
     audio.iter().filter(|b| (**b & 0x7f) < 0x70).count() > audio.len() / 20 && audio.len() >= 800
