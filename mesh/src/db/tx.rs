@@ -14,8 +14,10 @@ use super::DbError;
 /// prepared per use rather than growing the cache without bound.
 const STATEMENT_CACHE_LIMIT: usize = 512;
 
-/// An open transaction on a pooled connection, handed to the closures of [`Db::tenant_tx`],
-/// [`Db::resolve_then_tenant_tx`] and [`Db::service_tx`].
+/// An open transaction on a pooled connection, handed to the closures of
+/// [`Db::tenant_tx`](super::Db::tenant_tx),
+/// [`Db::resolve_then_tenant_tx`](super::Db::resolve_then_tenant_tx) and
+/// [`Db::service_tx`](super::Db::service_tx).
 ///
 /// Its `query`, `query_one`, `query_opt`, `execute` and `query_typed` take SQL text like
 /// tokio-postgres' do, return [`DbError`], and run the SQL as a named prepared statement kept per pooled connection (deadpool-postgres' statement cache):
