@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use mesh::api::tenant as pb;
-use mesh::domain::SLIDER_NAMES;
+use mesh::domain::{SLIDER_NAMES, Voice};
 use serde_json::Value;
 
 use crate::error::{Result, TenantError};
@@ -22,8 +22,8 @@ pub struct Overrides {
     pub greeting_new_caller: Option<String>,
     /// Greeting for returning callers.
     pub greeting_returning_caller: Option<String>,
-    /// Voice name (validated).
-    pub voice: Option<String>,
+    /// Voice.
+    pub voice: Option<Voice>,
     /// Slider overrides by name.
     pub sliders: BTreeMap<String, u32>,
     /// Prompt blocks.
@@ -44,7 +44,7 @@ pub struct Defaults {
     /// Greeting for returning callers.
     pub greeting_returning_caller: String,
     /// Voice.
-    pub voice: String,
+    pub voice: Voice,
     /// All 30 sliders.
     pub sliders: BTreeMap<String, u32>,
     /// Prompt blocks.
@@ -75,7 +75,7 @@ impl Overrides {
             "greeting_returning_caller",
             self.greeting_returning_caller.as_ref().map(json),
         );
-        put("voice", self.voice.as_ref().map(json));
+        put("voice", self.voice.map(|v| json(&v.as_str())));
         put("prompt_blocks", self.prompt_blocks.as_ref().map(json));
         put("transfer_rules", self.transfer_rules.as_ref().map(json));
         put("time_zone", self.time_zone.as_ref().map(json));
@@ -91,7 +91,7 @@ impl Overrides {
             agent_name: self.agent_name.clone(),
             greeting_new_caller: self.greeting_new_caller.clone(),
             greeting_returning_caller: self.greeting_returning_caller.clone(),
-            voice: self.voice.clone(),
+            voice: self.voice.map(|v| v.as_str().to_owned()),
             sliders: self.sliders.clone().into_iter().collect(),
             prompt_blocks: self.prompt_blocks.as_ref().map(|b| pb::PromptBlockList {
                 blocks: b.iter().map(block_pb).collect(),
@@ -137,7 +137,10 @@ impl Overrides {
                 self.greeting_returning_caller =
                     text(&config.greeting_returning_caller, validate::greeting)?
             }
-            "voice" => self.voice = text(&config.voice, voice_name)?,
+            "voice" => {
+                let voice = config.voice.as_deref();
+                self.voice = voice.map(|v| validate::voice(&f(path), v)).transpose()?
+            }
             "time_zone" => self.time_zone = text(&config.time_zone, time_zone_name)?,
             "prompt_blocks" => {
                 let blocks = config.prompt_blocks.as_ref().map(|l| &l.blocks[..]);
@@ -206,7 +209,7 @@ impl Overrides {
                 &self.greeting_returning_caller,
                 &defaults.greeting_returning_caller,
             ),
-            voice: or(&self.voice, &defaults.voice),
+            voice: self.voice.unwrap_or(defaults.voice),
             sliders,
             prompt_blocks: or(&self.prompt_blocks, &defaults.prompt_blocks),
             transfer_rules: or(&self.transfer_rules, &defaults.transfer_rules),
@@ -304,7 +307,7 @@ impl Defaults {
             agent_name: self.agent_name.clone(),
             greeting_new_caller: self.greeting_new_caller.clone(),
             greeting_returning_caller: self.greeting_returning_caller.clone(),
-            voice: self.voice.clone(),
+            voice: self.voice.as_str().to_owned(),
             sliders: self.sliders.clone().into_iter().collect(),
             prompt_blocks: self.prompt_blocks.iter().map(block_pb).collect(),
             transfer_rules: self.transfer_rules.iter().map(rule_pb).collect(),
@@ -342,7 +345,7 @@ impl Defaults {
                 self.greeting_returning_caller =
                     validate::greeting(&f(path), &update.greeting_returning_caller)?
             }
-            "voice" => self.voice = voice_name(&f(path), &update.voice)?,
+            "voice" => self.voice = validate::voice(&f(path), &update.voice)?,
             "time_zone" => self.time_zone = time_zone_name(&f(path), &update.time_zone)?,
             "prompt_blocks" => {
                 self.prompt_blocks = validate::prompt_blocks(&f(path), &update.prompt_blocks)?
@@ -379,11 +382,6 @@ impl Defaults {
 /// A list that is set validated by `check`; `None` (reset to the default) when it is unset.
 fn list<T, U>(set: Option<&[T]>, check: impl FnOnce(&[T]) -> Result<U>) -> Result<Option<U>> {
     set.map(check).transpose()
-}
-
-/// A validated voice, as stored.
-fn voice_name(field: &str, v: &str) -> Result<String> {
-    validate::voice(field, v).map(|v| v.as_str().to_owned())
 }
 
 /// A validated IANA time zone, as given.
@@ -437,7 +435,7 @@ mod tests {
     #[test]
     fn a_masked_path_without_value_resets_to_default() {
         let before = Overrides {
-            voice: Some("ash".into()),
+            voice: Some(Voice::Ash),
             sliders: [("humor".to_owned(), 10)].into(),
             ..Default::default()
         };

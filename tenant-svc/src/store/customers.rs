@@ -2,7 +2,7 @@
 //! id-only SECURITY DEFINER helpers an operator's listing and a creation need.
 
 use mesh::db::Tx;
-use mesh::domain::CustomerId;
+use mesh::domain::{CustomerId, Voice};
 use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
@@ -33,7 +33,9 @@ fn customer_from_row(row: &Row, id: CustomerId) -> Customer {
             agent_name: row.get("agent_name"),
             greeting_new_caller: row.get("greeting_new_caller"),
             greeting_returning_caller: row.get("greeting_returning_caller"),
-            voice: row.get("voice"),
+            // Written only after `Voice::parse`; a name it no longer knows reads as unset (the
+            // platform default) rather than failing every read of the customer.
+            voice: voice_column(row.get("voice")),
             sliders: serde_json::from_value(sliders).unwrap_or_default(),
             prompt_blocks: from_json(row.get("prompt_blocks")),
             transfer_rules: from_json(row.get("transfer_rules")),
@@ -45,10 +47,16 @@ fn customer_from_row(row: &Row, id: CustomerId) -> Customer {
     }
 }
 
+/// A stored voice name as a [`Voice`]; `None` when NULL or no longer a realtime voice.
+fn voice_column(name: Option<String>) -> Option<Voice> {
+    name.and_then(|n| Voice::parse(&n).ok())
+}
+
 /// The overrides as the eight configuration parameters that creating and updating a customer
 /// both write (`agent_name` to `time_zone`, in that order).
 struct ConfigParams<'a> {
     o: &'a Overrides,
+    voice: Option<&'static str>,
     sliders: Value,
     prompt_blocks: Option<Value>,
     transfer_rules: Option<Value>,
@@ -58,6 +66,7 @@ impl<'a> ConfigParams<'a> {
     fn new(o: &'a Overrides) -> Self {
         Self {
             o,
+            voice: o.voice.map(Voice::as_str),
             sliders: json(&o.sliders),
             prompt_blocks: o.prompt_blocks.as_ref().map(json),
             transfer_rules: o.transfer_rules.as_ref().map(json),
@@ -69,7 +78,7 @@ impl<'a> ConfigParams<'a> {
             &self.o.agent_name,
             &self.o.greeting_new_caller,
             &self.o.greeting_returning_caller,
-            &self.o.voice,
+            &self.voice,
             &self.sliders,
             &self.prompt_blocks,
             &self.transfer_rules,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use mesh::db::Tx;
+use mesh::domain::Voice;
 use serde_json::Value;
 
 use crate::error::Result;
@@ -26,12 +27,22 @@ pub async fn load_defaults(tx: &Tx<'_>) -> Result<Defaults> {
         agent_name: r.get(0),
         greeting_new_caller: r.get(1),
         greeting_returning_caller: r.get(2),
-        voice: r.get(3),
+        voice: default_voice(r.get(3)),
         sliders,
         prompt_blocks: from_json(r.get(5)).unwrap_or_default(),
         transfer_rules: from_json(r.get(6)).unwrap_or_default(),
         time_zone: r.get(7),
         updated_at: r.get(8),
+    })
+}
+
+/// The stored default voice. The column is written only after `Voice::parse` (and by the
+/// migration, `alloy`); a name that is no longer a realtime voice is logged and read as `alloy`, so
+/// that calls keep being answered.
+fn default_voice(name: String) -> Voice {
+    Voice::parse(&name).unwrap_or_else(|_| {
+        tracing::warn!(voice = %name, "platform default voice is not a realtime voice; using alloy");
+        Voice::Alloy
     })
 }
 
@@ -46,7 +57,7 @@ pub async fn save_defaults(tx: &Tx<'_>, d: &Defaults) -> Result<DateTime<Utc>> {
                 &d.agent_name,
                 &d.greeting_new_caller,
                 &d.greeting_returning_caller,
-                &d.voice,
+                &d.voice.as_str(),
                 &json(&d.sliders),
                 &json(&d.prompt_blocks),
                 &json(&d.transfer_rules),
