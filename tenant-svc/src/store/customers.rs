@@ -242,3 +242,15 @@ pub async fn list_customer_ids(tx: &Tx<'_>, after: i64, limit: i32) -> Result<Ve
         .filter_map(|r| CustomerId::new(r.get(0)).ok())
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_voices_read_back_and_unknown_ones_read_as_unset() {
+        assert_eq!(voice_column(Some("sage".into())), Some(Voice::Sage));
+        assert_eq!(voice_column(None), None);
+        assert_eq!(voice_column(Some("nova".into())), None);
+    }
+}

@@ -67,3 +67,14 @@ pub async fn save_defaults(tx: &Tx<'_>, d: &Defaults) -> Result<DateTime<Utc>> {
         .await?;
     Ok(r.get(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_voice_falls_back_to_alloy() {
+        assert_eq!(default_voice("marin".into()), Voice::Marin);
+        assert_eq!(default_voice("nova".into()), Voice::Alloy);
+    }
+}

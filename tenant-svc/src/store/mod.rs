@@ -1,9 +1,9 @@
 //! All of tenant-svc's SQL, one module per table (or pair of tables that one operation reads
 //! together). Every function takes a transaction opened by `Db::tenant_tx` (tenant data, isolated
 //! by RLS) or `Db::service_tx` (platform defaults and the two id-only SECURITY DEFINER
-//! functions); none takes a raw connection. Identifiers arrive as domain types
-//! (`CustomerId`, `PhoneNumber`, `AccountSid`, `Voice`) and statuses as Rust enums, so only checked
-//! values reach SQL; the handlers in `service` call these functions and hold no SQL themselves.
+//! functions); none takes a raw connection. Identifiers arrive as domain types (`CustomerId`,
+//! `PhoneNumber`, `AccountSid`, `Voice`) and statuses as Rust enums, so only checked values reach
+//! SQL; the handlers in `service` call these functions and hold no SQL themselves.
 //!
 //! - [`customers`]: the customer row, its overrides and status, creation, deletion, listing;
 //! - [`numbers`]: phone numbers and the call path's number-to-customer lookup;
