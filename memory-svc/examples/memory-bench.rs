@@ -291,6 +291,79 @@ fn machine() -> String {
     format!("nproc={cpus} memory={mem} cpu=\"{model}\"")
 }
 
+/// A running memory-svc over `db` with its own pool of `a.pool_size` connections.
+struct Server {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_server(db: &TestDb, a: &Args, keys: &DevKeys) -> Server {
+    let mut config = db.db_config_for_role("memory_svc");
+    config.max_connections = a.pool_size;
+    config.statement_timeout = Some(Duration::from_secs(5));
+    let deps = memory_svc::Deps {
+        db: mesh::db::Db::connect(&config).await.expect("pool"),
+        identity: keys.identity(names::MEMORY_SVC),
+    };
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(memory_svc::serve(
+        deps,
+        grpc,
+        admin_l,
+        Duration::from_secs(5),
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    Server { addr, stop, task }
+}
+
+/// One tenant token per seeded tenant, with the read and write scopes.
+fn tenant_tokens(keys: &DevKeys, tenants: i64) -> Arc<Vec<String>> {
+    let minter = keys.identity(names::TENANT_SVC).minter().clone();
+    Arc::new(
+        (1..=tenants)
+            .map(|t| {
+                minter
+                    .mint_tenant(
+                        mesh::domain::CustomerId::new(t).unwrap(),
+                        "bench",
+                        &[names::MEMORY_SVC],
+                        &[scope::MEMORY_READ, scope::MEMORY_WRITE],
+                        Duration::from_secs(3600),
+                    )
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+/// Sanity check before measuring: a seeded caller has context.
+async fn print_sample_context(client: &MemoryServiceClient<Channel>, token: &str) {
+    let mut r = tonic::Request::new(GetEnrichedContextRequest {
+        user_id: caller(0),
+        num_summaries: None,
+    });
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let ctx = client
+        .clone()
+        .get_enriched_context(r)
+        .await
+        .expect("context")
+        .into_inner();
+    println!(
+        "sample context: {} memories, {} summaries, {} bytes of rendered text",
+        ctx.memories.len(),
+        ctx.summary_count,
+        ctx.rendered_text.len()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
@@ -308,102 +381,32 @@ async fn main() {
     println!("postgresql: {version} (private test cluster: fsync off unless DATABASE_URL is set)");
 
     let keys = DevKeys::generate();
-    let mut config = db.db_config_for_role("memory_svc");
-    config.max_connections = a.pool_size;
-    config.statement_timeout = Some(Duration::from_secs(5));
-    let deps = memory_svc::Deps {
-        db: mesh::db::Db::connect(&config).await.expect("pool"),
-        identity: keys.identity(names::MEMORY_SVC),
-    };
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(memory_svc::serve(
-        deps,
-        grpc,
-        admin_l,
-        Duration::from_secs(5),
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-    ));
-
-    let minter = keys.identity(names::TENANT_SVC).minter().clone();
-    let tokens: Arc<Vec<String>> = Arc::new(
-        (1..=a.tenants)
-            .map(|t| {
-                minter
-                    .mint_tenant(
-                        mesh::domain::CustomerId::new(t).unwrap(),
-                        "bench",
-                        &[names::MEMORY_SVC],
-                        &[scope::MEMORY_READ, scope::MEMORY_WRITE],
-                        Duration::from_secs(3600),
-                    )
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let server = start_server(&db, &a, &keys).await;
+    let tokens = tenant_tokens(&keys, a.tenants);
     let mut clients = Vec::new();
     for _ in 0..a.connections.max(1) {
-        let ch = Channel::from_shared(format!("http://{addr}"))
+        let ch = Channel::from_shared(format!("http://{}", server.addr))
             .unwrap()
             .connect()
             .await
             .expect("connect");
         clients.push(MemoryServiceClient::new(ch));
     }
+    print_sample_context(&clients[0], &tokens[0]).await;
 
-    // Sanity: a seeded caller has context.
-    let mut r = tonic::Request::new(GetEnrichedContextRequest {
-        user_id: caller(0),
-        num_summaries: None,
-    });
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", tokens[0]).parse().unwrap(),
-    );
-    let ctx = clients[0]
-        .clone()
-        .get_enriched_context(r)
-        .await
-        .expect("context")
-        .into_inner();
-    println!(
-        "sample context: {} memories, {} summaries, {} bytes of rendered text",
-        ctx.memories.len(),
-        ctx.summary_count,
-        ctx.rendered_text.len()
-    );
-
+    // Each operation: a 2 s warm-up, then the measured run.
     let measure = Duration::from_secs(a.seconds);
-    run_phase(
-        &admin,
-        &a,
-        &clients,
-        &tokens,
-        Op::Context,
-        Duration::from_secs(2),
-    )
-    .await;
-    report(
-        "GetEnrichedContext",
-        run_phase(&admin, &a, &clients, &tokens, Op::Context, measure).await,
-    );
-    run_phase(
-        &admin,
-        &a,
-        &clients,
-        &tokens,
-        Op::Store,
-        Duration::from_secs(2),
-    )
-    .await;
-    report(
-        "StoreMemory",
-        run_phase(&admin, &a, &clients, &tokens, Op::Store, measure).await,
-    );
-    let _ = stop.send(true);
-    let _ = server.await;
+    let warm_up = Duration::from_secs(2);
+    for (name, op) in [
+        ("GetEnrichedContext", Op::Context),
+        ("StoreMemory", Op::Store),
+    ] {
+        run_phase(&admin, &a, &clients, &tokens, op, warm_up).await;
+        report(
+            name,
+            run_phase(&admin, &a, &clients, &tokens, op, measure).await,
+        );
+    }
+    let _ = server.stop.send(true);
+    let _ = server.task.await;
 }

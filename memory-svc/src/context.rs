@@ -9,8 +9,9 @@
 //! header.
 
 use chrono::{DateTime, Utc};
-use mesh::api::memory::{CallSummary, CallerProfile, Memory, PersonalityAverages};
+use mesh::api::memory::{CallSummary, CallerProfile, Memory, MemoryType, PersonalityAverages};
 
+use crate::model::MemoryKind;
 use crate::wire;
 
 /// Opening marker of the data block.
@@ -62,6 +63,57 @@ fn json_text(s: &prost_types::Struct, max: usize) -> String {
     data(&serde_json::Value::Object(map).to_string(), max)
 }
 
+/// The traits shown to the agent: the line's heading, the averaged score it reads, and the
+/// labels at the cut-offs of [`label`].
+const TRAIT_LINES: [(&str, &str, [&str; 5]); 5] = [
+    (
+        "Communication style",
+        "formality",
+        ["very casual", "casual", "neutral", "formal", "very formal"],
+    ),
+    (
+        "Directness",
+        "directness",
+        [
+            "very indirect",
+            "indirect",
+            "balanced",
+            "direct",
+            "very direct",
+        ],
+    ),
+    (
+        "Technical level",
+        "technical_comfort",
+        ["very low", "low", "moderate", "high", "very high"],
+    ),
+    (
+        "Detail preference",
+        "detail_orientation",
+        [
+            "big picture only",
+            "prefers brevity",
+            "balanced",
+            "likes details",
+            "wants full detail",
+        ],
+    ),
+    (
+        "Patience",
+        "patience",
+        [
+            "very impatient",
+            "impatient",
+            "average",
+            "patient",
+            "very patient",
+        ],
+    ),
+];
+
+/// Labels of a satisfaction level.
+const SATISFACTION_LABELS: [&str; 5] = ["very low", "low", "moderate", "high", "very high"];
+
 /// The rendered text.
 pub fn render(
     profile: Option<&CallerProfile>,
@@ -75,147 +127,106 @@ pub fn render(
     out.push_str(NOTICE);
     out.push_str("\n\n=== CALLER PROFILE ===\n");
     match profile {
-        Some(p) => {
-            let name = if p.preferred_name.is_empty() {
-                "unknown".to_owned()
-            } else {
-                data(&p.preferred_name, 100)
-            };
-            out.push_str(&format!("Name: {name}\n"));
-            out.push_str(&format!("Total calls: {}\n", p.total_calls));
-            out.push_str(&format!(
-                "First call: {}\n",
-                date(p.first_call_time.as_ref())
-            ));
-            out.push_str(&format!("Last call: {}\n", date(p.last_call_time.as_ref())));
-            match &p.preferences {
-                Some(prefs) if !prefs.fields.is_empty() => {
-                    out.push_str(&format!("Preferences: {}\n", json_text(prefs, 1000)));
-                }
-                _ => out.push_str("Preferences: none recorded\n"),
-            }
-        }
+        Some(p) => render_profile(&mut out, p),
         None => out.push_str("New caller: no previous calls on record.\n"),
     }
-
     if let Some(a) = personality {
-        let avg = |k: &str| a.averages.get(k).copied().unwrap_or(50.0);
-        out.push_str("\nCALLER PERSONALITY PROFILE:\n");
-        out.push_str(&format!(
-            "- Communication style: {}\n",
-            label(
-                avg("formality"),
-                ["very casual", "casual", "neutral", "formal", "very formal"]
-            )
-        ));
-        out.push_str(&format!(
-            "- Directness: {}\n",
-            label(
-                avg("directness"),
-                [
-                    "very indirect",
-                    "indirect",
-                    "balanced",
-                    "direct",
-                    "very direct"
-                ]
-            )
-        ));
-        out.push_str(&format!(
-            "- Technical level: {}\n",
-            label(
-                avg("technical_comfort"),
-                ["very low", "low", "moderate", "high", "very high"]
-            )
-        ));
-        out.push_str(&format!(
-            "- Detail preference: {}\n",
-            label(
-                avg("detail_orientation"),
-                [
-                    "big picture only",
-                    "prefers brevity",
-                    "balanced",
-                    "likes details",
-                    "wants full detail"
-                ]
-            )
-        ));
-        out.push_str(&format!(
-            "- Patience: {}\n",
-            label(
-                avg("patience"),
-                [
-                    "very impatient",
-                    "impatient",
-                    "average",
-                    "patient",
-                    "very patient"
-                ]
-            )
-        ));
-        out.push_str(&format!(
-            "- Recent satisfaction: {} ({:.0}/100)\n",
-            label(
-                a.recent_satisfaction,
-                ["very low", "low", "moderate", "high", "very high"]
-            ),
-            a.recent_satisfaction
-        ));
-        out.push_str(&format!(
-            "- Trend: satisfaction {}, frustration {} (over {} call(s))\n",
-            data(&a.satisfaction_trend, 20),
-            data(&a.frustration_trend, 20),
-            a.call_count
-        ));
+        render_personality(&mut out, a);
     }
-
     if !summaries.is_empty() {
-        out.push_str("\n=== RECENT CALL SUMMARIES ===\n");
-        for (i, s) in summaries.iter().enumerate() {
-            out.push_str(&format!(
-                "{}. Call on {}\n",
-                i + 1,
-                date(s.call_time.as_ref())
-            ));
-            out.push_str(&format!("   Summary: {}\n", data(&s.summary, 600)));
-            if !s.key_topics.is_empty() {
-                let topics: Vec<String> = s.key_topics.iter().map(|t| data(t, 60)).collect();
-                out.push_str(&format!("   Topics: {}\n", topics.join(", ")));
-            }
-            if let Some(k) = &s.key_variables
-                && !k.fields.is_empty()
-            {
-                out.push_str(&format!("   Key info: {}\n", json_text(k, 600)));
-            }
-            out.push_str(&format!("   Sentiment: {}\n", data(&s.sentiment, 20)));
-        }
+        render_summaries(&mut out, summaries);
     }
-
     if !memories.is_empty() {
-        out.push_str("\n=== REMEMBERED FACTS ===\n");
-        for m in memories {
-            let value = m
-                .value
-                .as_ref()
-                .and_then(|v| wire::value_to_json("", v, 0).ok())
-                .map(|v| match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                })
-                .unwrap_or_default();
-            let kind = wire::type_name(
-                mesh::api::memory::MemoryType::try_from(m.r#type).unwrap_or_default(),
-            );
-            out.push_str(&format!(
-                "- [{kind}] {}: {}\n",
-                data(&m.key, 100),
-                data(&value, 400)
-            ));
-        }
+        render_memories(&mut out, memories);
     }
     out.push_str(END);
     out
+}
+
+fn render_profile(out: &mut String, p: &CallerProfile) {
+    let name = if p.preferred_name.is_empty() {
+        "unknown".to_owned()
+    } else {
+        data(&p.preferred_name, 100)
+    };
+    out.push_str(&format!("Name: {name}\n"));
+    out.push_str(&format!("Total calls: {}\n", p.total_calls));
+    out.push_str(&format!(
+        "First call: {}\n",
+        date(p.first_call_time.as_ref())
+    ));
+    out.push_str(&format!("Last call: {}\n", date(p.last_call_time.as_ref())));
+    match &p.preferences {
+        Some(prefs) if !prefs.fields.is_empty() => {
+            out.push_str(&format!("Preferences: {}\n", json_text(prefs, 1000)));
+        }
+        _ => out.push_str("Preferences: none recorded\n"),
+    }
+}
+
+fn render_personality(out: &mut String, a: &PersonalityAverages) {
+    out.push_str("\nCALLER PERSONALITY PROFILE:\n");
+    for (heading, score, labels) in TRAIT_LINES {
+        let avg = a.averages.get(score).copied().unwrap_or(50.0);
+        out.push_str(&format!("- {heading}: {}\n", label(avg, labels)));
+    }
+    out.push_str(&format!(
+        "- Recent satisfaction: {} ({:.0}/100)\n",
+        label(a.recent_satisfaction, SATISFACTION_LABELS),
+        a.recent_satisfaction
+    ));
+    out.push_str(&format!(
+        "- Trend: satisfaction {}, frustration {} (over {} call(s))\n",
+        data(&a.satisfaction_trend, 20),
+        data(&a.frustration_trend, 20),
+        a.call_count
+    ));
+}
+
+fn render_summaries(out: &mut String, summaries: &[CallSummary]) {
+    out.push_str("\n=== RECENT CALL SUMMARIES ===\n");
+    for (i, s) in summaries.iter().enumerate() {
+        out.push_str(&format!(
+            "{}. Call on {}\n",
+            i + 1,
+            date(s.call_time.as_ref())
+        ));
+        out.push_str(&format!("   Summary: {}\n", data(&s.summary, 600)));
+        if !s.key_topics.is_empty() {
+            let topics: Vec<String> = s.key_topics.iter().map(|t| data(t, 60)).collect();
+            out.push_str(&format!("   Topics: {}\n", topics.join(", ")));
+        }
+        if let Some(k) = &s.key_variables
+            && !k.fields.is_empty()
+        {
+            out.push_str(&format!("   Key info: {}\n", json_text(k, 600)));
+        }
+        out.push_str(&format!("   Sentiment: {}\n", data(&s.sentiment, 20)));
+    }
+}
+
+fn render_memories(out: &mut String, memories: &[Memory]) {
+    out.push_str("\n=== REMEMBERED FACTS ===\n");
+    for m in memories {
+        let value = m
+            .value
+            .as_ref()
+            .and_then(|v| wire::value_to_json("", v, 0).ok())
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .unwrap_or_default();
+        let kind = MemoryType::try_from(m.r#type)
+            .ok()
+            .and_then(MemoryKind::from_wire)
+            .map_or("unspecified", MemoryKind::as_str);
+        out.push_str(&format!(
+            "- [{kind}] {}: {}\n",
+            data(&m.key, 100),
+            data(&value, 400)
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,14 @@
-//! The one error type of memory-svc and its one mapping to `tonic::Status`.
+//! The one error type of memory-svc and its place in the mesh's one status policy
+//! (`mesh::status`): each variant names its [`ServiceErrorCode`], and `to_status` turns it into
+//! the gRPC answer.
 //!
-//! Clients get a clear message naming the field for bad input and an opaque message for internal
-//! failures, whose causes are logged here (never row values: `DbError` drops them).
+//! Clients get a clear message naming the field for bad input and the policy's opaque message
+//! for server-side failures, whose causes `to_status` logs (never row values: `DbError` drops
+//! them). A database error keeps the code `DbError` gives it: a statement timeout is
+//! DEADLINE_EXCEEDED, a lost or refused connection UNAVAILABLE, anything else INTERNAL.
 
 use mesh::db::DbError;
+use mesh::status::{ServiceError, ServiceErrorCode};
 use tonic::Status;
 
 /// Why a memory-svc request failed.
@@ -38,32 +43,45 @@ impl MemoryError {
     }
 }
 
+impl ServiceError for MemoryError {
+    fn error_code(&self) -> ServiceErrorCode {
+        match self {
+            MemoryError::InvalidArgument { .. } => ServiceErrorCode::InvalidArgument,
+            MemoryError::NotFound(_) => ServiceErrorCode::NotFound,
+            MemoryError::Db(db) => db.error_code(),
+            MemoryError::Internal(_) => ServiceErrorCode::Internal,
+        }
+    }
+}
+
 impl From<MemoryError> for Status {
     fn from(e: MemoryError) -> Status {
-        match e {
-            MemoryError::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
-            MemoryError::NotFound(what) => Status::not_found(what),
-            MemoryError::Db(db) => {
-                if let Some(code) = db.code()
-                    && code == &tokio_postgres::error::SqlState::QUERY_CANCELED
-                {
-                    tracing::warn!(error = %db, "database statement timed out");
-                    return Status::deadline_exceeded("the request took too long");
-                }
-                if db.is_unavailable() {
-                    tracing::warn!(error = %db, "database pool exhausted or unreachable");
-                    return Status::unavailable("memory storage is temporarily unavailable");
-                }
-                tracing::error!(error = %db, "database error");
-                Status::internal("internal error")
-            }
-            MemoryError::Internal(cause) => {
-                tracing::error!(cause = %cause, "internal error");
-                Status::internal("internal error")
-            }
-        }
+        mesh::status::to_status(&e)
     }
 }
 
 /// Result alias for handlers' inner functions.
 pub type Result<T, E = MemoryError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn client_errors_say_what_is_wrong_and_internal_ones_do_not() {
+        let s = Status::from(MemoryError::invalid("user_id", "must be E.164"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "user_id: must be E.164")
+        );
+        let s = Status::from(MemoryError::NotFound("memory not found".into()));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "memory not found")
+        );
+        let s = Status::from(MemoryError::Internal("audit hash key rejected".into()));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("audit"), "{}", s.message());
+    }
+}

@@ -11,6 +11,7 @@ use prost_types::value::Kind;
 use serde_json::{Map, Value as Json};
 
 use crate::error::{MemoryError, Result};
+use crate::model::{MemoryKind, Scope};
 
 /// Longest memory key, in characters.
 pub const MAX_KEY_CHARS: usize = 200;
@@ -77,14 +78,15 @@ pub fn text(field: &'static str, raw: &str, max: usize, min_one: bool) -> Result
     Ok(raw.to_owned())
 }
 
-/// The database spelling of a memory type; refuses UNSPECIFIED and unknown numbers.
-pub fn memory_type(field: &'static str, raw: i32) -> Result<&'static str> {
+/// A memory type; refuses UNSPECIFIED and unknown numbers.
+pub fn memory_type(field: &'static str, raw: i32) -> Result<MemoryKind> {
     match MemoryType::try_from(raw) {
-        Ok(MemoryType::Unspecified) => Err(MemoryError::invalid(
-            field,
-            "is required (MEMORY_TYPE_UNSPECIFIED is not a memory type)",
-        )),
-        Ok(t) => Ok(type_name(t)),
+        Ok(t) => MemoryKind::from_wire(t).ok_or_else(|| {
+            MemoryError::invalid(
+                field,
+                "is required (MEMORY_TYPE_UNSPECIFIED is not a memory type)",
+            )
+        }),
         Err(_) => Err(MemoryError::invalid(
             field,
             format!("unknown memory type {raw}"),
@@ -92,58 +94,11 @@ pub fn memory_type(field: &'static str, raw: i32) -> Result<&'static str> {
     }
 }
 
-/// Database spelling of a type.
-pub fn type_name(t: MemoryType) -> &'static str {
-    match t {
-        MemoryType::Unspecified => "unspecified",
-        MemoryType::Person => "person",
-        MemoryType::Preference => "preference",
-        MemoryType::Project => "project",
-        MemoryType::Rule => "rule",
-        MemoryType::Moment => "moment",
-        MemoryType::Fact => "fact",
-        MemoryType::ThreadRecap => "thread_recap",
-        MemoryType::Conversation => "conversation",
-        MemoryType::Task => "task",
-    }
-}
-
-/// Wire value of a database type spelling.
-pub fn type_from_name(name: &str) -> MemoryType {
-    [
-        MemoryType::Person,
-        MemoryType::Preference,
-        MemoryType::Project,
-        MemoryType::Rule,
-        MemoryType::Moment,
-        MemoryType::Fact,
-        MemoryType::ThreadRecap,
-        MemoryType::Conversation,
-        MemoryType::Task,
-    ]
-    .into_iter()
-    .find(|t| type_name(*t) == name)
-    .unwrap_or(MemoryType::Unspecified)
-}
-
-/// The database spelling of a scope; UNSPECIFIED means `user`.
-pub fn scope(field: &'static str, raw: i32) -> Result<&'static str> {
-    match MemoryScope::try_from(raw) {
-        Ok(MemoryScope::Unspecified | MemoryScope::User) => Ok("user"),
-        Ok(MemoryScope::Shared) => Ok("shared"),
-        Err(_) => Err(MemoryError::invalid(
-            field,
-            format!("unknown memory scope {raw}"),
-        )),
-    }
-}
-
-/// Wire value of a database scope spelling.
-pub fn scope_from_name(name: &str) -> MemoryScope {
-    match name {
-        "shared" => MemoryScope::Shared,
-        _ => MemoryScope::User,
-    }
+/// A memory scope; UNSPECIFIED means `user`.
+pub fn scope(field: &'static str, raw: i32) -> Result<Scope> {
+    MemoryScope::try_from(raw)
+        .map(Scope::from_wire)
+        .map_err(|_| MemoryError::invalid(field, format!("unknown memory scope {raw}")))
 }
 
 /// `ttl_days`: 0 means the default; negative or above the maximum is refused.
@@ -340,13 +295,15 @@ mod tests {
 
     #[test]
     fn types_are_strict() {
-        assert_eq!(memory_type("type", 1).unwrap(), "person");
+        assert_eq!(memory_type("type", 1).unwrap().as_str(), "person");
         assert!(memory_type("type", 0).is_err());
         assert!(memory_type("type", 99).is_err());
         for n in 1..=9 {
-            let name = memory_type("type", n).unwrap();
-            assert_eq!(type_from_name(name) as i32, n);
+            let kind = memory_type("type", n).unwrap();
+            assert_eq!(kind.to_wire() as i32, n);
         }
+        assert_eq!(scope("scope", 0).unwrap().as_str(), "user");
+        assert!(scope("scope", 9).is_err());
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! `MemoryAdminService`: operator RPCs over every tenant (the purge) or a named one (the erase),
+//! called with service tokens carrying `memory:admin`.
+
+use mesh::api::common::TableCount;
+use mesh::api::memory::*;
+use mesh::auth::service_caller;
+use mesh::domain::CustomerId;
+use tonic::{Request, Response, Status};
+
+use super::MemorySvc;
+use crate::error::MemoryError;
+use crate::model::AuditAction;
+use crate::store;
+
+#[tonic::async_trait]
+impl memory_admin_service_server::MemoryAdminService for MemorySvc {
+    async fn purge_expired_memories(
+        &self,
+        request: Request<PurgeExpiredMemoriesRequest>,
+    ) -> Result<Response<PurgeExpiredMemoriesResponse>, Status> {
+        let issuer = service_caller(&request)?.issuer.clone();
+        let deleted = self.purge_expired().await?;
+        tracing::info!(deleted, requested_by = %issuer, "expired memories purged");
+        Ok(Response::new(PurgeExpiredMemoriesResponse { deleted }))
+    }
+
+    async fn erase_tenant(
+        &self,
+        request: Request<EraseTenantRequest>,
+    ) -> Result<Response<EraseTenantResponse>, Status> {
+        let issuer = service_caller(&request)?.issuer.clone();
+        let customer = CustomerId::new(request.get_ref().customer_id)
+            .map_err(|e| MemoryError::invalid("customer_id", e.0))?;
+        // A service token names no tenant, so the auth layer left the span's `customer_id`
+        // empty: the tenant is the request's, recorded here for every line that follows.
+        tracing::Span::current().record("customer_id", customer.get());
+        let counts: Vec<TableCount> = self
+            .db()
+            .tenant_tx(customer, async |tx| {
+                let counts = store::erase(tx, customer, None).await?;
+                let action = AuditAction::EraseTenant;
+                store::audit(tx, customer, action, "", &issuer, &counts).await?;
+                Ok::<_, MemoryError>(counts)
+            })
+            .await?;
+        tracing::warn!(
+            requested_by = %issuer,
+            rows = counts.iter().map(|c| c.rows).sum::<i64>(),
+            "tenant memory erased"
+        );
+        Ok(Response::new(EraseTenantResponse { counts }))
+    }
+}

@@ -1,0 +1,49 @@
+//! All of memory-svc's SQL, over the `memory` schema (migration V3), one module per table
+//! family. Every function runs inside a transaction opened by `Db::tenant_tx` (so row-level
+//! security scopes it to one tenant; the purge and the audit key use `Db::service_tx`) and takes
+//! domain values only: `mesh::domain` newtypes for tenants, callers and calls, and the enums of
+//! [`crate::model`] for the text columns with a closed set of values. Queries also name
+//! `customer_id` explicitly so the planner picks the composite indexes; RLS, not that predicate,
+//! is what isolates tenants.
+//!
+//! Parts: [`rows`] (the columns each read selects and the row mappers), [`memories`] (store,
+//! list, delete, purge), [`profiles`], [`calls`] (summaries and recording a finished call),
+//! [`personality`] (the per-call scores and the averages and trends computed from them),
+//! [`context`] (the enriched context's four reads), [`caller`] (export and erase of one caller
+//! or tenant), [`audit`] (the audit log and its hash key).
+//!
+//! The hot paths (StoreMemory, GetEnrichedContext) use `query_typed`, which sends parse, bind
+//! and execute in one round trip, and GetEnrichedContext pipelines its four reads on one
+//! connection; every statement is prepared once per pooled connection (`mesh::db::Tx`).
+
+pub mod audit;
+pub mod caller;
+pub mod calls;
+pub mod context;
+pub mod memories;
+pub mod personality;
+pub mod profiles;
+pub mod rows;
+
+use tokio_postgres::types::{ToSql, Type};
+
+pub use audit::{audit, audit_hash_key};
+pub use caller::{Export, erase, export};
+pub use calls::{CallRecord, get_summary, record_call, search_summaries};
+pub use context::{ContextRows, context};
+pub use memories::{
+    Cursor, MemoryQuery, NewMemory, delete_memory, insert_memory, list_memories, purge_batch,
+};
+pub use profiles::{ProfileUpdate, get_profile, upsert_profile};
+
+/// The five caller tables, in export/erase order.
+pub const TABLES: [&str; 5] = [
+    "memory.memories",
+    "memory.caller_profiles",
+    "memory.call_summaries",
+    "memory.personality_metrics",
+    "memory.personality_averages",
+];
+
+/// A parameter of a `query_typed` statement with its declared type.
+type P<'a> = (&'a (dyn ToSql + Sync), Type);
