@@ -1,8 +1,5 @@
 //! Tenant isolation over real gRPC and real PostgreSQL (row-level security, migration V3).
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use mesh::api::common::Speaker;
 use mesh::api::memory::*;
 use tonic::Code;
@@ -56,15 +53,7 @@ async fn peterson_and_smith_see_only_their_own_caller_memory() {
         .into_inner();
     assert_eq!(r.customer_id, 2);
 
-    let list = |token: &str| {
-        req(
-            ListMemoriesRequest {
-                user_id: CALLER.into(),
-                ..Default::default()
-            },
-            token,
-        )
-    };
+    let list = |token: &str| req(list_all(CALLER), token);
     let p = c.list_memories(list(&peterson)).await.unwrap().into_inner();
     assert_eq!(values(&p.memories), ["Peterson client John"]);
     assert_eq!(p.customer_id, 1);
@@ -118,12 +107,7 @@ async fn peterson_and_smith_see_only_their_own_caller_memory() {
 
 /// Gives tenant `customer` a full set of rows for CALLER: a memory, a recorded call (summary,
 /// metrics, profile, averages). Returns the memory id.
-async fn seed(
-    c: &mut memory_service_client::MemoryServiceClient<tonic::transport::Channel>,
-    token: &str,
-    sid: u32,
-    words: &str,
-) -> String {
+async fn seed(c: &mut Client, token: &str, sid: u32, words: &str) -> String {
     let m = c
         .store_memory(req(store(CALLER, "note", words), token))
         .await
@@ -150,107 +134,43 @@ async fn seed(
     m.id
 }
 
-/// Every RPC, with tenant A's token, against rows only tenant B has: A reads nothing of B's,
-/// changes nothing of B's, erases nothing of B's; B's rows are byte-for-byte unchanged.
-#[tokio::test]
-async fn no_rpc_reaches_another_tenants_rows() {
-    let svc = Svc::start().await;
-    let mut c = svc.client().await;
-    let a = svc.tenant(10);
-    let b = svc.tenant(20);
-    let b_memory = seed(&mut c, &b, 1, "Bravo secret about the claim for Jane").await;
-    let admin = svc.admin_sql().await;
-    let b_before = fingerprint(&admin, 20).await;
-    let b_counts = snapshot(&admin, 20).await;
-    assert!(
-        b_counts.iter().take(5).all(|(_, n)| *n == 1),
-        "{b_counts:?}"
-    );
-
-    // Reads: nothing of B's.
-    let l = c
-        .list_memories(req(
-            ListMemoriesRequest {
-                user_id: CALLER.into(),
-                ..Default::default()
-            },
-            &a,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+/// A's reads of CALLER: nothing of B's.
+async fn assert_reads_see_nothing(c: &mut Client, a: &str) {
+    let l = list(c, a, list_all(CALLER)).await;
     assert!(l.memories.is_empty());
     let e = c
         .get_caller_profile(req(
             GetCallerProfileRequest {
                 user_id: CALLER.into(),
             },
-            &a,
+            a,
         ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let ctx = c
-        .get_enriched_context(req(
-            GetEnrichedContextRequest {
-                user_id: CALLER.into(),
-                num_summaries: Some(20),
-            },
-            &a,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let ctx = context(c, a, CALLER, Some(20)).await;
     assert!(ctx.profile.is_none() && ctx.personality.is_none());
     assert!(ctx.recent_summaries.is_empty() && ctx.memories.is_empty());
     assert!(!ctx.has_personality_data);
     assert!(!ctx.rendered_text.contains("Bravo"));
-    let s = c
-        .search_summaries(req(
-            SearchSummariesRequest {
-                user_id: CALLER.into(),
-                query: "claim".into(),
-                limit: 0,
-            },
-            &a,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(s.summaries.is_empty());
-    let mut export = c
-        .export_caller(req(
-            ExportCallerRequest {
-                user_id: CALLER.into(),
-            },
-            &a,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(search(c, a, CALLER, "claim", 0).await.is_empty());
     assert!(
-        export.message().await.unwrap().is_none(),
+        export_all(c, a, CALLER).await.is_empty(),
         "A exported B's rows"
     );
+}
 
-    // Changes: B's memory id is "not found" for A, exactly like an unknown id.
+/// A's writes about CALLER and B's memory `b_memory`: B's memory id is "not found" for A exactly
+/// like an unknown id; a profile update and B's CallSid make A's own rows.
+async fn assert_writes_stay_in_a(c: &mut Client, a: &str, b_memory: &str) {
+    let delete = |memory_id: String| req(DeleteMemoryRequest { memory_id }, a);
     let e = c
-        .delete_memory(req(
-            DeleteMemoryRequest {
-                memory_id: b_memory.clone(),
-            },
-            &a,
-        ))
+        .delete_memory(delete(b_memory.to_owned()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let unknown = c
-        .delete_memory(req(
-            DeleteMemoryRequest {
-                memory_id: uuid::Uuid::new_v4().to_string(),
-            },
-            &a,
-        ))
+        .delete_memory(delete(uuid::Uuid::new_v4().to_string()))
         .await
         .unwrap_err();
     assert_eq!((e.code(), e.message()), (unknown.code(), unknown.message()));
@@ -268,7 +188,7 @@ async fn no_rpc_reaches_another_tenants_rows() {
                     paths: vec!["preferred_name".into()],
                 }),
             },
-            &a,
+            a,
         ))
         .await
         .unwrap()
@@ -288,25 +208,37 @@ async fn no_rpc_reaches_another_tenants_rows() {
                 turns: vec![turn(Speaker::Caller, "Alpha call", 0)],
                 ..Default::default()
             },
-            &a,
+            a,
         ))
         .await
         .unwrap()
         .into_inner();
     assert!(!r.already_recorded);
     assert!(!r.summary.unwrap().summary.contains("Bravo"));
+}
+
+/// Every RPC, with tenant A's token, against rows only tenant B has: A reads nothing of B's,
+/// changes nothing of B's, erases nothing of B's; B's rows are byte-for-byte unchanged.
+#[tokio::test]
+async fn no_rpc_reaches_another_tenants_rows() {
+    let svc = Svc::start().await;
+    let mut c = svc.client().await;
+    let a = svc.tenant(10);
+    let b = svc.tenant(20);
+    let b_memory = seed(&mut c, &b, 1, "Bravo secret about the claim for Jane").await;
+    let admin = svc.admin_sql().await;
+    let b_before = fingerprint(&admin, 20).await;
+    let b_counts = snapshot(&admin, 20).await;
+    assert!(
+        b_counts.iter().take(5).all(|(_, n)| *n == 1),
+        "{b_counts:?}"
+    );
+
+    assert_reads_see_nothing(&mut c, &a).await;
+    assert_writes_stay_in_a(&mut c, &a, &b_memory).await;
 
     // Erase for A: counts only A's rows, B's rows for the same number stay.
-    let erased = c
-        .erase_caller(req(
-            EraseCallerRequest {
-                user_id: CALLER.into(),
-            },
-            &a,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let erased = erase(&mut c, &a, CALLER).await.unwrap();
     let total: i64 = erased.counts.iter().map(|c| c.rows).sum();
     assert_eq!(
         total, 4,
@@ -398,9 +330,7 @@ async fn rls_is_enabled_forced_and_fails_closed() {
     let db = svc.db.db_for_role("memory_svc").await;
     for t in TABLES.iter().copied().chain(["memory.audit_log"]) {
         let r = db
-            .service_tx(async |tx| {
-                Ok::<_, mesh::db::DbError>(tx.query(&format!("SELECT * FROM {t}"), &[]).await?)
-            })
+            .service_tx(async |tx| tx.query(&format!("SELECT * FROM {t}"), &[]).await)
             .await;
         let err = r.expect_err("no tenant context must fail");
         assert!(err.is_insufficient_privilege(), "{t}: {err}");

@@ -1,16 +1,14 @@
 //! The OpenAI summarizer against a fake chat-completions server (the real wire protocol, in the
 //! test tree), and the visible fallback when the model fails.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use common::*;
 use memory_svc::summarizer::{OpenAiConfig, OpenAiSummarizer};
 use mesh::api::common::Speaker;
 use mesh::api::memory::*;

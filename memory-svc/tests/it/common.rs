@@ -1,12 +1,14 @@
 //! Shared test harness: memory-svc on port 0 against a fresh migrated database, real gRPC
 //! clients with tokens minted from development keys, and row counting through an admin client.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code)] // each test module uses a different part of the harness
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mesh::api::memory::export_caller_response::Record;
 use mesh::api::memory::memory_admin_service_client::MemoryAdminServiceClient;
 use mesh::api::memory::memory_service_client::MemoryServiceClient;
+use mesh::api::memory::*;
 use mesh::identity::{DevKeys, names, scope};
 use mesh::testkit::TestDb;
 use tokio::net::TcpListener;
@@ -225,4 +227,106 @@ pub fn turn(
 /// A CallSid made from a number.
 pub fn call_sid(n: u32) -> String {
     format!("CA{n:032x}")
+}
+
+/// A memory-svc client.
+pub type Client = MemoryServiceClient<Channel>;
+
+/// Asserts that `e` is INVALID_ARGUMENT naming `field` first in its message.
+#[track_caller]
+pub fn assert_invalid(e: &tonic::Status, field: &str) {
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e:?}");
+    assert!(
+        e.message().starts_with(&format!("{field}:")),
+        "{field}: {}",
+        e.message()
+    );
+}
+
+/// ListMemories of every memory of `user` (first page, default size).
+pub fn list_all(user: &str) -> ListMemoriesRequest {
+    ListMemoriesRequest {
+        user_id: user.into(),
+        ..Default::default()
+    }
+}
+
+/// ListMemories, which must succeed.
+pub async fn list(c: &mut Client, token: &str, r: ListMemoriesRequest) -> ListMemoriesResponse {
+    c.list_memories(req(r, token)).await.unwrap().into_inner()
+}
+
+/// GetEnrichedContext for `user`, which must succeed.
+pub async fn context(
+    c: &mut Client,
+    token: &str,
+    user: &str,
+    num_summaries: Option<i32>,
+) -> GetEnrichedContextResponse {
+    let r = GetEnrichedContextRequest {
+        user_id: user.into(),
+        num_summaries,
+    };
+    c.get_enriched_context(req(r, token))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// GetCallerProfile for `user`, which must exist.
+pub async fn profile(c: &mut Client, token: &str, user: &str) -> CallerProfile {
+    let r = GetCallerProfileRequest {
+        user_id: user.into(),
+    };
+    c.get_caller_profile(req(r, token))
+        .await
+        .unwrap()
+        .into_inner()
+        .profile
+        .unwrap()
+}
+
+/// SearchSummaries, which must succeed.
+pub async fn search(
+    c: &mut Client,
+    token: &str,
+    user: &str,
+    query: &str,
+    limit: i32,
+) -> Vec<CallSummary> {
+    let r = SearchSummariesRequest {
+        user_id: user.into(),
+        query: query.into(),
+        limit,
+    };
+    c.search_summaries(req(r, token))
+        .await
+        .unwrap()
+        .into_inner()
+        .summaries
+}
+
+/// EraseCaller for `user`, with its answer.
+pub async fn erase(
+    c: &mut Client,
+    token: &str,
+    user: &str,
+) -> Result<EraseCallerResponse, tonic::Status> {
+    let r = EraseCallerRequest {
+        user_id: user.into(),
+    };
+    c.erase_caller(req(r, token)).await.map(|r| r.into_inner())
+}
+
+/// Every record ExportCaller streams for `user`.
+pub async fn export_all(c: &mut Client, token: &str, user: &str) -> Vec<Record> {
+    let r = ExportCallerRequest {
+        user_id: user.into(),
+    };
+    let mut s = c.export_caller(req(r, token)).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        out.push(m.record.unwrap());
+    }
+    out
 }

@@ -1,0 +1,20 @@
+//! memory-svc's integration tests, one binary (linking one test binary per file dominated CI):
+//! each module was a test file of its own and keeps its test names.
+//!
+//! - [`behaviour`]: idempotent RecordCall, TTL and purge, export/erase with audit, validation with
+//!   nothing stored, paging, search, enriched context.
+//! - [`personality`]: the personality trends GetEnrichedContext reports (improving, declining,
+//!   stable).
+//! - [`isolation`]: tenant isolation over gRPC and row-level security.
+//! - [`openai_summarizer`]: the OpenAI summarizer against a fake chat-completions server, and its
+//!   visible fallback.
+//! - [`binary`]: the `memory-svc` binary's start-up contract.
+//! - [`common`]: the harness (memory-svc on port 0 against a fresh database, clients, tokens,
+//!   row counts).
+
+mod behaviour;
+mod binary;
+mod common;
+mod isolation;
+mod openai_summarizer;
+mod personality;
