@@ -24,19 +24,11 @@ const STATEMENT_CACHE_LIMIT: usize = 512;
 /// PostgreSQL parses and plans each statement once per connection instead of on every call
 /// (for a plain query that is also a round trip saved: tokio-postgres prepares an unnamed
 /// statement before running `&str` SQL). Cached statements survive the session reset of every
-/// transaction (it does not `DEALLOCATE`); PostgreSQL re-plans them itself after DDL. It also
-/// dereferences to [`tokio_postgres::Transaction`] for what it does not wrap (those methods
-/// report `tokio_postgres::Error`, which converts into [`DbError`]).
+/// transaction (it does not `DEALLOCATE`); PostgreSQL re-plans them itself after DDL. It wraps
+/// rather than dereferences to [`tokio_postgres::Transaction`], so every method reports
+/// [`DbError`] and no call site converts errors by hand.
 pub struct Tx<'a> {
     inner: deadpool_postgres::Transaction<'a>,
-}
-
-impl<'a> std::ops::Deref for Tx<'a> {
-    type Target = tokio_postgres::Transaction<'a>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.inner
-    }
 }
 
 impl fmt::Debug for Tx<'_> {
