@@ -358,16 +358,44 @@ async fn call_inner(
     let to = &load.numbers[n % load.numbers.len()];
 
     // 1. The voice webhook, signed as Twilio signs it.
+    let (stream_url, stream_params) = webhook(load, &call_sid, &from, to).await?;
+    // 2. The Media Streams WebSocket, signed over the stream URL with no parameters.
+    let (mut tx, mut rx) =
+        open_stream(load, &stream_url, stream_params, &call_sid, &stream_sid).await?;
+    load.started.fetch_add(1, Ordering::Relaxed);
+    load.streaming.fetch_add(1, Ordering::Relaxed);
+    let result = stream_audio(
+        load,
+        n as u32,
+        &stream_sid,
+        &call_sid,
+        &mut tx,
+        &mut rx,
+        stop,
+    )
+    .await;
+    load.streaming.fetch_sub(1, Ordering::Relaxed);
+    result
+}
+
+/// The signed voice webhook of a call from `from` to `to`; returns the TwiML's stream URL and
+/// `<Parameter>`s.
+async fn webhook(
+    load: &Load,
+    call_sid: &str,
+    from: &str,
+    to: &str,
+) -> Result<(String, Vec<(String, String)>), &'static str> {
     let params: Vec<(String, String)> = [
-        ("CallSid", call_sid.as_str()),
+        ("CallSid", call_sid),
         ("AccountSid", ACCOUNT_SID),
-        ("From", from.as_str()),
-        ("To", to.as_str()),
+        ("From", from),
+        ("To", to),
         ("CallStatus", "ringing"),
         ("ApiVersion", "2010-04-01"),
         ("Direction", "inbound"),
-        ("Caller", from.as_str()),
-        ("Called", to.as_str()),
+        ("Caller", from),
+        ("Called", to),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -390,10 +418,19 @@ async fn call_inner(
     }
     let twiml = response.text().await.map_err(|_| "webhook body")?;
     let (stream, _) = gateway::sim::parse_twiml(&twiml).map_err(|_| "TwiML unreadable")?;
-    let (stream_url, stream_params) = stream.ok_or("TwiML without <Stream>")?;
+    stream.ok_or("TwiML without <Stream>")
+}
 
-    // 2. The Media Streams WebSocket, signed over the stream URL with no parameters.
-    let ws_sig = gateway::signature::compute(load.auth_token.as_bytes(), &stream_url, &[]);
+/// Opens the Media Streams WebSocket and sends `connected` and `start` with the TwiML's
+/// parameters, as Twilio does.
+async fn open_stream(
+    load: &Load,
+    stream_url: &str,
+    stream_params: Vec<(String, String)>,
+    call_sid: &str,
+    stream_sid: &str,
+) -> Result<(WsTx, WsRx), &'static str> {
+    let ws_sig = gateway::signature::compute(load.auth_token.as_bytes(), stream_url, &[]);
     let path = stream_url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
@@ -408,7 +445,7 @@ async fn call_inner(
     let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true)
         .await
         .map_err(|_| "WebSocket refused")?;
-    let (mut tx, mut rx) = ws.split();
+    let (mut tx, rx) = ws.split();
     let custom: serde_json::Map<String, serde_json::Value> = stream_params
         .into_iter()
         .map(|(k, v)| (k, v.into()))
@@ -428,20 +465,7 @@ async fn call_inner(
     tx.send(Message::text(start.to_string()))
         .await
         .map_err(|_| "WebSocket send")?;
-    load.started.fetch_add(1, Ordering::Relaxed);
-    load.streaming.fetch_add(1, Ordering::Relaxed);
-    let result = stream_audio(
-        load,
-        n as u32,
-        &stream_sid,
-        &call_sid,
-        &mut tx,
-        &mut rx,
-        stop,
-    )
-    .await;
-    load.streaming.fetch_sub(1, Ordering::Relaxed);
-    result
+    Ok((tx, rx))
 }
 
 type WsTx = futures::stream::SplitSink<
@@ -560,34 +584,9 @@ async fn stream_audio(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let sent = load.now_ns();
-                frame[..8].copy_from_slice(&sent.to_le_bytes());
                 chunk += 1;
-                play.seq += 1;
-                let msg = format!(
-                    "{{\"event\":\"media\",\"sequenceNumber\":\"{}\",\"streamSid\":\"{stream_sid}\",\
-                     \"media\":{{\"track\":\"inbound\",\"chunk\":\"{chunk}\",\"timestamp\":\"{}\",\
-                     \"payload\":\"{}\"}}}}",
-                    play.seq,
-                    (chunk - 1) * 20,
-                    B64.encode(frame)
-                );
-                if tx.send(Message::text(msg)).await.is_err() {
-                    return Err("dropped by the gateway");
-                }
-                load.sent_total.fetch_add(1, Ordering::Relaxed);
+                send_frame(load, stream_sid, chunk, &mut frame, &mut play, tx).await?;
                 frames_sent += 1;
-                if load.in_window(sent) {
-                    load.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                let now = Instant::now();
-                while play.marks.front().is_some_and(|(at, _)| *at <= now) {
-                    let (_, name) = play.marks.pop_front().expect("non-empty");
-                    play.seq += 1;
-                    if tx.send(mark_msg(stream_sid, play.seq, &name)).await.is_err() {
-                        return Err("dropped by the gateway");
-                    }
-                }
             }
             msg = rx.next() => {
                 match on_message(load, me, stream_sid, msg, &mut play, tx).await {
@@ -613,6 +612,60 @@ async fn stream_audio(
     if frames_back == 0 {
         return Err("no audio came back");
     }
+    hang_up(stream_sid, call_sid, &mut play, tx, rx).await
+}
+
+/// Sends the next 20 ms frame, stamped with the send time, then the marks whose audio has
+/// played.
+async fn send_frame(
+    load: &Load,
+    stream_sid: &str,
+    chunk: u64,
+    frame: &mut [u8; 160],
+    play: &mut Playback,
+    tx: &mut WsTx,
+) -> Result<(), &'static str> {
+    let sent = load.now_ns();
+    frame[..8].copy_from_slice(&sent.to_le_bytes());
+    play.seq += 1;
+    let msg = format!(
+        "{{\"event\":\"media\",\"sequenceNumber\":\"{}\",\"streamSid\":\"{stream_sid}\",\
+         \"media\":{{\"track\":\"inbound\",\"chunk\":\"{chunk}\",\"timestamp\":\"{}\",\
+         \"payload\":\"{}\"}}}}",
+        play.seq,
+        (chunk - 1) * 20,
+        B64.encode(*frame)
+    );
+    if tx.send(Message::text(msg)).await.is_err() {
+        return Err("dropped by the gateway");
+    }
+    load.sent_total.fetch_add(1, Ordering::Relaxed);
+    if load.in_window(sent) {
+        load.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    let now = Instant::now();
+    while play.marks.front().is_some_and(|(at, _)| *at <= now) {
+        let (_, name) = play.marks.pop_front().expect("non-empty");
+        play.seq += 1;
+        if tx
+            .send(mark_msg(stream_sid, play.seq, &name))
+            .await
+            .is_err()
+        {
+            return Err("dropped by the gateway");
+        }
+    }
+    Ok(())
+}
+
+/// Hangs up like Twilio (`stop`), then expects the gateway to close the socket normally.
+async fn hang_up(
+    stream_sid: &str,
+    call_sid: &str,
+    play: &mut Playback,
+    tx: &mut WsTx,
+    rx: &mut WsRx,
+) -> Result<(), &'static str> {
     play.seq += 1;
     let stop_msg = format!(
         "{{\"event\":\"stop\",\"sequenceNumber\":\"{}\",\"streamSid\":\"{stream_sid}\",\
@@ -989,15 +1042,8 @@ fn fmt_gauge(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.0}"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("calls_bench: {e}");
-            return ExitCode::from(2);
-        }
-    };
+/// The release service binaries next to this example (`target/release`), or why not.
+fn service_binaries() -> Result<std::path::PathBuf, String> {
     let exe = std::env::current_exe().expect("current exe");
     let bin_dir = exe
         .parent()
@@ -1006,41 +1052,39 @@ async fn main() -> ExitCode {
         .to_path_buf();
     for bin in ["tenant-svc", "memory-svc", "media-svc", "gateway"] {
         if !bin_dir.join(bin).is_file() {
-            eprintln!(
-                "calls_bench: {} missing; build the services first: cargo build --release -p \
-                 tenant-svc -p memory-svc -p media-svc -p gateway --bins",
+            return Err(format!(
+                "{} missing; build the services first: cargo build --release -p tenant-svc -p \
+                 memory-svc -p media-svc -p gateway --bins",
                 bin_dir.join(bin).display()
-            );
-            return ExitCode::from(2);
+            ));
         }
     }
-    let ticks = clock_ticks();
-    let origin = Instant::now();
+    Ok(bin_dir)
+}
 
-    // PostgreSQL and the four services, each a separate process.
-    let db = mesh::testkit::TestDb::new().await;
-    let admin = db.admin_client().await;
-    let backend_pid: i32 = admin
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("backend pid")
-        .get(0);
-    let postmaster = parent_of(backend_pid as u32).expect("postmaster pid");
-    let keys = DevKeys::generate();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let realtime = echo_server().await;
-    let auth_token = uuid::Uuid::new_v4().simple().to_string();
+/// PostgreSQL and the four services, each a separate process, with the tenants seeded.
+struct Bench {
+    _db: mesh::testkit::TestDb,
+    _dir: tempfile::TempDir,
+    admin: tokio_postgres::Client,
+    postmaster: u32,
+    gateway: Service,
+    media: Service,
+    tenant: Service,
+    memory: Service,
+    auth_token: String,
+    numbers: Vec<String>,
+}
 
-    let mut env = service_env(&keys, names::TENANT_SVC, dir.path());
-    env.insert("DATABASE_URL".into(), db.url_for_role("tenant_svc"));
-    let tenant = start_service(&bin_dir, "tenant-svc", &env).await;
-
-    let mut env = service_env(&keys, names::MEMORY_SVC, dir.path());
-    env.insert("DATABASE_URL".into(), db.url_for_role("memory_svc"));
-    let memory = start_service(&bin_dir, "memory-svc", &env).await;
-
-    let mut env = service_env(&keys, names::MEDIA_SVC, dir.path());
-    for (k, v) in [
+/// media-svc's settings: the echoing fake backend, the peers, no per-tenant call limit.
+fn media_settings(
+    db: &mesh::testkit::TestDb,
+    realtime: String,
+    tenant: &Service,
+    memory: &Service,
+    auth_token: &str,
+) -> [(&'static str, String); 10] {
+    [
         ("DATABASE_URL", db.url_for_role("media_svc")),
         ("AI_BACKEND", "openai-realtime".into()),
         ("OPENAI_API_KEY", "sk-bench".into()),
@@ -1048,105 +1092,215 @@ async fn main() -> ExitCode {
         ("TENANT_SVC_URL", format!("http://{}", tenant.process.main)),
         ("MEMORY_SVC_URL", format!("http://{}", memory.process.main)),
         ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.into()),
-        ("TWILIO_AUTH_TOKEN", auth_token.clone()),
+        ("TWILIO_AUTH_TOKEN", auth_token.to_owned()),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
         // Every call here belongs to a handful of tenants: lift the per-tenant call limit.
         (
             "MEDIA_CONCURRENT_CALLS_BY_TIER",
             "starter=100000,pro=100000,enterprise=100000".into(),
         ),
-    ] {
-        env.insert(k.into(), v);
-    }
-    let media = start_service(&bin_dir, "media-svc", &env).await;
+    ]
+}
 
-    let mut env = service_env(&keys, names::GATEWAY, dir.path());
-    for (k, v) in [
+/// The gateway's settings: the peers, no per-address or per-account limit.
+fn gateway_settings(
+    tenant: &Service,
+    memory: &Service,
+    media: &Service,
+    auth_token: &str,
+) -> [(&'static str, String); 7] {
+    [
         ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.to_owned()),
-        ("TWILIO_AUTH_TOKEN", auth_token.clone()),
+        ("TWILIO_AUTH_TOKEN", auth_token.to_owned()),
         ("TENANT_SVC_URL", format!("http://{}", tenant.process.main)),
         ("MEMORY_SVC_URL", format!("http://{}", memory.process.main)),
         ("MEDIA_SVC_URL", format!("http://{}", media.process.main)),
         // One source address and one account generate all the load: lift those limits.
         ("GATEWAY_RATE_PER_IP", "1000000".into()),
         ("GATEWAY_RATE_PER_ACCOUNT", "1000000".into()),
-    ] {
-        env.insert(k.into(), v);
+    ]
+}
+
+impl Bench {
+    async fn start(bin_dir: &std::path::Path, tenants: usize, origin: Instant) -> Bench {
+        let db = mesh::testkit::TestDb::new().await;
+        let admin = db.admin_client().await;
+        let backend_pid: i32 = admin
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("backend pid")
+            .get(0);
+        let postmaster = parent_of(backend_pid as u32).expect("postmaster pid");
+        let keys = DevKeys::generate();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let realtime = echo_server().await;
+        let auth_token = uuid::Uuid::new_v4().simple().to_string();
+        let env = |service: &str, pairs: &[(&'static str, String)]| {
+            let mut env = service_env(&keys, service, dir.path());
+            for (k, v) in pairs {
+                env.insert((*k).into(), v.clone());
+            }
+            env
+        };
+        let tenant_env = env(
+            names::TENANT_SVC,
+            &[("DATABASE_URL", db.url_for_role("tenant_svc"))],
+        );
+        let tenant = start_service(bin_dir, "tenant-svc", &tenant_env).await;
+        let memory_env = env(
+            names::MEMORY_SVC,
+            &[("DATABASE_URL", db.url_for_role("memory_svc"))],
+        );
+        let memory = start_service(bin_dir, "memory-svc", &memory_env).await;
+        let media_env = env(
+            names::MEDIA_SVC,
+            &media_settings(&db, realtime, &tenant, &memory, &auth_token),
+        );
+        let media = start_service(bin_dir, "media-svc", &media_env).await;
+        let gateway_env = env(
+            names::GATEWAY,
+            &gateway_settings(&tenant, &memory, &media, &auth_token),
+        );
+        let gateway = start_service(bin_dir, "gateway", &gateway_env).await;
+        let numbers = seed_tenants(&keys, tenant.process.main, tenants).await;
+        println!(
+            "mesh up in {:.1} s: tenant-svc pid {}, memory-svc pid {}, media-svc pid {}, gateway \
+             pid {}, PostgreSQL postmaster pid {postmaster}; {} tenants seeded",
+            origin.elapsed().as_secs_f64(),
+            tenant.pid,
+            memory.pid,
+            media.pid,
+            gateway.pid,
+            numbers.len()
+        );
+        Bench {
+            _db: db,
+            _dir: dir,
+            admin,
+            postmaster,
+            gateway,
+            media,
+            tenant,
+            memory,
+            auth_token,
+            numbers,
+        }
     }
-    let gateway = start_service(&bin_dir, "gateway", &env).await;
-    let gateway_admin = gateway.process.admin.expect("gateway admin address");
-    let media_admin = media.process.admin.expect("media-svc admin address");
 
-    let numbers = seed_tenants(&keys, tenant.process.main, a.tenants).await;
-    println!(
-        "mesh up in {:.1} s: tenant-svc pid {}, memory-svc pid {}, media-svc pid {}, gateway pid \
-         {}, PostgreSQL postmaster pid {postmaster}; {} tenants seeded",
-        origin.elapsed().as_secs_f64(),
-        tenant.pid,
-        memory.pid,
-        media.pid,
-        gateway.pid,
-        numbers.len()
-    );
+    fn gateway_admin(&self) -> SocketAddr {
+        self.gateway.process.admin.expect("gateway admin address")
+    }
 
-    let load = Arc::new(Load {
-        origin,
-        gateway: gateway.process.main,
-        auth_token,
-        numbers,
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()
-            .expect("http client"),
-        window_start: AtomicU64::new(u64::MAX),
-        window_end: AtomicU64::new(u64::MAX),
-        sent: AtomicU64::new(0),
-        received: AtomicU64::new(0),
-        sent_total: AtomicU64::new(0),
-        received_total: AtomicU64::new(0),
-        misrouted: AtomicU64::new(0),
-        latency: Histogram::new(),
-        streaming: AtomicU64::new(0),
-        started: AtomicU64::new(0),
-        completed: AtomicU64::new(0),
-        failures: Default::default(),
-    });
+    fn media_admin(&self) -> SocketAddr {
+        self.media.process.admin.expect("media-svc admin address")
+    }
 
-    let service_admins: Vec<SocketAddr> = [&gateway, &media, &tenant, &memory]
-        .iter()
-        .map(|s| s.process.admin.expect("admin address"))
-        .collect();
-    // Tasks alive before any call, to compare with after every call hung up.
-    let idle_tasks = alive_tasks_of(&service_admins).await;
+    /// The admin addresses of gateway, media-svc, tenant-svc and memory-svc, in that order.
+    fn service_admins(&self) -> Vec<SocketAddr> {
+        [&self.gateway, &self.media, &self.tenant, &self.memory]
+            .iter()
+            .map(|s| s.process.admin.expect("admin address"))
+            .collect()
+    }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // Idle sockets first, so the calls run with them held open (opened 200 at a time).
+    /// Every process measured: the four services, PostgreSQL, and this one.
+    fn targets(&self) -> Vec<(String, Target)> {
+        let mut targets: Vec<(String, Target)> =
+            [&self.gateway, &self.media, &self.tenant, &self.memory]
+                .iter()
+                .map(|s| (s.name.to_owned(), Target::Single(s.pid)))
+                .collect();
+        targets.push(("PostgreSQL".into(), Target::Postgres(self.postmaster)));
+        targets.push((
+            "load gen + fake backend".into(),
+            Target::Single(std::process::id()),
+        ));
+        targets
+    }
+
+    /// Stops every service with SIGTERM, in the order a deployment would drain; returns each
+    /// one's exit code and the errors and warnings it logged.
+    async fn stop(self) -> (Vec<(&'static str, Option<i32>)>, Vec<Warnings>) {
+        let mut exits = Vec::new();
+        let mut warnings = Vec::new();
+        for s in [self.gateway, self.media, self.memory, self.tenant] {
+            warnings.push((s.name, s.warnings.lock().expect("lock").clone()));
+            exits.push((s.name, s.process.terminate().await));
+        }
+        (exits, warnings)
+    }
+}
+
+/// A service's name, and the errors, warnings and first lines of them it logged.
+type Warnings = (&'static str, (u64, u64, Vec<String>));
+
+impl Load {
+    fn new(origin: Instant, bench: &Bench) -> Load {
+        Load {
+            origin,
+            gateway: bench.gateway.process.main,
+            auth_token: bench.auth_token.clone(),
+            numbers: bench.numbers.clone(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .tcp_nodelay(true)
+                .build()
+                .expect("http client"),
+            window_start: AtomicU64::new(u64::MAX),
+            window_end: AtomicU64::new(u64::MAX),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            sent_total: AtomicU64::new(0),
+            received_total: AtomicU64::new(0),
+            misrouted: AtomicU64::new(0),
+            latency: Histogram::new(),
+            streaming: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failures: Default::default(),
+        }
+    }
+}
+
+/// Opens the idle sockets first (200 at a time), so that the calls run with them held open;
+/// waits until nine tenths are open (at most a minute).
+async fn open_idle_sockets(
+    load: &Arc<Load>,
+    count: usize,
+    stop_rx: &watch::Receiver<bool>,
+) -> (Arc<Idle>, Vec<tokio::task::JoinHandle<()>>) {
     let sockets = Arc::new(Idle::default());
-    let mut idle_handles = Vec::with_capacity(a.idle_sockets);
-    for n in 0..a.idle_sockets {
+    let mut idle_handles = Vec::with_capacity(count);
+    for n in 0..count {
         let (load, sockets, stop) = (load.clone(), sockets.clone(), stop_rx.clone());
         idle_handles.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50 * (n / 200) as u64)).await;
             idle_socket(load, sockets, stop).await;
         }));
     }
-    if a.idle_sockets > 0 {
+    if count > 0 {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while (sockets.open.load(Ordering::Relaxed) as usize) < a.idle_sockets * 9 / 10
+        while (sockets.open.load(Ordering::Relaxed) as usize) < count * 9 / 10
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         println!(
-            "idle sockets: {} of {} open before the first call ({} refused)",
+            "idle sockets: {} of {count} open before the first call ({} refused)",
             sockets.open.load(Ordering::Relaxed),
-            a.idle_sockets,
             sockets.refused.load(Ordering::Relaxed)
         );
     }
+    (sockets, idle_handles)
+}
 
-    // Ramp up: one call every --stagger-ms.
+/// Starts one call every `--stagger-ms`, waits until all are streaming (or failed), then the
+/// warm-up; returns the calls' tasks.
+async fn ramp_up(
+    load: &Arc<Load>,
+    a: &Args,
+    stop_rx: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let ramp_began = Instant::now();
     let mut tasks = Vec::with_capacity(a.calls);
     for n in 0..a.calls {
@@ -1174,51 +1328,98 @@ async fn main() -> ExitCode {
         a.warmup
     );
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+    tasks
+}
 
-    // The steady-state window.
-    let mut targets: Vec<(String, Target)> = [&gateway, &media, &tenant, &memory]
-        .iter()
-        .map(|s| (s.name.to_owned(), Target::Single(s.pid)))
-        .collect();
-    targets.push(("PostgreSQL".into(), Target::Postgres(postmaster)));
-    targets.push((
-        "load gen + fake backend".into(),
-        Target::Single(std::process::id()),
-    ));
+/// What the steady-state window measured.
+struct Window {
+    duration: Duration,
+    cpu_start: Vec<u64>,
+    cpu_end: Vec<u64>,
+    idle_start: (u64, u64),
+    idle_end: (u64, u64),
+    streaming_start: u64,
+    streaming_end: u64,
+    start: Snapshot,
+    middle: Snapshot,
+    end: Snapshot,
+    sockets: [u64; 3],
+}
+
+/// The steady-state window: CPU, machine idle time and snapshots at its start, middle and end.
+async fn measure(
+    load: &Load,
+    seconds: u64,
+    bench: &Bench,
+    targets: &[(String, Target)],
+    sockets: &Idle,
+) -> Window {
+    let (gateway_admin, media_admin) = (bench.gateway_admin(), bench.media_admin());
+    let service_admins = bench.service_admins();
+    let open = || sockets.open.load(Ordering::Relaxed);
     let cpu_start: Vec<u64> = targets.iter().map(|(_, t)| t.cpu_ticks()).collect();
     let idle_start = machine_ticks();
     let streaming_start = load.streaming.load(Ordering::Relaxed);
-    let start = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
-    let sockets_start = sockets.open.load(Ordering::Relaxed);
+    let start = snapshot(targets, gateway_admin, media_admin, &service_admins).await;
+    let sockets_start = open();
     let window_began = Instant::now();
     load.window_start.store(load.now_ns(), Ordering::Relaxed);
-    sleep_with_progress(&load, window_began, Duration::from_secs(a.seconds) / 2).await;
-    let middle = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
-    let sockets_middle = sockets.open.load(Ordering::Relaxed);
+    sleep_with_progress(load, window_began, Duration::from_secs(seconds) / 2).await;
+    let middle = snapshot(targets, gateway_admin, media_admin, &service_admins).await;
+    let sockets_middle = open();
     sleep_with_progress(
-        &load,
+        load,
         window_began,
-        Duration::from_secs(a.seconds) - Duration::from_secs(a.seconds) / 2,
+        Duration::from_secs(seconds) - Duration::from_secs(seconds) / 2,
     )
     .await;
     load.window_end.store(load.now_ns(), Ordering::Relaxed);
-    let window = window_began.elapsed();
+    let duration = window_began.elapsed();
     let cpu_end: Vec<u64> = targets.iter().map(|(_, t)| t.cpu_ticks()).collect();
     let idle_end = machine_ticks();
     let streaming_end = load.streaming.load(Ordering::Relaxed);
-    let end = snapshot(&targets, gateway_admin, media_admin, &service_admins).await;
-    let sockets_end = sockets.open.load(Ordering::Relaxed);
+    let end = snapshot(targets, gateway_admin, media_admin, &service_admins).await;
+    Window {
+        duration,
+        cpu_start,
+        cpu_end,
+        idle_start,
+        idle_end,
+        streaming_start,
+        streaming_end,
+        start,
+        middle,
+        end,
+        sockets: [sockets_start, sockets_middle, open()],
+    }
+}
 
-    // Hang up every call, then check nothing is left open.
-    let _ = stop_tx.send(true);
-    for t in tasks.into_iter().chain(idle_handles) {
+/// What is left once every call hung up.
+struct Aftermath {
+    open_streams: Option<f64>,
+    open_calls: Option<f64>,
+    completed: u64,
+    summaries: Option<i64>,
+    call_rows: Option<i64>,
+    tasks: Vec<Option<f64>>,
+}
+
+/// Waits for the calls' tasks, then for the open-stream gauges to reach 0 (10 s), the post-call
+/// records to reach memory-svc (15 s) and each service's tasks to settle (5 s).
+async fn after_hang_up(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    load: &Load,
+    bench: &Bench,
+    idle_tasks: &[Option<f64>],
+) -> Aftermath {
+    for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
     }
     let settle = Instant::now() + Duration::from_secs(10);
     let (mut open_streams, mut open_calls) = (None, None);
     while Instant::now() < settle {
-        open_streams = gauge(gateway_admin, "gateway_active_streams").await;
-        open_calls = gauge(media_admin, "media_calls_active").await;
+        open_streams = gauge(bench.gateway_admin(), "gateway_active_streams").await;
+        open_calls = gauge(bench.media_admin(), "media_calls_active").await;
         if open_streams.unwrap_or(0.0) == 0.0 && open_calls.unwrap_or(0.0) == 0.0 {
             break;
         }
@@ -1226,8 +1427,9 @@ async fn main() -> ExitCode {
     }
     let completed = load.completed.load(Ordering::Relaxed);
     // Post-call records travel media-svc's outbox to memory-svc: give them a moment.
-    let count =
-        async |sql: &str| -> Option<i64> { admin.query_one(sql, &[]).await.ok().map(|r| r.get(0)) };
+    let count = async |sql: &str| -> Option<i64> {
+        bench.admin.query_one(sql, &[]).await.ok().map(|r| r.get(0))
+    };
     let records_deadline = Instant::now() + Duration::from_secs(15);
     let mut summaries = count("SELECT count(*) FROM memory.call_summaries").await;
     while summaries.is_some_and(|s| s < completed as i64) && Instant::now() < records_deadline {
@@ -1235,10 +1437,21 @@ async fn main() -> ExitCode {
         summaries = count("SELECT count(*) FROM memory.call_summaries").await;
     }
     let call_rows = count("SELECT count(*) FROM media.calls").await;
-    // Once the records are delivered, the tasks of the calls should be gone too; finishing ones
-    // (a stream's last frames, a delivery's reply) get a few seconds.
+    Aftermath {
+        open_streams,
+        open_calls,
+        completed,
+        summaries,
+        call_rows,
+        tasks: settled_tasks(&bench.service_admins(), idle_tasks).await,
+    }
+}
+
+/// Once the records are delivered, the tasks of the calls should be gone too; finishing ones
+/// (a stream's last frames, a delivery's reply) get a few seconds.
+async fn settled_tasks(admins: &[SocketAddr], idle_tasks: &[Option<f64>]) -> Vec<Option<f64>> {
     let mut after_tasks = Vec::new();
-    for (i, admin) in service_admins.iter().enumerate() {
+    for (i, admin) in admins.iter().enumerate() {
         let settle = Instant::now() + Duration::from_secs(5);
         let mut tasks = alive_tasks(*admin).await;
         while let (Some(now), Some(before)) = (tasks, idle_tasks[i]) {
@@ -1250,288 +1463,431 @@ async fn main() -> ExitCode {
         }
         after_tasks.push(tasks);
     }
+    after_tasks
+}
 
-    // Graceful stop, in the order a deployment would drain.
-    let mut exits = Vec::new();
-    let mut warnings = Vec::new();
-    for s in [gateway, media, memory, tenant] {
-        warnings.push((s.name, s.warnings.lock().expect("lock").clone()));
-        exits.push((s.name, s.process.terminate().await));
+#[tokio::main]
+async fn main() -> ExitCode {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("calls_bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bin_dir = match service_binaries() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("calls_bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ticks = clock_ticks();
+    let origin = Instant::now();
+    let bench = Bench::start(&bin_dir, a.tenants, origin).await;
+    let load = Arc::new(Load::new(origin, &bench));
+    // Tasks alive before any call, to compare with after every call hung up.
+    let idle_tasks = alive_tasks_of(&bench.service_admins()).await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (sockets, idle_handles) = open_idle_sockets(&load, a.idle_sockets, &stop_rx).await;
+    let tasks = ramp_up(&load, &a, &stop_rx).await;
+    let targets = bench.targets();
+    let window = measure(&load, a.seconds, &bench, &targets, &sockets).await;
+
+    // Hang up every call, then check nothing is left open.
+    let _ = stop_tx.send(true);
+    let tasks = tasks.into_iter().chain(idle_handles).collect();
+    let after = after_hang_up(tasks, &load, &bench, &idle_tasks).await;
+    let (exits, warnings) = bench.stop().await;
+
+    let report = Report {
+        a: &a,
+        load: &load,
+        w: &window,
+        after: &after,
+        targets: &targets,
+        ticks,
+        idle_tasks: &idle_tasks,
+    };
+    report.print(&sockets, &warnings, &exits)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Report
+// ------------------------------------------------------------------------------------------------
+
+/// Everything measured, read out.
+struct Report<'a> {
+    a: &'a Args,
+    load: &'a Load,
+    w: &'a Window,
+    after: &'a Aftermath,
+    targets: &'a [(String, Target)],
+    ticks: u64,
+    idle_tasks: &'a [Option<f64>],
+}
+
+/// Processes whose figures grew where they should not have.
+#[derive(Default)]
+struct Growth {
+    mem: Vec<String>,
+    fds: Vec<String>,
+    threads: Vec<String>,
+    tasks: Vec<String>,
+}
+
+impl Report<'_> {
+    fn secs(&self) -> f64 {
+        self.w.duration.as_secs_f64()
     }
 
-    // ---------------------------------------------------------------------------------------------
-    // Report
-    // ---------------------------------------------------------------------------------------------
-    let secs = window.as_secs_f64();
-    let wall_ms = secs * 1000.0;
-    let call_seconds = (streaming_start + streaming_end) as f64 / 2.0 * secs;
-    let cpu_ms: Vec<f64> = cpu_start
-        .iter()
-        .zip(&cpu_end)
-        .map(|(s, e)| (e.saturating_sub(*s)) as f64 * 1000.0 / ticks as f64)
-        .collect();
-    let per_call_second = |i: usize| {
+    fn call_seconds(&self) -> f64 {
+        (self.w.streaming_start + self.w.streaming_end) as f64 / 2.0 * self.secs()
+    }
+
+    /// CPU of each target over the window, in core-milliseconds.
+    fn cpu_ms(&self) -> Vec<f64> {
+        self.w
+            .cpu_start
+            .iter()
+            .zip(&self.w.cpu_end)
+            .map(|(s, e)| (e.saturating_sub(*s)) as f64 * 1000.0 / self.ticks as f64)
+            .collect()
+    }
+
+    fn per_call_second(&self, i: usize) -> f64 {
+        let call_seconds = self.call_seconds();
         if call_seconds > 0.0 {
-            cpu_ms[i] / call_seconds
+            self.cpu_ms()[i] / call_seconds
         } else {
             0.0
         }
-    };
-    let (idle, total) = (
-        idle_end.0.saturating_sub(idle_start.0),
-        idle_end.1.saturating_sub(idle_start.1),
-    );
-    let idle_pct = if total == 0 {
-        0.0
-    } else {
-        idle as f64 * 100.0 / total as f64
-    };
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let sent = load.sent.load(Ordering::Relaxed);
-    let received = load.received.load(Ordering::Relaxed);
-    let delivered = if sent == 0 {
-        0.0
-    } else {
-        received as f64 * 100.0 / sent as f64
-    };
-    let failures = load.failures.lock().expect("lock").clone();
-    let failed: u64 = failures.values().sum();
-    let started = load.started.load(Ordering::Relaxed);
-    let (p50, p99, max) = (
-        load.latency.quantile_ms(0.5),
-        load.latency.quantile_ms(0.99),
-        load.latency.max_us.load(Ordering::Relaxed) as f64 / 1000.0,
-    );
+    }
 
-    println!();
-    println!(
-        "Whole-mesh calls: {} calls over {} tenants, staggered {} ms, {:.1} s steady-state window \
-         after a {} s warm-up; {}",
-        a.calls,
-        a.tenants,
-        a.stagger_ms,
-        secs,
-        a.warmup,
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    println!(
-        "calls: {started} started, {completed} completed, {failed} failed{}",
-        if failures.is_empty() {
-            String::new()
+    /// Frames echoed back in the window, in percent of those sent.
+    fn delivered(&self) -> f64 {
+        let sent = self.load.sent.load(Ordering::Relaxed);
+        let received = self.load.received.load(Ordering::Relaxed);
+        if sent == 0 {
+            0.0
         } else {
-            format!(" ({failures:?})")
+            received as f64 * 100.0 / sent as f64
         }
-    );
-    println!(
-        "frames in the window: {sent} sent, {received} echoed back ({delivered:.3} %), {} \
-         delivered to the wrong call; whole run: {} sent, {} back",
-        load.misrouted.load(Ordering::Relaxed),
-        load.sent_total.load(Ordering::Relaxed),
-        load.received_total.load(Ordering::Relaxed)
-    );
-    println!(
-        "added latency (simulated Twilio -> gateway -> media-svc -> backend -> media-svc -> \
-         gateway -> back): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
-    );
-    println!(
-        "CPU per call-second ({:.0} call-seconds): gateway {:.3} + media-svc {:.3} = {:.3} \
-         core-ms",
-        call_seconds,
-        per_call_second(0),
-        per_call_second(1),
-        per_call_second(0) + per_call_second(1)
-    );
-    println!(
-        "machine: {cores} cores, idle {idle_pct:.1} % during the window; cores used by each \
-         process:"
-    );
-    for (i, (name, _)) in targets.iter().enumerate() {
-        println!(
-            "  {name:<30} {:.3} cores ({:.3} core-ms per call-second)",
-            cpu_ms[i] / wall_ms,
-            per_call_second(i)
-        );
     }
-    // Whatever else ran on the machine (other builds, other benchmarks) competed for the cores.
-    let busy_cores = (total - idle) as f64 * 1000.0 / ticks as f64 / wall_ms;
-    let others = (busy_cores - cpu_ms.iter().sum::<f64>() / wall_ms).max(0.0);
-    println!(
-        "  {:<30} {others:.3} cores{}",
-        "everything else on the machine",
-        if others > 0.2 {
-            "  <- the machine was busy: latency and CPU figures include that contention"
+
+    fn print(
+        &self,
+        sockets: &Idle,
+        warnings: &[Warnings],
+        exits: &[(&'static str, Option<i32>)],
+    ) -> ExitCode {
+        let failed = self.print_calls();
+        self.print_cpu();
+        let mut growth = self.print_processes();
+        growth.tasks = self.print_streams_and_tasks();
+        self.print_rest(sockets, warnings, exits);
+        self.verdict(failed, &growth, exits)
+    }
+
+    /// Calls, frames and latency; returns the failed calls.
+    fn print_calls(&self) -> u64 {
+        let (a, load) = (self.a, self.load);
+        let failures = load.failures.lock().expect("lock").clone();
+        let failed: u64 = failures.values().sum();
+        let started = load.started.load(Ordering::Relaxed);
+        let (sent, received) = (
+            load.sent.load(Ordering::Relaxed),
+            load.received.load(Ordering::Relaxed),
+        );
+        let (p50, p99, max) = (
+            load.latency.quantile_ms(0.5),
+            load.latency.quantile_ms(0.99),
+            load.latency.max_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        );
+        println!();
+        println!(
+            "Whole-mesh calls: {} calls over {} tenants, staggered {} ms, {:.1} s steady-state \
+             window after a {} s warm-up; {}",
+            a.calls,
+            a.tenants,
+            a.stagger_ms,
+            self.secs(),
+            a.warmup,
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        );
+        println!(
+            "calls: {started} started, {} completed, {failed} failed{}",
+            self.after.completed,
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!(" ({failures:?})")
+            }
+        );
+        println!(
+            "frames in the window: {sent} sent, {received} echoed back ({:.3} %), {} \
+             delivered to the wrong call; whole run: {} sent, {} back",
+            self.delivered(),
+            load.misrouted.load(Ordering::Relaxed),
+            load.sent_total.load(Ordering::Relaxed),
+            load.received_total.load(Ordering::Relaxed)
+        );
+        println!(
+            "added latency (simulated Twilio -> gateway -> media-svc -> backend -> media-svc -> \
+             gateway -> back): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+        );
+        failed
+    }
+
+    /// CPU per call-second of gateway and media-svc, and the cores every process used.
+    fn print_cpu(&self) {
+        let wall_ms = self.secs() * 1000.0;
+        let cpu_ms = self.cpu_ms();
+        let (idle_start, idle_end) = (self.w.idle_start, self.w.idle_end);
+        let (idle, total) = (
+            idle_end.0.saturating_sub(idle_start.0),
+            idle_end.1.saturating_sub(idle_start.1),
+        );
+        let idle_pct = if total == 0 {
+            0.0
         } else {
-            ""
-        }
-    );
-    println!(
-        "{:<30} {:>26} {:>20} {:>20}",
-        "memory (MiB) / fds / threads", "start / middle / end MiB", "fds", "threads"
-    );
-    let mut grew_mem = Vec::new();
-    let mut grew_fds = Vec::new();
-    let mut grew_threads = Vec::new();
-    for (i, (name, target)) in targets.iter().enumerate() {
-        let (s, m, e) = (start.usage[i], middle.usage[i], end.usage[i]);
-        let label = match target {
-            Target::Postgres(_) => format!("{name} ({} procs, PSS)", e.procs),
-            Target::Single(_) => format!("{name} (RSS)"),
+            idle as f64 * 100.0 / total as f64
         };
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!(
-            "{label:<30} {:>8.1} {:>8.1} {:>8.1} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
-            s.mem_kb as f64 / 1024.0,
-            m.mem_kb as f64 / 1024.0,
-            e.mem_kb as f64 / 1024.0,
-            s.fds,
-            m.fds,
-            e.fds,
-            s.threads,
-            m.threads,
-            e.threads
+            "CPU per call-second ({:.0} call-seconds): gateway {:.3} + media-svc {:.3} = {:.3} \
+             core-ms",
+            self.call_seconds(),
+            self.per_call_second(0),
+            self.per_call_second(1),
+            self.per_call_second(0) + self.per_call_second(1)
         );
-        if i == targets.len() - 1 {
-            continue; // the load generator is not under test
-        }
-        if m.mem_kb > 0 && e.mem_kb as f64 > m.mem_kb as f64 * 1.10 {
-            grew_mem.push(name.clone());
-        }
-        // PostgreSQL backends open relation files lazily and keep them (up to
-        // max_files_per_process), so its fd count is reported, not judged.
-        if e.fds > m.fds && matches!(target, Target::Single(_)) {
-            grew_fds.push(name.clone());
-        }
-        if e.threads > m.threads {
-            grew_threads.push(name.clone());
-        }
-    }
-    println!(
-        "open streams (gateway_active_streams / media_calls_active): start {} / {}, middle {} / \
-         {}, end {} / {}, after every call hung up {} / {}",
-        fmt_gauge(start.streams),
-        fmt_gauge(start.media_calls),
-        fmt_gauge(middle.streams),
-        fmt_gauge(middle.media_calls),
-        fmt_gauge(end.streams),
-        fmt_gauge(end.media_calls),
-        fmt_gauge(open_streams),
-        fmt_gauge(open_calls)
-    );
-    // Tasks: a leak shows as growth under the same load (middle -> end) or as tasks left behind
-    // once every call hung up (connection tasks of the gRPC channels opened during the ramp
-    // stay: an allowance of 32 or a tenth of the calls).
-    let mut grew_tasks = Vec::new();
-    let mut tasks_line = Vec::new();
-    for (i, name) in ["gateway", "media-svc", "tenant-svc", "memory-svc"]
-        .iter()
-        .enumerate()
-    {
-        let (idle, s, m, e, after) = (
-            idle_tasks[i],
-            start.tasks[i],
-            middle.tasks[i],
-            end.tasks[i],
-            after_tasks[i],
-        );
-        tasks_line.push(format!(
-            "{name} {} / {} / {} / {} / {}",
-            fmt_gauge(idle),
-            fmt_gauge(s),
-            fmt_gauge(m),
-            fmt_gauge(e),
-            fmt_gauge(after)
-        ));
-        let grew = |from: Option<f64>, to: Option<f64>| match (from, to) {
-            (Some(from), Some(to)) => to > from + (from * 0.05).max(16.0),
-            _ => false,
-        };
-        // A task left behind per call would leave hundreds; connections opened during the ramp
-        // (gRPC channels, their h2 tasks) leave a few dozen.
-        let left = match (idle, after) {
-            (Some(idle), Some(after)) => after > idle + (a.calls as f64 / 10.0).max(32.0),
-            _ => false,
-        };
-        if grew(m, e) || left {
-            grew_tasks.push((*name).to_owned());
-        }
-    }
-    println!(
-        "tokio tasks alive (before the first call / start / middle / end / after every call hung \
-         up): {}",
-        tasks_line.join("; ")
-    );
-    if a.idle_sockets > 0 {
         println!(
-            "idle Media Streams sockets (never send `start`): open at start / middle / end {} / \
-             {} / {} of {}; {} opened in all, {} closed by the gateway, {} upgrades refused",
-            sockets_start,
-            sockets_middle,
-            sockets_end,
-            a.idle_sockets,
-            sockets.opened.load(Ordering::Relaxed),
-            sockets.closed_by_gateway.load(Ordering::Relaxed),
-            sockets.refused.load(Ordering::Relaxed)
+            "machine: {cores} cores, idle {idle_pct:.1} % during the window; cores used by each \
+             process:"
+        );
+        for (i, (name, _)) in self.targets.iter().enumerate() {
+            println!(
+                "  {name:<30} {:.3} cores ({:.3} core-ms per call-second)",
+                cpu_ms[i] / wall_ms,
+                self.per_call_second(i)
+            );
+        }
+        // Whatever else ran on the machine (other builds, other benchmarks) competed for the
+        // cores.
+        let busy_cores = (total - idle) as f64 * 1000.0 / self.ticks as f64 / wall_ms;
+        let others = (busy_cores - cpu_ms.iter().sum::<f64>() / wall_ms).max(0.0);
+        println!(
+            "  {:<30} {others:.3} cores{}",
+            "everything else on the machine",
+            if others > 0.2 {
+                "  <- the machine was busy: latency and CPU figures include that contention"
+            } else {
+                ""
+            }
         );
     }
-    println!(
-        "records: {} call rows in media-svc, {} call summaries delivered to memory-svc",
-        call_rows.map_or("n/a".into(), |v| v.to_string()),
-        summaries.map_or("n/a".into(), |v| v.to_string())
-    );
-    for (name, (errors, warns, first)) in &warnings {
-        if errors + warns > 0 {
-            println!("{name} logged {errors} errors and {warns} warnings, first: {first:?}");
+
+    /// Memory, fds and threads of every process at the start, middle and end of the window;
+    /// returns which grew.
+    fn print_processes(&self) -> Growth {
+        let w = self.w;
+        println!(
+            "{:<30} {:>26} {:>20} {:>20}",
+            "memory (MiB) / fds / threads", "start / middle / end MiB", "fds", "threads"
+        );
+        let mut growth = Growth::default();
+        for (i, (name, target)) in self.targets.iter().enumerate() {
+            let (s, m, e) = (w.start.usage[i], w.middle.usage[i], w.end.usage[i]);
+            let label = match target {
+                Target::Postgres(_) => format!("{name} ({} procs, PSS)", e.procs),
+                Target::Single(_) => format!("{name} (RSS)"),
+            };
+            println!(
+                "{label:<30} {:>8.1} {:>8.1} {:>8.1} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+                s.mem_kb as f64 / 1024.0,
+                m.mem_kb as f64 / 1024.0,
+                e.mem_kb as f64 / 1024.0,
+                s.fds,
+                m.fds,
+                e.fds,
+                s.threads,
+                m.threads,
+                e.threads
+            );
+            if i == self.targets.len() - 1 {
+                continue; // the load generator is not under test
+            }
+            if m.mem_kb > 0 && e.mem_kb as f64 > m.mem_kb as f64 * 1.10 {
+                growth.mem.push(name.clone());
+            }
+            // PostgreSQL backends open relation files lazily and keep them (up to
+            // max_files_per_process), so its fd count is reported, not judged.
+            if e.fds > m.fds && matches!(target, Target::Single(_)) {
+                growth.fds.push(name.clone());
+            }
+            if e.threads > m.threads {
+                growth.threads.push(name.clone());
+            }
         }
+        growth
     }
-    println!(
-        "SIGTERM exit codes: {}",
-        exits
+
+    /// Open streams and tokio tasks over the run; returns the services whose tasks grew.
+    fn print_streams_and_tasks(&self) -> Vec<String> {
+        let (w, after) = (self.w, self.after);
+        println!(
+            "open streams (gateway_active_streams / media_calls_active): start {} / {}, middle {} \
+             / {}, end {} / {}, after every call hung up {} / {}",
+            fmt_gauge(w.start.streams),
+            fmt_gauge(w.start.media_calls),
+            fmt_gauge(w.middle.streams),
+            fmt_gauge(w.middle.media_calls),
+            fmt_gauge(w.end.streams),
+            fmt_gauge(w.end.media_calls),
+            fmt_gauge(after.open_streams),
+            fmt_gauge(after.open_calls)
+        );
+        // Tasks: a leak shows as growth under the same load (middle -> end) or as tasks left
+        // behind once every call hung up (connection tasks of the gRPC channels opened during
+        // the ramp stay: an allowance of 32 or a tenth of the calls).
+        let mut grew_tasks = Vec::new();
+        let mut tasks_line = Vec::new();
+        for (i, name) in ["gateway", "media-svc", "tenant-svc", "memory-svc"]
             .iter()
-            .map(|(n, c)| format!("{n} {}", c.map_or("none".into(), |c| c.to_string())))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-
-    let yes = |b: bool| if b { "met" } else { "NOT met" };
-    println!(
-        "issue 6 targets: >= 300 concurrent calls: {}; >= 99.9 % frames: {}; p99 <= 20 ms: {}; \
-         gateway + media-svc <= 1.5 core-ms per call-second: {}",
-        yes(streaming_start >= 300),
-        yes(delivered >= 99.9),
-        yes(p99 <= 20.0),
-        yes(per_call_second(0) + per_call_second(1) <= 1.5)
-    );
-    let leaked = open_streams.unwrap_or(0.0) > 0.0 || open_calls.unwrap_or(0.0) > 0.0;
-    let bad_exit = exits.iter().any(|(_, c)| *c != Some(0));
-    let list = |v: &[String]| {
-        if v.is_empty() {
-            "none".to_owned()
-        } else {
-            v.join(", ")
+            .enumerate()
+        {
+            let (idle, s, m, e, after) = (
+                self.idle_tasks[i],
+                w.start.tasks[i],
+                w.middle.tasks[i],
+                w.end.tasks[i],
+                after.tasks[i],
+            );
+            tasks_line.push(format!(
+                "{name} {} / {} / {} / {} / {}",
+                fmt_gauge(idle),
+                fmt_gauge(s),
+                fmt_gauge(m),
+                fmt_gauge(e),
+                fmt_gauge(after)
+            ));
+            let grew = |from: Option<f64>, to: Option<f64>| match (from, to) {
+                (Some(from), Some(to)) => to > from + (from * 0.05).max(16.0),
+                _ => false,
+            };
+            // A task left behind per call would leave hundreds; connections opened during the
+            // ramp (gRPC channels, their h2 tasks) leave a few dozen.
+            let left = match (idle, after) {
+                (Some(idle), Some(after)) => after > idle + (self.a.calls as f64 / 10.0).max(32.0),
+                _ => false,
+            };
+            if grew(m, e) || left {
+                grew_tasks.push((*name).to_owned());
+            }
         }
-    };
-    println!(
-        "soak checks (issue 9): failed calls {failed}; RSS grew > 10 % middle -> end: {}; service \
-         fds grew middle -> end: {}; tasks grew (middle -> end, or left after hang-up): {}; \
-         threads grew middle -> end: {} (reported only); streams left open after hang-up: {}; \
-         clean SIGTERM exits: {}",
-        list(&grew_mem),
-        list(&grew_fds),
-        list(&grew_tasks),
-        list(&grew_threads),
-        if leaked { "YES" } else { "none" },
-        if bad_exit { "NO" } else { "all" }
-    );
-    let pass = failed == 0
-        && started == a.calls as u64
-        && grew_mem.is_empty()
-        && grew_fds.is_empty()
-        && grew_tasks.is_empty()
-        && !leaked
-        && !bad_exit;
-    println!("verdict: {}", if pass { "PASS" } else { "FAIL" });
-    if pass {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+        println!(
+            "tokio tasks alive (before the first call / start / middle / end / after every call \
+             hung up): {}",
+            tasks_line.join("; ")
+        );
+        grew_tasks
+    }
+
+    /// Idle sockets, records, logged warnings and exit codes.
+    fn print_rest(
+        &self,
+        sockets: &Idle,
+        warnings: &[Warnings],
+        exits: &[(&'static str, Option<i32>)],
+    ) {
+        if self.a.idle_sockets > 0 {
+            let [start, middle, end] = self.w.sockets;
+            println!(
+                "idle Media Streams sockets (never send `start`): open at start / middle / end {} \
+                 / {} / {} of {}; {} opened in all, {} closed by the gateway, {} upgrades refused",
+                start,
+                middle,
+                end,
+                self.a.idle_sockets,
+                sockets.opened.load(Ordering::Relaxed),
+                sockets.closed_by_gateway.load(Ordering::Relaxed),
+                sockets.refused.load(Ordering::Relaxed)
+            );
+        }
+        println!(
+            "records: {} call rows in media-svc, {} call summaries delivered to memory-svc",
+            self.after.call_rows.map_or("n/a".into(), |v| v.to_string()),
+            self.after.summaries.map_or("n/a".into(), |v| v.to_string())
+        );
+        for (name, (errors, warns, first)) in warnings {
+            if errors + warns > 0 {
+                println!("{name} logged {errors} errors and {warns} warnings, first: {first:?}");
+            }
+        }
+        println!(
+            "SIGTERM exit codes: {}",
+            exits
+                .iter()
+                .map(|(n, c)| format!("{n} {}", c.map_or("none".into(), |c| c.to_string())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    /// The targets and the soak checks; PASS only when every check holds.
+    fn verdict(
+        &self,
+        failed: u64,
+        growth: &Growth,
+        exits: &[(&'static str, Option<i32>)],
+    ) -> ExitCode {
+        let p99 = self.load.latency.quantile_ms(0.99);
+        let started = self.load.started.load(Ordering::Relaxed);
+        let yes = |b: bool| if b { "met" } else { "NOT met" };
+        println!(
+            "issue 6 targets: >= 300 concurrent calls: {}; >= 99.9 % frames: {}; p99 <= 20 ms: \
+             {}; gateway + media-svc <= 1.5 core-ms per call-second: {}",
+            yes(self.w.streaming_start >= 300),
+            yes(self.delivered() >= 99.9),
+            yes(p99 <= 20.0),
+            yes(self.per_call_second(0) + self.per_call_second(1) <= 1.5)
+        );
+        let leaked = self.after.open_streams.unwrap_or(0.0) > 0.0
+            || self.after.open_calls.unwrap_or(0.0) > 0.0;
+        let bad_exit = exits.iter().any(|(_, c)| *c != Some(0));
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        println!(
+            "soak checks (issue 9): failed calls {failed}; RSS grew > 10 % middle -> end: {}; \
+             service fds grew middle -> end: {}; tasks grew (middle -> end, or left after \
+             hang-up): {}; threads grew middle -> end: {} (reported only); streams left open \
+             after hang-up: {}; clean SIGTERM exits: {}",
+            list(&growth.mem),
+            list(&growth.fds),
+            list(&growth.tasks),
+            list(&growth.threads),
+            if leaked { "YES" } else { "none" },
+            if bad_exit { "NO" } else { "all" }
+        );
+        let pass = failed == 0
+            && started == self.a.calls as u64
+            && growth.mem.is_empty()
+            && growth.fds.is_empty()
+            && growth.tasks.is_empty()
+            && !leaked
+            && !bad_exit;
+        println!("verdict: {}", if pass { "PASS" } else { "FAIL" });
+        if pass {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
     }
 }

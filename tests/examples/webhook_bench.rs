@@ -26,24 +26,9 @@ fn number(tenant: u64) -> String {
     format!("+1212{:07}", 2_000_000 + tenant)
 }
 
-#[tokio::main]
-async fn main() {
-    let (concurrency, seconds, rate, tenants) = (arg(1, 64), arg(2, 10), arg(3, 0), arg(4, 1000));
-    let history = arg(5, 100);
-    // One source address and one account generate all the load: lift those limits.
-    let mesh = Arc::new(
-        Mesh::start_with(MeshOptions {
-            gateway_env: vec![
-                ("GATEWAY_RATE_PER_IP".into(), "1000000".into()),
-                ("GATEWAY_RATE_PER_ACCOUNT".into(), "1000000".into()),
-            ],
-            media: Some(Box::new(|c| {
-                c.limits.concurrent_by_tier = vec![("starter".into(), 1_000_000)];
-            })),
-        })
-        .await,
-    );
-    let admin = mesh.db.admin_client().await;
+/// `tenants` tenants with one number each and `history` finished calls each, seeded
+/// server-side, then `ANALYZE` and a checkpoint.
+async fn seed(admin: &tokio_postgres::Client, tenants: u64, history: u64) {
     admin
         .execute(
             "INSERT INTO tenant.customers (customer_id, email, business_name, voice, greeting_new_caller) \
@@ -87,6 +72,44 @@ async fn main() {
         .expect("sequence");
     // Writes the seed's dirty pages out now rather than during the measurement.
     admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
+}
+
+/// Sets up one call to every tenant's number, `concurrency` at a time; each must connect.
+async fn warm_up<F, Fut>(one: &F, tenants: u64, concurrency: usize)
+where
+    F: Fn(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use futures::StreamExt as _;
+    futures::stream::iter(0..tenants)
+        .for_each_concurrent(concurrency, |n| {
+            let call = one(u64::MAX / 2 + n, 1 + n);
+            async move {
+                assert!(call.await, "warm-up call {n} was not connected");
+            }
+        })
+        .await;
+}
+
+#[tokio::main]
+async fn main() {
+    let (concurrency, seconds, rate, tenants) = (arg(1, 64), arg(2, 10), arg(3, 0), arg(4, 1000));
+    let history = arg(5, 100);
+    // One source address and one account generate all the load: lift those limits.
+    let mesh = Arc::new(
+        Mesh::start_with(MeshOptions {
+            gateway_env: vec![
+                ("GATEWAY_RATE_PER_IP".into(), "1000000".into()),
+                ("GATEWAY_RATE_PER_ACCOUNT".into(), "1000000".into()),
+            ],
+            media: Some(Box::new(|c| {
+                c.limits.concurrent_by_tier = vec![("starter".into(), 1_000_000)];
+            })),
+        })
+        .await,
+    );
+    let admin = mesh.db.admin_client().await;
+    seed(&admin, tenants, history).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
@@ -119,18 +142,7 @@ async fn main() {
         })
     };
     // Warm-up: every tenant's number once (tenant-svc's routing cache, pools, connections).
-    {
-        use futures::StreamExt as _;
-        let one = one.clone();
-        futures::stream::iter(0..tenants)
-            .for_each_concurrent(concurrency as usize, |n| {
-                let call = one(u64::MAX / 2 + n, 1 + n);
-                async move {
-                    assert!(call.await, "warm-up call {n} was not connected");
-                }
-            })
-            .await;
-    }
+    warm_up(&*one, tenants, concurrency as usize).await;
     let load = mesh::loadgen::Load {
         concurrency: concurrency as usize,
         duration: Duration::from_secs(seconds),

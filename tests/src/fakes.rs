@@ -12,6 +12,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use tokio::sync::Notify;
 
+/// Serves `app` on a free loopback port until the returned task is aborted.
+async fn serve_on_loopback(app: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("bound");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
 /// One create-call request as Twilio received it.
 #[derive(Debug, Clone)]
 pub struct CreateCall {
@@ -95,13 +107,7 @@ impl FakeTwilio {
                 axum::routing::post(create_call),
             )
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("bound");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve_on_loopback(app).await;
         Self {
             base_url: format!("http://{addr}"),
             state,
@@ -236,13 +242,7 @@ impl WebhookReceiver {
         let app = axum::Router::new()
             .route("/hooks/calls", axum::routing::post(receive))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("bound");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve_on_loopback(app).await;
         Self {
             url: format!("http://{addr}/hooks/calls"),
             state,

@@ -60,7 +60,7 @@ pub struct Mesh {
     /// gateway.
     pub gateway: Ports,
     stop: watch::Sender<bool>,
-    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    tasks: Vec<(&'static str, Task)>,
 }
 
 const DRAIN: Duration = Duration::from_secs(5);
@@ -76,6 +76,80 @@ fn ports(main: &TcpListener, admin: &TcpListener) -> Ports {
         main: main.local_addr().expect("bound"),
         admin: admin.local_addr().expect("bound"),
     }
+}
+
+/// A service task: its result once it stops.
+type Task = JoinHandle<anyhow::Result<()>>;
+
+/// tenant-svc with a fresh legacy HS256 secret; returns its ports and that secret.
+async fn start_tenant(
+    db: &TestDb,
+    keys: &DevKeys,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (Ports, SecretString, Task) {
+    let (g, a) = listeners().await;
+    let tenant = ports(&g, &a);
+    let legacy_secret = SecretString::from(format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let deps = tenant_svc::Deps {
+        db: db.db_for_role("tenant_svc").await,
+        identity: keys.identity(names::TENANT_SVC),
+        legacy: Some(LegacyVerifier::new(&legacy_secret).expect("64-byte secret")),
+        // Tests point webhooks at receivers on 127.0.0.1 over http.
+        webhook_allow_insecure: true,
+    };
+    let task = tokio::spawn(tenant_svc::serve(deps, g, a, DRAIN, shutdown));
+    (tenant, legacy_secret, task)
+}
+
+async fn start_memory(
+    db: &TestDb,
+    keys: &DevKeys,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (Ports, Task) {
+    let (g, a) = listeners().await;
+    let memory = ports(&g, &a);
+    let deps = memory_svc::Deps {
+        db: db.db_for_role("memory_svc").await,
+        identity: keys.identity(names::MEMORY_SVC),
+    };
+    (
+        memory,
+        tokio::spawn(memory_svc::serve(deps, g, a, DRAIN, shutdown)),
+    )
+}
+
+/// The gateway's settings: `extra` first, then what the test mesh needs unless `extra` set it.
+fn gateway_settings(
+    extra: &[(String, String)],
+    gateway: Ports,
+    [tenant, memory, media]: &[Ports; 3],
+    twilio_auth_token: &str,
+) -> gateway::Settings {
+    let mut env: Vec<(String, String)> = extra.to_vec();
+    env.extend(
+        [
+            ("BIND_HOST", "127.0.0.1".to_owned()),
+            ("GATEWAY_PORT", gateway.main.port().to_string()),
+            ("GATEWAY_ADMIN_PORT", gateway.admin.port().to_string()),
+            ("PUBLIC_BASE_URL", format!("http://{}", gateway.main)),
+            ("TWILIO_AUTH_TOKEN", twilio_auth_token.to_owned()),
+            ("TENANT_SVC_URL", format!("http://{}", tenant.main)),
+            ("MEMORY_SVC_URL", format!("http://{}", memory.main)),
+            ("MEDIA_SVC_URL", format!("http://{}", media.main)),
+            // The identity is handed over directly; these are not read.
+            ("MESH_SIGNING_KEY_FILE", "unused".to_owned()),
+            ("MESH_SIGNING_KEY_ID", "unused".to_owned()),
+            ("MESH_TRUSTED_KEYS_FILE", "unused".to_owned()),
+        ]
+        .into_iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    gateway::Settings::from_env(mesh::settings::Env::from_pairs(env)).expect("gateway settings")
 }
 
 impl Mesh {
@@ -112,36 +186,10 @@ impl Mesh {
             }
         };
         let mut tasks = Vec::new();
-
-        let (g, a) = listeners().await;
-        let tenant = ports(&g, &a);
-        let legacy_secret = SecretString::from(format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        let deps = tenant_svc::Deps {
-            db: db.db_for_role("tenant_svc").await,
-            identity: keys.identity(names::TENANT_SVC),
-            legacy: Some(LegacyVerifier::new(&legacy_secret).expect("64-byte secret")),
-            // Tests point webhooks at receivers on 127.0.0.1 over http.
-            webhook_allow_insecure: true,
-        };
-        tasks.push((
-            names::TENANT_SVC,
-            tokio::spawn(tenant_svc::serve(deps, g, a, DRAIN, shutdown())),
-        ));
-
-        let (g, a) = listeners().await;
-        let memory = ports(&g, &a);
-        let deps = memory_svc::Deps {
-            db: db.db_for_role("memory_svc").await,
-            identity: keys.identity(names::MEMORY_SVC),
-        };
-        tasks.push((
-            names::MEMORY_SVC,
-            tokio::spawn(memory_svc::serve(deps, g, a, DRAIN, shutdown())),
-        ));
+        let (tenant, legacy_secret, task) = start_tenant(&db, &keys, shutdown()).await;
+        tasks.push((names::TENANT_SVC, task));
+        let (memory, task) = start_memory(&db, &keys, shutdown()).await;
+        tasks.push((names::MEMORY_SVC, task));
 
         // The gateway's ports are known first: media-svc gives Twilio URLs on it.
         let (h, ha) = listeners().await;
@@ -168,34 +216,14 @@ impl Mesh {
             tokio::spawn(media_svc::serve(deps, g, a, DRAIN, shutdown())),
         ));
 
-        let (a, twilio_auth_token) = (ha, uuid::Uuid::new_v4().simple().to_string());
-        let mut gateway_env: Vec<(String, String)> = extra.clone();
-        gateway_env.extend(
-            [
-                ("BIND_HOST", "127.0.0.1".to_owned()),
-                ("GATEWAY_PORT", gateway.main.port().to_string()),
-                ("GATEWAY_ADMIN_PORT", gateway.admin.port().to_string()),
-                ("PUBLIC_BASE_URL", public_base_url.clone()),
-                ("TWILIO_AUTH_TOKEN", twilio_auth_token.clone()),
-                ("TENANT_SVC_URL", format!("http://{}", tenant.main)),
-                ("MEMORY_SVC_URL", format!("http://{}", memory.main)),
-                ("MEDIA_SVC_URL", format!("http://{}", media.main)),
-                // The identity is handed over directly; these are not read.
-                ("MESH_SIGNING_KEY_FILE", "unused".to_owned()),
-                ("MESH_SIGNING_KEY_ID", "unused".to_owned()),
-                ("MESH_TRUSTED_KEYS_FILE", "unused".to_owned()),
-            ]
-            .into_iter()
-            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
-            .map(|(k, v)| (k.to_owned(), v)),
-        );
-        let settings = gateway::Settings::from_env(mesh::settings::Env::from_pairs(gateway_env))
-            .expect("gateway settings");
+        let twilio_auth_token = uuid::Uuid::new_v4().simple().to_string();
+        let peers = [tenant, memory, media];
+        let settings = gateway_settings(&extra, gateway, &peers, &twilio_auth_token);
         let edge =
             gateway::edge_state(&settings, &keys.identity(names::GATEWAY)).expect("gateway state");
         tasks.push((
             names::GATEWAY,
-            tokio::spawn(gateway::serve(edge, h, a, DRAIN, shutdown())),
+            tokio::spawn(gateway::serve(edge, h, ha, DRAIN, shutdown())),
         ));
 
         Mesh {

@@ -359,6 +359,44 @@ async fn memory_svc_killed_mid_call_calls_continue_and_records_land_once_when_it
 // 4. SIGTERM under load
 // ------------------------------------------------------------------------------------------------
 
+/// media-svc restarted with a 1 s drain deadline, then SIGTERMed during a call: the call is cut
+/// at the deadline (1011) and finalised with reason `shutdown`, its turns kept. Returns when the
+/// process exited after the signal, and the turns the call had before it.
+async fn cut_at_the_deadline(
+    mesh: &mut ProcessMesh,
+    admin: &tokio_postgres::Client,
+) -> (Duration, i64) {
+    mesh.media
+        .restart_with(&[("SHUTDOWN_GRACE_SECONDS", "1")])
+        .await;
+    let (mut call, _) = call_until_connected(mesh, 4, 20).await;
+    assert!(call.audio_beyond(0, Duration::from_secs(10)).await);
+    let sid = call.call_sid.clone();
+    assert!(
+        wait_until(Duration::from_secs(6), async || turns(admin, &sid).await
+            >= 2)
+        .await,
+        "no transcript turns"
+    );
+    let turns_before = turns(admin, &sid).await;
+    let (code, cut_after) = mesh.media.sigterm().await;
+    assert_eq!(code, Some(0), "{}", mesh.media.tail(20));
+    assert!(
+        cut_after >= Duration::from_secs(1) && cut_after < Duration::from_secs(3),
+        "exit {cut_after:?} after SIGTERM"
+    );
+    let closed = call
+        .closed_within(Duration::from_secs(2))
+        .await
+        .expect("the gateway closes the cut call");
+    assert_eq!(closed.code, Some(1011), "{closed:?}");
+    assert!(turns(admin, &sid).await >= turns_before);
+    let (cut_row_ended, reason) = call_row(admin, &sid).await.expect("call row");
+    assert!(cut_row_ended, "the cut call was not finalised before exit");
+    assert_eq!(reason, "shutdown");
+    (cut_after, turns_before)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_media_svc_keeps_calls_streaming_until_they_end_or_the_deadline_and_exits_0() {
     let _shared = DB_SERVER.read().await;
@@ -423,34 +461,7 @@ async fn sigterm_media_svc_keeps_calls_streaming_until_they_end_or_the_deadline_
     }
 
     // b) A call still running at the deadline is cut there; what it wrote stays.
-    mesh.media
-        .restart_with(&[("SHUTDOWN_GRACE_SECONDS", "1")])
-        .await;
-    let (mut call, _) = call_until_connected(&mesh, 4, 20).await;
-    assert!(call.audio_beyond(0, Duration::from_secs(10)).await);
-    let sid = call.call_sid.clone();
-    assert!(
-        wait_until(Duration::from_secs(6), async || turns(&admin, &sid).await
-            >= 2)
-        .await,
-        "no transcript turns"
-    );
-    let turns_before = turns(&admin, &sid).await;
-    let (code, cut_after) = mesh.media.sigterm().await;
-    assert_eq!(code, Some(0), "{}", mesh.media.tail(20));
-    assert!(
-        cut_after >= Duration::from_secs(1) && cut_after < Duration::from_secs(3),
-        "exit {cut_after:?} after SIGTERM"
-    );
-    let closed = call
-        .closed_within(Duration::from_secs(2))
-        .await
-        .expect("the gateway closes the cut call");
-    assert_eq!(closed.code, Some(1011), "{closed:?}");
-    assert!(turns(&admin, &sid).await >= turns_before);
-    let (cut_row_ended, reason) = call_row(&admin, &sid).await.expect("call row");
-    assert!(cut_row_ended, "the cut call was not finalised before exit");
-    assert_eq!(reason, "shutdown");
+    let (cut_after, turns_before) = cut_at_the_deadline(&mut mesh, &admin).await;
 
     println!(
         "media-svc SIGTERM: apology to a new call in {} ms while draining; 2 calls in flight kept \
@@ -580,12 +591,9 @@ async fn load_results(tasks: Vec<LoadTask>) -> (Vec<String>, Vec<Failure>) {
     (acked, failed)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_tenant_svc_under_load_exits_0_and_loses_no_acknowledged_write() {
+/// Three clients creating customers and one resolving [`NUMBER`], until told to stop.
+fn tenant_load(mesh: &ProcessMesh) -> (watch::Sender<bool>, Vec<LoadTask>, Vec<LoadTask>) {
     use mesh::api::tenant::{CreateCustomerRequest, ResolveNumberRequest};
-    let _shared = DB_SERVER.read().await;
-    let mut mesh = ProcessMesh::start(5).await;
-    let admin = mesh.admin().await;
     let channel = ProcessMesh::channel(mesh.tenant.addr);
     let operator = mesh.operator_token();
     let resolver = mesh
@@ -634,6 +642,15 @@ async fn sigterm_tenant_svc_under_load_exits_0_and_loses_no_acknowledged_write()
             Ok(r.into_inner().customer_id.to_string())
         }
     });
+    (stop_tx, writes, reads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tenant_svc_under_load_exits_0_and_loses_no_acknowledged_write() {
+    let _shared = DB_SERVER.read().await;
+    let mut mesh = ProcessMesh::start(5).await;
+    let admin = mesh.admin().await;
+    let (stop_tx, writes, reads) = tenant_load(&mesh);
     let busy = wait_until(Duration::from_secs(10), async || {
         count(&admin, "SELECT count(*) FROM tenant.customers", &[]).await >= 30
     })
@@ -830,26 +847,54 @@ async fn sigterm_gateway_lets_calls_in_flight_finish_before_exiting() {
 // 5. PostgreSQL restarted during load
 // ------------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_record_is_lost() {
-    use mesh::api::memory::{MemoryType, StoreMemoryRequest};
-    // Every other test of this process waits: the cluster is about to go away.
-    let _exclusive = DB_SERVER.write().await;
-    if !mesh::testkit::TestPostgres::global().await.is_private() {
-        println!("skipped: DATABASE_URL names a shared server, which this test does not restart");
-        return;
+/// A call (CallSids of tag 7 from `first`) placed until one connects, which streams, hangs up
+/// and is finalised; returns its CallSid, the apologies before it connected, and when it did.
+async fn whole_call(
+    mesh: &ProcessMesh,
+    admin: &tokio_postgres::Client,
+    first: u32,
+) -> (String, u32, Instant) {
+    let (call, apologies) = call_until_connected(mesh, 7, first).await;
+    let connected = Instant::now();
+    assert!(call.audio_beyond(0, Duration::from_secs(10)).await);
+    let sid = call.call_sid.clone();
+    assert_eq!(call.hang_up().await.code, Some(1000));
+    finalised(admin, &sid, mesh).await;
+    (sid, apologies, connected)
+}
+
+/// Each call still gets audio after `event`, then hangs up normally; returns their CallSids.
+async fn go_on_and_end(mesh: &ProcessMesh, calls: Vec<LiveCall>, event: &str) -> Vec<String> {
+    let mut sids = Vec::new();
+    for call in calls {
+        let at = call.received();
+        assert!(
+            call.audio_beyond(at, Duration::from_secs(6)).await,
+            "{}: no audio after {event}\n{}",
+            call.call_sid,
+            mesh.logs()
+        );
+        sids.push(call.call_sid.clone());
+        assert_eq!(call.hang_up().await.code, Some(1000));
     }
-    let mesh = ProcessMesh::start(5).await;
-    let admin = mesh.admin().await;
-    let calls = calls_in_progress(&mesh, 7, 2).await;
-    // Acknowledged writes before the restart: transcript turns committed, and memories stored.
-    assert!(
-        wait_until(Duration::from_secs(6), async || {
-            count(&admin, "SELECT count(*) FROM media.transcript_turns", &[]).await >= 2
-        })
-        .await,
-        "no transcript turns before the restart"
-    );
+    sids
+}
+
+/// Every service process still runs and accepts connections.
+async fn all_alive(mesh: &ProcessMesh) {
+    for s in [&mesh.tenant, &mesh.memory, &mesh.media, &mesh.gateway] {
+        assert!(s.is_running());
+        assert!(
+            tokio::net::TcpStream::connect(s.addr).await.is_ok(),
+            "{} died",
+            s.name
+        );
+    }
+}
+
+/// StoreMemory from two clients until told to stop; each task returns the ids acknowledged.
+fn memory_writes(mesh: &ProcessMesh) -> (watch::Sender<bool>, Vec<LoadTask>) {
+    use mesh::api::memory::{MemoryType, StoreMemoryRequest};
     let channel = ProcessMesh::channel(mesh.memory.addr);
     let token = mesh.tenant_token(&[scope::MEMORY_WRITE]);
     let (stop_tx, stop) = watch::channel(false);
@@ -873,28 +918,89 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
             Ok(r.into_inner().memory.expect("memory").id)
         }
     });
-    // One call that ended before the restart: its row is final and its outbox entry committed.
-    let (early, _) = call_until_connected(&mesh, 7, 40).await;
-    assert!(early.audio_beyond(0, Duration::from_secs(10)).await);
-    let early_sid = early.call_sid.clone();
-    assert_eq!(early.hang_up().await.code, Some(1000));
-    finalised(&admin, &early_sid, &mesh).await;
-    let outbox_sql =
-        "SELECT customer_id::text || '/' || id::text || '/' || call_sid FROM media.outbox";
-    let calls_sql = "SELECT call_sid FROM media.calls";
-    let outbox_before = texts(&admin, outbox_sql).await;
-    assert!(
-        outbox_before.iter().any(|e| e.ends_with(&early_sid)),
-        "the ended call's outbox entry: {outbox_before:?}"
-    );
-    let calls_before = texts(&admin, calls_sql).await;
-    let turns_before: Vec<(String, i32)> = admin
+    (stop_tx, writes)
+}
+
+/// Rows committed before a restart, which must all be there after it.
+struct Committed {
+    outbox: std::collections::BTreeSet<String>,
+    calls: std::collections::BTreeSet<String>,
+    turns: Vec<(String, i32)>,
+}
+
+const OUTBOX_ROWS: &str =
+    "SELECT customer_id::text || '/' || id::text || '/' || call_sid FROM media.outbox";
+const CALL_ROWS: &str = "SELECT call_sid FROM media.calls";
+
+async fn turn_rows(admin: &tokio_postgres::Client) -> Vec<(String, i32)> {
+    admin
         .query("SELECT call_sid, seq FROM media.transcript_turns", &[])
         .await
         .expect("turns")
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .collect()
+}
+
+impl Committed {
+    async fn read(admin: &tokio_postgres::Client) -> Self {
+        Self {
+            outbox: texts(admin, OUTBOX_ROWS).await,
+            calls: texts(admin, CALL_ROWS).await,
+            turns: turn_rows(admin).await,
+        }
+    }
+
+    /// Every row read before is still there, and a call was stored since.
+    async fn still_there_with_a_new_call(&self, admin: &tokio_postgres::Client) {
+        let turns_after: std::collections::HashSet<(String, i32)> =
+            turn_rows(admin).await.into_iter().collect();
+        for t in &self.turns {
+            assert!(turns_after.contains(t), "turn {t:?} lost");
+        }
+        let calls_after = texts(admin, CALL_ROWS).await;
+        assert!(calls_after.is_superset(&self.calls), "a call row was lost");
+        assert!(
+            calls_after.len() > self.calls.len(),
+            "the new call was stored"
+        );
+        let outbox_after = texts(admin, OUTBOX_ROWS).await;
+        assert!(
+            outbox_after.is_superset(&self.outbox),
+            "an outbox entry was lost: before {:?}, after {outbox_after:?}",
+            self.outbox
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_record_is_lost() {
+    // Every other test of this process waits: the cluster is about to go away.
+    let _exclusive = DB_SERVER.write().await;
+    if !mesh::testkit::TestPostgres::global().await.is_private() {
+        println!("skipped: DATABASE_URL names a shared server, which this test does not restart");
+        return;
+    }
+    let mesh = ProcessMesh::start(5).await;
+    let admin = mesh.admin().await;
+    let calls = calls_in_progress(&mesh, 7, 2).await;
+    // Acknowledged writes before the restart: transcript turns committed, and memories stored.
+    assert!(
+        wait_until(Duration::from_secs(6), async || {
+            count(&admin, "SELECT count(*) FROM media.transcript_turns", &[]).await >= 2
+        })
+        .await,
+        "no transcript turns before the restart"
+    );
+    let (stop_tx, writes) = memory_writes(&mesh);
+    // One call that ended before the restart: its row is final and its outbox entry committed.
+    let (early_sid, _, _) = whole_call(&mesh, &admin, 40).await;
+    let before = Committed::read(&admin).await;
+    assert!(
+        before.outbox.iter().any(|e| e.ends_with(&early_sid)),
+        "the ended call's outbox entry: {:?}",
+        before.outbox
+    );
 
     let down_for = support::restart_postgres(&admin)
         .await
@@ -903,30 +1009,14 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
     drop(admin);
     let admin = mesh.admin().await;
 
-    // The calls go on (audio needs no database) and end normally.
-    let mut sids = Vec::new();
-    for call in calls {
-        let at = call.received();
-        assert!(
-            call.audio_beyond(at, Duration::from_secs(6)).await,
-            "{}: no audio after the restart\n{}",
-            call.call_sid,
-            mesh.logs()
-        );
-        sids.push(call.call_sid.clone());
-        assert_eq!(call.hang_up().await.code, Some(1000));
+    // The calls go on (audio needs no database) and end normally; the services reconnected by
+    // themselves: the calls are finalised, their post-call records reach memory-svc, new calls
+    // are answered and stored.
+    for sid in go_on_and_end(&mesh, calls, "the restart").await {
+        finalised(&admin, &sid, &mesh).await;
     }
-    // The services reconnected by themselves: the calls are finalised, their post-call records
-    // reach memory-svc, new calls are answered and stored.
-    for sid in &sids {
-        finalised(&admin, sid, &mesh).await;
-    }
-    let (call, apologies) = call_until_connected(&mesh, 7, 20).await;
-    let reconnected = restarted.elapsed();
-    assert!(call.audio_beyond(0, Duration::from_secs(10)).await);
-    let new_sid = call.call_sid.clone();
-    assert_eq!(call.hang_up().await.code, Some(1000));
-    finalised(&admin, &new_sid, &mesh).await;
+    let (_, apologies, connected) = whole_call(&mesh, &admin, 20).await;
+    let reconnected = connected.duration_since(restarted);
     assert!(
         wait_until(Duration::from_secs(15), async || {
             count(&admin, "SELECT count(*) FROM memory.call_summaries", &[]).await == 4
@@ -939,30 +1029,7 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
     let (acked, failed) = load_results(writes).await;
 
     // Nothing acknowledged before the restart is missing.
-    let turns_after: std::collections::HashSet<(String, i32)> = admin
-        .query("SELECT call_sid, seq FROM media.transcript_turns", &[])
-        .await
-        .expect("turns")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    for t in &turns_before {
-        assert!(turns_after.contains(t), "turn {t:?} lost");
-    }
-    let calls_after = texts(&admin, calls_sql).await;
-    assert!(
-        calls_after.is_superset(&calls_before),
-        "a call row was lost"
-    );
-    assert!(
-        calls_after.len() > calls_before.len(),
-        "the new call was stored"
-    );
-    let outbox_after = texts(&admin, outbox_sql).await;
-    assert!(
-        outbox_after.is_superset(&outbox_before),
-        "an outbox entry was lost: before {outbox_before:?}, after {outbox_after:?}"
-    );
+    before.still_there_with_a_new_call(&admin).await;
     let present: i64 = admin
         .query_one(
             "SELECT count(*) FROM memory.memories WHERE id::text = ANY($1)",
@@ -979,14 +1046,7 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
     // Requests during the outage failed with a status a client may retry (UNAVAILABLE, not
     // INTERNAL); none hung.
     assert!(refused_cleanly(&failed), "{}", tally(&failed));
-    for s in [&mesh.tenant, &mesh.memory, &mesh.media, &mesh.gateway] {
-        assert!(s.is_running());
-        assert!(
-            tokio::net::TcpStream::connect(s.addr).await.is_ok(),
-            "{} died",
-            s.name
-        );
-    }
+    all_alive(&mesh).await;
     println!(
         "PostgreSQL restart (pg_ctl restart -m fast, {} ms): 2 calls in flight went on and were \
          finalised; a new call connected {} ms after the restart ({apologies} apologies before); \
@@ -994,9 +1054,9 @@ async fn postgres_restart_under_load_services_reconnect_and_no_acknowledged_reco
          StoreMemory failures during the restart: {}",
         ms(down_for),
         ms(reconnected),
-        turns_before.len(),
-        calls_before.len(),
-        outbox_before.len(),
+        before.turns.len(),
+        before.calls.len(),
+        before.outbox.len(),
         acked.len(),
         tally(&failed)
     );
@@ -1054,15 +1114,18 @@ async fn a_call_that_ends_while_postgres_is_down_is_finalised_and_recorded_once_
     assert_eq!(count(&admin, usage, &[]).await, 1, "usage counted once");
     let outbox = "SELECT count(*) FROM media.outbox WHERE call_sid = $1";
     assert_eq!(count(&admin, outbox, &[&sid]).await, 1);
-    println!("a call hung up with PostgreSQL stopped for 1.5 s: finalised, counted once and recorded");
+    println!(
+        "a call hung up with PostgreSQL stopped for 1.5 s: finalised, counted once and recorded"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_replica_of_each_service_killed_under_load_only_its_calls_are_lost() {
-    let _shared = DB_SERVER.read().await;
-    let mut mesh = ProcessMesh::start_replicated(5).await;
-    let gateway_a = mesh.gateway.addr;
-    let gateway_b = mesh.replicas.as_ref().expect("replicated").gateway.addr;
+/// Warms the second gateway, then starts 16 calls alternating between the gateways, each
+/// hearing the agent; returns each call with the gateway it went through.
+async fn calls_through_both_gateways(
+    mesh: &ProcessMesh,
+    gateway_a: std::net::SocketAddr,
+    gateway_b: std::net::SocketAddr,
+) -> Vec<(std::net::SocketAddr, LiveCall)> {
     // The second gateway pays its first-use costs too (see `ProcessMesh::warm_up`).
     let warm = Instant::now();
     for n in 1.. {
@@ -1093,25 +1156,16 @@ async fn one_replica_of_each_service_killed_under_load_only_its_calls_are_lost()
             mesh.logs()
         );
     }
-    // Which media-svc replica serves each call: the one that logged its stream starting.
-    let on_media_a: Vec<bool> = live
-        .iter()
-        .map(|(_, c)| {
-            mesh.media
-                .log()
-                .iter()
-                .any(|l| l.contains("call stream started") && l.contains(&c.call_sid))
-        })
-        .collect();
+    live
+}
 
-    let killed_at = Instant::now();
-    mesh.tenant.kill().await;
-    mesh.memory.kill().await;
-    mesh.media.kill().await;
-    mesh.gateway.kill().await;
-    let kill_took = killed_at.elapsed();
-
-    // New calls through the surviving gateway for 6 s after the kill.
+/// New calls through `gateway` for 6 s after `killed_at`; returns the CallSids that connected
+/// (each heard the agent and hung up normally) and when each apology came.
+async fn calls_after_the_kill(
+    mesh: &ProcessMesh,
+    gateway: std::net::SocketAddr,
+    killed_at: Instant,
+) -> (Vec<String>, Vec<Duration>) {
     let mut new_calls = Vec::new();
     let mut apologies = Vec::new();
     let mut n = 100;
@@ -1120,7 +1174,7 @@ async fn one_replica_of_each_service_killed_under_load_only_its_calls_are_lost()
         let sid = call_sid(0x91, n);
         let at = killed_at.elapsed();
         match mesh
-            .call_via(gateway_b, &sid, &format!("+1555091{n:04}"))
+            .call_via(gateway, &sid, &format!("+1555091{n:04}"))
             .await
         {
             Ok(call) => {
@@ -1141,8 +1195,18 @@ async fn one_replica_of_each_service_killed_under_load_only_its_calls_are_lost()
             }
         }
     }
+    (new_calls, apologies)
+}
 
-    // The calls in flight: lost only when they ran on a killed replica.
+/// Checks each call in flight: cut when it ran on a killed replica (the first gateway, or the
+/// first media-svc per `on_media_a`), still streaming otherwise. Returns how many were lost on
+/// the killed gateway, on the killed media-svc, and how many kept streaming.
+async fn in_flight_after_the_kill(
+    mesh: &ProcessMesh,
+    live: &mut [(std::net::SocketAddr, LiveCall)],
+    gateway_a: std::net::SocketAddr,
+    on_media_a: &[bool],
+) -> (u32, u32, u32) {
     let mut lost_on_gateway_a = 0;
     let mut lost_on_media_a = 0;
     let mut kept = 0;
@@ -1176,6 +1240,40 @@ async fn one_replica_of_each_service_killed_under_load_only_its_calls_are_lost()
             kept += 1;
         }
     }
+    (lost_on_gateway_a, lost_on_media_a, kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_of_each_service_killed_under_load_only_its_calls_are_lost() {
+    let _shared = DB_SERVER.read().await;
+    let mut mesh = ProcessMesh::start_replicated(5).await;
+    let gateway_a = mesh.gateway.addr;
+    let gateway_b = mesh.replicas.as_ref().expect("replicated").gateway.addr;
+    let mut live = calls_through_both_gateways(&mesh, gateway_a, gateway_b).await;
+    // Which media-svc replica serves each call: the one that logged its stream starting.
+    let on_media_a: Vec<bool> = live
+        .iter()
+        .map(|(_, c)| {
+            mesh.media
+                .log()
+                .iter()
+                .any(|l| l.contains("call stream started") && l.contains(&c.call_sid))
+        })
+        .collect();
+
+    let killed_at = Instant::now();
+    mesh.tenant.kill().await;
+    mesh.memory.kill().await;
+    mesh.media.kill().await;
+    mesh.gateway.kill().await;
+    let kill_took = killed_at.elapsed();
+
+    // New calls through the surviving gateway for 6 s after the kill.
+    let (new_calls, apologies) = calls_after_the_kill(&mesh, gateway_b, killed_at).await;
+
+    // The calls in flight: lost only when they ran on a killed replica.
+    let (lost_on_gateway_a, lost_on_media_a, kept) =
+        in_flight_after_the_kill(&mesh, &mut live, gateway_a, &on_media_a).await;
 
     // Post-call records of the calls made after the kill reach memory-svc (its surviving
     // replica), none lost.

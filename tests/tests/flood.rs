@@ -90,6 +90,48 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// `n` unsigned voice webhooks, 64 at a time; returns each answer's status (0: no answer).
+async fn unsigned_webhooks(addr: std::net::SocketAddr, n: usize) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let body = "CallSid=CA00000000000000000000000000000001&AccountSid=AC0&From=%2B1&To=%2B2";
+    futures::stream::iter(0..n)
+        .map(|_| {
+            let client = client.clone();
+            async move {
+                client
+                    .post(format!("http://{addr}/twilio/voice"))
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<u16>>()
+        .await
+}
+
+/// 40 signed calls to `number`, one every 200 ms after half a second; each must connect.
+/// Returns their set-up latencies.
+async fn legitimate_calls(mesh: &Mesh, number: &str) -> Vec<Duration> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = Vec::new();
+    for n in 0..40u32 {
+        let sid = format!("CA{:032x}", 0xf100 + n);
+        let params = Mesh::voice_params(&sid, "+15551111111", number);
+        let started = Instant::now();
+        let r = mesh.twilio_post("/twilio/voice", &params).await;
+        let elapsed = started.elapsed();
+        let twiml = r.text().await.unwrap_or_default();
+        assert!(twiml.contains("<Stream"), "call {n} not connected: {twiml}");
+        latencies.push(elapsed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    latencies
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_idle_and_unsigned_floods_are_shed_while_real_calls_keep_working() {
     let mesh = Mesh::start_with(MeshOptions {
@@ -116,44 +158,9 @@ async fn slow_idle_and_unsigned_floods_are_shed_while_real_calls_keep_working() 
 
     let slow = futures::future::join_all((0..slow_n).map(|_| slow_client(addr, give_up)));
     let idle = futures::future::join_all((0..idle_n).map(|_| idle_websocket(&mesh, give_up)));
-    let unsigned = async {
-        let client = reqwest::Client::new();
-        let body = "CallSid=CA00000000000000000000000000000001&AccountSid=AC0&From=%2B1&To=%2B2";
-        futures::stream::iter(0..unsigned_n)
-            .map(|_| {
-                let client = client.clone();
-                async move {
-                    client
-                        .post(format!("http://{addr}/twilio/voice"))
-                        .header("Content-Type", "application/x-www-form-urlencoded")
-                        .body(body)
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .unwrap_or(0)
-                }
-            })
-            .buffer_unordered(64)
-            .collect::<Vec<u16>>()
-            .await
-    };
+    let unsigned = unsigned_webhooks(addr, unsigned_n);
     // The legitimate caller: a signed call every 200 ms while the floods run.
-    let legit = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut latencies = Vec::new();
-        for n in 0..40u32 {
-            let sid = format!("CA{:032x}", 0xf100 + n);
-            let params = Mesh::voice_params(&sid, "+15551111111", peterson.number);
-            let started = Instant::now();
-            let r = mesh.twilio_post("/twilio/voice", &params).await;
-            let elapsed = started.elapsed();
-            let twiml = r.text().await.unwrap_or_default();
-            assert!(twiml.contains("<Stream"), "call {n} not connected: {twiml}");
-            latencies.push(elapsed);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        latencies
-    };
+    let legit = legitimate_calls(&mesh, peterson.number);
     let started = Instant::now();
     let (slow, idle, unsigned, mut latencies) = tokio::join!(slow, idle, unsigned, legit);
     let wall = started.elapsed();

@@ -144,6 +144,22 @@ pub struct Service {
 }
 
 impl Service {
+    /// One process of `name`, and a second replica from the same settings when `replicated`.
+    async fn start_replicas(
+        name: &'static str,
+        port_var: &'static str,
+        env: BTreeMap<String, String>,
+        replicated: bool,
+    ) -> (Service, Option<Service>) {
+        let first = Service::start(name, port_var, env.clone()).await;
+        let second = if replicated {
+            Some(Service::start(name, port_var, env).await)
+        } else {
+            None
+        };
+        (first, second)
+    }
+
     async fn start(
         name: &'static str,
         port_var: &'static str,
@@ -291,6 +307,38 @@ pub struct Replicas {
     pub gateway: Service,
 }
 
+/// Peer URLs: every replica, comma-separated.
+fn peer_urls(a: &Service, b: &Option<Service>) -> String {
+    let mut urls = format!("http://{}", a.addr);
+    if let Some(b) = b {
+        urls.push_str(&format!(",http://{}", b.addr));
+    }
+    urls
+}
+
+/// media-svc's settings in the process mesh, beside the identity and the drain deadline.
+fn media_pairs(
+    database_url: String,
+    tenant_urls: &str,
+    memory_urls: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url),
+        ("AI_BACKEND", "local".into()),
+        ("TENANT_SVC_URL", tenant_urls.to_owned()),
+        ("MEMORY_SVC_URL", memory_urls.to_owned()),
+        ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.into()),
+        // Post-call records are retried every second while memory-svc is away.
+        ("MEDIA_OUTBOX_MAX_BACKOFF_SECONDS", "1".into()),
+        // Calls cut by a kill stay "in progress" in the database; the suite's few
+        // calls must not meet the per-tenant limit.
+        (
+            "MEDIA_CONCURRENT_CALLS_BY_TIER",
+            "starter=100,pro=100,enterprise=100".into(),
+        ),
+    ]
+}
+
 impl ProcessMesh {
     /// Starts the mesh with a drain deadline (`SHUTDOWN_GRACE_SECONDS`) of `grace_s` seconds and
     /// seeds one tenant owning [`NUMBER`].
@@ -326,50 +374,19 @@ impl ProcessMesh {
             names::MEMORY_SVC,
             vec![("DATABASE_URL", db.url_for_role("memory_svc"))],
         );
-        let tenant = Service::start("tenant-svc", "TENANT_SVC_PORT", tenant_env.clone()).await;
-        let memory = Service::start("memory-svc", "MEMORY_SVC_PORT", memory_env.clone()).await;
-        let (tenant_b, memory_b) = if replicated {
-            (
-                Some(Service::start("tenant-svc", "TENANT_SVC_PORT", tenant_env).await),
-                Some(Service::start("memory-svc", "MEMORY_SVC_PORT", memory_env).await),
-            )
-        } else {
-            (None, None)
-        };
-        // Peer URLs: every replica, comma-separated.
-        let urls = |a: &Service, b: &Option<Service>| {
-            let mut urls = format!("http://{}", a.addr);
-            if let Some(b) = b {
-                urls.push_str(&format!(",http://{}", b.addr));
-            }
-            urls
-        };
+        let (tenant, tenant_b) =
+            Service::start_replicas("tenant-svc", "TENANT_SVC_PORT", tenant_env, replicated).await;
+        let (memory, memory_b) =
+            Service::start_replicas("memory-svc", "MEMORY_SVC_PORT", memory_env, replicated).await;
+        let urls = peer_urls;
         let tenant_urls = urls(&tenant, &tenant_b);
         let memory_urls = urls(&memory, &memory_b);
         let media_env = env(
             names::MEDIA_SVC,
-            vec![
-                ("DATABASE_URL", db.url_for_role("media_svc")),
-                ("AI_BACKEND", "local".into()),
-                ("TENANT_SVC_URL", tenant_urls.clone()),
-                ("MEMORY_SVC_URL", memory_urls.clone()),
-                ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.into()),
-                // Post-call records are retried every second while memory-svc is away.
-                ("MEDIA_OUTBOX_MAX_BACKOFF_SECONDS", "1".into()),
-                // Calls cut by a kill stay "in progress" in the database; the suite's few
-                // calls must not meet the per-tenant limit.
-                (
-                    "MEDIA_CONCURRENT_CALLS_BY_TIER",
-                    "starter=100,pro=100,enterprise=100".into(),
-                ),
-            ],
+            media_pairs(db.url_for_role("media_svc"), &tenant_urls, &memory_urls),
         );
-        let media = Service::start("media-svc", "MEDIA_SVC_PORT", media_env.clone()).await;
-        let media_b = if replicated {
-            Some(Service::start("media-svc", "MEDIA_SVC_PORT", media_env).await)
-        } else {
-            None
-        };
+        let (media, media_b) =
+            Service::start_replicas("media-svc", "MEDIA_SVC_PORT", media_env, replicated).await;
 
         let gateway_env = env(
             names::GATEWAY,
@@ -777,30 +794,13 @@ async fn play(
     mut hang_up: oneshot::Receiver<()>,
 ) {
     let (mut tx, mut rx) = ws.split();
-    let stream_sid = format!("MZ{}", &call_sid[2..]);
+    let mut twilio = TwilioSide::new(call_sid);
     let custom: serde_json::Map<String, serde_json::Value> =
         params.into_iter().map(|(k, v)| (k, v.into())).collect();
-    let text = |v: serde_json::Value| Message::text(v.to_string());
-    let _ = tx
-        .send(text(
-            serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
-        ))
-        .await;
-    let _ = tx
-        .send(text(serde_json::json!({
-            "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-            "start": {"accountSid": ACCOUNT_SID, "streamSid": stream_sid, "callSid": call_sid,
-                      "tracks": ["inbound"],
-                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                      "customParameters": custom}
-        })))
-        .await;
-    let audio = gateway::sim::voice_like(2.0);
+    for m in twilio.opening(custom) {
+        let _ = tx.send(m).await;
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let mut seq: u64 = 1;
-    let mut chunk: u64 = 0;
-    let mut play_until = Instant::now();
-    let mut marks: std::collections::VecDeque<(Instant, String)> = Default::default();
     let mut stopped = false;
     let end = |code: Option<u16>, after_stop: bool| {
         let _ = closed.send(Some(Closed {
@@ -810,71 +810,144 @@ async fn play(
         }));
     };
     loop {
-        tokio::select! {
-            msg = rx.next() => {
-                let t = match msg {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(frame))) => {
-                        end(frame.map(|f| u16::from(f.code)), stopped);
-                        break;
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => {
-                        end(None, stopped);
-                        break;
-                    }
-                };
-                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap_or_default();
-                match v["event"].as_str() {
-                    Some("media") => {
-                        received.fetch_add(1, Ordering::Relaxed);
-                        let bytes = v["media"]["payload"].as_str().map_or(0, |p| p.len() * 3 / 4);
-                        play_until = play_until.max(Instant::now())
-                            + Duration::from_micros(bytes as u64 * 125);
-                    }
-                    Some("mark") => {
-                        let name = v["mark"]["name"].as_str().unwrap_or_default().to_owned();
-                        marks.push_back((play_until.max(Instant::now()), name));
-                    }
-                    Some("clear") => {
-                        play_until = Instant::now();
-                        for (_, name) in marks.drain(..) {
-                            seq += 1;
-                            let m = serde_json::json!({"event": "mark", "sequenceNumber": seq.to_string(),
-                                "streamSid": stream_sid, "mark": {"name": name}});
-                            let _ = tx.send(text(m)).await;
-                        }
-                    }
-                    _ => {}
+        let out = tokio::select! {
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                    twilio.heard(&v, &received)
                 }
-            }
-            _ = tick.tick(), if !stopped => {
-                let offset = (chunk as usize * 160) % audio.len();
-                chunk += 1;
-                seq += 1;
-                let m = serde_json::json!({"event": "media", "sequenceNumber": seq.to_string(),
-                    "streamSid": stream_sid, "media": {"track": "inbound", "chunk": chunk.to_string(),
-                    "timestamp": ((chunk - 1) * 20).to_string(), "payload": base64(&audio[offset..offset + 160])}});
-                let _ = tx.send(text(m)).await;
-                let now = Instant::now();
-                while marks.front().is_some_and(|(at, _)| *at <= now) {
-                    let (_, name) = marks.pop_front().expect("non-empty");
-                    seq += 1;
-                    let m = serde_json::json!({"event": "mark", "sequenceNumber": seq.to_string(),
-                        "streamSid": stream_sid, "mark": {"name": name}});
-                    let _ = tx.send(text(m)).await;
+                Some(Ok(Message::Close(frame))) => {
+                    end(frame.map(|f| u16::from(f.code)), stopped);
+                    break;
                 }
-            }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => {
+                    end(None, stopped);
+                    break;
+                }
+            },
+            _ = tick.tick(), if !stopped => twilio.frame(),
             _ = &mut hang_up, if !stopped => {
                 stopped = true;
-                seq += 1;
-                let m = serde_json::json!({"event": "stop", "sequenceNumber": seq.to_string(),
-                    "streamSid": stream_sid, "stop": {"accountSid": ACCOUNT_SID, "callSid": call_sid}});
-                let _ = tx.send(text(m)).await;
+                vec![twilio.stop()]
             }
+        };
+        for m in out {
+            let _ = tx.send(m).await;
         }
     }
     let _ = tx.close().await;
+}
+
+/// What Twilio keeps about one Media Streams call: numbering, the caller audio, and when the
+/// agent audio it was sent ends playing (marks are echoed then).
+struct TwilioSide {
+    call_sid: String,
+    stream_sid: String,
+    seq: u64,
+    chunk: u64,
+    audio: Vec<u8>,
+    play_until: Instant,
+    marks: std::collections::VecDeque<(Instant, String)>,
+}
+
+impl TwilioSide {
+    fn new(call_sid: String) -> Self {
+        Self {
+            stream_sid: format!("MZ{}", &call_sid[2..]),
+            call_sid,
+            seq: 1,
+            chunk: 0,
+            audio: gateway::sim::voice_like(2.0),
+            play_until: Instant::now(),
+            marks: Default::default(),
+        }
+    }
+
+    /// `connected`, then `start` carrying the TwiML's `<Parameter>`s.
+    fn opening(&self, custom: serde_json::Map<String, serde_json::Value>) -> [Message; 2] {
+        [
+            Message::text(
+                serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+                    .to_string(),
+            ),
+            Message::text(
+                serde_json::json!({
+                    "event": "start", "sequenceNumber": "1", "streamSid": self.stream_sid,
+                    "start": {"accountSid": ACCOUNT_SID, "streamSid": self.stream_sid, "callSid": self.call_sid,
+                              "tracks": ["inbound"],
+                              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                              "customParameters": custom}
+                })
+                .to_string(),
+            ),
+        ]
+    }
+
+    /// The next numbered event `kind` with its `kind` body.
+    fn event(&mut self, kind: &str, body: serde_json::Value) -> Message {
+        self.seq += 1;
+        let mut v = serde_json::json!({"event": kind, "sequenceNumber": self.seq.to_string(),
+            "streamSid": self.stream_sid});
+        v[kind] = body;
+        Message::text(v.to_string())
+    }
+
+    fn mark(&mut self, name: String) -> Message {
+        self.event("mark", serde_json::json!({ "name": name }))
+    }
+
+    /// An event from the gateway: agent audio queues up, a mark waits for it to play, `clear`
+    /// drops the queue and echoes every waiting mark at once.
+    fn heard(&mut self, v: &serde_json::Value, received: &AtomicU64) -> Vec<Message> {
+        match v["event"].as_str() {
+            Some("media") => {
+                received.fetch_add(1, Ordering::Relaxed);
+                let bytes = v["media"]["payload"]
+                    .as_str()
+                    .map_or(0, |p| p.len() * 3 / 4);
+                self.play_until =
+                    self.play_until.max(Instant::now()) + Duration::from_micros(bytes as u64 * 125);
+                vec![]
+            }
+            Some("mark") => {
+                let name = v["mark"]["name"].as_str().unwrap_or_default().to_owned();
+                self.marks
+                    .push_back((self.play_until.max(Instant::now()), name));
+                vec![]
+            }
+            Some("clear") => {
+                self.play_until = Instant::now();
+                let names: Vec<String> = self.marks.drain(..).map(|(_, n)| n).collect();
+                names.into_iter().map(|n| self.mark(n)).collect()
+            }
+            _ => vec![],
+        }
+    }
+
+    /// The next 20 ms of caller audio, then the marks whose audio has played.
+    fn frame(&mut self) -> Vec<Message> {
+        let offset = (self.chunk as usize * 160) % self.audio.len();
+        self.chunk += 1;
+        let chunk = self.chunk;
+        let payload = base64(&self.audio[offset..offset + 160]);
+        let mut out = vec![self.event(
+            "media",
+            serde_json::json!({"track": "inbound", "chunk": chunk.to_string(),
+                "timestamp": ((chunk - 1) * 20).to_string(), "payload": payload}),
+        )];
+        let now = Instant::now();
+        while self.marks.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, name) = self.marks.pop_front().expect("non-empty");
+            out.push(self.mark(name));
+        }
+        out
+    }
+
+    fn stop(&mut self) -> Message {
+        let body = serde_json::json!({"accountSid": ACCOUNT_SID, "callSid": self.call_sid});
+        self.event("stop", body)
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -929,7 +1002,9 @@ impl PgCtl {
     pub async fn of(admin: &tokio_postgres::Client) -> Result<PgCtl, String> {
         let server = mesh::testkit::TestPostgres::global().await;
         if !server.is_private() {
-            return Err("DATABASE_URL names a shared server, which this suite does not restart".into());
+            return Err(
+                "DATABASE_URL names a shared server, which this suite does not restart".into(),
+            );
         }
         let data: String = admin
             .query_one("SHOW data_directory", &[])
@@ -937,7 +1012,10 @@ impl PgCtl {
             .map_err(|e| format!("SHOW data_directory: {e}"))?
             .get(0);
         let data = PathBuf::from(data);
-        let dir = data.parent().ok_or("data directory has no parent")?.to_owned();
+        let dir = data
+            .parent()
+            .ok_or("data directory has no parent")?
+            .to_owned();
         // postmaster.opts: the postgres binary (pg_ctl sits next to it), then its arguments,
         // each quoted.
         let opts = std::fs::read_to_string(data.join("postmaster.opts"))
@@ -965,13 +1043,17 @@ impl PgCtl {
         } else {
             tokio::process::Command::new(&self.pg_ctl)
         };
-        cmd.arg(action).arg("-D").arg(&self.data).args(["-w", "-t", "60"]);
+        cmd.arg(action)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60"]);
         match action {
             "stop" => {
                 cmd.args(["-m", "fast"]);
             }
             "restart" => {
-                cmd.args(["-m", "fast", "-l"]).arg(self.dir.join("restart.log"));
+                cmd.args(["-m", "fast", "-l"])
+                    .arg(self.dir.join("restart.log"));
             }
             _ => {
                 cmd.args(["-o", &self.options, "-l"])

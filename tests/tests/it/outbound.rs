@@ -233,6 +233,17 @@ async fn a_website_places_a_call_that_runs_end_to_end_and_ends_in_a_signed_webho
     assert_eq!(call.caller, PROSPECT);
     assert_eq!(call.called, peterson.number);
 
+    one_signed_event(&receiver, &secret, &call_sid, peterson.id).await;
+}
+
+/// After the call: one signed event about `call_sid`, verified by the receiver, with the caller
+/// as a keyed hash; tampering or replaying fails verification.
+async fn one_signed_event(
+    receiver: &WebhookReceiver,
+    secret: &str,
+    call_sid: &str,
+    customer_id: i64,
+) {
     // After the call: one signed event, verified by the receiver.
     let delivery = receiver
         .wait_for_success(Duration::from_secs(30))
@@ -240,15 +251,15 @@ async fn a_website_places_a_call_that_runs_end_to_end_and_ends_in_a_signed_webho
         .expect("the webhook event arrives");
     assert!(delivery.verified);
     assert!(verify(
-        &secret,
+        secret,
         &delivery.timestamp,
         &delivery.signature,
         &delivery.body
     ));
     let event: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
-    assert_eq!(event["call"]["call_sid"], call_sid.as_str());
+    assert_eq!(event["call"]["call_sid"], call_sid);
     assert_eq!(event["call"]["direction"], "outbound-api");
-    assert_eq!(event["customer_id"], peterson.id);
+    assert_eq!(event["customer_id"], customer_id);
     assert!(
         event["call"]["caller_number_hash"]
             .as_str()
@@ -264,13 +275,13 @@ async fn a_website_places_a_call_that_runs_end_to_end_and_ends_in_a_signed_webho
     let mut tampered = delivery.body.clone();
     tampered[0] = b' ';
     assert!(!verify(
-        &secret,
+        secret,
         &delivery.timestamp,
         &delivery.signature,
         &tampered
     ));
     let old = (chrono::Utc::now().timestamp() - 3600).to_string();
-    assert!(!verify(&secret, &old, &delivery.signature, &delivery.body));
+    assert!(!verify(secret, &old, &delivery.signature, &delivery.body));
     // Exactly one successful delivery of this event.
     let successes: Vec<_> = receiver
         .deliveries()
@@ -278,6 +289,116 @@ async fn a_website_places_a_call_that_runs_end_to_end_and_ends_in_a_signed_webho
         .filter(|d| d.answered == 200)
         .collect();
     assert_eq!(successes.len(), 1);
+}
+
+/// Refusals of who calls `POST /v1/calls` (token, scope, origin): name, token, origin, body,
+/// status, CORS header expected.
+fn refusals_of_the_caller<'a>(website: &'a str, reader_only: &'a str) -> Vec<Case<'a>> {
+    let ok = serde_json::json!({"to": PROSPECT, "persona": "Sofia"});
+    vec![
+        ("no token", None, Some(ORIGIN), ok.clone(), 401, true),
+        (
+            "forged token",
+            Some("e30.e30.c2ln"),
+            Some(ORIGIN),
+            ok.clone(),
+            401,
+            true,
+        ),
+        (
+            "token without media:outbound",
+            Some(reader_only),
+            Some(ORIGIN),
+            ok.clone(),
+            403,
+            false,
+        ),
+        (
+            "foreign origin",
+            Some(website),
+            Some("https://evil.example"),
+            ok.clone(),
+            403,
+            false,
+        ),
+    ]
+}
+
+/// Refusals of what is asked (number, country, do-not-call, persona, context, fields, caller
+/// id, outbound not enabled), with the tenant's own website token.
+fn refusals_of_the_request<'a>(
+    website: &'a str,
+    smith_website: &'a str,
+    smith_number: &'static str,
+) -> Vec<Case<'a>> {
+    let ok = serde_json::json!({"to": PROSPECT, "persona": "Sofia"});
+    vec![
+        (
+            "not E.164",
+            Some(website),
+            Some(ORIGIN),
+            serde_json::json!({"to": "912345678"}),
+            400,
+            true,
+        ),
+        (
+            "country not allowed",
+            Some(website),
+            Some(ORIGIN),
+            serde_json::json!({"to": "+442071838750"}),
+            422,
+            true,
+        ),
+        (
+            "do-not-call",
+            Some(website),
+            Some(ORIGIN),
+            serde_json::json!({"to": "+351912000000"}),
+            422,
+            true,
+        ),
+        (
+            "persona not allowed",
+            Some(website),
+            Some(ORIGIN),
+            serde_json::json!({"to": PROSPECT, "persona": "Max"}),
+            400,
+            true,
+        ),
+        (
+            "context too long",
+            Some(website),
+            Some(ORIGIN),
+            serde_json::json!({"to": PROSPECT, "context": "x".repeat(2001)}),
+            400,
+            true,
+        ),
+        (
+            "unknown field",
+            Some(website),
+            Some(ORIGIN),
+            serde_json::json!({"to": PROSPECT, "customer_id": 2}),
+            400,
+            true,
+        ),
+        (
+            "foreign caller id",
+            Some(website),
+            Some(ORIGIN),
+            serde_json::json!({"to": PROSPECT, "from": smith_number}),
+            400,
+            true,
+        ),
+        // Smith has no allowed countries: outbound calls are off for it.
+        (
+            "outbound not enabled",
+            Some(smith_website),
+            None,
+            ok.clone(),
+            422,
+            true,
+        ),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,100 +415,13 @@ async fn every_refusal_of_the_public_endpoint_dials_nothing_and_stores_nothing()
     let website = mesh.tenant_token(peterson.id, &[scope::MEDIA_OUTBOUND]);
     let smith_website = mesh.tenant_token(smith.id, &[scope::MEDIA_OUTBOUND]);
     let reader_only = mesh.tenant_token(peterson.id, &[scope::MEDIA_READ]);
-    let ok = serde_json::json!({"to": PROSPECT, "persona": "Sofia"});
 
-    let cases: Vec<Case> = vec![
-        ("no token", None, Some(ORIGIN), ok.clone(), 401, true),
-        (
-            "forged token",
-            Some("e30.e30.c2ln"),
-            Some(ORIGIN),
-            ok.clone(),
-            401,
-            true,
-        ),
-        (
-            "token without media:outbound",
-            Some(&reader_only),
-            Some(ORIGIN),
-            ok.clone(),
-            403,
-            false,
-        ),
-        (
-            "foreign origin",
-            Some(&website),
-            Some("https://evil.example"),
-            ok.clone(),
-            403,
-            false,
-        ),
-        (
-            "not E.164",
-            Some(&website),
-            Some(ORIGIN),
-            serde_json::json!({"to": "912345678"}),
-            400,
-            true,
-        ),
-        (
-            "country not allowed",
-            Some(&website),
-            Some(ORIGIN),
-            serde_json::json!({"to": "+442071838750"}),
-            422,
-            true,
-        ),
-        (
-            "do-not-call",
-            Some(&website),
-            Some(ORIGIN),
-            serde_json::json!({"to": "+351912000000"}),
-            422,
-            true,
-        ),
-        (
-            "persona not allowed",
-            Some(&website),
-            Some(ORIGIN),
-            serde_json::json!({"to": PROSPECT, "persona": "Max"}),
-            400,
-            true,
-        ),
-        (
-            "context too long",
-            Some(&website),
-            Some(ORIGIN),
-            serde_json::json!({"to": PROSPECT, "context": "x".repeat(2001)}),
-            400,
-            true,
-        ),
-        (
-            "unknown field",
-            Some(&website),
-            Some(ORIGIN),
-            serde_json::json!({"to": PROSPECT, "customer_id": 2}),
-            400,
-            true,
-        ),
-        (
-            "foreign caller id",
-            Some(&website),
-            Some(ORIGIN),
-            serde_json::json!({"to": PROSPECT, "from": smith.number}),
-            400,
-            true,
-        ),
-        // Smith has no allowed countries: outbound calls are off for it.
-        (
-            "outbound not enabled",
-            Some(&smith_website),
-            None,
-            ok.clone(),
-            422,
-            true,
-        ),
-    ];
+    let mut cases = refusals_of_the_caller(&website, &reader_only);
+    cases.extend(refusals_of_the_request(
+        &website,
+        &smith_website,
+        smith.number,
+    ));
     for (name, token, origin, body, status, cors) in cases {
         let r = post_call(&mesh, token, origin, body).await;
         assert_eq!(r.status(), status, "{name}");
@@ -407,10 +441,21 @@ async fn every_refusal_of_the_public_endpoint_dials_nothing_and_stores_nothing()
     assert!(twilio.calls().is_empty(), "nothing dialled");
     assert_eq!(media_call_rows(&mesh).await, 0, "nothing stored");
 
-    // The hourly limit: 1 call an hour for this tenant.
+    hourly_limit_refuses_the_second_call(&mesh, &twilio, &peterson, &website).await;
+}
+
+/// The hourly limit: 1 call an hour for this tenant; the second is refused with `Retry-After`
+/// and not dialled.
+async fn hourly_limit_refuses_the_second_call(
+    mesh: &Mesh,
+    twilio: &FakeTwilio,
+    peterson: &DemoTenant,
+    website: &str,
+) {
+    let ok = serde_json::json!({"to": PROSPECT, "persona": "Sofia"});
     configure(
-        &mesh,
-        &peterson,
+        mesh,
+        peterson,
         OutboundSettings {
             public_calls_per_hour: 1,
             ..Default::default()
@@ -418,9 +463,9 @@ async fn every_refusal_of_the_public_endpoint_dials_nothing_and_stores_nothing()
         &["public_calls_per_hour"],
     )
     .await;
-    let first = post_call(&mesh, Some(&website), Some(ORIGIN), ok.clone()).await;
+    let first = post_call(mesh, Some(website), Some(ORIGIN), ok.clone()).await;
     assert_eq!(first.status(), 201);
-    let second = post_call(&mesh, Some(&website), Some(ORIGIN), ok.clone()).await;
+    let second = post_call(mesh, Some(website), Some(ORIGIN), ok).await;
     assert_eq!(second.status(), 429);
     let retry: u64 = second.headers()["retry-after"]
         .to_str()
@@ -429,7 +474,7 @@ async fn every_refusal_of_the_public_endpoint_dials_nothing_and_stores_nothing()
         .unwrap();
     assert!((1..=3600).contains(&retry), "{retry}");
     assert_eq!(twilio.calls().len(), 1, "the refused call was not dialled");
-    assert_eq!(media_call_rows(&mesh).await, 1);
+    assert_eq!(media_call_rows(mesh).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,62 +54,70 @@ async fn grpcurl_lists_describes_and_health_checks_every_service() {
         ),
     ];
     for (ports, services, message) in cases {
-        let addr = ports.main.to_string();
-        let (ok, listed) = tokio::task::spawn_blocking({
-            let addr = addr.clone();
-            move || grpcurl(&["-plaintext", &addr, "list"])
-        })
-        .await
-        .unwrap();
-        assert!(ok, "grpcurl list failed: {listed}");
-        for s in services.iter().chain(
-            [
-                "grpc.health.v1.Health",
-                "grpc.reflection.v1alpha.ServerReflection",
-            ]
-            .iter(),
-        ) {
-            assert!(
-                listed.lines().any(|l| l.trim() == *s),
-                "`{s}` missing from:\n{listed}"
-            );
-        }
+        lists_describes_and_checks(&ports.main.to_string(), &services, message).await;
+    }
+    an_operator_creates_then_reads_a_customer(&mesh).await;
+}
 
-        let (ok, described) = tokio::task::spawn_blocking({
-            let addr = addr.clone();
-            let m = message.to_owned();
-            move || grpcurl(&["-plaintext", &addr, "describe", &m])
-        })
-        .await
-        .unwrap();
-        assert!(ok, "grpcurl describe failed: {described}");
-        assert!(described.contains("is a message"), "{described}");
-
-        let (ok, service_desc) = tokio::task::spawn_blocking({
-            let addr = addr.clone();
-            let s = services[0].to_owned();
-            move || grpcurl(&["-plaintext", &addr, "describe", &s])
-        })
-        .await
-        .unwrap();
+/// `list` shows `services`, health and reflection; `describe` shows `message` and the first
+/// service; the health check answers SERVING.
+async fn lists_describes_and_checks(addr: &str, services: &[&str], message: &str) {
+    let (ok, listed) = tokio::task::spawn_blocking({
+        let addr = addr.to_owned();
+        move || grpcurl(&["-plaintext", &addr, "list"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "grpcurl list failed: {listed}");
+    for s in services.iter().chain(
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+        .iter(),
+    ) {
         assert!(
-            ok && service_desc.contains("is a service"),
-            "{service_desc}"
+            listed.lines().any(|l| l.trim() == *s),
+            "`{s}` missing from:\n{listed}"
         );
-        assert!(service_desc.contains("rpc "), "{service_desc}");
-
-        let (ok, health) = tokio::task::spawn_blocking({
-            let addr = addr.clone();
-            move || grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"])
-        })
-        .await
-        .unwrap();
-        assert!(ok, "health check failed: {health}");
-        assert!(health.contains("\"SERVING\""), "{health}");
     }
 
-    // What an operator does: create a customer with an admin token, then read it with a tenant
-    // token; a token for another customer cannot; no token is refused by the auth layer.
+    let (ok, described) = tokio::task::spawn_blocking({
+        let addr = addr.to_owned();
+        let m = message.to_owned();
+        move || grpcurl(&["-plaintext", &addr, "describe", &m])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "grpcurl describe failed: {described}");
+    assert!(described.contains("is a message"), "{described}");
+
+    let (ok, service_desc) = tokio::task::spawn_blocking({
+        let addr = addr.to_owned();
+        let s = services[0].to_owned();
+        move || grpcurl(&["-plaintext", &addr, "describe", &s])
+    })
+    .await
+    .unwrap();
+    assert!(
+        ok && service_desc.contains("is a service"),
+        "{service_desc}"
+    );
+    assert!(service_desc.contains("rpc "), "{service_desc}");
+
+    let (ok, health) = tokio::task::spawn_blocking({
+        let addr = addr.to_owned();
+        move || grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "health check failed: {health}");
+    assert!(health.contains("\"SERVING\""), "{health}");
+}
+
+/// What an operator does: create a customer with an admin token, then read it with a tenant
+/// token; a token for another customer cannot; no token is refused by the auth layer.
+async fn an_operator_creates_then_reads_a_customer(mesh: &Mesh) {
     let addr = mesh.tenant.main.to_string();
     let call = |args: Vec<String>| {
         tokio::task::spawn_blocking(move || {

@@ -53,86 +53,105 @@ async fn two_tenants_call_at_once_and_each_hears_and_keeps_its_own_call() {
     }
 
     // The records, read back through media-svc with each tenant's own token.
-    let mut media = CallServiceClient::new(mesh.channel(mesh.media).await);
-    for (tenant, call, mine, other) in [
-        (&peterson, &p_call, "Peterson", "Smith Insurance Agency"),
-        (&smith, &s_call, "Smith Insurance Agency", "Peterson"),
+    for (tenant, call, mine, other, foreign) in [
+        (
+            &peterson,
+            &p_call,
+            "Peterson",
+            "Smith Insurance Agency",
+            &s_call,
+        ),
+        (
+            &smith,
+            &s_call,
+            "Smith Insurance Agency",
+            "Peterson",
+            &p_call,
+        ),
     ] {
-        let token = mesh.tenant_token(tenant.id, &[scope::MEDIA_READ]);
-        // The call is finalised asynchronously after the stream ends.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let got = loop {
-            let got = media
-                .get_call(with_token(
-                    GetCallRequest {
-                        call_sid: call.call_sid.clone(),
-                    },
-                    &token,
-                ))
-                .await
-                .expect("own call readable")
-                .into_inner();
-            if got.call.as_ref().is_some_and(|c| c.end_time.is_some())
-                || tokio::time::Instant::now() > deadline
-            {
-                break got;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let record = got.call.expect("call record");
-        assert_eq!(record.caller, "+15551111111");
-        assert_eq!(record.called, tenant.number);
-        let agent_text: String = got
-            .turns
-            .iter()
-            .filter(|t| t.speaker == Speaker::Agent as i32)
-            .map(|t| t.text.clone())
-            .collect();
-        assert!(
-            agent_text.contains(mine),
-            "{mine} greeting missing from {agent_text:?}"
-        );
-        assert!(
-            !agent_text.contains(other),
-            "{other} leaked into {agent_text:?}"
-        );
-        assert!(
-            got.turns
-                .iter()
-                .any(|t| t.speaker == Speaker::Caller as i32),
-            "no caller turn: {:?}",
-            got.turns
-        );
+        own_record_only(&mesh, tenant, call, [mine, other], foreign).await;
+    }
+}
 
-        let list = media
-            .list_calls(with_token(ListCallsRequest::default(), &token))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            list.calls.len(),
-            1,
-            "{mine} sees {} calls",
-            list.calls.len()
-        );
-        assert_eq!(list.calls[0].call_sid, call.call_sid);
-        // The other tenant's call is not found with this token.
-        let foreign = if call.call_sid == p_call.call_sid {
-            &s_call
-        } else {
-            &p_call
-        };
-        let err = media
+/// `tenant` reads back its own `call` (its greeting `mine`, never `other`'s) and lists only it;
+/// the `foreign` call is NOT_FOUND with its token.
+async fn own_record_only(
+    mesh: &Mesh,
+    tenant: &DemoTenant,
+    call: &SimCall,
+    [mine, other]: [&str; 2],
+    foreign: &SimCall,
+) {
+    let mut media = CallServiceClient::new(mesh.channel(mesh.media).await);
+    let token = mesh.tenant_token(tenant.id, &[scope::MEDIA_READ]);
+    // The call is finalised asynchronously after the stream ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got = media
             .get_call(with_token(
                 GetCallRequest {
-                    call_sid: foreign.call_sid.clone(),
+                    call_sid: call.call_sid.clone(),
                 },
                 &token,
             ))
             .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::NotFound);
-    }
+            .expect("own call readable")
+            .into_inner();
+        if got.call.as_ref().is_some_and(|c| c.end_time.is_some())
+            || tokio::time::Instant::now() > deadline
+        {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let record = got.call.expect("call record");
+    assert_eq!(record.caller, "+15551111111");
+    assert_eq!(record.called, tenant.number);
+    let agent_text: String = got
+        .turns
+        .iter()
+        .filter(|t| t.speaker == Speaker::Agent as i32)
+        .map(|t| t.text.clone())
+        .collect();
+    assert!(
+        agent_text.contains(mine),
+        "{mine} greeting missing from {agent_text:?}"
+    );
+    assert!(
+        !agent_text.contains(other),
+        "{other} leaked into {agent_text:?}"
+    );
+    assert!(
+        got.turns
+            .iter()
+            .any(|t| t.speaker == Speaker::Caller as i32),
+        "no caller turn: {:?}",
+        got.turns
+    );
+
+    let list = media
+        .list_calls(with_token(ListCallsRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.calls.len(),
+        1,
+        "{mine} sees {} calls",
+        list.calls.len()
+    );
+    assert_eq!(list.calls[0].call_sid, call.call_sid);
+    // The other tenant's call is not found with this token.
+    let err = media
+        .get_call(with_token(
+            GetCallRequest {
+                call_sid: foreign.call_sid.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
 #[tokio::test]

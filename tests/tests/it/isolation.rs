@@ -556,6 +556,41 @@ struct World {
     hostile: AtomicUsize,
 }
 
+/// Every base table with a `customer_id` column, and one query that digests each tenant's rows
+/// of each of them.
+async fn tenant_tables(admin: &tokio_postgres::Client) -> (Vec<String>, String) {
+    let tables: Vec<String> = admin
+        .query(
+            "SELECT c.table_schema || '.' || c.table_name \
+             FROM information_schema.columns c \
+             JOIN information_schema.tables t USING (table_schema, table_name) \
+             WHERE c.column_name = 'customer_id' AND t.table_type = 'BASE TABLE' \
+               AND c.table_schema IN ('tenant', 'memory', 'media') \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        tables.iter().any(|t| t == "memory.memories") && tables.iter().any(|t| t == "media.calls"),
+        "{tables:?}"
+    );
+    let snapshot_sql = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT '{t}'::text, customer_id::bigint, count(*), \
+                 md5(string_agg(x::text, '|' ORDER BY x::text)) FROM {t} x GROUP BY customer_id"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    (tables, snapshot_sql)
+}
+
 impl World {
     async fn start() -> World {
         let mesh = Mesh::start().await;
@@ -592,36 +627,7 @@ impl World {
                 .expect("assign number");
             tenants.push(Tenant { id: c.id });
         }
-        let tables: Vec<String> = admin
-            .query(
-                "SELECT c.table_schema || '.' || c.table_name \
-                 FROM information_schema.columns c \
-                 JOIN information_schema.tables t USING (table_schema, table_name) \
-                 WHERE c.column_name = 'customer_id' AND t.table_type = 'BASE TABLE' \
-                   AND c.table_schema IN ('tenant', 'memory', 'media') \
-                 ORDER BY 1",
-                &[],
-            )
-            .await
-            .expect("catalog")
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert!(
-            tables.iter().any(|t| t == "memory.memories")
-                && tables.iter().any(|t| t == "media.calls"),
-            "{tables:?}"
-        );
-        let snapshot_sql = tables
-            .iter()
-            .map(|t| {
-                format!(
-                    "SELECT '{t}'::text, customer_id::bigint, count(*), \
-                     md5(string_agg(x::text, '|' ORDER BY x::text)) FROM {t} x GROUP BY customer_id"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
+        let (tables, snapshot_sql) = tenant_tables(&admin).await;
         let legacy = mesh::auth::LegacyVerifier::new(&mesh.legacy_secret).expect("legacy secret");
         World {
             admin,
@@ -824,544 +830,636 @@ impl<'w> Case<'w> {
         let id = self.id(t);
         let sp = s.spoof;
         match &s.op {
-            Op::StoreMemory {
-                caller,
-                kind,
-                words,
-            } => {
-                let text = self.text(t, words);
-                let rq = self.req(
-                    t,
-                    sp,
-                    mem_pb::StoreMemoryRequest {
-                        user_id: CALLERS[caller.0].into(),
-                        r#type: *kind as i32,
-                        key: "note".into(),
-                        value: Some(string_value(&text)),
-                        scope: mem_pb::MemoryScope::User as i32,
-                        source: "isolation-test".into(),
-                        ttl_days: 30,
-                    },
-                );
-                let r = ok("StoreMemory", self.memory.store_memory(rq).await)?;
-                self.only_own(t, "StoreMemory", &format!("{r:?}"))?;
-                prop_assert_eq!(
-                    r.customer_id,
-                    id,
-                    "the answer names another customer than the token's (T{})",
-                    t
-                );
-                let m = r.memory.ok_or_else(|| fail("StoreMemory: no memory"))?;
-                prop_assert_eq!(&m.user_id, CALLERS[caller.0]);
-                let v = value_json(m.value.as_ref());
-                prop_assert_eq!(&v, &Json::String(text));
-                self.model[t].memories.insert(m.id, (caller.0, v));
-            }
-            Op::ListMemories { caller, page_size } => {
-                self.check_memories(t, sp, caller.0, *page_size).await?;
-            }
-            Op::DeleteMemory { target } => {
-                let mine: Vec<String> = self.model[t].memories.keys().cloned().collect();
-                let theirs = self.theirs(t, |m| m.memories.keys().cloned().collect());
-                let fresh = || uuid::Uuid::new_v4().to_string();
-                let memory_id = self.resolve(target, &mine, &theirs, fresh);
-                let rq = self.req(
-                    t,
-                    sp,
-                    mem_pb::DeleteMemoryRequest {
-                        memory_id: memory_id.clone(),
-                    },
-                );
-                let r = self.memory.delete_memory(rq).await;
-                if self.model[t].memories.remove(&memory_id).is_some() {
-                    ok("DeleteMemory", r)?;
-                } else {
-                    let e = match r {
-                        Ok(_) => {
-                            return Err(fail(format!(
-                                "deleted memory {memory_id} it does not own"
-                            )));
-                        }
-                        Err(e) => e,
-                    };
-                    self.same_as_unknown_memory(t, &e).await?;
-                }
-            }
-            Op::UpdateProfile {
-                caller,
-                name,
-                level,
-            } => {
-                let c = caller.0;
-                let mut profile = mem_pb::CallerProfile::default();
-                let mut paths = Vec::new();
-                if let Some(w) = name {
-                    profile.preferred_name = format!("{} {w}", MARKERS[t]);
-                    paths.push("preferred_name".to_owned());
-                }
-                if let Some(l) = level {
-                    profile.preferences = Some(preferences(t, *l));
-                    paths.push("preferences".to_owned());
-                }
-                let nothing = paths.is_empty();
-                let rq = self.req(
-                    t,
-                    sp,
-                    mem_pb::UpdateCallerProfileRequest {
-                        user_id: CALLERS[c].into(),
-                        profile: Some(profile.clone()),
-                        update_mask: Some(prost_types::FieldMask { paths }),
-                    },
-                );
-                let r = self.memory.update_caller_profile(rq).await;
-                if nothing {
-                    // Refused; the row checks after the step prove nothing was written.
-                    let e = r
-                        .err()
-                        .ok_or_else(|| fail("an empty profile update was accepted"))?;
-                    prop_assert_eq!(e.code(), Code::InvalidArgument);
-                    return Ok(());
-                }
-                let r = ok("UpdateCallerProfile", r)?;
-                let p = self.model[t].profiles.entry(c).or_default();
-                if name.is_some() {
-                    p.name = profile.preferred_name;
-                }
-                if level.is_some() {
-                    p.level = *level;
-                }
-                let got = r
-                    .profile
-                    .ok_or_else(|| fail("UpdateCallerProfile: no profile"))?;
-                self.check_profile(t, c, &got)?;
-            }
+            Op::StoreMemory { .. } => self.store_memory(t, id, sp, &s.op).await?,
+            Op::ListMemories { .. } => self.list_memories(t, sp, &s.op).await?,
+            Op::DeleteMemory { .. } => self.delete_memory(t, sp, &s.op).await?,
+            Op::UpdateProfile { .. } => self.update_profile(t, sp, &s.op).await?,
             Op::GetProfile { caller } => self.check_profile_rpc(t, sp, caller.0).await?,
-            Op::RecordCall {
-                caller,
-                sid,
-                words,
-                offers_name,
-            } => {
-                let c = caller.0;
-                let mine: Vec<String> = self.model[t].summaries.keys().cloned().collect();
-                let theirs = self.theirs(t, |m| m.summaries.keys().cloned().collect());
-                let call_sid = self.resolve(sid, &mine, &theirs, fresh_sid);
-                let text = self.text(t, words);
-                let mut turns = vec![
-                    turn(Speaker::Agent, "Hello, how can I help?", 0),
-                    turn(Speaker::Caller, &text, 1500),
-                ];
-                if let Some(n) = offers_name {
-                    turns.push(turn(Speaker::Caller, &format!("Please call me {n}"), 4000));
-                }
-                let rq = self.req(
-                    t,
-                    sp,
-                    mem_pb::RecordCallRequest {
-                        call_sid: call_sid.clone(),
-                        user_id: CALLERS[c].into(),
-                        call_time: None,
-                        duration_seconds: 42,
-                        turns,
-                        transferred: false,
-                    },
-                );
-                let r = ok("RecordCall", self.memory.record_call(rq).await)?;
-                self.only_own(t, "RecordCall", &format!("{r:?}"))?;
-                let summary = r.summary.ok_or_else(|| fail("RecordCall: no summary"))?;
-                prop_assert_eq!(&summary.call_sid, &call_sid);
-                prop_assert!(summary.summary.contains(MARKERS[t]), "{summary:?}");
-                let m = &mut self.model[t];
-                match m.summaries.get(&call_sid) {
-                    Some(first) => {
-                        prop_assert!(r.already_recorded, "own CallSid recorded twice");
-                        prop_assert_eq!(&summary.user_id, CALLERS[*first]);
-                    }
-                    None => {
-                        prop_assert!(
-                            !r.already_recorded,
-                            "a CallSid only another tenant recorded looked used"
-                        );
-                        prop_assert_eq!(&summary.user_id, CALLERS[c]);
-                        m.summaries.insert(call_sid, c);
-                        let p = m.profiles.entry(c).or_default();
-                        p.calls += 1;
-                        if p.name.is_empty() {
-                            p.name = offers_name.unwrap_or_default().to_owned();
-                        }
-                    }
-                }
-            }
-            Op::ExportCaller { caller } => {
-                self.check_export(t, sp, caller.0).await?;
-                self.model[t].audits += 1;
-            }
-            Op::EraseCaller { caller } => {
-                let c = caller.0;
-                let m = &self.model[t];
-                let sums = m.summaries_of(c).len() as i64;
-                let want = BTreeMap::from([
-                    ("memory.memories".to_owned(), m.memories_of(c).len() as i64),
-                    (
-                        "memory.caller_profiles".to_owned(),
-                        i64::from(m.profiles.contains_key(&c)),
-                    ),
-                    ("memory.call_summaries".to_owned(), sums),
-                    ("memory.personality_metrics".to_owned(), sums),
-                    (
-                        "memory.personality_averages".to_owned(),
-                        i64::from(sums > 0),
-                    ),
-                ]);
-                let rq = self.req(
-                    t,
-                    sp,
-                    mem_pb::EraseCallerRequest {
-                        user_id: CALLERS[c].into(),
-                    },
-                );
-                let r = ok("EraseCaller", self.memory.erase_caller(rq).await)?;
-                let got: BTreeMap<String, i64> =
-                    r.counts.iter().map(|x| (x.table.clone(), x.rows)).collect();
-                prop_assert_eq!(&got, &want, "rows erased");
-                let audit = r.audit.ok_or_else(|| fail("EraseCaller: no audit entry"))?;
-                prop_assert_eq!(audit.action.as_str(), "erase_caller");
-                prop_assert_eq!(&audit.counts, &r.counts);
-                let m = &mut self.model[t];
-                m.memories.retain(|_, (mc, _)| *mc != c);
-                m.profiles.remove(&c);
-                m.summaries.retain(|_, sc| *sc != c);
-                m.audits += 1;
-            }
-            Op::EnrichedContext {
-                caller,
-                num_summaries,
-            } => {
-                let c = caller.0;
-                let rq = self.req(
-                    t,
-                    sp,
-                    mem_pb::GetEnrichedContextRequest {
-                        user_id: CALLERS[c].into(),
-                        num_summaries: *num_summaries,
-                    },
-                );
-                let r = ok(
-                    "GetEnrichedContext",
-                    self.memory.get_enriched_context(rq).await,
-                )?;
-                self.only_own(t, "GetEnrichedContext", &format!("{r:?}"))?;
-                prop_assert_eq!(
-                    r.customer_id,
-                    id,
-                    "the answer names another customer than the token's (T{})",
-                    t
-                );
-                let m = &self.model[t];
-                let sums = m.summaries_of(c);
-                let mems = m.memories_of(c);
-                let n = num_summaries.unwrap_or(3) as usize;
-                prop_assert_eq!(r.summary_count as usize, sums.len().min(n));
-                prop_assert_eq!(r.recent_summaries.len(), sums.len().min(n));
-                for s in &r.recent_summaries {
-                    prop_assert!(
-                        sums.contains(&s.call_sid),
-                        "summary {} is not T{t}'s",
-                        s.call_sid
-                    );
-                    prop_assert_eq!(&s.user_id, CALLERS[c]);
-                }
-                prop_assert_eq!(r.memories.len(), mems.len().min(CONTEXT_MEMORIES));
-                for x in &r.memories {
-                    prop_assert_eq!(mems.get(&x.id), Some(&value_json(x.value.as_ref())));
-                }
-                prop_assert_eq!(r.has_personality_data, !sums.is_empty());
-                prop_assert_eq!(r.personality.is_some(), !sums.is_empty());
-                match (&r.profile, m.profiles.contains_key(&c)) {
-                    (Some(p), true) => self.check_profile(t, c, p)?,
-                    (None, false) => {}
-                    (got, _) => {
-                        return Err(fail(format!("context profile {got:?} against the model")));
-                    }
-                }
-            }
-            Op::SearchSummaries { caller, query } => {
-                let c = caller.0;
-                let (q, own) = match query {
-                    Query::OwnMarker => (MARKERS[t], Some(true)),
-                    Query::MarkerOf(j) => (MARKERS[j.0], Some(j.0 == t)),
-                    Query::Word(w) => (*w, None),
-                };
-                let rq = self.req(
-                    t,
-                    sp,
-                    mem_pb::SearchSummariesRequest {
-                        user_id: CALLERS[c].into(),
-                        query: q.into(),
-                        limit: 100,
-                    },
-                );
-                let r = ok("SearchSummaries", self.memory.search_summaries(rq).await)?;
-                self.only_own(t, "SearchSummaries", &format!("{r:?}"))?;
-                let all = self.model[t].summaries_of(c);
-                let got: BTreeSet<String> =
-                    r.summaries.iter().map(|s| s.call_sid.clone()).collect();
-                for s in &r.summaries {
-                    prop_assert_eq!(&s.user_id, CALLERS[c]);
-                }
-                prop_assert!(got.is_subset(&all), "found {got:?}, T{t} has {all:?}");
-                match own {
-                    Some(true) => prop_assert_eq!(&got, &all),
-                    Some(false) => prop_assert!(got.is_empty()),
-                    None => {}
-                }
-            }
-            Op::UpdateAgentConfig { n } => {
-                let name = format!("{} agent {n}", MARKERS[t]);
-                let rq = self.req(
-                    t,
-                    sp,
-                    tenant_pb::UpdateAgentConfigRequest {
-                        config: Some(tenant_pb::AgentConfig {
-                            agent_name: Some(name.clone()),
-                            ..Default::default()
-                        }),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["agent_name".into()],
-                        }),
-                    },
-                );
-                let r = ok(
-                    "UpdateAgentConfig",
-                    self.tenant.update_agent_config(rq).await,
-                )?;
-                self.only_own(t, "UpdateAgentConfig", &format!("{r:?}"))?;
-                let changed = self.model[t].agent_name.as_deref() != Some(name.as_str());
-                prop_assert_eq!(r.changes_recorded, i32::from(changed));
-                let m = &mut self.model[t];
-                m.agent_name = Some(name);
-                m.history += i64::from(changed);
-                let customer = r
-                    .customer
-                    .ok_or_else(|| fail("UpdateAgentConfig: no customer"))?;
-                self.check_customer(t, &customer)?;
-            }
+            Op::RecordCall { .. } => self.record_call(t, sp, &s.op).await?,
+            Op::ExportCaller { .. } => self.export_caller(t, sp, &s.op).await?,
+            Op::EraseCaller { .. } => self.erase_caller(t, sp, &s.op).await?,
+            Op::EnrichedContext { .. } => self.enriched_context(t, id, sp, &s.op).await?,
+            Op::SearchSummaries { .. } => self.search_summaries(t, sp, &s.op).await?,
+            Op::UpdateAgentConfig { .. } => self.update_agent_config(t, sp, &s.op).await?,
             Op::GetMyCustomer => self.check_my_customer(t, sp).await?,
-            Op::RegisterCall { caller, to, sid } => {
-                let mine: Vec<String> = self.model[t].calls.keys().cloned().collect();
-                let theirs = self.theirs(t, |m| m.calls.keys().cloned().collect());
-                let call_sid = self.resolve(sid, &mine, &theirs, fresh_sid);
-                let c = caller.map(|c| c.0);
-                let rq = self.req(
-                    t,
-                    sp,
-                    media_pb::RegisterCallRequest {
-                        call_sid: call_sid.clone(),
-                        account_sid: ACCOUNT_SID.into(),
-                        from: c.map_or("anonymous", |c| CALLERS[c]).into(),
-                        to: NUMBERS[to.0].into(),
-                        direction: media_pb::CallDirection::Inbound as i32,
-                        status: media_pb::CallStatus::Ringing as i32,
-                    },
-                );
-                let r = ok("RegisterCall", self.media.register_call(rq).await)?;
-                self.only_own(t, "RegisterCall", &format!("{r:?}"))?;
-                let call = r.call.ok_or_else(|| fail("RegisterCall: no call"))?;
-                prop_assert_eq!(&call.call_sid, &call_sid);
-                let m = &mut self.model[t];
-                let (first_caller, first_to) = match m.calls.get(&call_sid) {
-                    Some(first) => {
-                        prop_assert!(!r.created, "own CallSid registered twice");
-                        *first
-                    }
-                    None => {
-                        prop_assert!(
-                            r.created,
-                            "a CallSid only another tenant registered looked taken"
-                        );
-                        m.calls.insert(call_sid, (c, to.0));
-                        (c, to.0)
-                    }
-                };
-                prop_assert_eq!(call.caller, caller_text(first_caller));
-                prop_assert_eq!(call.called.as_str(), NUMBERS[first_to]);
-            }
-            Op::ListCalls { caller, page_size } => {
-                self.check_calls(t, sp, caller.map(|c| c.0), *page_size)
-                    .await?;
-            }
-            Op::GetCall { sid } => {
-                let mine: Vec<String> = self.model[t].calls.keys().cloned().collect();
-                let theirs = self.theirs(t, |m| m.calls.keys().cloned().collect());
-                let call_sid = self.resolve(sid, &mine, &theirs, fresh_sid);
-                let rq = self.req(
-                    t,
-                    sp,
-                    media_pb::GetCallRequest {
-                        call_sid: call_sid.clone(),
-                    },
-                );
-                let r = self.media.get_call(rq).await;
-                match self.model[t].calls.get(&call_sid).copied() {
-                    Some((c, to)) => {
-                        let r = ok("GetCall", r)?;
-                        self.only_own(t, "GetCall", &format!("{r:?}"))?;
-                        let call = r.call.ok_or_else(|| fail("GetCall: no call"))?;
-                        prop_assert_eq!(call.caller, caller_text(c));
-                        prop_assert_eq!(call.called.as_str(), NUMBERS[to]);
-                        prop_assert!(r.turns.is_empty());
-                    }
-                    None => {
-                        let e = match r {
-                            Ok(r) => {
-                                return Err(fail(format!(
-                                    "GetCall showed T{t} a call it never registered: {r:?}"
-                                )));
-                            }
-                            Err(e) => e,
-                        };
-                        let rq = self.req(
-                            t,
-                            None,
-                            media_pb::GetCallRequest {
-                                call_sid: fresh_sid(),
-                            },
-                        );
-                        let unknown = self
-                            .media
-                            .get_call(rq)
-                            .await
-                            .err()
-                            .ok_or_else(|| fail("GetCall found a fresh CallSid"))?;
-                        prop_assert_eq!(unknown.code(), Code::NotFound);
-                        prop_assert_eq!(
-                            (e.code(), e.message()),
-                            (unknown.code(), unknown.message()),
-                            "another tenant's CallSid must look unknown"
-                        );
-                    }
-                }
-            }
+            Op::RegisterCall { .. } => self.register_call(t, sp, &s.op).await?,
+            Op::ListCalls { .. } => self.list_calls(t, sp, &s.op).await?,
+            Op::GetCall { .. } => self.get_call(t, sp, &s.op).await?,
             Op::MediaExportCaller { caller } => self.check_media_export(t, sp, caller.0).await?,
-            Op::MediaEraseCaller { caller } => {
-                let c = caller.0;
-                let n = self.model[t].calls_of(Some(c)).len() as i64;
+            Op::MediaEraseCaller { .. } => self.media_erase_caller(t, sp, &s.op).await?,
+            Op::LegacyStore { .. } => self.legacy_store(t, id, &s.op).await?,
+            Op::LegacyRetrieve { .. } => self.legacy_retrieve(t, id, &s.op).await?,
+            Op::LegacyEnriched { .. } => self.legacy_enriched(t, id, &s.op).await?,
+            Op::AdminWithTenantToken { .. } => self.admin_with_tenant_token(t, sp, &s.op).await?,
+        }
+        Ok(())
+    }
+
+    async fn store_memory(&mut self, t: usize, id: i64, sp: Option<T>, op: &Op) -> R {
+        let Op::StoreMemory {
+            caller,
+            kind,
+            words,
+        } = op
+        else {
+            unreachable!("run dispatches by variant")
+        };
+        let text = self.text(t, words);
+        let rq = self.req(
+            t,
+            sp,
+            mem_pb::StoreMemoryRequest {
+                user_id: CALLERS[caller.0].into(),
+                r#type: *kind as i32,
+                key: "note".into(),
+                value: Some(string_value(&text)),
+                scope: mem_pb::MemoryScope::User as i32,
+                source: "isolation-test".into(),
+                ttl_days: 30,
+            },
+        );
+        let r = ok("StoreMemory", self.memory.store_memory(rq).await)?;
+        self.only_own(t, "StoreMemory", &format!("{r:?}"))?;
+        prop_assert_eq!(
+            r.customer_id,
+            id,
+            "the answer names another customer than the token's (T{})",
+            t
+        );
+        let m = r.memory.ok_or_else(|| fail("StoreMemory: no memory"))?;
+        prop_assert_eq!(&m.user_id, CALLERS[caller.0]);
+        let v = value_json(m.value.as_ref());
+        prop_assert_eq!(&v, &Json::String(text));
+        self.model[t].memories.insert(m.id, (caller.0, v));
+        Ok(())
+    }
+    async fn list_memories(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::ListMemories { caller, page_size } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        self.check_memories(t, sp, caller.0, *page_size).await?;
+        Ok(())
+    }
+    async fn delete_memory(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::DeleteMemory { target } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let mine: Vec<String> = self.model[t].memories.keys().cloned().collect();
+        let theirs = self.theirs(t, |m| m.memories.keys().cloned().collect());
+        let fresh = || uuid::Uuid::new_v4().to_string();
+        let memory_id = self.resolve(target, &mine, &theirs, fresh);
+        let rq = self.req(
+            t,
+            sp,
+            mem_pb::DeleteMemoryRequest {
+                memory_id: memory_id.clone(),
+            },
+        );
+        let r = self.memory.delete_memory(rq).await;
+        if self.model[t].memories.remove(&memory_id).is_some() {
+            ok("DeleteMemory", r)?;
+        } else {
+            let e = match r {
+                Ok(_) => {
+                    return Err(fail(format!("deleted memory {memory_id} it does not own")));
+                }
+                Err(e) => e,
+            };
+            self.same_as_unknown_memory(t, &e).await?;
+        }
+        Ok(())
+    }
+    async fn update_profile(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::UpdateProfile {
+            caller,
+            name,
+            level,
+        } = op
+        else {
+            unreachable!("run dispatches by variant")
+        };
+        let c = caller.0;
+        let mut profile = mem_pb::CallerProfile::default();
+        let mut paths = Vec::new();
+        if let Some(w) = name {
+            profile.preferred_name = format!("{} {w}", MARKERS[t]);
+            paths.push("preferred_name".to_owned());
+        }
+        if let Some(l) = level {
+            profile.preferences = Some(preferences(t, *l));
+            paths.push("preferences".to_owned());
+        }
+        let nothing = paths.is_empty();
+        let rq = self.req(
+            t,
+            sp,
+            mem_pb::UpdateCallerProfileRequest {
+                user_id: CALLERS[c].into(),
+                profile: Some(profile.clone()),
+                update_mask: Some(prost_types::FieldMask { paths }),
+            },
+        );
+        let r = self.memory.update_caller_profile(rq).await;
+        if nothing {
+            // Refused; the row checks after the step prove nothing was written.
+            let e = r
+                .err()
+                .ok_or_else(|| fail("an empty profile update was accepted"))?;
+            prop_assert_eq!(e.code(), Code::InvalidArgument);
+            return Ok(());
+        }
+        let r = ok("UpdateCallerProfile", r)?;
+        let p = self.model[t].profiles.entry(c).or_default();
+        if name.is_some() {
+            p.name = profile.preferred_name;
+        }
+        if level.is_some() {
+            p.level = *level;
+        }
+        let got = r
+            .profile
+            .ok_or_else(|| fail("UpdateCallerProfile: no profile"))?;
+        self.check_profile(t, c, &got)?;
+        Ok(())
+    }
+    async fn record_call(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::RecordCall {
+            caller,
+            sid,
+            words,
+            offers_name,
+        } = op
+        else {
+            unreachable!("run dispatches by variant")
+        };
+        let c = caller.0;
+        let mine: Vec<String> = self.model[t].summaries.keys().cloned().collect();
+        let theirs = self.theirs(t, |m| m.summaries.keys().cloned().collect());
+        let call_sid = self.resolve(sid, &mine, &theirs, fresh_sid);
+        let text = self.text(t, words);
+        let mut turns = vec![
+            turn(Speaker::Agent, "Hello, how can I help?", 0),
+            turn(Speaker::Caller, &text, 1500),
+        ];
+        if let Some(n) = offers_name {
+            turns.push(turn(Speaker::Caller, &format!("Please call me {n}"), 4000));
+        }
+        let rq = self.req(
+            t,
+            sp,
+            mem_pb::RecordCallRequest {
+                call_sid: call_sid.clone(),
+                user_id: CALLERS[c].into(),
+                call_time: None,
+                duration_seconds: 42,
+                turns,
+                transferred: false,
+            },
+        );
+        let r = ok("RecordCall", self.memory.record_call(rq).await)?;
+        self.only_own(t, "RecordCall", &format!("{r:?}"))?;
+        let summary = r.summary.ok_or_else(|| fail("RecordCall: no summary"))?;
+        prop_assert_eq!(&summary.call_sid, &call_sid);
+        prop_assert!(summary.summary.contains(MARKERS[t]), "{summary:?}");
+        let m = &mut self.model[t];
+        match m.summaries.get(&call_sid) {
+            Some(first) => {
+                prop_assert!(r.already_recorded, "own CallSid recorded twice");
+                prop_assert_eq!(&summary.user_id, CALLERS[*first]);
+            }
+            None => {
+                prop_assert!(
+                    !r.already_recorded,
+                    "a CallSid only another tenant recorded looked used"
+                );
+                prop_assert_eq!(&summary.user_id, CALLERS[c]);
+                m.summaries.insert(call_sid, c);
+                let p = m.profiles.entry(c).or_default();
+                p.calls += 1;
+                if p.name.is_empty() {
+                    p.name = offers_name.unwrap_or_default().to_owned();
+                }
+            }
+        }
+        Ok(())
+    }
+    async fn export_caller(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::ExportCaller { caller } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        self.check_export(t, sp, caller.0).await?;
+        self.model[t].audits += 1;
+        Ok(())
+    }
+    async fn erase_caller(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::EraseCaller { caller } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let c = caller.0;
+        let m = &self.model[t];
+        let sums = m.summaries_of(c).len() as i64;
+        let want = BTreeMap::from([
+            ("memory.memories".to_owned(), m.memories_of(c).len() as i64),
+            (
+                "memory.caller_profiles".to_owned(),
+                i64::from(m.profiles.contains_key(&c)),
+            ),
+            ("memory.call_summaries".to_owned(), sums),
+            ("memory.personality_metrics".to_owned(), sums),
+            (
+                "memory.personality_averages".to_owned(),
+                i64::from(sums > 0),
+            ),
+        ]);
+        let rq = self.req(
+            t,
+            sp,
+            mem_pb::EraseCallerRequest {
+                user_id: CALLERS[c].into(),
+            },
+        );
+        let r = ok("EraseCaller", self.memory.erase_caller(rq).await)?;
+        let got: BTreeMap<String, i64> =
+            r.counts.iter().map(|x| (x.table.clone(), x.rows)).collect();
+        prop_assert_eq!(&got, &want, "rows erased");
+        let audit = r.audit.ok_or_else(|| fail("EraseCaller: no audit entry"))?;
+        prop_assert_eq!(audit.action.as_str(), "erase_caller");
+        prop_assert_eq!(&audit.counts, &r.counts);
+        let m = &mut self.model[t];
+        m.memories.retain(|_, (mc, _)| *mc != c);
+        m.profiles.remove(&c);
+        m.summaries.retain(|_, sc| *sc != c);
+        m.audits += 1;
+        Ok(())
+    }
+    async fn enriched_context(&mut self, t: usize, id: i64, sp: Option<T>, op: &Op) -> R {
+        let Op::EnrichedContext {
+            caller,
+            num_summaries,
+        } = op
+        else {
+            unreachable!("run dispatches by variant")
+        };
+        let c = caller.0;
+        let rq = self.req(
+            t,
+            sp,
+            mem_pb::GetEnrichedContextRequest {
+                user_id: CALLERS[c].into(),
+                num_summaries: *num_summaries,
+            },
+        );
+        let r = ok(
+            "GetEnrichedContext",
+            self.memory.get_enriched_context(rq).await,
+        )?;
+        self.only_own(t, "GetEnrichedContext", &format!("{r:?}"))?;
+        prop_assert_eq!(
+            r.customer_id,
+            id,
+            "the answer names another customer than the token's (T{})",
+            t
+        );
+        let m = &self.model[t];
+        let sums = m.summaries_of(c);
+        let mems = m.memories_of(c);
+        let n = num_summaries.unwrap_or(3) as usize;
+        prop_assert_eq!(r.summary_count as usize, sums.len().min(n));
+        prop_assert_eq!(r.recent_summaries.len(), sums.len().min(n));
+        for s in &r.recent_summaries {
+            prop_assert!(
+                sums.contains(&s.call_sid),
+                "summary {} is not T{t}'s",
+                s.call_sid
+            );
+            prop_assert_eq!(&s.user_id, CALLERS[c]);
+        }
+        prop_assert_eq!(r.memories.len(), mems.len().min(CONTEXT_MEMORIES));
+        for x in &r.memories {
+            prop_assert_eq!(mems.get(&x.id), Some(&value_json(x.value.as_ref())));
+        }
+        prop_assert_eq!(r.has_personality_data, !sums.is_empty());
+        prop_assert_eq!(r.personality.is_some(), !sums.is_empty());
+        match (&r.profile, m.profiles.contains_key(&c)) {
+            (Some(p), true) => self.check_profile(t, c, p)?,
+            (None, false) => {}
+            (got, _) => {
+                return Err(fail(format!("context profile {got:?} against the model")));
+            }
+        }
+        Ok(())
+    }
+    async fn search_summaries(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::SearchSummaries { caller, query } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let c = caller.0;
+        let (q, own) = match query {
+            Query::OwnMarker => (MARKERS[t], Some(true)),
+            Query::MarkerOf(j) => (MARKERS[j.0], Some(j.0 == t)),
+            Query::Word(w) => (*w, None),
+        };
+        let rq = self.req(
+            t,
+            sp,
+            mem_pb::SearchSummariesRequest {
+                user_id: CALLERS[c].into(),
+                query: q.into(),
+                limit: 100,
+            },
+        );
+        let r = ok("SearchSummaries", self.memory.search_summaries(rq).await)?;
+        self.only_own(t, "SearchSummaries", &format!("{r:?}"))?;
+        let all = self.model[t].summaries_of(c);
+        let got: BTreeSet<String> = r.summaries.iter().map(|s| s.call_sid.clone()).collect();
+        for s in &r.summaries {
+            prop_assert_eq!(&s.user_id, CALLERS[c]);
+        }
+        prop_assert!(got.is_subset(&all), "found {got:?}, T{t} has {all:?}");
+        match own {
+            Some(true) => prop_assert_eq!(&got, &all),
+            Some(false) => prop_assert!(got.is_empty()),
+            None => {}
+        }
+        Ok(())
+    }
+    async fn update_agent_config(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::UpdateAgentConfig { n } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let name = format!("{} agent {n}", MARKERS[t]);
+        let rq = self.req(
+            t,
+            sp,
+            tenant_pb::UpdateAgentConfigRequest {
+                config: Some(tenant_pb::AgentConfig {
+                    agent_name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["agent_name".into()],
+                }),
+            },
+        );
+        let r = ok(
+            "UpdateAgentConfig",
+            self.tenant.update_agent_config(rq).await,
+        )?;
+        self.only_own(t, "UpdateAgentConfig", &format!("{r:?}"))?;
+        let changed = self.model[t].agent_name.as_deref() != Some(name.as_str());
+        prop_assert_eq!(r.changes_recorded, i32::from(changed));
+        let m = &mut self.model[t];
+        m.agent_name = Some(name);
+        m.history += i64::from(changed);
+        let customer = r
+            .customer
+            .ok_or_else(|| fail("UpdateAgentConfig: no customer"))?;
+        self.check_customer(t, &customer)?;
+        Ok(())
+    }
+    async fn register_call(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::RegisterCall { caller, to, sid } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let mine: Vec<String> = self.model[t].calls.keys().cloned().collect();
+        let theirs = self.theirs(t, |m| m.calls.keys().cloned().collect());
+        let call_sid = self.resolve(sid, &mine, &theirs, fresh_sid);
+        let c = caller.map(|c| c.0);
+        let rq = self.req(
+            t,
+            sp,
+            media_pb::RegisterCallRequest {
+                call_sid: call_sid.clone(),
+                account_sid: ACCOUNT_SID.into(),
+                from: c.map_or("anonymous", |c| CALLERS[c]).into(),
+                to: NUMBERS[to.0].into(),
+                direction: media_pb::CallDirection::Inbound as i32,
+                status: media_pb::CallStatus::Ringing as i32,
+            },
+        );
+        let r = ok("RegisterCall", self.media.register_call(rq).await)?;
+        self.only_own(t, "RegisterCall", &format!("{r:?}"))?;
+        let call = r.call.ok_or_else(|| fail("RegisterCall: no call"))?;
+        prop_assert_eq!(&call.call_sid, &call_sid);
+        let m = &mut self.model[t];
+        let (first_caller, first_to) = match m.calls.get(&call_sid) {
+            Some(first) => {
+                prop_assert!(!r.created, "own CallSid registered twice");
+                *first
+            }
+            None => {
+                prop_assert!(
+                    r.created,
+                    "a CallSid only another tenant registered looked taken"
+                );
+                m.calls.insert(call_sid, (c, to.0));
+                (c, to.0)
+            }
+        };
+        prop_assert_eq!(call.caller, caller_text(first_caller));
+        prop_assert_eq!(call.called.as_str(), NUMBERS[first_to]);
+        Ok(())
+    }
+    async fn list_calls(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::ListCalls { caller, page_size } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        self.check_calls(t, sp, caller.map(|c| c.0), *page_size)
+            .await?;
+        Ok(())
+    }
+    async fn get_call(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::GetCall { sid } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let mine: Vec<String> = self.model[t].calls.keys().cloned().collect();
+        let theirs = self.theirs(t, |m| m.calls.keys().cloned().collect());
+        let call_sid = self.resolve(sid, &mine, &theirs, fresh_sid);
+        let rq = self.req(
+            t,
+            sp,
+            media_pb::GetCallRequest {
+                call_sid: call_sid.clone(),
+            },
+        );
+        let r = self.media.get_call(rq).await;
+        match self.model[t].calls.get(&call_sid).copied() {
+            Some((c, to)) => {
+                let r = ok("GetCall", r)?;
+                self.only_own(t, "GetCall", &format!("{r:?}"))?;
+                let call = r.call.ok_or_else(|| fail("GetCall: no call"))?;
+                prop_assert_eq!(call.caller, caller_text(c));
+                prop_assert_eq!(call.called.as_str(), NUMBERS[to]);
+                prop_assert!(r.turns.is_empty());
+            }
+            None => {
+                let e = match r {
+                    Ok(r) => {
+                        return Err(fail(format!(
+                            "GetCall showed T{t} a call it never registered: {r:?}"
+                        )));
+                    }
+                    Err(e) => e,
+                };
                 let rq = self.req(
                     t,
-                    sp,
-                    media_pb::EraseCallerRequest {
-                        caller: CALLERS[c].into(),
+                    None,
+                    media_pb::GetCallRequest {
+                        call_sid: fresh_sid(),
                     },
                 );
-                let r = ok("media EraseCaller", self.media.erase_caller(rq).await)?;
-                for x in &r.counts {
-                    let want = if x.table == "media.calls" { n } else { 0 };
-                    prop_assert_eq!(x.rows, want, "{} rows erased", x.table);
-                }
-                prop_assert!(r.counts.iter().any(|x| x.table == "media.calls"), "{r:?}");
-                self.model[t].calls.retain(|_, (cc, _)| *cc != Some(c));
-            }
-            Op::LegacyStore {
-                caller,
-                claims,
-                words,
-            } => {
-                let content = self.text(t, words);
-                let body = json!({
-                    "user_id": CALLERS[caller.0],
-                    "role": "user",
-                    "content": content,
-                    "customer_id": self.id(claims.0),
-                });
-                let r = self.legacy(t, "/memory/store", &body).await?;
-                prop_assert_eq!(&r["success"], &json!(true));
-                prop_assert_eq!(&r["customer_id"], &json!(id));
-                let memory_id = r["memory_id"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .ok_or_else(|| fail(format!("/memory/store: no memory_id: {r}")))?;
-                let value = json!({"role": "user", "content": content, "metadata": null});
-                self.model[t]
-                    .memories
-                    .insert(memory_id.to_owned(), (caller.0, value));
-            }
-            Op::LegacyRetrieve { caller, claims } => {
-                let body = json!({
-                    "user_id": CALLERS[caller.0],
-                    "limit": 500,
-                    "customer_id": self.id(claims.0),
-                });
-                let r = self.legacy(t, "/memory/retrieve", &body).await?;
-                prop_assert_eq!(&r["success"], &json!(true));
-                prop_assert_eq!(&r["customer_id"], &json!(id));
-                let got: BTreeMap<String, Json> = r["memories"]
-                    .as_array()
-                    .ok_or_else(|| fail(format!("/memory/retrieve: no memories: {r}")))?
-                    .iter()
-                    .map(|m| {
-                        (
-                            m["id"].as_str().unwrap_or_default().to_owned(),
-                            m["value"].clone(),
-                        )
-                    })
-                    .collect();
-                prop_assert_eq!(&got, &self.model[t].memories_of(caller.0));
-                prop_assert_eq!(&r["count"], &json!(got.len()));
-            }
-            Op::LegacyEnriched { caller, claims } => {
-                let body = json!({
-                    "user_id": CALLERS[caller.0],
-                    "num_summaries": 3,
-                    "customer_id": self.id(claims.0),
-                });
-                let r = self.legacy(t, "/v2/context/enriched", &body).await?;
-                prop_assert_eq!(&r["success"], &json!(true));
-                prop_assert_eq!(&r["customer_id"], &json!(id));
-                let k = self.model[t].summaries_of(caller.0).len();
-                prop_assert_eq!(&r["summary_count"], &json!(k.min(3)));
-                prop_assert_eq!(&r["has_personality_data"], &json!(k > 0));
-            }
-            Op::AdminWithTenantToken { rpc, victim } => {
-                let vid = self.id(victim.0);
-                let r: Result<(), Status> = match rpc {
-                    AdminRpc::MemoryEraseTenant => {
-                        let rq = self.req(t, sp, mem_pb::EraseTenantRequest { customer_id: vid });
-                        self.memory_admin.erase_tenant(rq).await.map(drop)
-                    }
-                    AdminRpc::MediaEraseTenant => {
-                        let rq = self.req(t, sp, media_pb::EraseTenantRequest { customer_id: vid });
-                        self.media_admin.erase_tenant(rq).await.map(drop)
-                    }
-                    AdminRpc::GetCustomer => {
-                        let rq =
-                            self.req(t, sp, tenant_pb::GetCustomerRequest { customer_id: vid });
-                        self.tenant_admin.get_customer(rq).await.map(drop)
-                    }
-                    AdminRpc::IssueTenantToken => {
-                        let rq = self.req(
-                            t,
-                            sp,
-                            tenant_pb::IssueTenantTokenRequest {
-                                customer_id: vid,
-                                scopes: vec![scope::MEMORY_READ.into()],
-                                subject: "isolation-test".into(),
-                                ..Default::default()
-                            },
-                        );
-                        self.tenant_admin.issue_tenant_token(rq).await.map(drop)
-                    }
-                };
-                let e = r
+                let unknown = self
+                    .media
+                    .get_call(rq)
+                    .await
                     .err()
-                    .ok_or_else(|| fail("an admin RPC accepted a tenant token"))?;
-                prop_assert!(
-                    matches!(e.code(), Code::PermissionDenied | Code::Unauthenticated),
-                    "{:?}: {}",
-                    e.code(),
-                    e.message()
+                    .ok_or_else(|| fail("GetCall found a fresh CallSid"))?;
+                prop_assert_eq!(unknown.code(), Code::NotFound);
+                prop_assert_eq!(
+                    (e.code(), e.message()),
+                    (unknown.code(), unknown.message()),
+                    "another tenant's CallSid must look unknown"
                 );
             }
         }
+        Ok(())
+    }
+    async fn media_erase_caller(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::MediaEraseCaller { caller } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let c = caller.0;
+        let n = self.model[t].calls_of(Some(c)).len() as i64;
+        let rq = self.req(
+            t,
+            sp,
+            media_pb::EraseCallerRequest {
+                caller: CALLERS[c].into(),
+            },
+        );
+        let r = ok("media EraseCaller", self.media.erase_caller(rq).await)?;
+        for x in &r.counts {
+            let want = if x.table == "media.calls" { n } else { 0 };
+            prop_assert_eq!(x.rows, want, "{} rows erased", x.table);
+        }
+        prop_assert!(r.counts.iter().any(|x| x.table == "media.calls"), "{r:?}");
+        self.model[t].calls.retain(|_, (cc, _)| *cc != Some(c));
+        Ok(())
+    }
+    async fn legacy_store(&mut self, t: usize, id: i64, op: &Op) -> R {
+        let Op::LegacyStore {
+            caller,
+            claims,
+            words,
+        } = op
+        else {
+            unreachable!("run dispatches by variant")
+        };
+        let content = self.text(t, words);
+        let body = json!({
+            "user_id": CALLERS[caller.0],
+            "role": "user",
+            "content": content,
+            "customer_id": self.id(claims.0),
+        });
+        let r = self.legacy(t, "/memory/store", &body).await?;
+        prop_assert_eq!(&r["success"], &json!(true));
+        prop_assert_eq!(&r["customer_id"], &json!(id));
+        let memory_id = r["memory_id"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| fail(format!("/memory/store: no memory_id: {r}")))?;
+        let value = json!({"role": "user", "content": content, "metadata": null});
+        self.model[t]
+            .memories
+            .insert(memory_id.to_owned(), (caller.0, value));
+        Ok(())
+    }
+    async fn legacy_retrieve(&mut self, t: usize, id: i64, op: &Op) -> R {
+        let Op::LegacyRetrieve { caller, claims } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let body = json!({
+            "user_id": CALLERS[caller.0],
+            "limit": 500,
+            "customer_id": self.id(claims.0),
+        });
+        let r = self.legacy(t, "/memory/retrieve", &body).await?;
+        prop_assert_eq!(&r["success"], &json!(true));
+        prop_assert_eq!(&r["customer_id"], &json!(id));
+        let got: BTreeMap<String, Json> = r["memories"]
+            .as_array()
+            .ok_or_else(|| fail(format!("/memory/retrieve: no memories: {r}")))?
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap_or_default().to_owned(),
+                    m["value"].clone(),
+                )
+            })
+            .collect();
+        prop_assert_eq!(&got, &self.model[t].memories_of(caller.0));
+        prop_assert_eq!(&r["count"], &json!(got.len()));
+        Ok(())
+    }
+    async fn legacy_enriched(&mut self, t: usize, id: i64, op: &Op) -> R {
+        let Op::LegacyEnriched { caller, claims } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let body = json!({
+            "user_id": CALLERS[caller.0],
+            "num_summaries": 3,
+            "customer_id": self.id(claims.0),
+        });
+        let r = self.legacy(t, "/v2/context/enriched", &body).await?;
+        prop_assert_eq!(&r["success"], &json!(true));
+        prop_assert_eq!(&r["customer_id"], &json!(id));
+        let k = self.model[t].summaries_of(caller.0).len();
+        prop_assert_eq!(&r["summary_count"], &json!(k.min(3)));
+        prop_assert_eq!(&r["has_personality_data"], &json!(k > 0));
+        Ok(())
+    }
+    async fn admin_with_tenant_token(&mut self, t: usize, sp: Option<T>, op: &Op) -> R {
+        let Op::AdminWithTenantToken { rpc, victim } = op else {
+            unreachable!("run dispatches by variant")
+        };
+        let vid = self.id(victim.0);
+        let r: Result<(), Status> = match rpc {
+            AdminRpc::MemoryEraseTenant => {
+                let rq = self.req(t, sp, mem_pb::EraseTenantRequest { customer_id: vid });
+                self.memory_admin.erase_tenant(rq).await.map(drop)
+            }
+            AdminRpc::MediaEraseTenant => {
+                let rq = self.req(t, sp, media_pb::EraseTenantRequest { customer_id: vid });
+                self.media_admin.erase_tenant(rq).await.map(drop)
+            }
+            AdminRpc::GetCustomer => {
+                let rq = self.req(t, sp, tenant_pb::GetCustomerRequest { customer_id: vid });
+                self.tenant_admin.get_customer(rq).await.map(drop)
+            }
+            AdminRpc::IssueTenantToken => {
+                let rq = self.req(
+                    t,
+                    sp,
+                    tenant_pb::IssueTenantTokenRequest {
+                        customer_id: vid,
+                        scopes: vec![scope::MEMORY_READ.into()],
+                        subject: "isolation-test".into(),
+                        ..Default::default()
+                    },
+                );
+                self.tenant_admin.issue_tenant_token(rq).await.map(drop)
+            }
+        };
+        let e = r
+            .err()
+            .ok_or_else(|| fail("an admin RPC accepted a tenant token"))?;
+        prop_assert!(
+            matches!(e.code(), Code::PermissionDenied | Code::Unauthenticated),
+            "{:?}: {}",
+            e.code(),
+            e.message()
+        );
         Ok(())
     }
 

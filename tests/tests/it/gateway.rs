@@ -255,24 +255,6 @@ async fn media_streams_without_valid_signature_or_token_are_closed_before_any_au
     let err = tokio_tungstenite::connect_async(&ws_url).await.unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");
 
-    let connect = || async {
-        let mut req = ws_url.as_str().into_client_request().unwrap();
-        req.headers_mut()
-            .insert("X-Twilio-Signature", signature.parse().unwrap());
-        tokio_tungstenite::connect_async(req)
-            .await
-            .expect("signed upgrade accepted")
-            .0
-    };
-    let start = |call: &str, token: &str| {
-        serde_json::json!({
-            "event": "start", "sequenceNumber": "1", "streamSid": "MZ0123456789abcdef0123456789abcdef",
-            "start": {"accountSid": ACCOUNT_SID, "streamSid": "MZ0123456789abcdef0123456789abcdef", "callSid": call,
-                      "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                      "customParameters": {"stream_token": token}}
-        })
-        .to_string()
-    };
     // Forged token, a token for another CallSid, and one that is expired, each then audio:
     // the socket is closed with a policy error and nothing reaches media-svc.
     let other_call = mesh
@@ -291,32 +273,8 @@ async fn media_streams_without_valid_signature_or_token_are_closed_before_any_au
         expired,
         String::new(),
     ] {
-        let mut ws = connect().await;
-        ws.send(Message::Text(
-            r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into(),
-        ))
-        .await
-        .unwrap();
-        ws.send(Message::Text(start(&sid, &bad).into()))
-            .await
-            .unwrap();
-        let _ = ws
-            .send(Message::Text(serde_json::json!({"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":"////"}}).to_string().into()))
-            .await;
-        let mut closed_with = None;
-        while let Some(msg) = ws.next().await {
-            match msg {
-                Ok(Message::Close(frame)) => {
-                    closed_with = frame.map(|f| u16::from(f.code));
-                    break;
-                }
-                Ok(Message::Text(t)) => panic!("audio path opened for a bad token: {t}"),
-                Ok(_) => continue,
-                Err(_) => break,
-            }
-        }
         assert_eq!(
-            closed_with,
+            close_code_after_start(&ws_url, &signature, &sid, &bad).await,
             Some(1008),
             "bad token {bad:.12}… was not refused"
         );
@@ -330,6 +288,48 @@ async fn media_streams_without_valid_signature_or_token_are_closed_before_any_au
         .unwrap()
         .get(0);
     assert_eq!(turns, 0);
+}
+
+/// Opens a signed Media Streams socket, sends `connected`, `start` with `token` for `sid`, then
+/// audio; returns the close code the gateway answered with (panics if audio came back).
+async fn close_code_after_start(
+    ws_url: &str,
+    signature: &str,
+    sid: &str,
+    token: &str,
+) -> Option<u16> {
+    let mut req = ws_url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("X-Twilio-Signature", signature.parse().unwrap());
+    let mut ws = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("signed upgrade accepted")
+        .0;
+    let start = serde_json::json!({
+        "event": "start", "sequenceNumber": "1", "streamSid": "MZ0123456789abcdef0123456789abcdef",
+        "start": {"accountSid": ACCOUNT_SID, "streamSid": "MZ0123456789abcdef0123456789abcdef", "callSid": sid,
+                  "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                  "customParameters": {"stream_token": token}}
+    })
+    .to_string();
+    ws.send(Message::Text(
+        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Text(start.into())).await.unwrap();
+    let _ = ws
+        .send(Message::Text(serde_json::json!({"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":"////"}}).to_string().into()))
+        .await;
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(Message::Text(t)) => panic!("audio path opened for a bad token: {t}"),
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    None
 }
 
 #[tokio::test]
@@ -391,8 +391,13 @@ async fn legacy_rest_acts_for_the_token_tenant_only() {
         .unwrap();
     assert_eq!(r["customer_id"], smith.id);
     assert_eq!(r["success"], true);
+    bad_legacy_tokens_get_401_and_store_nothing(&mesh, peterson.id).await;
+}
 
-    // Missing, invalid and expired tokens: 401 with a JSON error, nothing stored.
+/// Missing, invalid and expired legacy tokens: 401 with a JSON error, nothing stored.
+async fn bad_legacy_tokens_get_401_and_store_nothing(mesh: &Mesh, customer_id: i64) {
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", mesh.gateway.main);
     let before: i64 = mesh
         .db
         .admin_client()
@@ -403,7 +408,7 @@ async fn legacy_rest_acts_for_the_token_tenant_only() {
         .get(0);
     let expired = {
         let now = chrono::Utc::now().timestamp();
-        let claims = serde_json::json!({"customer_id": peterson.id, "scope": "memory:read:write", "iat": now - 600, "exp": now - 120});
+        let claims = serde_json::json!({"customer_id": customer_id, "scope": "memory:read:write", "iat": now - 600, "exp": now - 120});
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,
