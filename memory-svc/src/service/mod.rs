@@ -1,15 +1,15 @@
 //! The gRPC handlers of memory-svc.
 //!
 //! Each handler: takes the tenant from the verified token only (`tenant_caller`), parses every
-//! wire field into a domain value ([`requests`]: INVALID_ARGUMENT naming the field, before
+//! wire field into a domain value (`requests.rs`: INVALID_ARGUMENT naming the field, before
 //! anything is stored), runs its SQL in one `Db::tenant_tx` (row-level security confines it to
 //! that tenant), and maps errors once through [`MemoryError`]. Handlers open no span of their
 //! own: the mesh server's `rpc` span already carries the method, the request id and (recorded by
 //! the auth layer) the tenant's `customer_id`, so every log line below names them.
 //!
 //! Parts: this module holds [`MemorySvc`] and what handlers share (the audit subject hash, the
-//! purge loop's batches, the summarizer with its visible fallback); [`memory`] implements
-//! `MemoryService` (tenant tokens), [`admin`] implements `MemoryAdminService` (operator
+//! purge loop's batches, the summarizer with its visible fallback); `memory.rs` implements
+//! `MemoryService` (tenant tokens), `admin.rs` implements `MemoryAdminService` (operator
 //! service tokens).
 
 mod admin;

@@ -9,8 +9,8 @@
 //! Parts: [`rows`] (the columns each read selects and the row mappers), [`memories`] (store,
 //! list, delete, purge), [`profiles`], [`calls`] (summaries and recording a finished call),
 //! [`personality`] (the per-call scores and the averages and trends computed from them),
-//! [`context`] (the enriched context's four reads), [`caller`] (export and erase of one caller
-//! or tenant), [`audit`] (the audit log and its hash key).
+//! [`context`](mod@context) (the enriched context's four reads), [`caller`] (export and erase of one caller
+//! or tenant), [`audit`](mod@audit) (the audit log and its hash key).
 //!
 //! The hot paths (StoreMemory, GetEnrichedContext) use `query_typed`, which sends parse, bind
 //! and execute in one round trip, and GetEnrichedContext pipelines its four reads on one

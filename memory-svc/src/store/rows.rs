@@ -22,7 +22,7 @@ pub const PROFILE_COLS: &str = "user_id, first_call_at, last_call_at, total_call
 /// `call_summaries` columns read by [`summary`].
 pub const SUMMARY_COLS: &str = "call_sid, user_id, call_at, summary, key_topics, key_variables, \
      sentiment, duration_seconds, resolution_status, summarizer";
-/// `personality_metrics` columns read by [`metrics`].
+/// `personality_metrics` columns read by [`metrics`](fn@metrics).
 pub const METRIC_COLS: &str = "call_sid, user_id, measured_at, openness, conscientiousness, \
      extraversion, agreeableness, neuroticism, formality, directness, detail_orientation, \
      patience, technical_comfort, frustration_level, satisfaction_level, urgency_level";
