@@ -60,6 +60,8 @@ macro_rules! text_column {
             }
         }
 
+        // `BytesMut` is named through postgres-types' re-export, the path its own
+        // `to_sql_checked!` uses, so the crate needs no direct `bytes` dependency.
         impl ToSql for $name {
             fn to_sql(
                 &self,
