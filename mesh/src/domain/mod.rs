@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+mod sql;
+
 /// Why a value was refused. The message names the rule; the caller adds the field name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
