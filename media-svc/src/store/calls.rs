@@ -245,11 +245,11 @@ pub async fn register_call(
                  ON CONFLICT (customer_id, call_sid) DO NOTHING RETURNING {CALL_COLUMNS}"
             ),
             &[
-                (&customer.get(), Type::INT8),
-                (&call.call_sid.as_str(), Type::TEXT),
-                (&call.account_sid.as_str(), Type::TEXT),
-                (&call.caller.as_ref().map(CallerNumber::as_str), Type::TEXT),
-                (&call.called.as_str(), Type::TEXT),
+                (&customer, Type::INT8),
+                (&call.call_sid, Type::TEXT),
+                (&call.account_sid, Type::TEXT),
+                (&call.caller, Type::TEXT),
+                (&call.called, Type::TEXT),
                 (&(call.direction as i32 as i16), Type::INT2),
                 (&(call.status as i32 as i16), Type::INT2),
             ],
@@ -307,11 +307,11 @@ pub async fn store_outbound_call(
                  RETURNING {CALL_COLUMNS}"
             ),
             &[
-                &customer.get(),
-                &call.call_sid.as_str(),
-                &call.account_sid.as_str(),
-                &call.callee.as_str(),
-                &call.from.as_str(),
+                &customer,
+                &call.call_sid,
+                &call.account_sid,
+                &call.callee,
+                &call.from,
                 &(CallDirection::OutboundApi as i32 as i16),
                 &(CallStatus::Queued as i32 as i16),
                 &call.persona,
@@ -332,7 +332,7 @@ pub async fn get_call(
     let rows = tx
         .query_typed(
             &format!("SELECT {CALL_COLUMNS} FROM media.calls WHERE call_sid = $1{lock}"),
-            &[(&call_sid.as_str(), Type::TEXT)],
+            &[(call_sid, Type::TEXT)],
         )
         .await?;
     rows.first().map(CallRow::from_row).transpose()
@@ -378,7 +378,7 @@ pub async fn update_status(
                 in_progress = CallStatus::InProgress as i32
             ),
             &[
-                &call_sid.as_str(),
+                call_sid,
                 &(new as i32 as i16),
                 &i32::try_from(update.sequence).unwrap_or(i32::MAX),
                 &now,
@@ -431,7 +431,7 @@ pub async fn list_calls(tx: &Tx<'_>, f: &ListFilter) -> Result<(Vec<CallRow>, bo
             &[
                 &f.start,
                 &f.end,
-                &f.caller.as_ref().map(CallerNumber::as_str),
+                &f.caller,
                 &f.status.map(|s| s as i32 as i16),
                 &after_time,
                 &after_sid,
@@ -456,7 +456,7 @@ pub async fn calls_of_caller(
                 "SELECT {CALL_COLUMNS} FROM media.calls WHERE caller = $1 \
                  ORDER BY created_at DESC, call_sid DESC"
             ),
-            &[&caller.as_str()],
+            &[caller],
         )
         .await?;
     CallRow::from_rows(&rows)
@@ -486,7 +486,7 @@ pub async fn start_stream(
                  WHERE call_sid = $1 RETURNING {CALL_COLUMNS}",
                 in_progress = CallStatus::InProgress as i32
             ),
-            &[&call_sid.as_str(), &stream_sid.as_str(), &backend],
+            &[call_sid, stream_sid, &backend],
         )
         .await?;
     CallRow::from_row(&row)
@@ -522,7 +522,7 @@ pub async fn finish_stream(
                 completed = CallStatus::Completed as i32,
                 completed_reason = EndReason::Completed.as_str(),
             ),
-            &[&call_sid.as_str(), &end_reason.as_str()],
+            &[call_sid, &end_reason.as_str()],
         )
         .await?;
     let mut call = CallRow::from_row(&row)?;

@@ -28,7 +28,7 @@ pub async fn erase_caller(
         ),
         ("media.calls", "DELETE FROM media.calls WHERE caller = $1"),
     ] {
-        let n = tx.execute(statement, &[&caller.as_str()]).await?;
+        let n = tx.execute(statement, &[caller]).await?;
         counts.push(count(table, n));
     }
     Ok(counts)

@@ -31,7 +31,7 @@ pub struct ReservationId(i64);
 pub async fn lock_call_limits(tx: &Tx<'_>, customer: CustomerId) -> Result<(), MediaError> {
     tx.query_typed(
         "SELECT pg_advisory_xact_lock(hashtextextended('media.call_limits', $1))",
-        &[(&customer.get(), Type::INT8)],
+        &[(&customer, Type::INT8)],
     )
     .await?;
     Ok(())
@@ -55,10 +55,7 @@ pub async fn calls_in_progress(
                            AND created_at > now() - interval '{RESERVATION_TTL_SECS} seconds')",
                 first_final = CallStatus::Completed as i32,
             ),
-            &[
-                (&customer.get(), Type::INT8),
-                (&with_reservations, Type::BOOL),
-            ],
+            &[(&customer, Type::INT8), (&with_reservations, Type::BOOL)],
         )
         .await?;
     Ok(rows.first().map_or(0, |r| r.get(0)))
@@ -81,10 +78,7 @@ pub async fn outbound_last_hour(
         outbound = CallDirection::OutboundApi as i32,
     );
     let placed: i64 = tx
-        .query_one(
-            &format!("SELECT count(*) FROM ({window}) w"),
-            &[&customer.get()],
-        )
+        .query_one(&format!("SELECT count(*) FROM ({window}) w"), &[&customer])
         .await?
         .get(0);
     if placed < limit {
@@ -98,7 +92,7 @@ pub async fn outbound_last_hour(
                 "SELECT ceil(extract(epoch FROM (created_at + interval '1 hour' - now())))::bigint \
                  FROM ({window}) w ORDER BY created_at OFFSET $2 LIMIT 1"
             ),
-            &[&customer.get(), &(placed - limit)],
+            &[&customer, &(placed - limit)],
         )
         .await?;
     let secs = row.map_or(1, |r| r.get::<_, i64>(0)).max(1);
@@ -116,13 +110,13 @@ pub async fn reserve_outbound(
             "DELETE FROM media.outbound_reservations \
              WHERE customer_id = $1 AND created_at <= now() - interval '{RESERVATION_TTL_SECS} seconds'"
         ),
-        &[&customer.get()],
+        &[&customer],
     )
     .await?;
     let row = tx
         .query_one(
             "INSERT INTO media.outbound_reservations (customer_id) VALUES ($1) RETURNING id",
-            &[&customer.get()],
+            &[&customer],
         )
         .await?;
     Ok(ReservationId(row.get(0)))
@@ -136,7 +130,7 @@ pub async fn release_reservation(
 ) -> Result<(), MediaError> {
     tx.execute(
         "DELETE FROM media.outbound_reservations WHERE customer_id = $1 AND id = $2",
-        &[&customer.get(), &reservation.0],
+        &[&customer, &reservation.0],
     )
     .await?;
     Ok(())

@@ -60,7 +60,7 @@ pub async fn enqueue(
         "INSERT INTO media.outbox (customer_id, kind, call_sid, payload) \
          VALUES (app.current_customer_id(), $1, $2, $3) \
          ON CONFLICT (customer_id, kind, call_sid) DO NOTHING",
-        &[&kind.as_str(), &call_sid.as_str(), &payload],
+        &[&kind.as_str(), call_sid, &payload],
     )
     .await?;
     Ok(())

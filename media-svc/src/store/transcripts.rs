@@ -16,7 +16,7 @@ pub async fn turns(tx: &Tx<'_>, call_sid: &CallSid) -> Result<Vec<TranscriptTurn
         .query(
             "SELECT speaker, text, offset_ms FROM media.transcript_turns \
              WHERE call_sid = $1 ORDER BY seq",
-            &[&call_sid.as_str()],
+            &[call_sid],
         )
         .await?;
     Ok(rows
@@ -43,7 +43,7 @@ pub async fn append_turn(
         "INSERT INTO media.transcript_turns (customer_id, call_sid, seq, speaker, text, offset_ms) \
          VALUES (app.current_customer_id(), $1, $2, $3, $4, $5)",
         &[
-            &call_sid.as_str(),
+            call_sid,
             &seq,
             &(speaker as i32 as i16),
             &text,

@@ -39,12 +39,12 @@ pub(super) async fn count_usage(
            total_calls = media.usage_monthly.total_calls + 1, \
            total_seconds = media.usage_monthly.total_seconds + EXCLUDED.total_seconds, \
            total_minutes = media.usage_monthly.total_minutes + EXCLUDED.total_minutes",
-        &[&customer.get(), &month, &seconds, &minutes],
+        &[&customer, &month, &seconds, &minutes],
     )
     .await?;
     tx.execute(
         "UPDATE media.calls SET usage_counted = true WHERE call_sid = $1",
-        &[&call.call_sid.as_str()],
+        &[&call.call_sid],
     )
     .await?;
     call.usage_counted = true;

@@ -66,7 +66,7 @@ pub async fn has_event(tx: &Tx<'_>, call_sid: &CallSid) -> Result<bool, MediaErr
     let existing = tx
         .query_opt(
             "SELECT event_id FROM media.webhook_events WHERE call_sid = $1",
-            &[&call_sid.as_str()],
+            &[call_sid],
         )
         .await?;
     Ok(existing.is_some())
@@ -85,7 +85,7 @@ pub async fn insert_event(tx: &Tx<'_>, event: &NewEvent<'_>) -> Result<Option<Uu
              ON CONFLICT (customer_id, call_sid) DO NOTHING RETURNING event_id",
             &[
                 &event.event_id,
-                &event.call_sid.as_str(),
+                &event.call_sid,
                 &event.body,
                 &retry_for,
                 &event.created_at,
