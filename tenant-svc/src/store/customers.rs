@@ -96,7 +96,8 @@ pub async fn next_customer_id(tx: &Tx<'_>) -> Result<CustomerId> {
             &[],
         )
         .await?;
-    CustomerId::new(row.get(0)).map_err(|_| TenantError::FailedPrecondition("bad id".into()))
+    row.try_get::<_, CustomerId>(0)
+        .map_err(|_| TenantError::FailedPrecondition("bad id".into()))
 }
 
 /// New customer fields.
@@ -118,7 +119,6 @@ pub struct NewCustomer<'a> {
 /// Inserts a customer with the given id (inside that customer's tenant transaction).
 pub async fn insert_customer(tx: &Tx<'_>, id: CustomerId, c: &NewCustomer<'_>) -> Result<()> {
     let config = ConfigParams::new(c.overrides);
-    let id = id.get();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![
         &id,
         &c.email,
@@ -145,7 +145,7 @@ pub async fn get_customer_core(tx: &Tx<'_>, id: CustomerId) -> Result<Option<Cus
     let rows = tx
         .query_typed(
             &format!("SELECT {CUSTOMER_COLUMNS} FROM tenant.customers WHERE customer_id = $1"),
-            &[(&id.get(), Type::INT8)],
+            &[(&id, Type::INT8)],
         )
         .await?;
     Ok(rows.first().map(|r| customer_from_row(r, id)))
@@ -178,7 +178,6 @@ pub async fn require_customer(tx: &Tx<'_>, id: CustomerId) -> Result<Customer> {
 /// Writes the overrides of the current tenant's customer.
 pub async fn update_overrides(tx: &Tx<'_>, id: CustomerId, o: &Overrides) -> Result<()> {
     let config = ConfigParams::new(o);
-    let id = id.get();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id];
     params.extend(config.params());
     tx.execute(
@@ -197,7 +196,7 @@ pub async fn set_status(tx: &Tx<'_>, id: CustomerId, status: CustomerStatus) -> 
         .execute(
             "UPDATE tenant.customers SET status = $2, updated_at = now() \
              WHERE customer_id = $1 AND status <> $2",
-            &[&id.get(), &status.as_str()],
+            &[&id, &status.as_str()],
         )
         .await?;
     Ok(n == 1)
@@ -209,7 +208,7 @@ pub async fn delete_customer(tx: &Tx<'_>, id: CustomerId) -> Result<()> {
     let n = tx
         .execute(
             "DELETE FROM tenant.customers WHERE customer_id = $1",
-            &[&id.get()],
+            &[&id],
         )
         .await?;
     if n == 0 {
@@ -225,7 +224,7 @@ pub async fn delete_customer(tx: &Tx<'_>, id: CustomerId) -> Result<()> {
 pub async fn lock_customer(tx: &Tx<'_>, id: CustomerId) -> Result<()> {
     tx.query_opt(
         "SELECT 1 FROM tenant.customers WHERE customer_id = $1 FOR NO KEY UPDATE",
-        &[&id.get()],
+        &[&id],
     )
     .await?
     .map(|_| ())
@@ -239,7 +238,7 @@ pub async fn list_customer_ids(tx: &Tx<'_>, after: i64, limit: i32) -> Result<Ve
         .query("SELECT tenant.list_customer_ids($1, $2)", &[&after, &limit])
         .await?
         .iter()
-        .filter_map(|r| CustomerId::new(r.get(0)).ok())
+        .filter_map(|r| r.try_get::<_, CustomerId>(0).ok())
         .collect())
 }
 

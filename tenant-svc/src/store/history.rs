@@ -21,14 +21,7 @@ pub async fn record_changes(
             "INSERT INTO tenant.customer_configurations \
              (customer_id, config_type, config_key, old_value, new_value, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &id.get(),
-                &c.config_type.as_str(),
-                &c.key,
-                &c.old,
-                &c.new,
-                &by,
-            ],
+            &[&id, &c.config_type.as_str(), &c.key, &c.old, &c.new, &by],
         )
         .await?;
     }
@@ -47,7 +40,7 @@ pub async fn list_history(
             "SELECT id, config_type, config_key, old_value, new_value, created_by, created_at \
              FROM tenant.customer_configurations WHERE customer_id = $1 AND id < $2 \
              ORDER BY id DESC LIMIT $3",
-            &[&id.get(), &before, &limit],
+            &[&id, &before, &limit],
         )
         .await?;
     Ok(rows

@@ -3,7 +3,9 @@
 //! by RLS) or `Db::service_tx` (platform defaults and the two id-only SECURITY DEFINER
 //! functions); none takes a raw connection. Identifiers arrive as domain types (`CustomerId`,
 //! `PhoneNumber`, `AccountSid`, `Voice`) and statuses as Rust enums, so only checked values reach
-//! SQL; the handlers in `service` call these functions and hold no SQL themselves.
+//! SQL; the id newtypes are bound and read as themselves (their `ToSql`/`FromSql` in
+//! `mesh::domain`), never unwrapped at a call site. The handlers in `service` call these
+//! functions and hold no SQL themselves.
 //!
 //! - [`customers`]: the customer row, its overrides and status, creation, deletion, listing;
 //! - [`numbers`]: phone numbers and the call path's number-to-customer lookup;

@@ -16,7 +16,7 @@ pub async fn list(tx: &Tx<'_>, id: CustomerId) -> Result<Vec<pb::PhoneNumber>> {
         .query_typed(
             "SELECT number, twilio_account_sid, assigned_at FROM tenant.phone_numbers \
              WHERE customer_id = $1 ORDER BY number",
-            &[(&id.get(), Type::INT8)],
+            &[(&id, Type::INT8)],
         )
         .await?
         .iter()
@@ -40,11 +40,7 @@ pub async fn assign_number(
         .query_one(
             "INSERT INTO tenant.phone_numbers (customer_id, number, twilio_account_sid) \
              VALUES ($1, $2, $3) RETURNING assigned_at",
-            &[
-                &id.get(),
-                &number.as_str(),
-                &account.map(AccountSid::as_str),
-            ],
+            &[&id, number, &account],
         )
         .await?;
     Ok(row.get(0))
@@ -55,7 +51,7 @@ pub async fn release_number(tx: &Tx<'_>, id: CustomerId, number: &PhoneNumber) -
     let n = tx
         .execute(
             "DELETE FROM tenant.phone_numbers WHERE customer_id = $1 AND number = $2",
-            &[&id.get(), &number.as_str()],
+            &[&id, number],
         )
         .await?;
     if n == 0 {
@@ -74,16 +70,12 @@ pub async fn resolve_number(
     let row = tx
         .query_typed(
             "SELECT tenant.resolve_number($1, $2)",
-            &[
-                (&number.as_str(), Type::TEXT),
-                (&account.as_str(), Type::TEXT),
-            ],
+            &[(number, Type::TEXT), (account, Type::TEXT)],
         )
         .await?;
     let Some(row) = row.first() else {
         return Ok(None);
     };
-    Ok(row
-        .get::<_, Option<i64>>(0)
-        .and_then(|id| CustomerId::new(id).ok()))
+    // NULL (no owner) and an id that is not a customer's both read as no customer.
+    Ok(row.try_get::<_, Option<CustomerId>>(0).ok().flatten())
 }

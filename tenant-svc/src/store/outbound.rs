@@ -39,7 +39,7 @@ pub async fn get_outbound(tx: &Tx<'_>, id: CustomerId) -> Result<(OutboundSettin
              FROM tenant.customers c \
              LEFT JOIN tenant.outbound_settings s ON s.customer_id = c.customer_id \
              WHERE c.customer_id = $1",
-            &[(&id.get(), Type::INT8)],
+            &[(&id, Type::INT8)],
         )
         .await?;
     let r = rows.first().ok_or(TenantError::NotFound("customer"))?;
@@ -58,7 +58,7 @@ pub async fn load_outbound(tx: &Tx<'_>, id: CustomerId) -> Result<OutboundSettin
             &format!(
                 "SELECT {OUTBOUND_COLUMNS} FROM tenant.outbound_settings WHERE customer_id = $1"
             ),
-            &[&id.get()],
+            &[&id],
         )
         .await?
         .map(|r| outbound_from_row(&r))
@@ -80,7 +80,7 @@ pub async fn save_outbound(tx: &Tx<'_>, id: CustomerId, s: &OutboundSettings) ->
              public_calls_per_hour = EXCLUDED.public_calls_per_hour, updated_at = now()"
         ),
         &[
-            &id.get(),
+            &id,
             &s.allowed_country_codes,
             &s.allowed_personas,
             &s.do_not_call,

@@ -28,7 +28,7 @@ pub async fn rotate_webhook_secret(
              secret = $2, rotated_at = now() \
              WHERE customer_id = $1 \
              RETURNING coalesce(previous_expires_at, now())",
-            &[&id.get(), &secret.expose_secret(), &overlap_s],
+            &[&id, &secret.expose_secret(), &overlap_s],
         )
         .await?;
     if let Some(r) = replaced {
@@ -36,7 +36,7 @@ pub async fn rotate_webhook_secret(
     }
     tx.execute(
         "INSERT INTO tenant.webhook_secrets (customer_id, secret) VALUES ($1, $2)",
-        &[&id.get(), &secret.expose_secret()],
+        &[&id, &secret.expose_secret()],
     )
     .await?;
     Ok(None)
@@ -63,7 +63,7 @@ pub async fn signing_keys(tx: &Tx<'_>, id: CustomerId) -> Result<SigningKeys> {
              LEFT JOIN tenant.outbound_settings s ON s.customer_id = c.customer_id \
              LEFT JOIN tenant.webhook_secrets w ON w.customer_id = c.customer_id \
              WHERE c.customer_id = $1",
-            &[(&id.get(), Type::INT8)],
+            &[(&id, Type::INT8)],
         )
         .await?;
     let r = rows.first().ok_or(TenantError::NotFound("customer"))?;
