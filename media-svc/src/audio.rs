@@ -113,16 +113,9 @@ fn wav_to_ulaw(wav: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    // The codec's own round trip is tested beside it, in mesh/src/g711.rs.
     #[test]
-    fn mulaw_round_trips_closely() {
-        for s in [-30000i16, -1000, -10, 0, 10, 1000, 30000] {
-            let back = ulaw_to_linear(linear_to_ulaw(s));
-            assert!(
-                (i32::from(back) - i32::from(s)).abs() <= i32::from(s).abs() / 16 + 8,
-                "{s} -> {back}"
-            );
-        }
-        assert_eq!(ulaw_to_linear(0xFF), 0);
+    fn silence_has_no_energy_and_the_tone_has_some() {
         assert_eq!(energy(&[0xFF; 160]), 0);
         assert!(energy(&tone_pattern()[..1600]) > 1000);
     }

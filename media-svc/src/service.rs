@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use mesh::api::media::*;
-use mesh::auth::{service_caller, tenant_caller};
+use mesh::auth::{operator_target, tenant_caller};
 use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber};
 use tonic::{Request, Response, Status};
 
@@ -345,10 +345,8 @@ impl media_admin_service_server::MediaAdminService for MediaSvc {
         &self,
         request: Request<EraseTenantRequest>,
     ) -> Result<Response<EraseTenantResponse>, Status> {
-        let issuer = service_caller(&request)?.issuer.clone();
-        let customer = CustomerId::new(request.get_ref().customer_id)
-            .map_err(|e| MediaError::invalid("customer_id", e))?;
-        tracing::Span::current().record("customer_id", customer.get());
+        let (issuer, customer) =
+            operator_target(&request, "customer_id", request.get_ref().customer_id)?;
         let counts = self
             .deps
             .db

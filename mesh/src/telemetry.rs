@@ -112,6 +112,13 @@ pub fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
     )
 }
 
+/// Records the tenant a request concerns on the current `rpc` span, so that every line logged
+/// about it from here on names it. The auth layer does this for tenant tokens; a service token
+/// names no tenant, so an operator's or the edge's handler calls this once it knows the tenant.
+pub fn record_customer(customer: crate::domain::CustomerId) {
+    tracing::Span::current().record("customer_id", customer.get());
+}
+
 /// A phone number as it may appear in logs: country code and last two digits only, e.g.
 /// `+1…12`. Use a keyed hash (gateway) where numbers must be correlated across lines.
 pub fn redact_phone(number: &str) -> String {

@@ -3,8 +3,7 @@
 
 use mesh::api::common::TableCount;
 use mesh::api::memory::*;
-use mesh::auth::service_caller;
-use mesh::domain::CustomerId;
+use mesh::auth::{operator_target, service_caller};
 use tonic::{Request, Response, Status};
 
 use super::MemorySvc;
@@ -28,12 +27,8 @@ impl memory_admin_service_server::MemoryAdminService for MemorySvc {
         &self,
         request: Request<EraseTenantRequest>,
     ) -> Result<Response<EraseTenantResponse>, Status> {
-        let issuer = service_caller(&request)?.issuer.clone();
-        let customer = CustomerId::new(request.get_ref().customer_id)
-            .map_err(|e| MemoryError::invalid("customer_id", e.0))?;
-        // A service token names no tenant, so the auth layer left the span's `customer_id`
-        // empty: the tenant is the request's, recorded here for every line that follows.
-        tracing::Span::current().record("customer_id", customer.get());
+        let (issuer, customer) =
+            operator_target(&request, "customer_id", request.get_ref().customer_id)?;
         let counts: Vec<TableCount> = self
             .db()
             .tenant_tx(customer, async |tx| {

@@ -47,7 +47,7 @@ mod verify;
 pub use client::{AttachToken, DEFAULT_SERVICE_TOKEN_TTL, TokenSource, with_bearer};
 pub use error::AuthError;
 pub use keys::{PublicKey, SigningKey, TrustedKeys};
-pub use layer::{AuthLayer, AuthService, service_caller, tenant_caller};
+pub use layer::{AuthLayer, AuthService, operator_target, service_caller, tenant_caller};
 pub use legacy::{LegacyClaims, LegacyVerifier, MIN_LEGACY_SECRET_LEN};
 pub use mint::Minter;
 pub use policy::{PUBLIC_PATH_PREFIXES, Policy, Rule};

@@ -123,7 +123,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
             .service_tx(async |tx| store::next_customer_id(tx).await)
             .await?;
         // An operator's token names no tenant: the rpc span learns the new one here.
-        tracing::Span::current().record("customer_id", id.get());
+        mesh::telemetry::record_customer(id);
         let new = NewCustomer {
             email: &email,
             business_name: &business_name,

@@ -26,7 +26,7 @@ impl edge_service_server::EdgeService for TenantSvc {
         let (Resolved { id, customer }, defaults) =
             tokio::try_join!(self.resolve(&number, &account), self.defaults())?;
         // The gateway's token names no tenant: the rpc span learns it here.
-        tracing::Span::current().record("customer_id", id.get());
+        mesh::telemetry::record_customer(id);
         if let Err(e) = customer.require_active() {
             tracing::info!(customer_id = id.get(), call_sid = %call, "call to a suspended customer refused");
             return Err(e.into());

@@ -69,7 +69,7 @@ struct DefaultsCache {
 /// that every line logged about the request, errors included, names the tenant.
 fn target_customer(field: &str, id: i64) -> Result<CustomerId> {
     let id = CustomerId::new(id).map_err(|e| TenantError::invalid(field, e))?;
-    tracing::Span::current().record("customer_id", id.get());
+    mesh::telemetry::record_customer(id);
     Ok(id)
 }
 
