@@ -28,7 +28,7 @@ pub async fn audit(
             "INSERT INTO memory.audit_log (customer_id, id, action, subject_hash, actor, counts) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
             &[
-                &customer.get(),
+                &customer,
                 &uuid::Uuid::new_v4(),
                 &action,
                 &subject_hash,

@@ -50,12 +50,10 @@ impl Export {
 
 /// Reads every row about one caller.
 pub async fn export(tx: &Tx<'_>, customer: CustomerId, user: &CallerNumber) -> Result<Export> {
-    let cid = customer.get();
-    let u = user.as_str();
     let q = |cols: &str, table: &str, order: &str| {
         format!("SELECT {cols} FROM {table} WHERE customer_id = $1 AND user_id = $2 {order}")
     };
-    let params: [&(dyn ToSql + Sync); 2] = [&cid, &u];
+    let params: [&(dyn ToSql + Sync); 2] = [&customer, user];
     let sql = [
         q(MEM_COLS, "memory.memories", "ORDER BY created_at, id"),
         q(PROFILE_COLS, "memory.caller_profiles", ""),
@@ -94,21 +92,20 @@ pub async fn erase(
     customer: CustomerId,
     user: Option<&CallerNumber>,
 ) -> Result<Vec<TableCount>> {
-    let cid = customer.get();
     let mut counts = Vec::with_capacity(TABLES.len());
     for table in TABLES {
         let n = match user {
             Some(u) => {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE customer_id = $1 AND user_id = $2"),
-                    &[&cid, &u.as_str()],
+                    &[&customer, u],
                 )
                 .await
             }
             None => {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE customer_id = $1"),
-                    &[&cid],
+                    &[&customer],
                 )
                 .await
             }

@@ -40,7 +40,7 @@ pub async fn get_summary(
                 "SELECT {SUMMARY_COLS} FROM memory.call_summaries \
                  WHERE customer_id = $1 AND call_sid = $2"
             ),
-            &[&customer.get(), &call.as_str()],
+            &[&customer, call],
         )
         .await?;
     Ok(rows.first().map(rows::summary))
@@ -86,9 +86,9 @@ async fn insert_summary(
                  RETURNING {SUMMARY_COLS}"
             ),
             &[
-                &customer.get(),
-                &rec.call.as_str(),
-                &rec.user.as_str(),
+                &customer,
+                rec.call,
+                rec.user,
                 &rec.at,
                 &a.summary,
                 &topics,
@@ -117,12 +117,7 @@ async fn count_call(tx: &Tx<'_>, customer: CustomerId, rec: &CallRecord<'_>) -> 
              preferred_name = CASE WHEN p.preferred_name = '' THEN EXCLUDED.preferred_name \
                                    ELSE p.preferred_name END, \
              updated_at = now()",
-        &[
-            &customer.get(),
-            &rec.user.as_str(),
-            &rec.at,
-            &rec.analysis.preferred_name,
-        ],
+        &[&customer, rec.user, &rec.at, &rec.analysis.preferred_name],
     )
     .await?;
     Ok(())
@@ -146,7 +141,7 @@ pub async fn search_summaries(
                  ORDER BY ts_rank(to_tsvector('english', summary), q) DESC, call_at DESC \
                  LIMIT $4"
             ),
-            &[&customer.get(), &user.as_str(), &query, &limit],
+            &[&customer, user, &query, &limit],
         )
         .await?;
     Ok(rows.iter().map(rows::summary).collect())

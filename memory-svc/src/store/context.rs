@@ -19,16 +19,18 @@ pub async fn context(
     user: &CallerNumber,
     num_summaries: i64,
 ) -> Result<ContextRows> {
-    let cid = customer.get();
-    let u = user.as_str();
-    let two: [P; 2] = [(&cid, Type::INT8), (&u, Type::TEXT)];
+    let two: [P; 2] = [(&customer, Type::INT8), (user, Type::TEXT)];
     let lim = wire::CONTEXT_MEMORIES;
     let three_s: [P; 3] = [
-        (&cid, Type::INT8),
-        (&u, Type::TEXT),
+        (&customer, Type::INT8),
+        (user, Type::TEXT),
         (&num_summaries, Type::INT8),
     ];
-    let three_m: [P; 3] = [(&cid, Type::INT8), (&u, Type::TEXT), (&lim, Type::INT8)];
+    let three_m: [P; 3] = [
+        (&customer, Type::INT8),
+        (user, Type::TEXT),
+        (&lim, Type::INT8),
+    ];
     // Plain statements: each is prepared once per pooled connection (`mesh::db::Tx`), so they
     // need no PL/pgSQL wrapper for a cached plan (V3's `memory.ctx_*` functions, kept for
     // operators, run the same queries).

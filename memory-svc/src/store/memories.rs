@@ -33,11 +33,10 @@ pub struct NewMemory {
 /// Inserts a memory through V3's `memory.store_memory` (SECURITY INVOKER: the same RLS).
 pub async fn insert_memory(tx: &Tx<'_>, customer: CustomerId, m: &NewMemory) -> Result<Memory> {
     let id = uuid::Uuid::new_v4();
-    let cid = customer.get();
     let params: [P; 9] = [
-        (&cid, Type::INT8),
+        (&customer, Type::INT8),
         (&id, Type::UUID),
-        (&m.user_id.as_str(), Type::TEXT),
+        (&m.user_id, Type::TEXT),
         (&m.kind, Type::TEXT),
         (&m.key, Type::TEXT),
         (&m.value, Type::JSONB),
@@ -83,15 +82,14 @@ pub async fn list_memories(
     customer: CustomerId,
     q: &MemoryQuery,
 ) -> Result<Vec<Memory>> {
-    let cid = customer.get();
     let (at, id) = match q.after {
         Some((t, i)) => (Some(t), Some(i)),
         None => (None, None),
     };
     let fetch = q.limit + 1;
     let params: [P; 7] = [
-        (&cid, Type::INT8),
-        (&q.user.as_str(), Type::TEXT),
+        (&customer, Type::INT8),
+        (&q.user, Type::TEXT),
         (&q.kinds, Type::TEXT_ARRAY),
         (&q.thread_id, Type::TEXT),
         (&at, Type::TIMESTAMPTZ),
@@ -119,7 +117,7 @@ pub async fn delete_memory(tx: &Tx<'_>, customer: CustomerId, id: uuid::Uuid) ->
     let n = tx
         .execute(
             "DELETE FROM memory.memories WHERE customer_id = $1 AND id = $2",
-            &[&customer.get(), &id],
+            &[&customer, &id],
         )
         .await?;
     Ok(n > 0)

@@ -1,7 +1,8 @@
 //! All of memory-svc's SQL, over the `memory` schema (migration V3), one module per table
 //! family. Every function runs inside a transaction opened by `Db::tenant_tx` (so row-level
 //! security scopes it to one tenant; the purge and the audit key use `Db::service_tx`) and takes
-//! domain values only: `mesh::domain` newtypes for tenants, callers and calls, and the enums of
+//! domain values only: `mesh::domain` newtypes for tenants, callers and calls (bound as
+//! themselves through their `ToSql`, never unwrapped at a call site), and the enums of
 //! [`crate::model`] for the text columns with a closed set of values. Queries also name
 //! `customer_id` explicitly so the planner picks the composite indexes; RLS, not that predicate,
 //! is what isolates tenants.

@@ -17,9 +17,8 @@ use crate::error::Result;
 
 /// Inserts the call's 13 scores, measured at the call's time.
 pub async fn insert_metrics(tx: &Tx<'_>, customer: CustomerId, rec: &CallRecord<'_>) -> Result<()> {
-    let (cid, call, user) = (customer.get(), rec.call.as_str(), rec.user.as_str());
     let scores = rec.analysis.scores.to_array();
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&cid, &call, &user, &rec.at];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&customer, rec.call, rec.user, &rec.at];
     params.extend(scores.iter().map(|s| s as &(dyn ToSql + Sync)));
     tx.execute(
         "INSERT INTO memory.personality_metrics (customer_id, call_sid, user_id, measured_at, \
@@ -93,7 +92,7 @@ pub async fn refresh_averages(
              recent_urgency = EXCLUDED.recent_urgency, \
              satisfaction_trend = EXCLUDED.satisfaction_trend, \
              frustration_trend = EXCLUDED.frustration_trend, updated_at = now()",
-        &[&customer.get(), &user.as_str()],
+        &[&customer, user],
     )
     .await?;
     Ok(())

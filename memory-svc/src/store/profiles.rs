@@ -28,8 +28,7 @@ pub async fn get_profile(
     customer: CustomerId,
     user: &CallerNumber,
 ) -> Result<Option<CallerProfile>> {
-    let cid = customer.get();
-    let params: [P; 2] = [(&cid, Type::INT8), (&user.as_str(), Type::TEXT)];
+    let params: [P; 2] = [(&customer, Type::INT8), (user, Type::TEXT)];
     let rows = tx
         .query_typed(
             &format!(
@@ -64,8 +63,8 @@ pub async fn upsert_profile(
                  RETURNING {PROFILE_COLS}"
             ),
             &[
-                &customer.get(),
-                &user.as_str(),
+                &customer,
+                user,
                 &update.preferred_name,
                 &update.preferences,
                 &update.context,
