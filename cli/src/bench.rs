@@ -49,90 +49,44 @@ pub enum BenchCommand {
     },
 }
 
-/// How cargo runs one benchmark.
+/// How cargo runs one benchmark (arguments space-separated).
 struct Plan {
-    /// Built first, because the benchmark starts these binaries itself; and what they are.
-    build: Option<(&'static [&'static str], &'static str)>,
+    /// `cargo build --release` arguments of what the benchmark starts as child processes, built
+    /// first; and what they are.
+    build: Option<(&'static str, &'static str)>,
     /// `cargo run --release` arguments up to `--`.
-    run: &'static [&'static str],
+    run: &'static str,
 }
 
 impl BenchCommand {
     fn plan(&self) -> (Plan, &[String]) {
-        match self {
+        let (build, run, args) = match self {
             Self::Resolve { args } => (
-                Plan {
-                    build: None,
-                    run: &[
-                        "-p",
-                        "tenant-svc",
-                        "--features",
-                        "bench",
-                        "--bin",
-                        "tenant-bench",
-                    ],
-                },
+                None,
+                "-p tenant-svc --features bench --bin tenant-bench",
                 args,
             ),
-            Self::Webhooks { args } => (
-                Plan {
-                    build: None,
-                    run: &["-p", "e2e", "--example", "webhook_bench"],
-                },
-                args,
-            ),
-            Self::Memory { args } => (
-                Plan {
-                    build: None,
-                    run: &["-p", "memory-svc", "--example", "memory-bench"],
-                },
-                args,
-            ),
+            Self::Webhooks { args } => (None, "-p e2e --example webhook_bench", args),
+            Self::Memory { args } => (None, "-p memory-svc --example memory-bench", args),
             Self::Media { args } => (
-                Plan {
-                    build: Some((
-                        &[
-                            "-p",
-                            "media-svc",
-                            "--bin",
-                            "media-svc",
-                            "--example",
-                            "media_bench",
-                        ],
-                        "the media benchmark",
-                    )),
-                    run: &["-p", "media-svc", "--example", "media_bench"],
-                },
+                Some((
+                    "-p media-svc --bin media-svc --example media_bench",
+                    "the media benchmark",
+                )),
+                "-p media-svc --example media_bench",
                 args,
             ),
-            Self::Floor { args } => (
-                Plan {
-                    build: None,
-                    run: &["-p", "media-svc", "--example", "relay_floor"],
-                },
-                args,
-            ),
+            Self::Floor { args } => (None, "-p media-svc --example relay_floor", args),
             Self::Calls { args } => (
-                Plan {
-                    build: Some((
-                        &[
-                            "-p",
-                            "tenant-svc",
-                            "-p",
-                            "memory-svc",
-                            "-p",
-                            "media-svc",
-                            "-p",
-                            "gateway",
-                            "--bins",
-                        ],
-                        "the service binaries",
-                    )),
-                    run: &["-p", "e2e", "--example", "calls_bench"],
-                },
+                Some((
+                    "-p tenant-svc -p memory-svc -p media-svc -p gateway --bins",
+                    "the service binaries",
+                )),
+                "-p e2e --example calls_bench",
                 args,
             ),
-        }
+        };
+        (Plan { build, run }, args)
     }
 
     /// The arguments passed through to the benchmark.
@@ -149,7 +103,7 @@ pub fn bench(which: &BenchCommand) -> anyhow::Result<ExitCode> {
     if let Some((targets, what)) = plan.build {
         let built = Command::new("cargo")
             .args(["build", "--release"])
-            .args(targets)
+            .args(targets.split_whitespace())
             .status()?;
         if !built.success() {
             bail!("building {what} failed");
@@ -157,7 +111,7 @@ pub fn bench(which: &BenchCommand) -> anyhow::Result<ExitCode> {
     }
     let status = Command::new("cargo")
         .args(["run", "--release"])
-        .args(plan.run)
+        .args(plan.run.split_whitespace())
         .arg("--")
         .args(args)
         .status()

@@ -56,8 +56,8 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-/// The Twilio account every simulated call belongs to.
-const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+/// The Twilio account every simulated call belongs to (the one `e2e::Mesh::voice_params` uses).
+const ACCOUNT_SID: &str = e2e::ACCOUNT_SID;
 /// What the gateway believes its public address is (signatures are computed over it); requests
 /// go to its real loopback port.
 const PUBLIC_BASE_URL: &str = "https://mesh-bench.example";
@@ -386,20 +386,10 @@ async fn webhook(
     from: &str,
     to: &str,
 ) -> Result<(String, Vec<(String, String)>), &'static str> {
-    let params: Vec<(String, String)> = [
-        ("CallSid", call_sid),
-        ("AccountSid", ACCOUNT_SID),
-        ("From", from),
-        ("To", to),
-        ("CallStatus", "ringing"),
-        ("ApiVersion", "2010-04-01"),
-        ("Direction", "inbound"),
-        ("Caller", from),
-        ("Called", to),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
+    let params: Vec<(String, String)> = e2e::Mesh::voice_params(call_sid, from, to)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let sig = gateway::signature::compute(
         load.auth_token.as_bytes(),
         &format!("{PUBLIC_BASE_URL}/twilio/voice"),
@@ -918,8 +908,7 @@ async fn start_service(
 
 /// Creates `count` tenants with one number each through tenant-svc's admin API.
 async fn seed_tenants(keys: &DevKeys, tenant_svc: SocketAddr, count: usize) -> Vec<String> {
-    use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
-    use mesh::api::tenant::*;
+    use mesh::api::tenant::AgentConfig;
     let token = keys
         .identity(names::OPERATOR)
         .minter()
@@ -934,39 +923,19 @@ async fn seed_tenants(keys: &DevKeys, tenant_svc: SocketAddr, count: usize) -> V
         .connect()
         .await
         .expect("connect to tenant-svc");
-    let mut admin = TenantAdminServiceClient::new(channel);
+    let mut admin = e2e::TenantAdmin::new(channel);
     let mut numbers = Vec::new();
     for i in 0..count {
         let number = format!("+1415555{:04}", 101 + i);
-        let customer = admin
-            .create_customer(mesh::auth::with_bearer(
-                CreateCustomerRequest {
-                    email: format!("bench{i}@tenants.example"),
-                    business_name: format!("Bench Tenant {i}"),
-                    agent_config: Some(AgentConfig {
-                        greeting_new_caller: Some(format!("Thank you for calling tenant {i}.")),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .expect("create tenant")
-            .into_inner()
-            .customer
-            .expect("customer");
-        admin
-            .assign_phone_number(mesh::auth::with_bearer(
-                AssignPhoneNumberRequest {
-                    customer_id: customer.id,
-                    number: number.clone(),
-                    twilio_account_sid: String::new(),
-                },
-                &token,
-            ))
-            .await
-            .expect("assign number");
+        let config = AgentConfig {
+            greeting_new_caller: Some(format!("Thank you for calling tenant {i}.")),
+            ..Default::default()
+        };
+        let (email, name) = (
+            format!("bench{i}@tenants.example"),
+            format!("Bench Tenant {i}"),
+        );
+        e2e::create_tenant(&mut admin, &token, &email, &name, config, &number).await;
         numbers.push(number);
     }
     numbers

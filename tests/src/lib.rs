@@ -304,6 +304,50 @@ impl Drop for Mesh {
 /// A request with `authorization: Bearer <token>` metadata.
 pub use mesh::auth::with_bearer as with_token;
 
+/// tenant-svc's admin client.
+pub type TenantAdmin =
+    mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient<Channel>;
+
+/// Creates a customer with `config` and assigns it `number` through tenant-svc's admin API, as
+/// an operator with `token` would; returns the customer id.
+pub async fn create_tenant(
+    admin: &mut TenantAdmin,
+    token: &str,
+    email: &str,
+    business_name: &str,
+    config: mesh::api::tenant::AgentConfig,
+    number: &str,
+) -> i64 {
+    use mesh::api::tenant::{AssignPhoneNumberRequest, CreateCustomerRequest};
+    let customer = admin
+        .create_customer(with_token(
+            CreateCustomerRequest {
+                email: email.into(),
+                business_name: business_name.into(),
+                agent_config: Some(config),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("create tenant")
+        .into_inner()
+        .customer
+        .expect("customer");
+    admin
+        .assign_phone_number(with_token(
+            AssignPhoneNumberRequest {
+                customer_id: customer.id,
+                number: number.into(),
+                twilio_account_sid: String::new(),
+            },
+            token,
+        ))
+        .await
+        .expect("assign number");
+    customer.id
+}
+
 /// A demo tenant created through the admin API.
 #[derive(Debug, Clone)]
 pub struct DemoTenant {
@@ -324,10 +368,9 @@ impl Mesh {
     /// Creates "Peterson Family Insurance" and "Smith Insurance Agency", each with a number,
     /// through tenant-svc's admin API.
     pub async fn seed_demo_tenants(&self) -> (DemoTenant, DemoTenant) {
-        use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
-        use mesh::api::tenant::*;
+        use mesh::api::tenant::AgentConfig;
         let token = self.service_token(names::OPERATOR, names::TENANT_SVC, &["tenant:admin"]);
-        let mut admin = TenantAdminServiceClient::new(self.channel(self.tenant).await);
+        let mut admin = TenantAdmin::new(self.channel(self.tenant).await);
         let mut out = Vec::new();
         for (email, name, number, greeting, voice) in [
             (
@@ -345,38 +388,14 @@ impl Mesh {
                 "coral",
             ),
         ] {
-            let c = admin
-                .create_customer(with_token(
-                    CreateCustomerRequest {
-                        email: email.into(),
-                        business_name: name.into(),
-                        agent_config: Some(AgentConfig {
-                            greeting_new_caller: Some(greeting.into()),
-                            voice: Some(voice.into()),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    &token,
-                ))
-                .await
-                .expect("create demo tenant")
-                .into_inner()
-                .customer
-                .expect("customer");
-            admin
-                .assign_phone_number(with_token(
-                    AssignPhoneNumberRequest {
-                        customer_id: c.id,
-                        number: number.into(),
-                        twilio_account_sid: String::new(),
-                    },
-                    &token,
-                ))
-                .await
-                .expect("assign number");
+            let config = AgentConfig {
+                greeting_new_caller: Some(greeting.into()),
+                voice: Some(voice.into()),
+                ..Default::default()
+            };
+            let id = create_tenant(&mut admin, &token, email, name, config, number).await;
             out.push(DemoTenant {
-                id: c.id,
+                id,
                 name,
                 number,
                 greeting,

@@ -359,6 +359,24 @@ async fn memory_svc_killed_mid_call_calls_continue_and_records_land_once_when_it
 // 4. SIGTERM under load
 // ------------------------------------------------------------------------------------------------
 
+/// Waits until the service behind `admin` says it is draining (`/readyz` no longer 200): a
+/// signal is sent and handled asynchronously, and only then does the service refuse new work.
+async fn draining(admin: std::net::SocketAddr) {
+    let (http, readyz) = (reqwest::Client::new(), format!("http://{admin}/readyz"));
+    assert!(
+        wait_until(Duration::from_secs(5), async || {
+            let r = http
+                .get(&readyz)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            !r.is_ok_and(|r| r.status() == 200)
+        })
+        .await,
+        "still ready 5 s after SIGTERM"
+    );
+}
+
 /// media-svc restarted with a 1 s drain deadline, then SIGTERMed during a call: the call is cut
 /// at the deadline (1011) and finalised with reason `shutdown`, its turns kept. Returns when the
 /// process exited after the signal, and the turns the call had before it.
@@ -416,9 +434,12 @@ async fn sigterm_media_svc_keeps_calls_streaming_until_they_end_or_the_deadline_
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    let admin_addr = mesh.media.admin.expect("media-svc admin address");
     let exit = tokio::spawn(mesh.media.sigterm());
     let signalled = Instant::now();
-    // No new work: a new call hears the apology within the budget.
+    // No new work once media-svc says it is draining: a new call hears the apology within the
+    // budget.
+    draining(admin_addr).await;
     let refused = mesh.webhook(&call_sid(4, 10), "+15550040010").await;
     assert!(refused.is_apology(), "{refused:?}");
     assert!(
