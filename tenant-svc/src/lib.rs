@@ -10,9 +10,9 @@
 //! history), [`webhook`] (secrets and signatures), [`routing`] (the call-routing cache) and
 //! [`store`] (all SQL, a module per table); [`wire`] and [`page`] are the conversions and
 //! pagination everything shares, at the bottom of the module graph; [`error`] maps failures
-//! through the mesh's one status policy. [`run`] wires settings, the database pool (logged in as
-//! `tenant_svc`, self-checked), the identity (tenant-svc holds the only key that mints tenant
-//! tokens) and the mesh server together.
+//! through the mesh's one status policy. [`server`] wires [`settings`], the database pool (logged
+//! in as `tenant_svc`, self-checked), the identity (tenant-svc holds the only key that mints
+//! tenant tokens) and the mesh server together.
 #![forbid(unsafe_code)]
 
 pub mod customer;
@@ -22,178 +22,13 @@ pub mod model;
 pub mod outbound;
 pub mod page;
 pub mod routing;
+pub mod server;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod validate;
 pub mod webhook;
 pub mod wire;
 
-use std::future::Future;
-
-use mesh::api::service_names as names;
-use mesh::api::tenant::edge_service_server::EdgeServiceServer;
-use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
-use mesh::api::tenant::tenant_service_server::TenantServiceServer;
-use mesh::auth::{Policy, Rule};
-use mesh::db::Db;
-use mesh::identity::{Identity, names::TENANT_SVC, scope};
-use mesh::server::{ServeConfig, ServiceSettings};
-use mesh::settings::{Env, SettingsError, catalog};
-use secrecy::SecretString;
-use tokio::net::TcpListener;
-
-/// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
-pub const NAME: &str = TENANT_SVC;
-
-/// Which token kind and scope each RPC needs.
-pub fn policy() -> Policy {
-    Policy::new()
-        .service_methods(
-            names::TENANT_ADMIN,
-            &[
-                ("CreateCustomer", Rule::service(scope::TENANT_ADMIN)),
-                ("GetCustomer", Rule::service(scope::TENANT_ADMIN)),
-                ("ListCustomers", Rule::service(scope::TENANT_ADMIN)),
-                ("SetCustomerStatus", Rule::service(scope::TENANT_ADMIN)),
-                ("AssignPhoneNumber", Rule::service(scope::TENANT_ADMIN)),
-                ("ReleasePhoneNumber", Rule::service(scope::TENANT_ADMIN)),
-                ("DeleteCustomer", Rule::service(scope::TENANT_ADMIN)),
-                ("GetPlatformDefaults", Rule::service(scope::TENANT_ADMIN)),
-                ("UpdatePlatformDefaults", Rule::service(scope::TENANT_ADMIN)),
-                ("IssueTenantToken", Rule::service(scope::TENANT_ADMIN)),
-            ],
-        )
-        .service_methods(
-            names::TENANT,
-            &[
-                ("GetMyCustomer", Rule::tenant(scope::TENANT_READ)),
-                ("UpdateAgentConfig", Rule::tenant(scope::TENANT_WRITE)),
-                ("ListConfigHistory", Rule::tenant(scope::TENANT_READ)),
-                ("GetEffectiveProfile", Rule::tenant(scope::TENANT_READ)),
-                ("GetOutboundSettings", Rule::tenant(scope::TENANT_READ)),
-                ("UpdateOutboundSettings", Rule::tenant(scope::TENANT_WRITE)),
-                ("RotateWebhookSecret", Rule::tenant(scope::TENANT_WRITE)),
-                ("SignWebhookEvent", Rule::tenant(scope::TENANT_WEBHOOK)),
-            ],
-        )
-        .service_methods(
-            names::TENANT_EDGE,
-            &[
-                ("ResolveNumber", Rule::service(scope::TENANT_RESOLVE)),
-                ("ExchangeLegacyToken", Rule::service(scope::TENANT_EXCHANGE)),
-            ],
-        )
-}
-
-/// tenant-svc's settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Ports, database, identity, drain deadline.
-    pub common: ServiceSettings,
-    /// Key of legacy HS256 tokens (`JWT_SECRET_KEY`); legacy exchange is refused when unset.
-    pub legacy_secret: Option<SecretString>,
-    /// `WEBHOOK_ALLOW_INSECURE`: accept `http://` webhook URLs and CORS origins, and webhook
-    /// hosts that are localhost or internal addresses (development and tests only).
-    pub webhook_allow_insecure: bool,
-}
-
-impl Settings {
-    /// Reads the environment, reporting every problem together.
-    pub fn from_env(mut env: Env) -> Result<Self, SettingsError> {
-        let common = ServiceSettings::from_env(
-            &mut env,
-            NAME,
-            &catalog::TENANT_SVC_PORT,
-            &catalog::TENANT_SVC_ADMIN_PORT,
-        );
-        let legacy_secret = env.optional_secret(&catalog::JWT_SECRET_KEY);
-        if let Some(secret) = &legacy_secret
-            && let Err(e) = mesh::auth::LegacyVerifier::new(secret)
-        {
-            env.problem(&catalog::JWT_SECRET_KEY, e);
-        }
-        let webhook_allow_insecure = env.get::<bool>(&catalog::WEBHOOK_ALLOW_INSECURE);
-        for line in env.describe() {
-            tracing::debug!(setting = %line, "setting");
-        }
-        env.finish()?;
-        Ok(Self {
-            common: common.expect("present when finish() succeeded"),
-            legacy_secret,
-            webhook_allow_insecure: webhook_allow_insecure
-                .expect("present when finish() succeeded"),
-        })
-    }
-}
-
-/// What the handlers need.
-#[derive(Clone)]
-pub struct Deps {
-    /// Pool logged in as `tenant_svc`.
-    pub db: Db,
-    /// tenant-svc's key (mints tenant tokens) and trust bundle.
-    pub identity: Identity,
-    /// Verifier of legacy HS256 tokens (`JWT_SECRET_KEY`); `None` disables the exchange.
-    pub legacy: Option<mesh::auth::LegacyVerifier>,
-    /// `WEBHOOK_ALLOW_INSECURE` (see [`Settings::webhook_allow_insecure`]); `false` in production.
-    pub webhook_allow_insecure: bool,
-}
-
-/// Connects to the database (self-checked), loads the identity, binds the ports and serves
-/// until `shutdown` resolves.
-pub async fn run(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let p = mesh::server::prepare(NAME, &settings.common).await?;
-    let legacy = settings
-        .legacy_secret
-        .as_ref()
-        .map(mesh::auth::LegacyVerifier::new)
-        .transpose()?;
-    let deps = Deps {
-        db: p.db,
-        identity: p.identity,
-        legacy,
-        webhook_allow_insecure: settings.webhook_allow_insecure,
-    };
-    serve(
-        deps,
-        p.grpc,
-        p.admin,
-        settings.common.drain_deadline,
-        shutdown,
-    )
-    .await
-}
-
-/// Serves on already-bound listeners (tests bind port 0).
-pub async fn serve(
-    deps: Deps,
-    grpc: TcpListener,
-    admin: TcpListener,
-    drain_deadline: std::time::Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let svc = service::TenantSvc::new(deps.clone());
-    // Keeps the routing cache in step with the database; ends with this function.
-    let listener = tokio::spawn(routing::listen(deps.db.clone(), svc.routing().clone(), {
-        let svc = svc.clone();
-        move || svc.forget_defaults()
-    }));
-    let _listener = tokio_util::task::AbortOnDropHandle::new(listener);
-    let routes = tonic::service::Routes::new(TenantAdminServiceServer::new(svc.clone()))
-        .add_service(TenantServiceServer::new(svc.clone()))
-        .add_service(EdgeServiceServer::new(svc));
-    let config = ServeConfig::for_service(
-        NAME,
-        (grpc, admin),
-        &deps.identity,
-        policy(),
-        vec![names::TENANT_ADMIN, names::TENANT, names::TENANT_EDGE],
-        deps.db,
-        drain_deadline,
-    );
-    mesh::server::serve(config, routes, shutdown).await?;
-    Ok(())
-}
+pub use server::{Deps, NAME, policy, run, serve};
+pub use settings::Settings;

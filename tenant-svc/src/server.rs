@@ -1,0 +1,134 @@
+//! How tenant-svc starts and serves: the auth [`policy`] of each RPC (enforced by the mesh auth
+//! layer before a handler runs), [`run`] (pool logged in as `tenant_svc` and self-checked, the
+//! identity, the bound ports) and [`serve`] (the routing cache's listener and the mesh server, on
+//! listeners the caller bound: port 0 in tests).
+
+use std::future::Future;
+
+use mesh::api::service_names as names;
+use mesh::api::tenant::edge_service_server::EdgeServiceServer;
+use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
+use mesh::api::tenant::tenant_service_server::TenantServiceServer;
+use mesh::auth::{Policy, Rule};
+use mesh::db::Db;
+use mesh::identity::{Identity, names::TENANT_SVC, scope};
+use mesh::server::ServeConfig;
+use tokio::net::TcpListener;
+
+use crate::settings::Settings;
+use crate::{routing, service};
+
+/// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
+pub const NAME: &str = TENANT_SVC;
+
+/// Which token kind and scope each RPC needs.
+pub fn policy() -> Policy {
+    Policy::new()
+        .service_methods(
+            names::TENANT_ADMIN,
+            &[
+                ("CreateCustomer", Rule::service(scope::TENANT_ADMIN)),
+                ("GetCustomer", Rule::service(scope::TENANT_ADMIN)),
+                ("ListCustomers", Rule::service(scope::TENANT_ADMIN)),
+                ("SetCustomerStatus", Rule::service(scope::TENANT_ADMIN)),
+                ("AssignPhoneNumber", Rule::service(scope::TENANT_ADMIN)),
+                ("ReleasePhoneNumber", Rule::service(scope::TENANT_ADMIN)),
+                ("DeleteCustomer", Rule::service(scope::TENANT_ADMIN)),
+                ("GetPlatformDefaults", Rule::service(scope::TENANT_ADMIN)),
+                ("UpdatePlatformDefaults", Rule::service(scope::TENANT_ADMIN)),
+                ("IssueTenantToken", Rule::service(scope::TENANT_ADMIN)),
+            ],
+        )
+        .service_methods(
+            names::TENANT,
+            &[
+                ("GetMyCustomer", Rule::tenant(scope::TENANT_READ)),
+                ("UpdateAgentConfig", Rule::tenant(scope::TENANT_WRITE)),
+                ("ListConfigHistory", Rule::tenant(scope::TENANT_READ)),
+                ("GetEffectiveProfile", Rule::tenant(scope::TENANT_READ)),
+                ("GetOutboundSettings", Rule::tenant(scope::TENANT_READ)),
+                ("UpdateOutboundSettings", Rule::tenant(scope::TENANT_WRITE)),
+                ("RotateWebhookSecret", Rule::tenant(scope::TENANT_WRITE)),
+                ("SignWebhookEvent", Rule::tenant(scope::TENANT_WEBHOOK)),
+            ],
+        )
+        .service_methods(
+            names::TENANT_EDGE,
+            &[
+                ("ResolveNumber", Rule::service(scope::TENANT_RESOLVE)),
+                ("ExchangeLegacyToken", Rule::service(scope::TENANT_EXCHANGE)),
+            ],
+        )
+}
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct Deps {
+    /// Pool logged in as `tenant_svc`.
+    pub db: Db,
+    /// tenant-svc's key (mints tenant tokens) and trust bundle.
+    pub identity: Identity,
+    /// Verifier of legacy HS256 tokens (`JWT_SECRET_KEY`); `None` disables the exchange.
+    pub legacy: Option<mesh::auth::LegacyVerifier>,
+    /// `WEBHOOK_ALLOW_INSECURE` (see [`Settings::webhook_allow_insecure`]); `false` in production.
+    pub webhook_allow_insecure: bool,
+}
+
+/// Connects to the database (self-checked), loads the identity, binds the ports and serves
+/// until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let p = mesh::server::prepare(NAME, &settings.common).await?;
+    let legacy = settings
+        .legacy_secret
+        .as_ref()
+        .map(mesh::auth::LegacyVerifier::new)
+        .transpose()?;
+    let deps = Deps {
+        db: p.db,
+        identity: p.identity,
+        legacy,
+        webhook_allow_insecure: settings.webhook_allow_insecure,
+    };
+    serve(
+        deps,
+        p.grpc,
+        p.admin,
+        settings.common.drain_deadline,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves on already-bound listeners (tests bind port 0).
+pub async fn serve(
+    deps: Deps,
+    grpc: TcpListener,
+    admin: TcpListener,
+    drain_deadline: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let svc = service::TenantSvc::new(deps.clone());
+    // Keeps the routing cache in step with the database; ends with this function.
+    let listener = tokio::spawn(routing::listen(deps.db.clone(), svc.routing().clone(), {
+        let svc = svc.clone();
+        move || svc.forget_defaults()
+    }));
+    let _listener = tokio_util::task::AbortOnDropHandle::new(listener);
+    let routes = tonic::service::Routes::new(TenantAdminServiceServer::new(svc.clone()))
+        .add_service(TenantServiceServer::new(svc.clone()))
+        .add_service(EdgeServiceServer::new(svc));
+    let config = ServeConfig::for_service(
+        NAME,
+        (grpc, admin),
+        &deps.identity,
+        policy(),
+        vec![names::TENANT_ADMIN, names::TENANT, names::TENANT_EDGE],
+        deps.db,
+        drain_deadline,
+    );
+    mesh::server::serve(config, routes, shutdown).await?;
+    Ok(())
+}

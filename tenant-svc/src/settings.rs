@@ -1,0 +1,49 @@
+//! tenant-svc's settings: the typed environment, read once at start-up with every problem
+//! reported together (`mesh::settings`), secrets never printed.
+
+use mesh::server::ServiceSettings;
+use mesh::settings::{Env, SettingsError, catalog};
+use secrecy::SecretString;
+
+use crate::server::NAME;
+
+/// tenant-svc's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Ports, database, identity, drain deadline.
+    pub common: ServiceSettings,
+    /// Key of legacy HS256 tokens (`JWT_SECRET_KEY`); legacy exchange is refused when unset.
+    pub legacy_secret: Option<SecretString>,
+    /// `WEBHOOK_ALLOW_INSECURE`: accept `http://` webhook URLs and CORS origins, and webhook
+    /// hosts that are localhost or internal addresses (development and tests only).
+    pub webhook_allow_insecure: bool,
+}
+
+impl Settings {
+    /// Reads the environment, reporting every problem together.
+    pub fn from_env(mut env: Env) -> Result<Self, SettingsError> {
+        let common = ServiceSettings::from_env(
+            &mut env,
+            NAME,
+            &catalog::TENANT_SVC_PORT,
+            &catalog::TENANT_SVC_ADMIN_PORT,
+        );
+        let legacy_secret = env.optional_secret(&catalog::JWT_SECRET_KEY);
+        if let Some(secret) = &legacy_secret
+            && let Err(e) = mesh::auth::LegacyVerifier::new(secret)
+        {
+            env.problem(&catalog::JWT_SECRET_KEY, e);
+        }
+        let webhook_allow_insecure = env.get::<bool>(&catalog::WEBHOOK_ALLOW_INSECURE);
+        for line in env.describe() {
+            tracing::debug!(setting = %line, "setting");
+        }
+        env.finish()?;
+        Ok(Self {
+            common: common.expect("present when finish() succeeded"),
+            legacy_secret,
+            webhook_allow_insecure: webhook_allow_insecure
+                .expect("present when finish() succeeded"),
+        })
+    }
+}
