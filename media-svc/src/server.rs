@@ -11,8 +11,7 @@ use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
 use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
 use mesh::identity::{names::MEDIA_SVC, scope};
-use mesh::server::ServeConfig;
-use tokio::net::TcpListener;
+use mesh::server::{Listeners, ServeConfig};
 
 use crate::runtime::{Deps, Runtime};
 use crate::settings::Settings;
@@ -61,22 +60,13 @@ pub async fn run(
         identity: p.identity,
         calls: settings.calls,
     };
-    serve(
-        deps,
-        p.grpc,
-        p.admin,
-        settings.common.drain_deadline,
-        shutdown,
-    )
-    .await
+    serve(deps, p.listeners, shutdown).await
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
 pub async fn serve(
     deps: Deps,
-    grpc: TcpListener,
-    admin: TcpListener,
-    drain_deadline: Duration,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let runtime = Runtime::new(&deps)?;
@@ -93,12 +83,11 @@ pub async fn serve(
         .add_service(MediaAdminServiceServer::new(svc));
     let config = ServeConfig::for_service(
         NAME,
-        (grpc, admin),
+        listeners,
         &deps.identity,
         policy(),
         vec![names::CALL, names::MEDIA_ADMIN],
         deps.db,
-        drain_deadline,
     );
     let served = mesh::server::serve(config, routes, shutdown).await;
     // The streams are closed now; the drivers of calls that ended in the drain are still

@@ -312,9 +312,7 @@ async fn start_server(db: &TestDb, a: &Args, keys: &DevKeys) -> Server {
     let (stop, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(memory_svc::serve(
         deps,
-        grpc,
-        admin_l,
-        Duration::from_secs(5),
+        mesh::server::Listeners::new(grpc, admin_l, Duration::from_secs(5)),
         async move {
             let _ = rx.wait_for(|s| *s).await;
         },

@@ -13,9 +13,8 @@ use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
 use mesh::db::Db;
 use mesh::identity::{Identity, names::MEMORY_SVC, scope};
-use mesh::server::ServeConfig;
+use mesh::server::{Listeners, ServeConfig};
 use secrecy::SecretSlice;
-use tokio::net::TcpListener;
 
 use crate::settings::Settings;
 use crate::{service, summarizer};
@@ -120,34 +119,16 @@ pub async fn run(
         identity: p.identity,
     };
     let options = Options::from_settings(&settings)?;
-    serve_with(
-        deps,
-        options,
-        p.grpc,
-        p.admin,
-        settings.common.drain_deadline,
-        shutdown,
-    )
-    .await
+    serve_with(deps, options, p.listeners, shutdown).await
 }
 
 /// Serves on already-bound listeners (tests bind port 0) with the default [`Options`].
 pub async fn serve(
     deps: Deps,
-    grpc: TcpListener,
-    admin: TcpListener,
-    drain_deadline: std::time::Duration,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_with(
-        deps,
-        Options::default(),
-        grpc,
-        admin,
-        drain_deadline,
-        shutdown,
-    )
-    .await
+    serve_with(deps, Options::default(), listeners, shutdown).await
 }
 
 /// Serves with explicit options; runs the background purge (when enabled) until the server
@@ -155,9 +136,7 @@ pub async fn serve(
 pub async fn serve_with(
     deps: Deps,
     options: Options,
-    grpc: TcpListener,
-    admin: TcpListener,
-    drain_deadline: std::time::Duration,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let purge_interval = options.purge_interval;
@@ -167,12 +146,11 @@ pub async fn serve_with(
         .add_service(MemoryAdminServiceServer::new(svc));
     let config = ServeConfig::for_service(
         NAME,
-        (grpc, admin),
+        listeners,
         &deps.identity,
         policy(),
         vec![names::MEMORY, names::MEMORY_ADMIN],
         deps.db,
-        drain_deadline,
     );
     let result = mesh::server::serve(config, routes, shutdown).await;
     if let Some(task) = purge {

@@ -442,17 +442,37 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
 }
 
+/// Where a gRPC service serves: its two listeners, bound by the caller (the binary from its
+/// settings, tests on port 0), and how long it drains in-flight work once told to stop.
+pub struct Listeners {
+    /// gRPC listener.
+    pub grpc: TcpListener,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: TcpListener,
+    /// How long in-flight RPCs and streams may run on after shutdown begins.
+    pub drain_deadline: Duration,
+}
+
+impl Listeners {
+    /// The listeners and the drain deadline, together.
+    pub fn new(grpc: TcpListener, admin: TcpListener, drain_deadline: Duration) -> Self {
+        Self {
+            grpc,
+            admin,
+            drain_deadline,
+        }
+    }
+}
+
 /// What a service binary prepares before serving: its identity, its self-checked pool and its
-/// two bound listeners.
+/// bound listeners.
 pub struct Prepared {
     /// Signing key and trust bundle.
     pub identity: crate::identity::Identity,
     /// Pool logged in as the service's role, which passed [`crate::db::Db::self_check`].
     pub db: crate::db::Db,
-    /// gRPC listener.
-    pub grpc: TcpListener,
-    /// Admin listener.
-    pub admin: TcpListener,
+    /// Both ports, bound, with the settings' drain deadline.
+    pub listeners: Listeners,
 }
 
 /// Loads the identity, connects and self-checks the pool, and binds both ports.
@@ -468,23 +488,25 @@ pub async fn prepare(
     Ok(Prepared {
         identity,
         db,
-        grpc,
-        admin,
+        listeners: Listeners::new(grpc, admin, settings.drain_deadline),
     })
 }
 
 impl ServeConfig {
-    /// The usual configuration of a database-backed gRPC service, on its (gRPC, admin)
-    /// listeners.
+    /// The usual configuration of a database-backed gRPC service, on its listeners.
     pub fn for_service(
         service: &'static str,
-        (grpc_listener, admin_listener): (TcpListener, TcpListener),
+        listeners: Listeners,
         identity: &crate::identity::Identity,
         policy: Policy,
         health_names: Vec<&'static str>,
         db: crate::db::Db,
-        drain_deadline: Duration,
     ) -> Self {
+        let Listeners {
+            grpc: grpc_listener,
+            admin: admin_listener,
+            drain_deadline,
+        } = listeners;
         Self {
             service,
             grpc_listener,

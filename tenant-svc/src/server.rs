@@ -12,8 +12,7 @@ use mesh::api::tenant::tenant_service_server::TenantServiceServer;
 use mesh::auth::{Policy, Rule};
 use mesh::db::Db;
 use mesh::identity::{Identity, names::TENANT_SVC, scope};
-use mesh::server::ServeConfig;
-use tokio::net::TcpListener;
+use mesh::server::{Listeners, ServeConfig};
 
 use crate::settings::Settings;
 use crate::{routing, service};
@@ -92,22 +91,13 @@ pub async fn run(
         legacy,
         webhook_allow_insecure: settings.webhook_allow_insecure,
     };
-    serve(
-        deps,
-        p.grpc,
-        p.admin,
-        settings.common.drain_deadline,
-        shutdown,
-    )
-    .await
+    serve(deps, p.listeners, shutdown).await
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
 pub async fn serve(
     deps: Deps,
-    grpc: TcpListener,
-    admin: TcpListener,
-    drain_deadline: std::time::Duration,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let svc = service::TenantSvc::new(deps.clone());
@@ -122,12 +112,11 @@ pub async fn serve(
         .add_service(EdgeServiceServer::new(svc));
     let config = ServeConfig::for_service(
         NAME,
-        (grpc, admin),
+        listeners,
         &deps.identity,
         policy(),
         vec![names::TENANT_ADMIN, names::TENANT, names::TENANT_EDGE],
         deps.db,
-        drain_deadline,
     );
     mesh::server::serve(config, routes, shutdown).await?;
     Ok(())

@@ -101,7 +101,11 @@ async fn start_tenant(
         // Tests point webhooks at receivers on 127.0.0.1 over http.
         webhook_allow_insecure: true,
     };
-    let task = tokio::spawn(tenant_svc::serve(deps, g, a, DRAIN, shutdown));
+    let task = tokio::spawn(tenant_svc::serve(
+        deps,
+        mesh::server::Listeners::new(g, a, DRAIN),
+        shutdown,
+    ));
     (tenant, legacy_secret, task)
 }
 
@@ -118,7 +122,11 @@ async fn start_memory(
     };
     (
         memory,
-        tokio::spawn(memory_svc::serve(deps, g, a, DRAIN, shutdown)),
+        tokio::spawn(memory_svc::serve(
+            deps,
+            mesh::server::Listeners::new(g, a, DRAIN),
+            shutdown,
+        )),
     )
 }
 
@@ -213,7 +221,11 @@ impl Mesh {
         };
         tasks.push((
             names::MEDIA_SVC,
-            tokio::spawn(media_svc::serve(deps, g, a, DRAIN, shutdown())),
+            tokio::spawn(media_svc::serve(
+                deps,
+                mesh::server::Listeners::new(g, a, DRAIN),
+                shutdown(),
+            )),
         ));
 
         let twilio_auth_token = uuid::Uuid::new_v4().simple().to_string();

@@ -90,9 +90,7 @@ impl Svc {
             };
             tasks.push(tokio::spawn(tenant_svc::serve(
                 deps,
-                g,
-                a,
-                Duration::from_secs(2),
+                mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
                 shutdown(&stop_rx),
             )));
             format!("http://{addr}")
@@ -117,9 +115,7 @@ impl Svc {
         };
         tasks.push(tokio::spawn(media_svc::serve(
             deps,
-            g,
-            a,
-            Duration::from_secs(2),
+            mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
             shutdown(&stop_rx),
         )));
         Svc {

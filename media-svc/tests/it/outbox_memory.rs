@@ -60,9 +60,7 @@ async fn post_call_record_waits_for_memory_svc_and_lands_once() {
             db: svc.db.db_for_role("memory_svc").await,
             identity: svc.keys.identity(names::MEMORY_SVC),
         },
-        grpc,
-        admin,
-        Duration::from_secs(2),
+        mesh::server::Listeners::new(grpc, admin, Duration::from_secs(2)),
         async move {
             let mut s = stopped;
             let _ = s.wait_for(|v| *v).await;

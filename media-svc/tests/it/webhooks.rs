@@ -318,9 +318,7 @@ impl Mesh {
                 // Receivers here are plain-http loopback servers.
                 webhook_allow_insecure: true,
             },
-            g,
-            a,
-            Duration::from_secs(2),
+            mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
             shutdown(&stop_rx),
         )));
         let (g, a, memory) = ports().await;
@@ -329,9 +327,7 @@ impl Mesh {
                 db: db.db_for_role("memory_svc").await,
                 identity: keys.identity(names::MEMORY_SVC),
             },
-            g,
-            a,
-            Duration::from_secs(2),
+            mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
             shutdown(&stop_rx),
         )));
         let mut calls = CallConfig::local(format!("http://{tenant}"), format!("http://{memory}"));
@@ -344,9 +340,7 @@ impl Mesh {
                 identity: keys.identity(names::MEDIA_SVC),
                 calls,
             },
-            g,
-            a,
-            Duration::from_secs(2),
+            mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
             shutdown(&stop_rx),
         )));
         Mesh {

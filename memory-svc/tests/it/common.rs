@@ -54,9 +54,7 @@ impl Svc {
         let task = tokio::spawn(memory_svc::serve_with(
             deps,
             options,
-            grpc,
-            admin,
-            Duration::from_secs(5),
+            mesh::server::Listeners::new(grpc, admin, Duration::from_secs(5)),
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },

@@ -79,9 +79,7 @@ async fn serve(db: &TestDb, keys: &DevKeys) -> Vec<EdgeServiceClient<Channel>> {
     let addr = grpc.local_addr().unwrap();
     tokio::spawn(tenant_svc::serve(
         deps,
-        grpc,
-        admin_l,
-        Duration::from_secs(1),
+        mesh::server::Listeners::new(grpc, admin_l, Duration::from_secs(1)),
         std::future::pending(),
     ));
     let mut clients = Vec::new();

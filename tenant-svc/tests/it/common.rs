@@ -38,9 +38,7 @@ pub async fn serve(
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(tenant_svc::serve(
         deps,
-        grpc,
-        admin,
-        Duration::from_secs(1),
+        mesh::server::Listeners::new(grpc, admin, Duration::from_secs(1)),
         async {
             let _ = rx.await;
         },
