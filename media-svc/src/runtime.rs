@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh::db::Db;
-use mesh::identity::Identity;
+use mesh::server::Core;
 
 use crate::backend::{self, AiBackend};
 use crate::settings::{BackendChoice, CallConfig};
@@ -17,10 +17,8 @@ use crate::{outbound, peers, twilio, webhooks};
 /// What the handlers need.
 #[derive(Clone)]
 pub struct Deps {
-    /// Pool logged in as the service's own role.
-    pub db: Db,
-    /// This service's key and trust bundle.
-    pub identity: Identity,
+    /// The pool (logged in as the service's own role) and the identity.
+    pub core: Core,
     /// Backend, peers, Twilio, outbox.
     pub calls: CallConfig,
 }
@@ -65,11 +63,11 @@ impl Runtime {
             }),
         };
         Ok(Self {
-            db: deps.db.clone(),
+            db: deps.core.db.clone(),
             peers: peers::Peers::new(
                 &c.tenant_svc_url,
                 &c.memory_svc_url,
-                deps.identity.clone(),
+                deps.core.identity.clone(),
                 c.peer_timeout,
             )?,
             backend,

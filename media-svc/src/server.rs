@@ -48,21 +48,6 @@ pub fn policy() -> Policy {
         )
 }
 
-/// Connects to the database (self-checked), loads the identity, binds the ports and serves
-/// until `shutdown` resolves.
-pub async fn run(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let p = mesh::server::prepare(NAME, &settings.common).await?;
-    let deps = Deps {
-        db: p.db,
-        identity: p.identity,
-        calls: settings.calls,
-    };
-    serve(deps, p.listeners, shutdown).await
-}
-
 /// Serves on already-bound listeners (tests bind port 0).
 pub async fn serve(
     deps: Deps,
@@ -81,14 +66,7 @@ pub async fn serve(
     let svc = service::MediaSvc::new(runtime);
     let routes = tonic::service::Routes::new(CallServiceServer::new(svc.clone()))
         .add_service(MediaAdminServiceServer::new(svc));
-    let config = ServeConfig::for_service(
-        NAME,
-        listeners,
-        &deps.identity,
-        policy(),
-        vec![names::CALL, names::MEDIA_ADMIN],
-        deps.db,
-    );
+    let config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);
     let served = mesh::server::serve(config, routes, shutdown).await;
     // The streams are closed now; the drivers of calls that ended in the drain are still
     // writing their final rows and outbox entries.
@@ -112,4 +90,18 @@ pub async fn serve(
     let _ = webhook_worker.await;
     served?;
     Ok(())
+}
+
+/// Connects to the database (self-checked), loads the identity, binds the ports and serves
+/// until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let p = mesh::server::prepare(NAME, &settings.common).await?;
+    let deps = Deps {
+        core: p.core,
+        calls: settings.calls,
+    };
+    serve(deps, p.listeners, shutdown).await
 }

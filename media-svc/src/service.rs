@@ -345,8 +345,7 @@ impl media_admin_service_server::MediaAdminService for MediaSvc {
         &self,
         request: Request<EraseTenantRequest>,
     ) -> Result<Response<EraseTenantResponse>, Status> {
-        let (issuer, customer) =
-            operator_target(&request, "customer_id", request.get_ref().customer_id)?;
+        let (issuer, customer) = operator_target(&request, |r| r.customer_id)?;
         let counts = self
             .deps
             .db

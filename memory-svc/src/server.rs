@@ -11,8 +11,7 @@ use mesh::api::memory::memory_admin_service_server::MemoryAdminServiceServer;
 use mesh::api::memory::memory_service_server::MemoryServiceServer;
 use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
-use mesh::db::Db;
-use mesh::identity::{Identity, names::MEMORY_SVC, scope};
+use mesh::identity::{names::MEMORY_SVC, scope};
 use mesh::server::{Listeners, ServeConfig};
 use secrecy::SecretSlice;
 
@@ -49,14 +48,8 @@ pub fn policy() -> Policy {
         )
 }
 
-/// What the handlers need.
-#[derive(Clone)]
-pub struct Deps {
-    /// Pool logged in as the service's own role.
-    pub db: Db,
-    /// This service's key and trust bundle.
-    pub identity: Identity,
-}
+/// What the handlers need: the pool (logged in as `memory_svc`) and the identity, nothing more.
+pub type Deps = mesh::server::Core;
 
 /// Behaviour beyond the dependencies (defaults: heuristic summarizer, no background purge, audit
 /// key from the database).
@@ -107,21 +100,6 @@ impl Options {
     }
 }
 
-/// Connects to the database (self-checked), loads the identity, binds the ports and serves
-/// until `shutdown` resolves.
-pub async fn run(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let p = mesh::server::prepare(NAME, &settings.common).await?;
-    let deps = Deps {
-        db: p.db,
-        identity: p.identity,
-    };
-    let options = Options::from_settings(&settings)?;
-    serve_with(deps, options, p.listeners, shutdown).await
-}
-
 /// Serves on already-bound listeners (tests bind port 0) with the default [`Options`].
 pub async fn serve(
     deps: Deps,
@@ -144,14 +122,7 @@ pub async fn serve_with(
     let purge = purge_interval.map(|every| tokio::spawn(purge_loop(svc.clone(), every)));
     let routes = tonic::service::Routes::new(MemoryServiceServer::new(svc.clone()))
         .add_service(MemoryAdminServiceServer::new(svc));
-    let config = ServeConfig::for_service(
-        NAME,
-        listeners,
-        &deps.identity,
-        policy(),
-        vec![names::MEMORY, names::MEMORY_ADMIN],
-        deps.db,
-    );
+    let config = ServeConfig::for_service(NAME, policy(), listeners, &deps);
     let result = mesh::server::serve(config, routes, shutdown).await;
     if let Some(task) = purge {
         task.abort();
@@ -173,4 +144,16 @@ async fn purge_loop(svc: service::MemorySvc, every: Duration) {
             Err(e) => tracing::warn!(error = %e, "purging expired memories failed"),
         }
     }
+}
+
+/// Connects to the database (self-checked), loads the identity, binds the ports and serves
+/// until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let p = mesh::server::prepare(NAME, &settings.common).await?;
+    let deps = p.core;
+    let options = Options::from_settings(&settings)?;
+    serve_with(deps, options, p.listeners, shutdown).await
 }

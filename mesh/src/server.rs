@@ -44,7 +44,7 @@ pub struct ServeConfig {
     /// Which token kind and scope each RPC needs.
     pub policy: Arc<Policy>,
     /// Full names of the gRPC services served, reported by the health service.
-    pub health_names: Vec<&'static str>,
+    pub health_names: Vec<String>,
     /// Readiness probe for `/readyz`.
     pub readiness: ReadinessCheck,
     /// How long in-flight RPCs and streams may run after shutdown begins.
@@ -95,7 +95,7 @@ pub async fn shutdown_signal() {
 /// and older clients), and the reporter that flips health when draining begins.
 async fn with_health_and_reflection(
     routes: Routes,
-    health_names: &[&'static str],
+    health_names: &[String],
 ) -> (tonic_health::server::HealthReporter, Routes) {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, health_names, ServingStatus::Serving).await;
@@ -120,12 +120,12 @@ async fn with_health_and_reflection(
 /// Sets the server-wide health ("") and every named service's to `status`.
 async fn set_health(
     reporter: &tonic_health::server::HealthReporter,
-    names: &[&'static str],
+    names: &[String],
     status: ServingStatus,
 ) {
     reporter.set_service_status("", status).await;
     for name in names {
-        reporter.set_service_status(*name, status).await;
+        reporter.set_service_status(name, status).await;
     }
 }
 
@@ -464,13 +464,20 @@ impl Listeners {
     }
 }
 
-/// What a service binary prepares before serving: its identity, its self-checked pool and its
-/// bound listeners.
-pub struct Prepared {
-    /// Signing key and trust bundle.
-    pub identity: crate::identity::Identity,
+/// What every database-backed service holds: its pool and its identity.
+#[derive(Clone)]
+pub struct Core {
     /// Pool logged in as the service's role, which passed [`crate::db::Db::self_check`].
     pub db: crate::db::Db,
+    /// Signing key and trust bundle.
+    pub identity: crate::identity::Identity,
+}
+
+/// What a service binary prepares before serving: its pool and identity, and its bound
+/// listeners.
+pub struct Prepared {
+    /// The self-checked pool and the identity.
+    pub core: Core,
     /// Both ports, bound, with the settings' drain deadline.
     pub listeners: Listeners,
 }
@@ -486,21 +493,20 @@ pub async fn prepare(
     let grpc = bind(settings.grpc_addr, &format!("{service} gRPC")).await?;
     let admin = bind(settings.admin_addr, &format!("{service} admin")).await?;
     Ok(Prepared {
-        identity,
-        db,
+        core: Core { db, identity },
         listeners: Listeners::new(grpc, admin, settings.drain_deadline),
     })
 }
 
 impl ServeConfig {
-    /// The usual configuration of a database-backed gRPC service, on its listeners.
+    /// The usual configuration of a database-backed gRPC service on its listeners: tokens
+    /// addressed to `service` are checked against `policy`, health is reported for every gRPC
+    /// service the policy names, and `/readyz` follows the pool.
     pub fn for_service(
         service: &'static str,
-        listeners: Listeners,
-        identity: &crate::identity::Identity,
         policy: Policy,
-        health_names: Vec<&'static str>,
-        db: crate::db::Db,
+        listeners: Listeners,
+        core: &Core,
     ) -> Self {
         let Listeners {
             grpc: grpc_listener,
@@ -511,10 +517,10 @@ impl ServeConfig {
             service,
             grpc_listener,
             admin_listener,
-            verifier: identity.verifier(service),
+            verifier: core.identity.verifier(service),
+            health_names: policy.service_names(),
             policy: Arc::new(policy),
-            health_names,
-            readiness: db_readiness(db),
+            readiness: db_readiness(core.db.clone()),
             drain_deadline,
         }
     }

@@ -10,9 +10,8 @@ use mesh::api::tenant::edge_service_server::EdgeServiceServer;
 use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
 use mesh::api::tenant::tenant_service_server::TenantServiceServer;
 use mesh::auth::{Policy, Rule};
-use mesh::db::Db;
-use mesh::identity::{Identity, names::TENANT_SVC, scope};
-use mesh::server::{Listeners, ServeConfig};
+use mesh::identity::{names::TENANT_SVC, scope};
+use mesh::server::{Core, Listeners, ServeConfig};
 
 use crate::settings::Settings;
 use crate::{routing, service};
@@ -63,14 +62,37 @@ pub fn policy() -> Policy {
 /// What the handlers need.
 #[derive(Clone)]
 pub struct Deps {
-    /// Pool logged in as `tenant_svc`.
-    pub db: Db,
-    /// tenant-svc's key (mints tenant tokens) and trust bundle.
-    pub identity: Identity,
+    /// The pool (logged in as the service's own role) and the identity (tenant-svc's key
+    /// mints tenant tokens).
+    pub core: Core,
     /// Verifier of legacy HS256 tokens (`JWT_SECRET_KEY`); `None` disables the exchange.
     pub legacy: Option<mesh::auth::LegacyVerifier>,
     /// `WEBHOOK_ALLOW_INSECURE` (see [`Settings::webhook_allow_insecure`]); `false` in production.
     pub webhook_allow_insecure: bool,
+}
+
+/// Serves on already-bound listeners (tests bind port 0).
+pub async fn serve(
+    deps: Deps,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let svc = service::TenantSvc::new(deps.clone());
+    // Keeps the routing cache in step with the database; ends with this function.
+    let listener = tokio::spawn(routing::listen(
+        deps.core.db.clone(),
+        svc.routing().clone(),
+        {
+            let svc = svc.clone();
+            move || svc.forget_defaults()
+        },
+    ));
+    let _listener = tokio_util::task::AbortOnDropHandle::new(listener);
+    let routes = tonic::service::Routes::new(TenantAdminServiceServer::new(svc.clone()))
+        .add_service(TenantServiceServer::new(svc.clone()))
+        .add_service(EdgeServiceServer::new(svc));
+    let config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);
+    Ok(mesh::server::serve(config, routes, shutdown).await?)
 }
 
 /// Connects to the database (self-checked), loads the identity, binds the ports and serves
@@ -86,38 +108,9 @@ pub async fn run(
         .map(mesh::auth::LegacyVerifier::new)
         .transpose()?;
     let deps = Deps {
-        db: p.db,
-        identity: p.identity,
+        core: p.core,
         legacy,
         webhook_allow_insecure: settings.webhook_allow_insecure,
     };
     serve(deps, p.listeners, shutdown).await
-}
-
-/// Serves on already-bound listeners (tests bind port 0).
-pub async fn serve(
-    deps: Deps,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let svc = service::TenantSvc::new(deps.clone());
-    // Keeps the routing cache in step with the database; ends with this function.
-    let listener = tokio::spawn(routing::listen(deps.db.clone(), svc.routing().clone(), {
-        let svc = svc.clone();
-        move || svc.forget_defaults()
-    }));
-    let _listener = tokio_util::task::AbortOnDropHandle::new(listener);
-    let routes = tonic::service::Routes::new(TenantAdminServiceServer::new(svc.clone()))
-        .add_service(TenantServiceServer::new(svc.clone()))
-        .add_service(EdgeServiceServer::new(svc));
-    let config = ServeConfig::for_service(
-        NAME,
-        listeners,
-        &deps.identity,
-        policy(),
-        vec![names::TENANT_ADMIN, names::TENANT, names::TENANT_EDGE],
-        deps.db,
-    );
-    mesh::server::serve(config, routes, shutdown).await?;
-    Ok(())
 }

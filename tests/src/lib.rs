@@ -95,8 +95,10 @@ async fn start_tenant(
         uuid::Uuid::new_v4().simple()
     ));
     let deps = tenant_svc::Deps {
-        db: db.db_for_role("tenant_svc").await,
-        identity: keys.identity(names::TENANT_SVC),
+        core: mesh::server::Core {
+            db: db.db_for_role("tenant_svc").await,
+            identity: keys.identity(names::TENANT_SVC),
+        },
         legacy: Some(LegacyVerifier::new(&legacy_secret).expect("64-byte secret")),
         // Tests point webhooks at receivers on 127.0.0.1 over http.
         webhook_allow_insecure: true,
@@ -215,8 +217,10 @@ impl Mesh {
             adjust(&mut calls);
         }
         let deps = media_svc::Deps {
-            db: db.db_for_role("media_svc").await,
-            identity: keys.identity(names::MEDIA_SVC),
+            core: mesh::server::Core {
+                db: db.db_for_role("media_svc").await,
+                identity: keys.identity(names::MEDIA_SVC),
+            },
             calls,
         };
         tasks.push((

@@ -83,8 +83,10 @@ impl Svc {
             let addr = g.local_addr().unwrap();
             tenant_addr = Some(addr);
             let deps = tenant_svc::Deps {
-                db: db.db_for_role("tenant_svc").await,
-                identity: keys.identity(names::TENANT_SVC),
+                core: mesh::server::Core {
+                    db: db.db_for_role("tenant_svc").await,
+                    identity: keys.identity(names::TENANT_SVC),
+                },
                 legacy: None,
                 webhook_allow_insecure: false,
             };
@@ -109,8 +111,10 @@ impl Svc {
             db_config.statement_timeout = statement_timeout;
         }
         let deps = media_svc::Deps {
-            db: mesh::db::Db::connect(&db_config).await.unwrap(),
-            identity: keys.identity(names::MEDIA_SVC),
+            core: mesh::server::Core {
+                db: mesh::db::Db::connect(&db_config).await.unwrap(),
+                identity: keys.identity(names::MEDIA_SVC),
+            },
             calls,
         };
         tasks.push(tokio::spawn(media_svc::serve(

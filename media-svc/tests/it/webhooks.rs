@@ -312,8 +312,10 @@ impl Mesh {
         let (g, a, tenant) = ports().await;
         tasks.push(tokio::spawn(tenant_svc::serve(
             tenant_svc::Deps {
-                db: db.db_for_role("tenant_svc").await,
-                identity: keys.identity(names::TENANT_SVC),
+                core: mesh::server::Core {
+                    db: db.db_for_role("tenant_svc").await,
+                    identity: keys.identity(names::TENANT_SVC),
+                },
                 legacy: None,
                 // Receivers here are plain-http loopback servers.
                 webhook_allow_insecure: true,
@@ -336,8 +338,10 @@ impl Mesh {
         let (g, a, media) = ports().await;
         tasks.push(tokio::spawn(media_svc::serve(
             media_svc::Deps {
-                db: db.db_for_role("media_svc").await,
-                identity: keys.identity(names::MEDIA_SVC),
+                core: mesh::server::Core {
+                    db: db.db_for_role("media_svc").await,
+                    identity: keys.identity(names::MEDIA_SVC),
+                },
                 calls,
             },
             mesh::server::Listeners::new(g, a, Duration::from_secs(2)),

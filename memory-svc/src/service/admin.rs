@@ -27,8 +27,7 @@ impl memory_admin_service_server::MemoryAdminService for MemorySvc {
         &self,
         request: Request<EraseTenantRequest>,
     ) -> Result<Response<EraseTenantResponse>, Status> {
-        let (issuer, customer) =
-            operator_target(&request, "customer_id", request.get_ref().customer_id)?;
+        let (issuer, customer) = operator_target(&request, |r| r.customer_id)?;
         let counts: Vec<TableCount> = self
             .db()
             .tenant_tx(customer, async |tx| {

@@ -136,17 +136,16 @@ pub fn service_caller<T>(req: &tonic::Request<T>) -> Result<&ServiceCaller, toni
 }
 
 /// An operator's request about one tenant (erasure, for one): the calling service's name and
-/// the tenant the request names in `field`, refused with INVALID_ARGUMENT naming the field when
-/// it is not a customer id. The tenant is recorded on the rpc span from here on, since the
-/// operator's token named none.
+/// the tenant the request names in its `customer_id` field (read by `customer_id`), refused
+/// with INVALID_ARGUMENT naming that field when it is not a customer id. The tenant is recorded
+/// on the rpc span from here on, since the operator's token named none.
 pub fn operator_target<T>(
     req: &tonic::Request<T>,
-    field: &str,
-    id: i64,
+    customer_id: impl FnOnce(&T) -> i64,
 ) -> Result<(String, crate::domain::CustomerId), tonic::Status> {
     let issuer = service_caller(req)?.issuer.clone();
-    let customer = crate::domain::CustomerId::new(id)
-        .map_err(|e| tonic::Status::invalid_argument(format!("{field}: {e}")))?;
+    let customer = crate::domain::CustomerId::new(customer_id(req.get_ref()))
+        .map_err(|e| tonic::Status::invalid_argument(format!("customer_id: {e}")))?;
     crate::telemetry::record_customer(customer);
     Ok((issuer, customer))
 }

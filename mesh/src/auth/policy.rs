@@ -109,6 +109,20 @@ impl Policy {
         self
     }
 
+    /// The full names of the gRPC services this policy has rules for, sorted (what the health
+    /// service reports on: a service is declared once, here).
+    pub fn service_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .rules
+            .keys()
+            .filter_map(|path| path.trim_start_matches('/').split_once('/'))
+            .map(|(service, _)| service.to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The rule for a path, if any.
     pub fn get(&self, path: &str) -> Option<&Rule> {
         self.rules.get(path)
@@ -150,6 +164,30 @@ mod tests {
         assert!(!Policy::is_public(
             "/neurosphere.tenant.v1.EdgeService/ResolveNumber"
         ));
+    }
+
+    #[test]
+    fn the_services_a_policy_names_are_listed_once_each_in_order() {
+        let policy = Policy::new()
+            .service_methods(
+                "neurosphere.tenant.v1.TenantService",
+                &[
+                    ("GetMyCustomer", Rule::tenant("tenant:read")),
+                    ("UpdateAgentConfig", Rule::tenant("tenant:write")),
+                ],
+            )
+            .service_methods(
+                "neurosphere.tenant.v1.EdgeService",
+                &[("ResolveNumber", Rule::service("tenant:resolve"))],
+            );
+        assert_eq!(
+            policy.service_names(),
+            [
+                "neurosphere.tenant.v1.EdgeService",
+                "neurosphere.tenant.v1.TenantService"
+            ]
+        );
+        assert!(Policy::new().service_names().is_empty());
     }
 
     #[test]

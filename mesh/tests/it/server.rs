@@ -86,7 +86,7 @@ async fn start(drain: Duration) -> Running {
             "/neurosphere.tenant.v1.EdgeService/ResolveNumber",
             Rule::service("tenant:resolve"),
         )),
-        health_names: vec!["neurosphere.tenant.v1.EdgeService"],
+        health_names: vec!["neurosphere.tenant.v1.EdgeService".to_owned()],
         readiness,
         drain_deadline: drain,
     };

@@ -69,8 +69,10 @@ async fn serve(db: &TestDb, keys: &DevKeys) -> Vec<EdgeServiceClient<Channel>> {
     let mut config = db.db_config_for_role("tenant_svc");
     config.max_connections = 16;
     let deps = tenant_svc::Deps {
-        db: mesh::db::Db::connect(&config).await.expect("pool"),
-        identity: keys.identity(names::TENANT_SVC),
+        core: mesh::server::Core {
+            db: mesh::db::Db::connect(&config).await.expect("pool"),
+            identity: keys.identity(names::TENANT_SVC),
+        },
         legacy: None,
         webhook_allow_insecure: false,
     };

@@ -118,7 +118,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         let package_tier = validate::package_tier("package_tier", &r.package_tier)?;
         let overrides =
             Overrides::default().apply(&r.agent_config.unwrap_or_default(), &[], "agent_config")?;
-        let db = &self.deps.db;
+        let db = &self.deps.core.db;
         let id = db
             .service_tx(async |tx| store::next_customer_id(tx).await)
             .await?;
@@ -167,6 +167,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         let after = parse_page_token(&r.page_token)?.unwrap_or(0);
         let mut ids = self
             .deps
+            .core
             .db
             .service_tx(async |tx| store::list_customer_ids(tx, after, size as i32 + 1).await)
             .await?;
@@ -175,6 +176,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         // Each customer is read under its own tenant context, like any other read.
         let reads = ids.iter().map(|&id| {
             self.deps
+                .core
                 .db
                 .tenant_tx(id, async move |tx| store::get_customer(tx, id).await)
         });
@@ -228,6 +230,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         };
         let assigned = self
             .deps
+            .core
             .db
             .tenant_tx(id, async |tx| {
                 store::require_customer(tx, id).await?;
@@ -258,6 +261,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         let id = target_customer("customer_id", r.customer_id)?;
         let number = phone_number("number", &r.number)?;
         self.deps
+            .core
             .db
             .tenant_tx(id, async |tx| {
                 store::release_number(tx, id, &number).await?;
@@ -276,6 +280,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
     ) -> RpcResult<DeleteCustomerResponse> {
         let id = target_customer("customer_id", request.get_ref().customer_id)?;
         self.deps
+            .core
             .db
             .tenant_tx(id, async |tx| store::delete_customer(tx, id).await)
             .await?;
@@ -290,6 +295,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
     ) -> RpcResult<GetPlatformDefaultsResponse> {
         let d = self
             .deps
+            .core
             .db
             .service_tx(async |tx| store::load_defaults(tx).await)
             .await?;
@@ -308,6 +314,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let saved = self
             .deps
+            .core
             .db
             .service_tx(async |tx| {
                 let current = store::load_defaults(tx).await?;

@@ -156,6 +156,7 @@ impl TenantSvc {
         };
         let d = Arc::new(
             self.deps
+                .core
                 .db
                 .service_tx(async |tx| store::load_defaults(tx).await)
                 .await?,
@@ -180,6 +181,7 @@ impl TenantSvc {
         let ticket = self.routing.ticket();
         let (id, customer) = self
             .deps
+            .core
             .db
             .resolve_then_tenant_tx(
                 async |tx| store::resolve_number(tx, number, account).await,
@@ -208,6 +210,7 @@ impl TenantSvc {
     ) -> Result<(String, prost_types::Timestamp)> {
         let token = self
             .deps
+            .core
             .identity
             .minter()
             .mint_tenant(id, subject, audiences, scopes, ttl)?;
@@ -216,6 +219,7 @@ impl TenantSvc {
 
     async fn customer(&self, id: CustomerId) -> Result<Customer> {
         self.deps
+            .core
             .db
             .tenant_tx(id, async |tx| store::require_customer(tx, id).await)
             .await
@@ -224,6 +228,7 @@ impl TenantSvc {
     /// The customer without its numbers (call path, profiles).
     async fn customer_core(&self, id: CustomerId) -> Result<Customer> {
         self.deps
+            .core
             .db
             .tenant_tx(id, async |tx| store::require_customer_core(tx, id).await)
             .await
@@ -237,6 +242,7 @@ impl TenantSvc {
     ) -> Result<Customer> {
         let customer = self
             .deps
+            .core
             .db
             .tenant_tx(id, async |tx| {
                 let before = store::require_customer(tx, id).await?;

@@ -90,6 +90,7 @@ impl tenant_service_server::TenantService for TenantSvc {
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let (customer, changes) = self
             .deps
+            .core
             .db
             .tenant_tx(id, async |tx| {
                 let current = store::require_customer(tx, id).await?;
@@ -127,6 +128,7 @@ impl tenant_service_server::TenantService for TenantSvc {
         let before = parse_page_token(&r.page_token)?.unwrap_or(i64::MAX);
         let mut changes = self
             .deps
+            .core
             .db
             .tenant_tx(id, async |tx| {
                 store::list_history(tx, id, before, size + 1).await
@@ -167,6 +169,7 @@ impl tenant_service_server::TenantService for TenantSvc {
         let id = tenant_caller(&request)?.customer_id;
         let (settings, has_webhook_secret) = self
             .deps
+            .core
             .db
             .tenant_tx(id, async |tx| store::get_outbound(tx, id).await)
             .await?;
@@ -188,6 +191,7 @@ impl tenant_service_server::TenantService for TenantSvc {
         let patch = parse_patch(id, update, mask, self.deps.webhook_allow_insecure).await?;
         let (settings, changed) = self
             .deps
+            .core
             .db
             .tenant_tx(id, async |tx| {
                 store::lock_customer(tx, id).await?;
@@ -218,6 +222,7 @@ impl tenant_service_server::TenantService for TenantSvc {
         let secret = webhook::generate();
         let previous_expires = self
             .deps
+            .core
             .db
             .tenant_tx(id, async |tx| {
                 store::lock_customer(tx, id).await?;
@@ -255,6 +260,7 @@ impl tenant_service_server::TenantService for TenantSvc {
         check_event(&r)?;
         let keys = self
             .deps
+            .core
             .db
             .tenant_tx(id, async |tx| store::signing_keys(tx, id).await)
             .await?;

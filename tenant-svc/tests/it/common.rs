@@ -27,8 +27,10 @@ pub async fn serve(
     webhook_allow_insecure: bool,
 ) -> Replica {
     let deps = tenant_svc::Deps {
-        db: db.db_for_role("tenant_svc").await,
-        identity: keys.identity(names::TENANT_SVC),
+        core: mesh::server::Core {
+            db: db.db_for_role("tenant_svc").await,
+            identity: keys.identity(names::TENANT_SVC),
+        },
         legacy,
         webhook_allow_insecure,
     };
