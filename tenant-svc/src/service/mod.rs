@@ -1,11 +1,11 @@
 //! The gRPC handlers of tenant-svc, one module per service:
-//! - [`admin`]: `TenantAdminService` (service tokens, scope `tenant:admin`): customers, numbers,
+//! - `admin`: `TenantAdminService` (service tokens, scope `tenant:admin`): customers, numbers,
 //!   platform defaults, issuing tenant tokens;
-//! - [`tenant`]: `TenantService` (tenant tokens: the customer is always the token's): the
+//! - `tenant`: `TenantService` (tenant tokens: the customer is always the token's): the
 //!   customer's own record, agent configuration and history, outbound-call and webhook settings,
 //!   and signing webhook deliveries with secrets that never leave this service (shown once, when
 //!   created);
-//! - [`edge`]: `EdgeService` (the gateway): number resolution and legacy token exchange.
+//! - `edge`: `EdgeService` (the gateway): number resolution and legacy token exchange.
 //!
 //! Handlers turn requests into checked values (`validate`, `model`, `outbound`), run the
 //! `store` functions in one transaction, and answer; they hold no SQL. What they share lives

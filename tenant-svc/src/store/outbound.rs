@@ -51,7 +51,7 @@ pub async fn get_outbound(tx: &Tx<'_>, id: CustomerId) -> Result<(OutboundSettin
     Ok((settings, r.get("has_secret")))
 }
 
-/// The stored settings (defaults when never set), for an update under [`lock_customer`].
+/// The stored settings (defaults when never set), for an update under [`lock_customer`](super::customers::lock_customer).
 pub async fn load_outbound(tx: &Tx<'_>, id: CustomerId) -> Result<OutboundSettings> {
     Ok(tx
         .query_opt(

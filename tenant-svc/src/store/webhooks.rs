@@ -10,7 +10,7 @@ use tokio_postgres::types::Type;
 
 use crate::error::{Result, TenantError};
 
-/// Makes `secret` the current webhook secret, under [`lock_customer`]. The old current secret
+/// Makes `secret` the current webhook secret, under [`lock_customer`](super::customers::lock_customer). The old current secret
 /// becomes the previous one until the database's `now() + overlap`; a zero overlap drops it.
 /// Returns `None` when there was no secret before, else when the previous secret stops signing.
 pub async fn rotate_webhook_secret(

@@ -2,9 +2,9 @@
 //! Each function names the field in its error, so the client sees exactly what to fix; nothing is
 //! stored unless every field of the request passed.
 //!
-//! One module per subject: [`config`] (the agent configuration and platform defaults),
-//! [`customer`] (a customer's contact fields), [`outbound`] (outbound-call settings: countries,
-//! personas, do-not-call, origins, the hourly limit) and [`url`] (the strict `http(s)` URL parser
+//! One module per subject: `config` (the agent configuration and platform defaults),
+//! `customer` (a customer's contact fields), `outbound` (outbound-call settings: countries,
+//! personas, do-not-call, origins, the hourly limit) and `url` (the strict `http(s)` URL parser
 //! behind the webhook URL and the origins, and the webhook host's address check). The text rules
 //! they share are here.
 
