@@ -253,12 +253,7 @@ pub fn json_to_struct(v: &Json) -> prost_types::Struct {
 }
 
 /// chrono -> protobuf timestamp.
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+pub use mesh::api::timestamp as ts;
 
 /// protobuf timestamp -> chrono, refusing out-of-range values.
 pub fn from_ts(field: &'static str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>> {

@@ -31,6 +31,14 @@ pub use neurosphere::memory::v1 as memory;
 /// `neurosphere.tenant.v1`: customers, numbers, agent configuration, token issuing.
 pub use neurosphere::tenant::v1 as tenant;
 
+/// A UTC time as a protobuf timestamp (every service answers with these).
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).expect("sub-second nanos fit in i32"),
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every proto file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("neurosphere_descriptor");
@@ -51,4 +59,14 @@ pub mod service_names {
     pub const CALL: &str = "neurosphere.media.v1.CallService";
     /// media-svc's admin API.
     pub const MEDIA_ADMIN: &str = "neurosphere.media.v1.MediaAdminService";
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_keep_seconds_and_nanoseconds() {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+        let ts = super::timestamp(t);
+        assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_789));
+    }
 }

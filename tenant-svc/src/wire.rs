@@ -4,16 +4,10 @@
 //! handlers can all use them without importing each other: `model` once took `timestamp` from
 //! `store`, which closed the circle `model -> store -> outbound -> model`.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-/// A protobuf timestamp.
-pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+/// A protobuf timestamp (mesh's, here beside the other conversions).
+pub use mesh::api::timestamp;
 
 /// A value as JSON (for a `jsonb` column or a history entry). The values here are plain data
 /// (strings, numbers, lists, maps with string keys), which always serialize; `null` otherwise.
@@ -29,13 +23,6 @@ pub fn from_json<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Option<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_keep_seconds_and_nanoseconds() {
-        let t = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
-        let ts = timestamp(t);
-        assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_789));
-    }
 
     #[test]
     fn json_round_trips_and_tolerates_null() {

@@ -30,13 +30,7 @@ use crate::error::MediaError;
 
 pub use calls::{CallRow, EndReason, ListFilter, NewCall, NewOutboundCall, StatusUpdate};
 
-/// Proto timestamp of a UTC time.
-pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+pub use mesh::api::timestamp;
 
 /// UTC time of a proto timestamp (`None` when out of range).
 pub fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
