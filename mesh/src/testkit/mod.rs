@@ -48,7 +48,9 @@ use crate::db::{Db, DbConfig};
 mod catalog;
 mod server;
 
-pub use catalog::{assert_rls_everywhere, check_rls_everywhere};
+pub use catalog::{
+    SECURITY_DEFINER_ALLOW_LIST, TENANT_POLICY_EXPR, assert_rls_everywhere, check_rls_everywhere,
+};
 pub use server::TestPostgres;
 use server::connect;
 

@@ -1,10 +1,14 @@
 //! Catalog and source gates (docs/security.md tests 2, 6 and 10): every tenant table is protected
-//! by row-level security (enabled AND forced), views over tenant data are security_invoker, and no
-//! code sets `app.*` with a session-level SET.
+//! by row-level security (enabled AND forced) with policies of the one canonical shape, views over
+//! tenant data are security_invoker, SECURITY DEFINER functions are only the allow-listed ones, and
+//! no code sets an `app` setting for the whole session (a plain SET, or set_config with is_local false).
 
 use std::path::{Path, PathBuf};
 
-use mesh::testkit::{TestDb, assert_rls_everywhere, check_rls_everywhere};
+use mesh::testkit::{
+    SECURITY_DEFINER_ALLOW_LIST, TENANT_POLICY_EXPR, TestDb, assert_rls_everywhere,
+    check_rls_everywhere,
+};
 
 #[tokio::test]
 async fn fully_migrated_database_has_rls_everywhere() {
@@ -133,6 +137,185 @@ async fn catalog_check_catches_unprotected_tables_and_views() {
         .await
         .unwrap();
     assert_rls_everywhere(&admin).await;
+}
+
+/// Offenders mentioning `needle`, to assert on one kind of finding at a time.
+fn naming<'a>(offenders: &'a [String], needle: &str) -> Vec<&'a String> {
+    offenders.iter().filter(|o| o.contains(needle)).collect()
+}
+
+#[tokio::test]
+async fn migrated_tenant_policies_deparse_to_the_canonical_shape() {
+    let db = TestDb::new().await;
+    let admin = db.admin_client().await;
+    // Every policy of the migrated database deparses to the canonical shape, or is an owner policy.
+    let policies: Vec<(String, Option<String>, Option<String>)> = admin
+        .query(
+            "SELECT polname || ' on ' || polrelid::regclass::text, pg_get_expr(polqual, polrelid), \
+                    pg_get_expr(polwithcheck, polrelid) FROM pg_policy \
+             WHERE polroles <> ARRAY['neurosphere_owner'::regrole::oid]",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(policies.len() >= 15, "{policies:#?}");
+    for (name, using, check) in &policies {
+        assert_eq!(using.as_deref(), Some(TENANT_POLICY_EXPR), "{name}");
+        assert_eq!(check.as_deref(), Some(TENANT_POLICY_EXPR), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn catalog_check_catches_policies_of_another_shape() {
+    let db = TestDb::new().await;
+    let admin = db.admin_client().await;
+    admin
+        .batch_execute(
+            "SET ROLE neurosphere_owner;
+             CREATE TABLE app.p (customer_id bigint NOT NULL, owner_id bigint NOT NULL);
+             ALTER TABLE app.p ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE app.p FORCE ROW LEVEL SECURITY;
+             CREATE POLICY good ON app.p TO tenant_svc USING (customer_id = app.current_customer_id())
+                 WITH CHECK (customer_id = app.current_customer_id());
+             CREATE POLICY good_read ON app.p FOR SELECT USING (customer_id = app.current_customer_id());
+             CREATE POLICY good_insert ON app.p FOR INSERT
+                 WITH CHECK (customer_id = app.current_customer_id());
+             CREATE POLICY owner_read ON app.p FOR SELECT TO neurosphere_owner USING (true);
+             CREATE POLICY owner_delete ON app.p FOR DELETE TO neurosphere_owner USING (owner_id > 0);
+             CREATE POLICY always ON app.p TO media_svc USING (true) WITH CHECK (true);
+             CREATE POLICY no_check ON app.p USING (customer_id = app.current_customer_id());
+             CREATE POLICY loose_check ON app.p FOR UPDATE USING (customer_id = app.current_customer_id())
+                 WITH CHECK (true);
+             CREATE POLICY other_column ON app.p USING (owner_id = app.current_customer_id())
+                 WITH CHECK (owner_id = app.current_customer_id());
+             CREATE POLICY widened ON app.p USING (customer_id = app.current_customer_id() OR true)
+                 WITH CHECK (customer_id = app.current_customer_id());
+             CREATE POLICY owner_writes ON app.p TO neurosphere_owner USING (true);
+             CREATE POLICY owner_and_service ON app.p FOR SELECT TO neurosphere_owner, memory_svc
+                 USING (true);
+             RESET ROLE;",
+        )
+        .await
+        .unwrap();
+    let offenders = check_rls_everywhere(&admin).await;
+    for fine in [
+        "good ",
+        "good_read ",
+        "good_insert ",
+        "owner_read ",
+        "owner_delete ",
+    ] {
+        assert!(
+            naming(&offenders, &format!("policy {fine}")).is_empty(),
+            "{fine}: {offenders:#?}"
+        );
+    }
+    assert_eq!(
+        naming(&offenders, "policy always ").len(),
+        2,
+        "{offenders:#?}"
+    );
+    assert!(naming(&offenders, "policy no_check ")[0].contains("WITH CHECK (missing)"));
+    assert!(naming(&offenders, "policy loose_check ")[0].contains("WITH CHECK true"));
+    assert_eq!(
+        naming(&offenders, "policy other_column ").len(),
+        2,
+        "{offenders:#?}"
+    );
+    assert_eq!(
+        naming(&offenders, "policy widened ").len(),
+        1,
+        "{offenders:#?}"
+    );
+    assert!(naming(&offenders, "policy owner_writes ")[0].contains("not FOR SELECT"));
+    assert_eq!(naming(&offenders, "policy owner_and_service ").len(), 1);
+    assert_eq!(offenders.len(), 9, "{offenders:#?}");
+
+    admin
+        .batch_execute(
+            "DROP POLICY always ON app.p; DROP POLICY no_check ON app.p;
+             DROP POLICY loose_check ON app.p; DROP POLICY other_column ON app.p;
+             DROP POLICY widened ON app.p; DROP POLICY owner_writes ON app.p;
+             DROP POLICY owner_and_service ON app.p;",
+        )
+        .await
+        .unwrap();
+    assert_rls_everywhere(&admin).await;
+}
+
+#[tokio::test]
+async fn security_definer_functions_are_the_allow_listed_ones_pinned_and_private() {
+    let db = TestDb::new().await;
+    let admin = db.admin_client().await;
+    // Every allow-listed function exists as listed (the list never holds stale entries).
+    for (signature, result) in SECURITY_DEFINER_ALLOW_LIST {
+        let row = admin
+            .query_one(
+                "SELECT prosecdef, pg_get_function_result(oid) FROM pg_proc \
+                 WHERE oid = $1::text::regprocedure",
+                &[signature],
+            )
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0), "{signature}");
+        assert_eq!(row.get::<_, String>(1), *result, "{signature}");
+    }
+    admin
+        .batch_execute(
+            "SET ROLE neurosphere_owner;
+             CREATE FUNCTION app.peek(p bigint) RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+                 SET search_path = pg_catalog, pg_temp AS $$ SELECT 'x' $$;
+             REVOKE ALL ON FUNCTION app.peek(bigint) FROM PUBLIC;
+             CREATE FUNCTION tenant.resolve_number(p text) RETURNS bigint LANGUAGE sql
+                 SECURITY DEFINER AS $$ SELECT 1::bigint $$;
+             CREATE FUNCTION app.invoker() RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$;
+             DROP FUNCTION media.webhook_due_tenants(integer);
+             CREATE FUNCTION media.webhook_due_tenants(max_tenants integer)
+                 RETURNS TABLE (customer_id bigint, url text) LANGUAGE sql STABLE SECURITY DEFINER
+                 SET search_path = pg_catalog, pg_temp AS $$ SELECT 1::bigint, 'u' $$;
+             REVOKE ALL ON FUNCTION media.webhook_due_tenants(integer) FROM PUBLIC;
+             ALTER FUNCTION tenant.list_customer_ids(bigint, integer) RESET search_path;
+             ALTER FUNCTION memory.purge_expired_memories(integer)
+                 SET search_path = pg_temp, pg_catalog;
+             GRANT EXECUTE ON FUNCTION media.outbox_due_tenants(integer) TO PUBLIC;
+             RESET ROLE;",
+        )
+        .await
+        .unwrap();
+    let offenders = check_rls_everywhere(&admin).await;
+    let peek = naming(&offenders, "app.peek(bigint)");
+    assert_eq!(peek.len(), 1, "{offenders:#?}");
+    assert!(peek[0].contains("not in SECURITY_DEFINER_ALLOW_LIST"));
+    // An overload of an allowed name is another function: unlisted (and unpinned).
+    let overload = naming(&offenders, "tenant.resolve_number(text)");
+    assert_eq!(overload.len(), 2, "{offenders:#?}");
+    assert!(
+        naming(&offenders, "app.invoker").is_empty(),
+        "{offenders:#?}"
+    );
+    let widened = naming(&offenders, "media.webhook_due_tenants(integer)");
+    assert!(widened[0].contains("the allow-list says TABLE(customer_id bigint)"));
+    assert!(naming(&offenders, "tenant.list_customer_ids")[0].contains("search_path"));
+    assert!(naming(&offenders, "memory.purge_expired")[0].contains("search_path"));
+    assert!(naming(&offenders, "media.outbox_due_tenants")[0].contains("PUBLIC"));
+    assert_eq!(offenders.len(), 7, "{offenders:#?}");
+
+    admin
+        .batch_execute(
+            "DROP FUNCTION app.peek(bigint); DROP FUNCTION tenant.resolve_number(text);
+             REVOKE EXECUTE ON FUNCTION media.outbox_due_tenants(integer) FROM PUBLIC;
+             ALTER FUNCTION memory.purge_expired_memories(integer)
+                 SET search_path = pg_catalog, pg_temp;
+             ALTER FUNCTION tenant.list_customer_ids(bigint, integer)
+                 SET search_path = pg_catalog, pg_temp;",
+        )
+        .await
+        .unwrap();
+    let offenders = check_rls_everywhere(&admin).await;
+    assert_eq!(offenders.len(), 1, "{offenders:#?}");
 }
 
 /// Directories never scanned by the grep gate.
