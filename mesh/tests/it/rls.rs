@@ -296,6 +296,7 @@ async fn pool_of_one_never_leaks_tenant_context() {
     // Session-level state a closure might leave behind is reset on the next checkout.
     db.service_tx(async |tx| {
         tx.batch_execute(
+            // grep-gate: allow (the deliberate session-level setting this test proves is reset)
             "SELECT set_config('app.customer_id', '1', false); SET statement_timeout = 1",
         )
         .await?;
