@@ -527,6 +527,46 @@ async fn expiry_is_enforced_with_a_short_leeway() {
     assert_eq!(h.hits(), 1);
 }
 
+/// Waits (polling, never more than a few seconds) until the wall clock's second is past `t`.
+async fn wait_until_past(t: i64) {
+    while now() <= t {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The verified-token memory cannot outlive a token: once `exp` + leeway has passed, a token
+/// that was accepted (and remembered) is refused like any expired one, through the real layer
+/// (the handler never runs) and through a verifier with no leeway.
+#[tokio::test]
+async fn a_remembered_token_is_refused_after_its_expiry() {
+    let h = Harness::start().await;
+    let now = now();
+    // Within the 30 s leeway for 2 more seconds.
+    let claims = set(service_claims("gateway"), "iat", json!(now - 100));
+    let nearly_expired = h
+        .gateway
+        .service_token(&set(claims, "exp", json!(now - 28)));
+    h.resolve(&nearly_expired).await.expect("within leeway");
+    h.resolve(&nearly_expired).await.expect("remembered");
+    assert_eq!(h.hits(), 2);
+
+    let strict =
+        Verifier::new(AUDIENCE, (*h.verifier.trusted_keys()).clone()).with_leeway(Duration::ZERO);
+    let one_second =
+        h.gateway
+            .service_token(&set(service_claims("gateway"), "exp", json!(now + 1)));
+    assert!(strict.verify(&one_second).is_ok());
+    assert!(strict.verify(&one_second).is_ok(), "remembered");
+
+    wait_until_past(now + 2).await;
+    h.unauthenticated("remembered, but past exp + leeway", &nearly_expired)
+        .await;
+    let status = h.resolve(&nearly_expired).await.unwrap_err();
+    assert_eq!(status.message(), "token expired");
+    assert_eq!(strict.verify(&one_second), Err(AuthError::Expired));
+    assert_eq!(h.hits(), 2);
+}
+
 #[tokio::test]
 async fn required_time_claims_must_be_present_integers() {
     let h = Harness::start().await;
