@@ -30,8 +30,10 @@ pub const MAX_WS_MESSAGE: usize = 64 * 1024;
 /// per call cost more CPU than handling them; larger messages just take several reads.
 pub const WS_READ_BUFFER: usize = 8 * 1024;
 
-/// How long a socket may stay open without `start`.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after the upgrade a socket has to send `start`, in total: `connected`, pings and
+/// pongs before it do not extend it, so a socket that keeps talking but never starts is cut as
+/// surely as a silent one.
+pub const START_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The upgrade (behind the per-address limit). The signature is checked after the upgrade
 /// headers, as it always was, so a request that is no upgrade at all is told so first.
@@ -85,12 +87,24 @@ async fn bridge(edge: Arc<Edge>, mut socket: WebSocket) {
     relay(edge, socket, call).instrument(span).await;
 }
 
-/// Until `start` nothing is forwarded anywhere; `None` once the socket was closed instead.
+/// Until `start` nothing is forwarded anywhere; `None` once the socket was closed instead
+/// (by the client, for a bad first message, or at [`START_DEADLINE`] after the upgrade).
 async fn wait_for_start(socket: &mut WebSocket) -> Option<Start> {
+    let deadline = tokio::time::Instant::now() + START_DEADLINE;
     loop {
-        let msg = match tokio::time::timeout(START_TIMEOUT, socket.recv()).await {
+        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
             Ok(Some(Ok(m))) => m,
-            _ => return None,
+            Ok(_) => return None,
+            Err(_) => {
+                metrics::counter!("gateway_streams_without_start_total").increment(1);
+                // Bounded: a client that reads nothing must not hold the socket open here.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    close(socket, 1008, "no start in time"),
+                )
+                .await;
+                return None;
+            }
         };
         let (code, reason) = match msg {
             Message::Text(t) => match twilio::parse_stream_message(&t) {

@@ -538,3 +538,50 @@ async fn a_down_or_hung_service_gets_the_apology_within_two_seconds() {
         assert_eq!(calls(&mesh).await, 0);
     }
 }
+
+/// A signed Media Streams socket that sends `connected` every 2 s and never `start`: the 10 s
+/// deadline counts from the upgrade, so the chatter does not extend it (each message used to
+/// restart the timer, so such a socket stayed open forever).
+#[tokio::test]
+async fn a_media_stream_that_never_starts_is_closed_ten_seconds_after_the_upgrade() {
+    let mesh = Mesh::start().await;
+    let ws_url = format!("ws://{}/twilio/media", mesh.gateway.main);
+    let signed_for = mesh.public_base_url.replacen("http://", "ws://", 1) + "/twilio/media";
+    let signature =
+        gateway::signature::compute(mesh.twilio_auth_token.as_bytes(), &signed_for, &[]);
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("X-Twilio-Signature", signature.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("signed upgrade accepted");
+    let upgraded = std::time::Instant::now();
+    let (mut tx, mut rx) = ws.split();
+    let chatter = tokio::spawn(async move {
+        let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
+        while tx.send(Message::Text(connected.into())).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    });
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(14), async {
+        while let Some(msg) = rx.next().await {
+            match msg {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(Message::Text(t)) => panic!("the gateway sent {t} before any start"),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the socket is still open 14 s after the upgrade");
+    let after = upgraded.elapsed();
+    chatter.abort();
+    assert_eq!(closed, Some(1008));
+    assert!(
+        after >= std::time::Duration::from_millis(9_500)
+            && after < std::time::Duration::from_millis(11_500),
+        "closed {after:?} after the upgrade"
+    );
+}
