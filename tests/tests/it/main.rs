@@ -11,4 +11,5 @@ mod gateway;
 mod grpcurl;
 mod isolation;
 mod logs;
+mod media_frames;
 mod outbound;
