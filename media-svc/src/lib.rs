@@ -17,11 +17,14 @@
 //! - [`outbound`] places calls for a tenant's website and holds the per-tenant call limits;
 //!   [`webhooks`] delivers the post-call events the outbox queues; [`audio`] is the local
 //!   backend's sound.
+//! - [`erasure`]: a caller's export and erasure (across media-svc and memory-svc) and a tenant's,
+//!   each audited.
 #![forbid(unsafe_code)]
 
 pub mod audio;
 pub mod backend;
 pub mod call;
+pub mod erasure;
 pub mod error;
 pub mod instructions;
 pub mod outbound;

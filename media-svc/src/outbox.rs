@@ -12,7 +12,10 @@
 //!
 //! A successful `RecordCall` also queues the call's post-call webhook event (when the tenant has
 //! a webhook URL) in the same transaction as the success; see [`crate::webhooks`] for its
-//! delivery and `queue_webhook_event` for the ordering.
+//! delivery and `queue_webhook_event` for the ordering. When memory-svc answers that the caller
+//! was erased after the call began (`erased`), the row counts as delivered and no event is queued.
+//! Erasing a call deletes its outbox row (a foreign key with `ON DELETE CASCADE`, V15), so a row
+//! claimed before an erasure finds nothing to mark afterwards.
 
 use std::time::Duration;
 
@@ -217,6 +220,12 @@ async fn deliver(
         .record_call(customer, request)
         .await
         .map_err(|e| (e.is_permanent(), e.short()))?;
+    if response.erased {
+        // The caller was erased after the call began: memory-svc dropped the record, and no
+        // event may carry what was erased.
+        tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, "post-call record of an erased caller dropped by memory-svc");
+        return Ok((response, None));
+    }
     let event = event_settings(rt, customer).await.map_err(|e| (false, e))?;
     Ok((response, event))
 }

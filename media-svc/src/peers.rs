@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::memory::{
-    GetEnrichedContextRequest, GetEnrichedContextResponse, RecordCallRequest, RecordCallResponse,
+    EraseCallerRequest, EraseCallerResponse, GetEnrichedContextRequest, GetEnrichedContextResponse,
+    RecordCallRequest, RecordCallResponse,
 };
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
@@ -32,6 +33,9 @@ use tonic::transport::Channel;
 
 /// Lifetime of the tenant tokens media-svc requests.
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Lifetime of the one-use token that erases a caller's memory (never cached).
+const ERASE_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// Clients of tenant-svc and memory-svc.
 #[derive(Clone)]
@@ -142,6 +146,72 @@ impl Peers {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(customer, (token.clone(), Instant::now() + TOKEN_TTL / 2));
         Ok(token)
+    }
+
+    /// Asks tenant-svc for a tenant token of `customer`.
+    async fn issue_token(
+        &self,
+        customer: CustomerId,
+        scopes: &[&str],
+        audiences: &[&str],
+        ttl: Duration,
+        subject: String,
+    ) -> Result<SecretString, PeerError> {
+        let source = self
+            .identity
+            .service_tokens(names::TENANT_SVC, &[scope::TENANT_ADMIN]);
+        let mut client =
+            TenantAdminServiceClient::with_interceptor(self.tenant.clone(), AttachToken(source));
+        let request = IssueTenantTokenRequest {
+            customer_id: customer.get(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            ttl: Some(prost_types::Duration {
+                seconds: ttl.as_secs() as i64,
+                nanos: 0,
+            }),
+            subject,
+        };
+        let response = tokio::time::timeout(self.timeout, client.issue_tenant_token(request))
+            .await
+            .map_err(|_| PeerError::Timeout)??;
+        Ok(SecretString::from(response.into_inner().token))
+    }
+
+    /// Erases one caller in memory-svc (`EraseCaller`, idempotent there), with a token of its
+    /// own: audience memory-svc, scope `memory:erase`, one minute, subject naming who asked
+    /// media-svc (memory-svc's audit row records it).
+    pub async fn erase_caller_memory(
+        &self,
+        customer: CustomerId,
+        caller: &CallerNumber,
+        actor: &str,
+    ) -> Result<EraseCallerResponse, PeerError> {
+        let subject: String = format!("{}:{actor}", names::MEDIA_SVC)
+            .chars()
+            .filter(char::is_ascii_graphic)
+            .take(128)
+            .collect();
+        let token = self
+            .issue_token(
+                customer,
+                &[scope::MEMORY_ERASE],
+                &[names::MEMORY_SVC],
+                ERASE_TOKEN_TTL,
+                subject,
+            )
+            .await?;
+        let mut client = MemoryServiceClient::with_interceptor(
+            self.memory.clone(),
+            AttachToken(TokenSource::fixed(token)),
+        );
+        let request = EraseCallerRequest {
+            user_id: caller.as_str().to_owned(),
+        };
+        let response = tokio::time::timeout(Duration::from_secs(30), client.erase_caller(request))
+            .await
+            .map_err(|_| PeerError::Timeout)??;
+        Ok(response.into_inner())
     }
 
     /// The effective agent profile.

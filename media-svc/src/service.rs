@@ -17,7 +17,7 @@ use crate::runtime::Runtime;
 use crate::store::calls as sql;
 use crate::store::webhooks as events;
 use crate::store::{self, ListFilter, NewCall, StatusUpdate};
-use crate::{call, outbound, page};
+use crate::{call, erasure, outbound, page};
 
 /// Implements the media-svc gRPC services.
 #[derive(Clone)]
@@ -236,30 +236,9 @@ impl call_service_server::CallService for MediaSvc {
         &self,
         request: Request<ExportCallerRequest>,
     ) -> Result<Response<Self::ExportCallerStream>, Status> {
-        let customer = tenant(&request)?;
-        let caller = parse_caller("caller", &request.get_ref().caller)?;
-        let records = self
-            .deps
-            .db
-            .tenant_tx(customer, async |tx| {
-                let mut out = Vec::new();
-                for call in sql::calls_of_caller(tx, &caller).await? {
-                    let turns = store::transcripts::turns(tx, &call.call_sid).await?;
-                    let sid = call.call_sid.as_str().to_owned();
-                    out.push(ExportCallerResponse {
-                        record: Some(export_caller_response::Record::Call(call.to_proto())),
-                    });
-                    out.extend(turns.into_iter().map(|turn| ExportCallerResponse {
-                        record: Some(export_caller_response::Record::Turn(ExportedTurn {
-                            call_sid: sid.clone(),
-                            turn: Some(turn),
-                        })),
-                    }));
-                }
-                Ok::<_, MediaError>(out)
-            })
-            .await?;
-        tracing::info!(records = records.len(), "exported a caller's calls");
+        let caller = tenant_caller(&request)?;
+        let number = parse_caller("caller", &request.get_ref().caller)?;
+        let records = erasure::export_caller(&self.deps, caller, &number).await?;
         Ok(Response::new(
             futures::stream::iter(records.into_iter().map(Ok)).boxed(),
         ))
@@ -269,17 +248,10 @@ impl call_service_server::CallService for MediaSvc {
         &self,
         request: Request<EraseCallerRequest>,
     ) -> Result<Response<EraseCallerResponse>, Status> {
-        let customer = tenant(&request)?;
-        let caller = parse_caller("caller", &request.get_ref().caller)?;
-        let counts = self
-            .deps
-            .db
-            .tenant_tx(customer, async |tx| {
-                store::erase::erase_caller(tx, &caller).await
-            })
-            .await?;
-        tracing::info!(?counts, "erased a caller's calls");
-        Ok(Response::new(EraseCallerResponse { counts }))
+        let caller = tenant_caller(&request)?;
+        let number = parse_caller("caller", &request.get_ref().caller)?;
+        let response = erasure::erase_caller(&self.deps, caller, &number).await?;
+        Ok(Response::new(response))
     }
 
     async fn place_outbound_call(
@@ -346,12 +318,7 @@ impl media_admin_service_server::MediaAdminService for MediaSvc {
         request: Request<EraseTenantRequest>,
     ) -> Result<Response<EraseTenantResponse>, Status> {
         let (issuer, customer) = operator_target(&request, |r| r.customer_id)?;
-        let counts = self
-            .deps
-            .db
-            .tenant_tx(customer, async |tx| store::erase::erase_tenant(tx).await)
-            .await?;
-        tracing::info!(%issuer, ?counts, "erased a tenant's call data");
+        let counts = erasure::erase_tenant(&self.deps, &issuer, customer).await?;
         Ok(Response::new(EraseTenantResponse { counts }))
     }
 }

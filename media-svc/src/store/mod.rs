@@ -1,10 +1,11 @@
 //! Every SQL statement of media-svc, over its tables (`migrations/V4__media.sql`,
-//! `V7__outbound_calls.sql`, `V10__webhook_events.sql`). Every function takes a transaction
+//! `V7__outbound_calls.sql`, `V10__webhook_events.sql`, `V15__erasure.sql`). Every function takes a transaction
 //! opened by `Db::tenant_tx`, so row-level security confines it to one tenant (the two
 //! `due_tenants` scans run in `Db::service_tx` through SECURITY DEFINER functions that return
 //! tenant ids only); domain values, typed ids and plain numbers go in, rows come out as typed
 //! structs with the text and number columns read back as Rust enums.
 //!
+//! - [`audit`](mod@audit): the audit log of exports and erasures (V15);
 //! - [`calls`]: the call rows (register, status, stream start and end, list, export);
 //! - [`erase`]: one caller's rows, or a whole tenant's;
 //! - [`limits`]: the per-tenant call-limit lock, the in-progress and hourly counts, and the
@@ -13,6 +14,7 @@
 //! - [`outbox`]: the post-call outbox (`RecordCall` to memory-svc);
 //! - [`webhooks`]: the post-call webhook events and their dead letters.
 
+pub mod audit;
 pub mod calls;
 pub mod erase;
 pub mod limits;
@@ -45,8 +47,8 @@ pub fn month_start(year: i32, month: i32) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, 1)
 }
 
-/// Rows deleted from one table, as the erase RPCs report them.
-fn count(table: &str, rows: u64) -> TableCount {
+/// Rows deleted from (or read out of) one table, as the erase and export RPCs report them.
+pub fn count(table: &str, rows: u64) -> TableCount {
     TableCount {
         table: table.to_owned(),
         rows: i64::try_from(rows).unwrap_or(i64::MAX),

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use mesh::db::Tx;
-use mesh::domain::{CallSid, CustomerId};
+use mesh::domain::{CallSid, CallerNumber, CustomerId};
 use secrecy::{ExposeSecret as _, SecretSlice};
 use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
@@ -140,6 +140,17 @@ impl Webhooks {
     /// The delivery client.
     fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// The keyed hash of `number` as events and audit rows carry it ([`caller_hash`]).
+    pub async fn caller_hash_in(
+        &self,
+        tx: &Tx<'_>,
+        customer: CustomerId,
+        number: &CallerNumber,
+    ) -> Result<String, MediaError> {
+        let key = self.hash_key(tx).await?;
+        Ok(caller_hash(key.expose_secret(), customer, number.as_str()))
     }
 
     /// The caller-hash key: configured, or the database's (V10), loaded once.

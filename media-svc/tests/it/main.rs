@@ -8,6 +8,7 @@ mod fakes;
 
 mod binary;
 mod calls;
+mod erase;
 mod openai_realtime;
 mod outbound;
 mod outbox_memory;

@@ -31,7 +31,10 @@ impl memory_admin_service_server::MemoryAdminService for MemorySvc {
         let counts: Vec<TableCount> = self
             .db()
             .tenant_tx(customer, async |tx| {
+                store::erasures::lock_tenant(tx, customer).await?;
                 let counts = store::erase(tx, customer, None).await?;
+                // A post-call record still on its way for any caller of this tenant is dropped.
+                store::mark_erased(tx, customer, store::erasures::TENANT).await?;
                 let action = AuditAction::EraseTenant;
                 store::audit(tx, customer, action, "", &issuer, &counts).await?;
                 Ok::<_, MemoryError>(counts)

@@ -140,6 +140,7 @@ impl memory_service_server::MemoryService for MemorySvc {
             return Ok(Response::new(RecordCallResponse {
                 summary: Some(existing),
                 already_recorded: true,
+                erased: false,
             }));
         }
         // The summarizer may call a remote model: never inside a transaction.
@@ -151,12 +152,28 @@ impl memory_service_server::MemoryService for MemorySvc {
             duration_seconds: call.input.duration_seconds,
             analysis: &analysis,
         };
-        let (summary, already_recorded) = self
+        let hash = self.subject_hash(&call.user).await?;
+        let recorded = self
             .db()
             .tenant_tx(customer, async |tx| {
-                store::record_call(tx, customer, &record).await
+                // After the caller's (or tenant's) erasure, a call that began before it is
+                // acknowledged and dropped (see store::erasures for the lock).
+                store::lock_caller(tx, customer, record.user).await?;
+                match store::erased_at(tx, customer, &hash).await? {
+                    Some(erased) if record.at <= erased => Ok(None),
+                    _ => store::record_call(tx, customer, &record).await.map(Some),
+                }
             })
             .await?;
+        let Some((summary, already_recorded)) = recorded else {
+            tracing::info!(call_sid = %call.call_sid, "post-call record of an erased caller dropped");
+            metrics::counter!("memory_records_dropped_after_erasure_total").increment(1);
+            return Ok(Response::new(RecordCallResponse {
+                summary: None,
+                already_recorded: false,
+                erased: true,
+            }));
+        };
         if !already_recorded {
             tracing::info!(
                 caller = %mesh::telemetry::redact_phone(call.user.as_str()),
@@ -167,6 +184,7 @@ impl memory_service_server::MemoryService for MemorySvc {
         Ok(Response::new(RecordCallResponse {
             summary: Some(summary),
             already_recorded,
+            erased: false,
         }))
     }
 
@@ -275,7 +293,9 @@ impl memory_service_server::MemoryService for MemorySvc {
         let (counts, at) = self
             .db()
             .tenant_tx(customer, async |tx| {
+                store::lock_caller(tx, customer, &user).await?;
                 let counts = store::erase(tx, customer, Some(&user)).await?;
+                store::mark_erased(tx, customer, &hash).await?;
                 let at =
                     store::audit(tx, customer, action, &hash, &caller.subject, &counts).await?;
                 Ok::<_, MemoryError>((counts, at))

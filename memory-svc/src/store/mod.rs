@@ -11,7 +11,8 @@
 //! list, delete, purge), [`profiles`], [`calls`] (summaries and recording a finished call),
 //! [`personality`] (the per-call scores and the averages and trends computed from them),
 //! [`context`](mod@context) (the enriched context's four reads), [`caller`] (export and erase of one caller
-//! or tenant), [`audit`](mod@audit) (the audit log and its hash key).
+//! or tenant), [`erasures`] (the markers that keep erased callers erased), [`audit`](mod@audit)
+//! (the audit log and its hash key).
 //!
 //! The hot paths (StoreMemory, GetEnrichedContext) use `query_typed`, which sends parse, bind
 //! and execute in one round trip, and GetEnrichedContext pipelines its four reads on one
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod caller;
 pub mod calls;
 pub mod context;
+pub mod erasures;
 pub mod memories;
 pub mod personality;
 pub mod profiles;
@@ -32,6 +34,7 @@ pub use audit::{audit, audit_hash_key};
 pub use caller::{Export, erase, export};
 pub use calls::{CallRecord, get_summary, record_call, search_summaries};
 pub use context::{ContextRows, context};
+pub use erasures::{erased_at, lock_caller, mark_erased};
 pub use memories::{
     Cursor, MemoryQuery, NewMemory, delete_memory, insert_memory, list_memories, purge_batch,
 };
@@ -44,6 +47,24 @@ pub const TABLES: [&str; 5] = [
     "memory.call_summaries",
     "memory.personality_metrics",
     "memory.personality_averages",
+];
+
+/// The tables of the `memory` schema that erasures keep, and why (they hold no caller data).
+/// `memory-svc/tests/it/erasure.rs` reads the catalog and fails when a table of the schema is in
+/// neither [`TABLES`] nor this list, so a table added later is erased or kept on purpose.
+pub const KEPT_TABLES: [(&str, &str); 3] = [
+    (
+        "memory.audit_log",
+        "the record of exports and erasures: a keyed hash, an actor, counts",
+    ),
+    (
+        "memory.erasures",
+        "erasure markers: a keyed hash and a time, kept so erased callers stay erased",
+    ),
+    (
+        "memory.audit_hash_key",
+        "the deployment's hash key; no tenant, no caller",
+    ),
 ];
 
 /// A parameter of a `query_typed` statement with its declared type.

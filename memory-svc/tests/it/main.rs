@@ -8,6 +8,8 @@
 //! - [`isolation`]: tenant isolation over gRPC and row-level security.
 //! - [`openai_summarizer`]: the OpenAI summarizer against a fake chat-completions server, and its
 //!   visible fallback.
+//! - [`erasure`]: post-call records dropped after their caller's or tenant's erasure, and every
+//!   table of the schema erased or kept on purpose.
 //! - [`binary`]: the `memory-svc` binary's start-up contract.
 //! - [`common`]: the harness (memory-svc on port 0 against a fresh database, clients, tokens,
 //!   row counts).
@@ -15,6 +17,7 @@
 mod behaviour;
 mod binary;
 mod common;
+mod erasure;
 mod isolation;
 mod openai_summarizer;
 mod personality;
