@@ -26,30 +26,42 @@ const MAX_WS_MESSAGE: usize = 64 * 1024;
 /// One 20 ms mu-law frame of silence.
 const SILENCE: [u8; 160] = [0xff; 160];
 
-/// A call the gateway answered with `<Connect><Stream>`, and a signed socket to its stream.
-struct Stream {
+/// A call the gateway answered with `<Connect><Stream>`, and a signed socket to its stream
+/// (also used by the log-privacy test to present bad stream credentials).
+pub(crate) struct Stream {
     ws: Ws,
     url: String,
-    call_sid: String,
+    pub(crate) call_sid: String,
     stream_sid: String,
-    params: serde_json::Map<String, Value>,
+    /// The `<Parameter>`s of the TwiML, sent as `customParameters` in `start`.
+    pub(crate) params: serde_json::Map<String, Value>,
     seq: u64,
 }
 
 /// How a socket ended, if it did, and how much agent audio came back before.
 #[derive(Debug)]
-struct Ending {
+pub(crate) struct Ending {
     /// `None`: still open; `Some(None)`: closed without a close frame; else the close code.
-    closed: Option<Option<u16>>,
-    agent_frames: u64,
+    pub(crate) closed: Option<Option<u16>>,
+    pub(crate) agent_frames: u64,
 }
 
 impl Stream {
     /// Posts the signed voice webhook of call `n` to `tenant`, then opens the signed socket the
     /// TwiML names and says `connected`.
     async fn answer(mesh: &Mesh, tenant: &DemoTenant, n: u32) -> Stream {
+        Self::answer_from(mesh, tenant, n, CALLER).await
+    }
+
+    /// [`Stream::answer`] for a call from `caller`.
+    pub(crate) async fn answer_from(
+        mesh: &Mesh,
+        tenant: &DemoTenant,
+        n: u32,
+        caller: &str,
+    ) -> Stream {
         let call_sid = format!("CA{n:032x}");
-        let params = Mesh::voice_params(&call_sid, CALLER, tenant.number);
+        let params = Mesh::voice_params(&call_sid, caller, tenant.number);
         let response = mesh.twilio_post("/twilio/voice", &params).await;
         let twiml = response.text().await.unwrap();
         let (Some((url, params)), _) = sim::parse_twiml(&twiml).unwrap() else {
@@ -68,7 +80,7 @@ impl Stream {
     }
 
     /// A fresh signed socket for the same call (same parameters, same StreamSid).
-    async fn reopen(&mut self, mesh: &Mesh) {
+    pub(crate) async fn reopen(&mut self, mesh: &Mesh) {
         self.ws = open(mesh, &self.url).await;
         self.seq = 1;
         self.connected("").await;
@@ -101,7 +113,7 @@ impl Stream {
         .to_string()
     }
 
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let start = self.start_message();
         self.text(start).await;
     }
@@ -152,7 +164,7 @@ impl Stream {
 
     /// Reads what the gateway sends for up to `within`: agent audio is counted, a close or the
     /// end of the connection ends the wait.
-    async fn ending(&mut self, within: Duration) -> Ending {
+    pub(crate) async fn ending(&mut self, within: Duration) -> Ending {
         let mut agent_frames = 0;
         let deadline = tokio::time::Instant::now() + within;
         loop {
