@@ -1,5 +1,5 @@
 //! Typed extractors, so a handler's arguments say what it was given and that it was checked:
-//! [`ClientAddr`] (where the request came from), [`TwilioForm`] (a form Twilio signed, parsed
+//! [`ClientAddr`] (where the request came from, resolved by the [`resolve_client`] layer), [`TwilioForm`] (a form Twilio signed, parsed
 //! into a typed webhook) and [`SignedUpgrade`] (a Media Streams upgrade Twilio signed). Each
 //! refuses with the same status and text the handlers answered before they existed.
 
@@ -8,32 +8,68 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::state::Edge;
 use crate::twilio::{self, CallWebhook, InputError};
 
-/// The address a request came from: the TCP peer (`http::serve` records it per connection).
-/// This is where the trusted-proxy rule goes (the client's address from `X-Forwarded-For` when
-/// the peer is a known proxy), so every limit keyed by address gets it at once.
+/// The address a request came from: the connecting address, or behind a trusted proxy the
+/// address it saw ([`crate::proxy`]), resolved once per request by [`resolve_client`] so every
+/// limit keyed by address gets the same answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
+
+impl ClientAddr {
+    /// The key of every per-address limit: the IPv4 address, or the IPv6 /64.
+    pub fn limit_key(self) -> IpAddr {
+        crate::proxy::limit_key(self.0)
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = (StatusCode, &'static str);
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| Self(peer.ip()))
-            .ok_or((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "client address unknown\n",
-            ))
+        parts.extensions.get::<Self>().copied().ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "client address unknown\n",
+        ))
+    }
+}
+
+/// Layer in front of every route: resolves the request's [`ClientAddr`] from the connection
+/// (`http::serve` records it) and, from a trusted proxy, `X-Forwarded-For`. An address the
+/// trusted chain wrote that is not one is refused with 400 before anything else runs.
+pub async fn resolve_client(
+    State(edge): State<Arc<Edge>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(ConnectInfo(peer)) = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .copied()
+    else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "client address unknown\n",
+        )
+            .into_response();
+    };
+    match edge.trusted_proxies.client(peer.ip(), request.headers()) {
+        Ok(ip) => {
+            request.extensions_mut().insert(ClientAddr(ip));
+            next.run(request).await
+        }
+        Err(e) => {
+            metrics::counter!("gateway_malformed_forwarded_for_total").increment(1);
+            tracing::warn!(proxy = %peer.ip(), "malformed X-Forwarded-For from a trusted proxy");
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
     }
 }
 

@@ -7,10 +7,12 @@
 //! [`legacy`] (legacy REST through memory-svc), [`public`] (the tenant websites'
 //! `POST /v1/calls`, forwarded to media-svc's `PlaceOutboundCall`). Shared by them:
 //! [`extract`] (typed extractors: the client address, a signed Twilio form, a signed upgrade),
-//! [`limits`] (the rate limits, as layers in front of the handlers), [`signature`]
+//! [`limits`] (the rate limits, as layers in front of the handlers), [`proxy`] (the client's
+//! address behind trusted proxies, and the per-address key of every limit), [`signature`]
 //! (X-Twilio-Signature), [`twiml`] (escaped answers), [`retry`] (the one retry rule towards the
 //! peers), [`state`] (what the handlers share), [`Settings`], [`router`] (which layers guard
-//! which routes), [`http`] (the public listener's connection bounds) and [`run`]/[`serve`]
+//! which routes), [`http`] (the public listener's connection bounds: header deadline,
+//! keep-alive idle, per-address cap on unfinished connections, HTTP/1.1 unless h2c is enabled) and [`run`]/[`serve`]
 //! (public port + admin endpoints). [`sim`] plays Twilio's side of a call, for the CLI, tests
 //! and benchmarks.
 //!
@@ -24,6 +26,7 @@ pub mod extract;
 pub mod http;
 pub mod legacy;
 pub mod limits;
+pub mod proxy;
 pub mod public;
 pub mod retry;
 pub mod settings;
@@ -77,8 +80,10 @@ pub fn router(edge: Arc<Edge>) -> axum::Router {
         .route("/memory/store", post(legacy::store))
         .route("/memory/retrieve", post(legacy::retrieve))
         .route("/v2/context/enriched", post(legacy::enriched))
-        // The tenant's allowance, once its token is exchanged (before the body is parsed).
-        .route_layer(from_fn_with_state(edge.clone(), limits::per_tenant));
+        // The tenant's allowance, once its token is exchanged (before the body is parsed)...
+        .route_layer(from_fn_with_state(edge.clone(), limits::per_tenant))
+        // ... after the address's, so a flood of made-up tokens costs no exchange.
+        .route_layer(from_fn_with_state(edge.clone(), limits::legacy_per_ip));
     let calls =
         post(public::place_call.layer(from_fn_with_state(edge.clone(), limits::public_calls)))
             .options(public::preflight)
@@ -99,6 +104,8 @@ pub fn router(edge: Arc<Edge>) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         // Bodies are bounded before any handler reads them.
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        // Where each request came from, first (behind a trusted proxy, the address it saw).
+        .layer(from_fn_with_state(edge.clone(), extract::resolve_client))
         .with_state(edge)
 }
 
@@ -179,8 +186,9 @@ pub async fn serve(
         }
     };
     let (streams, drain_expired) = (edge.streams.clone(), edge.drain_expired.clone());
+    let (connections, trusted) = (edge.connections.clone(), edge.trusted_proxies.clone());
     let server = async move {
-        http::serve(http, router(edge), http::MAX_CONNECTIONS, stop).await;
+        http::serve(http, router(edge), &connections, &trusted, stop).await;
         // Upgraded Media Streams connections are no longer hyper's: wait for their calls too.
         streams.close();
         if !streams.is_empty() {

@@ -1,10 +1,12 @@
 //! Rate limits at the edge (governor, GCRA), each a layer in front of the handlers it guards, so
-//! a refused request never reaches them: per source address on the Twilio endpoints
+//! a refused request never reaches them: per client address on the Twilio endpoints
 //! ([`per_ip`]), per Twilio account on voice webhooks once their signature is verified
-//! ([`per_account`]), per tenant on the legacy REST endpoints once their token is exchanged
+//! ([`per_account`]), per client address on the legacy REST endpoints before their token costs
+//! an exchange at tenant-svc ([`legacy_per_ip`]) and per tenant once it is exchanged
 //! ([`per_tenant`]), and the per-address allowance of `POST /v1/calls` ([`public_calls`]). A
 //! refused request gets 429 with `Retry-After` and is counted; nothing behind the limit is
-//! touched.
+//! touched. Addresses are the client's ([`ClientAddr`], behind trusted proxies the one they
+//! saw), keyed by [`ClientAddr::limit_key`] (IPv6 by its /64).
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -37,6 +39,8 @@ pub struct LimitConfig {
     pub per_account: (u32, u32),
     /// Per tenant on the legacy REST endpoints.
     pub per_tenant: (u32, u32),
+    /// Per client address on the legacy REST endpoints, before the token exchange.
+    pub legacy_per_ip: (u32, u32),
     /// Requests per source IP on `POST /v1/calls`, and the window they are counted over.
     pub public_calls_per_ip: (u32, Duration),
 }
@@ -47,6 +51,7 @@ impl Default for LimitConfig {
             per_ip: (200, 400),
             per_account: (500, 1000),
             per_tenant: (50, 100),
+            legacy_per_ip: (50, 100),
             public_calls_per_ip: (3, Duration::from_secs(24 * 3600)),
         }
     }
@@ -57,6 +62,7 @@ pub struct Limits {
     ip: Arc<Keyed<IpAddr>>,
     account: Arc<Keyed<AccountSid>>,
     tenant: Arc<Keyed<CustomerId>>,
+    legacy_ip: Arc<Keyed<IpAddr>>,
     public_calls: Arc<Keyed<IpAddr>>,
 }
 
@@ -121,13 +127,19 @@ impl Limits {
             ip: Arc::new(RateLimiter::keyed(quota(config.per_ip))),
             account: Arc::new(RateLimiter::keyed(quota(config.per_account))),
             tenant: Arc::new(RateLimiter::keyed(quota(config.per_tenant))),
+            legacy_ip: Arc::new(RateLimiter::keyed(quota(config.legacy_per_ip))),
             public_calls: Arc::new(RateLimiter::keyed(per_window(config.public_calls_per_ip))),
         }
     }
 
-    /// Takes one request of `ip`'s allowance on the Twilio endpoints.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
-        check(&self.ip, &ip, "ip")
+    /// Takes one request of the client's allowance on the Twilio endpoints.
+    pub fn check_ip(&self, client: ClientAddr) -> Result<(), Refused> {
+        check(&self.ip, &client.limit_key(), "ip")
+    }
+
+    /// Takes one legacy REST request of the client's allowance (before its token exchange).
+    pub fn check_legacy_ip(&self, client: ClientAddr) -> Result<(), Refused> {
+        check(&self.legacy_ip, &client.limit_key(), "legacy-ip")
     }
 
     /// Takes one voice webhook of the Twilio account's allowance.
@@ -140,9 +152,9 @@ impl Limits {
         check(&self.tenant, &customer_id, "tenant")
     }
 
-    /// Takes one `POST /v1/calls` of `ip`'s allowance.
-    pub fn check_public_calls(&self, ip: IpAddr) -> Result<(), Refused> {
-        check(&self.public_calls, &ip, "public-calls-ip")
+    /// Takes one `POST /v1/calls` of the client's allowance.
+    pub fn check_public_calls(&self, client: ClientAddr) -> Result<(), Refused> {
+        check(&self.public_calls, &client.limit_key(), "public-calls-ip")
     }
 
     /// Drops state for keys that are back under their limit (called periodically so memory
@@ -151,18 +163,19 @@ impl Limits {
         self.ip.retain_recent();
         self.account.retain_recent();
         self.tenant.retain_recent();
+        self.legacy_ip.retain_recent();
         self.public_calls.retain_recent();
     }
 }
 
-/// Layer: the source address's allowance on the Twilio endpoints (webhooks, Media Streams).
+/// Layer: the client address's allowance on the Twilio endpoints (webhooks, Media Streams).
 pub async fn per_ip(
     State(edge): State<Arc<Edge>>,
-    ClientAddr(ip): ClientAddr,
+    client: ClientAddr,
     request: Request,
     next: Next,
 ) -> Response {
-    match edge.limits.check_ip(ip) {
+    match edge.limits.check_ip(client) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }
@@ -187,6 +200,21 @@ pub async fn per_account(State(edge): State<Arc<Edge>>, request: Request, next: 
     next.run(form.into_request(parts)).await
 }
 
+/// Layer: the client address's allowance on the legacy REST endpoints, in front of the
+/// per-tenant one: a flood of made-up tokens is refused here without costing tenant-svc an
+/// exchange each.
+pub async fn legacy_per_ip(
+    State(edge): State<Arc<Edge>>,
+    client: ClientAddr,
+    request: Request,
+    next: Next,
+) -> Response {
+    match edge.limits.check_legacy_ip(client) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
 /// Layer: the tenant's allowance on the legacy REST endpoints, once its token is exchanged
 /// (the extractor keeps the exchanged tenant for the handler).
 pub async fn per_tenant(
@@ -205,11 +233,11 @@ pub async fn per_tenant(
 /// the public API's JSON.
 pub async fn public_calls(
     State(edge): State<Arc<Edge>>,
-    ClientAddr(ip): ClientAddr,
+    client: ClientAddr,
     request: Request,
     next: Next,
 ) -> Response {
-    match edge.limits.check_public_calls(ip) {
+    match edge.limits.check_public_calls(client) {
         Ok(()) => next.run(request).await,
         Err(refused) => {
             let mut r = crate::public::error(
@@ -234,7 +262,7 @@ mod tests {
             per_ip: (1, 2),
             ..Default::default()
         });
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip = ClientAddr("192.0.2.1".parse().unwrap());
         assert!(limits.check_ip(ip).is_ok());
         assert!(limits.check_ip(ip).is_ok());
         let refused = limits
@@ -244,7 +272,11 @@ mod tests {
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(refused.headers().contains_key(header::RETRY_AFTER));
         // Another address is unaffected.
-        assert!(limits.check_ip("192.0.2.2".parse().unwrap()).is_ok());
+        assert!(
+            limits
+                .check_ip(ClientAddr("192.0.2.2".parse().unwrap()))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -253,7 +285,7 @@ mod tests {
             public_calls_per_ip: (3, Duration::from_secs(24 * 3600)),
             ..Default::default()
         });
-        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let ip = ClientAddr("198.51.100.7".parse().unwrap());
         for _ in 0..3 {
             assert!(limits.check_public_calls(ip).is_ok());
         }

@@ -8,7 +8,9 @@ use mesh::identity::IdentityFiles;
 use mesh::settings::{Env, SettingsError, catalog};
 use secrecy::SecretString;
 
+use crate::http::ConnectionConfig;
 use crate::limits::LimitConfig;
+use crate::proxy::TrustedProxies;
 
 /// gateway settings.
 #[derive(Debug, Clone)]
@@ -39,6 +41,10 @@ pub struct Settings {
     pub busy_message: String,
     /// Rate limits.
     pub limits: LimitConfig,
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Bounds on the public listener's connections.
+    pub connections: ConnectionConfig,
 }
 
 impl Settings {
@@ -65,6 +71,10 @@ impl Settings {
         let apology_message: Option<String> = env.get(&catalog::GATEWAY_APOLOGY_MESSAGE);
         let busy_message: Option<String> = env.get(&catalog::GATEWAY_BUSY_MESSAGE);
         let limits = limits_from_env(&mut env);
+        let trusted_proxies = env
+            .optional::<TrustedProxies>(&catalog::GATEWAY_TRUSTED_PROXIES)
+            .unwrap_or_default();
+        let connections = connections_from_env(&mut env);
         env.finish()?;
         let missing = "present when finish() succeeded";
         Ok(Self {
@@ -81,6 +91,8 @@ impl Settings {
             apology_message: apology_message.expect(missing),
             busy_message: busy_message.expect(missing),
             limits: limits.expect(missing),
+            trusted_proxies,
+            connections: connections.expect(missing),
         })
     }
 }
@@ -98,7 +110,9 @@ fn limits_from_env(env: &mut Env) -> Option<LimitConfig> {
     let per_ip: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_IP);
     let per_account: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_ACCOUNT);
     let per_tenant: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_TENANT);
+    let legacy_per_ip: Option<u32> = env.get(&catalog::GATEWAY_RATE_LEGACY_PER_IP);
     for (setting, value) in [
+        (&catalog::GATEWAY_RATE_LEGACY_PER_IP, legacy_per_ip),
         (&catalog::GATEWAY_RATE_PER_IP, per_ip),
         (&catalog::GATEWAY_RATE_PER_ACCOUNT, per_account),
         (&catalog::GATEWAY_RATE_PER_TENANT, per_tenant),
@@ -114,5 +128,31 @@ fn limits_from_env(env: &mut Env) -> Option<LimitConfig> {
         per_ip: with_burst(per_ip?),
         per_account: with_burst(per_account?),
         per_tenant: with_burst(per_tenant?),
+        legacy_per_ip: with_burst(legacy_per_ip?),
+    })
+}
+
+/// The public listener's connection bounds.
+fn connections_from_env(env: &mut Env) -> Option<ConnectionConfig> {
+    let pending: Option<usize> = env.get(&catalog::GATEWAY_MAX_PENDING_CONNECTIONS_PER_IP);
+    if pending == Some(0) {
+        env.problem(
+            &catalog::GATEWAY_MAX_PENDING_CONNECTIONS_PER_IP,
+            "must be at least 1",
+        );
+    }
+    let keepalive_idle = env.seconds(&catalog::GATEWAY_KEEPALIVE_IDLE_SECONDS);
+    if keepalive_idle.is_some_and(|idle| idle > crate::http::HEADER_READ_TIMEOUT) {
+        env.problem(
+            &catalog::GATEWAY_KEEPALIVE_IDLE_SECONDS,
+            "must be at most 10 (the next request's headers are due 10 s after a response)",
+        );
+    }
+    let http2: Option<bool> = env.get(&catalog::GATEWAY_HTTP2);
+    Some(ConnectionConfig {
+        pending_per_address: pending?,
+        keepalive_idle: keepalive_idle?,
+        http2: http2?,
+        ..ConnectionConfig::default()
     })
 }

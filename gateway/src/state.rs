@@ -50,6 +50,10 @@ pub struct Edge {
     pub answered: Mutex<HashMap<String, (Instant, String)>>,
     /// Rate limits.
     pub limits: Limits,
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::proxy::TrustedProxies,
+    /// Bounds on the public listener's connections.
+    pub connections: crate::http::ConnectionConfig,
     /// Every Media Streams bridge holds a token of this tracker from the upgrade on: an upgraded
     /// connection leaves hyper's hands, so the drain on shutdown waits here for live calls.
     pub streams: tokio_util::task::TaskTracker,
@@ -177,6 +181,8 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
         busy_message: settings.busy_message.clone(),
         answered: Mutex::new(HashMap::new()),
         limits: Limits::new(settings.limits),
+        trusted_proxies: settings.trusted_proxies.clone(),
+        connections: settings.connections.clone(),
         streams: tokio_util::task::TaskTracker::new(),
         drain_expired: tokio_util::sync::CancellationToken::new(),
         log_key,

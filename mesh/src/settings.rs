@@ -138,13 +138,28 @@ pub mod catalog {
             help: "What a caller hears when the tenant already has as many calls in progress as its package allows." },
         /// Per-IP rate.
         GATEWAY_RATE_PER_IP = { name: "GATEWAY_RATE_PER_IP", default: Some("200"), secret: false, used_by: "gateway",
-            help: "Requests per second allowed from one source IP on the public endpoints (burst: twice that); more get 429 with Retry-After." },
+            help: "Requests per second allowed from one client address (IPv6: one /64; behind a trusted proxy, the address it saw) on the Twilio endpoints (burst: twice that); more get 429 with Retry-After." },
         /// Per-account rate.
         GATEWAY_RATE_PER_ACCOUNT = { name: "GATEWAY_RATE_PER_ACCOUNT", default: Some("500"), secret: false, used_by: "gateway",
             help: "Voice webhooks per second allowed for one Twilio account (burst: twice that)." },
         /// Per-tenant rate.
         GATEWAY_RATE_PER_TENANT = { name: "GATEWAY_RATE_PER_TENANT", default: Some("50"), secret: false, used_by: "gateway",
             help: "Legacy REST requests per second allowed for one tenant (burst: twice that)." },
+        /// Per-address legacy REST rate.
+        GATEWAY_RATE_LEGACY_PER_IP = { name: "GATEWAY_RATE_LEGACY_PER_IP", default: Some("50"), secret: false, used_by: "gateway",
+            help: "Legacy REST requests per second allowed from one client address (IPv6: one /64; burst: twice that), checked before the token costs an exchange at tenant-svc." },
+        /// Trusted proxies.
+        GATEWAY_TRUSTED_PROXIES = { name: "GATEWAY_TRUSTED_PROXIES", default: None, secret: false, used_by: "gateway",
+            help: "Comma-separated CIDR networks (or addresses) of the proxies in front of the gateway. Only from these is `X-Forwarded-For` believed: the client is its rightmost address not in the list (a malformed one gets 400). Unset: nobody is trusted and the client is the connecting address." },
+        /// Unfinished connections per address.
+        GATEWAY_MAX_PENDING_CONNECTIONS_PER_IP = { name: "GATEWAY_MAX_PENDING_CONNECTIONS_PER_IP", default: Some("64"), secret: false, used_by: "gateway",
+            help: "Connections one client address (IPv6: one /64) may hold open before their first request's headers are complete; beyond it a new connection is answered 429 and closed at once. Trusted proxies are exempt." },
+        /// Keep-alive idle timeout.
+        GATEWAY_KEEPALIVE_IDLE_SECONDS = { name: "GATEWAY_KEEPALIVE_IDLE_SECONDS", default: Some("5"), secret: false, used_by: "gateway",
+            help: "A kept-alive connection that sends no byte of its next request this long after its previous response is closed (0: one request per connection). At most 10: the next request's headers must be complete 10 s after the previous response anyway." },
+        /// h2c on the public port.
+        GATEWAY_HTTP2 = { name: "GATEWAY_HTTP2", default: Some("false"), secret: false, used_by: "gateway",
+            help: "`true` also serves cleartext HTTP/2 (prior knowledge) on the public port, with keep-alive pings, at most 32 concurrent streams and reset-flood limits. Off by default: Twilio and WebSocket upgrades use HTTP/1.1." },
         /// Twilio auth token.
         TWILIO_AUTH_TOKEN = { name: "TWILIO_AUTH_TOKEN", default: None, secret: true, used_by: "gateway, media-svc",
             help: "Twilio Auth Token: key of `X-Twilio-Signature` and of Twilio REST calls. Required by the gateway." },

@@ -1071,13 +1071,14 @@ fn media_settings(
     ]
 }
 
-/// The gateway's settings: the peers, no per-address or per-account limit.
+/// The gateway's settings: the peers, no per-address or per-account limit, and no cap on one
+/// address's unfinished connections.
 fn gateway_settings(
     tenant: &Service,
     memory: &Service,
     media: &Service,
     auth_token: &str,
-) -> [(&'static str, String); 7] {
+) -> [(&'static str, String); 8] {
     [
         ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.to_owned()),
         ("TWILIO_AUTH_TOKEN", auth_token.to_owned()),
@@ -1087,6 +1088,9 @@ fn gateway_settings(
         // One source address and one account generate all the load: lift those limits.
         ("GATEWAY_RATE_PER_IP", "1000000".into()),
         ("GATEWAY_RATE_PER_ACCOUNT", "1000000".into()),
+        // The calls and `--idle-sockets` (upgrades 200 at a time) all come from one address,
+        // which the per-address cap on unfinished connections would otherwise throttle.
+        ("GATEWAY_MAX_PENDING_CONNECTIONS_PER_IP", "100000".into()),
     ]
 }
 

@@ -140,6 +140,12 @@ async fn slow_idle_and_unsigned_floods_are_shed_while_real_calls_keep_working() 
         gateway_env: vec![
             ("GATEWAY_RATE_PER_IP".into(), "1000000".into()),
             ("GATEWAY_RATE_PER_ACCOUNT".into(), "1000000".into()),
+            // ... and the cap on one address's unfinished connections (tested on its own in
+            // gateway/tests/it/connections.rs): here the slow clients are the point.
+            (
+                "GATEWAY_MAX_PENDING_CONNECTIONS_PER_IP".into(),
+                "100000".into(),
+            ),
         ],
         // The 40 legitimate calls stay "ringing" (nobody streams them): room for all of them.
         media: Some(Box::new(|c: &mut media_svc::CallConfig| {

@@ -34,9 +34,22 @@ async fn binary_serves_and_stops_and_reports_every_settings_problem() {
     bad.remove("TWILIO_AUTH_TOKEN");
     bad.insert("GATEWAY_PORT".into(), "99999".into());
     bad.insert("PUBLIC_BASE_URL".into(), "ftp://example.com".into());
+    bad.insert(
+        "GATEWAY_TRUSTED_PROXIES".into(),
+        "10.0.0.0/8,proxy.internal".into(),
+    );
+    bad.insert("GATEWAY_KEEPALIVE_IDLE_SECONDS".into(), "30".into());
+    bad.insert("GATEWAY_MAX_PENDING_CONNECTIONS_PER_IP".into(), "0".into());
     let (code, out) = run_to_exit(binary, &bad).await;
     assert_eq!(code, Some(2), "{out}");
-    for name in ["TWILIO_AUTH_TOKEN", "GATEWAY_PORT", "PUBLIC_BASE_URL"] {
+    for name in [
+        "TWILIO_AUTH_TOKEN",
+        "GATEWAY_PORT",
+        "PUBLIC_BASE_URL",
+        "GATEWAY_TRUSTED_PROXIES",
+        "GATEWAY_KEEPALIVE_IDLE_SECONDS",
+        "GATEWAY_MAX_PENDING_CONNECTIONS_PER_IP",
+    ] {
         assert!(out.contains(name), "{name} not reported:\n{out}");
     }
 }

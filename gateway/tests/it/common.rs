@@ -50,6 +50,7 @@ impl Seen {
 }
 
 /// The stub peers. Legacy tokens `legacy-<id>` belong to tenant `<id>`; others are refused.
+/// Every exchange attempt is recorded under `ExchangeLegacyToken`.
 #[derive(Clone, Default)]
 struct Stub(Seen);
 
@@ -77,10 +78,11 @@ impl EdgeService for Stub {
         request: Request<ExchangeLegacyTokenRequest>,
     ) -> Result<Response<ExchangeLegacyTokenResponse>, Status> {
         let token = request.into_inner().legacy_token;
+        // Every attempt is recorded, refused ones too: each costs tenant-svc a verification.
+        self.0.record("ExchangeLegacyToken", token.clone());
         let Some(id) = token.strip_prefix("legacy-").and_then(|id| id.parse().ok()) else {
             return Err(Status::unauthenticated("invalid token"));
         };
-        self.0.record("ExchangeLegacyToken", token.clone());
         Ok(Response::new(ExchangeLegacyTokenResponse {
             customer_id: id,
             tenant_token: format!("tenant-{id}"),
@@ -325,6 +327,20 @@ impl Gateway {
             request = request.header("X-Twilio-Signature", signature);
         }
         request.send().await.expect("the gateway answers")
+    }
+
+    /// A client whose connections come from `local` (any 127.x.y.z address reaches the
+    /// gateway on loopback), as a different host or a proxy would.
+    pub fn client_from(local: std::net::IpAddr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(local)
+            .build()
+            .expect("client")
+    }
+
+    /// The public URL of `path` on this gateway.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// POSTs a legacy REST request with `token` as bearer token.
