@@ -264,7 +264,12 @@ impl Gateway {
                 .add_service(MemoryServiceServer::new(stub))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(peers)),
         );
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A deep accept queue: the connection tests open thousands of sockets in a burst.
+        let http = {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            socket.listen(4096).unwrap()
+        };
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = http.local_addr().unwrap();
         let mut env: Vec<(String, String)> = [

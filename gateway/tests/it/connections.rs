@@ -167,7 +167,7 @@ async fn thousands_of_silent_and_preface_only_sockets_are_closed_while_signed_ca
             // handshake the kernel dropped would wait for SYN-ACK retransmits (seconds) before
             // the gateway even sees it, and its time would not be the gateway's.
             if n % 100 == 99 {
-                tokio::time::sleep(Duration::from_millis(25)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
