@@ -31,8 +31,8 @@ use mesh::identity::{Identity, names, scope};
 use secrecy::SecretString;
 use tonic::transport::Channel;
 
-/// Lifetime of the tenant tokens media-svc requests.
-const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// Lifetime of the tenant tokens media-svc requests (the most tenant-svc grants it).
+const TOKEN_TTL: Duration = scope::MEDIA_SVC_TENANT_TTL;
 
 /// Lifetime of the one-use token that erases a caller's memory (never cached).
 const ERASE_TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -125,13 +125,13 @@ impl Peers {
         let response = client
             .issue_tenant_token(IssueTenantTokenRequest {
                 customer_id: customer.get(),
-                scopes: vec![
-                    scope::TENANT_READ.into(),
-                    scope::TENANT_WEBHOOK.into(),
-                    scope::MEMORY_READ.into(),
-                    scope::MEMORY_WRITE.into(),
-                ],
-                audiences: vec![names::TENANT_SVC.into(), names::MEMORY_SVC.into()],
+                // Exactly what tenant-svc grants media-svc, no more.
+                scopes: (scope::MEDIA_SVC_TENANT_SCOPES.iter())
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+                audiences: (scope::MEDIA_SVC_TENANT_AUDIENCES.iter())
+                    .map(|a| (*a).to_owned())
+                    .collect(),
                 ttl: Some(prost_types::Duration {
                     seconds: TOKEN_TTL.as_secs() as i64,
                     nanos: 0,

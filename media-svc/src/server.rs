@@ -10,7 +10,8 @@ use mesh::api::media::call_service_server::CallServiceServer;
 use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
 use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
-use mesh::identity::{names::MEDIA_SVC, scope};
+use mesh::identity::names::{MEDIA_SVC, OPERATOR, TENANT_SVC};
+use mesh::identity::scope;
 use mesh::server::{Listeners, ServeConfig};
 
 use crate::runtime::{Deps, Runtime};
@@ -23,7 +24,8 @@ pub const NAME: &str = MEDIA_SVC;
 /// How long shutdown waits, after the gRPC drain, for call drivers to finalise their calls.
 pub const FINALISE_GRACE: Duration = Duration::from_secs(5);
 
-/// Which token kind and scope each RPC needs.
+/// Which token kind, scope and issuer each RPC needs. `EraseTenant` is the operator's, or
+/// tenant-svc's fanning out a tenant erasure (a scope that opens nothing else).
 pub fn policy() -> Policy {
     Policy::new()
         .service_methods(
@@ -44,7 +46,12 @@ pub fn policy() -> Policy {
         )
         .service_methods(
             names::MEDIA_ADMIN,
-            &[("EraseTenant", Rule::service(scope::MEDIA_ADMIN))],
+            &[(
+                "EraseTenant",
+                Rule::service(scope::MEDIA_ADMIN)
+                    .issued_by(&[OPERATOR])
+                    .or(Rule::service(scope::MEDIA_ERASE_TENANT).issued_by(&[TENANT_SVC])),
+            )],
         )
 }
 

@@ -11,7 +11,8 @@ use mesh::api::memory::memory_admin_service_server::MemoryAdminServiceServer;
 use mesh::api::memory::memory_service_server::MemoryServiceServer;
 use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
-use mesh::identity::{names::MEMORY_SVC, scope};
+use mesh::identity::names::{MEMORY_SVC, OPERATOR, TENANT_SVC};
+use mesh::identity::scope;
 use mesh::server::{Listeners, ServeConfig};
 use secrecy::SecretSlice;
 
@@ -21,7 +22,9 @@ use crate::{service, summarizer};
 /// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
 pub const NAME: &str = MEMORY_SVC;
 
-/// Which token kind and scope each RPC needs.
+/// Which token kind, scope and issuer each RPC needs. Admin methods are the operator's;
+/// `EraseTenant` also serves tenant-svc fanning out a tenant erasure, with a scope that opens
+/// nothing else.
 pub fn policy() -> Policy {
     Policy::new()
         .service_methods(
@@ -42,8 +45,16 @@ pub fn policy() -> Policy {
         .service_methods(
             names::MEMORY_ADMIN,
             &[
-                ("PurgeExpiredMemories", Rule::service(scope::MEMORY_ADMIN)),
-                ("EraseTenant", Rule::service(scope::MEMORY_ADMIN)),
+                (
+                    "PurgeExpiredMemories",
+                    Rule::service(scope::MEMORY_ADMIN).issued_by(&[OPERATOR]),
+                ),
+                (
+                    "EraseTenant",
+                    Rule::service(scope::MEMORY_ADMIN)
+                        .issued_by(&[OPERATOR])
+                        .or(Rule::service(scope::MEMORY_ERASE_TENANT).issued_by(&[TENANT_SVC])),
+                ),
             ],
         )
 }

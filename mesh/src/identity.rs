@@ -340,8 +340,11 @@ pub mod scope {
     pub const MEMORY_EXPORT: &str = "memory:export";
     /// Erase a caller's memory (tenant tokens).
     pub const MEMORY_ERASE: &str = "memory:erase";
-    /// memory-svc admin RPCs (service tokens).
+    /// memory-svc admin RPCs (service tokens: the operator).
     pub const MEMORY_ADMIN: &str = "memory:admin";
+    /// memory-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant
+    /// erasure the operator asked for).
+    pub const MEMORY_ERASE_TENANT: &str = "memory:erase-tenant";
     /// Register calls and apply status callbacks (tenant tokens).
     pub const MEDIA_CALLS: &str = "media:calls";
     /// Stream a live call (tenant tokens).
@@ -354,8 +357,10 @@ pub mod scope {
     pub const MEDIA_ERASE: &str = "media:erase";
     /// Place outbound calls (tenant tokens).
     pub const MEDIA_OUTBOUND: &str = "media:outbound";
-    /// media-svc admin RPCs (service tokens).
+    /// media-svc admin RPCs (service tokens: the operator).
     pub const MEDIA_ADMIN: &str = "media:admin";
+    /// media-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant erasure).
+    pub const MEDIA_ERASE_TENANT: &str = "media:erase-tenant";
 
     /// Scopes a tenant token may carry.
     pub const TENANT_SCOPES: &[&str] = &[
@@ -373,6 +378,19 @@ pub mod scope {
         MEDIA_ERASE,
         MEDIA_OUTBOUND,
     ];
+
+    /// The only scopes media-svc may ask `IssueTenantToken` for (its peers' calls: the agent
+    /// profile and customer record, webhook signing, the caller's memory). tenant-svc refuses
+    /// anything else from media-svc, and [`MEDIA_SVC_TENANT_AUDIENCES`] bounds the audiences.
+    pub const MEDIA_SVC_TENANT_SCOPES: &[&str] =
+        &[TENANT_READ, TENANT_WEBHOOK, MEMORY_READ, MEMORY_WRITE];
+
+    /// The only audiences media-svc may ask `IssueTenantToken` for.
+    pub const MEDIA_SVC_TENANT_AUDIENCES: &[&str] =
+        &[super::names::TENANT_SVC, super::names::MEMORY_SVC];
+
+    /// Longest tenant token media-svc may ask `IssueTenantToken` for.
+    pub const MEDIA_SVC_TENANT_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
     /// Scopes of the token `ResolveNumber` issues for one call.
     pub const CALL_SCOPES: &[&str] = &[

@@ -30,6 +30,9 @@ pub enum TenantError {
     /// A credential presented in the request body is not acceptable.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// The caller is known but may not ask for this (the message names what was refused).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Database failure.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -61,6 +64,7 @@ impl ServiceError for TenantError {
             TenantError::AlreadyExists(_) => ServiceErrorCode::AlreadyExists,
             TenantError::FailedPrecondition(_) => ServiceErrorCode::FailedPrecondition,
             TenantError::Unauthenticated(_) => ServiceErrorCode::Unauthenticated,
+            TenantError::PermissionDenied(_) => ServiceErrorCode::PermissionDenied,
             // A statement timeout is DEADLINE_EXCEEDED and a lost database UNAVAILABLE, as in
             // every service.
             TenantError::Db(db) => db.error_code(),
@@ -100,6 +104,11 @@ mod tests {
             "invalid or expired legacy token",
         ));
         assert_eq!(s.code(), tonic::Code::Unauthenticated);
+        let s = tonic::Status::from(TenantError::PermissionDenied("scopes: media:read".into()));
+        assert_eq!(
+            (s.code(), s.message()),
+            (tonic::Code::PermissionDenied, "scopes: media:read")
+        );
         let s = tonic::Status::from(TenantError::FailedPrecondition("suspended".into()));
         assert_eq!(s.code(), tonic::Code::FailedPrecondition);
         let s = tonic::Status::from(TenantError::Mint(mesh::auth::AuthError::MissingToken));

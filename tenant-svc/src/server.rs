@@ -10,7 +10,8 @@ use mesh::api::tenant::edge_service_server::EdgeServiceServer;
 use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
 use mesh::api::tenant::tenant_service_server::TenantServiceServer;
 use mesh::auth::{Policy, Rule};
-use mesh::identity::{names::TENANT_SVC, scope};
+use mesh::identity::names::{GATEWAY, MEDIA_SVC, OPERATOR, TENANT_SVC};
+use mesh::identity::scope;
 use mesh::server::{Core, Listeners, ServeConfig};
 
 use crate::settings::Settings;
@@ -19,22 +20,33 @@ use crate::{routing, service};
 /// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
 pub const NAME: &str = TENANT_SVC;
 
-/// Which token kind and scope each RPC needs.
+/// The operator's `tenant:admin`.
+fn operator() -> Rule {
+    Rule::service(scope::TENANT_ADMIN).issued_by(&[OPERATOR])
+}
+
+/// Which token kind, scope and issuer each RPC needs. Admin methods are the operator's;
+/// `IssueTenantToken` also serves media-svc, for exactly the scopes, audiences and lifetime of
+/// `scope::MEDIA_SVC_TENANT_*` (checked by the handler, which sees the request); the edge is
+/// the gateway's.
 pub fn policy() -> Policy {
     Policy::new()
         .service_methods(
             names::TENANT_ADMIN,
             &[
-                ("CreateCustomer", Rule::service(scope::TENANT_ADMIN)),
-                ("GetCustomer", Rule::service(scope::TENANT_ADMIN)),
-                ("ListCustomers", Rule::service(scope::TENANT_ADMIN)),
-                ("SetCustomerStatus", Rule::service(scope::TENANT_ADMIN)),
-                ("AssignPhoneNumber", Rule::service(scope::TENANT_ADMIN)),
-                ("ReleasePhoneNumber", Rule::service(scope::TENANT_ADMIN)),
-                ("DeleteCustomer", Rule::service(scope::TENANT_ADMIN)),
-                ("GetPlatformDefaults", Rule::service(scope::TENANT_ADMIN)),
-                ("UpdatePlatformDefaults", Rule::service(scope::TENANT_ADMIN)),
-                ("IssueTenantToken", Rule::service(scope::TENANT_ADMIN)),
+                ("CreateCustomer", operator()),
+                ("GetCustomer", operator()),
+                ("ListCustomers", operator()),
+                ("SetCustomerStatus", operator()),
+                ("AssignPhoneNumber", operator()),
+                ("ReleasePhoneNumber", operator()),
+                ("DeleteCustomer", operator()),
+                ("GetPlatformDefaults", operator()),
+                ("UpdatePlatformDefaults", operator()),
+                (
+                    "IssueTenantToken",
+                    Rule::service(scope::TENANT_ADMIN).issued_by(&[OPERATOR, MEDIA_SVC]),
+                ),
             ],
         )
         .service_methods(
@@ -53,8 +65,14 @@ pub fn policy() -> Policy {
         .service_methods(
             names::TENANT_EDGE,
             &[
-                ("ResolveNumber", Rule::service(scope::TENANT_RESOLVE)),
-                ("ExchangeLegacyToken", Rule::service(scope::TENANT_EXCHANGE)),
+                (
+                    "ResolveNumber",
+                    Rule::service(scope::TENANT_RESOLVE).issued_by(&[GATEWAY]),
+                ),
+                (
+                    "ExchangeLegacyToken",
+                    Rule::service(scope::TENANT_EXCHANGE).issued_by(&[GATEWAY]),
+                ),
             ],
         )
 }

@@ -11,11 +11,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use gateway::sim::SimCall;
 use mesh::api::common::Speaker;
-use mesh::api::tenant::edge_service_client::EdgeServiceClient;
 use mesh::api::{media as media_pb, tenant as tenant_pb};
 use mesh::auth::with_bearer as auth;
 use mesh::g711;
-use mesh::identity::{names, scope};
+use mesh::identity::scope;
 
 use super::{Conn, status};
 
@@ -154,26 +153,40 @@ pub async fn simulate(conn: &Conn, args: SimulateArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// The customer a number is assigned to, found with the operator's `ListCustomers` (the edge's
+/// `ResolveNumber` is the gateway's alone).
+async fn owner_of(conn: &Conn, number: &str) -> anyhow::Result<i64> {
+    let (mut admin, token) = conn.admin().await?;
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_customers(auth(
+                tenant_pb::ListCustomersRequest {
+                    page_size: 500,
+                    page_token,
+                },
+                &token,
+            ))
+            .await
+            .map_err(status)?
+            .into_inner();
+        let owner =
+            (page.customers.iter()).find(|c| c.phone_numbers.iter().any(|n| n.number == number));
+        if let Some(c) = owner {
+            return Ok(c.id);
+        }
+        if page.next_page_token.is_empty() {
+            bail!("no customer has the number {number}");
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// Prints the call's record and transcript as the tenant sees them, waiting up to 5 s for
 /// media-svc to finish the call.
 async fn print_record(conn: &Conn, call: &SimCall) -> anyhow::Result<()> {
-    let token = conn.operator_token(names::TENANT_SVC, &[scope::TENANT_RESOLVE])?;
-    let mut edge = EdgeServiceClient::new(Conn::channel(&conn.tenant_url).await?);
-    let resolved = edge
-        .resolve_number(auth(
-            tenant_pb::ResolveNumberRequest {
-                called_number: call.to.clone(),
-                account_sid: call.account_sid.clone(),
-                call_sid: call.call_sid.clone(),
-            },
-            &token,
-        ))
-        .await
-        .map_err(status)?
-        .into_inner();
-    let read = conn
-        .tenant_token(resolved.customer_id, &[scope::MEDIA_READ])
-        .await?;
+    let customer_id = owner_of(conn, &call.to).await?;
+    let read = conn.tenant_token(customer_id, &[scope::MEDIA_READ]).await?;
     let mut media = conn.media().await?;
     let mut got = None;
     for _ in 0..50 {
@@ -198,7 +211,7 @@ async fn print_record(conn: &Conn, call: &SimCall) -> anyhow::Result<()> {
     if let Some(c) = &got.call {
         println!(
             "call record: tenant {}, status {}, {} s, backend {}, ended: {}",
-            resolved.customer_id,
+            customer_id,
             media_pb::CallStatus::try_from(c.status)
                 .map(|s| s.as_str_name())
                 .unwrap_or("?"),

@@ -6,6 +6,7 @@
 mod common;
 mod fakes;
 
+mod admin_issuers;
 mod binary;
 mod calls;
 mod erase;

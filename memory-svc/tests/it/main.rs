@@ -10,10 +10,12 @@
 //!   visible fallback.
 //! - [`erasure`]: post-call records dropped after their caller's or tenant's erasure, and every
 //!   table of the schema erased or kept on purpose.
+//! - [`admin_issuers`]: who may use the admin powers (issuers named per rule).
 //! - [`binary`]: the `memory-svc` binary's start-up contract.
 //! - [`common`]: the harness (memory-svc on port 0 against a fresh database, clients, tokens,
 //!   row counts).
 
+mod admin_issuers;
 mod behaviour;
 mod binary;
 mod common;

@@ -84,6 +84,10 @@ pub enum AuthError {
     /// The method has no rule in the policy (fail closed).
     #[error("no access rule for this method")]
     NoRule,
+    /// The method's rule does not accept tokens from this issuer (a service's key can sign
+    /// any scope; the rule names who may use it). Holds the verified, sanitized issuer.
+    #[error("this method does not accept tokens issued by {0}")]
+    IssuerNotAllowed(String),
 
     // ----- configuration and issuing (never caused by a caller's token) -----
     /// A key could not be parsed or is unusable.
@@ -112,7 +116,10 @@ impl AuthError {
     pub fn is_permission_denied(&self) -> bool {
         matches!(
             self,
-            AuthError::WrongKind { .. } | AuthError::MissingScope(_) | AuthError::NoRule
+            AuthError::WrongKind { .. }
+                | AuthError::MissingScope(_)
+                | AuthError::NoRule
+                | AuthError::IssuerNotAllowed(_)
         )
     }
 
@@ -131,6 +138,10 @@ impl AuthError {
                 tonic::Status::permission_denied(format!("token lacks scope {scope}"))
             }
             AuthError::NoRule => tonic::Status::permission_denied("no access rule for this method"),
+            // The issuer was verified (bound to a trusted key), so it is one of our own names.
+            AuthError::IssuerNotAllowed(issuer) => tonic::Status::permission_denied(format!(
+                "this method does not accept tokens issued by {issuer}"
+            )),
             AuthError::InvalidKey(_)
             | AuthError::InvalidTrustBundle(_)
             | AuthError::MintRefused(_)
@@ -162,6 +173,7 @@ impl AuthError {
             AuthError::WrongKind { .. } => "wrong_kind",
             AuthError::MissingScope(_) => "scope",
             AuthError::NoRule => "no_rule",
+            AuthError::IssuerNotAllowed(_) => "issuer_not_allowed",
             AuthError::InvalidKey(_)
             | AuthError::InvalidTrustBundle(_)
             | AuthError::MintRefused(_)
@@ -182,6 +194,7 @@ impl AuthError {
                 | AuthError::UnexpectedCustomerId
                 | AuthError::IssuedInFuture
                 | AuthError::LifetimeTooLong { .. }
+                | AuthError::IssuerNotAllowed(_)
         )
     }
 

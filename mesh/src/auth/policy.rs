@@ -12,19 +12,59 @@ pub const PUBLIC_PATH_PREFIXES: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
-/// What one RPC requires: a token of one kind carrying one scope.
+/// What one RPC requires: a token of one kind, and one of the rule's alternatives: a scope
+/// the token must carry and, for service tokens, the issuers allowed to present it.
+///
+/// A service rule names its issuers ([`Rule::issued_by`]): a scope alone says what a token
+/// claims, not who may claim it, and every service's key can sign any scope. A [`Policy`]
+/// refuses (panics on) a service rule that names none. Tenant tokens have one issuer
+/// (`tenant-svc`, enforced by the verifier), so tenant rules name a scope only.
+///
+/// ```
+/// # use mesh::auth::Rule;
+/// # use mesh::identity::{names, scope};
+/// // The operator with `memory:admin`, or tenant-svc fanning out a tenant erasure.
+/// let erase = Rule::service(scope::MEMORY_ADMIN)
+///     .issued_by(&[names::OPERATOR])
+///     .or(Rule::service(scope::MEMORY_ERASE_TENANT).issued_by(&[names::TENANT_SVC]));
+/// # assert_eq!(erase.alternatives().count(), 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     kind: TokenKind,
+    grants: Vec<Grant>,
+}
+
+/// One way to satisfy a [`Rule`]: a scope, and for service tokens the allowed issuers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
     scope: String,
+    /// Empty for tenant rules (one issuer, checked by the verifier); for a service rule, empty
+    /// means "not declared yet", which [`Policy::rule`] refuses.
+    issuers: Vec<String>,
+}
+
+impl Grant {
+    /// The scope this alternative needs.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The issuers allowed to use it (empty for tenant rules).
+    pub fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.issuers.iter().map(String::as_str)
+    }
 }
 
 impl Rule {
-    /// A service token with `scope`.
+    /// A service token with `scope`; name its issuers with [`Rule::issued_by`].
     pub fn service(scope: &str) -> Rule {
         Rule {
             kind: TokenKind::Service,
-            scope: scope.to_owned(),
+            grants: vec![Grant {
+                scope: scope.to_owned(),
+                issuers: Vec::new(),
+            }],
         }
     }
 
@@ -32,8 +72,41 @@ impl Rule {
     pub fn tenant(scope: &str) -> Rule {
         Rule {
             kind: TokenKind::Tenant,
-            scope: scope.to_owned(),
+            grants: vec![Grant {
+                scope: scope.to_owned(),
+                issuers: Vec::new(),
+            }],
         }
+    }
+
+    /// Only tokens whose issuer (`iss`, bound to the signing key) is one of `issuers` satisfy
+    /// this rule's alternatives that name no issuer yet.
+    ///
+    /// # Panics
+    /// On a tenant rule (tenant tokens have one issuer) or an empty list.
+    pub fn issued_by(mut self, issuers: &[&str]) -> Rule {
+        assert!(
+            self.kind == TokenKind::Service,
+            "issued_by is for service rules; tenant tokens have one issuer"
+        );
+        assert!(!issuers.is_empty(), "issued_by needs at least one issuer");
+        for grant in self.grants.iter_mut().filter(|g| g.issuers.is_empty()) {
+            grant.issuers = issuers.iter().map(|i| (*i).to_owned()).collect();
+        }
+        self
+    }
+
+    /// This rule, or else `other` (same token kind): the caller satisfies either.
+    ///
+    /// # Panics
+    /// If the kinds differ.
+    pub fn or(mut self, other: Rule) -> Rule {
+        assert!(
+            self.kind == other.kind,
+            "a rule's alternatives must need the same token kind"
+        );
+        self.grants.extend(other.grants);
+        self
     }
 
     /// The required token kind.
@@ -41,12 +114,18 @@ impl Rule {
         self.kind
     }
 
-    /// The required scope.
-    pub fn scope(&self) -> &str {
-        &self.scope
+    /// The alternatives, in declaration order.
+    pub fn alternatives(&self) -> impl Iterator<Item = &Grant> {
+        self.grants.iter()
     }
 
-    /// Whether `caller` satisfies this rule; the error is a PERMISSION_DENIED one.
+    /// Whether every alternative of a service rule names its issuers.
+    pub fn names_issuers(&self) -> bool {
+        self.kind == TokenKind::Tenant || self.grants.iter().all(|g| !g.issuers.is_empty())
+    }
+
+    /// Whether `caller` satisfies this rule; the error is a PERMISSION_DENIED one: the wrong
+    /// kind, an issuer no alternative allows, or (the issuer being allowed) a missing scope.
     pub fn check(&self, caller: &Caller) -> Result<(), AuthError> {
         if caller.kind() != self.kind {
             return Err(AuthError::WrongKind {
@@ -54,10 +133,23 @@ impl Rule {
                 got: caller.kind(),
             });
         }
-        if !caller.scopes().contains(&self.scope) {
-            return Err(AuthError::MissingScope(self.scope.clone()));
+        let issuer = match caller {
+            Caller::Service(s) => Some(s.issuer.as_str()),
+            Caller::Tenant(_) => None,
+        };
+        let mut open_to_issuer = self.grants.iter().filter(|g| match issuer {
+            Some(iss) => g.issuers.iter().any(|i| i == iss),
+            None => true,
+        });
+        let Some(first) = open_to_issuer.clone().next() else {
+            return Err(AuthError::IssuerNotAllowed(
+                issuer.map(super::sanitize_for_log).unwrap_or_default(),
+            ));
+        };
+        if open_to_issuer.any(|g| caller.scopes().contains(&g.scope)) {
+            return Ok(());
         }
-        Ok(())
+        Err(AuthError::MissingScope(first.scope.clone()))
     }
 }
 
@@ -78,7 +170,8 @@ impl Policy {
     /// Adds the rule for one full path, e.g. `"/neurosphere.tenant.v1.EdgeService/ResolveNumber"`.
     ///
     /// # Panics
-    /// If the path is not `/<service>/<method>` or already has a rule: policies are static
+    /// If the path is not `/<service>/<method>`, already has a rule, or its rule is a service
+    /// rule that names no issuer: policies are static
     /// declarations, and a typo must stop the server at start-up rather than open or close a
     /// method silently.
     pub fn rule(mut self, path: &str, rule: Rule) -> Policy {
@@ -91,6 +184,10 @@ impl Policy {
         assert!(
             well_formed,
             "policy path {path:?} is not /<package.Service>/<Method>"
+        );
+        assert!(
+            rule.names_issuers(),
+            "policy path {path:?}: a service rule must name its issuers (Rule::issued_by)"
         );
         let previous = self.rules.insert(path.to_owned(), rule);
         assert!(previous.is_none(), "policy path {path:?} has two rules");
@@ -178,7 +275,10 @@ mod tests {
             )
             .service_methods(
                 "neurosphere.tenant.v1.EdgeService",
-                &[("ResolveNumber", Rule::service("tenant:resolve"))],
+                &[(
+                    "ResolveNumber",
+                    Rule::service("tenant:resolve").issued_by(&["gateway"]),
+                )],
             );
         assert_eq!(
             policy.service_names(),
@@ -194,11 +294,14 @@ mod tests {
     fn service_methods_expand_to_full_paths() {
         let policy = Policy::new().service_methods(
             "neurosphere.tenant.v1.EdgeService",
-            &[("ResolveNumber", Rule::service("tenant:resolve"))],
+            &[(
+                "ResolveNumber",
+                Rule::service("tenant:resolve").issued_by(&["gateway"]),
+            )],
         );
         assert_eq!(
             policy.get("/neurosphere.tenant.v1.EdgeService/ResolveNumber"),
-            Some(&Rule::service("tenant:resolve"))
+            Some(&Rule::service("tenant:resolve").issued_by(&["gateway"]))
         );
         assert_eq!(policy.get("/neurosphere.tenant.v1.EdgeService/Other"), None);
     }
@@ -207,14 +310,14 @@ mod tests {
     #[should_panic(expected = "two rules")]
     fn duplicate_rules_panic() {
         let _ = Policy::new()
-            .rule("/a.S/M", Rule::service("x"))
+            .rule("/a.S/M", Rule::service("x").issued_by(&["gateway"]))
             .rule("/a.S/M", Rule::tenant("x"));
     }
 
     #[test]
     #[should_panic(expected = "is not")]
     fn malformed_paths_panic() {
-        let _ = Policy::new().rule("a.S/M", Rule::service("x"));
+        let _ = Policy::new().rule("a.S/M", Rule::service("x").issued_by(&["gateway"]));
     }
 
     #[test]
@@ -228,7 +331,12 @@ mod tests {
             subject: "CA1".into(),
             scopes: Scopes::parse("tenant:read"),
         });
-        assert_eq!(Rule::service("tenant:resolve").check(&service), Ok(()));
+        assert_eq!(
+            Rule::service("tenant:resolve")
+                .issued_by(&["gateway"])
+                .check(&service),
+            Ok(())
+        );
         assert_eq!(Rule::tenant("tenant:read").check(&tenant), Ok(()));
         assert!(matches!(
             Rule::service("tenant:read").check(&tenant),
@@ -238,7 +346,9 @@ mod tests {
             })
         ));
         assert_eq!(
-            Rule::service("tenant:admin").check(&service),
+            Rule::service("tenant:admin")
+                .issued_by(&["gateway"])
+                .check(&service),
             Err(AuthError::MissingScope("tenant:admin".into()))
         );
     }

@@ -84,7 +84,7 @@ async fn start(drain: Duration) -> Running {
         verifier: identity.verifier(names::TENANT_SVC),
         policy: Arc::new(Policy::new().rule(
             "/neurosphere.tenant.v1.EdgeService/ResolveNumber",
-            Rule::service("tenant:resolve"),
+            Rule::service("tenant:resolve").issued_by(&["gateway"]),
         )),
         health_names: vec!["neurosphere.tenant.v1.EdgeService".to_owned()],
         readiness,

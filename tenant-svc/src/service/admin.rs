@@ -82,14 +82,62 @@ impl<'a> TokenGrant<'a> {
             ));
         }
         let scopes = r.scopes.iter().map(String::as_str).collect();
-        Ok(Self {
+        let grant = Self {
             id,
             subject,
             audiences,
             scopes,
             ttl,
-        })
+        };
+        grant.within_issuer_limits(issuer)?;
+        Ok(grant)
     }
+
+    /// The operator may ask for any tenant token; media-svc only for what its peers' calls need
+    /// (`scope::MEDIA_SVC_TENANT_*`), so its key cannot mint itself `media:outbound` or a token
+    /// for the edge's methods. Any other issuer never gets here (the policy names these two),
+    /// and is refused again should the policy change.
+    fn within_issuer_limits(&self, issuer: &str) -> Result<()> {
+        match issuer {
+            names::OPERATOR => Ok(()),
+            names::MEDIA_SVC => {
+                let scopes: Vec<&str> = (self.scopes.iter().copied())
+                    .filter(|s| !scope::MEDIA_SVC_TENANT_SCOPES.contains(s))
+                    .collect();
+                if !scopes.is_empty() {
+                    return Err(refused(issuer, "scopes", &scopes));
+                }
+                let audiences: Vec<&str> = (self.audiences.iter().copied())
+                    .filter(|a| !scope::MEDIA_SVC_TENANT_AUDIENCES.contains(a))
+                    .collect();
+                if !audiences.is_empty() {
+                    return Err(refused(issuer, "audiences", &audiences));
+                }
+                if self.ttl > scope::MEDIA_SVC_TENANT_TTL {
+                    return Err(TenantError::PermissionDenied(format!(
+                        "ttl: {issuer} may ask for at most {} s",
+                        scope::MEDIA_SVC_TENANT_TTL.as_secs()
+                    )));
+                }
+                Ok(())
+            }
+            other => Err(TenantError::PermissionDenied(format!(
+                "{other} may not issue tenant tokens"
+            ))),
+        }
+    }
+}
+
+/// PERMISSION_DENIED naming the field and the values `issuer` may not ask for.
+fn refused(issuer: &str, field: &str, values: &[&str]) -> TenantError {
+    let values: Vec<String> = values
+        .iter()
+        .map(|v| v.escape_debug().to_string())
+        .collect();
+    TenantError::PermissionDenied(format!(
+        "{field}: {issuer} may not ask for {}",
+        values.join(", ")
+    ))
 }
 
 /// The history entry of a number assigned (`assigned`) or released.
