@@ -32,10 +32,10 @@ use secrecy::SecretString;
 use tonic::transport::Channel;
 
 /// Lifetime of the tenant tokens media-svc requests (the most tenant-svc grants it).
-const TOKEN_TTL: Duration = scope::MEDIA_SVC_TENANT_TTL;
+const TOKEN_TTL: Duration = scope::MEDIA_SVC_PEER_TOKEN.max_ttl;
 
 /// Lifetime of the one-use token that erases a caller's memory (never cached).
-const ERASE_TOKEN_TTL: Duration = Duration::from_secs(60);
+const ERASE_TOKEN_TTL: Duration = scope::MEDIA_SVC_ERASE_TOKEN.max_ttl;
 
 /// Clients of tenant-svc and memory-svc.
 #[derive(Clone)]
@@ -126,10 +126,10 @@ impl Peers {
             .issue_tenant_token(IssueTenantTokenRequest {
                 customer_id: customer.get(),
                 // Exactly what tenant-svc grants media-svc, no more.
-                scopes: (scope::MEDIA_SVC_TENANT_SCOPES.iter())
+                scopes: (scope::MEDIA_SVC_PEER_TOKEN.scopes.iter())
                     .map(|s| (*s).to_owned())
                     .collect(),
-                audiences: (scope::MEDIA_SVC_TENANT_AUDIENCES.iter())
+                audiences: (scope::MEDIA_SVC_PEER_TOKEN.audiences.iter())
                     .map(|a| (*a).to_owned())
                     .collect(),
                 ttl: Some(prost_types::Duration {
@@ -195,8 +195,8 @@ impl Peers {
         let token = self
             .issue_token(
                 customer,
-                &[scope::MEMORY_ERASE],
-                &[names::MEMORY_SVC],
+                scope::MEDIA_SVC_ERASE_TOKEN.scopes,
+                scope::MEDIA_SVC_ERASE_TOKEN.audiences,
                 ERASE_TOKEN_TTL,
                 subject,
             )

@@ -379,18 +379,36 @@ pub mod scope {
         MEDIA_OUTBOUND,
     ];
 
-    /// The only scopes media-svc may ask `IssueTenantToken` for (its peers' calls: the agent
-    /// profile and customer record, webhook signing, the caller's memory). tenant-svc refuses
-    /// anything else from media-svc, and [`MEDIA_SVC_TENANT_AUDIENCES`] bounds the audiences.
-    pub const MEDIA_SVC_TENANT_SCOPES: &[&str] =
-        &[TENANT_READ, TENANT_WEBHOOK, MEMORY_READ, MEMORY_WRITE];
+    /// A tenant token a service other than the operator may ask `IssueTenantToken` for: the
+    /// request's scopes and audiences must be among these, its lifetime at most `max_ttl`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct IssuableToken {
+        /// Scopes it may carry.
+        pub scopes: &'static [&'static str],
+        /// Services it may be addressed to.
+        pub audiences: &'static [&'static str],
+        /// Longest lifetime.
+        pub max_ttl: std::time::Duration,
+    }
 
-    /// The only audiences media-svc may ask `IssueTenantToken` for.
-    pub const MEDIA_SVC_TENANT_AUDIENCES: &[&str] =
-        &[super::names::TENANT_SVC, super::names::MEMORY_SVC];
+    /// media-svc's peer token: the agent profile and customer record, webhook signing, the
+    /// caller's memory (`media-svc/src/peers.rs`), 15 minutes.
+    pub const MEDIA_SVC_PEER_TOKEN: IssuableToken = IssuableToken {
+        scopes: &[TENANT_READ, TENANT_WEBHOOK, MEMORY_READ, MEMORY_WRITE],
+        audiences: &[super::names::TENANT_SVC, super::names::MEMORY_SVC],
+        max_ttl: std::time::Duration::from_secs(15 * 60),
+    };
 
-    /// Longest tenant token media-svc may ask `IssueTenantToken` for.
-    pub const MEDIA_SVC_TENANT_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+    /// media-svc's half of a caller erasure: `memory:erase` at memory-svc, one minute.
+    pub const MEDIA_SVC_ERASE_TOKEN: IssuableToken = IssuableToken {
+        scopes: &[MEMORY_ERASE],
+        audiences: &[super::names::MEMORY_SVC],
+        max_ttl: std::time::Duration::from_secs(60),
+    };
+
+    /// Every tenant token media-svc may ask `IssueTenantToken` for; tenant-svc refuses anything
+    /// that fits none of them.
+    pub const MEDIA_SVC_ISSUABLE: &[IssuableToken] = &[MEDIA_SVC_PEER_TOKEN, MEDIA_SVC_ERASE_TOKEN];
 
     /// Scopes of the token `ResolveNumber` issues for one call.
     pub const CALL_SCOPES: &[&str] = &[

@@ -27,7 +27,7 @@ fn operator() -> Rule {
 
 /// Which token kind, scope and issuer each RPC needs. Admin methods are the operator's;
 /// `IssueTenantToken` also serves media-svc, for exactly the scopes, audiences and lifetime of
-/// `scope::MEDIA_SVC_TENANT_*` (checked by the handler, which sees the request); the edge is
+/// `scope::MEDIA_SVC_ISSUABLE` (checked by the handler, which sees the request); the edge is
 /// the gateway's.
 pub fn policy() -> Policy {
     Policy::new()

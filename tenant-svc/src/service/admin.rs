@@ -93,49 +93,69 @@ impl<'a> TokenGrant<'a> {
         Ok(grant)
     }
 
-    /// The operator may ask for any tenant token; media-svc only for what its peers' calls need
-    /// (`scope::MEDIA_SVC_TENANT_*`), so its key cannot mint itself `media:outbound` or a token
-    /// for the edge's methods. Any other issuer never gets here (the policy names these two),
-    /// and is refused again should the policy change.
+    /// The operator may ask for any tenant token; media-svc only for the tokens its own work
+    /// needs (`scope::MEDIA_SVC_ISSUABLE`), so its key cannot mint itself `media:outbound` or a
+    /// token for the edge's methods. Any other issuer never gets here (the policy names these
+    /// two), and is refused again should the policy change.
     fn within_issuer_limits(&self, issuer: &str) -> Result<()> {
         match issuer {
             names::OPERATOR => Ok(()),
-            names::MEDIA_SVC => {
-                let scopes: Vec<&str> = (self.scopes.iter().copied())
-                    .filter(|s| !scope::MEDIA_SVC_TENANT_SCOPES.contains(s))
-                    .collect();
-                if !scopes.is_empty() {
-                    return Err(refused(issuer, "scopes", &scopes));
-                }
-                let audiences: Vec<&str> = (self.audiences.iter().copied())
-                    .filter(|a| !scope::MEDIA_SVC_TENANT_AUDIENCES.contains(a))
-                    .collect();
-                if !audiences.is_empty() {
-                    return Err(refused(issuer, "audiences", &audiences));
-                }
-                if self.ttl > scope::MEDIA_SVC_TENANT_TTL {
-                    return Err(TenantError::PermissionDenied(format!(
-                        "ttl: {issuer} may ask for at most {} s",
-                        scope::MEDIA_SVC_TENANT_TTL.as_secs()
-                    )));
-                }
-                Ok(())
-            }
+            names::MEDIA_SVC => self.fits(issuer, scope::MEDIA_SVC_ISSUABLE),
             other => Err(TenantError::PermissionDenied(format!(
                 "{other} may not issue tenant tokens"
             ))),
         }
     }
+
+    /// Whether this grant fits one of `allowed` (scopes, then audiences, then lifetime); the
+    /// refusal names the first of them that does not.
+    fn fits(&self, issuer: &str, allowed: &[scope::IssuableToken]) -> Result<()> {
+        let scopes = outside(&self.scopes, |s| {
+            allowed.iter().any(|t| t.scopes.contains(&s))
+        });
+        if !scopes.is_empty() {
+            return Err(refused(issuer, "scopes", &scopes, ""));
+        }
+        let fitting: Vec<&scope::IssuableToken> = (allowed.iter())
+            .filter(|t| self.scopes.iter().all(|s| t.scopes.contains(s)))
+            .collect();
+        if fitting.is_empty() {
+            return Err(refused(issuer, "scopes", &self.scopes, " in one token"));
+        }
+        let audiences = outside(&self.audiences, |a| {
+            fitting.iter().any(|t| t.audiences.contains(&a))
+        });
+        if !audiences.is_empty() {
+            return Err(refused(issuer, "audiences", &audiences, ""));
+        }
+        let max_ttl = (fitting.iter())
+            .filter(|t| self.audiences.iter().all(|a| t.audiences.contains(a)))
+            .map(|t| t.max_ttl)
+            .max()
+            .unwrap_or_default();
+        if self.ttl > max_ttl {
+            return Err(TenantError::PermissionDenied(format!(
+                "ttl: {issuer} may ask for at most {} s for this token",
+                max_ttl.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The values of `wanted` that `allowed` refuses.
+fn outside<'v>(wanted: &[&'v str], allowed: impl Fn(&str) -> bool) -> Vec<&'v str> {
+    wanted.iter().copied().filter(|w| !allowed(w)).collect()
 }
 
 /// PERMISSION_DENIED naming the field and the values `issuer` may not ask for.
-fn refused(issuer: &str, field: &str, values: &[&str]) -> TenantError {
+fn refused(issuer: &str, field: &str, values: &[&str], how: &str) -> TenantError {
     let values: Vec<String> = values
         .iter()
         .map(|v| v.escape_debug().to_string())
         .collect();
     TenantError::PermissionDenied(format!(
-        "{field}: {issuer} may not ask for {}",
+        "{field}: {issuer} may not ask for {}{how}",
         values.join(", ")
     ))
 }

@@ -277,40 +277,46 @@ async fn media_svc_may_issue_only_the_tenant_tokens_its_calls_need() {
     let id = s.customer("media@issuers.example").await;
     let media = s.token(names::MEDIA_SVC, &[scope::TENANT_ADMIN]);
     let mut admin = s.admin();
-    // What media-svc's peers ask for (media-svc/src/peers.rs) is granted.
-    let ttl = scope::MEDIA_SVC_TENANT_TTL.as_secs() as i64;
-    let ok = issue(
-        id,
-        scope::MEDIA_SVC_TENANT_SCOPES,
-        scope::MEDIA_SVC_TENANT_AUDIENCES,
-        ttl,
-    );
-    let token = admin
-        .issue_tenant_token(auth(ok, &media))
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    let caller = (s.keys.identity(names::MEMORY_SVC))
-        .verifier(names::MEMORY_SVC)
-        .verify(&token)
-        .unwrap();
-    assert_eq!(caller.customer_id().map(|c| c.get()), Some(id));
+    // What media-svc asks for (media-svc/src/peers.rs) is granted: its peer token and the
+    // one-minute token that erases a caller's memory.
+    for allowed in scope::MEDIA_SVC_ISSUABLE {
+        let ttl = allowed.max_ttl.as_secs() as i64;
+        let ok = issue(id, allowed.scopes, allowed.audiences, ttl);
+        let token = (admin.issue_tenant_token(auth(ok, &media)).await)
+            .unwrap()
+            .into_inner()
+            .token;
+        let caller = (s.keys.identity(names::MEMORY_SVC))
+            .verifier(names::MEMORY_SVC)
+            .verify(&token)
+            .unwrap();
+        assert_eq!(caller.customer_id().map(|c| c.get()), Some(id));
+    }
 
     // Anything more is refused, naming what was refused.
-    let all = scope::MEDIA_SVC_TENANT_AUDIENCES;
+    let peer = scope::MEDIA_SVC_PEER_TOKEN.audiences;
+    let memory = &[names::MEMORY_SVC][..];
     for (request, message) in [
         (
-            issue(id, &[scope::TENANT_READ, scope::MEDIA_OUTBOUND], all, 60),
+            issue(id, &[scope::TENANT_READ, scope::MEDIA_OUTBOUND], peer, 60),
             "scopes: media-svc may not ask for media:outbound",
         ),
         (
-            issue(id, &[scope::MEMORY_EXPORT, scope::TENANT_WRITE], all, 60),
+            issue(id, &[scope::MEMORY_EXPORT, scope::TENANT_WRITE], peer, 60),
             "scopes: media-svc may not ask for memory:export, tenant:write",
+        ),
+        // Each allowed on its own, never together.
+        (
+            issue(id, &[scope::MEMORY_READ, scope::MEMORY_ERASE], memory, 60),
+            "scopes: media-svc may not ask for memory:read, memory:erase in one token",
         ),
         (
             issue(id, &[scope::TENANT_READ], &[names::MEDIA_SVC], 60),
             "audiences: media-svc may not ask for media-svc",
+        ),
+        (
+            issue(id, &[scope::MEMORY_ERASE], peer, 60),
+            "audiences: media-svc may not ask for tenant-svc",
         ),
         // No audience means every service, media-svc included.
         (
@@ -318,8 +324,12 @@ async fn media_svc_may_issue_only_the_tenant_tokens_its_calls_need() {
             "audiences: media-svc may not ask for media-svc",
         ),
         (
-            issue(id, &[scope::TENANT_READ], all, ttl + 1),
-            "ttl: media-svc may ask for at most 900 s",
+            issue(id, &[scope::TENANT_READ], peer, 901),
+            "ttl: media-svc may ask for at most 900 s for this token",
+        ),
+        (
+            issue(id, &[scope::MEMORY_ERASE], memory, 61),
+            "ttl: media-svc may ask for at most 60 s for this token",
         ),
     ] {
         let err = admin
