@@ -169,6 +169,9 @@ pub mod catalog {
         /// Legacy HS256 key.
         JWT_SECRET_KEY = { name: "JWT_SECRET_KEY", default: None, secret: true, used_by: "tenant-svc",
             help: "Shared HS256 key of the legacy memory REST tokens (at least 32 bytes). Legacy endpoints are refused when unset." },
+        /// Longest legacy token.
+        JWT_MAX_LIFETIME_SECONDS = { name: "JWT_MAX_LIFETIME_SECONDS", default: Some("86400"), secret: false, used_by: "tenant-svc",
+            help: "Longest lifetime (`exp - iat`) of a legacy HS256 token; longer ones are refused (401)." },
         /// OpenAI key.
         OPENAI_API_KEY = { name: "OPENAI_API_KEY", default: None, secret: true, used_by: "media-svc, memory-svc",
             help: "OpenAI API key. When set, calls use the `openai-realtime` backend and memory-svc may use the OpenAI summarizer; when unset, the offline `local` backend and the heuristic summarizer." },

@@ -124,7 +124,8 @@ pub async fn run(
         .legacy_secret
         .as_ref()
         .map(mesh::auth::LegacyVerifier::new)
-        .transpose()?;
+        .transpose()?
+        .map(|v| v.with_max_lifetime(settings.legacy_max_lifetime));
     let deps = Deps {
         core: p.core,
         legacy,

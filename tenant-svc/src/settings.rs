@@ -14,6 +14,8 @@ pub struct Settings {
     pub common: ServiceSettings,
     /// Key of legacy HS256 tokens (`JWT_SECRET_KEY`); legacy exchange is refused when unset.
     pub legacy_secret: Option<SecretString>,
+    /// Longest legacy token accepted (`JWT_MAX_LIFETIME_SECONDS`).
+    pub legacy_max_lifetime: std::time::Duration,
     /// `WEBHOOK_ALLOW_INSECURE`: accept `http://` webhook URLs and CORS origins, and webhook
     /// hosts that are localhost or internal addresses (development and tests only).
     pub webhook_allow_insecure: bool,
@@ -34,6 +36,7 @@ impl Settings {
         {
             env.problem(&catalog::JWT_SECRET_KEY, e);
         }
+        let legacy_max_lifetime = env.seconds(&catalog::JWT_MAX_LIFETIME_SECONDS);
         let webhook_allow_insecure = env.get::<bool>(&catalog::WEBHOOK_ALLOW_INSECURE);
         for line in env.describe() {
             tracing::debug!(setting = %line, "setting");
@@ -42,6 +45,7 @@ impl Settings {
         Ok(Self {
             common: common.expect("present when finish() succeeded"),
             legacy_secret,
+            legacy_max_lifetime: legacy_max_lifetime.expect("present when finish() succeeded"),
             webhook_allow_insecure: webhook_allow_insecure
                 .expect("present when finish() succeeded"),
         })

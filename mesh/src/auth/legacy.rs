@@ -13,6 +13,37 @@ use serde::Deserialize;
 use super::{AuthError, DEFAULT_LEEWAY, MAX_LEEWAY, b64url, sanitize_for_log};
 use crate::domain::CustomerId;
 
+/// Default longest legacy token accepted (`exp - iat`); `JWT_MAX_LIFETIME_SECONDS` sets it.
+pub const DEFAULT_MAX_LEGACY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The mesh scopes a legacy `scope` claim grants, mapped explicitly (the old system wrote
+/// `memory:read:write`): `memory:read` reads, `memory:write` writes, `memory:read:write` (or
+/// `memory:write:read`) both; items may be separated by spaces or commas. A missing or empty
+/// claim means read-only. Anything else grants nothing (an unknown item is not a write).
+pub fn legacy_scopes(scope: &str) -> Vec<&'static str> {
+    use crate::identity::scope::{MEMORY_READ, MEMORY_WRITE};
+    let items: Vec<&str> = scope
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|i| !i.is_empty())
+        .collect();
+    if items.is_empty() {
+        return vec![MEMORY_READ];
+    }
+    let (mut read, mut write) = (false, false);
+    for item in items {
+        match item {
+            "memory:read" => read = true,
+            "memory:write" => write = true,
+            "memory:read:write" | "memory:write:read" => (read, write) = (true, true),
+            _ => {}
+        }
+    }
+    [(read, MEMORY_READ), (write, MEMORY_WRITE)]
+        .into_iter()
+        .filter_map(|(granted, s)| granted.then_some(s))
+        .collect()
+}
+
 /// The shortest HS256 secret accepted: 256 bits, the size of the HMAC-SHA256 output
 /// (RFC 7518 §3.2).
 pub const MIN_LEGACY_SECRET_LEN: usize = 32;
@@ -29,11 +60,12 @@ pub struct LegacyClaims {
 }
 
 /// Verifies legacy HS256 tokens: HS256 only, `exp` and `iat` required, leeway at most 30 s,
-/// a positive integer `customer_id`.
+/// a lifetime `exp - iat` of at most 24 h (or as set), a positive integer `customer_id`.
 #[derive(Clone)]
 pub struct LegacyVerifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime: Duration,
 }
 
 #[derive(Deserialize)]
@@ -73,12 +105,20 @@ impl LegacyVerifier {
         Ok(LegacyVerifier {
             key: DecodingKey::from_secret(bytes),
             validation,
+            max_lifetime: DEFAULT_MAX_LEGACY_LIFETIME,
         })
     }
 
     /// Sets the clock-skew leeway; values above 30 s are clamped to 30 s.
     pub fn with_leeway(mut self, leeway: Duration) -> LegacyVerifier {
         self.validation.leeway = leeway.min(MAX_LEEWAY).as_secs();
+        self
+    }
+
+    /// Sets the longest lifetime `exp - iat` accepted (default 24 h): a shared-secret token
+    /// minted for ten years is a password that never expires.
+    pub fn with_max_lifetime(mut self, max: Duration) -> LegacyVerifier {
+        self.max_lifetime = max;
         self
     }
 
@@ -111,6 +151,13 @@ impl LegacyVerifier {
         if iat > now + self.validation.leeway as i64 {
             return Err(AuthError::IssuedInFuture);
         }
+        let max_secs = self.max_lifetime.as_secs();
+        if expires_at.saturating_sub(iat) > i64::try_from(max_secs).unwrap_or(i64::MAX) {
+            return Err(AuthError::LifetimeTooLong {
+                lifetime_secs: expires_at.saturating_sub(iat),
+                max_secs,
+            });
+        }
         let customer_id = claims
             .customer_id
             .ok_or(AuthError::MissingClaim("customer_id"))?
@@ -130,17 +177,30 @@ impl LegacyVerifier {
     /// Test helper: a legacy token for `customer_id` signed with this verifier's secret.
     /// Compiled only for tests and the `testkit` feature; production code never mints these.
     pub fn mint_for_tests(&self, customer_id: CustomerId, ttl: Duration) -> String {
+        self.mint_scoped_for_tests(customer_id, ttl, Some("memory:read memory:write"))
+    }
+
+    /// Test helper: as [`LegacyVerifier::mint_for_tests`] with this `scope` claim (`None`: no
+    /// claim).
+    pub fn mint_scoped_for_tests(
+        &self,
+        customer_id: CustomerId,
+        ttl: Duration,
+        scope: Option<&str>,
+    ) -> String {
         let secret = self
             .key
             .try_get_as_bytes()
             .expect("HMAC keys are raw bytes");
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = serde_json::json!({
+        let mut claims = serde_json::json!({
             "customer_id": customer_id.get(),
-            "scope": "memory:read memory:write",
             "iat": now,
             "exp": now + ttl.as_secs(),
         });
+        if let Some(scope) = scope {
+            claims["scope"] = scope.into();
+        }
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(Algorithm::HS256),
             &claims,
@@ -167,5 +227,28 @@ mod tests {
         let secret = SecretString::from("0123456789abcdef0123456789abcdef");
         let v = LegacyVerifier::new(&secret).unwrap();
         assert!(!format!("{v:?}").contains("0123456789"));
+    }
+
+    #[test]
+    fn legacy_scopes_are_mapped_explicitly_and_default_to_read_only() {
+        let rw = vec!["memory:read", "memory:write"];
+        for (claim, granted) in [
+            ("", vec!["memory:read"]),
+            ("  ", vec!["memory:read"]),
+            ("memory:read", vec!["memory:read"]),
+            ("memory:write", vec!["memory:write"]),
+            ("memory:read:write", rw.clone()),
+            ("memory:write:read", rw.clone()),
+            ("memory:read memory:write", rw.clone()),
+            ("memory:read,memory:write", rw.clone()),
+            ("memory:write memory:read memory:read", rw.clone()),
+            ("memory:read admin", vec!["memory:read"]),
+            ("admin", vec![]),
+            ("memory:readwrite", vec![]),
+            ("MEMORY:WRITE", vec![]),
+            ("memory:*", vec![]),
+        ] {
+            assert_eq!(legacy_scopes(claim), granted, "{claim:?}");
+        }
     }
 }

@@ -48,7 +48,9 @@ pub use client::{AttachToken, DEFAULT_SERVICE_TOKEN_TTL, TokenSource, with_beare
 pub use error::AuthError;
 pub use keys::{PublicKey, SigningKey, TrustedKeys};
 pub use layer::{AuthLayer, AuthService, operator_target, service_caller, tenant_caller};
-pub use legacy::{LegacyClaims, LegacyVerifier, MIN_LEGACY_SECRET_LEN};
+pub use legacy::{
+    DEFAULT_MAX_LEGACY_LIFETIME, LegacyClaims, LegacyVerifier, MIN_LEGACY_SECRET_LEN, legacy_scopes,
+};
 pub use mint::Minter;
 pub use policy::{PUBLIC_PATH_PREFIXES, Policy, Rule};
 pub use scopes::Scopes;

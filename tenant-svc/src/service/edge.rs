@@ -73,16 +73,19 @@ impl edge_service_server::EdgeService for TenantSvc {
             other => other,
         })?;
         customer.require_active()?;
+        let scopes = mesh::auth::legacy_scopes(&claims.scope);
+        if scopes.is_empty() {
+            // The old API's contract for unusable credentials is 401.
+            return Err(TenantError::Unauthenticated(
+                "legacy token's scope grants neither memory:read nor memory:write",
+            )
+            .into());
+        }
         let remaining = claims.expires_at - chrono::Utc::now().timestamp();
         let ttl =
             Duration::from_secs(remaining.clamp(1, MAX_EXCHANGED_TTL.as_secs() as i64) as u64);
-        let (token, expire_time) = self.mint(
-            id,
-            "legacy-rest",
-            &[names::MEMORY_SVC],
-            &[scope::MEMORY_READ, scope::MEMORY_WRITE],
-            ttl,
-        )?;
+        let (token, expire_time) =
+            self.mint(id, "legacy-rest", &[names::MEMORY_SVC], &scopes, ttl)?;
         Ok(Response::new(ExchangeLegacyTokenResponse {
             customer_id: id.get(),
             tenant_token: token,

@@ -5,12 +5,14 @@
 //! - [`outbound_settings`]: outbound-call and webhook settings, webhook secrets and signatures;
 //! - [`routing`]: the call-routing cache across two replicas;
 //! - [`admin_issuers`]: who may use the admin powers and the edge (issuers named per rule);
+//! - [`legacy`]: legacy HS256 tokens' lifetime and scope mapping at the exchange;
 //! - [`binary`]: the `tenant-svc` binary's start-up contract;
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
 mod admin_issuers;
 mod binary;
 mod common;
+mod legacy;
 mod outbound_settings;
 mod routing;
 mod tenant;

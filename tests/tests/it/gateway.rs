@@ -392,6 +392,54 @@ async fn legacy_rest_acts_for_the_token_tenant_only() {
     assert_eq!(r["customer_id"], smith.id);
     assert_eq!(r["success"], true);
     bad_legacy_tokens_get_401_and_store_nothing(&mesh, peterson.id).await;
+    read_only_and_ageless_legacy_tokens_write_nothing(&mesh, peterson.id).await;
+}
+
+/// A legacy token with scope `memory:read` (or none: read-only) reads but cannot store: 403;
+/// one valid for ten years is refused (401). Nothing is stored either way.
+async fn read_only_and_ageless_legacy_tokens_write_nothing(mesh: &Mesh, customer_id: i64) {
+    let legacy = mesh::auth::LegacyVerifier::new(&mesh.legacy_secret).unwrap();
+    let id = mesh::domain::CustomerId::new(customer_id).unwrap();
+    let minute = std::time::Duration::from_secs(60);
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", mesh.gateway.main);
+    let count = async || -> i64 {
+        let admin = mesh.db.admin_client().await;
+        let sql = "SELECT count(*) FROM memory.memories";
+        admin.query_one(sql, &[]).await.unwrap().get(0)
+    };
+    let before = count().await;
+    let store = serde_json::json!({"user_id": CALLER, "role": "user", "content": "written?"});
+    for (scope, status) in [(Some("memory:read"), 403), (None, 403)] {
+        let token = legacy.mint_scoped_for_tests(id, minute, scope);
+        let r = http
+            .post(url("/memory/retrieve"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"user_id": CALLER, "limit": 10}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scope:?} reads");
+        let r = (http.post(url("/memory/store")).bearer_auth(&token))
+            .json(&store)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{scope:?} writes");
+    }
+    let ten_years = std::time::Duration::from_secs(10 * 365 * 86_400);
+    let token = legacy.mint_for_tests(id, ten_years);
+    let r = (http.post(url("/memory/store")).bearer_auth(&token))
+        .json(&store)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        count().await,
+        before,
+        "a refused legacy write stored a memory"
+    );
 }
 
 /// Missing, invalid and expired legacy tokens: 401 with a JSON error, nothing stored.
