@@ -5,16 +5,16 @@
 //! whatever the protocol:
 //!
 //! - a connection's request headers must be complete [`HEADER_READ_TIMEOUT`] after accept, and
-//!   again after each response ends (keep-alive), else it is closed ([`conn`] watches this for
-//!   HTTP/1, the protocol sniff and HTTP/2 alike); a request in flight (its handler running or
-//!   its body streaming) and an upgraded socket (Media Streams) are exempt: the request timeout
-//!   and the stream's own rules bound those;
+//!   again after each response ends (keep-alive), else it is closed (`http/conn.rs` watches
+//!   this for HTTP/1, the protocol sniff and HTTP/2 alike); a request in flight (its handler
+//!   running or its body streaming) and an upgraded socket (Media Streams) are exempt: the
+//!   request timeout and the stream's own rules bound those;
 //! - a kept-alive connection that sends no byte [`ConnectionConfig::keepalive_idle`] after its
 //!   previous response is closed;
 //! - one client address (IPv6: one /64) may hold at most
-//!   [`ConnectionConfig::pending_per_address`] connections whose first request's headers are not
-//!   yet complete ([`pending`]); the excess is answered at once with a minimal 429 and closed
-//!   (trusted proxies are exempt: every client behind them shares their address);
+//!   [`ConnectionConfig::pending_per_address`] connections whose first request's headers are
+//!   not yet complete (`http/pending.rs`); the excess is answered at once with a minimal 429 and
+//!   closed (trusted proxies are exempt: every client behind them shares their address);
 //! - at most `max_connections` connections are open at once (beyond that new ones are closed at
 //!   accept and counted);
 //! - HTTP/2 (cleartext, prior knowledge) only when [`ConnectionConfig::http2`] is set, with

@@ -326,7 +326,8 @@ impl Watch {
                     graceful(conn.as_mut());
                 }
                 why = &mut silence, if !stopping => {
-                    metrics::counter!("gateway_connections_closed_silent_total", "reason" => why.label())
+                    let reason = why.label();
+                    metrics::counter!("gateway_connections_closed_silent_total", "reason" => reason)
                         .increment(1);
                     graceful(conn.as_mut());
                     let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;

@@ -222,8 +222,11 @@ async fn the_per_address_cap_answers_the_excess_at_once() {
     for _ in 0..30 {
         others.push(connect_from(proxy, gateway.addr).await);
     }
-    for other in &mut others {
-        let (closed, _) = wait_closed(other, Duration::from_millis(300)).await;
+    // (All at once: the held connections must still be within their header deadline below.)
+    let waits = others
+        .iter_mut()
+        .map(|other| wait_closed(other, Duration::from_millis(300)));
+    for (closed, _) in futures::future::join_all(waits).await {
         assert!(closed.is_none(), "a connection under the cap was closed");
     }
     // Signed calls from elsewhere go on.
