@@ -3,7 +3,10 @@
 
 use std::fmt;
 
+pub mod dial;
 mod sql;
+
+pub use dial::{DialPolicy, DialRefusal, RestrictedType};
 
 /// Why a value was refused. The message names the rule; the caller adds the field name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
