@@ -84,11 +84,11 @@ pub fn router(edge: Arc<Edge>) -> axum::Router {
         .route_layer(from_fn_with_state(edge.clone(), limits::per_tenant))
         // ... after the address's, so a flood of made-up tokens costs no exchange.
         .route_layer(from_fn_with_state(edge.clone(), limits::legacy_per_ip));
-    let calls =
-        post(public::place_call.layer(from_fn_with_state(edge.clone(), limits::public_calls)))
-            .options(public::preflight)
-            // Every answer (the allowance's too) echoes the page's origin unless it was refused.
-            .route_layer(from_fn(public::cors));
+    // The per-address allowance is media-svc's, charged only with a valid token.
+    let calls = post(public::place_call)
+        .options(public::preflight)
+        // Every answer echoes the page's origin unless it was refused.
+        .route_layer(from_fn(public::cors));
     let requests = axum::Router::new()
         .merge(twilio)
         .merge(legacy)

@@ -3,10 +3,11 @@
 //! ([`per_ip`]), per Twilio account on voice webhooks once their signature is verified
 //! ([`per_account`]), per client address on the legacy REST endpoints before their token costs
 //! an exchange at tenant-svc ([`legacy_per_ip`]) and per tenant once it is exchanged
-//! ([`per_tenant`]), and the per-address allowance of `POST /v1/calls` ([`public_calls`]). A
-//! refused request gets 429 with `Retry-After` and is counted; nothing behind the limit is
-//! touched. Addresses are the client's ([`ClientAddr`], behind trusted proxies the one they
-//! saw), keyed by [`ClientAddr::limit_key`] (IPv6 by its /64).
+//! ([`per_tenant`]). A refused request gets 429 with `Retry-After` and is counted; nothing behind
+//! the limit is touched. The per-address allowance of `POST /v1/calls` is media-svc's (it holds
+//! across gateway replicas and restarts, and counts only requests with a valid token). Addresses
+//! are the client's ([`ClientAddr`], behind trusted proxies the one they saw), keyed by
+//! [`ClientAddr::limit_key`] (IPv6 by its /64).
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -41,8 +42,6 @@ pub struct LimitConfig {
     pub per_tenant: (u32, u32),
     /// Per client address on the legacy REST endpoints, before the token exchange.
     pub legacy_per_ip: (u32, u32),
-    /// Requests per source IP on `POST /v1/calls`, and the window they are counted over.
-    pub public_calls_per_ip: (u32, Duration),
 }
 
 impl Default for LimitConfig {
@@ -52,7 +51,6 @@ impl Default for LimitConfig {
             per_account: (500, 1000),
             per_tenant: (50, 100),
             legacy_per_ip: (50, 100),
-            public_calls_per_ip: (3, Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -63,17 +61,6 @@ pub struct Limits {
     account: Arc<Keyed<AccountSid>>,
     tenant: Arc<Keyed<CustomerId>>,
     legacy_ip: Arc<Keyed<IpAddr>>,
-    public_calls: Arc<Keyed<IpAddr>>,
-}
-
-/// `n` requests per `window`: a burst of `n`, then one more each `window / n` (GCRA), so a
-/// client that used its `n` waits for capacity to come back rather than for a calendar reset.
-fn per_window((n, window): (u32, Duration)) -> Quota {
-    let n = NonZeroU32::new(n.max(1)).expect("non-zero");
-    let period = (window / n.get()).max(Duration::from_millis(1));
-    Quota::with_period(period)
-        .expect("non-zero period")
-        .allow_burst(n)
 }
 
 fn quota((per_second, burst): (u32, u32)) -> Quota {
@@ -128,7 +115,6 @@ impl Limits {
             account: Arc::new(RateLimiter::keyed(quota(config.per_account))),
             tenant: Arc::new(RateLimiter::keyed(quota(config.per_tenant))),
             legacy_ip: Arc::new(RateLimiter::keyed(quota(config.legacy_per_ip))),
-            public_calls: Arc::new(RateLimiter::keyed(per_window(config.public_calls_per_ip))),
         }
     }
 
@@ -152,11 +138,6 @@ impl Limits {
         check(&self.tenant, &customer_id, "tenant")
     }
 
-    /// Takes one `POST /v1/calls` of the client's allowance.
-    pub fn check_public_calls(&self, client: ClientAddr) -> Result<(), Refused> {
-        check(&self.public_calls, &client.limit_key(), "public-calls-ip")
-    }
-
     /// Drops state for keys that are back under their limit (called periodically so memory
     /// stays bounded under many source addresses).
     pub fn shrink(&self) {
@@ -164,7 +145,6 @@ impl Limits {
         self.account.retain_recent();
         self.tenant.retain_recent();
         self.legacy_ip.retain_recent();
-        self.public_calls.retain_recent();
     }
 }
 
@@ -229,29 +209,6 @@ pub async fn per_tenant(
     }
 }
 
-/// Layer: the source address's allowance of `POST /v1/calls` (default 3 a day), answered in
-/// the public API's JSON.
-pub async fn public_calls(
-    State(edge): State<Arc<Edge>>,
-    client: ClientAddr,
-    request: Request,
-    next: Next,
-) -> Response {
-    match edge.limits.check_public_calls(client) {
-        Ok(()) => next.run(request).await,
-        Err(refused) => {
-            let mut r = crate::public::error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many call requests from this address; see Retry-After",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, refused.retry_after());
-            r
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,31 +234,5 @@ mod tests {
                 .check_ip(ClientAddr("192.0.2.2".parse().unwrap()))
                 .is_ok()
         );
-    }
-
-    #[test]
-    fn public_calls_allow_n_per_window_then_429_until_capacity_returns() {
-        let limits = Limits::new(LimitConfig {
-            public_calls_per_ip: (3, Duration::from_secs(24 * 3600)),
-            ..Default::default()
-        });
-        let ip = ClientAddr("198.51.100.7".parse().unwrap());
-        for _ in 0..3 {
-            assert!(limits.check_public_calls(ip).is_ok());
-        }
-        let refused = limits
-            .check_public_calls(ip)
-            .expect_err("fourth refused")
-            .into_response();
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        let wait: u64 = refused.headers()[header::RETRY_AFTER]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        // One request's worth of capacity comes back after a third of the window.
-        assert!((7 * 3600..=8 * 3600).contains(&wait), "{wait}");
-        // The webhook limit of the same address is separate.
-        assert!(limits.check_ip(ip).is_ok());
     }
 }

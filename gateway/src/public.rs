@@ -1,11 +1,15 @@
 //! `POST /v1/calls`: a tenant's website asks the platform to call a prospect now.
 //!
 //! The request carries a tenant token (scope `media:outbound`, audience media-svc) as a bearer
-//! token and a small JSON body. The per-address allowance (default 3 requests a day,
-//! [`crate::limits::public_calls`]) stands in front; the handler forwards the request with the
-//! token and the browser's `Origin` to media-svc's `PlaceOutboundCall`, which verifies the token and owns every tenant-specific decision: the
-//! tenant's CORS origins, allowed countries, personas, do-not-call list, hourly and concurrent
-//! limits. Keeping those in media-svc means one place decides, whichever way a call is placed.
+//! token and a small JSON body. The handler forwards it with the token, the browser's `Origin`
+//! and the client's address ([`ClientAddr`], after the trusted-proxy rule) to media-svc's
+//! `PlaceOutboundCall`, which verifies the token and owns every tenant-specific decision: the
+//! tenant's CORS origins (a request without `Origin` is refused when the tenant lists any),
+//! allowed regions and kinds of number, personas, do-not-call list, the per-address allowance
+//! (default 3 a day per tenant and address, IPv6 by /64, kept in PostgreSQL so it holds across
+//! gateway replicas and restarts, and charged only to requests whose token is valid), hourly and
+//! concurrent limits. Keeping those in media-svc means one place decides, whichever way a call
+//! is placed.
 //!
 //! CORS: the preflight (`OPTIONS`, which browsers send without credentials, so the tenant is
 //! not yet known) allows the method and headers for any origin; the real request is then
@@ -25,6 +29,7 @@ use mesh::api::media::{self as media_pb, PlaceOutboundCallRequest};
 use mesh::auth::with_bearer;
 use serde::Deserialize;
 
+use crate::extract::ClientAddr;
 use crate::state::Edge;
 
 /// Time media-svc has to check, dial through Twilio and record the call.
@@ -66,7 +71,7 @@ fn with_cors(mut response: Response, origin: Option<&HeaderValue>) -> Response {
     response
 }
 
-/// Layer: every answer of `/v1/calls` (the preflight, the allowance's 429, the handler's)
+/// Layer: every answer of `/v1/calls` (the preflight and the handler's)
 /// echoes the request's origin, except one marked [`OriginRefused`].
 pub async fn cors(request: Request, next: Next) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
@@ -103,9 +108,10 @@ pub async fn preflight() -> Response {
     response
 }
 
-/// `POST /v1/calls` (behind the per-address allowance and the CORS layer).
+/// `POST /v1/calls` (behind the CORS layer).
 pub async fn place_call(
     State(edge): State<Arc<Edge>>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -139,6 +145,7 @@ pub async fn place_call(
             context: request.context,
             from: request.from,
             origin,
+            client_address: client.to_string(),
         },
         token,
     ));

@@ -97,15 +97,29 @@ impl Settings {
     }
 }
 
-/// The rate limits: each rate with a burst of twice that, and the `POST /v1/calls` allowance.
+/// The rate limits: each rate with a burst of twice that. The `POST /v1/calls` allowance moved
+/// to media-svc: its old settings stop the gateway with a message saying where they went.
 fn limits_from_env(env: &mut Env) -> Option<LimitConfig> {
-    let public_calls_per_ip: Option<u32> = env.get(&catalog::GATEWAY_PUBLIC_CALLS_PER_IP);
-    let public_calls_window = env.seconds(&catalog::GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS);
-    if public_calls_window == Some(Duration::ZERO) {
-        env.problem(
+    for (old, new) in [
+        (
+            &catalog::GATEWAY_PUBLIC_CALLS_PER_IP,
+            "MEDIA_OUTBOUND_CALLS_PER_ADDRESS",
+        ),
+        (
             &catalog::GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS,
-            "must be at least 1",
-        );
+            "MEDIA_OUTBOUND_ADDRESS_WINDOW_SECONDS",
+        ),
+    ] {
+        if env.optional::<String>(old).is_some() {
+            env.problem(
+                old,
+                format!(
+                    "was removed: the per-address allowance of POST /v1/calls is media-svc's now \
+                     (it holds across gateway replicas and restarts); set {new} on media-svc and \
+                     remove this variable"
+                ),
+            );
+        }
     }
     let per_ip: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_IP);
     let per_account: Option<u32> = env.get(&catalog::GATEWAY_RATE_PER_ACCOUNT);
@@ -116,7 +130,6 @@ fn limits_from_env(env: &mut Env) -> Option<LimitConfig> {
         (&catalog::GATEWAY_RATE_PER_IP, per_ip),
         (&catalog::GATEWAY_RATE_PER_ACCOUNT, per_account),
         (&catalog::GATEWAY_RATE_PER_TENANT, per_tenant),
-        (&catalog::GATEWAY_PUBLIC_CALLS_PER_IP, public_calls_per_ip),
     ] {
         if value == Some(0) {
             env.problem(setting, "must be at least 1");
@@ -124,7 +137,6 @@ fn limits_from_env(env: &mut Env) -> Option<LimitConfig> {
     }
     let with_burst = |rate: u32| (rate, rate.saturating_mul(2));
     Some(LimitConfig {
-        public_calls_per_ip: (public_calls_per_ip?, public_calls_window?),
         per_ip: with_burst(per_ip?),
         per_account: with_burst(per_account?),
         per_tenant: with_burst(per_tenant?),
@@ -155,4 +167,33 @@ fn connections_from_env(env: &mut Env) -> Option<ConnectionConfig> {
         http2: http2?,
         ..ConnectionConfig::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The allowance moved to media-svc: a gateway still configured with its old settings does
+    /// not start (a silently ignored limit would look like protection), and says where it went.
+    #[test]
+    fn the_removed_public_calls_settings_stop_the_gateway_naming_their_replacement() {
+        for (old, new) in [
+            (
+                "GATEWAY_PUBLIC_CALLS_PER_IP",
+                "MEDIA_OUTBOUND_CALLS_PER_ADDRESS",
+            ),
+            (
+                "GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS",
+                "MEDIA_OUTBOUND_ADDRESS_WINDOW_SECONDS",
+            ),
+        ] {
+            let mut env = Env::from_pairs([(old, "3")]);
+            limits_from_env(&mut env);
+            let e = env.finish().unwrap_err().to_string();
+            assert!(e.contains(old) && e.contains(new), "{e}");
+        }
+        let mut env = Env::from_pairs([("GATEWAY_RATE_PER_IP", "5")]);
+        assert_eq!(limits_from_env(&mut env).unwrap().per_ip, (5, 10));
+        env.finish().unwrap();
+    }
 }

@@ -177,7 +177,7 @@ fn twilio_from_env(env: &mut Env) -> Option<TwilioConfig> {
     })
 }
 
-/// The concurrent-call limits by tier and the hourly outbound limit.
+/// The concurrent-call limits by tier, the hourly outbound limit and the per-address allowance.
 fn limits_from_env(env: &mut Env) -> Option<Limits> {
     let tiers: Option<String> = env.get(&catalog::MEDIA_CONCURRENT_CALLS_BY_TIER);
     let tiers = tiers.and_then(|t| match Limits::parse_tiers(&t) {
@@ -188,9 +188,35 @@ fn limits_from_env(env: &mut Env) -> Option<Limits> {
         }
     });
     let per_hour: Option<u32> = env.get(&catalog::MEDIA_OUTBOUND_CALLS_PER_HOUR);
+    let per_address: Option<u32> = env.get(&catalog::MEDIA_OUTBOUND_CALLS_PER_ADDRESS);
+    if per_address == Some(0) {
+        env.problem(
+            &catalog::MEDIA_OUTBOUND_CALLS_PER_ADDRESS,
+            "must be at least 1 (the public endpoint needs a per-address allowance)",
+        );
+    }
+    let window = env.seconds(&catalog::MEDIA_OUTBOUND_ADDRESS_WINDOW_SECONDS);
+    if window.is_some_and(|w| w.is_zero()) {
+        env.problem(
+            &catalog::MEDIA_OUTBOUND_ADDRESS_WINDOW_SECONDS,
+            "must be at least 1 second",
+        );
+    }
+    let max_call = env.seconds(&catalog::MEDIA_MAX_CALL_SECONDS);
+    if max_call.is_some_and(|d| d.is_zero()) {
+        env.problem(
+            &catalog::MEDIA_MAX_CALL_SECONDS,
+            "must be at least 1 second",
+        );
+    }
     Some(Limits {
+        max_call: max_call.filter(|d| !d.is_zero())?,
         concurrent_by_tier: tiers?,
         outbound_per_hour: per_hour?,
+        per_address: (
+            per_address.filter(|n| *n > 0)?,
+            window.filter(|w| !w.is_zero())?,
+        ),
     })
 }
 

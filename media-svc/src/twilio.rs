@@ -61,20 +61,24 @@ pub fn xml_escape(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-/// The TwiML that dials `number`.
-pub fn dial_twiml(number: &PhoneNumber) -> String {
+/// The TwiML that dials `number` for at most `time_limit_secs` (Twilio hangs up the transfer at
+/// the limit: a transfer cannot outlast the call's maximum duration).
+pub fn dial_twiml(number: &PhoneNumber, time_limit_secs: u32) -> String {
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial><Number>{}</Number></Dial></Response>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial timeLimit=\"{}\"><Number>{}</Number></Dial></Response>",
+        time_limit_secs.max(1),
         xml_escape(number.as_str())
     )
 }
 
-/// Redirects the call to dial `number`. The error text never contains the token.
+/// Redirects the call to dial `number` for at most `time_limit_secs`. The error text never
+/// contains the token.
 pub async fn redirect_to_dial(
     config: &TwilioConfig,
     account: &AccountSid,
     call: &CallSid,
     number: &PhoneNumber,
+    time_limit_secs: u32,
 ) -> Result<(), String> {
     let token = config
         .auth_token
@@ -89,7 +93,39 @@ pub async fn redirect_to_dial(
     let response = reqwest::Client::new()
         .post(url)
         .basic_auth(account.as_str(), Some(token.expose_secret()))
-        .form(&[("Twiml", dial_twiml(number))])
+        .form(&[("Twiml", dial_twiml(number, time_limit_secs))])
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("Twilio request failed: {}", e.without_url()))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("Twilio answered {}", response.status()))
+    }
+}
+
+/// Ends a live call (`Status=completed`): a call past its maximum duration. The error text never
+/// contains the token.
+pub async fn complete_call(
+    config: &TwilioConfig,
+    account: &AccountSid,
+    call: &CallSid,
+) -> Result<(), String> {
+    let token = config
+        .auth_token
+        .as_ref()
+        .ok_or("TWILIO_AUTH_TOKEN is not set")?;
+    let url = format!(
+        "{}/2010-04-01/Accounts/{}/Calls/{}.json",
+        config.base_url.trim_end_matches('/'),
+        account.as_str(),
+        call.as_str()
+    );
+    let response = reqwest::Client::new()
+        .post(url)
+        .basic_auth(account.as_str(), Some(token.expose_secret()))
+        .form(&[("Status", "completed")])
         .timeout(std::time::Duration::from_secs(10))
         .send()
         .await
@@ -114,6 +150,8 @@ pub struct CreateCall {
     pub url: String,
     /// Where Twilio posts status changes (the gateway's status webhook).
     pub status_callback: String,
+    /// The longest the call may last once answered, in seconds (Twilio's `TimeLimit`).
+    pub time_limit_secs: u32,
 }
 
 /// The events Twilio reports to the status callback of an outbound call.
@@ -201,7 +239,7 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
 }
 
 /// The form of a create-call request: `To`, `From`, `Url`, `Method`, `StatusCallback`,
-/// `StatusCallbackMethod` and one `StatusCallbackEvent` per event.
+/// `StatusCallbackMethod`, `TimeLimit` and one `StatusCallbackEvent` per event.
 pub fn create_call_form(call: &CreateCall) -> Vec<(&'static str, String)> {
     let mut form = vec![
         ("To", call.to.as_str().to_owned()),
@@ -210,6 +248,7 @@ pub fn create_call_form(call: &CreateCall) -> Vec<(&'static str, String)> {
         ("Method", "POST".to_owned()),
         ("StatusCallback", call.status_callback.clone()),
         ("StatusCallbackMethod", "POST".to_owned()),
+        ("TimeLimit", call.time_limit_secs.max(1).to_string()),
     ];
     form.extend(
         STATUS_CALLBACK_EVENTS
@@ -295,6 +334,7 @@ mod tests {
             from: PhoneNumber::parse("+14155550100").unwrap(),
             url: "https://edge.example/twilio/voice".into(),
             status_callback: "https://edge.example/twilio/status".into(),
+            time_limit_secs: 3600,
         };
         let form = create_call_form(&call);
         let events: Vec<&str> = form
@@ -305,6 +345,16 @@ mod tests {
         assert_eq!(events, ["initiated", "ringing", "answered", "completed"]);
         assert!(form.contains(&("To", "+351912345678".into())));
         assert!(form.contains(&("Method", "POST".into())));
+        assert!(form.contains(&("TimeLimit", "3600".into())));
+    }
+
+    #[test]
+    fn the_transfer_dial_has_a_time_limit() {
+        let twiml = dial_twiml(&PhoneNumber::parse("+14158675309").unwrap(), 1800);
+        assert!(
+            twiml.contains("<Dial timeLimit=\"1800\"><Number>+14158675309</Number></Dial>"),
+            "{twiml}"
+        );
     }
 
     #[test]

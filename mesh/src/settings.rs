@@ -232,15 +232,24 @@ pub mod catalog {
         /// Webhook request timeout.
         MEDIA_WEBHOOK_TIMEOUT_MS = { name: "MEDIA_WEBHOOK_TIMEOUT_MS", default: Some("10000"), secret: false, used_by: "media-svc",
             help: "Time a webhook receiver has to answer one delivery (a timeout counts as a failed attempt)." },
+        /// Outbound calls per client address per tenant.
+        MEDIA_OUTBOUND_CALLS_PER_ADDRESS = { name: "MEDIA_OUTBOUND_CALLS_PER_ADDRESS", default: Some("3"), secret: false, used_by: "media-svc",
+            help: "Calls one client address (IPv4 address, IPv6 /64, as the gateway saw it after GATEWAY_TRUSTED_PROXIES) may place through a tenant's public `POST /v1/calls` per MEDIA_OUTBOUND_ADDRESS_WINDOW_SECONDS; beyond it 429 with `Retry-After`. Counted per tenant in PostgreSQL, so it holds across gateway replicas and restarts. Replaces the gateway's GATEWAY_PUBLIC_CALLS_PER_IP." },
+        /// Window of the per-address outbound allowance.
+        MEDIA_OUTBOUND_ADDRESS_WINDOW_SECONDS = { name: "MEDIA_OUTBOUND_ADDRESS_WINDOW_SECONDS", default: Some("86400"), secret: false, used_by: "media-svc",
+            help: "Window of MEDIA_OUTBOUND_CALLS_PER_ADDRESS. Replaces the gateway's GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS." },
+        /// Platform's longest call.
+        MEDIA_MAX_CALL_SECONDS = { name: "MEDIA_MAX_CALL_SECONDS", default: Some("3600"), secret: false, used_by: "media-svc",
+            help: "Longest a call may last when its tenant's `max_call_minutes` is 0: placed calls get it as Twilio's TimeLimit, transfers as `<Dial timeLimit>`, and media-svc hangs up any call still streaming at it (end reason `max-duration`)." },
         /// Insecure webhook targets.
         WEBHOOK_ALLOW_INSECURE = { name: "WEBHOOK_ALLOW_INSECURE", default: Some("false"), secret: false, used_by: "tenant-svc, media-svc",
             help: "Allow `http://` webhook URLs and loopback/private addresses (local development and tests only). Otherwise webhook URLs must be `https://` and resolve to public addresses." },
-        /// Public calls endpoint per-IP limit.
-        GATEWAY_PUBLIC_CALLS_PER_IP = { name: "GATEWAY_PUBLIC_CALLS_PER_IP", default: Some("3"), secret: false, used_by: "gateway",
-            help: "Requests one client IP may make to `POST /v1/calls` per GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS; beyond it 429 with `Retry-After`." },
-        /// Public calls endpoint per-IP window.
-        GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS = { name: "GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS", default: Some("86400"), secret: false, used_by: "gateway",
-            help: "Window of the per-IP limit of `POST /v1/calls`." },
+        /// Removed: the per-IP allowance moved to media-svc.
+        GATEWAY_PUBLIC_CALLS_PER_IP = { name: "GATEWAY_PUBLIC_CALLS_PER_IP", default: None, secret: false, used_by: "gateway",
+            help: "Removed: the allowance of `POST /v1/calls` per client address moved to media-svc (MEDIA_OUTBOUND_CALLS_PER_ADDRESS), where it holds across gateway replicas and restarts. The gateway refuses to start while this is set, so a configured value is never silently ignored." },
+        /// Removed: the per-IP window moved to media-svc.
+        GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS = { name: "GATEWAY_PUBLIC_CALLS_IP_WINDOW_SECONDS", default: None, secret: false, used_by: "gateway",
+            help: "Removed: see GATEWAY_PUBLIC_CALLS_PER_IP; the window is media-svc's MEDIA_OUTBOUND_ADDRESS_WINDOW_SECONDS." },
     }
 }
 

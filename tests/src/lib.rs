@@ -292,6 +292,27 @@ impl Mesh {
             .expect("mint tenant token")
     }
 
+    /// Starts one more gateway replica on fresh loopback ports, in front of the same services
+    /// (its own process state: limiters, caches); it stops when the returned value is dropped.
+    pub async fn another_gateway(&self) -> OtherGateway {
+        let (h, ha) = listeners().await;
+        let ports = ports(&h, &ha);
+        let settings = gateway_settings(
+            &[],
+            ports,
+            &[self.tenant, self.memory, self.media],
+            &self.twilio_auth_token,
+        );
+        let edge = gateway::edge_state(&settings, &self.keys.identity(names::GATEWAY))
+            .expect("gateway state");
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(gateway::serve(edge, h, ha, DRAIN, async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        OtherGateway { ports, stop, task }
+    }
+
     /// Stops every service gracefully and returns each one's result.
     pub async fn shutdown(mut self) -> Vec<(&'static str, anyhow::Result<()>)> {
         let _ = self.stop.send(true);
@@ -305,6 +326,21 @@ impl Mesh {
             results.push((name, r));
         }
         results
+    }
+}
+
+/// A further gateway replica ([`Mesh::another_gateway`]); dropping it stops it.
+pub struct OtherGateway {
+    /// Its public HTTP and admin ports.
+    pub ports: Ports,
+    stop: watch::Sender<bool>,
+    task: Task,
+}
+
+impl Drop for OtherGateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
     }
 }
 

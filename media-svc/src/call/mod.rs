@@ -19,8 +19,9 @@
 //! 4. writes transcript turns as they happen (a writer task, so the relay never waits on SQL);
 //! 5. runs tools ([`tools`]: `get_current_time`; `transfer_call` redirects the call through
 //!    Twilio REST);
-//! 6. ends on `stop`, a vanished caller stream, a transfer, or a backend error / lost backend
-//!    (then a `hangup` tells the edge to play its apology), finalises the call row and usage and
+//! 6. ends on `stop`, a vanished caller stream, a transfer, a backend error / lost backend
+//!    (then a `hangup` tells the edge to play its apology), or the tenant's maximum call duration
+//!    (Twilio is asked to complete the call, and the edge gets a `hangup`), finalises the call row and usage and
 //!    queues `RecordCall` in the outbox in the same transaction, and wakes the outbox worker.
 
 pub mod barge_in;
@@ -155,6 +156,8 @@ enum End {
     EdgeGone,
     /// The service's drain deadline passed with the call still running.
     Shutdown,
+    /// The call reached its tenant's maximum duration.
+    MaxDuration,
 }
 
 impl End {
@@ -165,6 +168,7 @@ impl End {
             End::BackendError => EndReason::BackendError,
             End::EdgeGone => EndReason::StreamClosed,
             End::Shutdown => EndReason::Shutdown,
+            End::MaxDuration => EndReason::MaxDuration,
         }
     }
 }
@@ -221,9 +225,9 @@ impl Call {
                 }))
                 .await;
             }
-            End::BackendError => {
+            End::BackendError | End::MaxDuration => {
                 self.send(Out::Hangup(Hangup {
-                    reason: EndReason::BackendError.as_str().into(),
+                    reason: end.reason().as_str().into(),
                 }))
                 .await;
             }

@@ -1,22 +1,25 @@
 //! The relay loop of a live call: one task polls the caller's stream, the backend session, the
-//! session's age and the service's shutdown, and hands each event to a handler that says whether
+//! session's age, the call's maximum duration and the service's shutdown, and hands each event to a handler that says whether
 //! the call goes on ([`ControlFlow::Continue`]) or how it ended. Caller audio and DTMF go to the
 //! backend unchanged; backend audio goes to the caller followed by a mark, unless a barge-in cut
 //! its item ([`super::barge_in`]); transcripts go to the turn writer and into the history a
 //! replacement session is given.
 
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 use mesh::api::common::Speaker;
 use mesh::api::media::stream_call_request::Event as In;
 use mesh::api::media::stream_call_response::Event as Out;
 use mesh::api::media::{AudioFrame, Clear, DtmfDigit, Mark, StreamCallRequest};
 use mesh::api::tenant::AgentProfile;
+use mesh::domain::CustomerId;
 use tonic::Status;
 
 use super::setup::rollover_instructions;
 use super::{Call, End, TurnTx};
 use crate::backend::{CONNECT_TIMEOUT, FromBackend, Session, SessionConfig, ToBackend};
+use crate::runtime::Runtime;
 
 /// What a handler decides: go on, or the call ended this way.
 type Step = ControlFlow<End>;
@@ -37,6 +40,22 @@ impl Live {
         match self.session.send(event).await {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(End::BackendError),
+        }
+    }
+}
+
+/// The tenant's maximum call duration (`max_call_minutes`), or the platform's when it cannot be
+/// read in time.
+async fn tenant_max_call(rt: Runtime, customer: CustomerId) -> Duration {
+    let limits = &rt.outbound.limits;
+    let read = tokio::time::timeout(rt.peers.timeout(), rt.peers.outbound_settings(customer)).await;
+    match read {
+        Ok(Ok(s)) => limits.max_call_for(s.settings.map_or(0, |s| s.max_call_minutes)),
+        _ => {
+            tracing::warn!(
+                "outbound settings unavailable; the platform's maximum call duration applies"
+            );
+            limits.max_call
         }
     }
 }
@@ -71,9 +90,23 @@ impl Call {
         // One timer for the whole session (not one per loop turn: the loop runs per frame).
         let rollover = tokio::time::sleep(self.rt.session_max);
         tokio::pin!(rollover);
+        // The call's maximum duration: the platform's until the tenant's setting arrives (read
+        // alongside the relay, so it delays no audio).
+        let started = tokio::time::Instant::now();
+        let max_call = tokio::time::sleep(self.rt.outbound.limits.max_call);
+        tokio::pin!(max_call);
+        let tenant_max = tenant_max_call(self.rt.clone(), self.customer);
+        tokio::pin!(tenant_max);
+        let mut tenant_max_known = false;
         let end = loop {
             let step = tokio::select! {
                 () = self.rt.cut_calls.cancelled() => ControlFlow::Break(End::Shutdown),
+                limit = &mut tenant_max, if !tenant_max_known => {
+                    tenant_max_known = true;
+                    max_call.as_mut().reset(started + limit);
+                    ControlFlow::Continue(())
+                }
+                () = &mut max_call => self.max_duration_reached().await,
                 () = &mut rollover => {
                     rollover.as_mut().reset(tokio::time::Instant::now() + self.rt.session_max);
                     self.roll_over(&mut live).await
@@ -87,6 +120,19 @@ impl Call {
         };
         live.session.close().await;
         end
+    }
+
+    /// The call reached its maximum duration: Twilio is asked to end it (best effort: the edge's
+    /// `hangup` ends the stream either way, and Twilio then plays what follows `<Connect>`).
+    async fn max_duration_reached(&self) -> Step {
+        metrics::counter!("media_calls_max_duration_total").increment(1);
+        tracing::info!("call reached its maximum duration; hanging up");
+        if let Err(e) =
+            crate::twilio::complete_call(&self.rt.twilio, &self.account_sid, &self.call_sid).await
+        {
+            tracing::warn!(error = %e, "Twilio did not end the call; the edge's hang-up ends it");
+        }
+        ControlFlow::Break(End::MaxDuration)
     }
 
     /// Realtime sessions end at 30 minutes: continue in a fresh session that carries the

@@ -1,12 +1,14 @@
 //! The tools the agent may call: `get_current_time` (at the business, in its time zone) and
-//! `transfer_call` (by the keyword of one of the tenant's transfer rules: Twilio REST redirects
-//! the live call to dial the rule's number, and the call ends here). Outputs are JSON text for the
+//! `transfer_call` (by the keyword of one of the tenant's transfer rules, whose number must be in
+//! the tenant's transfer regions and not of a restricted kind: Twilio REST redirects the live call
+//! to dial the rule's number for at most the tenant's maximum call duration, and the call ends
+//! here). Outputs are JSON text for the
 //! backend; a failure is an output the agent can apologise for, never the end of the call.
 
 use chrono::Utc;
 use mesh::api::common::Speaker;
 use mesh::api::tenant::AgentProfile;
-use mesh::domain::PhoneNumber;
+use mesh::domain::{DialPolicy, PhoneNumber};
 
 use super::{Call, End, TurnTx};
 use crate::twilio;
@@ -60,9 +62,18 @@ impl Call {
             tracing::error!("transfer rule has an invalid number");
             return (refusal("transfer target invalid"), None);
         };
-        let redirected =
-            twilio::redirect_to_dial(&self.rt.twilio, &self.account_sid, &self.call_sid, &number)
-                .await;
+        let time_limit = match self.transfer_allowed(&number).await {
+            Ok(limit) => limit,
+            Err(output) => return (output, None),
+        };
+        let redirected = twilio::redirect_to_dial(
+            &self.rt.twilio,
+            &self.account_sid,
+            &self.call_sid,
+            &number,
+            time_limit,
+        )
+        .await;
         match redirected {
             Ok(()) => {
                 metrics::counter!("media_transfers_total").increment(1);
@@ -81,6 +92,47 @@ impl Call {
                 )
             }
         }
+    }
+}
+
+impl Call {
+    /// Toll fraud at dial time: the target must be in the tenant's transfer regions (its
+    /// `transfer_regions`, else the regions of its own numbers) and not of a restricted kind it
+    /// has not allowed, read fresh from tenant-svc (a rule saved before a region was removed, or
+    /// a platform default rule, is checked too). Returns the transfer's time limit in seconds
+    /// (the tenant's maximum call duration), or the tool output of a refusal. When tenant-svc
+    /// cannot say in time, the transfer is refused (fail closed).
+    async fn transfer_allowed(&self, number: &PhoneNumber) -> Result<u32, String> {
+        let timeout = self.rt.peers.timeout();
+        let (customer, settings) = tokio::join!(
+            tokio::time::timeout(timeout, self.rt.peers.customer(self.customer)),
+            tokio::time::timeout(timeout, self.rt.peers.outbound_settings(self.customer)),
+        );
+        let (Ok(Ok(customer)), Ok(Ok(settings))) = (customer, settings) else {
+            tracing::warn!("transfer settings unavailable; transfer refused");
+            return Err(refusal(
+                "transfer unavailable right now, apologise and offer to take a message",
+            ));
+        };
+        let settings = settings.settings.unwrap_or_default();
+        let policy = DialPolicy::for_transfers(
+            &settings.transfer_regions,
+            &settings.allowed_number_types,
+            customer.phone_numbers.iter().map(|n| n.number.as_str()),
+        );
+        if let Err(refused) = policy.check(number) {
+            metrics::counter!("media_transfers_refused_total").increment(1);
+            tracing::warn!(reason = %refused, "transfer target not allowed; transfer refused");
+            return Err(refusal(
+                "transfer target not allowed, apologise and offer to take a message",
+            ));
+        }
+        let limit = self
+            .rt
+            .outbound
+            .limits
+            .max_call_for(settings.max_call_minutes);
+        Ok(crate::outbound::secs(limit))
     }
 }
 

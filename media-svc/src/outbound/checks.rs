@@ -1,12 +1,13 @@
 //! `PlaceOutboundCall`'s checks of the request against the tenant's customer record and outbound
-//! settings, in the order [`super::place`] runs them: the browser origin (and a suspended
-//! customer), the destination (E.164, allowed country, do-not-call), the persona, the context
+//! settings, in the order [`super::place`] runs them: the browser origin (required through the
+//! public endpoint when the tenant lists origins; and a suspended customer), the destination
+//! (E.164, allowed region and kind of number, do-not-call), the persona, the context
 //! (markup stripped, length) and the caller id with the account to place the call from. Each
 //! refusal is counted by its reason and names what is wrong in words a website can show.
 
 use mesh::api::media::PlaceOutboundCallRequest;
 use mesh::api::tenant::{Customer, CustomerStatus, OutboundSettings};
-use mesh::domain::{AccountSid, CustomerId, PhoneNumber};
+use mesh::domain::{AccountSid, CustomerId, DialPolicy, DialRefusal, PhoneNumber};
 
 use super::refused;
 use crate::error::MediaError;
@@ -56,6 +57,18 @@ pub(super) fn origin(
     settings: &OutboundSettings,
 ) -> Result<(), MediaError> {
     let origin = r.origin.trim();
+    // Through the public endpoint (the gateway sets the client address), a tenant that lists
+    // origins accepts no request without one: a script or a server could otherwise skip the
+    // check by leaving the header out.
+    if origin.is_empty() && !r.client_address.is_empty() && !settings.cors_origins.is_empty() {
+        return Err(refused(
+            "origin",
+            MediaError::PermissionDenied(
+                "origin: missing; this customer accepts public calls only from its listed origins"
+                    .into(),
+            ),
+        ));
+    }
     if !origin.is_empty()
         && !settings
             .cors_origins
@@ -81,28 +94,27 @@ pub(super) fn origin(
     Ok(())
 }
 
-/// The destination: E.164, in an allowed country, not on the do-not-call list.
+/// The destination: E.164, in an allowed region and not of a restricted kind the tenant has not
+/// allowed (toll fraud), not on the do-not-call list.
 pub(super) fn destination(
     to: &str,
     settings: &OutboundSettings,
 ) -> Result<PhoneNumber, MediaError> {
     let to = PhoneNumber::parse(to).map_err(|e| refused("to", MediaError::invalid("to", e)))?;
-    let country = to.country_code().to_string();
-    if !settings
-        .allowed_country_codes
-        .iter()
-        .any(|c| c.trim().trim_start_matches('+') == country)
-    {
-        let why = if settings.allowed_country_codes.is_empty() {
-            " (outbound calls are not enabled: no destination country is allowed)"
-        } else {
-            ""
+    let policy =
+        DialPolicy::from_settings(&settings.allowed_regions, &settings.allowed_number_types);
+    if let Err(refusal) = policy.check(&to) {
+        let (reason, why) = match refusal {
+            DialRefusal::Region(_) if settings.allowed_regions.is_empty() => (
+                "country",
+                " (outbound calls are not enabled: no destination region is allowed)",
+            ),
+            DialRefusal::Region(_) => ("country", ""),
+            DialRefusal::Restricted(_) => ("number-type", ""),
         };
         return Err(refused(
-            "country",
-            MediaError::FailedPrecondition(format!(
-                "`to`: destination country +{country} is not allowed for this customer{why}"
-            )),
+            reason,
+            MediaError::FailedPrecondition(format!("`to`: {refusal}{why}")),
         ));
     }
     // tenant-svc stores do-not-call entries normalised to E.164, like `to`.

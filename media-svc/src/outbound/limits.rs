@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use mesh::api::media::CallDirection;
 use mesh::domain::CustomerId;
 
+use secrecy::ExposeSecret as _;
+
+use super::address::ClientAddress;
 use crate::error::MediaError;
 use crate::peers::Peers;
 use crate::runtime::Runtime;
@@ -35,6 +38,9 @@ pub const LIMIT_RATE: &str = "rate";
 /// `x-neurosphere-limit` of a refusal by the concurrent-call limit.
 pub const LIMIT_CONCURRENCY: &str = "concurrency";
 
+/// `x-neurosphere-limit` of a refusal by the per-address allowance.
+pub const LIMIT_ADDRESS: &str = "address";
+
 /// Limits on how many calls a tenant may have and place.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -43,6 +49,10 @@ pub struct Limits {
     pub concurrent_by_tier: Vec<(String, u32)>,
     /// Outbound calls per rolling hour when the tenant's own `public_calls_per_hour` is 0.
     pub outbound_per_hour: u32,
+    /// Calls one client address may place through a tenant's public endpoint, per window.
+    pub per_address: (u32, Duration),
+    /// The longest call when the tenant's `max_call_minutes` is 0.
+    pub max_call: Duration,
 }
 
 impl Limits {
@@ -71,6 +81,14 @@ impl Limits {
         Ok(tiers)
     }
 
+    /// The longest call of a tenant whose `max_call_minutes` is `minutes` (0: [`Self::max_call`]).
+    pub fn max_call_for(&self, minutes: u32) -> Duration {
+        match minutes {
+            0 => self.max_call,
+            m => Duration::from_secs(u64::from(m) * 60),
+        }
+    }
+
     /// The concurrent-call limit of `tier`.
     pub fn concurrent_for(&self, tier: &str) -> u32 {
         self.concurrent_by_tier
@@ -90,6 +108,8 @@ impl Default for Limits {
                 ("enterprise".into(), 100),
             ],
             outbound_per_hour: 20,
+            per_address: (3, Duration::from_secs(24 * 3600)),
+            max_call: Duration::from_secs(3600),
         }
     }
 }
@@ -187,19 +207,33 @@ fn concurrency_refusal(in_progress: i64, tier: &str) -> MediaError {
     }
 }
 
-/// Counts the tenant's outbound calls of the last hour and its calls in progress under its
-/// lock and, when both are under their limits (`per_hour`, and the concurrent limit of `tier`),
-/// reserves a slot for the call being placed. Commits at once: Twilio is asked outside it.
+/// Counts, under the tenant's lock, the calls placed from the client's address (when the
+/// request came through the public endpoint: `address` is its keyed hash) in the allowance's
+/// window, the tenant's outbound calls of the last hour and its calls in progress; when all are
+/// under their limits (the per-address allowance, `per_hour`, the concurrent limit of `tier`),
+/// charges the address and reserves a slot for the call being placed. Commits at once: Twilio
+/// is asked outside it. A charge stays when Twilio then refuses: it counts attempts.
 pub(super) async fn reserve(
     rt: &Runtime,
     customer: CustomerId,
     per_hour: u32,
     tier: &str,
+    address: Option<&ClientAddress>,
 ) -> Result<ReservationId, MediaError> {
     let concurrent = i64::from(rt.outbound.limits.concurrent_for(tier));
+    let (per_address, window) = rt.outbound.limits.per_address;
     rt.db
         .tenant_tx(customer, async |tx| {
             sql::lock_call_limits(tx, customer).await?;
+            let hash = match address {
+                Some(a) => {
+                    let key = rt.webhooks.hash_key(tx).await?;
+                    let hash = a.keyed_hash(key.expose_secret(), customer);
+                    address_allowance(tx, customer, &hash, per_address, window).await?;
+                    Some(hash)
+                }
+                None => None,
+            };
             let (placed, retry) =
                 sql::outbound_last_hour(tx, customer, i64::from(per_hour)).await?;
             if let Some(retry_after_secs) = retry {
@@ -216,9 +250,36 @@ pub(super) async fn reserve(
             if in_progress >= concurrent {
                 return Err(concurrency_refusal(in_progress, tier));
             }
+            if let Some(hash) = &hash {
+                sql::charge_address(tx, customer, hash, window).await?;
+            }
             sql::reserve_outbound(tx, customer).await
         })
         .await
+}
+
+/// The per-address allowance: refused when the address has placed `limit` calls for this
+/// tenant within `window`.
+async fn address_allowance(
+    tx: &mesh::db::Tx<'_>,
+    customer: CustomerId,
+    hash: &[u8; 32],
+    limit: u32,
+    window: Duration,
+) -> Result<(), MediaError> {
+    let (used, retry) = sql::address_charges(tx, customer, hash, window, i64::from(limit)).await?;
+    match retry {
+        None => Ok(()),
+        Some(retry_after_secs) => Err(MediaError::LimitReached {
+            message: format!(
+                "this address has placed {} for this customer in the last {} s, the limit is {limit}",
+                outbound_calls(used),
+                window.as_secs()
+            ),
+            retry_after_secs,
+            limit: LIMIT_ADDRESS,
+        }),
+    }
 }
 
 /// `RegisterCall`: a repeat of a known CallSid returns the stored call; a new call is stored
@@ -266,6 +327,8 @@ mod tests {
         let limits = Limits {
             concurrent_by_tier: Limits::parse_tiers(" starter=2, professional = 7 ").unwrap(),
             outbound_per_hour: 1,
+            per_address: (1, Duration::from_secs(1)),
+            max_call: Duration::from_secs(1),
         };
         assert_eq!(limits.concurrent_for("professional"), 7);
         assert_eq!(limits.concurrent_for("starter"), 2);

@@ -4,9 +4,11 @@
 //! [`place`] fetches the tenant's customer record and outbound settings from tenant-svc
 //! (concurrently, fresh on every call: a do-not-call entry or a lowered limit applies at once),
 //! then checks in this order, stopping at the first refusal: the browser origin, the destination
-//! (E.164, allowed country, do-not-call), the persona, the context (markup stripped, length), the
-//! caller id, the limits (calls placed in the rolling hour, calls in progress), and finally asks
-//! Twilio. Nothing is dialled and nothing is stored on any refusal.
+//! (E.164, allowed region and kind of number, do-not-call), the persona, the context (markup
+//! stripped, length), the caller id, the limits (calls from the client's address for this tenant
+//! when the request came through the public endpoint, calls placed in the rolling hour, calls in
+//! progress), and finally asks Twilio, with the tenant's longest call as `TimeLimit`. Nothing is
+//! dialled and nothing is stored on any refusal.
 //!
 //! Race-free limits without holding anything across Twilio's request: the count runs under a
 //! per-tenant advisory lock ([`store::lock_call_limits`]) in a transaction that also inserts a
@@ -24,6 +26,7 @@
 //! tier cache, the reservation, and `RegisterCall`'s limit), and here the order of it all and
 //! the Twilio request.
 
+pub mod address;
 pub mod checks;
 pub mod limits;
 
@@ -31,6 +34,7 @@ use mesh::api::media::PlaceOutboundCallRequest;
 use mesh::domain::CustomerId;
 use mesh::telemetry::redact_phone;
 
+use self::address::ClientAddress;
 use crate::error::MediaError;
 use crate::peers::PeerError;
 use crate::runtime::Runtime;
@@ -40,8 +44,8 @@ use crate::twilio::{self, CreateCallError};
 
 pub use checks::{MAX_CONTEXT_CHARS, strip_markup};
 pub use limits::{
-    CONCURRENCY_RETRY_AFTER_SECS, LIMIT_CONCURRENCY, LIMIT_RATE, Limits, Outbound, TIER_CACHE_TTL,
-    TIER_FALLBACK_TTL, register,
+    CONCURRENCY_RETRY_AFTER_SECS, LIMIT_ADDRESS, LIMIT_CONCURRENCY, LIMIT_RATE, Limits, Outbound,
+    TIER_CACHE_TTL, TIER_FALLBACK_TTL, register,
 };
 
 fn peer_unavailable(customer: CustomerId, what: &str, e: &PeerError) -> MediaError {
@@ -80,6 +84,7 @@ pub async fn place(
     rt.outbound
         .remember_tier(customer, &record.package_tier, TIER_CACHE_TTL);
     // 1-5: the request against the tenant's settings.
+    let address = ClientAddress::parse(&r.client_address)?;
     checks::origin(r, &record, &settings)?;
     let to = checks::destination(&r.to, &settings)?;
     let persona = checks::persona(&r.persona, &settings)?;
@@ -90,26 +95,25 @@ pub async fn place(
         0 => rt.outbound.limits.outbound_per_hour,
         n => n,
     };
-    let reservation = limits::reserve(rt, customer, per_hour, &record.package_tier)
-        .await
-        .map_err(|e| match e {
-            e @ MediaError::LimitReached { limit, .. } => {
-                tracing::info!(
-                    customer_id = customer.get(),
-                    limit,
-                    "outbound call refused by a limit"
-                );
-                refused(
-                    if limit == LIMIT_RATE {
-                        "rate"
-                    } else {
-                        "concurrency"
-                    },
-                    e,
-                )
-            }
-            e => e,
-        })?;
+    let reservation = limits::reserve(
+        rt,
+        customer,
+        per_hour,
+        &record.package_tier,
+        address.as_ref(),
+    )
+    .await
+    .map_err(|e| match e {
+        e @ MediaError::LimitReached { limit, .. } => {
+            tracing::info!(
+                customer_id = customer.get(),
+                limit,
+                "outbound call refused by a limit"
+            );
+            refused(limit, e)
+        }
+        e => e,
+    })?;
     // 7 and 8 in their own task: once Twilio is asked, the answer is recorded even if the
     // client is gone.
     let request = twilio::CreateCall {
@@ -118,6 +122,7 @@ pub async fn place(
         from,
         url: format!("{}/twilio/voice", rt.outbound.public_base_url),
         status_callback: format!("{}/twilio/status", rt.outbound.public_base_url),
+        time_limit_secs: secs(rt.outbound.limits.max_call_for(settings.max_call_minutes)),
     };
     let placing = Placing {
         customer,
@@ -129,6 +134,11 @@ pub async fn place(
     tokio::spawn(placing.dial(rt.clone()))
         .await
         .map_err(|e| MediaError::Internal(format!("outbound call task failed: {e}")))?
+}
+
+/// A duration in whole seconds for Twilio (at least 1).
+pub fn secs(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
 }
 
 /// A call whose slot is reserved, on its way to Twilio.

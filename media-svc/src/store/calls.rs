@@ -32,6 +32,8 @@ pub enum EndReason {
     StreamClosed,
     /// The service's drain deadline passed with the call still running.
     Shutdown,
+    /// The call reached its tenant's maximum duration and media-svc hung it up.
+    MaxDuration,
     /// A status callback ended it: completed.
     Completed,
     /// A status callback ended it: busy.
@@ -45,12 +47,13 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    const ALL: [EndReason; 10] = [
+    const ALL: [EndReason; 11] = [
         Self::CallerHangup,
         Self::Transfer,
         Self::BackendError,
         Self::StreamClosed,
         Self::Shutdown,
+        Self::MaxDuration,
         Self::Completed,
         Self::Busy,
         Self::Failed,
@@ -66,6 +69,7 @@ impl EndReason {
             Self::BackendError => "backend-error",
             Self::StreamClosed => "stream-closed",
             Self::Shutdown => "shutdown",
+            Self::MaxDuration => "max-duration",
             Self::Completed => "completed",
             Self::Busy => "busy",
             Self::Failed => "failed",

@@ -1,7 +1,8 @@
 //! The statements behind the per-tenant call limits (see [`crate::outbound`] for why they are
 //! shaped this way): the advisory lock that serialises counting and adding a call, the count of
-//! calls in progress, the rolling-hour count of outbound calls, and the short-lived reservations
-//! (`media.outbound_reservations`) that hold a slot while Twilio is asked.
+//! calls in progress, the rolling-hour count of outbound calls, the short-lived reservations
+//! (`media.outbound_reservations`) that hold a slot while Twilio is asked, and the per-address
+//! charges of the public endpoint (`media.outbound_address_charges`, V14).
 
 use mesh::api::media::{CallDirection, CallStatus};
 use mesh::db::Tx;
@@ -131,6 +132,60 @@ pub async fn release_reservation(
     tx.execute(
         "DELETE FROM media.outbound_reservations WHERE customer_id = $1 AND id = $2",
         &[&customer, &reservation.0],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Calls charged to one address hash for this tenant within `window`, and, when there are
+/// `limit` or more, the seconds until the oldest counted one leaves the window. Call with the
+/// limit lock held.
+pub async fn address_charges(
+    tx: &Tx<'_>,
+    customer: CustomerId,
+    hash: &[u8; 32],
+    window: std::time::Duration,
+    limit: i64,
+) -> Result<(i64, Option<u64>), MediaError> {
+    let window_secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    let row = tx
+        .query_one(
+            "WITH w AS (SELECT created_at FROM media.outbound_address_charges \
+                        WHERE customer_id = $1 AND address_hash = $2 \
+                          AND created_at > now() - make_interval(secs => $3::bigint)) \
+             SELECT count(*), \
+                    (SELECT ceil(extract(epoch FROM (created_at + make_interval(secs => $3::bigint) - now())))::bigint \
+                     FROM w ORDER BY created_at DESC OFFSET greatest($4::bigint - 1, 0) LIMIT 1) \
+             FROM w",
+            &[&customer, &&hash[..], &window_secs, &limit],
+        )
+        .await?;
+    let used: i64 = row.get(0);
+    if used < limit {
+        return Ok((used, None));
+    }
+    let secs = row.get::<_, Option<i64>>(1).unwrap_or(1).max(1);
+    Ok((used, Some(u64::try_from(secs).unwrap_or(1))))
+}
+
+/// Charges one call to an address hash (and drops this tenant's charges older than `window`).
+/// Call with the limit lock held.
+pub async fn charge_address(
+    tx: &Tx<'_>,
+    customer: CustomerId,
+    hash: &[u8; 32],
+    window: std::time::Duration,
+) -> Result<(), MediaError> {
+    let window_secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    tx.execute(
+        "DELETE FROM media.outbound_address_charges \
+         WHERE customer_id = $1 AND created_at <= now() - make_interval(secs => $2::bigint)",
+        &[&customer, &window_secs],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO media.outbound_address_charges (customer_id, address_hash) VALUES ($1, $2)",
+        &[&customer, &&hash[..]],
     )
     .await?;
     Ok(())

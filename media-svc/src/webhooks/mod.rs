@@ -153,8 +153,9 @@ impl Webhooks {
         Ok(caller_hash(key.expose_secret(), customer, number.as_str()))
     }
 
-    /// The caller-hash key: configured, or the database's (V10), loaded once.
-    async fn hash_key(&self, tx: &Tx<'_>) -> Result<&SecretSlice<u8>, MediaError> {
+    /// The caller-hash key: configured, or the database's (V10), loaded once. Also the key of
+    /// the outbound allowance's address hash (with its own domain prefix).
+    pub(crate) async fn hash_key(&self, tx: &Tx<'_>) -> Result<&SecretSlice<u8>, MediaError> {
         self.inner
             .hash_key
             .get_or_try_init(|| async {

@@ -14,4 +14,5 @@ mod openai_realtime;
 mod outbound;
 mod outbox_memory;
 mod stream_local;
+mod toll_fraud;
 mod webhooks;

@@ -201,8 +201,41 @@ async fn transcripts_and_time(conn: &mut fakes::FakeConn, shape: ApiShape) {
     conn.next_of("response.create").await;
 }
 
+/// Toll fraud at dial time: the tenant has no number in the US and no transfer regions, so its
+/// "claims" rule (a US number) is refused without asking Twilio, and the agent is told so; once
+/// the tenant has a US number, the same rule transfers.
+async fn transfer_refused_until_the_region_is_allowed(w: &mut World, conn: &mut fakes::FakeConn) {
+    use mesh::api::tenant::AssignPhoneNumberRequest;
+    use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
+    use mesh::auth::{AttachToken, TokenSource};
+    use mesh::identity::names;
+    conn.send(json!({"type": "response.function_call_arguments.done", "call_id": "call_r", "name": "transfer_call", "arguments": "{\"keyword\":\"claims\"}"}));
+    let output = conn.next_of("conversation.item.create").await;
+    assert_eq!(output["item"]["call_id"], "call_r");
+    let text = output["item"]["output"].as_str().unwrap();
+    assert!(text.contains("transfer target not allowed"), "{text}");
+    conn.next_of("response.create").await;
+    assert!(w.twilio.try_recv().is_err(), "Twilio was not asked");
+    let token = w
+        .svc
+        .service_token(names::OPERATOR, names::TENANT_SVC, &[scope::TENANT_ADMIN]);
+    let mut admin = TenantAdminServiceClient::with_interceptor(
+        w.svc.channel_to(w.svc.tenant_addr.unwrap()).await,
+        AttachToken(TokenSource::fixed(token.into())),
+    );
+    admin
+        .assign_phone_number(AssignPhoneNumberRequest {
+            customer_id: w.customer,
+            number: "+14155550199".into(),
+            twilio_account_sid: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 /// `transfer_call` redirects the call through Twilio REST (the call's account, basic auth with
-/// the auth token, TwiML dialling the rule's number) and tells the edge; the stream ends.
+/// the auth token, TwiML dialling the rule's number for at most the call's maximum duration) and
+/// tells the edge; the stream ends.
 async fn transfer(w: &mut World, call: &mut CallStream, conn: &fakes::FakeConn, call_sid: &str) {
     conn.send(json!({"type": "response.function_call_arguments.done", "call_id": "call_x", "name": "transfer_call", "arguments": "{\"keyword\":\"claims\"}"}));
     let req = tokio::time::timeout(std::time::Duration::from_secs(10), w.twilio.recv())
@@ -224,7 +257,7 @@ async fn transfer(w: &mut World, call: &mut CallStream, conn: &fakes::FakeConn, 
     assert_eq!(req.authorization, expected_auth);
     let twiml = &req.form.iter().find(|(k, _)| k == "Twiml").unwrap().1;
     assert!(
-        twiml.contains("<Dial><Number>+14158675309</Number></Dial>"),
+        twiml.contains("<Dial timeLimit=\"3600\"><Number>+14158675309</Number></Dial>"),
         "{twiml}"
     );
     loop {
@@ -295,6 +328,7 @@ async fn full_call(shape: ApiShape, voice: &str) {
         json!({"type": delta_type(shape), "item_id": "item_1", "delta": B64.encode([1u8; 160])}),
     );
     transcripts_and_time(&mut conn, shape).await;
+    transfer_refused_until_the_region_is_allowed(&mut w, &mut conn).await;
     transfer(&mut w, &mut call, &conn, &call_sid).await;
     check_stored_transfer(&w, &call_sid).await;
     w.svc.stop().await;

@@ -24,17 +24,17 @@ use mesh::identity::{names, scope};
 use tokio::net::TcpListener;
 use tonic::Code;
 
-const ORIGIN: &str = "https://www.peterson.example";
-const PROSPECT: &str = "+351912345678";
+pub(crate) const ORIGIN: &str = "https://www.peterson.example";
+pub(crate) const PROSPECT: &str = "+351912345678";
 const DO_NOT_CALL: &str = "+351912000000";
-const UK: &str = "+442071838750";
-const PUBLIC_BASE: &str = "https://edge.example";
-const AUTH_TOKEN: &str = "fake-twilio-auth-token";
-const A_NUMBER: &str = "+14155550101";
+pub(crate) const UK: &str = "+442071838750";
+pub(crate) const PUBLIC_BASE: &str = "https://edge.example";
+pub(crate) const AUTH_TOKEN: &str = "fake-twilio-auth-token";
+pub(crate) const A_NUMBER: &str = "+14155550101";
 const A_SUB_NUMBER: &str = "+14155550102";
-const B_NUMBER: &str = "+14155550103";
+pub(crate) const B_NUMBER: &str = "+14155550103";
 
-fn platform_account() -> String {
+pub(crate) fn platform_account() -> String {
     sid("AC", 0xacc)
 }
 
@@ -48,14 +48,14 @@ fn sub_account() -> String {
 
 /// One create-call request as the fake received it.
 #[derive(Debug, Clone)]
-struct CreateCall {
+pub(crate) struct CreateCall {
     account: String,
     authorization: String,
     form: Vec<(String, String)>,
 }
 
 impl CreateCall {
-    fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.form
             .iter()
             .find(|(k, _)| k == name)
@@ -73,7 +73,7 @@ impl CreateCall {
 
 /// How the fake answers the next requests.
 #[derive(Debug, Clone)]
-enum Answer {
+pub(crate) enum Answer {
     /// 201 with a fresh CallSid, as Twilio does.
     Created,
     /// 201 with this CallSid (once), then fresh ones.
@@ -87,17 +87,31 @@ enum Answer {
 #[derive(Default)]
 struct FakeState {
     requests: Vec<CreateCall>,
+    /// Updates of live calls (`POST .../Calls/{CallSid}.json`): the CallSid and the form.
+    updates: Vec<(String, Vec<(String, String)>)>,
     answer: Option<Answer>,
     issued: u32,
 }
 
-struct FakeTwilio {
-    url: String,
+pub(crate) struct FakeTwilio {
+    pub(crate) url: String,
     state: Arc<Mutex<FakeState>>,
 }
 
+/// The fake's `POST .../Calls/{CallSid}.json`: records the update of a live call.
+async fn update(
+    axum::extract::State(state): axum::extract::State<Arc<Mutex<FakeState>>>,
+    axum::extract::Path((_account, call)): axum::extract::Path<(String, String)>,
+    axum::Form(form): axum::Form<Vec<(String, String)>>,
+) -> (axum::http::StatusCode, String) {
+    let call_sid = call.trim_end_matches(".json").to_owned();
+    state.lock().unwrap().updates.push((call_sid.clone(), form));
+    let body = serde_json::json!({"sid": call_sid, "status": "completed"});
+    (axum::http::StatusCode::OK, body.to_string())
+}
+
 impl FakeTwilio {
-    async fn start() -> FakeTwilio {
+    pub(crate) async fn start() -> FakeTwilio {
         use axum::extract::{Path, State};
         use axum::http::{HeaderMap, StatusCode};
         async fn create(
@@ -156,6 +170,10 @@ impl FakeTwilio {
                 "/2010-04-01/Accounts/{account}/Calls.json",
                 axum::routing::post(create),
             )
+            .route(
+                "/2010-04-01/Accounts/{account}/Calls/{call}",
+                axum::routing::post(update),
+            )
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -165,11 +183,16 @@ impl FakeTwilio {
         FakeTwilio { url, state }
     }
 
-    fn requests(&self) -> Vec<CreateCall> {
+    pub(crate) fn requests(&self) -> Vec<CreateCall> {
         self.state.lock().unwrap().requests.clone()
     }
 
-    fn count(&self) -> usize {
+    /// The updates of live calls received so far: (CallSid, form).
+    pub(crate) fn updates(&self) -> Vec<(String, Vec<(String, String)>)> {
+        self.state.lock().unwrap().updates.clone()
+    }
+
+    pub(crate) fn count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }
 
@@ -183,7 +206,7 @@ impl FakeTwilio {
 // ---------------------------------------------------------------------------------------------
 
 /// media-svc with a real tenant-svc, Twilio pointed at the fake, and these tier limits.
-async fn start(twilio: &FakeTwilio, tiers: &str) -> Svc {
+pub(crate) async fn start(twilio: &FakeTwilio, tiers: &str) -> Svc {
     start_with_realtime(twilio, tiers, None).await
 }
 
@@ -234,7 +257,12 @@ async fn admin(
 }
 
 /// Creates a customer with a package tier and numbers (`(number, subaccount)`), returning its id.
-async fn customer(svc: &Svc, name: &str, tier: &str, numbers: &[(&str, Option<String>)]) -> i64 {
+pub(crate) async fn customer(
+    svc: &Svc,
+    name: &str,
+    tier: &str,
+    numbers: &[(&str, Option<String>)],
+) -> i64 {
     let mut admin = admin(svc).await;
     let id = admin
         .create_customer(CreateCustomerRequest {
@@ -264,9 +292,9 @@ async fn customer(svc: &Svc, name: &str, tier: &str, numbers: &[(&str, Option<St
     id
 }
 
-fn peterson_settings() -> OutboundSettings {
+pub(crate) fn peterson_settings() -> OutboundSettings {
     OutboundSettings {
-        allowed_country_codes: vec!["351".into()],
+        allowed_regions: vec!["PT".into()],
         allowed_personas: vec!["Sofia".into()],
         do_not_call: vec![DO_NOT_CALL.into()],
         cors_origins: vec![ORIGIN.into()],
@@ -274,11 +302,19 @@ fn peterson_settings() -> OutboundSettings {
         webhook_url: String::new(),
         webhook_raw_numbers: false,
         public_calls_per_hour: 0,
+        allowed_number_types: vec![],
+        transfer_regions: vec![],
+        max_call_minutes: 0,
     }
 }
 
 /// Sets the named fields of the tenant's outbound settings through tenant-svc.
-async fn configure(svc: &Svc, customer: i64, settings: OutboundSettings, paths: &[&str]) {
+pub(crate) async fn configure(
+    svc: &Svc,
+    customer: i64,
+    settings: OutboundSettings,
+    paths: &[&str],
+) {
     let token = svc.tenant_token(
         customer,
         "owner",
@@ -299,8 +335,8 @@ async fn configure(svc: &Svc, customer: i64, settings: OutboundSettings, paths: 
         .expect("outbound settings accepted");
 }
 
-const OUTBOUND_FIELDS: &[&str] = &[
-    "allowed_country_codes",
+pub(crate) const OUTBOUND_FIELDS: &[&str] = &[
+    "allowed_regions",
     "allowed_personas",
     "do_not_call",
     "cors_origins",
@@ -308,23 +344,24 @@ const OUTBOUND_FIELDS: &[&str] = &[
 ];
 
 /// A client holding the website's credential: a tenant token that can only place calls.
-async fn website(svc: &Svc, customer: i64) -> common::Client {
+pub(crate) async fn website(svc: &Svc, customer: i64) -> common::Client {
     svc.client_with(svc.tenant_token(customer, "website", &[scope::MEDIA_OUTBOUND]))
         .await
 }
 
-fn place(to: &str) -> PlaceOutboundCallRequest {
+pub(crate) fn place(to: &str) -> PlaceOutboundCallRequest {
     PlaceOutboundCallRequest {
         to: to.into(),
         persona: String::new(),
         context: String::new(),
         from: String::new(),
         origin: String::new(),
+        client_address: String::new(),
     }
 }
 
 /// Rows that a refusal must not leave behind: calls and reservations.
-async fn rows(svc: &Svc) -> (i64, i64) {
+pub(crate) async fn rows(svc: &Svc) -> (i64, i64) {
     (
         svc.count("SELECT count(*) FROM media.calls").await,
         svc.count("SELECT count(*) FROM media.outbound_reservations")
@@ -495,6 +532,7 @@ async fn a_placed_call_reaches_twilio_from_the_tenants_number_and_is_stored_outb
             context: "  <b>Asked</b> about <i>home insurance</i>\u{7} on the website\n".into(),
             from: String::new(),
             origin: ORIGIN.into(),
+            client_address: String::new(),
         })
         .await
         .expect("call placed")
@@ -542,7 +580,7 @@ fn refusal_cases() -> Vec<(&'static str, PlaceOutboundCallRequest, Code, &'stati
             "country not allowed",
             with(&|r| r.to = UK.into()),
             Code::FailedPrecondition,
-            "destination country +44 is not allowed for this customer",
+            "`to`: numbers in region GB are not allowed for this customer",
         ),
         (
             "do-not-call",
@@ -637,7 +675,7 @@ async fn every_refusal_has_its_code_and_message_and_dials_and_stores_nothing() {
         assert_eq!(rows(&svc).await, before, "{name}: nothing stored");
     }
 
-    // Smith never enabled outbound calls: no country is allowed.
+    // Smith never enabled outbound calls: no region is allowed.
     let e = b_web
         .place_outbound_call(place(PROSPECT))
         .await

@@ -4,7 +4,8 @@
 
 use mesh::api::tenant::*;
 use mesh::auth::tenant_caller;
-use mesh::domain::CustomerId;
+use mesh::db::Tx;
+use mesh::domain::{CustomerId, PhoneNumber};
 use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status};
 
@@ -14,7 +15,7 @@ use crate::history::{Change, ConfigType};
 use crate::model::diff;
 use crate::outbound::{self, Patch};
 use crate::page::{page_size, page_token, parse_page_token};
-use crate::{store, webhook, wire};
+use crate::{store, validate, webhook, wire};
 
 /// Do-not-call lists longer than this are validated on the blocking pool: parsing a number with
 /// libphonenumber's metadata takes about 20 µs in a release build, so a full list of 10,000 would
@@ -44,6 +45,26 @@ async fn parse_patch(
             Status::internal("internal error")
         })?
         .map_err(Status::from)
+}
+
+/// The customer's new transfer rules against its transfer policy (toll fraud: a rule cannot
+/// send callers to a region or kind of number the customer has not allowed).
+async fn check_transfer_targets(
+    tx: &Tx<'_>,
+    customer: &crate::customer::Customer,
+    rules: &[validate::TransferRule],
+) -> Result<(), TenantError> {
+    let settings = store::load_outbound(tx, customer.id).await?;
+    let own: Vec<PhoneNumber> = customer
+        .numbers
+        .iter()
+        .filter_map(|n| PhoneNumber::parse(&n.number).ok())
+        .collect();
+    validate::transfer_targets(
+        "config.transfer_rules",
+        rules,
+        &settings.transfer_policy(&own),
+    )
 }
 
 /// Checks a `SignWebhookEvent` request's timestamp and body size.
@@ -98,6 +119,11 @@ impl tenant_service_server::TenantService for TenantSvc {
                 let changes = diff(&current.overrides, &next);
                 if changes.is_empty() {
                     return Ok((current, 0));
+                }
+                if let Some(rules) = &next.transfer_rules
+                    && next.transfer_rules != current.overrides.transfer_rules
+                {
+                    check_transfer_targets(tx, &current, rules).await?;
                 }
                 store::update_overrides(tx, id, &next).await?;
                 store::record_changes(tx, id, &changes, &by).await?;

@@ -1,4 +1,4 @@
-//! `tenant.outbound_settings`: a customer's outbound-call and webhook settings (migration V5),
+//! `tenant.outbound_settings`: a customer's outbound-call and webhook settings (migrations V5 and V14),
 //! defaults when the row was never written.
 
 use mesh::db::Tx;
@@ -9,12 +9,13 @@ use tokio_postgres::types::Type;
 use crate::error::{Result, TenantError};
 use crate::outbound::OutboundSettings;
 
-const OUTBOUND_COLUMNS: &str = "allowed_country_codes, allowed_personas, do_not_call, \
-     cors_origins, greet_first_outbound, webhook_url, webhook_raw_numbers, public_calls_per_hour";
+const OUTBOUND_COLUMNS: &str = "allowed_regions, allowed_personas, do_not_call, \
+     cors_origins, greet_first_outbound, webhook_url, webhook_raw_numbers, public_calls_per_hour, \
+     allowed_number_types, transfer_regions, max_call_minutes";
 
 fn outbound_from_row(r: &Row) -> OutboundSettings {
     OutboundSettings {
-        allowed_country_codes: r.get("allowed_country_codes"),
+        allowed_regions: r.get("allowed_regions"),
         allowed_personas: r.get("allowed_personas"),
         do_not_call: r.get("do_not_call"),
         cors_origins: r.get("cors_origins"),
@@ -23,6 +24,10 @@ fn outbound_from_row(r: &Row) -> OutboundSettings {
         webhook_raw_numbers: r.get("webhook_raw_numbers"),
         // The column's CHECK keeps it within 0..=10,000.
         public_calls_per_hour: u32::try_from(r.get::<_, i32>("public_calls_per_hour")).unwrap_or(0),
+        allowed_number_types: r.get("allowed_number_types"),
+        transfer_regions: r.get("transfer_regions"),
+        // The column's CHECK keeps it within 0..=240.
+        max_call_minutes: u32::try_from(r.get::<_, i32>("max_call_minutes")).unwrap_or(0),
     }
 }
 
@@ -31,9 +36,10 @@ fn outbound_from_row(r: &Row) -> OutboundSettings {
 pub async fn get_outbound(tx: &Tx<'_>, id: CustomerId) -> Result<(OutboundSettings, bool)> {
     let rows = tx
         .query_typed(
-            "SELECT s.customer_id IS NOT NULL AS stored, s.allowed_country_codes, \
+            "SELECT s.customer_id IS NOT NULL AS stored, s.allowed_regions, \
              s.allowed_personas, s.do_not_call, s.cors_origins, s.greet_first_outbound, \
              s.webhook_url, s.webhook_raw_numbers, s.public_calls_per_hour, \
+             s.allowed_number_types, s.transfer_regions, s.max_call_minutes, \
              EXISTS (SELECT 1 FROM tenant.webhook_secrets w WHERE w.customer_id = c.customer_id) \
              AS has_secret \
              FROM tenant.customers c \
@@ -70,18 +76,21 @@ pub async fn save_outbound(tx: &Tx<'_>, id: CustomerId, s: &OutboundSettings) ->
     tx.execute(
         &format!(
             "INSERT INTO tenant.outbound_settings (customer_id, {OUTBOUND_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (customer_id) DO UPDATE SET \
-             allowed_country_codes = EXCLUDED.allowed_country_codes, \
+             allowed_regions = EXCLUDED.allowed_regions, \
              allowed_personas = EXCLUDED.allowed_personas, do_not_call = EXCLUDED.do_not_call, \
              cors_origins = EXCLUDED.cors_origins, \
              greet_first_outbound = EXCLUDED.greet_first_outbound, \
              webhook_url = EXCLUDED.webhook_url, webhook_raw_numbers = EXCLUDED.webhook_raw_numbers, \
-             public_calls_per_hour = EXCLUDED.public_calls_per_hour, updated_at = now()"
+             public_calls_per_hour = EXCLUDED.public_calls_per_hour, \
+             allowed_number_types = EXCLUDED.allowed_number_types, \
+             transfer_regions = EXCLUDED.transfer_regions, \
+             max_call_minutes = EXCLUDED.max_call_minutes, updated_at = now()"
         ),
         &[
             &id,
-            &s.allowed_country_codes,
+            &s.allowed_regions,
             &s.allowed_personas,
             &s.do_not_call,
             &s.cors_origins,
@@ -89,6 +98,9 @@ pub async fn save_outbound(tx: &Tx<'_>, id: CustomerId, s: &OutboundSettings) ->
             &s.webhook_url,
             &s.webhook_raw_numbers,
             &i32::try_from(s.public_calls_per_hour).unwrap_or(i32::MAX),
+            &s.allowed_number_types,
+            &s.transfer_regions,
+            &i32::try_from(s.max_call_minutes).unwrap_or(i32::MAX),
         ],
     )
     .await?;

@@ -2,7 +2,7 @@
 //! time zones, prompt blocks, transfer rules), shared by a customer's overrides and the platform
 //! defaults.
 
-use mesh::domain::{PhoneNumber, Slider, Voice};
+use mesh::domain::{DialPolicy, PhoneNumber, Slider, Voice};
 use serde::{Deserialize, Serialize};
 
 use super::{bounded_text, chars};
@@ -135,6 +135,32 @@ pub fn prompt_blocks(
             })
         })
         .collect()
+}
+
+/// Transfer targets against the customer's transfer policy (its transfer regions, else the
+/// regions of its own numbers; restricted kinds only when allowed): the first rule whose number
+/// may not be dialled is refused, naming `{field}[i].number`, the region or kind, and the setting
+/// that would allow it. Rules are already valid ([`transfer_rules`]).
+pub fn transfer_targets(field: &str, rules: &[TransferRule], policy: &DialPolicy) -> Result<()> {
+    for (i, rule) in rules.iter().enumerate() {
+        let f = format!("{field}[{i}].number");
+        let number = PhoneNumber::parse(&rule.number).map_err(|e| TenantError::invalid(&f, e))?;
+        if let Err(refusal) = policy.check(&number) {
+            let allowed = if policy.regions.is_empty() {
+                "none: the customer has no number and no transfer_regions".to_owned()
+            } else {
+                policy.regions.join(", ")
+            };
+            return Err(TenantError::invalid(
+                &f,
+                format!(
+                    "{refusal} as a transfer target (transfer regions: {allowed}; change them with \
+                     UpdateOutboundSettings transfer_regions / allowed_number_types)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Transfer rules: at most 20; keyword 1-60; a valid E.164 number; description at most 200.

@@ -15,13 +15,14 @@ mod url;
 
 pub use config::{
     MAX_AGENT_NAME, MAX_GREETING, MAX_LIST, MAX_PROMPT_TEXT, PLACEHOLDERS, PromptBlock,
-    TransferRule, agent_name, greeting, prompt_blocks, slider, time_zone, transfer_rules, voice,
+    TransferRule, agent_name, greeting, prompt_blocks, slider, time_zone, transfer_rules,
+    transfer_targets, voice,
 };
 pub use customer::{TIERS, business_name, contact_name, email, optional_phone, package_tier};
 pub use outbound::{
-    MAX_COUNTRY_CODES, MAX_DO_NOT_CALL, MAX_ORIGINS, MAX_PERSONA, MAX_PERSONAS,
-    MAX_PUBLIC_CALLS_PER_HOUR, cors_origins, country_codes, do_not_call, personas,
-    public_calls_per_hour,
+    MAX_CALL_MINUTES, MAX_DO_NOT_CALL, MAX_ORIGINS, MAX_PERSONA, MAX_PERSONAS,
+    MAX_PUBLIC_CALLS_PER_HOUR, MAX_REGIONS, cors_origins, do_not_call, max_call_minutes,
+    number_types, personas, public_calls_per_hour, regions,
 };
 pub use url::{MAX_WEBHOOK_URL, webhook_url};
 

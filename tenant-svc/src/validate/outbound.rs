@@ -1,14 +1,17 @@
-//! Outbound-call settings: allowed country codes, personas, the do-not-call list, the origins of
+//! Outbound-call settings: allowed regions and restricted kinds of number, transfer regions, the
+//! longest call, personas, the do-not-call list, the origins of
 //! the public calls endpoint, and its hourly limit.
 
-use mesh::domain::PhoneNumber;
+use mesh::domain::{PhoneNumber, RestrictedType, dial};
 
 use super::url::HttpUrl;
 use super::{chars, dedup, no_control, too_many};
 use crate::error::{Result, TenantError};
 
-/// Most allowed country calling codes.
-pub const MAX_COUNTRY_CODES: usize = 50;
+/// Most allowed regions (outbound calls or transfers).
+pub const MAX_REGIONS: usize = 50;
+/// Longest call a customer may set, in minutes.
+pub const MAX_CALL_MINUTES: u32 = 240;
 /// Most allowed personas.
 pub const MAX_PERSONAS: usize = 20;
 /// Longest persona name.
@@ -20,37 +23,72 @@ pub const MAX_ORIGINS: usize = 20;
 /// Highest per-tenant hourly limit of the public calls endpoint.
 pub const MAX_PUBLIC_CALLS_PER_HOUR: u32 = 10_000;
 
-/// Allowed country calling codes: at most 50 codes of 1-3 digits (a leading `+` is accepted and
-/// dropped) that exist in libphonenumber's metadata; stored as digits, duplicates removed.
-pub fn country_codes(field: &str, codes: &[String]) -> Result<Vec<String>> {
-    too_many(field, MAX_COUNTRY_CODES, "country codes", codes.len())?;
-    let parsed = codes
+/// Allowed regions: at most 50 ISO 3166 alpha-2 codes that have telephone numbers (any case,
+/// stored upper case), duplicates removed. A calling code (`1`, `+351`) is refused with a hint:
+/// one code can span many regions (`+1` reaches the Caribbean's premium lines too).
+pub fn regions(field: &str, regions: &[String]) -> Result<Vec<String>> {
+    too_many(field, MAX_REGIONS, "regions", regions.len())?;
+    let parsed = regions
         .iter()
         .enumerate()
-        .map(|(i, c)| {
+        .map(|(i, r)| {
             let f = format!("{field}[{i}]");
-            let digits = c.trim().strip_prefix('+').unwrap_or(c.trim());
-            let code = (1..=3)
-                .contains(&digits.len())
-                .then_some(digits)
-                .filter(|d| d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0'))
-                .and_then(|d| d.parse::<u16>().ok())
-                .ok_or_else(|| {
+            dial::parse_region(r).map_err(|e| {
+                let digits = r.trim().trim_start_matches('+');
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
                     TenantError::invalid(
                         &f,
-                        "must be a country calling code of 1 to 3 digits, e.g. 351 or 1",
+                        format!(
+                            "{e}; calling codes are no longer accepted (+{digits} is {})",
+                            code_hint(digits)
+                        ),
                     )
-                })?;
-            if phonenumber::metadata::DATABASE.by_code(&code).is_none() {
-                return Err(TenantError::invalid(
-                    &f,
-                    format!("+{code} is not an assigned country calling code"),
-                ));
-            }
-            Ok(code.to_string())
+                } else {
+                    TenantError::invalid(&f, e)
+                }
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(dedup(parsed))
+}
+
+/// "US, CA, AG, ..." for a calling code, or "not assigned".
+fn code_hint(digits: &str) -> String {
+    let regions = digits
+        .parse::<u16>()
+        .map(dial::regions_of_calling_code)
+        .unwrap_or_default();
+    if regions.is_empty() {
+        "not an assigned calling code".into()
+    } else {
+        format!("regions {}", regions.join(", "))
+    }
+}
+
+/// Restricted kinds of number allowed anyway: names of [`RestrictedType`], duplicates removed.
+pub fn number_types(field: &str, types: &[String]) -> Result<Vec<String>> {
+    too_many(field, RestrictedType::ALL.len(), "types", types.len())?;
+    let parsed = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            RestrictedType::parse(t)
+                .map(|t| t.as_str().to_owned())
+                .map_err(|e| TenantError::invalid(format!("{field}[{i}]"), e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(dedup(parsed))
+}
+
+/// The longest call: 0 (the platform's 60 minutes) to [`MAX_CALL_MINUTES`].
+pub fn max_call_minutes(field: &str, n: u32) -> Result<u32> {
+    if n > MAX_CALL_MINUTES {
+        return Err(TenantError::invalid(
+            field,
+            format!("must be at most {MAX_CALL_MINUTES} minutes (0 = the platform's 60), got {n}"),
+        ));
+    }
+    Ok(n)
 }
 
 /// Persona names: at most 20, each 1-60 letters, digits, spaces or `-'.` (trimmed), unique
@@ -167,17 +205,68 @@ mod tests {
     }
 
     #[test]
-    fn country_codes_exist_and_are_normalised() {
-        let ok = country_codes("c", &strings(&["351", "+44", "1", "351", "800"])).unwrap();
-        assert_eq!(ok, ["351", "44", "1", "800"]);
-        for bad in ["", "0", "044", "1234", "+", "3a", " ", "+-1"] {
-            let e = msg(country_codes("c", &strings(&["1", bad])));
-            assert!(e.starts_with("c[1]:"), "{bad}: {e}");
+    fn regions_exist_and_are_normalised() {
+        let ok = regions("r", &strings(&["pt", " US ", "PT", "jm"])).unwrap();
+        assert_eq!(ok, ["PT", "US", "JM"]);
+        for bad in ["", "P", "PRT", "XX", "001", "U$"] {
+            let e = msg(regions("r", &strings(&["US", bad])));
+            assert!(
+                e.starts_with("r[1]:") && e.contains("ISO 3166"),
+                "{bad}: {e}"
+            );
         }
-        // Three digits, but not assigned to any country.
-        assert!(msg(country_codes("c", &strings(&["999"]))).contains("+999 is not an assigned"));
-        let many: Vec<String> = (0..51).map(|_| "1".to_owned()).collect();
-        assert!(msg(country_codes("c", &many)).contains("at most 50"));
+        let e = msg(regions("r", &strings(&["+1"])));
+        assert!(
+            e.contains("calling codes are no longer accepted") && e.contains("US, CA"),
+            "{e}"
+        );
+        assert!(msg(regions("r", &strings(&["999"]))).contains("not an assigned"));
+        let many: Vec<String> = (0..51).map(|_| "US".to_owned()).collect();
+        assert!(msg(regions("r", &many)).contains("at most 50"));
+    }
+
+    #[test]
+    fn number_types_and_call_minutes_are_bounded() {
+        assert_eq!(
+            number_types(
+                "t",
+                &strings(&["premium_rate", "non_geographic", "premium_rate"])
+            )
+            .unwrap(),
+            ["premium_rate", "non_geographic"]
+        );
+        let e = msg(number_types("t", &strings(&["uan", "voip"])));
+        assert!(e.starts_with("t[1]:") && e.contains("premium_rate"), "{e}");
+        assert_eq!(max_call_minutes("m", 0).unwrap(), 0);
+        assert_eq!(max_call_minutes("m", 240).unwrap(), 240);
+        assert!(msg(max_call_minutes("m", 241)).contains("at most 240"));
+    }
+
+    /// V14 migrates stored calling codes by a table of `(code, regions)`; it must give `1` as US
+    /// and CA, every other assigned geographic code its main region, and nothing else.
+    #[test]
+    fn the_v14_table_maps_each_calling_code_to_its_main_region() {
+        let sql = include_str!("../../../migrations/V14__toll_fraud.sql");
+        let table = &sql[sql.find("VALUES").unwrap()..sql.find("),\nmigrated").unwrap()];
+        let mut seen = std::collections::BTreeMap::new();
+        for entry in table.split("('").skip(1) {
+            let (code, rest) = entry.split_once("', ARRAY[").unwrap();
+            let regions: Vec<String> = rest[..rest.find(']').unwrap()]
+                .split(", ")
+                .map(|r| r.trim_matches('\'').to_owned())
+                .collect();
+            seen.insert(code.parse::<u16>().unwrap(), regions);
+        }
+        assert_eq!(seen[&1], ["US", "CA"]);
+        for code in 1..=999u16 {
+            let regions = dial::regions_of_calling_code(code);
+            let geographic = regions.first().is_some_and(|r| r != "001");
+            match seen.get(&code) {
+                Some(_) if code == 1 => {}
+                Some(mapped) => assert_eq!(mapped, &regions[..1], "+{code}"),
+                None => assert!(!geographic, "+{code} ({regions:?}) is missing from V14"),
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`routing`]: the call-routing cache across two replicas;
 //! - [`admin_issuers`]: who may use the admin powers and the edge (issuers named per rule);
 //! - [`legacy`]: legacy HS256 tokens' lifetime and scope mapping at the exchange;
+//! - [`toll_fraud`]: transfer rules against the transfer regions, and migration V14;
 //! - [`binary`]: the `tenant-svc` binary's start-up contract;
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
@@ -16,3 +17,4 @@ mod legacy;
 mod outbound_settings;
 mod routing;
 mod tenant;
+mod toll_fraud;

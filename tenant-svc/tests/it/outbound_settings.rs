@@ -23,7 +23,7 @@ use tonic::{Code, Status};
 use crate::common::{self, RW, Replica, auth};
 
 const ALL: &[&str] = &[
-    "allowed_country_codes",
+    "allowed_regions",
     "allowed_personas",
     "do_not_call",
     "cors_origins",
@@ -31,6 +31,9 @@ const ALL: &[&str] = &[
     "webhook_url",
     "webhook_raw_numbers",
     "public_calls_per_hour",
+    "allowed_number_types",
+    "transfer_regions",
+    "max_call_minutes",
 ];
 const ALL_SCOPES: &[&str] = &[
     scope::TENANT_READ,
@@ -228,7 +231,7 @@ fn receiver_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 fn full_settings(webhook_url: &str) -> OutboundSettings {
     OutboundSettings {
-        allowed_country_codes: vec!["+351".into(), "44".into()],
+        allowed_regions: vec!["pt".into(), "GB".into()],
         allowed_personas: vec!["Sofia".into(), " Dr. O'Neil ".into()],
         do_not_call: vec!["+351 912 000 000".into()],
         cors_origins: vec!["https://WWW.Peterson.example".into()],
@@ -236,6 +239,9 @@ fn full_settings(webhook_url: &str) -> OutboundSettings {
         webhook_url: webhook_url.into(),
         webhook_raw_numbers: true,
         public_calls_per_hour: 120,
+        allowed_number_types: vec!["premium_rate".into()],
+        transfer_regions: vec!["pt".into()],
+        max_call_minutes: 30,
     }
 }
 
@@ -313,7 +319,7 @@ async fn masked_updates_are_normalised_read_back_and_recorded_in_history() {
         .await
         .unwrap();
     let expected = OutboundSettings {
-        allowed_country_codes: vec!["351".into(), "44".into()],
+        allowed_regions: vec!["PT".into(), "GB".into()],
         allowed_personas: vec!["Sofia".into(), "Dr. O'Neil".into()],
         do_not_call: vec!["+351912000000".into()],
         cors_origins: vec!["https://www.peterson.example".into()],
@@ -321,6 +327,9 @@ async fn masked_updates_are_normalised_read_back_and_recorded_in_history() {
         webhook_url: HOOK.into(),
         webhook_raw_numbers: true,
         public_calls_per_hour: 120,
+        allowed_number_types: vec!["premium_rate".into()],
+        transfer_regions: vec!["PT".into()],
+        max_call_minutes: 30,
     };
     assert_eq!(saved, expected);
     let read = s.get(&token).await.unwrap();
@@ -330,7 +339,7 @@ async fn masked_updates_are_normalised_read_back_and_recorded_in_history() {
     // One history entry per changed field, by the token's subject, old value = the default.
     let history = s.history(&token).await;
     let new: Vec<_> = history[..history.len() - history_before].to_vec();
-    assert_eq!(new.len(), 8, "{new:?}");
+    assert_eq!(new.len(), 11, "{new:?}");
     assert!(
         new.iter()
             .all(|c| c.config_type == "outbound" && c.changed_by == "test-user")
@@ -356,7 +365,7 @@ async fn masked_updates_are_normalised_read_back_and_recorded_in_history() {
         }
     );
     let history = s.history(&token).await;
-    assert_eq!(history.len(), history_before + 9);
+    assert_eq!(history.len(), history_before + 12);
     assert_eq!(history[0].config_key, "greet_first_outbound");
     assert_eq!(
         (
@@ -458,19 +467,34 @@ fn many(n: usize, f: &dyn Fn(usize) -> String) -> Vec<String> {
 fn invalid_lists() -> Vec<(&'static str, OutboundSettings, &'static str)> {
     vec![
         (
-            "allowed_country_codes",
-            with(&|v| v.allowed_country_codes = vec!["351".into(), "999".into()]),
-            "settings.allowed_country_codes[1]:",
+            "allowed_regions",
+            with(&|v| v.allowed_regions = vec!["PT".into(), "351".into()]),
+            "settings.allowed_regions[1]:",
         ),
         (
-            "allowed_country_codes",
-            with(&|v| v.allowed_country_codes = vec!["4x".into()]),
-            "settings.allowed_country_codes[0]:",
+            "allowed_regions",
+            with(&|v| v.allowed_regions = vec!["XX".into()]),
+            "settings.allowed_regions[0]:",
         ),
         (
-            "allowed_country_codes",
-            with(&|v| v.allowed_country_codes = many(51, &|_| "1".into())),
-            "settings.allowed_country_codes:",
+            "allowed_regions",
+            with(&|v| v.allowed_regions = many(51, &|_| "US".into())),
+            "settings.allowed_regions:",
+        ),
+        (
+            "transfer_regions",
+            with(&|v| v.transfer_regions = vec!["1".into()]),
+            "settings.transfer_regions[0]:",
+        ),
+        (
+            "allowed_number_types",
+            with(&|v| v.allowed_number_types = vec!["voip".into()]),
+            "settings.allowed_number_types[0]:",
+        ),
+        (
+            "max_call_minutes",
+            with(&|v| v.max_call_minutes = 241),
+            "settings.max_call_minutes:",
         ),
         (
             "allowed_personas",
@@ -625,7 +649,7 @@ async fn unknown_or_missing_mask_fields_are_refused() {
         assert_eq!(err.code(), Code::InvalidArgument, "{mask:?}");
         assert!(err.message().starts_with("update_mask:"), "{err:?}");
         assert!(
-            err.message().contains("allowed: allowed_country_codes"),
+            err.message().contains("allowed: allowed_regions"),
             "{err:?}"
         );
     }

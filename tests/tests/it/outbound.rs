@@ -21,15 +21,15 @@ use mesh::identity::scope;
 const ORIGIN: &str = "https://www.peterson.example";
 const PROSPECT: &str = "+351912345678";
 
-async fn mesh_with(twilio: &FakeTwilio, tiers: &str, gateway_env: &[(&str, &str)]) -> Mesh {
+/// The mesh with media-svc dialling through `twilio`, these tier limits, and `per_address`
+/// calls a day from one client address per tenant.
+async fn mesh_with(twilio: &FakeTwilio, tiers: &str, per_address: u32) -> Mesh {
     let base = twilio.base_url.clone();
     let tiers = media_svc::outbound::Limits::parse_tiers(tiers).expect("tiers");
     Mesh::start_with(MeshOptions {
-        gateway_env: gateway_env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
+        gateway_env: Vec::new(),
         media: Some(Box::new(move |c: &mut media_svc::CallConfig| {
+            c.limits.per_address = (per_address, Duration::from_secs(24 * 3600));
             c.twilio.base_url = base;
             c.twilio.auth_token = Some("fake-twilio-auth-token".to_owned().into());
             c.twilio.account_sid = Some(mesh::domain::AccountSid::parse(ACCOUNT_SID).unwrap());
@@ -82,7 +82,7 @@ async fn configure(
 
 fn peterson_settings(webhook_url: &str) -> OutboundSettings {
     OutboundSettings {
-        allowed_country_codes: vec!["351".into()],
+        allowed_regions: vec!["PT".into()],
         allowed_personas: vec!["Sofia".into()],
         do_not_call: vec!["+351912000000".into()],
         cors_origins: vec![ORIGIN.into()],
@@ -90,11 +90,14 @@ fn peterson_settings(webhook_url: &str) -> OutboundSettings {
         webhook_url: webhook_url.into(),
         webhook_raw_numbers: false,
         public_calls_per_hour: 0,
+        allowed_number_types: vec![],
+        transfer_regions: vec![],
+        max_call_minutes: 0,
     }
 }
 
 const ALL_FIELDS: &[&str] = &[
-    "allowed_country_codes",
+    "allowed_regions",
     "allowed_personas",
     "do_not_call",
     "cors_origins",
@@ -110,8 +113,18 @@ async fn post_call(
     origin: Option<&str>,
     body: serde_json::Value,
 ) -> reqwest::Response {
+    post_call_to(mesh.gateway.main, token, origin, body).await
+}
+
+/// `POST /v1/calls` to the gateway at `gateway`.
+async fn post_call_to(
+    gateway: std::net::SocketAddr,
+    token: Option<&str>,
+    origin: Option<&str>,
+    body: serde_json::Value,
+) -> reqwest::Response {
     let mut request = reqwest::Client::new()
-        .post(format!("http://{}/v1/calls", mesh.gateway.main))
+        .post(format!("http://{gateway}/v1/calls"))
         .json(&body);
     if let Some(t) = token {
         request = request.bearer_auth(t);
@@ -146,7 +159,7 @@ async fn media_call_rows(mesh: &Mesh) -> i64 {
 async fn a_website_places_a_call_that_runs_end_to_end_and_ends_in_a_signed_webhook() {
     let twilio = FakeTwilio::start().await;
     let receiver = WebhookReceiver::start(0).await;
-    let mesh = mesh_with(&twilio, "starter=5", &[]).await;
+    let mesh = mesh_with(&twilio, "starter=5", 100).await;
     let (peterson, _smith) = mesh.seed_demo_tenants().await;
     let secret = configure(
         &mesh,
@@ -321,6 +334,15 @@ fn refusals_of_the_caller<'a>(website: &'a str, reader_only: &'a str) -> Vec<Cas
             403,
             false,
         ),
+        // The tenant lists origins: a request that sends none (a script, a server) is refused.
+        (
+            "missing origin",
+            Some(website),
+            None,
+            ok.clone(),
+            403,
+            false,
+        ),
     ]
 }
 
@@ -346,6 +368,15 @@ fn refusals_of_the_request<'a>(
             Some(website),
             Some(ORIGIN),
             serde_json::json!({"to": "+442071838750"}),
+            422,
+            true,
+        ),
+        // +1 is not a region: Jamaica shares it with the US.
+        (
+            "region not allowed behind +1",
+            Some(website),
+            Some(ORIGIN),
+            serde_json::json!({"to": "+18769295555"}),
             422,
             true,
         ),
@@ -404,12 +435,7 @@ fn refusals_of_the_request<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_of_the_public_endpoint_dials_nothing_and_stores_nothing() {
     let twilio = FakeTwilio::start().await;
-    let mesh = mesh_with(
-        &twilio,
-        "starter=5",
-        &[("GATEWAY_PUBLIC_CALLS_PER_IP", "100")],
-    )
-    .await;
+    let mesh = mesh_with(&twilio, "starter=5", 100).await;
     let (peterson, smith) = mesh.seed_demo_tenants().await;
     configure(&mesh, &peterson, peterson_settings(""), ALL_FIELDS).await;
     let website = mesh.tenant_token(peterson.id, &[scope::MEDIA_OUTBOUND]);
@@ -481,12 +507,7 @@ async fn hourly_limit_refuses_the_second_call(
 async fn the_concurrent_call_limit_refuses_outbound_calls_and_gives_inbound_callers_a_busy_message()
 {
     let twilio = FakeTwilio::start().await;
-    let mesh = mesh_with(
-        &twilio,
-        "starter=1",
-        &[("GATEWAY_PUBLIC_CALLS_PER_IP", "100")],
-    )
-    .await;
+    let mesh = mesh_with(&twilio, "starter=1", 100).await;
     let (peterson, _smith) = mesh.seed_demo_tenants().await;
     configure(&mesh, &peterson, peterson_settings(""), ALL_FIELDS).await;
     let website = mesh.tenant_token(peterson.id, &[scope::MEDIA_OUTBOUND]);
@@ -520,9 +541,9 @@ async fn the_concurrent_call_limit_refuses_outbound_calls_and_gives_inbound_call
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_gets_three_requests_a_day_and_the_preflight_allows_the_method() {
+async fn the_preflight_allows_the_method_for_any_origin() {
     let twilio = FakeTwilio::start().await;
-    let mesh = mesh_with(&twilio, "starter=5", &[]).await;
+    let mesh = mesh_with(&twilio, "starter=5", 3).await;
     let preflight = reqwest::Client::new()
         .request(
             reqwest::Method::OPTIONS,
@@ -546,17 +567,73 @@ async fn one_address_gets_three_requests_a_day_and_the_preflight_allows_the_meth
             .contains("authorization")
     );
 
-    for n in 0..3 {
-        let r = post_call(&mesh, None, None, serde_json::json!({"to": PROSPECT})).await;
-        assert_eq!(r.status(), 401, "request {n} reaches the token check");
+    assert!(twilio.calls().is_empty());
+}
+
+async fn address_charges(mesh: &Mesh) -> i64 {
+    mesh.db
+        .admin_client()
+        .await
+        .query_one("SELECT count(*) FROM media.outbound_address_charges", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The per-address allowance (3 a day here) is media-svc's: requests without a valid token are
+/// refused before it and charge nothing; it is kept per tenant, and it holds across gateway
+/// replicas and a gateway restart (a replica's memory plays no part).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_allowance_counts_valid_tokens_per_tenant_across_gateways_and_restarts() {
+    let twilio = FakeTwilio::start().await;
+    let mesh = mesh_with(&twilio, "starter=20", 3).await;
+    let (peterson, smith) = mesh.seed_demo_tenants().await;
+    for tenant in [&peterson, &smith] {
+        configure(&mesh, tenant, peterson_settings(""), ALL_FIELDS).await;
     }
-    let limited = post_call(&mesh, None, None, serde_json::json!({"to": PROSPECT})).await;
-    assert_eq!(limited.status(), 429);
+    let website = mesh.tenant_token(peterson.id, &[scope::MEDIA_OUTBOUND]);
+    let smith_website = mesh.tenant_token(smith.id, &[scope::MEDIA_OUTBOUND]);
+    let ok = serde_json::json!({"to": PROSPECT});
+    for _ in 0..5 {
+        let r = post_call(&mesh, None, Some(ORIGIN), ok.clone()).await;
+        assert_eq!(r.status(), 401);
+        let r = post_call(&mesh, Some("e30.e30.c2ln"), Some(ORIGIN), ok.clone()).await;
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(address_charges(&mesh).await, 0, "no valid token, no charge");
+    for _ in 0..2 {
+        let r = post_call(&mesh, Some(&website), Some(ORIGIN), ok.clone()).await;
+        assert_eq!(r.status(), 201);
+    }
+    let replica = mesh.another_gateway().await;
+    let r = post_call_to(replica.ports.main, Some(&website), Some(ORIGIN), ok.clone()).await;
+    assert_eq!(
+        r.status(),
+        201,
+        "a second replica counts the same allowance"
+    );
+    drop(replica);
+    let restarted = mesh.another_gateway().await;
+    let limited = post_call_to(
+        restarted.ports.main,
+        Some(&website),
+        Some(ORIGIN),
+        ok.clone(),
+    )
+    .await;
+    assert_eq!(limited.status(), 429, "the allowance outlives a gateway");
     let retry: u64 = limited.headers()["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
-    assert!(retry > 3600, "capacity returns hours later, not {retry} s");
-    assert!(twilio.calls().is_empty());
+    assert!(
+        retry > 20 * 3600,
+        "the oldest charge leaves the window a day later, not {retry} s"
+    );
+    assert_eq!(twilio.calls().len(), 3, "the refused call was not dialled");
+    assert_eq!(address_charges(&mesh).await, 3);
+    // Another tenant's callers from the same address have their own allowance.
+    let r = post_call_to(restarted.ports.main, Some(&smith_website), Some(ORIGIN), ok).await;
+    assert_eq!(r.status(), 201);
 }
