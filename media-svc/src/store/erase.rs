@@ -35,12 +35,13 @@ pub const CALLER_TABLES: [(&str, &str); 4] = [
 ];
 
 /// What erasing a tenant deletes, in order (rows referencing `calls` first).
-pub const TENANT_TABLES: [&str; 6] = [
+pub const TENANT_TABLES: [&str; 7] = [
     "media.webhook_events",
     "media.transcript_turns",
     "media.outbox",
     "media.usage_monthly",
     "media.outbound_reservations",
+    "media.outbound_address_charges",
     "media.calls",
 ];
 

@@ -420,7 +420,7 @@ async fn refused_legacy_tokens(mesh: &Mesh, tenant: &DemoTenant) -> Forbidden {
     forbidden
 }
 
-/// `POST /v1/calls` to a do-not-call number and to a country the tenant does not allow: 422,
+/// `POST /v1/calls` to a do-not-call number and to a region the tenant does not allow: 422,
 /// nothing dialled, nothing stored.
 async fn refused_outbound_calls(mesh: &Mesh, tenant: &DemoTenant) -> Forbidden {
     let (origin, blocked, abroad) = (
@@ -430,7 +430,7 @@ async fn refused_outbound_calls(mesh: &Mesh, tenant: &DemoTenant) -> Forbidden {
     );
     let token = mesh.tenant_token(tenant.id, &[scope::TENANT_READ, scope::TENANT_WRITE]);
     let settings = OutboundSettings {
-        allowed_country_codes: vec!["351".into()],
+        allowed_regions: vec!["PT".into()],
         do_not_call: vec![blocked.into()],
         cors_origins: vec![origin.into()],
         ..OutboundSettings::default()
@@ -441,7 +441,7 @@ async fn refused_outbound_calls(mesh: &Mesh, tenant: &DemoTenant) -> Forbidden {
             UpdateOutboundSettingsRequest {
                 settings: Some(settings),
                 update_mask: Some(prost_types::FieldMask {
-                    paths: ["allowed_country_codes", "do_not_call", "cors_origins"]
+                    paths: ["allowed_regions", "do_not_call", "cors_origins"]
                         .map(str::to_owned)
                         .to_vec(),
                 }),
