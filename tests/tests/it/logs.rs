@@ -375,8 +375,8 @@ async fn bad_stream_credentials(
     forbidden
 }
 
-/// Legacy REST writes with an expired token, one signed with another secret and a tampered one:
-/// 401, nothing stored.
+/// Legacy REST writes with an expired token, one signed with another secret, a tampered one and
+/// one valid for ten years: 401, nothing stored.
 async fn refused_legacy_tokens(mesh: &Mesh, tenant: &DemoTenant) -> Forbidden {
     let (caller, content) = ("+15553330004", "refused secret PX-77-NOPE");
     let now = chrono::Utc::now().timestamp();
@@ -396,6 +396,8 @@ async fn refused_legacy_tokens(mesh: &Mesh, tenant: &DemoTenant) -> Forbidden {
         sign(secret, now - 120),
         sign(b"another-secret-0123456789abcdefghijklmnop", now + 300),
         format!("{}x", &valid[..valid.len() - 1]),
+        // Valid for ten years: above the legacy lifetime limit.
+        sign(secret, now + 10 * 365 * 86_400),
     ];
     let mut forbidden = number(caller);
     forbidden.push(("memory content", content.to_owned()));
