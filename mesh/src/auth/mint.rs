@@ -51,6 +51,11 @@ impl Minter {
         self.key.issuer()
     }
 
+    /// The signing key (for the other credentials this issuer signs, [`super::StreamCredentials`]).
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// A service token from this issuer to `audience`, granting `scopes`, valid for `ttl`
     /// (1 s to 1 h).
     pub fn mint_service(

@@ -17,6 +17,8 @@
 //! - [`bearer::token`]: the one `authorization: Bearer` header parser (the layer's and the
 //!   gateway's HTTP endpoints').
 //! - [`TokenSource`] / [`AttachToken`]: the client side, attaching (and re-minting) tokens.
+//! - [`StreamCredentials`]: media-svc's stream tickets (the one thing TwiML carries) and stream
+//!   grants, typed so that the [`Verifier`] refuses them on every gRPC method.
 //! - [`LegacyVerifier`]: opt-in HS256 verification for the legacy REST endpoints only; it is
 //!   never wired into the gRPC path.
 //!
@@ -42,6 +44,7 @@ mod legacy;
 mod mint;
 mod policy;
 mod scopes;
+mod stream;
 mod verify;
 
 pub use client::{AttachToken, DEFAULT_SERVICE_TOKEN_TTL, TokenSource, with_bearer};
@@ -54,6 +57,10 @@ pub use legacy::{
 pub use mint::Minter;
 pub use policy::{PUBLIC_PATH_PREFIXES, Policy, Rule};
 pub use scopes::Scopes;
+pub use stream::{
+    STREAM_GRANT_LIFETIME, STREAM_GRANT_TYP, STREAM_TICKET_LIFETIME, STREAM_TICKET_TYP,
+    StreamCredentials, StreamGrant, StreamTicket,
+};
 pub use verify::{Caller, ServiceCaller, TenantCaller, Verifier};
 
 /// The only service allowed to issue tenant tokens. A tenant token with any other `iss` is
