@@ -17,9 +17,11 @@
 //! and benchmarks.
 //!
 //! A call: signed webhook -> `ResolveNumber` (tenant-svc, gateway service token) ->
-//! `RegisterCall` (media-svc, the call's tenant token) -> TwiML `<Connect><Stream>` carrying the
-//! tenant token as stream token -> WebSocket `start` (token verified, bound to the CallSid) ->
-//! `StreamCall` both ways until either side ends. No session state: any replica takes any step.
+//! `RegisterCall` (media-svc, the call's tenant token; media-svc decides the answer once, from
+//! the call row) -> TwiML `<Connect><Stream>` carrying media-svc's stream ticket (or busy, or
+//! `<Hangup/>`) -> WebSocket `start` -> `OpenStream` (gateway service token: the ticket for a
+//! grant bound to the CallSid and StreamSid) -> `StreamCall` (gateway service token and the
+//! grant) both ways until either side ends. No session state: any replica takes any step.
 #![forbid(unsafe_code)]
 
 pub mod extract;
@@ -164,7 +166,7 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.clone())
             .into_future(),
     );
-    // Keep limiter and answer memory bounded however many addresses and calls come and go.
+    // Keep the limiters bounded however many addresses come and go.
     let shrink = {
         let edge = edge.clone();
         tokio::spawn(async move {
@@ -172,7 +174,6 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 edge.limits.shrink();
-                edge.forget_old_answers();
             }
         })
     };

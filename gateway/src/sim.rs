@@ -470,13 +470,13 @@ mod tests {
     fn twiml_is_parsed() {
         let doc = crate::twiml::connect_stream(
             "wss://x.example/twilio/media",
-            &[("stream_token", "a&b")],
+            &[("stream_ticket", "a&b")],
             "Sorry & bye",
         );
         let (stream, said) = parse_twiml(&doc).unwrap();
         let (url, params) = stream.unwrap();
         assert_eq!(url, "wss://x.example/twilio/media");
-        assert_eq!(params, vec![("stream_token".to_owned(), "a&b".to_owned())]);
+        assert_eq!(params, vec![("stream_ticket".to_owned(), "a&b".to_owned())]);
         assert_eq!(said, vec!["Sorry & bye".to_owned()]);
     }
 }

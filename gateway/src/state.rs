@@ -1,16 +1,15 @@
-//! The state every handler shares ([`Edge`]): peer clients, the gateway's tokens, the answers
-//! remembered for Twilio's retries, the limiters, the live-call tracker. Built once by
-//! [`edge_state`] from the settings; nothing in it is per request.
+//! The state every handler shares ([`Edge`]): peer clients, the gateway's tokens, the limiters,
+//! the live-call tracker. Built once by [`edge_state`] from the settings; nothing in it is per
+//! request or per call (what a call was answered is media-svc's call row).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Uri};
 use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::tenant::edge_service_client::EdgeServiceClient;
-use mesh::auth::{TokenSource, Verifier};
+use mesh::auth::TokenSource;
 use mesh::identity::{Identity, names, scope};
 use secrecy::ExposeSecret;
 use tonic::transport::Channel;
@@ -36,8 +35,8 @@ pub struct Edge {
     pub peer_channels: [(&'static str, Channel); 2],
     /// The gateway's service tokens to tenant-svc.
     pub tenant_token: TokenSource,
-    /// Verifies stream tokens (tenant tokens bound to the CallSid) on the WebSocket.
-    pub stream_verifier: Verifier,
+    /// The gateway's service tokens to media-svc: `OpenStream` and `StreamCall`.
+    pub media_token: TokenSource,
     /// The answer's time budget.
     pub budget: Duration,
     /// What callers hear when the number is unknown or the tenant suspended.
@@ -46,8 +45,6 @@ pub struct Edge {
     pub apology_message: String,
     /// What callers hear when the tenant is at its concurrent-call limit.
     pub busy_message: String,
-    /// TwiML already answered per (AccountSid, CallSid), for Twilio's retries.
-    pub answered: Mutex<HashMap<String, (Instant, String)>>,
     /// Rate limits.
     pub limits: Limits,
     /// The proxies whose `X-Forwarded-For` is believed.
@@ -64,9 +61,6 @@ pub struct Edge {
     pub log_key: Vec<u8>,
 }
 
-/// How long a voice answer is remembered for retries of the same CallSid.
-const ANSWER_MEMORY: Duration = Duration::from_secs(300);
-
 impl Edge {
     /// A keyed hash of a phone number, for logs (never the number itself).
     pub fn hash_number(&self, number: &str) -> String {
@@ -74,33 +68,6 @@ impl Edge {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.log_key).expect("any key length");
         mac.update(number.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..8])
-    }
-
-    /// The answer given to `key` less than [`ANSWER_MEMORY`] ago, if any.
-    pub fn remembered_answer(&self, key: &str) -> Option<String> {
-        self.answered
-            .lock()
-            .expect("not poisoned")
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < ANSWER_MEMORY)
-            .map(|(_, answer)| answer.clone())
-    }
-
-    /// Remembers the final answer to `key` for Twilio's retries.
-    pub fn remember_answer(&self, key: String, answer: String) {
-        self.answered
-            .lock()
-            .expect("not poisoned")
-            .insert(key, (Instant::now(), answer));
-    }
-
-    /// Drops remembered answers older than [`ANSWER_MEMORY`]; called periodically, not per
-    /// request, so a webhook never pays for scanning the whole map.
-    pub fn forget_old_answers(&self) {
-        self.answered
-            .lock()
-            .expect("not poisoned")
-            .retain(|_, (at, _)| at.elapsed() < ANSWER_MEMORY);
     }
 
     /// The URL Twilio requested and signed: the configured public base URL with the request's
@@ -174,12 +141,14 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
             names::TENANT_SVC,
             &[scope::TENANT_RESOLVE, scope::TENANT_EXCHANGE],
         ),
-        stream_verifier: identity.verifier(names::MEDIA_SVC),
+        media_token: identity.service_tokens(
+            names::MEDIA_SVC,
+            &[scope::MEDIA_STREAM_OPEN, scope::MEDIA_STREAM],
+        ),
         budget: Duration::from_secs(2),
         unavailable_message: settings.unavailable_message.clone(),
         apology_message: settings.apology_message.clone(),
         busy_message: settings.busy_message.clone(),
-        answered: Mutex::new(HashMap::new()),
         limits: Limits::new(settings.limits),
         trusted_proxies: settings.trusted_proxies.clone(),
         connections: settings.connections.clone(),

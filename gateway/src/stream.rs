@@ -1,7 +1,10 @@
 //! `GET /twilio/media`: the Media Streams bridge. Twilio opens a signed WebSocket per call; the
-//! gateway waits for `start`, verifies the stream token it put in the TwiML (a tenant token bound
-//! to the CallSid) before any audio moves, then opens one bidirectional `StreamCall` to media-svc
-//! and relays frames both ways until either side ends. The relay runs in a `media_stream` span
+//! gateway waits for `start` (at most [`START_DEADLINE`] from the upgrade), exchanges the stream
+//! ticket the TwiML carried for a grant bound to the CallSid and StreamSid (media-svc's
+//! `OpenStream`, once per socket: a ticket that is invalid, expired, for another call, or
+//! presented with a second StreamSid for the call is refused there, before any audio moves),
+//! then opens one bidirectional `StreamCall` to media-svc with the grant and relays frames both
+//! ways until either side ends. The relay runs in a `media_stream` span
 //! carrying the tenant and the CallSid, so its log lines need not repeat them.
 
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use axum::response::Response;
 use mesh::api::media::{self as media_pb, stream_call_request, stream_call_response};
 use mesh::auth::with_bearer as bearer;
 use mesh::domain::{CallSid, CustomerId, StreamSid};
+use secrecy::ExposeSecret as _;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
@@ -21,6 +25,7 @@ use crate::extract::SignedUpgrade;
 use crate::retry::retry_unavailable;
 use crate::state::Edge;
 use crate::twilio::media::{self as twilio, Start, StreamEvent};
+use crate::twilio::voice::STREAM_TICKET_PARAMETER;
 
 /// Largest WebSocket message accepted from Twilio.
 pub const MAX_WS_MESSAGE: usize = 64 * 1024;
@@ -61,23 +66,24 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
         .await;
 }
 
-/// A call whose `start` carried a valid stream token for its own CallSid.
-struct Verified {
+/// A call whose `start` media-svc granted a stream for.
+struct Granted {
     customer_id: CustomerId,
     call_sid: CallSid,
     stream_sid: StreamSid,
-    token: String,
+    grant: String,
     start: Start,
 }
 
-/// Waits for `start`, checks the stream token, then relays both ways in the call's span.
+/// Waits for `start`, exchanges its ticket for a grant, then relays both ways in the call's
+/// span.
 async fn bridge(edge: Arc<Edge>, mut socket: WebSocket) {
     let Some(start) = wait_for_start(&mut socket).await else {
         return;
     };
-    let call = match verify(&edge, start) {
+    let call = match open_stream(&edge, start).await {
         Ok(call) => call,
-        Err(reason) => return close(&mut socket, 1008, reason).await,
+        Err((code, reason)) => return close(&mut socket, code, reason).await,
     };
     let span = tracing::info_span!(
         "media_stream",
@@ -120,49 +126,75 @@ async fn wait_for_start(socket: &mut WebSocket) -> Option<Start> {
     }
 }
 
-/// The stream token must be a tenant token for this very CallSid; the sids must be Twilio's.
-fn verify(edge: &Edge, start: Start) -> Result<Verified, &'static str> {
-    let Some(token) = start.custom_parameters.get("stream_token").cloned() else {
+/// The `start`'s ticket exchanged for a grant (`OpenStream`, tried again while no media-svc
+/// replica answers); otherwise the close code and reason: 1008 when the ticket or the sids are
+/// refused, 1011 when media-svc cannot say.
+async fn open_stream(edge: &Edge, start: Start) -> Result<Granted, (u16, &'static str)> {
+    let refused = |reason| {
         metrics::counter!("gateway_stream_token_failures_total").increment(1);
-        return Err("missing stream token");
+        (1008, reason)
     };
-    let caller = match edge.stream_verifier.verify(&token) {
-        Ok(mesh::auth::Caller::Tenant(t)) if t.subject == start.call_sid => t,
-        _ => {
-            metrics::counter!("gateway_stream_token_failures_total").increment(1);
-            tracing::warn!(
-                "Media Streams start with an invalid, expired or mismatched stream token"
-            );
-            return Err("invalid stream token");
-        }
+    let Some(ticket) = start.custom_parameters.get(STREAM_TICKET_PARAMETER) else {
+        return Err(refused("missing stream ticket"));
     };
-    // The token's subject is a CallSid tenant-svc parsed, so only the stream sid can be wrong.
     let (Ok(call_sid), Ok(stream_sid)) = (
         CallSid::parse(&start.call_sid),
         StreamSid::parse(&start.stream_sid),
     ) else {
-        return Err("invalid stream sid");
+        return Err(refused("invalid call or stream sid"));
     };
-    Ok(Verified {
-        customer_id: caller.customer_id,
+    let Ok(service_token) = edge.media_token.token() else {
+        return Err((1011, "call unavailable"));
+    };
+    let request = media_pb::OpenStreamRequest {
+        stream_ticket: ticket.clone(),
+        call_sid: call_sid.to_string(),
+        account_sid: start.account_sid.clone(),
+        stream_sid: stream_sid.to_string(),
+    };
+    let opened = retry_unavailable(Instant::now(), || {
+        let mut media = edge.media.clone();
+        let request = bearer(request.clone(), service_token.expose_secret());
+        async move { media.open_stream(request).await }
+    })
+    .await;
+    let opened = match opened {
+        Ok(o) => o.into_inner(),
+        Err(s) => {
+            tracing::warn!(call_sid = %call_sid, code = ?s.code(), "media-svc refused to open the stream");
+            return Err(match s.code() {
+                tonic::Code::Unauthenticated
+                | tonic::Code::PermissionDenied
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::InvalidArgument
+                | tonic::Code::NotFound => refused("stream refused"),
+                _ => (1011, "call unavailable"),
+            });
+        }
+    };
+    let Ok(customer_id) = CustomerId::new(opened.customer_id) else {
+        return Err((1011, "call unavailable"));
+    };
+    Ok(Granted {
+        customer_id,
         call_sid,
         stream_sid,
-        token,
+        grant: opened.stream_grant,
         start,
     })
 }
 
 type MediaStream = tonic::Streaming<media_pb::StreamCallResponse>;
 
-/// Opens the call stream to media-svc. `Unavailable` means no replica took the stream (a replica
-/// that just died is still in the balancer until its health probe fails, within a second): it is
-/// tried again, on a fresh stream, as set-up RPCs are.
+/// Opens the call stream to media-svc with the grant. `Unavailable` means no replica took the
+/// stream (a replica that just died is still in the balancer until its health probe fails,
+/// within a second): it is tried again, on a fresh stream, as set-up RPCs are.
 async fn open(
     edge: &Edge,
-    call: &Verified,
+    call: &Granted,
 ) -> Result<(mpsc::Sender<media_pb::StreamCallRequest>, MediaStream), tonic::Status> {
     let mut custom = call.start.custom_parameters.clone();
-    custom.remove("stream_token");
+    custom.remove(STREAM_TICKET_PARAMETER);
     let first = media_pb::StreamCallRequest {
         event: Some(stream_call_request::Event::Start(media_pb::StreamStart {
             call_sid: call.call_sid.to_string(),
@@ -170,15 +202,23 @@ async fn open(
             account_sid: call.start.account_sid.clone(),
             caller: String::new(),
             custom_parameters: custom,
+            stream_grant: call.grant.clone(),
         })),
     };
+    let service_token = edge
+        .media_token
+        .token()
+        .map_err(|_| tonic::Status::unavailable("no service token"))?;
     retry_unavailable(Instant::now(), || {
         let (to_media, rx) = mpsc::channel::<media_pb::StreamCallRequest>(64);
         to_media
             .try_send(first.clone())
             .expect("a fresh channel has room for its first message");
         let mut media = edge.media.clone();
-        let request = bearer(tokio_stream::wrappers::ReceiverStream::new(rx), &call.token);
+        let request = bearer(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            service_token.expose_secret(),
+        );
         async move {
             let stream = media.stream_call(request).await?.into_inner();
             Ok((to_media, stream))
@@ -267,7 +307,7 @@ fn to_twilio(
 
 /// Relays frames both ways until either side ends, then closes the socket: with an error code
 /// when the call ended abnormally, so Twilio plays the apology that follows `<Connect>`.
-async fn relay(edge: Arc<Edge>, mut socket: WebSocket, call: Verified) {
+async fn relay(edge: Arc<Edge>, mut socket: WebSocket, call: Granted) {
     let (to_media, mut from_media) = match open(&edge, &call).await {
         Ok(opened) => opened,
         Err(s) => {

@@ -48,6 +48,11 @@ pub fn say_hangup(text: &str) -> String {
     )
 }
 
+/// `<Hangup/>` alone (a call that already ended).
+pub fn hangup() -> String {
+    format!("{PROLOG}<Response><Hangup/></Response>")
+}
+
 /// `doc` as an HTTP answer (`text/xml`).
 pub fn response(doc: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], doc).into_response()
@@ -98,7 +103,7 @@ mod tests {
     fn hostile_text_is_escaped() {
         let doc = connect_stream(
             "wss://edge.example/twilio/media",
-            &[("stream_token", "a\"b<c>&d'e")],
+            &[("stream_ticket", "a\"b<c>&d'e")],
             "Smith & Sons <Ltd> \"sorry\"",
         );
         let (names, texts, attrs) = parse(&doc);

@@ -160,20 +160,27 @@ impl Shared {
     }
 }
 
-/// Registers call `i` and opens its stream with `start`; returns the sender of its frames and
-/// the stream of what media-svc sends back.
+/// Registers call `i` with the call's tenant token, exchanges its stream ticket for a grant and
+/// opens its stream with `start`, both with the gateway's service token, as the gateway does;
+/// returns the sender of its frames and the stream of what media-svc sends back.
 async fn open_call(
     i: usize,
     channel: Channel,
-    token: String,
+    (token, gateway_token): (String, String),
 ) -> (
     tokio::sync::mpsc::Sender<StreamCallRequest>,
     tonic::Streaming<StreamCallResponse>,
 ) {
     let call_sid = sid("CA", i + 1);
-    let mut client =
-        CallServiceClient::with_interceptor(channel, AttachToken(TokenSource::fixed(token.into())));
-    client
+    let mut client = CallServiceClient::with_interceptor(
+        channel.clone(),
+        AttachToken(TokenSource::fixed(token.into())),
+    );
+    let mut gateway = CallServiceClient::with_interceptor(
+        channel,
+        AttachToken(TokenSource::fixed(gateway_token.into())),
+    );
+    let registered = client
         .register_call(RegisterCallRequest {
             call_sid: call_sid.clone(),
             account_sid: sid("AC", 1),
@@ -183,7 +190,19 @@ async fn open_call(
             status: CallStatus::Ringing as i32,
         })
         .await
-        .expect("register");
+        .expect("register")
+        .into_inner();
+    let stream_grant = gateway
+        .open_stream(OpenStreamRequest {
+            stream_ticket: registered.stream_ticket,
+            call_sid: call_sid.clone(),
+            account_sid: sid("AC", 1),
+            stream_sid: sid("MZ", i + 1),
+        })
+        .await
+        .expect("open stream")
+        .into_inner()
+        .stream_grant;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tx.send(StreamCallRequest {
         event: Some(In::Start(StreamStart {
@@ -192,11 +211,12 @@ async fn open_call(
             account_sid: sid("AC", 1),
             caller: String::new(),
             custom_parameters: Default::default(),
+            stream_grant,
         })),
     })
     .await
     .unwrap();
-    let inbound = client
+    let inbound = gateway
         .stream_call(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .expect("stream")
@@ -237,9 +257,9 @@ fn spawn_receiver(
 }
 
 /// One call: a frame stamped with its send time every 20 ms until told to stop, then `stop`.
-async fn run_call(i: usize, channel: Channel, token: String, mut shared: Shared) {
+async fn run_call(i: usize, channel: Channel, tokens: (String, String), mut shared: Shared) {
     tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
-    let (tx, inbound) = open_call(i, channel, token).await;
+    let (tx, inbound) = open_call(i, channel, tokens).await;
     let receiver = spawn_receiver(shared.clone(), inbound, tx.clone());
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut seq = 0u64;
@@ -285,6 +305,15 @@ fn start_calls(
     shared: &Shared,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let minter = keys.identity(names::TENANT_SVC).minter().clone();
+    let gateway_token = keys
+        .identity(names::GATEWAY)
+        .minter()
+        .mint_service(
+            names::MEDIA_SVC,
+            &[scope::MEDIA_STREAM_OPEN, scope::MEDIA_STREAM],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
     (0..a.calls)
         .map(|i| {
             let token = minter
@@ -297,7 +326,8 @@ fn start_calls(
                 )
                 .unwrap();
             let channel = channels[i / a.per_channel].clone();
-            tokio::spawn(run_call(i, channel, token, shared.clone()))
+            let tokens = (token, gateway_token.clone());
+            tokio::spawn(run_call(i, channel, tokens, shared.clone()))
         })
         .collect()
 }

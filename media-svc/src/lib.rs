@@ -8,6 +8,8 @@
 //!   what handlers, call drivers and workers share.
 //! - [`service::MediaSvc`] implements `CallService` and `MediaAdminService`; every statement it
 //!   runs is in [`store`] (one tenant per transaction, domain types in, enums out).
+//! - [`answer`]: what the edge answers Twilio for a call (decided once, from its row: the stream
+//!   ticket, busy, or hang up) and the exchange of the ticket for the grant of its one stream.
 //! - [`call`] drives one live call: it fetches the profile and caller context through [`peers`],
 //!   builds the [`instructions`], bridges the caller's audio to an [`backend::AiBackend`]
 //!   (offline `local`, or `openai-realtime`) with the barge-in state of [`call::barge_in`],
@@ -21,6 +23,7 @@
 //!   each audited.
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod audio;
 pub mod backend;
 pub mod call;

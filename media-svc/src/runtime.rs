@@ -28,6 +28,8 @@ pub struct Deps {
 pub struct Runtime {
     /// Pool.
     pub db: Db,
+    /// This service's stream tickets and grants (signed with its own key).
+    pub streams: mesh::auth::StreamCredentials,
     /// Clients of tenant-svc and memory-svc.
     pub peers: peers::Peers,
     /// The AI backend.
@@ -64,6 +66,7 @@ impl Runtime {
         };
         Ok(Self {
             db: deps.core.db.clone(),
+            streams: deps.core.identity.stream_credentials(),
             peers: peers::Peers::new(
                 &c.tenant_svc_url,
                 &c.memory_svc_url,

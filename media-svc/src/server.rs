@@ -32,7 +32,10 @@ pub fn policy() -> Policy {
             names::CALL,
             &[
                 ("RegisterCall", Rule::tenant(scope::MEDIA_CALLS)),
-                ("StreamCall", Rule::tenant(scope::MEDIA_STREAM)),
+                // The gateway's service token; the call comes from media-svc's own stream
+                // ticket (OpenStream) and grant (StreamCall), never from a tenant token.
+                ("OpenStream", Rule::service(scope::MEDIA_STREAM_OPEN)),
+                ("StreamCall", Rule::service(scope::MEDIA_STREAM)),
                 ("UpdateCallStatus", Rule::tenant(scope::MEDIA_CALLS)),
                 ("ListCalls", Rule::tenant(scope::MEDIA_READ)),
                 ("GetCall", Rule::tenant(scope::MEDIA_READ)),

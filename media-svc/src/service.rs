@@ -1,14 +1,17 @@
-//! The gRPC handlers of media-svc: `CallService` (tenant tokens) and `MediaAdminService`
-//! (service tokens). Each handler takes the tenant from the verified token only, parses wire
-//! strings into domain types, and runs its SQL through `Db::tenant_tx` (see [`crate::store`]).
-//! `StreamCall` hands the stream to [`crate::call`]. Handlers open no span of their own: the
+//! The gRPC handlers of media-svc: `CallService` (tenant tokens, but for `OpenStream` and
+//! `StreamCall`: the gateway's service token, the tenant and call coming from media-svc's own
+//! stream credentials) and `MediaAdminService` (service tokens). Each handler takes the tenant
+//! from the verified token (or stream credential) only, parses wire strings into domain types,
+//! and runs its SQL through `Db::tenant_tx` (see [`crate::store`]). `RegisterCall` decides the
+//! answer to a call once (the row is the record) and `OpenStream` binds its one stream
+//! ([`crate::answer`]); `StreamCall` hands the stream to [`crate::call`]. Handlers open no span of their own: the
 //! mesh's `rpc` span already carries the method, the request id and the `customer_id` the auth
 //! layer recorded.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use mesh::api::media::*;
-use mesh::auth::{operator_target, tenant_caller};
+use mesh::auth::{operator_target, service_caller, tenant_caller};
 use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber};
 use tonic::{Request, Response, Status};
 
@@ -17,7 +20,7 @@ use crate::runtime::Runtime;
 use crate::store::calls as sql;
 use crate::store::webhooks as events;
 use crate::store::{self, ListFilter, NewCall, StatusUpdate};
-use crate::{call, erasure, outbound, page};
+use crate::{answer, call, erasure, outbound, page};
 
 /// Implements the media-svc gRPC services.
 #[derive(Clone)]
@@ -101,14 +104,30 @@ impl call_service_server::CallService for MediaSvc {
                 Err(_) => return Err(MediaError::invalid("status", "unknown call status").into()),
             },
         };
-        // New CallSids only while the tenant is under its concurrent-call limit; repeats always.
+        // New CallSids live only while the tenant is under its concurrent-call limit (else
+        // recorded as refused); repeats get the answer their row records.
         let (row, created) = outbound::register(&self.deps, customer, &call).await?;
         if created {
             metrics::counter!("media_calls_registered_total").increment(1);
         }
+        let (answer, stream_ticket) = answer::of(&self.deps.streams, customer, &row)?;
         Ok(Response::new(RegisterCallResponse {
             call: Some(row.to_proto()),
             created,
+            answer: answer as i32,
+            stream_ticket,
+        }))
+    }
+
+    async fn open_stream(
+        &self,
+        request: Request<OpenStreamRequest>,
+    ) -> Result<Response<OpenStreamResponse>, Status> {
+        service_caller(&request)?;
+        let (customer, stream_grant) = answer::open_stream(&self.deps, request.get_ref()).await?;
+        Ok(Response::new(OpenStreamResponse {
+            stream_grant,
+            customer_id: customer.get(),
         }))
     }
 
@@ -116,9 +135,9 @@ impl call_service_server::CallService for MediaSvc {
         &self,
         request: Request<tonic::Streaming<StreamCallRequest>>,
     ) -> Result<Response<Self::StreamCallStream>, Status> {
-        let caller = tenant_caller(&request)?.clone();
+        service_caller(&request)?;
         let inbound = request.into_inner();
-        let outbound = call::start(self.deps.clone(), caller, inbound).await?;
+        let outbound = call::start(self.deps.clone(), inbound).await?;
         Ok(Response::new(outbound))
     }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::auth::{AuthError, Minter, SigningKey, TokenSource, TrustedKeys, Verifier};
+use crate::auth::{
+    AuthError, Minter, SigningKey, StreamCredentials, TokenSource, TrustedKeys, Verifier,
+};
 use crate::settings::{Env, catalog};
 
 /// Service names: the `iss` of a service's tokens and the `aud` of tokens addressed to it.
@@ -148,6 +150,11 @@ impl Identity {
     /// A verifier for tokens addressed to `audience` (this service's name).
     pub fn verifier(&self, audience: &str) -> Verifier {
         Verifier::new(audience, self.trusted.clone())
+    }
+
+    /// This service's stream tickets and grants (media-svc's), signed with its key.
+    pub fn stream_credentials(&self) -> StreamCredentials {
+        StreamCredentials::new(self.minter.clone(), self.trusted.clone())
     }
 
     /// Service tokens from this service to `audience` with `scopes`, minted on demand.
@@ -347,7 +354,10 @@ pub mod scope {
     pub const MEMORY_ERASE_TENANT: &str = "memory:erase-tenant";
     /// Register calls and apply status callbacks (tenant tokens).
     pub const MEDIA_CALLS: &str = "media:calls";
-    /// Stream a live call (tenant tokens).
+    /// Exchange a call's stream ticket for a stream grant (`OpenStream`; service tokens: the
+    /// gateway).
+    pub const MEDIA_STREAM_OPEN: &str = "media:stream-open";
+    /// Stream a live call with a stream grant (`StreamCall`; service tokens: the gateway).
     pub const MEDIA_STREAM: &str = "media:stream";
     /// Read calls, transcripts, usage (tenant tokens).
     pub const MEDIA_READ: &str = "media:read";
@@ -372,7 +382,6 @@ pub mod scope {
         MEMORY_EXPORT,
         MEMORY_ERASE,
         MEDIA_CALLS,
-        MEDIA_STREAM,
         MEDIA_READ,
         MEDIA_EXPORT,
         MEDIA_ERASE,
@@ -410,12 +419,9 @@ pub mod scope {
     /// that fits none of them.
     pub const MEDIA_SVC_ISSUABLE: &[IssuableToken] = &[MEDIA_SVC_PEER_TOKEN, MEDIA_SVC_ERASE_TOKEN];
 
-    /// Scopes of the token `ResolveNumber` issues for one call.
-    pub const CALL_SCOPES: &[&str] = &[
-        TENANT_READ,
-        MEMORY_READ,
-        MEMORY_WRITE,
-        MEDIA_CALLS,
-        MEDIA_STREAM,
-    ];
+    /// Scopes of the token `ResolveNumber` issues for one call: the gateway registers the call
+    /// and applies its status callbacks with it, nothing else. (media-svc obtains its own
+    /// tenant tokens for its peer calls; the stream is opened with media-svc's stream
+    /// credentials, never with this token.)
+    pub const CALL_SCOPES: &[&str] = &[MEDIA_CALLS];
 }

@@ -6,7 +6,7 @@
 //!
 //! A few tenants are created through tenant-svc's admin gRPC API. Each call, started `--stagger-ms`
 //! after the previous one, plays Twilio: a signed `POST /twilio/voice`, the TwiML's `<Stream>`
-//! opened as a signed Media Streams WebSocket (`connected`, `start` with the stream token), then a
+//! opened as a signed Media Streams WebSocket (`connected`, `start` with the stream ticket), then a
 //! 160-byte mu-law frame every 20 ms in real time (send time and call number stamped into the
 //! first 12 bytes) with marks echoed once the agent audio queued before them has "played", and
 //! `stop` at the end. After every call is streaming and a warm-up, a steady-state window of

@@ -81,6 +81,26 @@ fn ports(main: &TcpListener, admin: &TcpListener) -> Ports {
 /// A service task: its result once it stops.
 type Task = JoinHandle<anyhow::Result<()>>;
 
+/// A gateway replica started by [`Mesh::start_gateway_replica`].
+pub struct GatewayReplica {
+    /// Its public HTTP address.
+    pub main: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Task,
+}
+
+impl GatewayReplica {
+    /// Drains and stops it (what a restart begins with); panics unless it exits cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(DRAIN + Duration::from_secs(5), self.task)
+            .await
+            .expect("the gateway stops within its drain deadline")
+            .expect("no panic")
+            .expect("the gateway exits cleanly");
+    }
+}
+
 /// tenant-svc with a fresh legacy HS256 secret; returns its ports and that secret.
 async fn start_tenant(
     db: &TestDb,
@@ -460,6 +480,17 @@ impl Mesh {
 
     /// POSTs a form to the gateway signed exactly as Twilio signs it.
     pub async fn twilio_post(&self, path: &str, params: &[(&str, &str)]) -> reqwest::Response {
+        self.twilio_post_to(self.gateway.main, path, params).await
+    }
+
+    /// [`Mesh::twilio_post`] to the gateway replica at `gateway` (signed for the public URL,
+    /// which every replica serves).
+    pub async fn twilio_post_to(
+        &self,
+        gateway: SocketAddr,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> reqwest::Response {
         let owned: Vec<(String, String)> = params
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -467,12 +498,34 @@ impl Mesh {
         let url = format!("{}{path}", self.public_base_url);
         let sig = gateway::signature::compute(self.twilio_auth_token.as_bytes(), &url, &owned);
         reqwest::Client::new()
-            .post(format!("http://{}{path}", self.gateway.main))
+            .post(format!("http://{gateway}{path}"))
             .header("X-Twilio-Signature", sig)
             .form(&owned)
             .send()
             .await
             .expect("gateway answers")
+    }
+
+    /// Another gateway replica in front of the same services, with the same public URL,
+    /// Twilio Auth Token and keys and its own ports; [`GatewayReplica::stop`] drains it.
+    pub async fn start_gateway_replica(&self) -> GatewayReplica {
+        let (h, ha) = listeners().await;
+        let own = ports(&h, &ha);
+        let extra = [("PUBLIC_BASE_URL".to_owned(), self.public_base_url.clone())];
+        let peers = [self.tenant, self.memory, self.media];
+        let settings = gateway_settings(&extra, own, &peers, &self.twilio_auth_token);
+        let edge = gateway::edge_state(&settings, &self.keys.identity(names::GATEWAY))
+            .expect("gateway state");
+        let (stop, stop_rx) = watch::channel(false);
+        let shutdown = async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        GatewayReplica {
+            main: own.main,
+            stop,
+            task: tokio::spawn(gateway::serve(edge, h, ha, DRAIN, shutdown)),
+        }
     }
 
     /// The form parameters of an incoming call from `from` to `to`.

@@ -180,9 +180,9 @@ mod tests {
 
     #[test]
     fn media_stream_messages() {
-        let start = r#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"stream_token":"t"}},"streamSid":"MZ1"}"#;
+        let start = r#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{"stream_ticket":"t"}},"streamSid":"MZ1"}"#;
         match parse_stream_message(start).unwrap() {
-            StreamEvent::Start(s) => assert_eq!(s.custom_parameters["stream_token"], "t"),
+            StreamEvent::Start(s) => assert_eq!(s.custom_parameters["stream_ticket"], "t"),
             other => panic!("{other:?}"),
         }
         let media = r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"AAEC"},"streamSid":"MZ1"}"#;

@@ -101,7 +101,17 @@ impl CallService for Stub {
     ) -> Result<Response<media_pb::RegisterCallResponse>, Status> {
         let r = request.into_inner();
         self.0.record("RegisterCall", r.call_sid);
-        Ok(Response::new(media_pb::RegisterCallResponse::default()))
+        Ok(Response::new(media_pb::RegisterCallResponse {
+            answer: media_pb::CallAnswer::Stream as i32,
+            stream_ticket: "stream-ticket".into(),
+            ..Default::default()
+        }))
+    }
+    async fn open_stream(
+        &self,
+        _: Request<media_pb::OpenStreamRequest>,
+    ) -> Result<Response<media_pb::OpenStreamResponse>, Status> {
+        unimplemented()
     }
     type StreamCallStream = Nothing<media_pb::StreamCallResponse>;
     async fn stream_call(

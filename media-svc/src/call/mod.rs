@@ -1,7 +1,7 @@
 //! One live call (`CallService.StreamCall`), from `start` to the post-call outbox.
 //!
-//! [`start`] checks the first message (a `start` for a call this tenant registered, whose CallSid
-//! is the token's subject), marks the call answered and spawns the driver in a `call` span that
+//! [`start`] checks the first message (a `start` whose stream grant, from `OpenStream`, names its
+//! CallSid and StreamSid; the call streams once), marks the call answered and spawns the driver in a `call` span that
 //! carries `customer_id` and `call_sid` (so its log lines need not repeat them). The driver:
 //! 1. fetches the agent profile (tenant-svc) and the caller's enriched context (memory-svc)
 //!    concurrently, each bounded by the peer timeout; without a profile it uses the product
@@ -37,7 +37,6 @@ use mesh::api::media::stream_call_request::Event as In;
 use mesh::api::media::stream_call_response::Event as Out;
 use mesh::api::media::{Hangup, StreamCallRequest, StreamCallResponse, Transfer};
 use mesh::api::memory::RecordCallRequest;
-use mesh::auth::TenantCaller;
 use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber, StreamSid};
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -67,13 +66,12 @@ const FINISH_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// Most transcript turns a `RecordCall` carries.
 const MAX_RECORDED_TURNS: usize = 5000;
 
-/// Validates the stream's first message, marks the call answered and spawns the driver.
+/// Validates the stream's first message (a `start` carrying the grant `OpenStream` gave for
+/// its CallSid and StreamSid), marks the call's one stream started and spawns the driver.
 pub async fn start(
     rt: Runtime,
-    caller: TenantCaller,
     mut inbound: tonic::Streaming<StreamCallRequest>,
 ) -> Result<OutStream, Status> {
-    let customer = caller.customer_id;
     let first = tokio::time::timeout(START_TIMEOUT, inbound.message())
         .await
         .map_err(|_| Status::deadline_exceeded("no `start` message in time"))??;
@@ -85,22 +83,28 @@ pub async fn start(
     };
     let call_sid =
         CallSid::parse(&s.call_sid).map_err(|e| MediaError::invalid("start.call_sid", e))?;
-    if caller.subject != call_sid.as_str() {
-        tracing::warn!(
-            customer_id = customer.get(),
-            "stream token is bound to another call"
-        );
-        return Err(Status::permission_denied(
-            "the token is not bound to this call (its subject must be the CallSid)",
-        ));
-    }
     let stream_sid =
         StreamSid::parse(&s.stream_sid).map_err(|e| MediaError::invalid("start.stream_sid", e))?;
+    let grant = rt.streams.verify_grant(&s.stream_grant).map_err(|e| {
+        tracing::warn!(error = %e, "call stream with an invalid stream grant");
+        Status::unauthenticated("invalid or expired stream grant")
+    })?;
+    let customer = grant.customer_id;
+    mesh::telemetry::record_customer(customer);
+    if grant.call_sid != call_sid || grant.stream_sid != stream_sid {
+        tracing::warn!(
+            customer_id = customer.get(),
+            "stream grant is bound to another call or stream"
+        );
+        return Err(Status::permission_denied(
+            "the stream grant is not bound to this call and stream",
+        ));
+    }
     let backend_name = rt.backend.name();
     let row = rt
         .db
         .tenant_tx(customer, async |tx| {
-            store::calls::start_stream(tx, &call_sid, &stream_sid, backend_name).await
+            store::streams::start_stream(tx, &call_sid, &stream_sid, backend_name).await
         })
         .await?;
     let outbound = row.is_outbound_api().then(|| instructions::Outbound {
@@ -265,7 +269,8 @@ impl Call {
         self.rt
             .db
             .tenant_tx(customer, async |tx| {
-                let row = store::calls::finish_stream(tx, customer, &self.call_sid, reason).await?;
+                let row =
+                    store::streams::finish_stream(tx, customer, &self.call_sid, reason).await?;
                 if let Some(caller) = &caller {
                     let mut turns = store::transcripts::turns(tx, &row.call_sid).await?;
                     turns.truncate(MAX_RECORDED_TURNS);

@@ -282,10 +282,22 @@ async fn address_allowance(
     }
 }
 
-/// `RegisterCall`: a repeat of a known CallSid returns the stored call; a new call is stored
-/// only while the tenant has fewer calls in progress than its tier allows (counted under the
-/// same lock as outbound placements). An OUTBOUND_API registration does not count reservations:
-/// the one it would find is, in practice, this very call, whose Twilio answer is being stored.
+/// What one registration found, under the tenant's limit lock.
+enum Registration {
+    /// The call's row, and whether this registration created it.
+    Row(Box<CallRow>, bool),
+    /// Refused at the concurrent-call limit: now (with the count), or before (a repeat).
+    Refused(Option<i64>),
+}
+
+/// `RegisterCall`: a repeat of a known CallSid returns the stored call (stamped as answered
+/// with a stream if it is live and was not yet, see `answer_with_stream`); a new call is stored
+/// as live only while the tenant has fewer calls in progress than its tier allows (counted under
+/// the same lock as outbound placements). Beyond the limit the call is refused (RESOURCE_EXHAUSTED)
+/// and the refusal recorded (a final row, `call-limit`), so a repeat of that CallSid is refused
+/// the same way even once a slot is free. An OUTBOUND_API registration does not count
+/// reservations: the one it would find is, in practice, this very call, whose Twilio answer is
+/// being stored.
 pub async fn register(
     rt: &Runtime,
     customer: CustomerId,
@@ -294,7 +306,8 @@ pub async fn register(
     let tier = rt.outbound.tier(&rt.peers, customer).await;
     let limit = i64::from(rt.outbound.limits.concurrent_for(&tier));
     let with_reservations = call.direction != CallDirection::OutboundApi;
-    rt.db
+    let registration = rt
+        .db
         .tenant_tx(customer, async |tx| {
             // Serialised per tenant by the lock; the lookup and the count are sent with it in
             // one round trip and run once it is held, so a registration of the same CallSid
@@ -305,17 +318,33 @@ pub async fn register(
                 sql::calls_in_progress(tx, customer, with_reservations),
             )?;
             if let Some(existing) = existing {
-                return Ok((existing, false));
+                if existing.was_refused() {
+                    return Ok(Registration::Refused(None));
+                }
+                let row = store::calls::answer_with_stream(tx, existing).await?;
+                return Ok(Registration::Row(Box::new(row), false));
             }
             if in_progress >= limit {
-                metrics::counter!("media_calls_refused_total", "reason" => "concurrency")
-                    .increment(1);
-                tracing::info!(customer_id = customer.get(), in_progress, %tier, "new call refused at the concurrent-call limit");
-                return Err(concurrency_refusal(in_progress, &tier));
+                store::calls::register_refused(tx, customer, call).await?;
+                return Ok(Registration::Refused(Some(in_progress)));
             }
-            store::calls::register_call(tx, customer, call).await
+            let (row, created) = store::calls::register_call(tx, customer, call).await?;
+            Ok::<_, MediaError>(Registration::Row(Box::new(row), created))
         })
-        .await
+        .await?;
+    match registration {
+        Registration::Row(row, created) => Ok((*row, created)),
+        Registration::Refused(Some(in_progress)) => {
+            metrics::counter!("media_calls_refused_total", "reason" => "concurrency").increment(1);
+            tracing::info!(customer_id = customer.get(), in_progress, %tier, "new call refused at the concurrent-call limit");
+            Err(concurrency_refusal(in_progress, &tier))
+        }
+        Registration::Refused(None) => Err(MediaError::LimitReached {
+            message: "this call was refused at the customer's concurrent-call limit".into(),
+            retry_after_secs: CONCURRENCY_RETRY_AFTER_SECS,
+            limit: LIMIT_CONCURRENCY,
+        }),
+    }
 }
 
 #[cfg(test)]

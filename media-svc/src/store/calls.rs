@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use mesh::api::media::{Call, CallDirection, CallStatus};
 use mesh::db::Tx;
-use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber, StreamSid};
+use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 
@@ -15,9 +15,9 @@ use super::timestamp;
 use super::usage::count_usage;
 use crate::error::MediaError;
 
-const CALL_COLUMNS: &str = "call_sid, account_sid, stream_sid, caller, called, direction, status, \
+pub(super) const CALL_COLUMNS: &str = "call_sid, account_sid, stream_sid, caller, called, direction, status, \
      created_at, answered_at, ended_at, duration_seconds, backend, end_reason, usage_counted, \
-     persona, context";
+     persona, context, ticket_issued_at, stream_started_at";
 
 /// Why a call ended: the text of `media.calls.end_reason` ('' while it has not ended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub enum EndReason {
     NoAnswer,
     /// A status callback ended it: canceled.
     Canceled,
+    /// Refused at registration: the tenant was at its concurrent-call limit.
+    CallLimit,
 }
 
 impl EndReason {
@@ -59,6 +61,7 @@ impl EndReason {
         Self::Failed,
         Self::NoAnswer,
         Self::Canceled,
+        Self::CallLimit,
     ];
 
     /// The column's (and the wire's) spelling.
@@ -75,6 +78,7 @@ impl EndReason {
             Self::Failed => "failed",
             Self::NoAnswer => "no-answer",
             Self::Canceled => "canceled",
+            Self::CallLimit => "call-limit",
         }
     }
 
@@ -130,12 +134,16 @@ pub struct CallRow {
     pub persona: String,
     /// Outbound calls: the website's context, markup already stripped ('' = none).
     pub context: String,
+    /// When the call was first answered with a stream: its stream ticket's `iat`.
+    pub ticket_issued_at: Option<DateTime<Utc>>,
+    /// When its one stream started.
+    pub stream_started_at: Option<DateTime<Utc>>,
 }
 
 impl CallRow {
     /// Reads a row of [`CALL_COLUMNS`]. The ids were validated when they were stored; one that no
     /// longer parses is an internal error, not a panic.
-    fn from_row(r: &Row) -> Result<Self, MediaError> {
+    pub(super) fn from_row(r: &Row) -> Result<Self, MediaError> {
         let stored = |what: &str| MediaError::Internal(format!("stored {what} is invalid"));
         Ok(Self {
             call_sid: CallSid::parse(r.get(0)).map_err(|_| stored("call sid"))?,
@@ -156,6 +164,8 @@ impl CallRow {
             usage_counted: r.get(13),
             persona: r.get(14),
             context: r.get(15),
+            ticket_issued_at: r.get(16),
+            stream_started_at: r.get(17),
         })
     }
 
@@ -196,9 +206,19 @@ impl CallRow {
     pub fn is_final(&self) -> bool {
         status_rank(self.status) >= FINAL_RANK
     }
+
+    /// Whether the call still runs (or rings): not final and not ended.
+    pub fn is_live(&self) -> bool {
+        !self.is_final() && self.ended_at.is_none()
+    }
+
+    /// Whether the call was refused at registration (the tenant's concurrent-call limit).
+    pub fn was_refused(&self) -> bool {
+        self.end_reason == Some(EndReason::CallLimit)
+    }
 }
 
-const FINAL_RANK: u8 = 5;
+pub(super) const FINAL_RANK: u8 = 5;
 
 /// Where a status stands in a call's life: calls only move to a higher rank, and the final
 /// states share the top rank so one final state never replaces another.
@@ -233,8 +253,9 @@ pub struct NewCall {
     pub status: CallStatus,
 }
 
-/// Inserts the call unless this tenant already has the CallSid; returns the row and whether it
-/// was created.
+/// Inserts the call, answered with a stream from now (`ticket_issued_at`), unless this tenant
+/// already has the CallSid; returns the row (see [`answer_with_stream`]) and whether it was
+/// created.
 pub async fn register_call(
     tx: &Tx<'_>,
     customer: CustomerId,
@@ -244,8 +265,9 @@ pub async fn register_call(
     let inserted = tx
         .query_typed(
             &format!(
-                "INSERT INTO media.calls (customer_id, call_sid, account_sid, caller, called, direction, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                "INSERT INTO media.calls \
+                   (customer_id, call_sid, account_sid, caller, called, direction, status, ticket_issued_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
                  ON CONFLICT (customer_id, call_sid) DO NOTHING RETURNING {CALL_COLUMNS}"
             ),
             &[
@@ -267,9 +289,60 @@ pub async fn register_call(
             let existing = get_call(tx, &call.call_sid, false)
                 .await?
                 .ok_or(MediaError::NotFound)?;
-            Ok((existing, false))
+            Ok((answer_with_stream(tx, existing).await?, false))
         }
     }
+}
+
+/// A registered call answered again: a live call that was never answered with a stream (an
+/// outbound call Twilio now fetches the TwiML of) is from now; one that was keeps its first
+/// time, so its ticket stays the same. Other rows are returned as they are.
+pub async fn answer_with_stream(tx: &Tx<'_>, call: CallRow) -> Result<CallRow, MediaError> {
+    if !call.is_live() || call.ticket_issued_at.is_some() {
+        return Ok(call);
+    }
+    let row = tx
+        .query_one(
+            &format!(
+                "UPDATE media.calls SET ticket_issued_at = coalesce(ticket_issued_at, now()) \
+                 WHERE call_sid = $1 RETURNING {CALL_COLUMNS}"
+            ),
+            &[&call.call_sid],
+        )
+        .await?;
+    CallRow::from_row(&row)
+}
+
+/// Records a call refused at the tenant's concurrent-call limit: final status BUSY, ended now,
+/// end reason [`EndReason::CallLimit`], usage not counted (nothing was served). A repeat of the
+/// CallSid then finds it and gets the same answer.
+pub async fn register_refused(
+    tx: &Tx<'_>,
+    customer: CustomerId,
+    call: &NewCall,
+) -> Result<CallRow, MediaError> {
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO media.calls (customer_id, call_sid, account_sid, caller, called, direction, \
+                   status, ended_at, end_reason, usage_counted) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, true) \
+                 ON CONFLICT (customer_id, call_sid) DO UPDATE SET call_sid = EXCLUDED.call_sid \
+                 RETURNING {CALL_COLUMNS}"
+            ),
+            &[
+                &customer,
+                &call.call_sid,
+                &call.account_sid,
+                &call.caller,
+                &call.called,
+                &(call.direction as i32 as i16),
+                &(CallStatus::Busy as i32 as i16),
+                &EndReason::CallLimit.as_str(),
+            ],
+        )
+        .await?;
+    CallRow::from_row(&row)
 }
 
 /// An outbound call Twilio accepted.
@@ -464,74 +537,6 @@ pub async fn calls_of_caller(
         )
         .await?;
     CallRow::from_rows(&rows)
-}
-
-/// Marks the stream as started (answered); refuses a call that already ended.
-pub async fn start_stream(
-    tx: &Tx<'_>,
-    call_sid: &CallSid,
-    stream_sid: &StreamSid,
-    backend: &str,
-) -> Result<CallRow, MediaError> {
-    let current = get_call(tx, call_sid, true)
-        .await?
-        .ok_or(MediaError::NotFound)?;
-    if current.is_final() || current.ended_at.is_some() {
-        return Err(MediaError::FailedPrecondition(
-            "the call has already ended".into(),
-        ));
-    }
-    let row = tx
-        .query_one(
-            &format!(
-                "UPDATE media.calls SET stream_sid = $2, backend = $3, \
-                   answered_at = coalesce(answered_at, now()), \
-                   status = CASE WHEN status < {in_progress} THEN {in_progress} ELSE status END \
-                 WHERE call_sid = $1 RETURNING {CALL_COLUMNS}",
-                in_progress = CallStatus::InProgress as i32
-            ),
-            &[call_sid, stream_sid, &backend],
-        )
-        .await?;
-    CallRow::from_row(&row)
-}
-
-/// Ends the call after its stream: final status (unless a callback already set one), end time,
-/// reason, duration and usage.
-pub async fn finish_stream(
-    tx: &Tx<'_>,
-    customer: CustomerId,
-    call_sid: &CallSid,
-    end_reason: EndReason,
-) -> Result<CallRow, MediaError> {
-    let row = tx
-        .query_one(
-            &format!(
-                "UPDATE media.calls SET \
-                   status = CASE WHEN status IN ({finals}) THEN status ELSE {completed} END, \
-                   ended_at = coalesce(ended_at, now()), \
-                   end_reason = CASE WHEN end_reason = '' OR end_reason = '{completed_reason}' THEN $2 ELSE end_reason END, \
-                   duration_seconds = CASE WHEN duration_seconds > 0 THEN duration_seconds \
-                     ELSE greatest(0, ceil(extract(epoch FROM (coalesce(ended_at, now()) - coalesce(answered_at, created_at)))))::integer END \
-                 WHERE call_sid = $1 RETURNING {CALL_COLUMNS}",
-                finals = [
-                    CallStatus::Completed,
-                    CallStatus::Busy,
-                    CallStatus::Failed,
-                    CallStatus::NoAnswer,
-                    CallStatus::Canceled
-                ]
-                .map(|s| (s as i32).to_string())
-                .join(", "),
-                completed = CallStatus::Completed as i32,
-                completed_reason = EndReason::Completed.as_str(),
-            ),
-            &[call_sid, &end_reason.as_str()],
-        )
-        .await?;
-    let mut call = CallRow::from_row(&row)?;
-    count_usage(tx, customer, &mut call).await?;
-    Ok(call)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! Every SQL statement of media-svc, over its tables (`migrations/V4__media.sql`,
-//! `V7__outbound_calls.sql`, `V10__webhook_events.sql`, `V15__erasure.sql`). Every function takes a transaction
+//! `V7__outbound_calls.sql`, `V10__webhook_events.sql`, `V12__call_answers_and_streams.sql`,
+//! `V15__erasure.sql`). Every function takes a transaction
 //! opened by `Db::tenant_tx`, so row-level security confines it to one tenant (the two
 //! `due_tenants` scans run in `Db::service_tx` through SECURITY DEFINER functions that return
 //! tenant ids only); domain values, typed ids and plain numbers go in, rows come out as typed
 //! structs with the text and number columns read back as Rust enums.
 //!
 //! - [`audit`](mod@audit): the audit log of exports and erasures (V15);
-//! - [`calls`]: the call rows (register, status, stream start and end, list, export);
+//! - [`calls`]: the call rows (register, refusal, status, list, export);
+//! - [`streams`]: a call's one media stream (bound, started, ended);
 //! - [`erase`]: one caller's rows, or a whole tenant's;
 //! - [`limits`]: the per-tenant call-limit lock, the in-progress and hourly counts, and the
 //!   reservations of outbound calls being placed;
@@ -19,6 +21,7 @@ pub mod calls;
 pub mod erase;
 pub mod limits;
 pub mod outbox;
+pub mod streams;
 pub mod transcripts;
 pub mod usage;
 pub mod webhooks;

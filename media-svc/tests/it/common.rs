@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use media_svc::CallConfig;
 use mesh::api::media::call_service_client::CallServiceClient;
-use mesh::api::media::{CallDirection, CallStatus, RegisterCallRequest};
+use mesh::api::media::{CallDirection, CallStatus, OpenStreamRequest, RegisterCallRequest};
 use mesh::auth::{AttachToken, TokenSource};
 use mesh::domain::CustomerId;
 use mesh::identity::{DevKeys, names, scope};
@@ -16,6 +16,7 @@ use mesh::testkit::TestDb;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -170,6 +171,16 @@ impl Svc {
         )
     }
 
+    /// A client with the gateway's service token (`OpenStream`, `StreamCall`).
+    pub async fn gateway_client(&self) -> Client {
+        self.client_with(self.service_token(
+            names::GATEWAY,
+            names::MEDIA_SVC,
+            &[scope::MEDIA_STREAM_OPEN, scope::MEDIA_STREAM],
+        ))
+        .await
+    }
+
     /// A client for `customer` with every media scope, subject "test".
     pub async fn client(&self, customer: i64) -> Client {
         self.client_with(self.tenant_token(customer, "test", scope::TENANT_SCOPES))
@@ -224,21 +235,53 @@ pub use mesh::api::media::stream_call_request::Event as In;
 pub use mesh::api::media::stream_call_response::Event as Out;
 
 impl CallStream {
-    /// Opens the stream and sends `start` for `call_sid`.
-    pub async fn open(client: &mut Client, call_sid: &str) -> Result<CallStream, tonic::Status> {
+    /// Opens the stream as the gateway does: the call's stream ticket (`RegisterCall` answers a
+    /// registered call with it again), exchanged with the gateway's service token for a grant
+    /// (`OpenStream`), then `StreamCall` with the grant.
+    pub async fn open(
+        tenant: &mut Client,
+        gateway: &mut Client,
+        call_sid: &str,
+    ) -> Result<CallStream, Status> {
+        let answer = tenant
+            .register_call(register(call_sid, "+15551111111"))
+            .await?
+            .into_inner();
+        let account_sid = answer.call.map(|c| c.account_sid).unwrap_or_default();
+        let grant = gateway
+            .open_stream(OpenStreamRequest {
+                stream_ticket: answer.stream_ticket,
+                call_sid: call_sid.to_owned(),
+                account_sid,
+                stream_sid: sid("MZ", 1),
+            })
+            .await?
+            .into_inner()
+            .stream_grant;
+        Self::open_granted(gateway, call_sid, &sid("MZ", 1), &grant).await
+    }
+
+    /// Opens the stream with a grant and sends `start` for `call_sid` and `stream_sid`.
+    pub async fn open_granted(
+        gateway: &mut Client,
+        call_sid: &str,
+        stream_sid: &str,
+        grant: &str,
+    ) -> Result<CallStream, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tx.send(mesh::api::media::StreamCallRequest {
             event: Some(In::Start(mesh::api::media::StreamStart {
                 call_sid: call_sid.to_owned(),
-                stream_sid: sid("MZ", 1),
+                stream_sid: stream_sid.to_owned(),
                 account_sid: sid("AC", 1),
                 caller: "+15551111111".into(),
                 custom_parameters: Default::default(),
+                stream_grant: grant.to_owned(),
             })),
         })
         .await
         .unwrap();
-        let rx = client
+        let rx = gateway
             .stream_call(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();

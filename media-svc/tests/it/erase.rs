@@ -246,7 +246,9 @@ async fn call_ends_with_memory_down(svc: &Svc, customer: i64, call_sid: &str) {
         .client_with(svc.tenant_token(customer, call_sid, scope::CALL_SCOPES))
         .await;
     client.register_call(register(call_sid, X)).await.unwrap();
-    let mut call = CallStream::open(&mut client, call_sid).await.unwrap();
+    let mut call = CallStream::open(&mut client, &mut svc.gateway_client().await, call_sid)
+        .await
+        .unwrap();
     call.audio_bytes(media_svc::audio::tone_pattern().len(), true)
         .await;
     call.send(In::Stop(StreamStop {})).await;

@@ -90,7 +90,9 @@ async fn open_call(w: &mut World, call_sid: &str, from: &str) -> (CallStream, fa
         .register_call(register(call_sid, from))
         .await
         .unwrap();
-    let call = CallStream::open(&mut client, call_sid).await.unwrap();
+    let call = CallStream::open(&mut client, &mut w.svc.gateway_client().await, call_sid)
+        .await
+        .unwrap();
     let conn = w.realtime.next_conn().await;
     (call, conn)
 }
@@ -427,7 +429,9 @@ async fn ends_on_backend_failure(shape: ApiShape, drop_it: bool) {
         .register_call(register(&call_sid, "+15551111111"))
         .await
         .unwrap();
-    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut call = CallStream::open(&mut client, &mut w.svc.gateway_client().await, &call_sid)
+        .await
+        .unwrap();
     let mut conn = w.realtime.next_conn().await;
     conn.next_of("session.update").await;
     if drop_it {
@@ -483,7 +487,9 @@ async fn stalled_backend_ends_the_call_within_the_timeout() {
         .register_call(register(&call_sid, "+15551111112"))
         .await
         .unwrap();
-    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut call = CallStream::open(&mut client, &mut w.svc.gateway_client().await, &call_sid)
+        .await
+        .unwrap();
     let mut conn = w.realtime.next_conn().await;
     conn.next_of("session.update").await;
     conn.stall();
@@ -529,7 +535,9 @@ async fn quiet_backend_that_answers_pings_keeps_the_call() {
         .register_call(register(&call_sid, "+15551111113"))
         .await
         .unwrap();
-    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut call = CallStream::open(&mut client, &mut w.svc.gateway_client().await, &call_sid)
+        .await
+        .unwrap();
     let mut conn = w.realtime.next_conn().await;
     conn.next_of("session.update").await;
     // Five stall timeouts of silence from the backend.
@@ -619,8 +627,12 @@ async fn two_tenants_calls_at_once_stay_apart() {
     cb.register_call(register(&sid_b, "+15551111111"))
         .await
         .unwrap();
-    let mut call_a = CallStream::open(&mut ca, &sid_a).await.unwrap();
-    let mut call_b = CallStream::open(&mut cb, &sid_b).await.unwrap();
+    let mut call_a = CallStream::open(&mut ca, &mut w.svc.gateway_client().await, &sid_a)
+        .await
+        .unwrap();
+    let mut call_b = CallStream::open(&mut cb, &mut w.svc.gateway_client().await, &sid_b)
+        .await
+        .unwrap();
 
     // The two sessions arrive in any order; each carries its own tenant's persona and voice.
     for _ in 0..2 {
@@ -669,7 +681,9 @@ async fn a_session_near_its_limit_rolls_over_carrying_the_conversation() {
         .register_call(register(&call_sid, "+15551111111"))
         .await
         .unwrap();
-    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut call = CallStream::open(&mut client, &mut w.svc.gateway_client().await, &call_sid)
+        .await
+        .unwrap();
     let mut first = w.realtime.next_conn().await;
     first.next_of("session.update").await;
     first.next_of("response.create").await;

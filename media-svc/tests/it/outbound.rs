@@ -714,14 +714,27 @@ async fn inbound_at_the_limit(
         .await;
     let mut ring = register(&inbound, "+15551111111");
     ring.to = A_NUMBER.into();
-    let e = gateway.register_call(ring).await.unwrap_err();
+    let e = gateway.register_call(ring.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(
         e.message().contains("2 calls in progress"),
         "{}",
         e.message()
     );
-    assert_eq!(rows(svc).await, before);
+    // Nothing live is stored: the refusal is recorded as a final row, so a repeat of the
+    // webhook is refused the same way.
+    assert_eq!(rows(svc).await, (before.0 + 1, before.1));
+    assert_eq!(
+        svc.count(&format!(
+            "SELECT count(*) FROM media.calls WHERE call_sid = '{inbound}' \
+             AND status = {} AND end_reason = 'call-limit' AND stream_sid IS NULL",
+            CallStatus::Busy as i32
+        ))
+        .await,
+        1
+    );
+    let again = gateway.register_call(ring).await.unwrap_err();
+    assert_eq!(again.code(), Code::ResourceExhausted);
     let answered = gateway
         .register_call(RegisterCallRequest {
             call_sid: first.call_sid.clone(),
@@ -893,11 +906,19 @@ async fn ten_at_once(svc: &Svc, a: i64, gateway: &common::Client) -> Vec<String>
     assert_eq!(created.len(), 2);
     assert_eq!(
         svc.count(&format!(
-            "SELECT count(*) FROM media.calls WHERE customer_id = {a}"
+            "SELECT count(*) FROM media.calls WHERE customer_id = {a} AND status < 5"
         ))
         .await,
         2,
-        "refused calls are not stored"
+        "refused calls are not stored live"
+    );
+    assert_eq!(
+        svc.count(&format!(
+            "SELECT count(*) FROM media.calls WHERE customer_id = {a} AND end_reason = 'call-limit'"
+        ))
+        .await,
+        8,
+        "each refusal is recorded, final"
     );
 
     created
@@ -1021,7 +1042,12 @@ async fn without_tenant_svc_the_first_tier_limit_applies() {
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(e.message().contains("`starter`"), "{}", e.message());
-    assert_eq!(svc.count("SELECT count(*) FROM media.calls").await, 1);
+    assert_eq!(
+        svc.count("SELECT count(*) FROM media.calls WHERE status < 5")
+            .await,
+        1,
+        "the refused call is not stored live (only its refusal is recorded)"
+    );
     svc.stop().await;
 }
 
@@ -1110,7 +1136,9 @@ async fn outbound_stream(svc: &Svc, customer: i64) -> (String, CallStream) {
     let mut client = svc
         .client_with(svc.tenant_token(customer, &call_sid, scope::CALL_SCOPES))
         .await;
-    let stream = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let stream = CallStream::open(&mut client, &mut svc.gateway_client().await, &call_sid)
+        .await
+        .unwrap();
     (call_sid, stream)
 }
 
@@ -1442,6 +1470,12 @@ async fn a_call_being_placed_counts_towards_the_limit_but_blocks_nothing_while_t
     assert_eq!(placed.call_sid, call_sid);
     assert_eq!(placed.persona, "Sofia");
     assert_eq!(placed.status, CallStatus::Ringing as i32);
-    assert_eq!(rows(&svc).await, (1, 0));
+    // The placed call, and the inbound call's recorded refusal; no reservation left.
+    assert_eq!(rows(&svc).await, (2, 0));
+    assert_eq!(
+        svc.count("SELECT count(*) FROM media.calls WHERE status < 5")
+            .await,
+        1
+    );
     svc.stop().await;
 }

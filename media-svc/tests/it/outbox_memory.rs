@@ -37,7 +37,9 @@ async fn post_call_record_waits_for_memory_svc_and_lands_once() {
         .register_call(register(&call_sid, "+15551111111"))
         .await
         .unwrap();
-    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut call = CallStream::open(&mut client, &mut svc.gateway_client().await, &call_sid)
+        .await
+        .unwrap();
     call.audio_bytes(media_svc::audio::tone_pattern().len(), true)
         .await;
     call.send(In::Stop(StreamStop {})).await;

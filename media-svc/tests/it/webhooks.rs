@@ -380,6 +380,24 @@ impl Mesh {
             .unwrap()
     }
 
+    /// A media-svc client with the gateway's service token (`OpenStream`, `StreamCall`).
+    async fn gateway_client(&self) -> common::Client {
+        let token = self
+            .keys
+            .identity(names::GATEWAY)
+            .minter()
+            .mint_service(
+                names::MEDIA_SVC,
+                &[scope::MEDIA_STREAM_OPEN, scope::MEDIA_STREAM],
+                Duration::from_secs(300),
+            )
+            .unwrap();
+        CallServiceClient::with_interceptor(
+            self.channel(self.media).await,
+            AttachToken(TokenSource::fixed(token.into())),
+        )
+    }
+
     async fn media_client(&self, customer: i64, subject: &str, scopes: &[&str]) -> common::Client {
         CallServiceClient::with_interceptor(
             self.channel(self.media).await,
@@ -481,7 +499,9 @@ impl Mesh {
             .register_call(register(&call_sid, CALLER))
             .await
             .unwrap();
-        let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+        let mut call = CallStream::open(&mut client, &mut self.gateway_client().await, &call_sid)
+            .await
+            .unwrap();
         call.audio_bytes(media_svc::audio::tone_pattern().len(), true)
             .await;
         call.send(In::Stop(StreamStop {})).await;

@@ -1,5 +1,6 @@
 //! `EdgeService`: what the gateway asks on every incoming call (which customer owns the called
-//! number, with its effective profile and a call-scoped tenant token) and for the legacy REST API
+//! number, with its effective profile and a call-scoped tenant token for media-svc's
+//! `RegisterCall` and `UpdateCallStatus` only) and for the legacy REST API
 //! (a legacy HS256 token exchanged for a short-lived tenant token).
 
 use std::time::Duration;
@@ -34,7 +35,10 @@ impl edge_service_server::EdgeService for TenantSvc {
         let (token, expire_time) = self.mint(
             id,
             call.as_str(),
-            &[names::TENANT_SVC, names::MEMORY_SVC, names::MEDIA_SVC],
+            // media-svc only, `media:calls` only: the token never leaves the mesh (the TwiML
+            // carries media-svc's stream ticket) and opens nothing but the call's registration
+            // and status updates.
+            &[names::MEDIA_SVC],
             scope::CALL_SCOPES,
             CALL_TOKEN_TTL,
         )?;

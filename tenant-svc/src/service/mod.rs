@@ -31,8 +31,9 @@ use crate::model::Defaults;
 use crate::routing::{Resolved, RoutingCache};
 use crate::{store, wire};
 
-/// Lifetime of the tenant token `ResolveNumber` issues for a call (the issue caps it at 1 h).
-pub const CALL_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
+/// Lifetime of the tenant token `ResolveNumber` issues for a call: the gateway uses it at once
+/// (RegisterCall, or a status callback's UpdateCallStatus) and resolves again for the next one.
+pub const CALL_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
 /// Longest lifetime of a token issued by `IssueTenantToken`.
 pub const MAX_ISSUED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest lifetime of a token from `ExchangeLegacyToken`.

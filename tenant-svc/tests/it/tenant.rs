@@ -221,18 +221,28 @@ async fn resolving_each_number_gives_its_own_tenant_greeting_and_voice() {
         assert_eq!(p.voice, voice);
         assert_eq!(p.sliders.len(), 30);
         assert_eq!(p.agent_name, "AI Assistant", "platform default");
-        // The token is bound to the call and verifies for the other services.
-        for audience in [names::MEMORY_SVC, names::MEDIA_SVC] {
-            let caller = s
+        // The token is bound to the call, for media-svc only, with `media:calls` only.
+        let caller = s
+            .keys
+            .identity(names::MEDIA_SVC)
+            .verifier(names::MEDIA_SVC)
+            .verify(&r.tenant_token)
+            .unwrap();
+        assert_eq!(caller.customer_id().unwrap().get(), id);
+        assert_eq!(
+            caller.scopes().iter().collect::<Vec<_>>(),
+            vec![scope::MEDIA_CALLS]
+        );
+        for audience in [names::MEMORY_SVC, names::TENANT_SVC] {
+            let refused = s
                 .keys
                 .identity(audience)
                 .verifier(audience)
-                .verify(&r.tenant_token)
-                .unwrap();
-            assert_eq!(caller.customer_id().unwrap().get(), id);
+                .verify(&r.tenant_token);
+            assert!(refused.is_err(), "{audience} accepted the call token");
         }
         let exp = r.token_expire_time.unwrap().seconds - chrono::Utc::now().timestamp();
-        assert!(exp <= 3600 && exp > 3500, "{exp}");
+        assert!(exp <= 300 && exp > 240, "{exp}");
     }
     // Unknown number, wrong subaccount, suspended tenant.
     let err = s

@@ -22,12 +22,10 @@ fn call_sid(n: u32) -> String {
     format!("CA{n:032x}")
 }
 
-/// The stream token inside a `<Connect><Stream>` answer.
-fn stream_token(twiml: &str) -> String {
-    let start = twiml
-        .find("name=\"stream_token\" value=\"")
-        .expect("stream token parameter")
-        + 27;
+/// The stream ticket inside a `<Connect><Stream>` answer.
+pub(crate) fn stream_ticket(twiml: &str) -> String {
+    let marker = "name=\"stream_ticket\" value=\"";
+    let start = twiml.find(marker).expect("stream ticket parameter") + marker.len();
     let end = start + twiml[start..].find('"').unwrap();
     twiml[start..end].to_owned()
 }
@@ -53,14 +51,14 @@ async fn a_signed_call_gets_connect_stream_twiml_once() {
         first.contains("<Say>") && first.ends_with("<Hangup/></Response>"),
         "{first}"
     );
-    let token = stream_token(&first);
-    let caller = mesh
+    let ticket = mesh
         .keys
         .identity("media-svc")
-        .verifier("media-svc")
-        .verify(&token)
-        .expect("stream token verifies");
-    assert_eq!(caller.customer_id().unwrap().get(), peterson.id);
+        .stream_credentials()
+        .verify_ticket(&stream_ticket(&first))
+        .expect("media-svc's stream ticket");
+    assert_eq!(ticket.customer_id.get(), peterson.id);
+    assert_eq!(ticket.call_sid.as_str(), sid);
 
     // Twilio retries: the same answer, one call row. The old path works too.
     let again = mesh
@@ -232,7 +230,7 @@ async fn an_unknown_number_gets_a_polite_goodbye() {
 }
 
 #[tokio::test]
-async fn media_streams_without_valid_signature_or_token_are_closed_before_any_audio() {
+async fn media_streams_without_valid_signature_or_ticket_are_closed_before_any_audio() {
     let mesh = Mesh::start().await;
     let (peterson, smith) = mesh.seed_demo_tenants().await;
     let sid = call_sid(4);
@@ -245,7 +243,7 @@ async fn media_streams_without_valid_signature_or_token_are_closed_before_any_au
         .text()
         .await
         .unwrap();
-    let token = stream_token(&twiml);
+    let token = stream_ticket(&twiml);
     let ws_url = format!("ws://{}/twilio/media", mesh.gateway.main);
     let signed_for = mesh.public_base_url.replacen("http://", "ws://", 1) + "/twilio/media";
     let signature =
@@ -255,7 +253,7 @@ async fn media_streams_without_valid_signature_or_token_are_closed_before_any_au
     let err = tokio_tungstenite::connect_async(&ws_url).await.unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");
 
-    // Forged token, a token for another CallSid, and one that is expired, each then audio:
+    // Forged ticket, a ticket for another CallSid, and one that is expired, each then audio:
     // the socket is closed with a policy error and nothing reaches media-svc.
     let other_call = mesh
         .twilio_post(
@@ -266,17 +264,17 @@ async fn media_streams_without_valid_signature_or_token_are_closed_before_any_au
         .text()
         .await
         .unwrap();
-    let expired = expired_stream_token(&mesh, peterson.id, &sid);
+    let expired = expired_stream_ticket(&mesh, peterson.id, &sid);
     for bad in [
         format!("{token}x"),
-        stream_token(&other_call),
+        stream_ticket(&other_call),
         expired,
         String::new(),
     ] {
         assert_eq!(
             close_code_after_start(&ws_url, &signature, &sid, &bad).await,
             Some(1008),
-            "bad token {bad:.12}… was not refused"
+            "bad ticket {bad:.12}… was not refused"
         );
     }
     let turns: i64 = mesh
@@ -290,9 +288,10 @@ async fn media_streams_without_valid_signature_or_token_are_closed_before_any_au
     assert_eq!(turns, 0);
 }
 
-/// Opens a signed Media Streams socket, sends `connected`, `start` with `token` for `sid`, then
-/// audio; returns the close code the gateway answered with (panics if audio came back).
-async fn close_code_after_start(
+/// Opens a signed Media Streams socket, sends `connected`, `start` with `token` as stream ticket
+/// for `sid`, then audio; returns the close code the gateway answered with (panics if audio came
+/// back).
+pub(crate) async fn close_code_after_start(
     ws_url: &str,
     signature: &str,
     sid: &str,
@@ -309,7 +308,7 @@ async fn close_code_after_start(
         "event": "start", "sequenceNumber": "1", "streamSid": "MZ0123456789abcdef0123456789abcdef",
         "start": {"accountSid": ACCOUNT_SID, "streamSid": "MZ0123456789abcdef0123456789abcdef", "callSid": sid,
                   "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                  "customParameters": {"stream_token": token}}
+                  "customParameters": {"stream_ticket": token}}
     })
     .to_string();
     ws.send(Message::Text(
@@ -489,28 +488,19 @@ async fn bad_legacy_tokens_get_401_and_store_nothing(mesh: &Mesh, customer_id: i
     assert_eq!(before, after);
 }
 
-/// A stream token exactly like ResolveNumber's, signed with tenant-svc's real key, whose
-/// lifetime ended two minutes ago (beyond the 30 s leeway).
-fn expired_stream_token(mesh: &Mesh, customer: i64, call_sid: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    mesh.keys.write(dir.path()).unwrap();
-    let pem = std::fs::read_to_string(dir.path().join("tenant-svc.pem")).unwrap();
-    let kid = std::fs::read_to_string(dir.path().join("tenant-svc.kid")).unwrap();
-    let now = chrono::Utc::now().timestamp();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some(kid.trim().to_owned());
-    header.typ = Some("tenant+jwt".into());
-    let claims = serde_json::json!({
-        "iss": "tenant-svc", "sub": call_sid, "aud": ["media-svc"], "kind": "tenant",
-        "customer_id": customer, "scope": "media:stream", "iat": now - 900, "exp": now - 120,
-        "jti": uuid::Uuid::new_v4().to_string(),
-    });
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
-    )
-    .unwrap()
+/// A stream ticket exactly like media-svc's for the call, signed with its real key, issued
+/// 150 s ago (its 2 minutes are over, beyond the leeway).
+fn expired_stream_ticket(mesh: &Mesh, customer: i64, call_sid: &str) -> String {
+    mesh.keys
+        .identity("media-svc")
+        .stream_credentials()
+        .ticket(&mesh::auth::StreamTicket {
+            customer_id: mesh::domain::CustomerId::new(customer).unwrap(),
+            call_sid: mesh::domain::CallSid::parse(call_sid).unwrap(),
+            account_sid: mesh::domain::AccountSid::parse(ACCOUNT_SID).unwrap(),
+            issued_at: chrono::Utc::now().timestamp() - 150,
+        })
+        .unwrap()
 }
 
 #[tokio::test]

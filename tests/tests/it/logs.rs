@@ -131,7 +131,7 @@ async fn call_and_legacy_rest() -> (Forbidden, String, i64) {
     };
     let result = sim::run(&call).await.expect("call runs");
     assert!(result.connected);
-    let stream_token = {
+    let stream_ticket = {
         let start = result.twiml.find("value=\"").unwrap() + 7;
         result.twiml[start..start + result.twiml[start..].find('"').unwrap()].to_owned()
     };
@@ -140,10 +140,10 @@ async fn call_and_legacy_rest() -> (Forbidden, String, i64) {
 
     let mut forbidden = number(caller);
     forbidden.extend([
-        ("stream token", stream_token.clone()),
+        ("stream ticket", stream_ticket.clone()),
         (
-            "token signature",
-            stream_token.rsplit('.').next().unwrap().to_owned(),
+            "ticket signature",
+            stream_ticket.rsplit('.').next().unwrap().to_owned(),
         ),
         ("legacy token", legacy_token),
         ("Twilio auth token", mesh.twilio_auth_token.clone()),

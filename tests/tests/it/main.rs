@@ -13,3 +13,4 @@ mod isolation;
 mod logs;
 mod media_frames;
 mod outbound;
+mod stream_ticket;
