@@ -10,7 +10,7 @@ use mesh::api::media::call_service_server::CallServiceServer;
 use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
 use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
-use mesh::identity::names::{MEDIA_SVC, OPERATOR, TENANT_SVC};
+use mesh::identity::names::{GATEWAY, MEDIA_SVC, OPERATOR, TENANT_SVC};
 use mesh::identity::scope;
 use mesh::server::{Listeners, ServeConfig};
 
@@ -24,8 +24,9 @@ pub const NAME: &str = MEDIA_SVC;
 /// How long shutdown waits, after the gRPC drain, for call drivers to finalise their calls.
 pub const FINALISE_GRACE: Duration = Duration::from_secs(5);
 
-/// Which token kind, scope and issuer each RPC needs. `EraseTenant` is the operator's, or
-/// tenant-svc's fanning out a tenant erasure (a scope that opens nothing else).
+/// Which token kind, scope and issuer each RPC needs. `OpenStream` and `StreamCall` are the
+/// gateway's. `EraseTenant` is the operator's, or tenant-svc's fanning out a tenant erasure (a
+/// scope that opens nothing else).
 pub fn policy() -> Policy {
     Policy::new()
         .service_methods(
@@ -34,8 +35,14 @@ pub fn policy() -> Policy {
                 ("RegisterCall", Rule::tenant(scope::MEDIA_CALLS)),
                 // The gateway's service token; the call comes from media-svc's own stream
                 // ticket (OpenStream) and grant (StreamCall), never from a tenant token.
-                ("OpenStream", Rule::service(scope::MEDIA_STREAM_OPEN)),
-                ("StreamCall", Rule::service(scope::MEDIA_STREAM)),
+                (
+                    "OpenStream",
+                    Rule::service(scope::MEDIA_STREAM_OPEN).issued_by(&[GATEWAY]),
+                ),
+                (
+                    "StreamCall",
+                    Rule::service(scope::MEDIA_STREAM).issued_by(&[GATEWAY]),
+                ),
                 ("UpdateCallStatus", Rule::tenant(scope::MEDIA_CALLS)),
                 ("ListCalls", Rule::tenant(scope::MEDIA_READ)),
                 ("GetCall", Rule::tenant(scope::MEDIA_READ)),

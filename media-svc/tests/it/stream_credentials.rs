@@ -95,6 +95,35 @@ async fn a_call_is_answered_once_with_the_same_ticket_and_with_hang_up_once_it_e
     svc.stop().await;
 }
 
+/// A tenant token cannot open streams at all, even with a valid ticket; nor can another
+/// service's key claiming the gateway's scope.
+async fn only_the_gateway_opens_streams(
+    svc: &Svc,
+    tenant: &mut common::Client,
+    ticket: &str,
+    call_sid: &str,
+) {
+    let e = tenant
+        .open_stream(open_request(ticket, call_sid, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    for issuer in [names::MEMORY_SVC, names::TENANT_SVC, names::OPERATOR] {
+        let mut impostor = svc
+            .client_with(svc.service_token(
+                issuer,
+                names::MEDIA_SVC,
+                &[scope::MEDIA_STREAM_OPEN, scope::MEDIA_STREAM],
+            ))
+            .await;
+        let e = impostor
+            .open_stream(open_request(ticket, call_sid, 1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{issuer}: {e:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_ticket_opens_only_its_own_call_and_only_for_two_minutes() {
     let svc = Svc::start().await;
@@ -155,12 +184,7 @@ async fn a_ticket_opens_only_its_own_call_and_only_for_two_minutes() {
             .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
     }
-    // A tenant token cannot open streams at all, even with a valid ticket.
-    let e = tenant
-        .open_stream(open_request(&ticket_a, &a, 1))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    only_the_gateway_opens_streams(&svc, &mut tenant, &ticket_a, &a).await;
     assert_eq!(
         svc.count("SELECT count(*) FROM media.calls WHERE stream_sid IS NOT NULL")
             .await,
