@@ -49,7 +49,7 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    const ALL: [EndReason; 11] = [
+    const ALL: [EndReason; 12] = [
         Self::CallerHangup,
         Self::Transfer,
         Self::BackendError,

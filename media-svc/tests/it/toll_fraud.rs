@@ -249,7 +249,9 @@ async fn an_inbound_call_past_its_maximum_is_hung_up_and_finalised() {
         .await
         .unwrap();
     let started = tokio::time::Instant::now();
-    let mut call = CallStream::open(&mut client, &call_sid).await.unwrap();
+    let mut call = CallStream::open(&mut client, &mut svc.gateway_client().await, &call_sid)
+        .await
+        .unwrap();
     let hangup = loop {
         match call.next().await {
             Some(Out::Hangup(h)) => break h,
