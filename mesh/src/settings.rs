@@ -107,11 +107,11 @@ pub mod catalog {
         TENANT_SVC_URL = { name: "TENANT_SVC_URL", default: Some("http://127.0.0.1:50051"), secret: false, used_by: "gateway, media-svc, neurosphere",
             help: "gRPC endpoint of tenant-svc. The gateway and media-svc also accept a comma-separated list of replicas, balanced client-side (replicas failing their health probe are skipped)." },
         /// Where memory-svc is.
-        MEMORY_SVC_URL = { name: "MEMORY_SVC_URL", default: Some("http://127.0.0.1:50052"), secret: false, used_by: "gateway, media-svc, neurosphere",
-            help: "gRPC endpoint of memory-svc. The gateway and media-svc also accept a comma-separated list of replicas, balanced client-side (replicas failing their health probe are skipped)." },
+        MEMORY_SVC_URL = { name: "MEMORY_SVC_URL", default: Some("http://127.0.0.1:50052"), secret: false, used_by: "gateway, media-svc, tenant-svc, neurosphere",
+            help: "gRPC endpoint of memory-svc (tenant-svc asks it to erase a deleted customer's data). The gateway, media-svc and tenant-svc also accept a comma-separated list of replicas, balanced client-side (replicas failing their health probe are skipped)." },
         /// Where media-svc is.
-        MEDIA_SVC_URL = { name: "MEDIA_SVC_URL", default: Some("http://127.0.0.1:50053"), secret: false, used_by: "gateway, neurosphere",
-            help: "gRPC endpoint of media-svc. The gateway and media-svc also accept a comma-separated list of replicas, balanced client-side (replicas failing their health probe are skipped)." },
+        MEDIA_SVC_URL = { name: "MEDIA_SVC_URL", default: Some("http://127.0.0.1:50053"), secret: false, used_by: "gateway, tenant-svc, neurosphere",
+            help: "gRPC endpoint of media-svc (tenant-svc asks it to erase a deleted customer's data). The gateway and tenant-svc also accept a comma-separated list of replicas, balanced client-side (replicas failing their health probe are skipped)." },
         /// This service's signing key.
         MESH_SIGNING_KEY_FILE = { name: "MESH_SIGNING_KEY_FILE", default: None, secret: false, used_by: "all services",
             help: "Path of this service's Ed25519 private key (PKCS#8 PEM) used to sign its service tokens (and, for tenant-svc, tenant tokens). Required; `neurosphere keys generate` writes one." },

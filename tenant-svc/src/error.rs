@@ -39,6 +39,10 @@ pub enum TenantError {
     /// Token minting failed.
     #[error("cannot mint token: {0}")]
     Mint(#[from] mesh::auth::AuthError),
+    /// Another service did not answer or confirm; the message says what to do (it names no
+    /// secret and no tenant data).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl TenantError {
@@ -69,6 +73,14 @@ impl ServiceError for TenantError {
             // every service.
             TenantError::Db(db) => db.error_code(),
             TenantError::Mint(_) => ServiceErrorCode::Internal,
+            TenantError::Unavailable(_) => ServiceErrorCode::Unavailable,
+        }
+    }
+
+    fn public_message(&self) -> Option<String> {
+        match self {
+            TenantError::Unavailable(m) => Some(m.clone()),
+            _ => None,
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Deps {
     pub legacy: Option<mesh::auth::LegacyVerifier>,
     /// `WEBHOOK_ALLOW_INSECURE` (see [`Settings::webhook_allow_insecure`]); `false` in production.
     pub webhook_allow_insecure: bool,
+    /// memory-svc and media-svc, which `DeleteCustomer` asks to erase the customer's data.
+    pub peers: crate::peers::Peers,
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
@@ -126,10 +128,16 @@ pub async fn run(
         .map(mesh::auth::LegacyVerifier::new)
         .transpose()?
         .map(|v| v.with_max_lifetime(settings.legacy_max_lifetime));
+    let peers = crate::peers::Peers::new(
+        &settings.memory_url,
+        &settings.media_url,
+        p.core.identity.clone(),
+    )?;
     let deps = Deps {
         core: p.core,
         legacy,
         webhook_allow_insecure: settings.webhook_allow_insecure,
+        peers,
     };
     serve(deps, p.listeners, shutdown).await
 }

@@ -19,6 +19,10 @@ pub struct Settings {
     /// `WEBHOOK_ALLOW_INSECURE`: accept `http://` webhook URLs and CORS origins, and webhook
     /// hosts that are localhost or internal addresses (development and tests only).
     pub webhook_allow_insecure: bool,
+    /// memory-svc's URL (`MEMORY_SVC_URL`; replicas comma-separated), for tenant erasure.
+    pub memory_url: String,
+    /// media-svc's URL (`MEDIA_SVC_URL`; replicas comma-separated), for tenant erasure.
+    pub media_url: String,
 }
 
 impl Settings {
@@ -38,6 +42,8 @@ impl Settings {
         }
         let legacy_max_lifetime = env.seconds(&catalog::JWT_MAX_LIFETIME_SECONDS);
         let webhook_allow_insecure = env.get::<bool>(&catalog::WEBHOOK_ALLOW_INSECURE);
+        let memory_url = env.get::<String>(&catalog::MEMORY_SVC_URL);
+        let media_url = env.get::<String>(&catalog::MEDIA_SVC_URL);
         for line in env.describe() {
             tracing::debug!(setting = %line, "setting");
         }
@@ -48,6 +54,8 @@ impl Settings {
             legacy_max_lifetime: legacy_max_lifetime.expect("present when finish() succeeded"),
             webhook_allow_insecure: webhook_allow_insecure
                 .expect("present when finish() succeeded"),
+            memory_url: memory_url.expect("present when finish() succeeded"),
+            media_url: media_url.expect("present when finish() succeeded"),
         })
     }
 }

@@ -105,6 +105,7 @@ impl GatewayReplica {
 async fn start_tenant(
     db: &TestDb,
     keys: &DevKeys,
+    [memory, media]: [Ports; 2],
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (Ports, SecretString, Task) {
     let (g, a) = listeners().await;
@@ -122,6 +123,12 @@ async fn start_tenant(
         legacy: Some(LegacyVerifier::new(&legacy_secret).expect("64-byte secret")),
         // Tests point webhooks at receivers on 127.0.0.1 over http.
         webhook_allow_insecure: true,
+        peers: tenant_svc::peers::Peers::new(
+            &format!("http://{}", memory.main),
+            &format!("http://{}", media.main),
+            keys.identity(names::TENANT_SVC),
+        )
+        .expect("peer URLs"),
     };
     let task = tokio::spawn(tenant_svc::serve(
         deps,
@@ -216,18 +223,20 @@ impl Mesh {
             }
         };
         let mut tasks = Vec::new();
-        let (tenant, legacy_secret, task) = start_tenant(&db, &keys, shutdown()).await;
+        // memory-svc first, and media-svc's ports: tenant-svc erases deleted customers in both.
+        let (memory, memory_task) = start_memory(&db, &keys, shutdown()).await;
+        let (g, a) = listeners().await;
+        let media = ports(&g, &a);
+        let (tenant, legacy_secret, task) =
+            start_tenant(&db, &keys, [memory, media], shutdown()).await;
         tasks.push((names::TENANT_SVC, task));
-        let (memory, task) = start_memory(&db, &keys, shutdown()).await;
-        tasks.push((names::MEMORY_SVC, task));
+        tasks.push((names::MEMORY_SVC, memory_task));
 
         // The gateway's ports are known first: media-svc gives Twilio URLs on it.
         let (h, ha) = listeners().await;
         let gateway = ports(&h, &ha);
         let public_base_url = format!("http://{}", gateway.main);
 
-        let (g, a) = listeners().await;
-        let media = ports(&g, &a);
         let mut calls = media_svc::CallConfig::local(
             format!("http://{}", tenant.main),
             format!("http://{}", memory.main),

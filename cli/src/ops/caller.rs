@@ -1,6 +1,8 @@
 //! `neurosphere caller …`: everything one customer holds about one caller, in memory-svc and
-//! media-svc, exported as JSON lines or erased (memory-svc audits the erase). Both run as the
-//! customer, with a tenant token carrying only the export or erase scopes.
+//! media-svc, exported as JSON lines or erased. Both run as the customer, with a tenant token
+//! carrying only the export or erase scopes. The erase is one request: media-svc `EraseCaller`
+//! erases the caller's calls, then their memory through memory-svc, auditing in each; when it
+//! answers that the second half is not done, running the command again finishes it.
 
 use std::process::ExitCode;
 
@@ -46,7 +48,7 @@ pub async fn caller(conn: &Conn, cmd: CallerCommand) -> anyhow::Result<ExitCode>
     };
     mesh::domain::CallerNumber::parse(&phone).map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
     let scopes: &[&str] = if erase {
-        &[scope::MEMORY_ERASE, scope::MEDIA_ERASE]
+        &[scope::MEDIA_ERASE]
     } else {
         &[scope::MEMORY_EXPORT, scope::MEDIA_EXPORT]
     };
@@ -72,20 +74,10 @@ struct Clients {
 }
 
 impl Clients {
-    /// Erases the caller in memory-svc, then media-svc; prints the rows erased per table.
+    /// Erases the caller (media-svc, which erases in memory-svc too); prints the rows erased
+    /// per table and the audit rows written.
     async fn erase(mut self, phone: String) -> anyhow::Result<()> {
-        let m = self
-            .memory
-            .erase_caller(auth(
-                memory_pb::EraseCallerRequest {
-                    user_id: phone.clone(),
-                },
-                &self.token,
-            ))
-            .await
-            .map_err(status)?
-            .into_inner();
-        let c = self
+        let erased = self
             .media
             .erase_caller(auth(
                 media_pb::EraseCallerRequest { caller: phone },
@@ -94,10 +86,12 @@ impl Clients {
             .await
             .map_err(status)?
             .into_inner();
-        for t in m.counts.iter().chain(c.counts.iter()) {
+        for t in &erased.counts {
             println!("{:<32} {} row(s) erased", t.table, t.rows);
         }
-        println!("audit: {}", m.audit.map(|a| a.action).unwrap_or_default());
+        for a in &erased.audits {
+            println!("audit: {} {} {}", a.service, a.action, a.subject_hash);
+        }
         Ok(())
     }
 

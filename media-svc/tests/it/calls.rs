@@ -293,16 +293,21 @@ async fn check_export(a: &mut common::Client) {
     assert_eq!((calls, turns), (2, 1));
 }
 
-/// Offboarding: a service token with media:admin erases one tenant only (B keeps its `b_calls`
-/// calls); a tenant token cannot call the admin service.
+/// Offboarding: tenant-svc's service token with `media:erase-tenant` erases one tenant only (B
+/// keeps its `b_calls` calls) and the erasure is audited; a tenant token cannot.
 async fn check_erase_tenant(svc: &Svc, b_calls: i64) {
-    // Offboarding: a service token with media:admin erases one tenant only.
-    let channel = svc.channel_to(svc.addr).await;
-    let token = svc.service_token(names::OPERATOR, names::MEDIA_SVC, &[scope::MEDIA_ADMIN]);
-    let mut admin_client = MediaAdminServiceClient::with_interceptor(
-        channel,
-        mesh::auth::AttachToken(mesh::auth::TokenSource::fixed(token.into())),
+    let client = async |token: String| {
+        MediaAdminServiceClient::with_interceptor(
+            svc.channel_to(svc.addr).await,
+            mesh::auth::AttachToken(mesh::auth::TokenSource::fixed(token.into())),
+        )
+    };
+    let token = svc.service_token(
+        names::TENANT_SVC,
+        names::MEDIA_SVC,
+        &[scope::MEDIA_ERASE_TENANT],
     );
+    let mut admin_client = client(token).await;
     let out = admin_client
         .erase_tenant(EraseTenantRequest { customer_id: 1 })
         .await
@@ -320,6 +325,13 @@ async fn check_erase_tenant(svc: &Svc, b_calls: i64) {
         svc.count("SELECT count(*) FROM media.calls WHERE customer_id = 1")
             .await,
         0
+    );
+    assert_eq!(
+        svc.count(
+            "SELECT count(*) FROM media.audit_log WHERE customer_id = 1 AND action = 'erase_tenant' AND actor = 'tenant-svc'"
+        )
+        .await,
+        1
     );
     assert_eq!(
         svc.count("SELECT count(*) FROM media.calls WHERE customer_id = 2")

@@ -90,6 +90,13 @@ impl Svc {
                 },
                 legacy: None,
                 webhook_allow_insecure: false,
+                // Not exercised here: no peer answers a tenant erasure.
+                peers: tenant_svc::peers::Peers::new(
+                    "http://127.0.0.1:1",
+                    "http://127.0.0.1:1",
+                    keys.identity(names::TENANT_SVC),
+                )
+                .expect("peer URLs"),
             };
             tasks.push(tokio::spawn(tenant_svc::serve(
                 deps,

@@ -319,6 +319,13 @@ impl Mesh {
                 legacy: None,
                 // Receivers here are plain-http loopback servers.
                 webhook_allow_insecure: true,
+                // Not exercised here: no peer answers a tenant erasure.
+                peers: tenant_svc::peers::Peers::new(
+                    "http://127.0.0.1:1",
+                    "http://127.0.0.1:1",
+                    keys.identity(names::TENANT_SVC),
+                )
+                .expect("peer URLs"),
             },
             mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
             shutdown(&stop_rx),

@@ -117,6 +117,20 @@ impl Svc {
             .unwrap()
     }
 
+    /// tenant-svc's service token with `memory:erase-tenant`, as it fans out a customer's
+    /// deletion.
+    pub fn tenant_eraser(&self) -> String {
+        self.keys
+            .identity(names::TENANT_SVC)
+            .minter()
+            .mint_service(
+                names::MEMORY_SVC,
+                &[scope::MEMORY_ERASE_TENANT],
+                Duration::from_secs(300),
+            )
+            .unwrap()
+    }
+
     pub async fn admin_sql(&self) -> tokio_postgres::Client {
         self.db.admin_client().await
     }

@@ -97,7 +97,10 @@ async fn a_record_that_began_before_a_tenant_erasure_is_dropped() {
     c.record_call(req(record(1, 600), &t)).await.unwrap();
     svc.admin()
         .await
-        .erase_tenant(req(EraseTenantRequest { customer_id: 23 }, &svc.operator()))
+        .erase_tenant(req(
+            EraseTenantRequest { customer_id: 23 },
+            &svc.tenant_eraser(),
+        ))
         .await
         .unwrap();
     let late = c

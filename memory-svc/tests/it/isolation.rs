@@ -288,7 +288,10 @@ async fn erase_tenant_leaves_other_tenants_intact() {
     assert_eq!(count(&admin, "memory.memories", 31).await, 1);
 
     let r = adm
-        .erase_tenant(req(EraseTenantRequest { customer_id: 31 }, &svc.operator()))
+        .erase_tenant(req(
+            EraseTenantRequest { customer_id: 31 },
+            &svc.tenant_eraser(),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -308,7 +311,10 @@ async fn erase_tenant_leaves_other_tenants_intact() {
     assert_eq!(fingerprint(&admin, 32).await, b_before);
 
     let e = adm
-        .erase_tenant(req(EraseTenantRequest { customer_id: 0 }, &svc.operator()))
+        .erase_tenant(req(
+            EraseTenantRequest { customer_id: 0 },
+            &svc.tenant_eraser(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

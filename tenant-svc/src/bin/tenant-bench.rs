@@ -75,6 +75,13 @@ async fn serve(db: &TestDb, keys: &DevKeys) -> Vec<EdgeServiceClient<Channel>> {
         },
         legacy: None,
         webhook_allow_insecure: false,
+        // Not exercised here: no peer answers a tenant erasure.
+        peers: tenant_svc::peers::Peers::new(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            keys.identity(names::TENANT_SVC),
+        )
+        .expect("peer URLs"),
     };
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -346,15 +346,9 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         &self,
         request: Request<DeleteCustomerRequest>,
     ) -> RpcResult<DeleteCustomerResponse> {
+        let by = changed_by_service(&request)?;
         let id = target_customer("customer_id", request.get_ref().customer_id)?;
-        self.deps
-            .core
-            .db
-            .tenant_tx(id, async |tx| store::delete_customer(tx, id).await)
-            .await?;
-        self.routing.invalidate_customer(id);
-        tracing::info!(customer_id = id.get(), "customer deleted (offboarded)");
-        Ok(Response::new(DeleteCustomerResponse {}))
+        Ok(Response::new(self.erase_customer(id, &by).await?))
     }
 
     async fn get_platform_defaults(

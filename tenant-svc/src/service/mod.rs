@@ -5,7 +5,8 @@
 //!   customer's own record, agent configuration and history, outbound-call and webhook settings,
 //!   and signing webhook deliveries with secrets that never leave this service (shown once, when
 //!   created);
-//! - `edge`: `EdgeService` (the gateway): number resolution and legacy token exchange.
+//! - `edge`: `EdgeService` (the gateway): number resolution and legacy token exchange;
+//! - `erasure`: `DeleteCustomer`'s erasure of a customer in every service.
 //!
 //! Handlers turn requests into checked values (`validate`, `model`, `outbound`), run the
 //! `store` functions in one transaction, and answer; they hold no SQL. What they share lives
@@ -14,6 +15,7 @@
 
 mod admin;
 mod edge;
+mod erasure;
 mod tenant;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -247,6 +249,11 @@ impl TenantSvc {
             .db
             .tenant_tx(id, async |tx| {
                 let before = store::require_customer(tx, id).await?;
+                if status == CustomerStatus::Active && store::erasures::pending(tx, id).await? {
+                    return Err(TenantError::FailedPrecondition(
+                        "the customer is being erased; DeleteCustomer resumes the erasure".into(),
+                    ));
+                }
                 if store::set_status(tx, id, status).await? {
                     let change = Change {
                         config_type: ConfigType::Status,

@@ -12,10 +12,12 @@
 //! - [`history`]: the configuration history;
 //! - [`defaults`]: the platform defaults;
 //! - [`outbound`]: outbound-call and webhook settings;
-//! - [`webhooks`]: webhook signing secrets.
+//! - [`webhooks`]: webhook signing secrets;
+//! - [`erasures`]: the operator's erasure of a customer, its progress and record.
 
 pub mod customers;
 pub mod defaults;
+pub mod erasures;
 pub mod history;
 pub mod numbers;
 pub mod outbound;

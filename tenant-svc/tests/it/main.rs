@@ -3,6 +3,8 @@
 //! - [`tenant`]: the service over real gRPC against a real PostgreSQL: the acceptance
 //!   list (isolation, history, validation, tokens, listing, RLS, platform defaults);
 //! - [`outbound_settings`]: outbound-call and webhook settings, webhook secrets and signatures;
+//! - [`erasure`]: DeleteCustomer erasing a customer in every service (real memory-svc and
+//!   media-svc), resumed after a service did not confirm;
 //! - [`routing`]: the call-routing cache across two replicas;
 //! - [`admin_issuers`]: who may use the admin powers and the edge (issuers named per rule);
 //! - [`legacy`]: legacy HS256 tokens' lifetime and scope mapping at the exchange;
@@ -13,6 +15,7 @@
 mod admin_issuers;
 mod binary;
 mod common;
+mod erasure;
 mod legacy;
 mod outbound_settings;
 mod routing;

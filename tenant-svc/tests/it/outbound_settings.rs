@@ -46,6 +46,7 @@ struct Svc {
     db: TestDb,
     keys: DevKeys,
     channel: Channel,
+    peers: common::Peers,
     _replica: Replica,
 }
 
@@ -54,13 +55,24 @@ impl Svc {
     async fn start(webhook_allow_insecure: bool) -> Svc {
         let db = TestDb::new().await;
         let keys = DevKeys::generate();
-        let replica = common::serve(&db, &keys, None, webhook_allow_insecure).await;
+        let peers = common::Peers {
+            memory: common::dead_addr().await,
+            media: common::dead_addr().await,
+        };
+        let replica =
+            common::serve_with_peers(&db, &keys, None, webhook_allow_insecure, &peers).await;
         Svc {
             db,
             keys,
             channel: replica.channel.clone(),
+            peers,
             _replica: replica,
         }
+    }
+
+    /// memory-svc and media-svc at this replica's peer addresses, until the guard drops.
+    async fn erasers(&self) -> tokio::sync::watch::Sender<bool> {
+        common::serve_peers(&self.db, &self.keys, &self.peers, true, true).await
     }
 
     /// Creates `n` customers; returns their ids.
@@ -1158,6 +1170,7 @@ async fn secrets_are_readable_only_by_tenant_svc_inside_the_tenant() {
             Duration::from_secs(60),
         )
         .unwrap();
+    let _erasers = s.erasers().await;
     TenantAdminServiceClient::new(s.channel.clone())
         .delete_customer(auth(DeleteCustomerRequest { customer_id: a }, &op))
         .await

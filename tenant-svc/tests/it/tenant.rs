@@ -21,6 +21,7 @@ struct Svc {
     db: TestDb,
     keys: DevKeys,
     channel: Channel,
+    peers: common::Peers,
     _replica: Replica,
 }
 
@@ -32,13 +33,23 @@ impl Svc {
             "legacy-secret-for-tests-0123456789abcdef",
         ))
         .unwrap();
-        let replica = common::serve(&db, &keys, Some(legacy), false).await;
+        let peers = common::Peers {
+            memory: common::dead_addr().await,
+            media: common::dead_addr().await,
+        };
+        let replica = common::serve_with_peers(&db, &keys, Some(legacy), false, &peers).await;
         Svc {
             db,
             keys,
             channel: replica.channel.clone(),
+            peers,
             _replica: replica,
         }
+    }
+
+    /// memory-svc and media-svc at this replica's peer addresses, until the guard drops.
+    async fn erasers(&self) -> tokio::sync::watch::Sender<bool> {
+        common::serve_peers(&self.db, &self.keys, &self.peers, true, true).await
     }
 
     fn operator(&self, scopes: &[&str]) -> String {
@@ -852,6 +863,7 @@ async fn customers_are_listed_paginated_and_offboarding_removes_only_one() {
     assert!(err.message().starts_with("page_token"));
 
     let smith_before = s.rows_of(smith).await;
+    let _erasers = s.erasers().await;
     let delete = || {
         let mut admin = s.admin();
         let request = auth(
