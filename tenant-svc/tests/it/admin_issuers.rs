@@ -21,6 +21,7 @@ struct Svc {
     db: TestDb,
     keys: DevKeys,
     channel: Channel,
+    peers: common::Peers,
     _replica: Replica,
 }
 
@@ -28,13 +29,24 @@ impl Svc {
     async fn start() -> Svc {
         let db = TestDb::new().await;
         let keys = DevKeys::generate();
-        let replica = common::serve(&db, &keys, None, false).await;
+        let peers = common::Peers {
+            memory: common::dead_addr().await,
+            media: common::dead_addr().await,
+        };
+        let replica = common::serve_with_peers(&db, &keys, None, false, &peers).await;
         Svc {
             db,
             keys,
             channel: replica.channel.clone(),
+            peers,
             _replica: replica,
         }
+    }
+
+    /// memory-svc and media-svc at this replica's peer addresses (DeleteCustomer erases the
+    /// customer there), until the guard drops.
+    async fn erasers(&self) -> tokio::sync::watch::Sender<bool> {
+        common::serve_peers(&self.db, &self.keys, &self.peers, true, true).await
     }
 
     fn admin(&self) -> TenantAdminServiceClient<Channel> {
@@ -262,6 +274,7 @@ async fn other_services_keys_claiming_tenant_admin_are_refused_on_every_admin_me
     );
 
     // The operator's token still does every one of them.
+    let _erasers = s.erasers().await;
     let op = s.token(names::OPERATOR, &[scope::TENANT_ADMIN]);
     for method in METHODS {
         call(&mut admin, method, &op, victim)
