@@ -1056,21 +1056,7 @@ impl<'w> Case<'w> {
             unreachable!("run dispatches by variant")
         };
         let c = caller.0;
-        let m = &self.model[t];
-        let sums = m.summaries_of(c).len() as i64;
-        let want = BTreeMap::from([
-            ("memory.memories".to_owned(), m.memories_of(c).len() as i64),
-            (
-                "memory.caller_profiles".to_owned(),
-                i64::from(m.profiles.contains_key(&c)),
-            ),
-            ("memory.call_summaries".to_owned(), sums),
-            ("memory.personality_metrics".to_owned(), sums),
-            (
-                "memory.personality_averages".to_owned(),
-                i64::from(sums > 0),
-            ),
-        ]);
+        let want = self.memory_rows_of(t, c);
         let rq = self.req(
             t,
             sp,
@@ -1085,12 +1071,35 @@ impl<'w> Case<'w> {
         let audit = r.audit.ok_or_else(|| fail("EraseCaller: no audit entry"))?;
         prop_assert_eq!(audit.action.as_str(), "erase_caller");
         prop_assert_eq!(&audit.counts, &r.counts);
+        self.forget_memory_of(t, c);
+        Ok(())
+    }
+    /// The rows memory-svc holds about caller `c` of tenant `t`, per table, as the model sees
+    /// them: what erasing the caller removes there.
+    fn memory_rows_of(&self, t: usize, c: usize) -> BTreeMap<String, i64> {
+        let m = &self.model[t];
+        let sums = m.summaries_of(c).len() as i64;
+        BTreeMap::from([
+            ("memory.memories".to_owned(), m.memories_of(c).len() as i64),
+            (
+                "memory.caller_profiles".to_owned(),
+                i64::from(m.profiles.contains_key(&c)),
+            ),
+            ("memory.call_summaries".to_owned(), sums),
+            ("memory.personality_metrics".to_owned(), sums),
+            (
+                "memory.personality_averages".to_owned(),
+                i64::from(sums > 0),
+            ),
+        ])
+    }
+    /// The model after memory-svc erased caller `c` of tenant `t` (and audited it).
+    fn forget_memory_of(&mut self, t: usize, c: usize) {
         let m = &mut self.model[t];
         m.memories.retain(|_, (mc, _)| *mc != c);
         m.profiles.remove(&c);
         m.summaries.retain(|_, sc| *sc != c);
         m.audits += 1;
-        Ok(())
     }
     async fn enriched_context(&mut self, t: usize, id: i64, sp: Option<T>, op: &Op) -> R {
         let Op::EnrichedContext {
@@ -1337,13 +1346,26 @@ impl<'w> Case<'w> {
                 caller: CALLERS[c].into(),
             },
         );
+        // One erase covers both services: media-svc's rows, then memory-svc's.
+        let memory = self.memory_rows_of(t, c);
         let r = ok("media EraseCaller", self.media.erase_caller(rq).await)?;
         for x in &r.counts {
-            let want = if x.table == "media.calls" { n } else { 0 };
+            let want = match x.table.as_str() {
+                "media.calls" => n,
+                table if table.starts_with("memory.") => memory.get(table).copied().unwrap_or(0),
+                _ => 0,
+            };
             prop_assert_eq!(x.rows, want, "{} rows erased", x.table);
         }
         prop_assert!(r.counts.iter().any(|x| x.table == "media.calls"), "{r:?}");
+        let services: Vec<&str> = r.audits.iter().map(|a| a.service.as_str()).collect();
+        prop_assert_eq!(
+            services,
+            ["media-svc", "memory-svc"],
+            "one audit row in each"
+        );
         self.model[t].calls.retain(|_, (cc, _)| *cc != Some(c));
+        self.forget_memory_of(t, c);
         Ok(())
     }
     async fn legacy_store(&mut self, t: usize, id: i64, op: &Op) -> R {
