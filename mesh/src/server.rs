@@ -49,6 +49,20 @@ pub struct ServeConfig {
     pub readiness: ReadinessCheck,
     /// How long in-flight RPCs and streams may run after shutdown begins.
     pub drain_deadline: Duration,
+    /// Where tenant-token revocations are read from (`None`: no tenant is ever revoked, for
+    /// servers without a database).
+    pub revocations: Option<RevocationFeed>,
+}
+
+/// The revocations the auth layer checks and the pool they are refreshed from.
+#[derive(Clone)]
+pub struct RevocationFeed {
+    /// The copy the auth layer reads.
+    pub revocations: crate::auth::Revocations,
+    /// The pool `app.token_revocations()` is read through.
+    pub db: crate::db::Db,
+    /// How often it is read (`crate::auth::revocation::REFRESH_INTERVAL` in services).
+    pub interval: Duration,
 }
 
 /// Errors that stop a server.
@@ -144,7 +158,9 @@ where
         health_names,
         readiness,
         drain_deadline,
+        revocations,
     } = config;
+    let (revocations, _refresher) = start_revocations(revocations).await;
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let draining = Arc::new(AtomicBool::new(false));
@@ -164,7 +180,7 @@ where
         .layer(RpcMetricsLayer { service })
         // Verifies the token and inserts the typed `Caller`; refused requests never reach a
         // handler.
-        .layer(AuthLayer::new(verifier, policy));
+        .layer(AuthLayer::new(verifier, policy).with_revocations(revocations));
 
     // When shutdown begins: report NOT_SERVING first, so load balancers stop sending new work
     // before the listener closes.
@@ -522,6 +538,39 @@ impl ServeConfig {
             policy: Arc::new(policy),
             readiness: db_readiness(core.db.clone()),
             drain_deadline,
+            revocations: Some(RevocationFeed {
+                revocations: crate::auth::Revocations::new(),
+                db: core.db.clone(),
+                interval: crate::auth::revocation::REFRESH_INTERVAL,
+            }),
         }
+    }
+}
+
+/// Reads the revocations once before serving (so a restarted service never accepts a revoked
+/// token while it starts) and keeps them fresh in a task that ends with the server.
+async fn start_revocations(
+    feed: Option<RevocationFeed>,
+) -> (crate::auth::Revocations, Option<AbortOnDrop>) {
+    let Some(feed) = feed else {
+        return (crate::auth::Revocations::new(), None);
+    };
+    if let Err(e) = feed.revocations.refresh(&feed.db).await {
+        tracing::warn!(error = %e, "cannot read token revocations at start; retrying in the background");
+    }
+    let task = tokio::spawn(crate::auth::revocation::refresh_forever(
+        feed.revocations.clone(),
+        feed.db,
+        feed.interval,
+    ));
+    (feed.revocations, Some(AbortOnDrop(task)))
+}
+
+/// Aborts its task when dropped (when [`serve`] returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -68,6 +68,10 @@ pub enum AuthError {
     /// A service token carries `customer_id`; only tenant tokens may name a customer.
     #[error("service token carries customer_id")]
     UnexpectedCustomerId,
+    /// A tenant token issued before its tenant's revocation (suspension): see
+    /// [`super::Revocations`].
+    #[error("tenant token revoked")]
+    Revoked,
 
     // ----- the caller is known but not allowed: PERMISSION_DENIED -----
     /// The method needs the other kind of token.
@@ -130,6 +134,7 @@ impl AuthError {
         match self {
             AuthError::MissingToken => tonic::Status::unauthenticated("missing bearer token"),
             AuthError::Expired => tonic::Status::unauthenticated("token expired"),
+            AuthError::Revoked => tonic::Status::unauthenticated("token revoked"),
             AuthError::WrongKind { expected, .. } => {
                 tonic::Status::permission_denied(format!("this method needs a {expected} token"))
             }
@@ -170,6 +175,7 @@ impl AuthError {
             AuthError::WrongType => "type",
             AuthError::MissingClaim(_) | AuthError::InvalidClaim(_) => "claims",
             AuthError::UnexpectedCustomerId => "customer_id",
+            AuthError::Revoked => "revoked",
             AuthError::WrongKind { .. } => "wrong_kind",
             AuthError::MissingScope(_) => "scope",
             AuthError::NoRule => "no_rule",

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use futures::future::{Either, Ready, ready};
 use http::header::AUTHORIZATION;
 
-use super::{AuthError, Caller, Policy, ServiceCaller, TenantCaller, Verifier};
+use super::{AuthError, Caller, Policy, Revocations, ServiceCaller, TenantCaller, Verifier};
 
 // Why this layer exists: authentication is decided once, before any handler runs, from one
 // policy table, so no handler can forget a check and none ever sees a raw token.
@@ -20,12 +20,25 @@ use super::{AuthError, Caller, Policy, ServiceCaller, TenantCaller, Verifier};
 pub struct AuthLayer {
     verifier: Verifier,
     policy: Arc<Policy>,
+    revocations: Revocations,
 }
 
 impl AuthLayer {
-    /// A layer verifying with `verifier` and authorizing with `policy`.
+    /// A layer verifying with `verifier` and authorizing with `policy` (no tenant revoked; see
+    /// [`AuthLayer::with_revocations`]).
     pub fn new(verifier: Verifier, policy: Arc<Policy>) -> AuthLayer {
-        AuthLayer { verifier, policy }
+        AuthLayer {
+            verifier,
+            policy,
+            revocations: Revocations::new(),
+        }
+    }
+
+    /// Refuses tenant tokens that `revocations` revokes (checked after every verification,
+    /// cached or not).
+    pub fn with_revocations(mut self, revocations: Revocations) -> AuthLayer {
+        self.revocations = revocations;
+        self
     }
 }
 
@@ -37,6 +50,7 @@ impl<S> tower::Layer<S> for AuthLayer {
             inner,
             verifier: self.verifier.clone(),
             policy: self.policy.clone(),
+            revocations: self.revocations.clone(),
         }
     }
 }
@@ -47,6 +61,7 @@ pub struct AuthService<S> {
     inner: S,
     verifier: Verifier,
     policy: Arc<Policy>,
+    revocations: Revocations,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
@@ -67,7 +82,8 @@ where
         if Policy::is_public(path) {
             return Either::Left(self.inner.call(req));
         }
-        match authorize(&self.verifier, &self.policy, path, req.headers()) {
+        let checks = (&self.verifier, &*self.policy, &self.revocations);
+        match authorize(checks, path, req.headers()) {
             Ok(caller) => {
                 // The handler gets the typed caller only: drop the credential itself so it
                 // cannot be logged or forwarded from inside the service.
@@ -103,16 +119,21 @@ where
     }
 }
 
-/// Authentication (token) first, then authorization (rule): an unauthenticated caller learns
-/// nothing about which methods exist.
+/// Authentication (token, then its tenant's revocation) first, then authorization (rule): an
+/// unauthenticated caller learns nothing about which methods exist. Revocation is checked after
+/// the verifier, whose cache of verified tokens cannot bypass it.
 fn authorize(
-    verifier: &Verifier,
-    policy: &Policy,
+    (verifier, policy, revocations): (&Verifier, &Policy, &Revocations),
     path: &str,
     headers: &http::HeaderMap,
 ) -> Result<Caller, AuthError> {
     let token = super::bearer::token(headers)?;
-    let caller = verifier.verify(token)?;
+    let (caller, iat) = verifier.verify_issued(token)?;
+    if let Caller::Tenant(t) = &caller
+        && revocations.is_revoked(t.customer_id, iat)
+    {
+        return Err(AuthError::Revoked);
+    }
     let rule = policy.get(path).ok_or(AuthError::NoRule)?;
     rule.check(&caller)?;
     Ok(caller)

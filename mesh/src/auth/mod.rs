@@ -14,6 +14,8 @@
 //! - [`Policy`] / [`Rule`]: per-RPC declaration of the token kind and scope each method needs,
 //!   written next to the service; a method without a rule is refused (fail closed).
 //! - [`AuthLayer`]: the tower layer on the gRPC server that ties these together.
+//! - [`Revocations`]: tenants whose tokens issued up to a second are refused (suspension), kept
+//!   by tenant-svc and checked by the layer after every verification, cached or not.
 //! - [`bearer::token`]: the one `authorization: Bearer` header parser (the layer's and the
 //!   gateway's HTTP endpoints').
 //! - [`TokenSource`] / [`AttachToken`]: the client side, attaching (and re-minting) tokens.
@@ -43,6 +45,7 @@ mod layer;
 mod legacy;
 mod mint;
 mod policy;
+pub mod revocation;
 mod scopes;
 mod stream;
 mod verify;
@@ -55,7 +58,8 @@ pub use legacy::{
     DEFAULT_MAX_LEGACY_LIFETIME, LegacyClaims, LegacyVerifier, MIN_LEGACY_SECRET_LEN, legacy_scopes,
 };
 pub use mint::Minter;
-pub use policy::{PUBLIC_PATH_PREFIXES, Policy, Rule};
+pub use policy::{Grant, PUBLIC_PATH_PREFIXES, Policy, Rule};
+pub use revocation::Revocations;
 pub use scopes::Scopes;
 pub use stream::{
     STREAM_GRANT_LIFETIME, STREAM_GRANT_TYP, STREAM_TICKET_LIFETIME, STREAM_TICKET_TYP,

@@ -89,6 +89,7 @@ pub struct Verifier {
 struct Accepted {
     caller: Caller,
     exp: i64,
+    iat: i64,
 }
 
 /// Most verified tokens remembered per verifier (a token is a few hundred bytes: ~3 MB at most).
@@ -233,6 +234,12 @@ impl Verifier {
     /// which is checked on every use. Refused tokens are never remembered, so garbage costs a
     /// full check each time and cannot fill the memory.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        self.verify_issued(token).map(|(caller, _)| caller)
+    }
+
+    /// As [`Verifier::verify`], with the token's `iat` (what revocation compares: see
+    /// [`super::Revocations`], which the auth layer checks after this, cached or not).
+    pub fn verify_issued(&self, token: &str) -> Result<(Caller, i64), AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed("token too long"));
         }
@@ -240,10 +247,10 @@ impl Verifier {
         if let Some(hit) = self.accepted_lock().get(token)
             && now <= hit.exp.saturating_add(self.config.leeway as i64)
         {
-            return Ok(hit.caller.clone());
+            return Ok((hit.caller.clone(), hit.iat));
         }
         let keys = self.trusted_keys();
-        let (caller, exp) = self.verify_fully(token, &keys)?;
+        let (caller, exp, iat) = self.verify_fully(token, &keys)?;
         let mut accepted = self.accepted_lock();
         // Only while the keys it was checked against are still the current ones.
         if Arc::ptr_eq(&keys, &self.trusted_keys()) {
@@ -259,17 +266,22 @@ impl Verifier {
                 Accepted {
                     caller: caller.clone(),
                     exp,
+                    iat,
                 },
             );
         }
-        Ok(caller)
+        Ok((caller, iat))
     }
 
-    /// Every check, with no memory: the caller and the token's `exp`.
+    /// Every check, with no memory: the caller and the token's `exp` and `iat`.
     ///
     /// Order matters: the algorithm is checked before anything else, the signature before any
     /// claim is trusted, and every claim after that.
-    fn verify_fully(&self, token: &str, keys: &TrustedKeys) -> Result<(Caller, i64), AuthError> {
+    fn verify_fully(
+        &self,
+        token: &str,
+        keys: &TrustedKeys,
+    ) -> Result<(Caller, i64, i64), AuthError> {
         let config = &*self.config;
         let (typ_kind, kid) = check_header(token)?;
 
@@ -324,7 +336,7 @@ impl Verifier {
         let scopes = Scopes::parse(claims.scope.as_deref().unwrap_or(""));
 
         let caller = caller_of(kind, iss, sub, claims.customer_id, scopes)?;
-        Ok((caller, exp))
+        Ok((caller, exp, iat))
     }
 }
 

@@ -33,6 +33,12 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "media.webhook_due_tenants(integer)",
         "TABLE(customer_id bigint)",
     ),
+    // Customer ids and the second before which their tenant tokens are refused (V13), for
+    // every service's auth layer.
+    (
+        "app.token_revocations()",
+        "TABLE(customer_id bigint, not_before timestamp with time zone)",
+    ),
 ];
 
 /// The one policy expression a tenant policy may have, as PostgreSQL deparses it

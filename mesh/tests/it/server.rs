@@ -89,6 +89,7 @@ async fn start(drain: Duration) -> Running {
         health_names: vec!["neurosphere.tenant.v1.EdgeService".to_owned()],
         readiness,
         drain_deadline: drain,
+        revocations: None,
     };
     let (tx, rx) = oneshot::channel::<()>();
     let routes = tonic::service::Routes::new(EdgeServiceServer::new(held.clone()));

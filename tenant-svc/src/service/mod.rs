@@ -263,6 +263,11 @@ impl TenantSvc {
                     };
                     store::record_changes(tx, id, &[change], by).await?;
                 }
+                // Every token of a suspended tenant stops working on every service (within
+                // `mesh::auth::revocation::REFRESH_INTERVAL`); none is issued while suspended.
+                if status == CustomerStatus::Suspended {
+                    store::revoke_tokens(tx, id).await?;
+                }
                 store::require_customer(tx, id).await
             })
             .await;

@@ -13,7 +13,8 @@
 //! - [`defaults`]: the platform defaults;
 //! - [`outbound`]: outbound-call and webhook settings;
 //! - [`webhooks`]: webhook signing secrets;
-//! - [`erasures`]: the operator's erasure of a customer, its progress and record.
+//! - [`erasures`]: the operator's erasure of a customer, its progress and record;
+//! - [`revocations`]: the second up to which a tenant's tokens are refused everywhere.
 
 pub mod customers;
 pub mod defaults;
@@ -21,6 +22,7 @@ pub mod erasures;
 pub mod history;
 pub mod numbers;
 pub mod outbound;
+pub mod revocations;
 pub mod webhooks;
 
 pub use customers::{
@@ -31,4 +33,5 @@ pub use defaults::{load_defaults, save_defaults};
 pub use history::{list_history, record_changes};
 pub use numbers::{assign_number, release_number, resolve_number};
 pub use outbound::{get_outbound, load_outbound, save_outbound};
+pub use revocations::revoke_tokens;
 pub use webhooks::{SigningKeys, rotate_webhook_secret, signing_keys};

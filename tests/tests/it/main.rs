@@ -14,3 +14,4 @@ mod logs;
 mod media_frames;
 mod outbound;
 mod stream_ticket;
+mod suspension;
