@@ -528,7 +528,8 @@ async fn the_concurrent_call_limit_refuses_outbound_calls_and_gives_inbound_call
     );
     assert_eq!(twilio.calls().len(), 1);
 
-    // An inbound caller meanwhile hears the busy message; no call record is made.
+    // An inbound caller meanwhile hears the busy message; the refusal is recorded as a final
+    // busy row (so a replay of the webhook is refused the same way), nothing more.
     let before = media_call_rows(&mesh).await;
     let sid = format!("CA{:032x}", 0xb5e);
     let params = Mesh::voice_params(&sid, "+15551111111", peterson.number);
@@ -537,7 +538,18 @@ async fn the_concurrent_call_limit_refuses_outbound_calls_and_gives_inbound_call
     let twiml = r.text().await.unwrap();
     assert!(twiml.contains("busy"), "{twiml}");
     assert!(!twiml.contains("<Stream"), "{twiml}");
-    assert_eq!(media_call_rows(&mesh).await, before);
+    assert_eq!(media_call_rows(&mesh).await, before + 1);
+    let admin = mesh.db.admin_client().await;
+    let row = admin
+        .query_one(
+            "SELECT status, end_reason FROM media.calls WHERE call_sid = $1",
+            &[&sid],
+        )
+        .await
+        .expect("the refusal's row");
+    let (status, reason): (i16, String) = (row.get(0), row.get(1));
+    let busy = mesh::api::media::CallStatus::Busy as i32;
+    assert_eq!((i32::from(status), reason.as_str()), (busy, "call-limit"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
