@@ -6,8 +6,11 @@
 //! (`TenantAdminService.IssueTenantToken`, with its own service token) for the call's tenant:
 //! audiences tenant-svc and memory-svc, scopes `tenant:read tenant:webhook memory:read
 //! memory:write`, 15
-//! minutes, cached per tenant until half its life. The same path serves the outbox, so a
-//! delivery retried hours later still has a valid token and no credential is ever stored.
+//! minutes, cached per tenant until half its life or until the tenant's tokens are revoked (the
+//! same copy of `mesh::auth::Revocations` the auth layer checks: after a suspension is lifted
+//! the next request gets a fresh token at once instead of presenting the revoked one for the
+//! rest of its cached life). The same path serves the outbox, so a delivery retried hours later
+//! still has a valid token and no credential is ever stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +28,7 @@ use mesh::api::tenant::{
     GetOutboundSettingsRequest, GetOutboundSettingsResponse, IssueTenantTokenRequest,
     SignWebhookEventRequest, SignWebhookEventResponse,
 };
-use mesh::auth::{AttachToken, TokenSource};
+use mesh::auth::{AttachToken, Revocations, TokenSource};
 use mesh::domain::{CallerNumber, CustomerId};
 use mesh::identity::{Identity, names, scope};
 use secrecy::SecretString;
@@ -44,7 +47,18 @@ pub struct Peers {
     memory: Channel,
     identity: Identity,
     timeout: Duration,
-    cache: Arc<Mutex<HashMap<CustomerId, (SecretString, Instant)>>>,
+    cache: Arc<Mutex<HashMap<CustomerId, CachedToken>>>,
+    revocations: Revocations,
+}
+
+/// A tenant token media-svc holds for one tenant.
+struct CachedToken {
+    token: SecretString,
+    /// When it is renewed anyway (half its life).
+    refresh_at: Instant,
+    /// Its `iat` as tenant-svc's answer implies it (expiry minus the lifetime asked for; never
+    /// later than the real one), compared with the tenant's revocation time.
+    issued_at: i64,
 }
 
 /// A peer call failed.
@@ -99,6 +113,7 @@ impl Peers {
             identity,
             timeout,
             cache: Arc::default(),
+            revocations: Revocations::new(),
         })
     }
 
@@ -107,14 +122,22 @@ impl Peers {
         self.timeout
     }
 
-    /// A tenant token for `customer` (cached until half its life).
+    /// The revocations this media-svc knows of: the server's auth layer fills this very copy
+    /// (`server::serve` hands it to the mesh server's refresher).
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// A tenant token for `customer` (cached until half its life, or until the tenant's tokens
+    /// issued when it was are revoked).
     pub async fn tenant_token(&self, customer: CustomerId) -> Result<SecretString, PeerError> {
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((token, refresh_at)) = cache.get(&customer)
-                && Instant::now() < *refresh_at
+            if let Some(cached) = cache.get(&customer)
+                && Instant::now() < cached.refresh_at
+                && !self.revocations.is_revoked(customer, cached.issued_at)
             {
-                return Ok(token.clone());
+                return Ok(cached.token.clone());
             }
         }
         let source = self
@@ -140,11 +163,17 @@ impl Peers {
             })
             .await?
             .into_inner();
+        let issued_at = response.expire_time.map_or(0, |t| t.seconds) - TOKEN_TTL.as_secs() as i64;
         let token = SecretString::from(response.token);
+        let cached = CachedToken {
+            token: token.clone(),
+            refresh_at: Instant::now() + TOKEN_TTL / 2,
+            issued_at,
+        };
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(customer, (token.clone(), Instant::now() + TOKEN_TTL / 2));
+            .insert(customer, cached);
         Ok(token)
     }
 

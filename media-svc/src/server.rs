@@ -80,10 +80,16 @@ pub async fn serve(
         outbox_stopped,
     ));
     let (calls, cut_calls) = (runtime.calls.clone(), runtime.cut_calls.clone());
+    let revocations = runtime.peers.revocations().clone();
     let svc = service::MediaSvc::new(runtime);
     let routes = tonic::service::Routes::new(CallServiceServer::new(svc.clone()))
         .add_service(MediaAdminServiceServer::new(svc));
-    let config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);
+    let mut config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);
+    // One copy of the revocations: the auth layer's refresher fills the one the peer-token
+    // cache reads, so a revoked peer token is dropped as soon as the layer would refuse it.
+    if let Some(feed) = config.revocations.as_mut() {
+        feed.revocations = revocations;
+    }
     let served = mesh::server::serve(config, routes, shutdown).await;
     // The streams are closed now; the drivers of calls that ended in the drain are still
     // writing their final rows and outbox entries.

@@ -15,5 +15,6 @@ mod outbound;
 mod outbox_memory;
 mod stream_credentials;
 mod stream_local;
+mod suspension;
 mod toll_fraud;
 mod webhooks;
