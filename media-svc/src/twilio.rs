@@ -80,29 +80,8 @@ pub async fn redirect_to_dial(
     number: &PhoneNumber,
     time_limit_secs: u32,
 ) -> Result<(), String> {
-    let token = config
-        .auth_token
-        .as_ref()
-        .ok_or("TWILIO_AUTH_TOKEN is not set")?;
-    let url = format!(
-        "{}/2010-04-01/Accounts/{}/Calls/{}.json",
-        config.base_url.trim_end_matches('/'),
-        account.as_str(),
-        call.as_str()
-    );
-    let response = reqwest::Client::new()
-        .post(url)
-        .basic_auth(account.as_str(), Some(token.expose_secret()))
-        .form(&[("Twiml", dial_twiml(number, time_limit_secs))])
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| format!("Twilio request failed: {}", e.without_url()))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("Twilio answered {}", response.status()))
-    }
+    let twiml = dial_twiml(number, time_limit_secs);
+    update_call(config, account, call, &[("Twiml", twiml.as_str())]).await
 }
 
 /// Ends a live call (`Status=completed`): a call past its maximum duration. The error text never
@@ -111,6 +90,17 @@ pub async fn complete_call(
     config: &TwilioConfig,
     account: &AccountSid,
     call: &CallSid,
+) -> Result<(), String> {
+    update_call(config, account, call, &[("Status", "completed")]).await
+}
+
+/// Updates a live call (Twilio's `POST .../Calls/{CallSid}.json`) with `form`. The error text
+/// never contains the token.
+async fn update_call(
+    config: &TwilioConfig,
+    account: &AccountSid,
+    call: &CallSid,
+    form: &[(&str, &str)],
 ) -> Result<(), String> {
     let token = config
         .auth_token
@@ -125,7 +115,7 @@ pub async fn complete_call(
     let response = reqwest::Client::new()
         .post(url)
         .basic_auth(account.as_str(), Some(token.expose_secret()))
-        .form(&[("Status", "completed")])
+        .form(form)
         .timeout(std::time::Duration::from_secs(10))
         .send()
         .await
