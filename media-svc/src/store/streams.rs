@@ -10,14 +10,9 @@ use super::calls::{CALL_COLUMNS, CallRow, EndReason, get_call};
 use super::usage::count_usage;
 use crate::error::MediaError;
 
-/// Binds `stream_sid` to the call (`OpenStream`): the first StreamSid presented is the call's
-/// one stream; the same one again is accepted (the edge retrying); another one, or a call that
-/// ended, is refused and nothing changes.
-pub async fn bind_stream(
-    tx: &Tx<'_>,
-    call_sid: &CallSid,
-    stream_sid: &StreamSid,
-) -> Result<CallRow, MediaError> {
+/// The call's row, locked for the rest of the transaction; NOT_FOUND for an unknown CallSid,
+/// FAILED_PRECONDITION for a call that ended.
+async fn live_call(tx: &Tx<'_>, call_sid: &CallSid) -> Result<CallRow, MediaError> {
     let current = get_call(tx, call_sid, true)
         .await?
         .ok_or(MediaError::NotFound)?;
@@ -26,6 +21,18 @@ pub async fn bind_stream(
             "the call has already ended".into(),
         ));
     }
+    Ok(current)
+}
+
+/// Binds `stream_sid` to the call (`OpenStream`): the first StreamSid presented is the call's
+/// one stream; the same one again is accepted (the edge retrying); another one, or a call that
+/// ended, is refused and nothing changes.
+pub async fn bind_stream(
+    tx: &Tx<'_>,
+    call_sid: &CallSid,
+    stream_sid: &StreamSid,
+) -> Result<CallRow, MediaError> {
+    let current = live_call(tx, call_sid).await?;
     match current.stream_sid.as_deref() {
         Some(bound) if bound == stream_sid.as_str() => Ok(current),
         Some(_) => Err(MediaError::FailedPrecondition(
@@ -53,14 +60,7 @@ pub async fn start_stream(
     stream_sid: &StreamSid,
     backend: &str,
 ) -> Result<CallRow, MediaError> {
-    let current = get_call(tx, call_sid, true)
-        .await?
-        .ok_or(MediaError::NotFound)?;
-    if !current.is_live() {
-        return Err(MediaError::FailedPrecondition(
-            "the call has already ended".into(),
-        ));
-    }
+    let current = live_call(tx, call_sid).await?;
     if current.stream_sid.as_deref() != Some(stream_sid.as_str()) {
         return Err(MediaError::FailedPrecondition(
             "this stream was not opened for the call".into(),
