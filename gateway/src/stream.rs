@@ -57,13 +57,30 @@ pub async fn media_stream(
         })
 }
 
+/// How long a closing socket waits for Twilio's answering close frame.
+pub const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Sends the close frame, then reads (and drops) what Twilio still sends until its answering
+/// close, for at most [`CLOSE_HANDSHAKE`]. Twilio sends a frame every 20 ms until it has read the
+/// close; a socket dropped with frames unread is reset instead of closed, and the reset can beat
+/// the close frame to Twilio, which then sees a broken connection with no code (and does not
+/// play the apology that follows `<Connect>`).
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A call whose `start` media-svc granted a stream for.

@@ -289,7 +289,7 @@ async fn media_streams_without_valid_signature_or_ticket_are_closed_before_any_a
 }
 
 /// Opens a signed Media Streams socket, sends `connected`, `start` with `token` as stream ticket
-/// for `sid`, then audio; returns the close code the gateway answered with (panics if audio came
+/// for `sid`, then a burst of audio; returns the close code the gateway answered with (panics if audio came
 /// back).
 pub(crate) async fn close_code_after_start(
     ws_url: &str,
@@ -317,9 +317,32 @@ pub(crate) async fn close_code_after_start(
     .await
     .unwrap();
     ws.send(Message::Text(start.into())).await.unwrap();
-    let _ = ws
-        .send(Message::Text(serde_json::json!({"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":"////"}}).to_string().into()))
+    // Audio keeps coming, as from Twilio, so the gateway closes with frames it has not read yet:
+    // its close must still reach this side as a close frame, not as a reset connection.
+    for n in 0..400 {
+        let media = serde_json::json!({"event":"media","sequenceNumber":(n + 2).to_string(),
+            "media":{"track":"inbound","chunk":(n + 1).to_string(),"timestamp":(n * 20).to_string(),"payload":"/".repeat(160)}});
+        if ws
+            .feed(Message::Text(media.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = ws.flush().await;
+    // Twilio sends a frame every 20 ms until it has read the close; one more, after the gateway
+    // has decided. The gateway must read on until this side's close (the closing handshake): a
+    // socket dropped with unread frames is reset, and the reset can reach Twilio before the close
+    // frame does, which then sees no close code at all.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let late = ws
+        .send(Message::Text(serde_json::json!({"event":"media","sequenceNumber":"402","media":{"track":"inbound","chunk":"401","timestamp":"8000","payload":"////"}}).to_string().into()))
         .await;
+    assert!(
+        late.is_ok(),
+        "the gateway reset the connection instead of closing it: {late:?}"
+    );
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
