@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "neurosphere/common/v1/common.proto",
         "neurosphere/tenant/v1/tenant.proto",
+        "neurosphere/tenant/v1/account.proto",
         "neurosphere/memory/v1/memory.proto",
         "neurosphere/media/v1/media.proto",
     ];

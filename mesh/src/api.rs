@@ -51,6 +51,10 @@ pub mod service_names {
     pub const TENANT: &str = "neurosphere.tenant.v1.TenantService";
     /// tenant-svc's edge API.
     pub const TENANT_EDGE: &str = "neurosphere.tenant.v1.EdgeService";
+    /// tenant-svc's portal accounts API (the gateway, for the portal).
+    pub const ACCOUNT: &str = "neurosphere.tenant.v1.AccountService";
+    /// tenant-svc's account administration API (operators).
+    pub const ACCOUNT_ADMIN: &str = "neurosphere.tenant.v1.AccountAdminService";
     /// memory-svc's tenant API.
     pub const MEMORY: &str = "neurosphere.memory.v1.MemoryService";
     /// memory-svc's admin API.

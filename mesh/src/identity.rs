@@ -332,6 +332,9 @@ pub mod scope {
     pub const TENANT_RESOLVE: &str = "tenant:resolve";
     /// `EdgeService.ExchangeLegacyToken` (service tokens: the gateway).
     pub const TENANT_EXCHANGE: &str = "tenant:exchange";
+    /// `AccountService` (service tokens: the gateway, for the tenant portal): sign-in,
+    /// invitations, password resets, and exchanging a portal session for a tenant token.
+    pub const TENANT_PORTAL: &str = "tenant:portal";
     /// Read the token's own customer and profile (tenant tokens).
     pub const TENANT_READ: &str = "tenant:read";
     /// Change the token's own configuration (tenant tokens).
@@ -339,6 +342,12 @@ pub mod scope {
     /// Sign post-call webhook deliveries with the tenant's secret (tenant tokens held by
     /// media-svc's delivery worker).
     pub const TENANT_WEBHOOK: &str = "tenant:webhook";
+    /// Manage the customer's portal users and invitations (tenant tokens: a portal owner).
+    pub const TENANT_TEAM: &str = "tenant:team";
+    /// Manage the customer's API keys (tenant tokens: a portal owner).
+    pub const TENANT_KEYS: &str = "tenant:keys";
+    /// Read the customer's audit log (tenant tokens: a portal owner).
+    pub const TENANT_AUDIT: &str = "tenant:audit";
     /// Read caller memory (tenant tokens).
     pub const MEMORY_READ: &str = "memory:read";
     /// Write caller memory and record calls (tenant tokens).
@@ -377,6 +386,9 @@ pub mod scope {
         TENANT_READ,
         TENANT_WRITE,
         TENANT_WEBHOOK,
+        TENANT_TEAM,
+        TENANT_KEYS,
+        TENANT_AUDIT,
         MEMORY_READ,
         MEMORY_WRITE,
         MEMORY_EXPORT,
@@ -387,6 +399,27 @@ pub mod scope {
         MEDIA_ERASE,
         MEDIA_OUTBOUND,
     ];
+
+    /// Scopes of a portal owner's tenant token (`AccountService.ExchangeSession`): everything a
+    /// business does for itself, except placing calls (the portal places none).
+    pub const OWNER_SCOPES: &[&str] = &[
+        TENANT_READ,
+        TENANT_WRITE,
+        TENANT_TEAM,
+        TENANT_KEYS,
+        TENANT_AUDIT,
+        MEMORY_READ,
+        MEMORY_WRITE,
+        MEMORY_EXPORT,
+        MEMORY_ERASE,
+        MEDIA_READ,
+        MEDIA_EXPORT,
+        MEDIA_ERASE,
+    ];
+
+    /// Scopes of a portal staff user's tenant token: calls, transcripts and callers' memory, to
+    /// read.
+    pub const STAFF_SCOPES: &[&str] = &[TENANT_READ, MEMORY_READ, MEDIA_READ];
 
     /// A tenant token a service other than the operator may ask `IssueTenantToken` for: the
     /// request's scopes and audiences must be among these, its lifetime at most `max_ttl`.
