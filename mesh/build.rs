@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "neurosphere/common/v1/common.proto",
         "neurosphere/tenant/v1/tenant.proto",
         "neurosphere/tenant/v1/account.proto",
+        "neurosphere/tenant/v1/team.proto",
         "neurosphere/memory/v1/memory.proto",
         "neurosphere/media/v1/media.proto",
     ];
