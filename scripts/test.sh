@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the tests need when it is missing (PostgreSQL
-# server binaries, espeak-ng, buf, grpcurl), then runs the format check, buf lint, clippy, the
-# test build and every test. Each phase prints its elapsed seconds when it ends, so the wall time
-# splits into build, clippy and tests (the test build is its own phase for that reason).
+# server binaries, espeak-ng, Chromium and chromedriver, buf, grpcurl), then runs the format
+# check, buf lint, clippy, the test build and every test. Each phase prints its elapsed seconds
+# when it ends, so the wall time splits into build, clippy and tests (the test build is its own
+# phase for that reason).
 # Tests start their own private PostgreSQL (as the `postgres` user when run as root) unless
 # DATABASE_URL names an administrative role on an existing server. Under CI=true the espeak-ng
-# test fails instead of skipping when espeak-ng is missing.
+# test and the browser tests (tests/tests/browser, headless Chromium over WebDriver) fail
+# instead of skipping when espeak-ng, or Chromium and chromedriver, are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,10 @@ if [ -z "${DATABASE_URL:-}" ] && ! have_pg; then
 fi
 if ! command -v espeak-ng >/dev/null 2>&1; then
   packages+=(espeak-ng)
+fi
+# Debian's packages: /usr/bin/chromium and /usr/bin/chromedriver, the same release.
+if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then
+  packages+=(chromium chromium-driver)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   log "installing ${packages[*]} (apt-get install ${packages[*]})"

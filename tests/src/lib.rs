@@ -4,6 +4,7 @@
 //! sockets. Tests then talk to it exactly as other teams and Twilio would: gRPC clients with
 //! tokens, HTTP requests, WebSockets.
 
+pub mod browser;
 pub mod fakes;
 
 use std::net::SocketAddr;
