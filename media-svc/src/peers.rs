@@ -245,13 +245,24 @@ impl Peers {
 
     /// The effective agent profile.
     pub async fn profile(&self, customer: CustomerId) -> Result<AgentProfile, PeerError> {
+        self.profile_with(customer, GetEffectiveProfileRequest::default())
+            .await
+    }
+
+    /// The effective agent profile, with an unsaved draft applied when `request` carries one
+    /// (tenant-svc validates it as an update and stores nothing).
+    pub async fn profile_with(
+        &self,
+        customer: CustomerId,
+        request: GetEffectiveProfileRequest,
+    ) -> Result<AgentProfile, PeerError> {
         let token = self.tenant_token(customer).await?;
         let mut client = TenantServiceClient::with_interceptor(
             self.tenant.clone(),
             AttachToken(TokenSource::fixed(token)),
         );
         let profile = client
-            .get_effective_profile(GetEffectiveProfileRequest {})
+            .get_effective_profile(request)
             .await?
             .into_inner()
             .profile

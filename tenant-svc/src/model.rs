@@ -219,6 +219,60 @@ impl Overrides {
     }
 }
 
+/// The update that reverts one history entry (`config_type`, `config_key`, `old_value`): the one
+/// mask path `key`, with the value it had before in `config` (unset when it was unset, which
+/// resets the field to the platform default). FAILED_PRECONDITION for an entry that is not of
+/// the agent configuration, or whose old value is not of the field's shape.
+pub fn revert_update(
+    config_type: &str,
+    key: &str,
+    old: Option<Value>,
+) -> Result<(pb::AgentConfig, Vec<String>)> {
+    if config_type != ConfigType::Agent.as_str() && config_type != ConfigType::Slider.as_str() {
+        return Err(TenantError::FailedPrecondition(format!(
+            "only agent configuration changes can be reverted; this one is of kind `{config_type}`"
+        )));
+    }
+    let bad = || {
+        TenantError::FailedPrecondition(format!(
+            "the previous value of `{}` cannot be read back",
+            key.escape_debug()
+        ))
+    };
+    let mut c = pb::AgentConfig::default();
+    if let Some(old) = old {
+        let text = || old.as_str().map(str::to_owned).ok_or_else(bad);
+        match key {
+            "agent_name" => c.agent_name = Some(text()?),
+            "greeting_new_caller" => c.greeting_new_caller = Some(text()?),
+            "greeting_returning_caller" => c.greeting_returning_caller = Some(text()?),
+            "voice" => c.voice = Some(text()?),
+            "time_zone" => c.time_zone = Some(text()?),
+            "prompt_blocks" => {
+                let blocks: Vec<PromptBlock> = serde_json::from_value(old).map_err(|_| bad())?;
+                c.prompt_blocks = Some(pb::PromptBlockList {
+                    blocks: blocks.iter().map(block_pb).collect(),
+                });
+            }
+            "transfer_rules" => {
+                let rules: Vec<TransferRule> = serde_json::from_value(old).map_err(|_| bad())?;
+                c.transfer_rules = Some(pb::TransferRuleList {
+                    rules: rules.iter().map(rule_pb).collect(),
+                });
+            }
+            k if k.starts_with("sliders.") => {
+                let v = old
+                    .as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(bad)?;
+                c.sliders.insert(k["sliders.".len()..].to_owned(), v);
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok((c, vec![key.to_owned()]))
+}
+
 /// The paths of every field set in `config` (for an empty mask).
 fn set_paths(config: &pb::AgentConfig) -> Vec<String> {
     let mut p = Vec::new();
@@ -430,6 +484,38 @@ mod tests {
         let changes = diff(&before, &after);
         assert_eq!(changes.len(), 2);
         assert!(diff(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn a_history_entry_reverts_through_its_one_path() {
+        let before = Overrides {
+            agent_name: Some("Ada".into()),
+            ..Default::default()
+        };
+        let mut after = before.clone();
+        after.agent_name = Some("Bob".into());
+        after.sliders.insert("warmth".into(), 90);
+        after.transfer_rules = Some(vec![TransferRule {
+            keyword: "claims".into(),
+            number: "+15550100123".into(),
+            description: "claims desk".into(),
+        }]);
+        let changes = diff(&before, &after);
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        let mut state = after.clone();
+        for c in &changes {
+            let (config, mask) =
+                revert_update(c.config_type.as_str(), &c.key, c.old.clone()).unwrap();
+            state = state.apply(&config, &mask, "revert").unwrap();
+        }
+        assert_eq!(
+            state, before,
+            "every change reverted: back where it started"
+        );
+        let err = revert_update("outbound", "webhook_url", None).unwrap_err();
+        assert!(matches!(err, TenantError::FailedPrecondition(_)), "{err:?}");
+        let err = revert_update("slider", "sliders.warmth", Some(Value::from("x"))).unwrap_err();
+        assert!(matches!(err, TenantError::FailedPrecondition(_)), "{err:?}");
     }
 
     #[test]

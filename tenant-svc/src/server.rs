@@ -55,6 +55,7 @@ pub fn policy() -> Policy {
                 ("GetMyCustomer", Rule::tenant(scope::TENANT_READ)),
                 ("UpdateAgentConfig", Rule::tenant(scope::TENANT_WRITE)),
                 ("ListConfigHistory", Rule::tenant(scope::TENANT_READ)),
+                ("RevertConfigChange", Rule::tenant(scope::TENANT_WRITE)),
                 ("GetEffectiveProfile", Rule::tenant(scope::TENANT_READ)),
                 ("GetOutboundSettings", Rule::tenant(scope::TENANT_READ)),
                 ("UpdateOutboundSettings", Rule::tenant(scope::TENANT_WRITE)),

@@ -252,7 +252,10 @@ async fn show(conn: &Conn, customer: i64) -> anyhow::Result<()> {
     let profile = conn.tenant_token(customer, &[scope::TENANT_READ]).await?;
     let mut t = TenantServiceClient::new(Conn::channel(&conn.tenant_url).await?);
     let p = t
-        .get_effective_profile(auth(tenant_pb::GetEffectiveProfileRequest {}, &profile))
+        .get_effective_profile(auth(
+            tenant_pb::GetEffectiveProfileRequest::default(),
+            &profile,
+        ))
         .await
         .map_err(status)?
         .into_inner()

@@ -88,6 +88,74 @@ fn check_event(r: &SignWebhookEventRequest) -> Result<(), TenantError> {
     Ok(())
 }
 
+/// A change to the agent configuration: an update, or the revert of one history entry.
+enum ConfigEdit {
+    /// `UpdateAgentConfig`.
+    Update {
+        config: Box<AgentConfig>,
+        mask: Vec<String>,
+    },
+    /// `RevertConfigChange` of this history id.
+    Revert(i64),
+}
+
+impl TenantSvc {
+    /// Applies `edit` in one transaction: validated (transfer targets against the customer's
+    /// policy), one history row per changed field, nothing stored when refused. Returns the
+    /// customer afterwards and how many fields changed.
+    async fn edit_config(
+        &self,
+        id: CustomerId,
+        by: &str,
+        edit: ConfigEdit,
+    ) -> Result<(crate::customer::Customer, usize), Status> {
+        let reverting = matches!(edit, ConfigEdit::Revert(_));
+        let (customer, changes) = self
+            .deps
+            .core
+            .db
+            .tenant_tx(id, async |tx| {
+                let current = store::require_customer(tx, id).await?;
+                let (config, mask, field) = match &edit {
+                    ConfigEdit::Update { config, mask } => {
+                        ((**config).clone(), mask.clone(), "config")
+                    }
+                    ConfigEdit::Revert(change) => {
+                        let (kind, key, old) = store::config_change(tx, id, *change)
+                            .await?
+                            .ok_or(TenantError::NotFound("configuration change"))?;
+                        let (config, mask) = crate::model::revert_update(&kind, &key, old)?;
+                        (config, mask, "revert")
+                    }
+                };
+                let next = current.overrides.apply(&config, &mask, field)?;
+                let changes = diff(&current.overrides, &next);
+                if changes.is_empty() {
+                    return Ok((current, 0));
+                }
+                if let Some(rules) = &next.transfer_rules
+                    && next.transfer_rules != current.overrides.transfer_rules
+                {
+                    check_transfer_targets(tx, &current, rules).await?;
+                }
+                store::update_overrides(tx, id, &next).await?;
+                store::record_changes(tx, id, &changes, by).await?;
+                Ok::<_, TenantError>((store::require_customer(tx, id).await?, changes.len()))
+            })
+            .await?;
+        if changes > 0 {
+            self.routing.invalidate_customer(id);
+        }
+        tracing::info!(
+            customer_id = id.get(),
+            changes,
+            reverting,
+            "agent configuration updated"
+        );
+        Ok((customer, changes))
+    }
+}
+
 #[tonic::async_trait]
 impl tenant_service_server::TenantService for TenantSvc {
     async fn get_my_customer(
@@ -107,38 +175,25 @@ impl tenant_service_server::TenantService for TenantSvc {
     ) -> RpcResult<UpdateAgentConfigResponse> {
         let (id, by) = caller(&request)?;
         let r = request.into_inner();
-        let config = r.config.unwrap_or_default();
-        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
-        let (customer, changes) = self
-            .deps
-            .core
-            .db
-            .tenant_tx(id, async |tx| {
-                let current = store::require_customer(tx, id).await?;
-                let next = current.overrides.apply(&config, &mask, "config")?;
-                let changes = diff(&current.overrides, &next);
-                if changes.is_empty() {
-                    return Ok((current, 0));
-                }
-                if let Some(rules) = &next.transfer_rules
-                    && next.transfer_rules != current.overrides.transfer_rules
-                {
-                    check_transfer_targets(tx, &current, rules).await?;
-                }
-                store::update_overrides(tx, id, &next).await?;
-                store::record_changes(tx, id, &changes, &by).await?;
-                Ok::<_, TenantError>((store::require_customer(tx, id).await?, changes.len()))
-            })
-            .await?;
-        if changes > 0 {
-            self.routing.invalidate_customer(id);
-        }
-        tracing::info!(
-            customer_id = id.get(),
-            changes,
-            "agent configuration updated"
-        );
+        let edit = ConfigEdit::Update {
+            config: Box::new(r.config.unwrap_or_default()),
+            mask: r.update_mask.map(|m| m.paths).unwrap_or_default(),
+        };
+        let (customer, changes) = self.edit_config(id, &by, edit).await?;
         Ok(Response::new(UpdateAgentConfigResponse {
+            customer: Some(customer.to_pb()),
+            changes_recorded: changes as i32,
+        }))
+    }
+
+    async fn revert_config_change(
+        &self,
+        request: Request<RevertConfigChangeRequest>,
+    ) -> RpcResult<RevertConfigChangeResponse> {
+        let (id, by) = caller(&request)?;
+        let edit = ConfigEdit::Revert(request.get_ref().change_id);
+        let (customer, changes) = self.edit_config(id, &by, edit).await?;
+        Ok(Response::new(RevertConfigChangeResponse {
             customer: Some(customer.to_pb()),
             changes_recorded: changes as i32,
         }))
@@ -177,14 +232,23 @@ impl tenant_service_server::TenantService for TenantSvc {
         request: Request<GetEffectiveProfileRequest>,
     ) -> RpcResult<GetEffectiveProfileResponse> {
         let id = tenant_caller(&request)?.customer_id;
+        let r = request.into_inner();
         let (customer, defaults) = tokio::try_join!(self.customer_core(id), self.defaults())?;
+        // A draft is validated exactly as an update would be, and stored nowhere.
+        let overrides = match &r.draft {
+            Some(draft) => {
+                let mask = r.draft_mask.map(|m| m.paths).unwrap_or_default();
+                customer.overrides.apply(draft, &mask, "draft")?
+            }
+            None => customer.overrides.clone(),
+        };
         Ok(Response::new(GetEffectiveProfileResponse {
             profile: Some(
-                customer
-                    .overrides
+                overrides
                     .effective(&defaults)
                     .to_profile(id.get(), &customer.business_name),
             ),
+            defaults: Some(defaults.to_pb()),
         }))
     }
 

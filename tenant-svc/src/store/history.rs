@@ -59,3 +59,20 @@ pub async fn list_history(
         })
         .collect())
 }
+
+/// One history entry of the customer: (config_type, config_key, old_value); `None` when `change`
+/// is not in its history.
+pub async fn config_change(
+    tx: &Tx<'_>,
+    id: CustomerId,
+    change: i64,
+) -> Result<Option<(String, String, Option<Value>)>> {
+    let row = tx
+        .query_opt(
+            "SELECT config_type, config_key, old_value FROM tenant.customer_configurations \
+             WHERE customer_id = $1 AND id = $2",
+            &[&id, &change],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}

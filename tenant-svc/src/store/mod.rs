@@ -30,7 +30,7 @@ pub use customers::{
     next_customer_id, require_customer, require_customer_core, set_status, update_overrides,
 };
 pub use defaults::{load_defaults, save_defaults};
-pub use history::{list_history, record_changes};
+pub use history::{config_change, list_history, record_changes};
 pub use numbers::{assign_number, release_number, resolve_number};
 pub use outbound::{get_outbound, load_outbound, save_outbound};
 pub use revocations::revoke_tokens;

@@ -382,7 +382,7 @@ async fn a_tenant_token_never_reaches_another_tenant() {
         .into_inner();
     assert!(!history.changes.is_empty());
     let profile = t
-        .get_effective_profile(auth(GetEffectiveProfileRequest {}, &token))
+        .get_effective_profile(auth(GetEffectiveProfileRequest::default(), &token))
         .await
         .unwrap()
         .into_inner()
@@ -534,7 +534,7 @@ async fn effective_profile_follows_platform_defaults_where_not_overridden() {
     let profile = |t: String| {
         let mut c = s.tenant_client();
         async move {
-            c.get_effective_profile(auth(GetEffectiveProfileRequest {}, &t))
+            c.get_effective_profile(auth(GetEffectiveProfileRequest::default(), &t))
                 .await
                 .unwrap()
                 .into_inner()
@@ -551,6 +551,200 @@ async fn effective_profile_follows_platform_defaults_where_not_overridden() {
     assert_eq!(sm.sliders["warmth"], 50);
     assert_eq!(sm.voice, "coral");
     assert_eq!(sm.time_zone, "UTC");
+}
+
+/// A draft (the portal's preview of unsaved changes) is merged like an update, validated like
+/// one (the error names the `draft.` field), returned with the platform defaults, and stored
+/// nowhere: no override, no history row.
+#[tokio::test]
+async fn a_draft_profile_is_validated_like_an_update_and_stored_nowhere() {
+    let s = Svc::start().await;
+    let (peterson, _) = s.seed().await;
+    let token = s.tenant(peterson, &[scope::TENANT_READ]);
+    let before = s.snapshot().await;
+    let rows_before = s.rows_of(peterson).await;
+    let mut draft = AgentConfig {
+        agent_name: Some("Draft Dora".into()),
+        ..Default::default()
+    };
+    draft.sliders.insert("warmth".into(), 90);
+    let answer = s
+        .tenant_client()
+        .get_effective_profile(auth(
+            GetEffectiveProfileRequest {
+                draft: Some(draft.clone()),
+                draft_mask: None,
+            },
+            &token,
+        ))
+        .await
+        .expect("a read-only token previews a draft")
+        .into_inner();
+    let p = answer.profile.unwrap();
+    assert_eq!(
+        (p.agent_name.as_str(), p.sliders["warmth"]),
+        ("Draft Dora", 90)
+    );
+    let defaults = answer.defaults.expect("the platform defaults come along");
+    assert_eq!(defaults.sliders["warmth"], 50);
+    assert_eq!(defaults.sliders.len(), 30);
+    assert_eq!(s.snapshot().await, before, "a preview stores nothing");
+    assert_eq!(
+        s.rows_of(peterson).await,
+        rows_before,
+        "a preview stores nothing"
+    );
+    let saved = s
+        .tenant_client()
+        .get_effective_profile(auth(GetEffectiveProfileRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .profile
+        .unwrap();
+    assert_ne!(saved.agent_name, "Draft Dora");
+    draft.sliders.insert("warmth".into(), 101);
+    let r = s
+        .tenant_client()
+        .get_effective_profile(auth(
+            GetEffectiveProfileRequest {
+                draft: Some(draft),
+                draft_mask: None,
+            },
+            &token,
+        ))
+        .await;
+    refused(&s, r, Code::InvalidArgument, "draft.sliders.warmth", before).await;
+}
+
+/// Reverting a history entry sets that one field back (a set value, or the platform default when
+/// it was unset) and is itself recorded; another tenant's entry is NOT_FOUND, a non-agent entry
+/// FAILED_PRECONDITION, a read-only token PERMISSION_DENIED, and none of those stores anything.
+#[tokio::test]
+async fn a_change_is_reverted_as_a_recorded_update_of_its_one_field() {
+    let s = Svc::start().await;
+    let (peterson, smith) = s.seed().await;
+    let token = s.tenant(peterson, &[scope::TENANT_READ, scope::TENANT_WRITE]);
+    let mut sliders = std::collections::HashMap::new();
+    sliders.insert("warmth".to_owned(), 90);
+    let update = UpdateAgentConfigRequest {
+        config: Some(AgentConfig {
+            agent_name: Some("Ava".into()),
+            greeting_new_caller: Some("Hello from {agent_name}.".into()),
+            sliders,
+            ..Default::default()
+        }),
+        update_mask: None,
+    };
+    assert_eq!(s.update_config(&token, update).await.changes_recorded, 3);
+    let page = s.history_page(&token, 10, String::new()).await;
+    let entry = |key: &str| {
+        page.changes
+            .iter()
+            .find(|c| c.config_key == key)
+            .unwrap()
+            .id
+    };
+    let revert = |id: i64, token: String| {
+        let mut c = s.tenant_client();
+        async move {
+            c.revert_config_change(auth(RevertConfigChangeRequest { change_id: id }, &token))
+                .await
+        }
+    };
+    let profile = || {
+        let mut c = s.tenant_client();
+        let token = token.clone();
+        async move {
+            c.get_effective_profile(auth(GetEffectiveProfileRequest::default(), &token))
+                .await
+                .unwrap()
+                .into_inner()
+                .profile
+                .unwrap()
+        }
+    };
+
+    // The greeting had Peterson's own value before: it comes back; the others stay.
+    let r = revert(entry("greeting_new_caller"), token.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes_recorded, 1);
+    let p = profile().await;
+    assert_eq!(
+        p.greeting_new_caller,
+        "Thanks for calling Peterson, this is {agent_name}."
+    );
+    assert_eq!((p.agent_name.as_str(), p.sliders["warmth"]), ("Ava", 90));
+    // The slider was unset before: back to the platform default. The revert is in the history.
+    let r = revert(entry("sliders.warmth"), token.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes_recorded, 1);
+    assert_eq!(profile().await.sliders["warmth"], 50);
+    let newest = &s.history_page(&token, 1, String::new()).await.changes[0];
+    assert_eq!(
+        (newest.config_key.as_str(), newest.old_value_json.as_str()),
+        ("sliders.warmth", "90")
+    );
+    assert_eq!(newest.new_value_json, "");
+    // Reverting it again changes nothing and records nothing.
+    let before = s.snapshot().await;
+    let r = revert(entry("sliders.warmth"), token.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes_recorded, 0);
+    assert_eq!(s.snapshot().await, before);
+
+    revert_refusals(&s, peterson, smith, entry("agent_name"), before).await;
+    assert_eq!(profile().await.agent_name, "Ava");
+}
+
+/// Another tenant's entry or an unknown id (NOT_FOUND, alike), a read-only token
+/// (PERMISSION_DENIED), a phone-number entry (FAILED_PRECONDITION): nothing stored.
+async fn revert_refusals(
+    s: &Svc,
+    peterson: i64,
+    smith: i64,
+    agent_name: i64,
+    before: (i64, i64, i64),
+) {
+    let token = s.tenant(peterson, &[scope::TENANT_READ, scope::TENANT_WRITE]);
+    let revert = |id: i64, token: String| {
+        let mut c = s.tenant_client();
+        async move {
+            c.revert_config_change(auth(RevertConfigChangeRequest { change_id: id }, &token))
+                .await
+        }
+    };
+    // Another tenant cannot revert Peterson's entries, nor learn they exist.
+    let smith_token = s.tenant(smith, &[scope::TENANT_READ, scope::TENANT_WRITE]);
+    let err = revert(agent_name, smith_token).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = revert(i64::MAX, token.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // A read-only token may not revert.
+    let read_only = s.tenant(peterson, &[scope::TENANT_READ]);
+    let err = revert(agent_name, read_only).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // A phone-number entry is not agent configuration.
+    let number_entry: i64 =
+        s.db.admin_client()
+            .await
+            .query_one(
+                "SELECT max(id) FROM tenant.customer_configurations \
+             WHERE customer_id = $1 AND config_type = 'phone_number'",
+                &[&peterson],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    let err = revert(number_entry, token.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(s.snapshot().await, before, "refusals store nothing");
 }
 
 async fn refused<T: std::fmt::Debug>(
