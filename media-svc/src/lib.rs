@@ -21,6 +21,8 @@
 //!   backend's sound.
 //! - [`erasure`]: a caller's export and erasure (across media-svc and memory-svc) and a tenant's,
 //!   each audited.
+//! - [`preview`]: the instructions a call would send, rendered for the tenant portal's agent page
+//!   by the same [`instructions::for_call`] calls use.
 #![forbid(unsafe_code)]
 
 pub mod answer;
@@ -34,6 +36,7 @@ pub mod outbound;
 pub mod outbox;
 pub mod page;
 pub mod peers;
+pub mod preview;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -51,7 +51,12 @@ pub fn policy() -> Policy {
                 ("EraseCaller", Rule::tenant(scope::MEDIA_ERASE)),
                 ("PlaceOutboundCall", Rule::tenant(scope::MEDIA_OUTBOUND)),
                 ("ListDeadLetters", Rule::tenant(scope::MEDIA_READ)),
-                ("RedeliverDeadLetter", Rule::tenant(scope::MEDIA_CALLS)),
+                (
+                    "RedeliverDeadLetter",
+                    Rule::tenant(scope::MEDIA_WEBHOOKS).or(Rule::tenant(scope::MEDIA_CALLS)),
+                ),
+                ("ListWebhookDeliveries", Rule::tenant(scope::MEDIA_WEBHOOKS)),
+                ("RenderInstructions", Rule::tenant(scope::MEDIA_PREVIEW)),
             ],
         )
         .service_methods(

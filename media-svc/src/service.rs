@@ -20,7 +20,7 @@ use crate::runtime::Runtime;
 use crate::store::calls as sql;
 use crate::store::webhooks as events;
 use crate::store::{self, ListFilter, NewCall, StatusUpdate};
-use crate::{answer, call, erasure, outbound, page};
+use crate::{answer, call, erasure, outbound, page, preview};
 
 /// Implements the media-svc gRPC services.
 #[derive(Clone)]
@@ -327,6 +327,38 @@ impl call_service_server::CallService for MediaSvc {
         tracing::info!(%event_id, "dead-lettered webhook event queued again");
         self.deps.webhooks.wake();
         Ok(Response::new(RedeliverDeadLetterResponse {}))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<ListWebhookDeliveriesResponse>, Status> {
+        let customer = tenant(&request)?;
+        let r = request.get_ref();
+        let limit = page_size(r.page_size)?;
+        let after = page::decode(&r.page_token, uuid::Uuid::parse_str)?;
+        let (deliveries, next) = self
+            .deps
+            .db
+            .tenant_tx(customer, async |tx| {
+                events::list_deliveries(tx, after, limit).await
+            })
+            .await?;
+        Ok(Response::new(ListWebhookDeliveriesResponse {
+            deliveries,
+            next_page_token: next
+                .map(|(t, id)| page::encode(t, &id.to_string()))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn render_instructions(
+        &self,
+        request: Request<RenderInstructionsRequest>,
+    ) -> Result<Response<RenderInstructionsResponse>, Status> {
+        let customer = tenant(&request)?;
+        let response = preview::render(&self.deps, customer, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 }
 

@@ -376,6 +376,12 @@ pub mod scope {
     pub const MEDIA_ERASE: &str = "media:erase";
     /// Place outbound calls (tenant tokens).
     pub const MEDIA_OUTBOUND: &str = "media:outbound";
+    /// The tenant's post-call webhook deliveries: list them, replay dead letters (tenant tokens:
+    /// the portal's owners).
+    pub const MEDIA_WEBHOOKS: &str = "media:webhooks";
+    /// Render the agent's instructions as a call would send them, from the saved configuration
+    /// or an unsaved draft (`RenderInstructions`; tenant tokens: the portal's owners).
+    pub const MEDIA_PREVIEW: &str = "media:preview";
     /// media-svc admin RPCs (service tokens: the operator).
     pub const MEDIA_ADMIN: &str = "media:admin";
     /// media-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant erasure).
@@ -398,6 +404,8 @@ pub mod scope {
         MEDIA_EXPORT,
         MEDIA_ERASE,
         MEDIA_OUTBOUND,
+        MEDIA_WEBHOOKS,
+        MEDIA_PREVIEW,
     ];
 
     /// Scopes of a portal owner's tenant token (`AccountService.ExchangeSession`): everything a
@@ -415,6 +423,8 @@ pub mod scope {
         MEDIA_READ,
         MEDIA_EXPORT,
         MEDIA_ERASE,
+        MEDIA_WEBHOOKS,
+        MEDIA_PREVIEW,
     ];
 
     /// Scopes of a portal staff user's tenant token: calls, transcripts and callers' memory, to

@@ -177,6 +177,18 @@ impl CallService for Stub {
     ) -> Result<Response<media_pb::RedeliverDeadLetterResponse>, Status> {
         unimplemented()
     }
+    async fn list_webhook_deliveries(
+        &self,
+        _: Request<media_pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<media_pb::ListWebhookDeliveriesResponse>, Status> {
+        unimplemented()
+    }
+    async fn render_instructions(
+        &self,
+        _: Request<media_pb::RenderInstructionsRequest>,
+    ) -> Result<Response<media_pb::RenderInstructionsResponse>, Status> {
+        unimplemented()
+    }
 }
 
 #[tonic::async_trait]

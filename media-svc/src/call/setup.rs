@@ -111,37 +111,23 @@ impl Call {
     /// tools read.
     pub(super) async fn session_config(&mut self) -> (AgentProfile, SessionConfig) {
         let (profile, user_name, context) = self.prepare().await;
-        let now = Utc::now();
-        let (profile, greeting, speak_first) = match &self.outbound {
-            None => {
-                let greeting = instructions::render_greeting(&profile, user_name.as_deref(), now);
-                (profile, greeting, true)
-            }
-            Some(o) => {
-                let profile = instructions::outbound_profile(&profile, o);
-                let greeting =
-                    instructions::render_outbound_greeting(&profile, user_name.as_deref(), now);
-                (profile, greeting, o.greet_first)
-            }
-        };
+        let call = instructions::for_call(
+            profile,
+            user_name.as_deref(),
+            context.as_deref(),
+            self.outbound.as_ref(),
+            Utc::now(),
+        );
         let config = SessionConfig {
-            instructions: instructions::build(
-                &profile,
-                &greeting,
-                context.as_deref(),
-                self.outbound.as_ref(),
-                now,
-            ),
-            greeting,
-            voice: instructions::voice(&profile).as_str().to_owned(),
-            transfer_keywords: profile
-                .transfer_rules
-                .iter()
+            voice: instructions::voice(&call.profile).as_str().to_owned(),
+            transfer_keywords: (call.profile.transfer_rules.iter())
                 .map(|r| r.keyword.clone())
                 .collect(),
-            speak_first,
+            instructions: call.instructions,
+            greeting: call.greeting,
+            speak_first: call.speak_first,
         };
-        (profile, config)
+        (call.profile, config)
     }
 
     /// Opens the backend session; a failure or a timeout ends the call as a backend error.

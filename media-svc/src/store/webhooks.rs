@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mesh::api::media::DeadLetter;
+use mesh::api::media::{DeadLetter, WebhookDelivery, WebhookDeliveryState};
 use mesh::db::Tx;
 use mesh::domain::{CallSid, CustomerId};
 use uuid::Uuid;
@@ -154,33 +154,58 @@ pub async fn next_due_in(tx: &Tx<'_>) -> Result<Option<Duration>, MediaError> {
     Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
 }
 
-/// Records a delivery.
-pub async fn mark_delivered(tx: &Tx<'_>, event_id: Uuid) -> Result<(), MediaError> {
+/// An HTTP status as stored (`smallint`, 100-599); anything else is stored as no answer.
+fn response_code(status: Option<u16>) -> Option<i16> {
+    status
+        .filter(|s| (100..=599).contains(s))
+        .and_then(|s| i16::try_from(s).ok())
+}
+
+/// Records a delivery and the receiver's status.
+pub async fn mark_delivered(tx: &Tx<'_>, event_id: Uuid, status: u16) -> Result<(), MediaError> {
     tx.execute(
-        "UPDATE media.webhook_events SET delivered_at = now(), last_error = NULL \
+        "UPDATE media.webhook_events SET delivered_at = now(), last_error = NULL, \
+           last_response_code = $2, last_attempt_at = now() \
          WHERE event_id = $1",
-        &[&event_id],
+        &[&event_id, &response_code(Some(status))],
     )
     .await?;
     Ok(())
 }
 
-/// Records a failed attempt: dead when `permanent` or past `give_up_at`, else due again after
+/// A failed attempt: what went wrong, and the receiver's status when it answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    /// Short, secret-free description.
+    pub error: &'a str,
+    /// The HTTP status, when the receiver answered.
+    pub status: Option<u16>,
+    /// Dead at once.
+    pub permanent: bool,
+}
+
+/// Records a failed attempt: dead when permanent or past `give_up_at`, else due again after
 /// `delay` (never later than `give_up_at`). Returns the event's state afterwards.
 pub async fn mark_failed(
     tx: &Tx<'_>,
     event_id: Uuid,
-    error: &str,
-    permanent: bool,
+    failure: Failure<'_>,
     delay: Duration,
 ) -> Result<EventState, MediaError> {
     let row = tx
         .query_one(
             "UPDATE media.webhook_events SET last_error = $2, \
                dead_at = CASE WHEN $3 OR now() >= give_up_at THEN now() END, \
-               next_attempt_at = least(now() + make_interval(secs => $4), give_up_at) \
+               next_attempt_at = least(now() + make_interval(secs => $4), give_up_at), \
+               last_response_code = $5, last_attempt_at = now() \
              WHERE event_id = $1 RETURNING dead_at IS NOT NULL",
-            &[&event_id, &error, &permanent, &delay.as_secs_f64()],
+            &[
+                &event_id,
+                &failure.error,
+                &failure.permanent,
+                &delay.as_secs_f64(),
+                &response_code(failure.status),
+            ],
         )
         .await?;
     Ok(if row.get(0) {
@@ -243,4 +268,57 @@ pub async fn redeliver(tx: &Tx<'_>, event_id: Uuid) -> Result<bool, MediaError> 
         )
         .await?;
     Ok(n == 1)
+}
+
+/// A position in the deliveries list: (created_at, event_id).
+pub type DeliveryCursor = (DateTime<Utc>, Uuid);
+
+/// One page of the tenant's webhook events, newest first, and the position after its last row
+/// when another page exists.
+pub async fn list_deliveries(
+    tx: &Tx<'_>,
+    after: Option<DeliveryCursor>,
+    limit: i64,
+) -> Result<(Vec<WebhookDelivery>, Option<DeliveryCursor>), MediaError> {
+    let (after_time, after_id) = after.unzip();
+    let rows = tx
+        .query(
+            "SELECT event_id, call_sid, attempts, coalesce(last_response_code, 0)::int4, \
+                    coalesce(last_error, ''), created_at, last_attempt_at, delivered_at, dead_at \
+             FROM media.webhook_events \
+             WHERE $1::timestamptz IS NULL OR (created_at, event_id) < ($1, $2::uuid) \
+             ORDER BY created_at DESC, event_id DESC LIMIT $3",
+            &[&after_time, &after_id, &(limit + 1)],
+        )
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let next = match (more, rows.last()) {
+        (true, Some(last)) => Some((last.get(5), last.get(0))),
+        _ => None,
+    };
+    let deliveries = rows
+        .iter()
+        .map(|r| {
+            let delivered: Option<DateTime<Utc>> = r.get(7);
+            let dead: Option<DateTime<Utc>> = r.get(8);
+            let state = match (delivered, dead) {
+                (Some(_), _) => WebhookDeliveryState::Delivered,
+                (None, Some(_)) => WebhookDeliveryState::Dead,
+                (None, None) => WebhookDeliveryState::Pending,
+            };
+            WebhookDelivery {
+                event_id: r.get::<_, Uuid>(0).to_string(),
+                call_sid: r.get(1),
+                state: state as i32,
+                attempts: r.get(2),
+                last_response_code: r.get(3),
+                last_error: r.get(4),
+                create_time: Some(timestamp(r.get(5))),
+                last_attempt_time: r.get::<_, Option<DateTime<Utc>>>(6).map(timestamp),
+                finish_time: delivered.or(dead).map(timestamp),
+            }
+        })
+        .collect();
+    Ok((deliveries, next))
 }

@@ -24,6 +24,8 @@ pub(super) enum Outcome {
     Delivered(u16),
     Failed {
         error: String,
+        /// The receiver's HTTP status, when it answered.
+        status: Option<u16>,
         /// Dead at once (410 Gone, webhook removed, request refused for good).
         permanent: bool,
     },
@@ -33,6 +35,16 @@ impl Outcome {
     fn failed(error: impl Into<String>, permanent: bool) -> Self {
         Self::Failed {
             error: error.into(),
+            status: None,
+            permanent,
+        }
+    }
+
+    /// The receiver answered with a status that is not a delivery.
+    fn answered(status: u16, error: impl Into<String>, permanent: bool) -> Self {
+        Self::Failed {
+            error: error.into(),
+            status: Some(status),
             permanent,
         }
     }
@@ -93,9 +105,12 @@ async fn post(
             Outcome::Delivered(response.status().as_u16())
         }
         Ok(response) if response.status() == reqwest::StatusCode::GONE => {
-            Outcome::failed("HTTP 410 (endpoint gone)", true)
+            Outcome::answered(410, "HTTP 410 (endpoint gone)", true)
         }
-        Ok(response) => Outcome::failed(format!("HTTP {}", response.status().as_u16()), false),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            Outcome::answered(status, format!("HTTP {status}"), false)
+        }
         Err(e) => Outcome::failed(describe(&e), false),
     }
 }
@@ -148,17 +163,26 @@ pub(super) async fn record(
             tracing::info!(customer_id = customer.get(), event_id = %event.event_id, call_sid = %event.call_sid, attempt = event.attempts, status, "webhook event delivered");
             rt.db
                 .tenant_tx(customer, async |tx| {
-                    sql::mark_delivered(tx, event.event_id).await
+                    sql::mark_delivered(tx, event.event_id, status).await
                 })
                 .await
         }
-        Outcome::Failed { error, permanent } => {
+        Outcome::Failed {
+            error,
+            status,
+            permanent,
+        } => {
             let delay = backoff(rt.webhooks.config(), event.attempts);
             let error: String = error.chars().take(500).collect();
+            let failure = sql::Failure {
+                error: &error,
+                status,
+                permanent,
+            };
             let state = rt
                 .db
                 .tenant_tx(customer, async |tx| {
-                    sql::mark_failed(tx, event.event_id, &error, permanent, delay).await
+                    sql::mark_failed(tx, event.event_id, failure, delay).await
                 })
                 .await?;
             metrics::counter!("media_webhook_failures_total", "permanent" => permanent.to_string())

@@ -13,6 +13,7 @@ mod erase;
 mod openai_realtime;
 mod outbound;
 mod outbox_memory;
+mod preview;
 mod stream_credentials;
 mod stream_local;
 mod suspension;

@@ -19,7 +19,8 @@ use hmac::{Hmac, Mac as _};
 use media_svc::CallConfig;
 use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::media::{
-    DeadLetter, ListDeadLettersRequest, RedeliverDeadLetterRequest, StreamStop,
+    DeadLetter, ListDeadLettersRequest, ListWebhookDeliveriesRequest, RedeliverDeadLetterRequest,
+    StreamStop, WebhookDeliveryState,
 };
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
@@ -755,7 +756,46 @@ async fn a_receiver_failing_three_times_gets_the_event_once_after_backoff() {
             .await,
         0
     );
+    deliveries_listed_for_the_owner(&mesh, tenant, &all[0].event_id, &call_sid).await;
     mesh.stop().await;
+}
+
+/// The owner's delivery list shows the event delivered on its fourth attempt with the 200 the
+/// receiver answered; a token without `media:webhooks` (staff: `media:read`) may not list, and
+/// another tenant sees nothing.
+async fn deliveries_listed_for_the_owner(mesh: &Mesh, tenant: i64, event_id: &str, call_sid: &str) {
+    let listed = mesh
+        .media_client(tenant, "user:1", &[scope::MEDIA_WEBHOOKS])
+        .await
+        .list_webhook_deliveries(ListWebhookDeliveriesRequest::default())
+        .await
+        .expect("the owner lists deliveries")
+        .into_inner();
+    assert_eq!(listed.deliveries.len(), 1, "{listed:?}");
+    let d = &listed.deliveries[0];
+    assert_eq!(d.event_id, event_id);
+    assert_eq!(d.call_sid, call_sid);
+    assert_eq!(d.state(), WebhookDeliveryState::Delivered);
+    assert_eq!((d.attempts, d.last_response_code), (4, 200));
+    assert_eq!(d.last_error, "");
+    assert!(d.create_time.is_some() && d.last_attempt_time.is_some() && d.finish_time.is_some());
+    assert!(listed.next_page_token.is_empty());
+    let refused = mesh
+        .media_client(tenant, "user:2", &[scope::MEDIA_READ])
+        .await
+        .list_webhook_deliveries(ListWebhookDeliveriesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let (other, _) = mesh.tenant("other", "", false).await;
+    let theirs = mesh
+        .media_client(other, "user:3", &[scope::MEDIA_WEBHOOKS])
+        .await
+        .list_webhook_deliveries(ListWebhookDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(theirs.deliveries.is_empty(), "{theirs:?}");
 }
 
 /// A tenant whose endpoint hangs until the timeout is dead-lettered after the retry window, and
@@ -992,9 +1032,10 @@ async fn a_hanging_endpoint_is_dead_lettered_without_delaying_another_tenant() {
     assert_eq!(stuck.in_flight(), 2);
 
     let (fine_sid, fine_event) = healthy_event_goes_out(&mesh, fine, &healthy, &stuck).await;
-    // The slow tenant's events die after the 3 s window.
+    // The slow tenant's events die after the 3 s window. Its owner replays with the portal's
+    // `media:webhooks` (the other tenant below with the older `media:calls`).
     let mut slow_client = mesh
-        .media_client(slow, "owner", &[scope::MEDIA_READ, scope::MEDIA_CALLS])
+        .media_client(slow, "owner", &[scope::MEDIA_READ, scope::MEDIA_WEBHOOKS])
         .await;
     let letters = dead_letters_listed(&mesh, &mut slow_client, &stuck).await;
     others_cannot_requeue(&mesh, fine, &mut slow_client, &letters, fine_event).await;
@@ -1107,5 +1148,19 @@ async fn gone_or_removed_endpoints_are_dead_lettered_at_once() {
         1,
         "410: one attempt"
     );
+    // The owner sees what the endpoint answered (410) or that no answer came (removed).
+    for (tenant, code) in [(t_gone, 410), (t_removed, 0)] {
+        let listed = mesh
+            .media_client(tenant, "user:1", &[scope::MEDIA_WEBHOOKS])
+            .await
+            .list_webhook_deliveries(ListWebhookDeliveriesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.deliveries.len(), 1);
+        let d = &listed.deliveries[0];
+        assert_eq!(d.state(), WebhookDeliveryState::Dead, "{d:?}");
+        assert_eq!(d.last_response_code, code, "{d:?}");
+    }
     mesh.stop().await;
 }
