@@ -47,6 +47,7 @@ pub fn policy() -> Policy {
                 ("ListCalls", Rule::tenant(scope::MEDIA_READ)),
                 ("GetCall", Rule::tenant(scope::MEDIA_READ)),
                 ("GetUsage", Rule::tenant(scope::MEDIA_READ)),
+                ("GetCallStats", Rule::tenant(scope::MEDIA_READ)),
                 ("ExportCaller", Rule::tenant(scope::MEDIA_EXPORT)),
                 ("EraseCaller", Rule::tenant(scope::MEDIA_ERASE)),
                 ("PlaceOutboundCall", Rule::tenant(scope::MEDIA_OUTBOUND)),

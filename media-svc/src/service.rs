@@ -189,13 +189,20 @@ impl call_service_server::CallService for MediaSvc {
             status: (r.status != 0)
                 .then(|| parse_status("status", r.status))
                 .transpose()?,
+            direction: match CallDirection::try_from(r.direction) {
+                Ok(CallDirection::Unspecified) => None,
+                Ok(d) => Some(d),
+                Err(_) => return Err(MediaError::invalid("direction", "unknown direction").into()),
+            },
             after: page::decode(&r.page_token, CallSid::parse)?,
             limit,
         };
         let (calls, more) = self
             .deps
             .db
-            .tenant_tx(customer, async |tx| sql::list_calls(tx, &filter).await)
+            .tenant_tx(customer, async |tx| {
+                store::listing::list_calls(tx, &filter).await
+            })
             .await?;
         let next_page_token = match (more, calls.last()) {
             (true, Some(last)) => page::encode(last.created_at, last.call_sid.as_str()),
@@ -248,6 +255,31 @@ impl call_service_server::CallService for MediaSvc {
             total_calls: usage.calls,
             total_minutes: usage.minutes,
             total_seconds: usage.seconds,
+        }))
+    }
+
+    async fn get_call_stats(
+        &self,
+        request: Request<GetCallStatsRequest>,
+    ) -> Result<Response<GetCallStatsResponse>, Status> {
+        let customer = tenant(&request)?;
+        let zone = request.get_ref().time_zone.trim();
+        let zone = zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            MediaError::invalid("time_zone", "must be an IANA time zone, e.g. Europe/Paris")
+        })?;
+        let stats = self
+            .deps
+            .db
+            .tenant_tx(customer, async |tx| {
+                store::listing::call_stats(tx, customer, zone.name()).await
+            })
+            .await?;
+        Ok(Response::new(GetCallStatsResponse {
+            calls_today: stats.today,
+            calls_this_week: stats.this_week,
+            minutes_this_month: stats.minutes_this_month,
+            calls_in_progress: stats.in_progress,
+            days: stats.days,
         }))
     }
 

@@ -169,7 +169,7 @@ impl CallRow {
         })
     }
 
-    fn from_rows(rows: &[Row]) -> Result<Vec<Self>, MediaError> {
+    pub(super) fn from_rows(rows: &[Row]) -> Result<Vec<Self>, MediaError> {
         rows.iter().map(Self::from_row).collect()
     }
 
@@ -470,56 +470,6 @@ pub async fn update_status(
         count_usage(tx, customer, &mut call).await?;
     }
     Ok((call, true))
-}
-
-/// Filters and page of `ListCalls`.
-pub struct ListFilter {
-    /// Created at or after.
-    pub start: Option<DateTime<Utc>>,
-    /// Created before.
-    pub end: Option<DateTime<Utc>>,
-    /// From this caller.
-    pub caller: Option<CallerNumber>,
-    /// In this status.
-    pub status: Option<CallStatus>,
-    /// Continue after this (created_at, call_sid).
-    pub after: Option<(DateTime<Utc>, CallSid)>,
-    /// Page size.
-    pub limit: i64,
-}
-
-/// Calls newest first; one more than `limit` is fetched to know whether a next page exists.
-pub async fn list_calls(tx: &Tx<'_>, f: &ListFilter) -> Result<(Vec<CallRow>, bool), MediaError> {
-    let (after_time, after_sid) = match &f.after {
-        Some((t, s)) => (Some(*t), Some(s.as_str())),
-        None => (None, None),
-    };
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {CALL_COLUMNS} FROM media.calls \
-                 WHERE ($1::timestamptz IS NULL OR created_at >= $1) \
-                   AND ($2::timestamptz IS NULL OR created_at < $2) \
-                   AND ($3::text IS NULL OR caller = $3) \
-                   AND ($4::smallint IS NULL OR status = $4) \
-                   AND ($5::timestamptz IS NULL OR (created_at, call_sid) < ($5, $6::text)) \
-                 ORDER BY created_at DESC, call_sid DESC LIMIT $7"
-            ),
-            &[
-                &f.start,
-                &f.end,
-                &f.caller,
-                &f.status.map(|s| s as i32 as i16),
-                &after_time,
-                &after_sid,
-                &(f.limit + 1),
-            ],
-        )
-        .await?;
-    let mut calls = CallRow::from_rows(&rows)?;
-    let more = calls.len() as i64 > f.limit;
-    calls.truncate(f.limit as usize);
-    Ok((calls, more))
 }
 
 /// Every call of one caller, newest first.

@@ -7,7 +7,8 @@
 //! structs with the text and number columns read back as Rust enums.
 //!
 //! - [`audit`](mod@audit): the audit log of exports and erasures (V15);
-//! - [`calls`]: the call rows (register, refusal, status, list, export);
+//! - [`calls`]: the call rows (register, refusal, status, export);
+//! - [`listing`]: the calls listing and the dashboard's figures (`GetCallStats`);
 //! - [`streams`]: a call's one media stream (bound, started, ended);
 //! - [`erase`]: one caller's rows, or a whole tenant's;
 //! - [`limits`]: the per-tenant call-limit lock, the in-progress and hourly counts, and the
@@ -20,6 +21,7 @@ pub mod audit;
 pub mod calls;
 pub mod erase;
 pub mod limits;
+pub mod listing;
 pub mod outbox;
 pub mod streams;
 pub mod transcripts;
@@ -33,7 +35,8 @@ use mesh::api::common::TableCount;
 
 use crate::error::MediaError;
 
-pub use calls::{CallRow, EndReason, ListFilter, NewCall, NewOutboundCall, StatusUpdate};
+pub use calls::{CallRow, EndReason, NewCall, NewOutboundCall, StatusUpdate};
+pub use listing::{CallStats, ListFilter};
 
 pub use mesh::api::timestamp;
 

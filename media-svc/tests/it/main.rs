@@ -10,6 +10,7 @@ mod admin_issuers;
 mod binary;
 mod calls;
 mod erase;
+mod listing;
 mod openai_realtime;
 mod outbound;
 mod outbox_memory;

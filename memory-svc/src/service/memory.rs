@@ -243,6 +243,36 @@ impl memory_service_server::MemoryService for MemorySvc {
         Ok(Response::new(SearchSummariesResponse { summaries }))
     }
 
+    async fn list_callers(
+        &self,
+        request: Request<ListCallersRequest>,
+    ) -> Result<Response<ListCallersResponse>, Status> {
+        let customer = tenant(&request)?;
+        Ok(Response::new(
+            self.callers_page(customer, request.get_ref()).await?,
+        ))
+    }
+
+    async fn get_caller(
+        &self,
+        request: Request<GetCallerRequest>,
+    ) -> Result<Response<GetCallerResponse>, Status> {
+        let customer = tenant(&request)?;
+        Ok(Response::new(
+            self.caller(customer, request.get_ref()).await?,
+        ))
+    }
+
+    async fn get_call_summary(
+        &self,
+        request: Request<GetCallSummaryRequest>,
+    ) -> Result<Response<GetCallSummaryResponse>, Status> {
+        let customer = tenant(&request)?;
+        Ok(Response::new(
+            self.call_summary(customer, request.get_ref()).await?,
+        ))
+    }
+
     async fn export_caller(
         &self,
         request: Request<ExportCallerRequest>,

@@ -9,10 +9,12 @@
 //!
 //! Parts: this module holds [`MemorySvc`] and what handlers share (the audit subject hash, the
 //! purge loop's batches, the summarizer with its visible fallback); `memory.rs` implements
-//! `MemoryService` (tenant tokens), `admin.rs` implements `MemoryAdminService` (operator
+//! `MemoryService` (tenant tokens) with `callers.rs` behind its portal RPCs (the callers
+//! listing and the opaque caller id), `admin.rs` implements `MemoryAdminService` (operator
 //! service tokens).
 
 mod admin;
+mod callers;
 mod memory;
 mod requests;
 

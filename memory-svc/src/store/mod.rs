@@ -10,7 +10,8 @@
 //! Parts: [`rows`] (the columns each read selects and the row mappers), [`memories`] (store,
 //! list, delete, purge), [`profiles`], [`calls`] (summaries and recording a finished call),
 //! [`personality`] (the per-call scores and the averages and trends computed from them),
-//! [`context`](mod@context) (the enriched context's four reads), [`caller`] (export and erase of one caller
+//! [`context`](mod@context) (the enriched context's four reads), [`directory`] (the callers
+//! listing and the opaque caller ids of V18), [`caller`] (export and erase of one caller
 //! or tenant), [`erasures`] (the markers that keep erased callers erased), [`audit`](mod@audit)
 //! (the audit log and its hash key).
 //!
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod caller;
 pub mod calls;
 pub mod context;
+pub mod directory;
 pub mod erasures;
 pub mod memories;
 pub mod personality;
@@ -34,6 +36,7 @@ pub use audit::{audit, audit_hash_key};
 pub use caller::{Export, erase, export};
 pub use calls::{CallRecord, get_summary, record_call, search_summaries};
 pub use context::{ContextRows, context};
+pub use directory::{CallerCursor, CallerQuery, caller_by_ref, list_callers, ref_of_caller};
 pub use erasures::{erased_at, lock_caller, mark_erased};
 pub use memories::{
     Cursor, MemoryQuery, NewMemory, delete_memory, insert_memory, list_memories, purge_batch,

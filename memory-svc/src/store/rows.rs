@@ -18,7 +18,7 @@ pub const MEM_COLS: &str =
     "id, user_id, type, key, value, scope, source, ttl_days, created_at, expires_at";
 /// `caller_profiles` columns read by [`profile`].
 pub const PROFILE_COLS: &str = "user_id, first_call_at, last_call_at, total_calls, \
-     preferred_name, preferences, context, created_at, updated_at";
+     preferred_name, preferences, context, created_at, updated_at, caller_ref";
 /// `call_summaries` columns read by [`summary`].
 pub const SUMMARY_COLS: &str = "call_sid, user_id, call_at, summary, key_topics, key_variables, \
      sentiment, duration_seconds, resolution_status, summarizer";
@@ -70,6 +70,7 @@ pub fn profile(r: &Row) -> CallerProfile {
         context: Some(wire::json_to_struct(&ctx)),
         create_time: Some(wire::ts(r.get(7))),
         update_time: Some(wire::ts(r.get(8))),
+        caller_id: r.get::<_, uuid::Uuid>(9).to_string(),
     }
 }
 

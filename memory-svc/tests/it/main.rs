@@ -6,6 +6,8 @@
 //! - [`personality`]: the personality trends GetEnrichedContext reports (improving, declining,
 //!   stable).
 //! - [`isolation`]: tenant isolation over gRPC and row-level security.
+//! - [`callers`]: the portal's caller RPCs (opaque ids, masked numbers, search, pages, another
+//!   tenant's id NOT_FOUND).
 //! - [`openai_summarizer`]: the OpenAI summarizer against a fake chat-completions server, and its
 //!   visible fallback.
 //! - [`erasure`]: post-call records dropped after their caller's or tenant's erasure, and every
@@ -18,6 +20,7 @@
 mod admin_issuers;
 mod behaviour;
 mod binary;
+mod callers;
 mod common;
 mod erasure;
 mod isolation;

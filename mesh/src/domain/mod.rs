@@ -141,6 +141,25 @@ impl CallerNumber {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The number for display where the full number must not show (listings, logs): the country
+    /// code and the last four digits, the rest as dots in groups of three, e.g.
+    /// `+1 ••• ••• 0123`.
+    pub fn masked(&self) -> String {
+        let digits = &self.0[1..];
+        let country = phonenumber::parse(None, &self.0)
+            .ok()
+            .map(|p| p.code().value().to_string())
+            .filter(|c| digits.starts_with(c.as_str()) && digits.len() > c.len() + 4)
+            .unwrap_or_else(|| digits[..1].to_owned());
+        let hidden = digits.len() - country.len() - 4;
+        let dots: Vec<&str> = (0..hidden.div_ceil(3)).map(|_| "•••").collect();
+        format!(
+            "+{country} {} {}",
+            dots.join(" "),
+            &digits[digits.len() - 4..]
+        )
+    }
 }
 
 impl fmt::Display for CallerNumber {
@@ -371,6 +390,21 @@ mod tests {
         assert_eq!(CustomerId::new(42).unwrap().get(), 42);
         let parsed: Result<CustomerId, _> = serde_json::from_str("0");
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn masked_numbers_keep_the_country_code_and_last_four_digits_only() {
+        let masked = |n: &str| CallerNumber::parse(n).unwrap().masked();
+        assert_eq!(masked("+14155550123"), "+1 ••• ••• 0123");
+        assert_eq!(masked("+447700900123"), "+44 ••• ••• 0123");
+        assert_eq!(masked("+33612345678"), "+33 ••• ••• 5678");
+        for n in ["+14155550123", "+447700900123", "+12345678"] {
+            let m = masked(n);
+            assert!(
+                !m.contains(&n[n.len() - 7..]),
+                "{m} shows more than four digits"
+            );
+        }
     }
 
     #[test]
