@@ -114,6 +114,15 @@ fn websocket_base(base: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The gateway's service tokens for tenant-svc's `AccountService` (the tenant portal's sign-in,
+/// invitations, resets and session exchange): scope `tenant:portal` and nothing else, so the
+/// token that reaches accounts opens no other RPC, and the edge's token (`tenant:resolve`,
+/// `tenant:exchange`) opens no account. Minted with the gateway's key, cached and re-minted like
+/// every service token.
+pub fn portal_account_tokens(identity: &Identity) -> TokenSource {
+    identity.service_tokens(names::TENANT_SVC, &[scope::TENANT_PORTAL])
+}
+
 /// Builds the shared state: lazy gRPC channels, the gateway's token source, limits.
 pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Arc<Edge>> {
     let base = settings.public_base_url.trim_end_matches('/').to_owned();

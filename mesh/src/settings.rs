@@ -172,6 +172,15 @@ pub mod catalog {
         /// Longest legacy token.
         JWT_MAX_LIFETIME_SECONDS = { name: "JWT_MAX_LIFETIME_SECONDS", default: Some("86400"), secret: false, used_by: "tenant-svc",
             help: "Longest lifetime (`exp - iat`) of a legacy HS256 token; longer ones are refused (401)." },
+        /// Portal accounts' hash key.
+        TENANT_ACCOUNT_HASH_KEY = { name: "TENANT_ACCOUNT_HASH_KEY", default: None, secret: true, used_by: "tenant-svc",
+            help: "HMAC key (at least 32 bytes) of the tenant portal's e-mail and client address hashes (sign-in lookups and throttles). When unset, a random per-database key created by migration V16 is used. Changing it makes existing users unfindable by e-mail." },
+        /// Portal session idle expiry.
+        PORTAL_SESSION_IDLE_SECONDS = { name: "PORTAL_SESSION_IDLE_SECONDS", default: Some("1800"), secret: false, used_by: "tenant-svc",
+            help: "A tenant portal session not used for this long ends (each page the user opens moves it on)." },
+        /// Portal session absolute expiry.
+        PORTAL_SESSION_MAX_SECONDS = { name: "PORTAL_SESSION_MAX_SECONDS", default: Some("43200"), secret: false, used_by: "tenant-svc",
+            help: "A tenant portal session ends this long after sign-in, whatever happens." },
         /// OpenAI key.
         OPENAI_API_KEY = { name: "OPENAI_API_KEY", default: None, secret: true, used_by: "media-svc, memory-svc",
             help: "OpenAI API key. When set, calls use the `openai-realtime` backend and memory-svc may use the OpenAI summarizer; when unset, the offline `local` backend and the heuristic summarizer." },

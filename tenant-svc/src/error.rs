@@ -39,6 +39,14 @@ pub enum TenantError {
     /// Token minting failed.
     #[error("cannot mint token: {0}")]
     Mint(#[from] mesh::auth::AuthError),
+    /// Too many attempts (the portal's sign-in throttles); try again after this many seconds,
+    /// sent as the trailing metadata `retry-after`.
+    #[error("too many attempts; try again in {0} s")]
+    Throttled(u64),
+    /// A failure of this service that is not the client's (e.g. a hashing task died); its
+    /// text is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
     /// Another service did not answer or confirm; the message says what to do (it names no
     /// secret and no tenant data).
     #[error("{0}")]
@@ -74,6 +82,8 @@ impl ServiceError for TenantError {
             TenantError::Db(db) => db.error_code(),
             TenantError::Mint(_) => ServiceErrorCode::Internal,
             TenantError::Unavailable(_) => ServiceErrorCode::Unavailable,
+            TenantError::Throttled(_) => ServiceErrorCode::ResourceExhausted,
+            TenantError::Internal(_) => ServiceErrorCode::Internal,
         }
     }
 
@@ -87,7 +97,13 @@ impl ServiceError for TenantError {
 
 impl From<TenantError> for tonic::Status {
     fn from(e: TenantError) -> Self {
-        mesh::status::to_status(&e)
+        let mut status = mesh::status::to_status(&e);
+        if let TenantError::Throttled(secs) = e {
+            status
+                .metadata_mut()
+                .insert("retry-after", secs.max(1).into());
+        }
+        status
     }
 }
 
@@ -126,5 +142,8 @@ mod tests {
         let s = tonic::Status::from(TenantError::Mint(mesh::auth::AuthError::MissingToken));
         assert_eq!(s.code(), tonic::Code::Internal);
         assert!(!s.message().contains("mint"), "{}", s.message());
+        let s = tonic::Status::from(TenantError::Throttled(42));
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "42");
     }
 }

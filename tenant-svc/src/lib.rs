@@ -16,6 +16,7 @@
 //! tenant tokens) and the mesh server together.
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod customer;
 pub mod error;
 pub mod history;

@@ -6,6 +6,8 @@
 use std::future::Future;
 
 use mesh::api::service_names as names;
+use mesh::api::tenant::account_admin_service_server::AccountAdminServiceServer;
+use mesh::api::tenant::account_service_server::AccountServiceServer;
 use mesh::api::tenant::edge_service_server::EdgeServiceServer;
 use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
 use mesh::api::tenant::tenant_service_server::TenantServiceServer;
@@ -25,10 +27,15 @@ fn operator() -> Rule {
     Rule::service(scope::TENANT_ADMIN).issued_by(&[OPERATOR])
 }
 
+/// The gateway's `tenant:portal`, for the tenant portal's accounts.
+fn portal() -> Rule {
+    Rule::service(scope::TENANT_PORTAL).issued_by(&[GATEWAY])
+}
+
 /// Which token kind, scope and issuer each RPC needs. Admin methods are the operator's;
 /// `IssueTenantToken` also serves media-svc, for exactly the scopes, audiences and lifetime of
-/// `scope::MEDIA_SVC_ISSUABLE` (checked by the handler, which sees the request); the edge is
-/// the gateway's.
+/// `scope::MEDIA_SVC_ISSUABLE` (checked by the handler, which sees the request); the edge and
+/// the portal's accounts are the gateway's (each with its own scope).
 pub fn policy() -> Policy {
     Policy::new()
         .service_methods(
@@ -76,6 +83,23 @@ pub fn policy() -> Policy {
                 ),
             ],
         )
+        .service_methods(
+            names::ACCOUNT,
+            &[
+                ("GetInvitation", portal()),
+                ("AcceptInvitation", portal()),
+                ("SignIn", portal()),
+                ("RequestPasswordReset", portal()),
+                ("ResetPassword", portal()),
+                ("ExchangeSession", portal()),
+                ("SignOut", portal()),
+                ("SignOutEverywhere", portal()),
+                ("ChangePassword", portal()),
+                ("ListSessions", portal()),
+                ("RevokeSession", portal()),
+            ],
+        )
+        .service_methods(names::ACCOUNT_ADMIN, &[("InviteUser", operator())])
 }
 
 /// What the handlers need.
@@ -90,6 +114,8 @@ pub struct Deps {
     pub webhook_allow_insecure: bool,
     /// memory-svc and media-svc, which `DeleteCustomer` asks to erase the customer's data.
     pub peers: crate::peers::Peers,
+    /// Portal sessions' lifetimes and the account hash key.
+    pub accounts: crate::account::AccountConfig,
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
@@ -111,7 +137,11 @@ pub async fn serve(
     let _listener = tokio_util::task::AbortOnDropHandle::new(listener);
     let routes = tonic::service::Routes::new(TenantAdminServiceServer::new(svc.clone()))
         .add_service(TenantServiceServer::new(svc.clone()))
-        .add_service(EdgeServiceServer::new(svc));
+        .add_service(EdgeServiceServer::new(svc.clone()))
+        .add_service(AccountServiceServer::new(svc.clone()))
+        .add_service(AccountAdminServiceServer::new(svc));
+    // The first unknown-address sign-in must not pay for the dummy hash.
+    tokio::spawn(crate::account::password::warm_up());
     let config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);
     Ok(mesh::server::serve(config, routes, shutdown).await?)
 }
@@ -139,6 +169,7 @@ pub async fn run(
         legacy,
         webhook_allow_insecure: settings.webhook_allow_insecure,
         peers,
+        accounts: settings.accounts.clone(),
     };
     serve(deps, p.listeners, shutdown).await
 }

@@ -3,7 +3,9 @@
 
 use mesh::server::ServiceSettings;
 use mesh::settings::{Env, SettingsError, catalog};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretSlice, SecretString};
+
+use crate::account::AccountConfig;
 
 use crate::server::NAME;
 
@@ -23,7 +25,13 @@ pub struct Settings {
     pub memory_url: String,
     /// media-svc's URL (`MEDIA_SVC_URL`; replicas comma-separated), for tenant erasure.
     pub media_url: String,
+    /// Portal sessions' lifetimes (`PORTAL_SESSION_IDLE_SECONDS`, `PORTAL_SESSION_MAX_SECONDS`)
+    /// and the account hash key (`TENANT_ACCOUNT_HASH_KEY`).
+    pub accounts: AccountConfig,
 }
+
+/// Shortest accepted `TENANT_ACCOUNT_HASH_KEY`, in bytes.
+const MIN_ACCOUNT_KEY_LEN: usize = 32;
 
 impl Settings {
     /// Reads the environment, reporting every problem together.
@@ -44,6 +52,25 @@ impl Settings {
         let webhook_allow_insecure = env.get::<bool>(&catalog::WEBHOOK_ALLOW_INSECURE);
         let memory_url = env.get::<String>(&catalog::MEMORY_SVC_URL);
         let media_url = env.get::<String>(&catalog::MEDIA_SVC_URL);
+        let account_key = env.optional_secret(&catalog::TENANT_ACCOUNT_HASH_KEY);
+        if let Some(k) = &account_key
+            && k.expose_secret().len() < MIN_ACCOUNT_KEY_LEN
+        {
+            env.problem(
+                &catalog::TENANT_ACCOUNT_HASH_KEY,
+                format!("must be at least {MIN_ACCOUNT_KEY_LEN} bytes"),
+            );
+        }
+        let session_idle = env.seconds(&catalog::PORTAL_SESSION_IDLE_SECONDS);
+        let session_max = env.seconds(&catalog::PORTAL_SESSION_MAX_SECONDS);
+        if let (Some(idle), Some(max)) = (session_idle, session_max)
+            && (idle.is_zero() || max < idle)
+        {
+            env.problem(
+                &catalog::PORTAL_SESSION_IDLE_SECONDS,
+                "must be at least 1 and at most PORTAL_SESSION_MAX_SECONDS",
+            );
+        }
         for line in env.describe() {
             tracing::debug!(setting = %line, "setting");
         }
@@ -56,6 +83,12 @@ impl Settings {
                 .expect("present when finish() succeeded"),
             memory_url: memory_url.expect("present when finish() succeeded"),
             media_url: media_url.expect("present when finish() succeeded"),
+            accounts: AccountConfig {
+                session_idle: session_idle.expect("present when finish() succeeded"),
+                session_max: session_max.expect("present when finish() succeeded"),
+                hash_key: account_key
+                    .map(|k| SecretSlice::from(k.expose_secret().as_bytes().to_vec())),
+            },
         })
     }
 }

@@ -130,6 +130,7 @@ async fn start_tenant(
             keys.identity(names::TENANT_SVC),
         )
         .expect("peer URLs"),
+        accounts: Default::default(),
     };
     let task = tokio::spawn(tenant_svc::serve(
         deps,

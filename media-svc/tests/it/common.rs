@@ -97,6 +97,7 @@ impl Svc {
                     keys.identity(names::TENANT_SVC),
                 )
                 .expect("peer URLs"),
+                accounts: Default::default(),
             };
             tasks.push(tokio::spawn(tenant_svc::serve(
                 deps,

@@ -327,6 +327,7 @@ impl Mesh {
                     keys.identity(names::TENANT_SVC),
                 )
                 .expect("peer URLs"),
+                accounts: Default::default(),
             },
             mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
             shutdown(&stop_rx),

@@ -39,6 +39,26 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "app.token_revocations()",
         "TABLE(customer_id bigint, not_before timestamp with time zone)",
     ),
+    // Portal sign-in and reset requests (V16): every (customer, user) with a keyed e-mail hash.
+    (
+        "tenant.user_ids_by_email_hash(bytea)",
+        "TABLE(customer_id bigint, user_id bigint)",
+    ),
+    // The portal's invitation page and acceptance (V16): the invitation with a token hash.
+    (
+        "tenant.invitation_id_by_token_hash(bytea)",
+        "TABLE(customer_id bigint, invitation_id bigint)",
+    ),
+    // A portal password reset (V16): the reset with a token hash.
+    (
+        "tenant.password_reset_id_by_token_hash(bytea)",
+        "TABLE(customer_id bigint, reset_id bigint)",
+    ),
+    // Every portal request (V16): the session with a secret hash.
+    (
+        "tenant.session_id_by_secret_hash(bytea)",
+        "TABLE(customer_id bigint, session_id bigint)",
+    ),
 ];
 
 /// The one policy expression a tenant policy may have, as PostgreSQL deparses it

@@ -82,6 +82,7 @@ async fn serve(db: &TestDb, keys: &DevKeys) -> Vec<EdgeServiceClient<Channel>> {
             keys.identity(names::TENANT_SVC),
         )
         .expect("peer URLs"),
+        accounts: Default::default(),
     };
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,13 +6,17 @@
 //!   and signing webhook deliveries with secrets that never leave this service (shown once, when
 //!   created);
 //! - `edge`: `EdgeService` (the gateway): number resolution and legacy token exchange;
-//! - `erasure`: `DeleteCustomer`'s erasure of a customer in every service.
+//! - `erasure`: `DeleteCustomer`'s erasure of a customer in every service;
+//! - `account`: `AccountService` (the gateway, for the tenant portal: invitations, sign-in,
+//!   sessions, password resets, session exchange) and `AccountAdminService` (operators'
+//!   invitations).
 //!
 //! Handlers turn requests into checked values (`validate`, `model`, `outbound`), run the
 //! `store` functions in one transaction, and answer; they hold no SQL. What they share lives
 //! here: [`TenantSvc`] with its two caches (the platform defaults, and the routing cache of
 //! [`crate::routing`]) and the reads every group needs.
 
+mod account;
 mod admin;
 mod edge;
 mod erasure;
@@ -48,13 +52,16 @@ pub const DEFAULTS_TTL: Duration = Duration::from_secs(2);
 /// What every handler returns.
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
 
-/// Implements `TenantAdminService`, `TenantService` and `EdgeService`.
+/// Implements `TenantAdminService`, `TenantService`, `EdgeService`, `AccountService` and
+/// `AccountAdminService`.
 #[derive(Clone)]
 pub struct TenantSvc {
     deps: Deps,
     defaults: Arc<Mutex<DefaultsCache>>,
     /// `ResolveNumber` answered from memory while the change listener runs (see [`crate::routing`]).
     routing: Arc<RoutingCache>,
+    /// The account hash key read from the database (when not configured), once per replica.
+    account_key: Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>,
 }
 
 /// This replica's copy of the platform defaults.
@@ -132,6 +139,7 @@ impl TenantSvc {
             deps,
             defaults: Arc::default(),
             routing: Arc::new(RoutingCache::default()),
+            account_key: Arc::default(),
         }
     }
 

@@ -14,8 +14,12 @@
 //! - [`outbound`]: outbound-call and webhook settings;
 //! - [`webhooks`]: webhook signing secrets;
 //! - [`erasures`]: the operator's erasure of a customer, its progress and record;
-//! - [`revocations`]: the second up to which a tenant's tokens are refused everywhere.
+//! - [`revocations`]: the second up to which a tenant's tokens are refused everywhere;
+//! - [`audit`]: the tenant's audit log (append and read);
+//! - [`accounts`]: portal users, invitations, sessions, sign-in failures and password resets.
 
+pub mod accounts;
+pub mod audit;
 pub mod customers;
 pub mod defaults;
 pub mod erasures;
@@ -25,6 +29,7 @@ pub mod outbound;
 pub mod revocations;
 pub mod webhooks;
 
+pub use audit::append_audit;
 pub use customers::{
     NewCustomer, delete_customer, get_customer, insert_customer, list_customer_ids, lock_customer,
     next_customer_id, require_customer, require_customer_core, set_status, update_overrides,

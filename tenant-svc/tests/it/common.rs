@@ -58,6 +58,39 @@ pub async fn serve_with_peers(
     webhook_allow_insecure: bool,
     peers: &Peers,
 ) -> Replica {
+    serve_configured(
+        db,
+        keys,
+        legacy,
+        webhook_allow_insecure,
+        peers,
+        tenant_svc::account::AccountConfig::default(),
+    )
+    .await
+}
+
+/// [`serve`] with portal sessions configured as `accounts` (its peers unreachable).
+pub async fn serve_with_accounts(
+    db: &TestDb,
+    keys: &DevKeys,
+    accounts: tenant_svc::account::AccountConfig,
+) -> Replica {
+    let peers = Peers {
+        memory: dead_addr().await,
+        media: dead_addr().await,
+    };
+    serve_configured(db, keys, None, false, &peers, accounts).await
+}
+
+/// [`serve_with_peers`] with portal sessions configured as `accounts`.
+pub async fn serve_configured(
+    db: &TestDb,
+    keys: &DevKeys,
+    legacy: Option<LegacyVerifier>,
+    webhook_allow_insecure: bool,
+    peers: &Peers,
+    accounts: tenant_svc::account::AccountConfig,
+) -> Replica {
     let deps = tenant_svc::Deps {
         core: mesh::server::Core {
             db: db.db_for_role("tenant_svc").await,
@@ -71,6 +104,7 @@ pub async fn serve_with_peers(
             keys.identity(names::TENANT_SVC),
         )
         .unwrap(),
+        accounts,
     };
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -10,8 +10,11 @@
 //! - [`legacy`]: legacy HS256 tokens' lifetime and scope mapping at the exchange;
 //! - [`toll_fraud`]: transfer rules against the transfer regions, and migration V14;
 //! - [`binary`]: the `tenant-svc` binary's start-up contract;
+//! - [`accounts`]: the tenant portal's accounts (issue 19): invitations, sign-in and its
+//!   throttles, sessions, password changes and resets, the session exchange, RLS on V16;
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
+mod accounts;
 mod admin_issuers;
 mod binary;
 mod common;

@@ -1,0 +1,58 @@
+//! `tenant.audit_log` (V16): the tenant's security events as tenant-svc records them (sign-ins,
+//! failed sign-ins, password changes, invitations; team, API key and setting changes), shown on
+//! the portal's security page with the export and erasure events of memory-svc and media-svc.
+//! Append-only: tenant-svc may insert and read rows, never change or delete them (rows go only
+//! with their customer).
+//!
+//! A row names who acted (`actor`: `user:<id>`, `operator`, `api-key:<id>`, `service:<name>`),
+//! what happened (`action`, dotted, see [`actions`]) and a `detail` object. The detail never holds
+//! a secret, a raw phone number or an e-mail address: ids, roles, field names.
+
+use mesh::db::Tx;
+use mesh::domain::CustomerId;
+use serde_json::Value as Json;
+
+use crate::error::Result;
+
+/// The actions tenant-svc records. Others are added here, next to these, when a part starts
+/// recording them.
+pub mod actions {
+    /// A user signed in (a new session).
+    pub const SIGN_IN: &str = "auth.sign_in";
+    /// A sign-in with a known user's address failed (wrong password or second factor, or the
+    /// user is disabled). Failures for unknown addresses belong to no tenant and are not recorded.
+    pub const SIGN_IN_FAILED: &str = "auth.sign_in_failed";
+    /// A user changed their password (their other sessions ended).
+    pub const PASSWORD_CHANGED: &str = "auth.password_changed";
+    /// A user set a new password with a reset link (all their sessions ended).
+    pub const PASSWORD_RESET: &str = "auth.password_reset";
+    /// A user signed out (ended their session).
+    pub const SIGNED_OUT: &str = "auth.signed_out";
+    /// A password reset was asked for a user (a reset mail is to be sent).
+    pub const PASSWORD_RESET_REQUESTED: &str = "auth.password_reset_requested";
+    /// A user signed out everywhere.
+    pub const SIGNED_OUT_EVERYWHERE: &str = "auth.signed_out_everywhere";
+    /// A user ended one of their other sessions.
+    pub const SESSION_REVOKED: &str = "auth.session_revoked";
+    /// An invitation was created.
+    pub const INVITED: &str = "team.invited";
+    /// An invitation was accepted (a user was created).
+    pub const INVITATION_ACCEPTED: &str = "team.invitation_accepted";
+}
+
+/// Appends one event to the current tenant's audit log, inside the caller's tenant transaction
+/// (so the event is recorded exactly when the change it describes commits).
+pub async fn append_audit(
+    tx: &Tx<'_>,
+    id: CustomerId,
+    actor: &str,
+    action: &str,
+    detail: &Json,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO tenant.audit_log (customer_id, actor, action, detail) VALUES ($1, $2, $3, $4)",
+        &[&id, &actor, &action, detail],
+    )
+    .await?;
+    Ok(())
+}
