@@ -7,6 +7,7 @@ use mesh::auth::tenant_caller;
 use mesh::db::Tx;
 use mesh::domain::{CustomerId, PhoneNumber};
 use secrecy::ExposeSecret as _;
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::{RpcResult, TenantSvc};
@@ -15,6 +16,7 @@ use crate::history::{Change, ConfigType};
 use crate::model::diff;
 use crate::outbound::{self, Patch};
 use crate::page::{page_size, page_token, parse_page_token};
+use crate::store::audit::actions;
 use crate::{store, validate, webhook, wire};
 
 /// Do-not-call lists longer than this are validated on the blocking pool: parsing a number with
@@ -140,6 +142,18 @@ impl TenantSvc {
                 }
                 store::update_overrides(tx, id, &next).await?;
                 store::record_changes(tx, id, &changes, by).await?;
+                // The audit log names the fields, never their values.
+                let fields: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+                let (action, detail) = match &edit {
+                    ConfigEdit::Update { .. } => {
+                        (actions::AGENT_UPDATED, json!({ "fields": fields }))
+                    }
+                    ConfigEdit::Revert(change) => (
+                        actions::AGENT_REVERTED,
+                        json!({ "change_id": change, "fields": fields }),
+                    ),
+                };
+                store::append_audit(tx, id, by, action, &detail).await?;
                 Ok::<_, TenantError>((store::require_customer(tx, id).await?, changes.len()))
             })
             .await?;
@@ -291,6 +305,9 @@ impl tenant_service_server::TenantService for TenantSvc {
                 if !changes.is_empty() {
                     store::save_outbound(tx, id, &next).await?;
                     store::record_changes(tx, id, &changes, &by).await?;
+                    let fields: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+                    let detail = json!({ "fields": fields });
+                    store::append_audit(tx, id, &by, actions::OUTBOUND_UPDATED, &detail).await?;
                 }
                 let changed: Vec<String> = changes.into_iter().map(|c| c.key).collect();
                 Ok::<_, TenantError>((next, changed))
@@ -326,6 +343,8 @@ impl tenant_service_server::TenantService for TenantSvc {
                     new: Some(webhook::ROTATED.into()),
                 };
                 store::record_changes(tx, id, &[change], &by).await?;
+                let detail = json!({ "first": previous_expires.is_none() });
+                store::append_audit(tx, id, &by, actions::WEBHOOK_SECRET_ROTATED, &detail).await?;
                 Ok::<_, TenantError>(previous_expires)
             })
             .await?;

@@ -38,6 +38,15 @@ pub mod actions {
     pub const INVITED: &str = "team.invited";
     /// An invitation was accepted (a user was created).
     pub const INVITATION_ACCEPTED: &str = "team.invitation_accepted";
+    /// The agent configuration changed (`UpdateAgentConfig`; detail: the changed fields' names).
+    pub const AGENT_UPDATED: &str = "agent.updated";
+    /// A configuration change was reverted (`RevertConfigChange`; detail: the history entry's
+    /// id and the field's name).
+    pub const AGENT_REVERTED: &str = "agent.reverted";
+    /// Outbound-call or webhook settings changed (detail: the changed fields' names).
+    pub const OUTBOUND_UPDATED: &str = "outbound.updated";
+    /// The webhook signing secret was rotated (never the secret).
+    pub const WEBHOOK_SECRET_ROTATED: &str = "webhooks.secret_rotated";
 }
 
 /// Appends one event to the current tenant's audit log, inside the caller's tenant transaction

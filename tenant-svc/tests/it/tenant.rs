@@ -113,6 +113,17 @@ impl Svc {
             .get(0)
     }
 
+    /// A count of one customer's rows with one text parameter.
+    async fn count_with(&self, sql: &str, customer: i64, text: &str) -> i64 {
+        self.db
+            .admin_client()
+            .await
+            .query_one(sql, &[&customer, &text])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     async fn snapshot(&self) -> (i64, i64, i64) {
         (
             self.count("SELECT count(*) FROM tenant.customers").await,
@@ -701,6 +712,23 @@ async fn a_change_is_reverted_as_a_recorded_update_of_its_one_field() {
 
     revert_refusals(&s, peterson, smith, entry("agent_name"), before).await;
     assert_eq!(profile().await.agent_name, "Ava");
+    reverts_audited(&s, peterson).await;
+}
+
+/// Audited in the same transactions: one update, two reverts (the no-op none), by the token's
+/// subject, naming fields and never their values.
+async fn reverts_audited(s: &Svc, peterson: i64) {
+    let audited = |action: &'static str| {
+        s.count_with(
+            "SELECT count(*) FROM tenant.audit_log WHERE customer_id = $1 AND action = $2 \
+             AND actor = 'test-user' AND detail::text NOT LIKE '%Ava%' \
+             AND detail::text NOT LIKE '%Hello%'",
+            peterson,
+            action,
+        )
+    };
+    assert_eq!(audited("agent.updated").await, 1);
+    assert_eq!(audited("agent.reverted").await, 2);
 }
 
 /// Another tenant's entry or an unknown id (NOT_FOUND, alike), a read-only token
