@@ -100,15 +100,33 @@ pub fn router(edge: Arc<Edge>) -> axum::Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
         ));
+    // The tenant portal: its own layers (headers, same-origin rule, CSRF, time budget), given
+    // the client address this edge resolved (the key of its per-address sign-in allowance).
+    let portal = portal::router(edge.portal.clone()).route_layer(from_fn(portal_client_address));
     axum::Router::new()
         .merge(requests)
         .merge(media)
+        .merge(portal)
         .route("/healthz", get(|| async { "ok\n" }))
         // Bodies are bounded before any handler reads them.
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         // Where each request came from, first (behind a trusted proxy, the address it saw).
         .layer(from_fn_with_state(edge.clone(), extract::resolve_client))
         .with_state(edge)
+}
+
+/// Hands the portal the client address [`extract::resolve_client`] found, as the key of
+/// per-address limits (the IPv4 address or the IPv6 /64).
+async fn portal_client_address(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(client) = request.extensions().get::<extract::ClientAddr>().copied() {
+        request
+            .extensions_mut()
+            .insert(portal::ClientAddress(client.limit_key()));
+    }
+    next.run(request).await
 }
 
 /// Loads the identity, binds the ports and serves until `shutdown` resolves.
@@ -174,6 +192,7 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 edge.limits.shrink();
+                edge.portal.shrink();
             }
         })
     };

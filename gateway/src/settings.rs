@@ -45,6 +45,8 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// Bounds on the public listener's connections.
     pub connections: ConnectionConfig,
+    /// The tenant portal's settings (mail, sign-in allowance; origin and cookie from the base URL).
+    pub portal: portal::Config,
 }
 
 impl Settings {
@@ -75,6 +77,7 @@ impl Settings {
             .optional::<TrustedProxies>(&catalog::GATEWAY_TRUSTED_PROXIES)
             .unwrap_or_default();
         let connections = connections_from_env(&mut env);
+        let portal = portal::Config::from_env(&mut env, public_base_url.as_deref());
         env.finish()?;
         let missing = "present when finish() succeeded";
         Ok(Self {
@@ -93,6 +96,7 @@ impl Settings {
             limits: limits.expect(missing),
             trusted_proxies,
             connections: connections.expect(missing),
+            portal: portal.expect(missing),
         })
     }
 }

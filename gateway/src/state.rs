@@ -59,6 +59,8 @@ pub struct Edge {
     pub drain_expired: tokio_util::sync::CancellationToken,
     /// Key for hashing phone numbers in logs.
     pub log_key: Vec<u8>,
+    /// The tenant portal (its router is mounted under `/portal/`).
+    pub portal: Arc<portal::Portal>,
 }
 
 impl Edge {
@@ -138,6 +140,18 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
     };
     let tenant_channel = channel(&settings.tenant_svc_url)?;
     let media_channel = channel(&settings.media_svc_url)?;
+    let memory_channel = channel(&settings.memory_svc_url)?;
+    // The portal's only power of its own: `AccountService` (sign-in, sessions, resets). Every
+    // page's data is read with the signed-in user's own short-lived tenant token.
+    let portal = Arc::new(portal::Portal::new(
+        settings.portal.clone(),
+        portal::Channels {
+            tenant: tenant_channel.clone(),
+            memory: memory_channel.clone(),
+            media: media_channel.clone(),
+        },
+        identity.service_tokens(names::TENANT_SVC, &[scope::TENANT_PORTAL]),
+    ));
     Ok(Arc::new(Edge {
         public_base_url: base,
         media_ws_url: format!("{ws_base}/twilio/media"),
@@ -145,7 +159,7 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
         tenant: EdgeServiceClient::new(tenant_channel.clone()),
         media: CallServiceClient::new(media_channel.clone()),
         peer_channels: [("tenant-svc", tenant_channel), ("media-svc", media_channel)],
-        memory: MemoryServiceClient::new(channel(&settings.memory_svc_url)?),
+        memory: MemoryServiceClient::new(memory_channel),
         tenant_token: identity.service_tokens(
             names::TENANT_SVC,
             &[scope::TENANT_RESOLVE, scope::TENANT_EXCHANGE],
@@ -164,5 +178,6 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
         streams: tokio_util::task::TaskTracker::new(),
         drain_expired: tokio_util::sync::CancellationToken::new(),
         log_key,
+        portal,
     }))
 }

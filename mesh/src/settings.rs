@@ -160,6 +160,18 @@ pub mod catalog {
         /// h2c on the public port.
         GATEWAY_HTTP2 = { name: "GATEWAY_HTTP2", default: Some("false"), secret: false, used_by: "gateway",
             help: "`true` also serves cleartext HTTP/2 (prior knowledge) on the public port, with keep-alive pings, at most 32 concurrent streams and reset-flood limits. Off by default: Twilio and WebSocket upgrades use HTTP/1.1." },
+        /// Portal mail: SMTP server.
+        PORTAL_SMTP_URL = { name: "PORTAL_SMTP_URL", default: None, secret: true, used_by: "gateway",
+            help: "SMTP server the tenant portal sends password-reset mail through: `smtps://user:password@host[:port]` (TLS from the start) or `smtp://user:password@host[:port]` (STARTTLS required; plain only to a loopback host). Required unless PUBLIC_BASE_URL is a loopback address (then mail goes to the PORTAL_OUTBOX_DIR folder)." },
+        /// Portal mail: sender.
+        PORTAL_MAIL_FROM = { name: "PORTAL_MAIL_FROM", default: Some("NeuroSphere <no-reply@localhost>"), secret: false, used_by: "gateway",
+            help: "`From:` of the portal's mail, a mailbox such as `Acme Voice <no-reply@acme.example>`." },
+        /// Portal mail: local outbox.
+        PORTAL_OUTBOX_DIR = { name: "PORTAL_OUTBOX_DIR", default: None, secret: false, used_by: "gateway",
+            help: "Folder the portal writes its mail to as `.eml` files instead of sending it (development: `neurosphere up` sets it under its data folder; unset, `neurosphere-portal-outbox` in the system's temporary folder, named in the gateway's log). Allowed only when PUBLIC_BASE_URL is a loopback address and PORTAL_SMTP_URL is unset." },
+        /// Portal sign-in form posts per address.
+        PORTAL_AUTH_POSTS_PER_MINUTE = { name: "PORTAL_AUTH_POSTS_PER_MINUTE", default: Some("30"), secret: false, used_by: "gateway",
+            help: "Sign-in, invitation and password-reset form posts one client address (IPv6: one /64) may make per minute (all at once at most); beyond it the portal answers 429 with `Retry-After` before any password is hashed. tenant-svc's per-account and per-address failure throttles apply behind it." },
         /// Twilio auth token.
         TWILIO_AUTH_TOKEN = { name: "TWILIO_AUTH_TOKEN", default: None, secret: true, used_by: "gateway, media-svc",
             help: "Twilio Auth Token: key of `X-Twilio-Signature` and of Twilio REST calls. Required by the gateway." },

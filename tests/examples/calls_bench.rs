@@ -1078,9 +1078,11 @@ fn gateway_settings(
     memory: &Service,
     media: &Service,
     auth_token: &str,
-) -> [(&'static str, String); 8] {
+) -> [(&'static str, String); 9] {
     [
         ("PUBLIC_BASE_URL", PUBLIC_BASE_URL.to_owned()),
+        // An https base URL needs an SMTP server for the portal's mail; none is sent here.
+        ("PORTAL_SMTP_URL", "smtp://127.0.0.1:2525".to_owned()),
         ("TWILIO_AUTH_TOKEN", auth_token.to_owned()),
         ("TENANT_SVC_URL", format!("http://{}", tenant.process.main)),
         ("MEMORY_SVC_URL", format!("http://{}", memory.process.main)),

@@ -256,6 +256,16 @@ impl Services {
             "WEBHOOK_ALLOW_INSECURE".into(),
             env_or("WEBHOOK_ALLOW_INSECURE", "true"),
         );
+        // The portal's mail (password-reset links) goes to a folder here unless SMTP is set.
+        if !base.contains_key("PORTAL_SMTP_URL") {
+            base.insert(
+                "PORTAL_OUTBOX_DIR".into(),
+                env_or(
+                    "PORTAL_OUTBOX_DIR",
+                    &dir.join("outbox").display().to_string(),
+                ),
+            );
+        }
         let for_service = |name: &str, role: Option<&str>| -> anyhow::Result<Env> {
             let mut vars = base.clone();
             let f = &files[name];
@@ -393,6 +403,7 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
         ),
     ];
     let gateway_addrs = (services.gateway.http_addr, services.gateway.admin_addr);
+    let portal_mail = services.gateway.portal.mail.clone();
     let (twilio, jwt) = (services.twilio.clone(), services.jwt.clone());
     let mut running = Running::spawn(services);
     running.ready(&addrs).await?;
@@ -410,6 +421,14 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
     );
     println!("  {:<11} {}", "PostgreSQL", redact_url(admin_url));
     println!("  {:<11} {}", "keys", keys_dir.display());
+    println!("  {:<11} http://{}/portal/", "portal", gateway_addrs.0);
+    if let portal::config::MailTransport::Outbox(outbox) = &portal_mail {
+        println!(
+            "  {:<11} {} (the portal's mail, as .eml files)",
+            "outbox",
+            outbox.display()
+        );
+    }
     for (name, (value, generated)) in [("TWILIO_AUTH_TOKEN", twilio), ("JWT_SECRET_KEY   ", jwt)] {
         if generated {
             println!(

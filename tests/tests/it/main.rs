@@ -13,5 +13,6 @@ mod isolation;
 mod logs;
 mod media_frames;
 mod outbound;
+mod portal;
 mod stream_ticket;
 mod suspension;

@@ -397,6 +397,8 @@ impl ProcessMesh {
                 ("MEMORY_SVC_URL", memory_urls.clone()),
                 ("MEDIA_SVC_URL", urls(&media, &media_b)),
                 ("GATEWAY_APOLOGY_MESSAGE", APOLOGY.into()),
+                // An https base URL needs an SMTP server for the portal's mail; none is sent here.
+                ("PORTAL_SMTP_URL", "smtp://127.0.0.1:2525".into()),
             ],
         );
         let gateway = Service::start("gateway", "GATEWAY_PORT", gateway_env.clone()).await;

@@ -1,0 +1,18 @@
+//! The signed-in pages, one module each, registered here with one line each. A page module
+//! exposes `routes() -> Router<Arc<Portal>>`; its handlers take [`crate::Session`] (any role) or
+//! [`crate::Owner`] (owners only) and, for a POST, [`crate::CsrfForm`]; its template
+//! (`templates/<page>.html`) extends `base.html` with a `layout` from `Session::layout`.
+
+use std::sync::Arc;
+
+use crate::Portal;
+
+pub mod home;
+pub mod security;
+
+/// Every signed-in page's routes.
+pub fn routes() -> axum::Router<Arc<Portal>> {
+    axum::Router::new()
+        .merge(home::routes())
+        .merge(security::routes())
+}
