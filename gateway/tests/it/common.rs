@@ -113,6 +113,12 @@ impl CallService for Stub {
     ) -> Result<Response<media_pb::OpenStreamResponse>, Status> {
         unimplemented()
     }
+    async fn get_call_stats(
+        &self,
+        _: Request<media_pb::GetCallStatsRequest>,
+    ) -> Result<Response<media_pb::GetCallStatsResponse>, Status> {
+        unimplemented()
+    }
     type StreamCallStream = Nothing<media_pb::StreamCallResponse>;
     async fn stream_call(
         &self,
@@ -210,6 +216,24 @@ impl MemoryService for Stub {
         &self,
         _: Request<memory_pb::ListMemoriesRequest>,
     ) -> Result<Response<memory_pb::ListMemoriesResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_callers(
+        &self,
+        _: Request<memory_pb::ListCallersRequest>,
+    ) -> Result<Response<memory_pb::ListCallersResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_caller(
+        &self,
+        _: Request<memory_pb::GetCallerRequest>,
+    ) -> Result<Response<memory_pb::GetCallerResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_call_summary(
+        &self,
+        _: Request<memory_pb::GetCallSummaryRequest>,
+    ) -> Result<Response<memory_pb::GetCallSummaryResponse>, Status> {
         unimplemented()
     }
     async fn delete_memory(
