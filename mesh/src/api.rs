@@ -55,6 +55,8 @@ pub mod service_names {
     pub const ACCOUNT: &str = "neurosphere.tenant.v1.AccountService";
     /// tenant-svc's account administration API (operators).
     pub const ACCOUNT_ADMIN: &str = "neurosphere.tenant.v1.AccountAdminService";
+    /// tenant-svc's team API (a tenant's own users, invitations, API keys, audit log).
+    pub const TEAM: &str = "neurosphere.tenant.v1.TeamService";
     /// memory-svc's tenant API.
     pub const MEMORY: &str = "neurosphere.memory.v1.MemoryService";
     /// memory-svc's admin API.

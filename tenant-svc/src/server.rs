@@ -9,6 +9,7 @@ use mesh::api::service_names as names;
 use mesh::api::tenant::account_admin_service_server::AccountAdminServiceServer;
 use mesh::api::tenant::account_service_server::AccountServiceServer;
 use mesh::api::tenant::edge_service_server::EdgeServiceServer;
+use mesh::api::tenant::team_service_server::TeamServiceServer;
 use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
 use mesh::api::tenant::tenant_service_server::TenantServiceServer;
 use mesh::auth::{Policy, Rule};
@@ -100,6 +101,21 @@ pub fn policy() -> Policy {
             ],
         )
         .service_methods(names::ACCOUNT_ADMIN, &[("InviteUser", operator())])
+        .service_methods(
+            names::TEAM,
+            &[
+                ("ListUsers", Rule::tenant(scope::TENANT_TEAM)),
+                ("CreateInvitation", Rule::tenant(scope::TENANT_TEAM)),
+                ("ListInvitations", Rule::tenant(scope::TENANT_TEAM)),
+                ("RevokeInvitation", Rule::tenant(scope::TENANT_TEAM)),
+                ("ChangeUserRole", Rule::tenant(scope::TENANT_TEAM)),
+                ("RemoveUser", Rule::tenant(scope::TENANT_TEAM)),
+                ("CreateApiKey", Rule::tenant(scope::TENANT_KEYS)),
+                ("ListApiKeys", Rule::tenant(scope::TENANT_KEYS)),
+                ("RevokeApiKey", Rule::tenant(scope::TENANT_KEYS)),
+                ("ListAuditEvents", Rule::tenant(scope::TENANT_AUDIT)),
+            ],
+        )
 }
 
 /// What the handlers need.
@@ -139,7 +155,8 @@ pub async fn serve(
         .add_service(TenantServiceServer::new(svc.clone()))
         .add_service(EdgeServiceServer::new(svc.clone()))
         .add_service(AccountServiceServer::new(svc.clone()))
-        .add_service(AccountAdminServiceServer::new(svc));
+        .add_service(AccountAdminServiceServer::new(svc.clone()))
+        .add_service(TeamServiceServer::new(svc));
     // The first unknown-address sign-in must not pay for the dummy hash.
     tokio::spawn(crate::account::password::warm_up());
     let config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);

@@ -165,7 +165,8 @@ impl TenantSvc {
 
     /// Creates a one-time invitation of `email` (normalised) to `id` with `role`, by `actor`;
     /// NOT_FOUND for an unknown customer, ALREADY_EXISTS when it has a user with that address.
-    /// Returns the token (shown once), its expiry and the invitation's id. Shared by
+    /// A pending invitation of the same address is replaced. Returns the token (shown once)
+    /// and the invitation. Shared by
     /// `AccountAdminService.InviteUser` and `TeamService.CreateInvitation`.
     pub(crate) async fn invite(
         &self,
@@ -173,11 +174,11 @@ impl TenantSvc {
         email: &str,
         role: Role,
         actor: &str,
-    ) -> Result<InviteUserResponse> {
+    ) -> Result<(String, db::Invitation)> {
         let key = self.account_key().await?;
         let email_hash = email_hash(&key, email);
         let (token, token_hash) = new_secret();
-        let (inv, expires) = self
+        let inv = self
             .deps
             .core
             .db
@@ -186,7 +187,9 @@ impl TenantSvc {
                 if db::user_exists(tx, id, &email_hash).await? {
                     return Err(TenantError::AlreadyExists(USER_EXISTS));
                 }
-                let (inv, expires) = db::insert_invitation(
+                // A new invitation replaces a pending one of the same address.
+                db::revoke_invitations_of(tx, id, &email_hash).await?;
+                let (inv, _) = db::insert_invitation(
                     tx,
                     id,
                     &token_hash,
@@ -205,20 +208,18 @@ impl TenantSvc {
                     &json!({ "invitation_id": inv, "role": role.as_str() }),
                 )
                 .await?;
-                Ok((inv, expires))
+                db::get_invitation(tx, id, inv, false)
+                    .await?
+                    .ok_or(TenantError::NotFound(NO_INVITATION))
             })
             .await?;
         tracing::info!(
             customer_id = id.get(),
-            invitation_id = inv,
+            invitation_id = inv.id,
             role = role.as_str(),
             "invitation created"
         );
-        Ok(InviteUserResponse {
-            token: token.expose_secret().to_owned(),
-            expire_time: Some(timestamp(expires)),
-            invitation_id: inv,
-        })
+        Ok((token.expose_secret().to_owned(), inv))
     }
 
     /// Records a failed sign-in of each of `users` (the per-account throttle and the audit log)
@@ -807,6 +808,11 @@ impl account_admin_service_server::AccountAdminService for TenantSvc {
         let id = target_customer("customer_id", r.customer_id)?;
         let email = account::normalise_email("email", &r.email)?;
         let role = Role::from_wire("role", r.role)?;
-        Ok(Response::new(self.invite(id, &email, role, &by).await?))
+        let (token, inv) = self.invite(id, &email, role, &by).await?;
+        Ok(Response::new(InviteUserResponse {
+            token,
+            expire_time: Some(timestamp(inv.expires_at)),
+            invitation_id: inv.id,
+        }))
     }
 }

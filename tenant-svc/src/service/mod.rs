@@ -9,7 +9,9 @@
 //! - `erasure`: `DeleteCustomer`'s erasure of a customer in every service;
 //! - `account`: `AccountService` (the gateway, for the tenant portal: invitations, sign-in,
 //!   sessions, password resets, session exchange) and `AccountAdminService` (operators'
-//!   invitations).
+//!   invitations);
+//! - `team`: `TeamService` (a tenant token: the portal's owner): the tenant's users and
+//!   invitations; its API keys and audit log are another part's.
 //!
 //! Handlers turn requests into checked values (`validate`, `model`, `outbound`), run the
 //! `store` functions in one transaction, and answer; they hold no SQL. What they share lives
@@ -20,6 +22,7 @@ mod account;
 mod admin;
 mod edge;
 mod erasure;
+mod team;
 mod tenant;
 
 use std::sync::{Arc, Mutex, PoisonError};

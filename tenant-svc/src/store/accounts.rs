@@ -668,3 +668,48 @@ pub async fn use_reset(tx: &Tx<'_>, id: CustomerId, reset: i64) -> Result<Option
     .await?;
     Ok(Some(user_id))
 }
+
+/// Ends the current tenant's open invitations of this e-mail hash (a new one replaces them);
+/// how many.
+pub async fn revoke_invitations_of(tx: &Tx<'_>, id: CustomerId, email_hash: &[u8]) -> Result<u64> {
+    Ok(tx
+        .execute(
+            "UPDATE tenant.invitations SET used_at = now() \
+             WHERE customer_id = $1 AND email_hash = $2 AND used_at IS NULL AND expires_at > now()",
+            &[&id, &email_hash],
+        )
+        .await?)
+}
+
+/// Each of the current tenant's users with their latest sign-in (their newest session), owners
+/// first, then by e-mail address.
+pub async fn list_team(tx: &Tx<'_>, id: CustomerId) -> Result<Vec<(User, Option<DateTime<Utc>>)>> {
+    Ok(tx
+        .query(
+            "SELECT u.id, u.email, u.role, u.password_hash, u.disabled_at IS NOT NULL, u.created_at, \
+                    (SELECT max(s.created_at) FROM tenant.sessions s \
+                     WHERE s.customer_id = u.customer_id AND s.user_id = u.id) \
+             FROM tenant.users u WHERE u.customer_id = $1 \
+             ORDER BY u.role = 'owner' DESC, u.email, u.id",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| (user(r), r.get(6)))
+        .collect())
+}
+
+/// The latest sign-in of a user.
+pub async fn last_sign_in(
+    tx: &Tx<'_>,
+    id: CustomerId,
+    user_id: i64,
+) -> Result<Option<DateTime<Utc>>> {
+    Ok(tx
+        .query_one(
+            "SELECT max(created_at) FROM tenant.sessions WHERE customer_id = $1 AND user_id = $2",
+            &[&id, &user_id],
+        )
+        .await?
+        .get(0))
+}

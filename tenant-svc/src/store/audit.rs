@@ -38,6 +38,12 @@ pub mod actions {
     pub const INVITED: &str = "team.invited";
     /// An invitation was accepted (a user was created).
     pub const INVITATION_ACCEPTED: &str = "team.invitation_accepted";
+    /// A pending invitation was withdrawn.
+    pub const INVITATION_REVOKED: &str = "team.invitation_revoked";
+    /// A user's role was changed.
+    pub const ROLE_CHANGED: &str = "team.role_changed";
+    /// A user was removed from the team (their sessions ended).
+    pub const USER_REMOVED: &str = "team.user_removed";
     /// The agent configuration changed (`UpdateAgentConfig`; detail: the changed fields' names).
     pub const AGENT_UPDATED: &str = "agent.updated";
     /// A configuration change was reverted (`RevertConfigChange`; detail: the history entry's

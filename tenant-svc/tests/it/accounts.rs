@@ -16,24 +16,24 @@ use tonic::{Code, Status};
 
 use crate::common::{self, Replica, auth};
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 const OTHER_PASSWORD: &str = "violet tractor umbrella 42";
 const ADDRESS: &str = "203.0.113.7";
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
-struct Svc {
-    db: TestDb,
-    keys: DevKeys,
-    channel: Channel,
+pub(crate) struct Svc {
+    pub(crate) db: TestDb,
+    pub(crate) keys: DevKeys,
+    pub(crate) channel: Channel,
     _replica: Replica,
 }
 
 impl Svc {
-    async fn start() -> Svc {
+    pub(crate) async fn start() -> Svc {
         Self::with(tenant_svc::account::AccountConfig::default()).await
     }
 
-    async fn with(accounts: tenant_svc::account::AccountConfig) -> Svc {
+    pub(crate) async fn with(accounts: tenant_svc::account::AccountConfig) -> Svc {
         let db = TestDb::new().await;
         let keys = DevKeys::generate();
         let replica = common::serve_with_accounts(&db, &keys, accounts).await;
@@ -45,19 +45,19 @@ impl Svc {
         }
     }
 
-    fn portal_token(&self) -> String {
+    pub(crate) fn portal_token(&self) -> String {
         common::gateway_token(&self.keys, &[scope::TENANT_PORTAL])
     }
 
-    fn operator(&self) -> String {
+    pub(crate) fn operator(&self) -> String {
         common::operator_token(&self.keys, &[scope::TENANT_ADMIN])
     }
 
-    fn accounts(&self) -> AccountServiceClient<Channel> {
+    pub(crate) fn accounts(&self) -> AccountServiceClient<Channel> {
         AccountServiceClient::new(self.channel.clone())
     }
 
-    async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         self.db
             .admin_client()
             .await
@@ -69,7 +69,7 @@ impl Svc {
 
     /// Rows of every V16 table (users, invitations, sessions, account failures, address
     /// failures, resets, audit log).
-    async fn snapshot(&self) -> Vec<i64> {
+    pub(crate) async fn snapshot(&self) -> Vec<i64> {
         let mut v = Vec::new();
         for t in [
             "users",
@@ -89,7 +89,7 @@ impl Svc {
     }
 
     /// A customer named `name`; its id.
-    async fn customer(&self, name: &str) -> i64 {
+    pub(crate) async fn customer(&self, name: &str) -> i64 {
         TenantAdminServiceClient::new(self.channel.clone())
             .create_customer(auth(
                 CreateCustomerRequest {
@@ -107,7 +107,12 @@ impl Svc {
             .id
     }
 
-    async fn invite(&self, customer: i64, email: &str, role: UserRole) -> Result<String, Status> {
+    pub(crate) async fn invite(
+        &self,
+        customer: i64,
+        email: &str,
+        role: UserRole,
+    ) -> Result<String, Status> {
         Ok(AccountAdminServiceClient::new(self.channel.clone())
             .invite_user(auth(
                 InviteUserRequest {
@@ -122,7 +127,7 @@ impl Svc {
             .token)
     }
 
-    async fn accept(
+    pub(crate) async fn accept(
         &self,
         token: &str,
         password: &str,
@@ -142,7 +147,7 @@ impl Svc {
     }
 
     /// A user of `customer` with `email`, `role` and [`PASSWORD`]; their first session secret.
-    async fn user(&self, customer: i64, email: &str, role: UserRole) -> String {
+    pub(crate) async fn user(&self, customer: i64, email: &str, role: UserRole) -> String {
         let token = self.invite(customer, email, role).await.unwrap();
         self.accept(&token, PASSWORD)
             .await
@@ -152,7 +157,7 @@ impl Svc {
             .secret
     }
 
-    async fn sign_in_from(
+    pub(crate) async fn sign_in_from(
         &self,
         email: &str,
         password: &str,
@@ -174,11 +179,15 @@ impl Svc {
             .into_inner())
     }
 
-    async fn sign_in(&self, email: &str, password: &str) -> Result<SignInResponse, Status> {
+    pub(crate) async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<SignInResponse, Status> {
         self.sign_in_from(email, password, ADDRESS).await
     }
 
-    async fn exchange(&self, secret: &str) -> Result<ExchangeSessionResponse, Status> {
+    pub(crate) async fn exchange(&self, secret: &str) -> Result<ExchangeSessionResponse, Status> {
         Ok(self
             .accounts()
             .exchange_session(auth(
@@ -191,7 +200,7 @@ impl Svc {
             .into_inner())
     }
 
-    async fn audit_actions(&self, customer: i64) -> Vec<String> {
+    pub(crate) async fn audit_actions(&self, customer: i64) -> Vec<String> {
         self.db
             .admin_client()
             .await

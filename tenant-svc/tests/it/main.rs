@@ -12,6 +12,8 @@
 //! - [`binary`]: the `tenant-svc` binary's start-up contract;
 //! - [`accounts`]: the tenant portal's accounts (issue 19): invitations, sign-in and its
 //!   throttles, sessions, password changes and resets, the session exchange, RLS on V16;
+//! - [`team`]: TeamService's team part (users, invitations, roles, removals) with a portal
+//!   owner's token;
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
 mod accounts;
@@ -22,5 +24,6 @@ mod erasure;
 mod legacy;
 mod outbound_settings;
 mod routing;
+mod team;
 mod tenant;
 mod toll_fraud;
