@@ -7,12 +7,18 @@ use std::sync::Arc;
 
 use crate::Portal;
 
+pub mod agent;
 pub mod home;
+pub mod outbound;
 pub mod security;
+pub mod webhooks;
 
 /// Every signed-in page's routes.
 pub fn routes() -> axum::Router<Arc<Portal>> {
     axum::Router::new()
         .merge(home::routes())
         .merge(security::routes())
+        .merge(agent::routes())
+        .merge(webhooks::routes())
+        .merge(outbound::routes())
 }

@@ -21,14 +21,14 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A Realtime API stand-in that keeps every `session.update` it is sent.
-struct FakeRealtime {
-    url: String,
+pub(crate) struct FakeRealtime {
+    pub(crate) url: String,
     updates: Arc<Mutex<Vec<Value>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeRealtime {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("ws://{}/v1/realtime", listener.local_addr().expect("bound"));
         let updates = Arc::new(Mutex::new(Vec::new()));
@@ -56,7 +56,7 @@ impl FakeRealtime {
     }
 
     /// The instructions of the first session, waiting up to 10 s for it.
-    async fn first_instructions(&self) -> String {
+    pub(crate) async fn first_instructions(&self) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(update) = self.updates.lock().expect("not poisoned").first() {

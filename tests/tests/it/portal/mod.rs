@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 mod account;
+mod settings;
 
 use std::collections::BTreeMap;
 
