@@ -55,6 +55,13 @@ enum Command {
         #[command(subcommand)]
         command: ops::TenantCommand,
     },
+    /// The tenant portal's users: invite a person to a customer (prints the one-time link).
+    User {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::UserCommand,
+    },
     /// One caller's data across memory-svc and media-svc: export or erase (audited).
     Caller {
         #[command(flatten)]
@@ -150,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command } => tokens::token(command),
         Command::Tenant { conn, command } => ops::tenant(&conn, command).await,
         Command::Caller { conn, command } => ops::caller(&conn, command).await,
+        Command::User { conn, command } => ops::user(&conn, command).await,
         Command::Call {
             conn,
             command: CallCommand::Simulate(args),

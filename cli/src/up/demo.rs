@@ -122,3 +122,50 @@ async fn create(admin: &mut AdminClient, token: &str, demo: &Demo) -> anyhow::Re
     );
     Ok(c.id)
 }
+
+/// The portal owner `up` invites for a demo tenant: `owner@` its e-mail's domain.
+fn owner_email(demo: &Demo) -> String {
+    let domain = demo.email.split('@').nth(1).unwrap_or("example.com");
+    format!("owner@{domain}")
+}
+
+/// Invites an owner to each demo tenant's portal; returns (tenant name, owner e-mail, token),
+/// the token `None` when the owner is already a user (they sign in with their password).
+pub async fn invite_owners(
+    keys: &DevKeys,
+    tenant_addr: &str,
+    demo: &[(i64, String, String)],
+) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+    use mesh::api::tenant::account_admin_service_client::AccountAdminServiceClient;
+    use mesh::api::tenant::{InviteUserRequest, UserRole};
+    let token = keys.identity(names::OPERATOR).minter().mint_service(
+        names::TENANT_SVC,
+        &[mesh::identity::scope::TENANT_ADMIN],
+        Duration::from_secs(300),
+    )?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{tenant_addr}"))?
+        .connect()
+        .await?;
+    let mut accounts = AccountAdminServiceClient::new(channel);
+    let mut out = Vec::new();
+    for ((id, name, _), spec) in demo.iter().zip(&DEMO) {
+        let email = owner_email(spec);
+        let invited = accounts
+            .invite_user(auth(
+                InviteUserRequest {
+                    customer_id: *id,
+                    email: email.clone(),
+                    role: UserRole::Owner as i32,
+                },
+                &token,
+            ))
+            .await;
+        let link = match invited {
+            Ok(r) => Some(r.into_inner().token),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => None,
+            Err(s) => anyhow::bail!("inviting the owner of {name}: {}", s.message()),
+        };
+        out.push((name.clone(), email, link));
+    }
+    Ok(out)
+}

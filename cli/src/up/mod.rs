@@ -404,12 +404,14 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
     ];
     let gateway_addrs = (services.gateway.http_addr, services.gateway.admin_addr);
     let portal_mail = services.gateway.portal.mail.clone();
+    let public_base_url = services.gateway.public_base_url.clone();
     let (twilio, jwt) = (services.twilio.clone(), services.jwt.clone());
     let mut running = Running::spawn(services);
     running.ready(&addrs).await?;
 
     let keys = DevKeys::read(&keys_dir)?;
     let demo = demo::seed_demo_tenants(&keys, &addrs[0].1.to_string()).await?;
+    let owners = demo::invite_owners(&keys, &addrs[0].1.to_string(), &demo).await?;
     println!();
     println!("NeuroSphere Mesh is up. Ctrl-C stops everything.");
     for (name, grpc, admin) in &addrs {
@@ -437,6 +439,7 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    print_owners(&public_base_url, &owners);
     print_try(&keys, &keys_dir, &demo, &addrs[0].1)?;
     let failed = running.until_stopped().await;
     Ok(if failed {
@@ -444,6 +447,28 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints the tenant portal's address and, for each demo tenant, its owner's one-time
+/// invitation link (or that the owner already signed up).
+fn print_owners(base: &str, owners: &[(String, String, Option<String>)]) {
+    println!();
+    println!(
+        "Tenant portal: {}/portal/ (invitation links are single-use, valid 72 hours; \
+         `neurosphere user invite` makes more)",
+        base.trim_end_matches('/')
+    );
+    for (name, email, token) in owners {
+        match token {
+            Some(token) => println!(
+                "  {name:<28} {email:<24} {}",
+                crate::ops::invitation_link(base, token)
+            ),
+            None => {
+                println!("  {name:<28} {email:<24} already a user: sign in with their password")
+            }
+        }
+    }
 }
 
 /// Prints the demo tenants and ready-to-paste commands: a simulated call to each, and grpcurl

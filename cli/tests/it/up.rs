@@ -194,10 +194,55 @@ fn up_then_operate_the_mesh_like_a_new_user() {
     assert_ne!(code, 0);
     assert!(out.contains("already running"), "{out}");
 
+    portal_owners_are_invited(&up);
     call_each_demo_tenant(&up);
     grpcurl_with_a_minted_token(&up);
     bad_input_creates_nothing(&up);
     erase_one_tenants_caller(&up);
+}
+
+/// `up` prints the portal and a one-time invitation link for each demo tenant's owner;
+/// `user invite` prints another link, and refuses a bad role without calling anyone.
+fn portal_owners_are_invited(up: &Up) {
+    let seen = up.wait_for("Demo tenants:", Duration::from_secs(10));
+    let base = format!("http://127.0.0.1:{}/portal/", up.gateway);
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("Tenant portal:") && l.contains(&base)),
+        "{seen:?}"
+    );
+    for owner in ["owner@peterson.example", "owner@smith.example"] {
+        assert!(
+            seen.iter()
+                .any(|l| l.contains(owner) && l.contains(&format!("{base}invite/"))),
+            "no link for {owner}: {seen:?}"
+        );
+    }
+    let (code, out) = up.run(&[
+        "user",
+        "invite",
+        "--customer",
+        "1",
+        "--email",
+        "desk@peterson.example",
+        "--role",
+        "staff",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let link = out.trim();
+    assert!(link.contains("/portal/invite/"), "{out}");
+    assert_eq!(link.rsplit('/').next().unwrap().len(), 43, "{out}");
+    let (code, out) = up.run(&[
+        "user",
+        "invite",
+        "--customer",
+        "1",
+        "--email",
+        "x@peterson.example",
+        "--role",
+        "admin",
+    ]);
+    assert_ne!(code, 0, "{out}");
 }
 
 /// Each demo tenant answers with its own greeting; the call lands in that tenant only.
