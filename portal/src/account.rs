@@ -420,10 +420,10 @@ pub(crate) fn password_problem(message: &str) -> String {
     let lower = message.to_ascii_lowercase();
     if lower.contains("common") {
         "That password is among the most common ones. Choose another.".into()
-    } else if lower.contains("short") || lower.contains("12") {
-        "Choose a password of at least 12 characters.".into()
-    } else if lower.contains("long") {
+    } else if lower.contains("at most") || lower.contains("long") {
         "Choose a password of at most 128 characters.".into()
+    } else if lower.contains("at least") || lower.contains("short") {
+        "Choose a password of at least 12 characters.".into()
     } else {
         format!("The password was not accepted: {message}")
     }

@@ -211,5 +211,549 @@ async fn https_base_url_pages_carry_hsts_and_host_prefixed_cookies() {
         )
         .await;
     assert_eq!(page.status(), 403);
+    // Signed in, the session cookie has the same shape, and signed-in pages carry HSTS too.
+    let token = portal
+        .invite(portal.tenants.0, "owner@peterson.example", UserRole::Owner)
+        .await;
+    let page = browser.accept_invitation(&token, PASSWORD).await;
+    assert_eq!(page.status(), 303, "{}", page.body);
+    let cookie = session_cookie(&page, "__Host-ns_session").expect("session cookie");
+    assert!(
+        cookie.contains("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age="),
+        "{cookie}"
+    );
+    let page = browser.get("/portal/").await;
+    assert_eq!(page.status(), 200);
+    assert_security_headers(&page, true, "https signed-in page");
+    portal.mesh.shutdown().await;
+}
+
+// --- with tenant-svc's accounts ---------------------------------------------------------------
+
+use mesh::api::tenant::UserRole;
+
+use super::PASSWORD;
+
+/// The session cookie's value in a response's `Set-Cookie` headers.
+fn session_cookie(page: &super::Page, name: &str) -> Option<String> {
+    page.set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with(&format!("{name}=")) && !c.contains("Max-Age=0"))
+}
+
+#[tokio::test]
+async fn an_invitation_sets_a_password_and_signs_in_with_the_loopback_cookie() {
+    let portal = PortalMesh::start().await;
+    let (tenant, _) = portal.tenants;
+    let token = portal
+        .invite(tenant, "owner@peterson.example", UserRole::Owner)
+        .await;
+    let mut browser = portal.browser();
+    let path = format!("/portal/invite/{token}");
+    let page = browser.get(&path).await;
+    assert_eq!(page.status(), 200, "{}", page.body);
+    for shown in [
+        "Peterson Family Insurance",
+        "owner@peterson.example",
+        "owner",
+    ] {
+        assert!(page.body.contains(shown), "{shown}: {}", page.body);
+    }
+    let csrf = csrf_of(&page.body);
+    // Two different passwords: the form again, nobody created.
+    let page = browser
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("password", PASSWORD),
+                ("confirm", "something else 123"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status(), 422);
+    assert!(page.body.contains("not the same"), "{}", page.body);
+    // Too short: tenant-svc's rule, shown on the form.
+    let page = browser
+        .post(
+            &path,
+            &[("csrf", &csrf), ("password", "short"), ("confirm", "short")],
+        )
+        .await;
+    assert_eq!(page.status(), 422);
+    assert!(page.body.contains("at least 12"), "{}", page.body);
+    assert_eq!(portal.count("tenant.users").await, 0);
+    assert_eq!(portal.count("tenant.sessions").await, 0);
+
+    let page = browser
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("password", PASSWORD),
+                ("confirm", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status(), 303, "{}", page.body);
+    assert_eq!(page.header("location"), "/portal/");
+    let cookie = session_cookie(&page, "ns_session").expect("session cookie");
+    assert!(
+        cookie.contains("; Path=/portal; HttpOnly; SameSite=Lax; Max-Age=")
+            && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+    // The pre-sign-in cookie goes.
+    assert!(
+        !browser.cookies.contains_key("ns_csrf"),
+        "{:?}",
+        page.set_cookies()
+    );
+    let page = browser.get("/portal/").await;
+    assert_eq!(page.status(), 200, "{}", page.body);
+    assert!(page.body.contains("owner@peterson.example"));
+    assert!(page.body.contains("Peterson Family Insurance"));
+    assert_eq!(page.header("cache-control"), "no-store");
+    assert_security_headers(&page, false, "signed-in page");
+    // An owner sees every link.
+    assert!(
+        page.body.contains(r#"href="/portal/tokens""#),
+        "{}",
+        page.body
+    );
+    // The invitation works once.
+    assert_eq!(portal.browser().get(&path).await.status(), 404);
+    assert_eq!(portal.count("tenant.users").await, 1);
+    portal.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn staff_see_only_their_links() {
+    let portal = PortalMesh::start().await;
+    let mut staff = portal
+        .signed_in_user(portal.tenants.0, "staff@peterson.example", UserRole::Staff)
+        .await;
+    let page = staff.get("/portal/").await;
+    assert_eq!(page.status(), 200);
+    for shown in ["/portal/calls", "/portal/callers", "/portal/security"] {
+        assert!(page.body.contains(&format!(r#"href="{shown}""#)), "{shown}");
+    }
+    for hidden in [
+        "/portal/agent",
+        "/portal/tokens",
+        "/portal/team",
+        "/portal/usage",
+    ] {
+        assert!(
+            !page.body.contains(&format!(r#"href="{hidden}""#)),
+            "{hidden}"
+        );
+    }
+    portal.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_session_id_rotates_at_sign_in_and_sign_out_ends_it() {
+    let portal = PortalMesh::start().await;
+    let mut first = portal
+        .signed_in_user(portal.tenants.0, "owner@peterson.example", UserRole::Owner)
+        .await;
+    let before = first.cookies["ns_session"].clone();
+    // Signing in again in the same browser: a new session; the old secret no longer works.
+    let page = first.sign_in("owner@peterson.example", PASSWORD).await;
+    assert_eq!(page.status(), 303, "{}", page.body);
+    assert_eq!(page.header("location"), "/portal/");
+    let after = first.cookies["ns_session"].clone();
+    assert_ne!(before, after);
+    let mut stale = portal.browser();
+    stale.cookies.insert("ns_session".into(), before);
+    assert_eq!(stale.get("/portal/").await.status(), 303);
+    assert_eq!(first.get("/portal/").await.status(), 200);
+
+    // Sign-out: the cookie is cleared and the session ended at tenant-svc.
+    let csrf = first.csrf("/portal/").await;
+    let page = first.post("/portal/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.header("location"), "/portal/sign-in");
+    assert!(
+        page.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("ns_session=;") && c.contains("Max-Age=0")),
+        "{:?}",
+        page.set_cookies()
+    );
+    let mut replay = portal.browser();
+    replay.cookies.insert("ns_session".into(), after);
+    let page = replay.get("/portal/").await;
+    assert_eq!(page.status(), 303, "the ended session opens nothing");
+    portal.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn signed_in_forms_without_their_token_or_from_another_origin_change_nothing() {
+    let portal = PortalMesh::start().await;
+    let mut owner = portal
+        .signed_in_user(portal.tenants.0, "owner@peterson.example", UserRole::Owner)
+        .await;
+    let csrf = owner.csrf("/portal/security").await;
+    let other_session_token = {
+        // The sign-in form's token of another browser is not this session's.
+        portal.browser().csrf("/portal/sign-in").await
+    };
+    for (what, fields, origin) in [
+        ("no token", vec![], Some(portal.origin.clone())),
+        (
+            "another browser's token",
+            vec![("csrf", other_session_token.as_str())],
+            Some(portal.origin.clone()),
+        ),
+        (
+            "another origin",
+            vec![("csrf", csrf.as_str())],
+            Some("http://evil.example".to_owned()),
+        ),
+        ("no origin", vec![("csrf", csrf.as_str())], None),
+    ] {
+        for path in ["/portal/security/sign-out-everywhere", "/portal/sign-out"] {
+            let page = owner.post_from(path, &fields, origin.as_deref()).await;
+            assert_eq!(page.status(), 403, "{what} on {path}: {}", page.body);
+        }
+        let mut password = fields.clone();
+        password.extend([
+            ("current_password", PASSWORD),
+            ("new_password", "a brand new passphrase 42"),
+            ("confirm", "a brand new passphrase 42"),
+        ]);
+        let page = owner
+            .post_from("/portal/security/password", &password, origin.as_deref())
+            .await;
+        assert_eq!(page.status(), 403, "{what} on the password form");
+        // Still signed in with the same session; the old password still works.
+        assert_eq!(owner.get("/portal/security").await.status(), 200, "{what}");
+    }
+    let client = portal.mesh.db.admin_client().await;
+    let open: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tenant.sessions WHERE revoked_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 1, "no session was ended");
+    // A sign-in form posted from another origin with the right password signs nobody in.
+    let mut browser = portal.browser();
+    let token = browser.csrf("/portal/sign-in").await;
+    let page = browser
+        .post_from(
+            "/portal/sign-in",
+            &[
+                ("csrf", &token),
+                ("email", "owner@peterson.example"),
+                ("password", PASSWORD),
+            ],
+            Some("http://evil.example"),
+        )
+        .await;
+    assert_eq!(page.status(), 403);
+    assert_eq!(
+        portal.count("tenant.sessions").await,
+        1,
+        "no session created"
+    );
+    let mut fresh = portal.browser();
+    assert_eq!(
+        fresh
+            .sign_in("owner@peterson.example", PASSWORD)
+            .await
+            .status(),
+        303,
+        "the password is unchanged"
+    );
+    portal.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_eleventh_wrong_password_in_a_minute_is_throttled() {
+    let portal = PortalMesh::start().await;
+    portal
+        .signed_in_user(portal.tenants.0, "owner@peterson.example", UserRole::Owner)
+        .await;
+    let mut browser = portal.browser();
+    for attempt in 1..=10 {
+        let page = browser
+            .sign_in("owner@peterson.example", "wrong password number")
+            .await;
+        assert_eq!(page.status(), 401, "attempt {attempt}: {}", page.body);
+        assert!(page.body.contains("not right"), "{}", page.body);
+        assert!(session_cookie(&page, "ns_session").is_none());
+    }
+    let page = browser
+        .sign_in("owner@peterson.example", "wrong password number")
+        .await;
+    assert_eq!(page.status(), 429, "{}", page.body);
+    let wait: u64 = page.header("retry-after").parse().expect("Retry-After");
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(page.body.contains("Too many attempts"));
+    // Throttled, even the right password opens nothing.
+    let page = browser.sign_in("owner@peterson.example", PASSWORD).await;
+    assert_eq!(page.status(), 429);
+    assert!(session_cookie(&page, "ns_session").is_none());
+    portal.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_the_other_sessions() {
+    let portal = PortalMesh::start().await;
+    let mut here = portal
+        .signed_in_user(portal.tenants.0, "owner@peterson.example", UserRole::Owner)
+        .await;
+    let mut there = portal.browser();
+    assert_eq!(
+        there
+            .sign_in("owner@peterson.example", PASSWORD)
+            .await
+            .status(),
+        303
+    );
+    let page = here.get("/portal/security").await;
+    assert_eq!(
+        page.matches_count("<tr>"),
+        3,
+        "header + two sessions: {}",
+        page.body
+    );
+    assert!(page.body.contains("Firefox on Linux"), "{}", page.body);
+    let csrf = csrf_of(&page.body);
+    let new = "a brand new passphrase 42";
+    let page = here
+        .post(
+            "/portal/security/password",
+            &[
+                ("csrf", &csrf),
+                ("current_password", "not my password at all"),
+                ("new_password", new),
+                ("confirm", new),
+            ],
+        )
+        .await;
+    assert_eq!(page.status(), 422);
+    assert!(
+        page.body.contains("current password is not right"),
+        "{}",
+        page.body
+    );
+    let page = here
+        .post(
+            "/portal/security/password",
+            &[
+                ("csrf", &csrf),
+                ("current_password", PASSWORD),
+                ("new_password", new),
+                ("confirm", new),
+            ],
+        )
+        .await;
+    assert_eq!(page.status(), 303, "{}", page.body);
+    assert_eq!(page.header("location"), "/portal/security?done=password");
+    assert_eq!(here.get("/portal/security").await.status(), 200);
+    assert_eq!(
+        there.get("/portal/").await.status(),
+        303,
+        "the other session ended"
+    );
+    assert_eq!(
+        portal
+            .browser()
+            .sign_in("owner@peterson.example", new)
+            .await
+            .status(),
+        303
+    );
+    portal.mesh.shutdown().await;
+}
+
+/// An SMTP server for the test: Python's aiosmtpd writing what it receives into a maildir.
+/// `None` (the test skips) when aiosmtpd is missing, except under CI.
+struct SmtpServer {
+    child: tokio::process::Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    async fn start() -> Option<SmtpServer> {
+        let installed = std::process::Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            // scripts/test.sh installs aiosmtpd, so under CI its absence fails, not skips.
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "aiosmtpd is missing"
+            );
+            eprintln!("skipped: python3 -m pip install aiosmtpd");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let maildir = tempfile::tempdir().expect("maildir");
+        let child = tokio::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            // A folder that does not exist yet: Python's Maildir makes it with cur/new/tmp.
+            .arg(maildir.path().join("mail"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start aiosmtpd");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "aiosmtpd did not listen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Some(SmtpServer {
+            child,
+            port,
+            maildir,
+        })
+    }
+
+    /// The messages received so far (raw).
+    fn messages(&self) -> Vec<String> {
+        let new = self.maildir.path().join("mail").join("new");
+        let Ok(entries) = std::fs::read_dir(new) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect()
+    }
+
+    /// Waits for the `n`th message.
+    async fn wait_for(&self, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let messages = self.messages();
+            if messages.len() >= n {
+                return messages;
+            }
+            assert!(std::time::Instant::now() < deadline, "no mail arrived");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The reset link's path in a mail (soft line breaks of quoted-printable undone).
+fn reset_path(mail: &str, base: &str) -> String {
+    let body = mail.replace("=\r\n", "").replace("=\n", "");
+    let start = body
+        .find(&format!("{base}/portal/reset/"))
+        .unwrap_or_else(|| panic!("no link in:\n{mail}"));
+    let link: String = body[start + base.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "/-_".contains(*c))
+        .collect();
+    link
+}
+
+#[tokio::test]
+async fn a_reset_mail_arrives_over_smtp_with_a_working_link_and_unknown_addresses_get_none() {
+    let Some(smtp) = SmtpServer::start().await else {
+        return;
+    };
+    let url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let portal = PortalMesh::start_with(&[
+        ("PORTAL_SMTP_URL", &url),
+        ("PORTAL_MAIL_FROM", "Peterson Portal <portal@mesh.example>"),
+    ])
+    .await;
+    let mut signed_in = portal
+        .signed_in_user(portal.tenants.0, "owner@peterson.example", UserRole::Owner)
+        .await;
+    let mut browser = portal.browser();
+    let csrf = browser.csrf("/portal/reset").await;
+    let known = browser
+        .post(
+            "/portal/reset",
+            &[("csrf", &csrf), ("email", "Owner@Peterson.example")],
+        )
+        .await;
+    assert_eq!(known.status(), 200, "{}", known.body);
+    let unknown = browser
+        .post(
+            "/portal/reset",
+            &[("csrf", &csrf), ("email", "nobody@peterson.example")],
+        )
+        .await;
+    assert_eq!(unknown.status(), 200);
+    assert_eq!(
+        known.body, unknown.body,
+        "the same page whatever the address"
+    );
+
+    let mails = smtp.wait_for(1).await;
+    let mail = &mails[0];
+    assert!(mail.contains("To: owner@peterson.example"), "{mail}");
+    assert!(mail.contains("portal@mesh.example"), "{mail}");
+    assert!(mail.contains("Peterson Family Insurance"), "{mail}");
+    // Nothing for the unknown address.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(smtp.messages().len(), 1, "one mail only");
+
+    let path = reset_path(mail, &portal.http);
+    let page = browser.get(&path).await;
+    assert_eq!(page.status(), 200, "{}", page.body);
+    let csrf = csrf_of(&page.body);
+    let new = "a brand new passphrase 42";
+    let page = browser
+        .post(
+            &path,
+            &[("csrf", &csrf), ("password", new), ("confirm", new)],
+        )
+        .await;
+    assert_eq!(page.status(), 200, "{}", page.body);
+    assert!(page.body.contains("Password changed"), "{}", page.body);
+    // The link works once; every session of the user ended; the new password signs in.
+    let page = browser
+        .post(
+            &path,
+            &[("csrf", &csrf), ("password", new), ("confirm", new)],
+        )
+        .await;
+    assert_eq!(page.status(), 404);
+    assert_eq!(signed_in.get("/portal/").await.status(), 303);
+    assert_eq!(
+        portal
+            .browser()
+            .sign_in("owner@peterson.example", PASSWORD)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        portal
+            .browser()
+            .sign_in("owner@peterson.example", new)
+            .await
+            .status(),
+        303
+    );
     portal.mesh.shutdown().await;
 }

@@ -267,6 +267,11 @@ impl Page {
             .map_or("", |v| v.to_str().unwrap_or_default())
     }
 
+    /// How often `needle` occurs in the body.
+    pub fn matches_count(&self, needle: &str) -> usize {
+        self.body.matches(needle).count()
+    }
+
     /// Every `Set-Cookie` header.
     pub fn set_cookies(&self) -> Vec<String> {
         self.headers
