@@ -1,13 +1,22 @@
-//! `/portal/`: the signed-in start page. A placeholder naming the user and the business until
-//! the dashboard replaces it (no figures it cannot back).
+//! `/portal/`: the dashboard. Calls today and this week, minutes this month and calls in
+//! progress (media-svc `GetCallStats`, counted in the tenant's time zone), a 30-day
+//! calls-per-day chart drawn as SVG on the server with a table as its text alternative, and
+//! the last calls (numbers masked).
 
 use std::sync::Arc;
 
 use askama::Template;
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
+use mesh::api::media::{GetCallStatsRequest, ListCallsRequest};
 
-use crate::{Layout, NavItem, Portal, Session, render};
+use super::calls::CallRow;
+use super::data::{self, Chart};
+use crate::{Layout, NavItem, PageError, Portal, Session, render};
+
+/// Calls the dashboard lists.
+const LAST_CALLS: i32 = 8;
 
 /// This page's routes.
 pub fn routes() -> axum::Router<Arc<Portal>> {
@@ -18,16 +27,52 @@ pub fn routes() -> axum::Router<Arc<Portal>> {
 #[template(path = "home.html")]
 struct HomePage {
     layout: Layout,
-    email: String,
     business: String,
-    role: &'static str,
+    time_zone: String,
+    calls_today: i64,
+    calls_this_week: i64,
+    minutes_this_month: i64,
+    calls_in_progress: i64,
+    chart: Chart,
+    calls: Vec<CallRow>,
 }
 
-async fn home(session: Session) -> Response {
-    render(&HomePage {
+async fn home(State(portal): State<Arc<Portal>>, session: Session) -> Result<Response, PageError> {
+    let tz = data::time_zone(&portal, &session).await?;
+    let mut media = portal.media();
+    let mut media2 = portal.media();
+    let (stats, last) = tokio::try_join!(
+        media.get_call_stats(session.grpc(GetCallStatsRequest {
+            time_zone: tz.name().to_owned(),
+        })),
+        media2.list_calls(session.grpc(ListCallsRequest {
+            page_size: LAST_CALLS,
+            ..Default::default()
+        })),
+    )?;
+    let stats = stats.into_inner();
+    let chart = Chart::new(
+        "Calls per day, last 30 days",
+        stats
+            .days
+            .iter()
+            .map(|d| (d.date.clone(), d.calls))
+            .collect(),
+    );
+    Ok(render(&HomePage {
         layout: session.layout("Dashboard", NavItem::Dashboard),
-        email: session.email().to_owned(),
         business: session.business_name().to_owned(),
-        role: session.role().as_str(),
-    })
+        time_zone: tz.name().to_owned(),
+        calls_today: stats.calls_today,
+        calls_this_week: stats.calls_this_week,
+        minutes_this_month: stats.minutes_this_month,
+        calls_in_progress: stats.calls_in_progress,
+        chart,
+        calls: last
+            .into_inner()
+            .calls
+            .iter()
+            .map(|c| CallRow::new(c, tz))
+            .collect(),
+    }))
 }

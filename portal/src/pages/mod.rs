@@ -8,15 +8,22 @@ use std::sync::Arc;
 use crate::Portal;
 
 pub mod agent;
+pub mod callers;
+pub mod calls;
+pub mod data;
 pub mod home;
 pub mod outbound;
 pub mod security;
+pub mod usage;
 pub mod webhooks;
 
 /// Every signed-in page's routes.
 pub fn routes() -> axum::Router<Arc<Portal>> {
     axum::Router::new()
         .merge(home::routes())
+        .merge(calls::routes())
+        .merge(callers::routes())
+        .merge(usage::routes())
         .merge(security::routes())
         .merge(agent::routes())
         .merge(webhooks::routes())

@@ -3,12 +3,14 @@
 //! `AccountAdminService` ([`PortalMesh::invite`]), a cookie-keeping client that sends the
 //! portal's own `Origin` on every POST like a browser ([`Browser`]), signing in
 //! ([`Browser::sign_in`], [`PortalMesh::signed_in_user`]) and the CSRF token of a page
-//! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security).
+//! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security), `data`
+//! (dashboard, calls, callers, usage), `settings` (agent, webhooks, outbound).
 
 // Shared by every lane's module: not each of them uses every helper.
 #![allow(dead_code)]
 
 mod account;
+mod data;
 mod settings;
 
 use std::collections::BTreeMap;
