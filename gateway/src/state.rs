@@ -150,7 +150,7 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
             memory: memory_channel.clone(),
             media: media_channel.clone(),
         },
-        identity.service_tokens(names::TENANT_SVC, &[scope::TENANT_PORTAL]),
+        portal_account_tokens(identity),
     ));
     Ok(Arc::new(Edge {
         public_base_url: base,

@@ -974,3 +974,101 @@ async fn account_tables_are_isolated_by_forced_rls() {
         .await;
     assert!(r.is_err(), "tenant_svc deleted audit rows");
 }
+
+/// Log lines written while the guard lives (the service's tasks run on this test's thread).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// Every account path, logged at TRACE: no line holds an e-mail address, a password, a session
+/// secret, an invitation or reset token, or the client address; the tenant's lines name it.
+#[tokio::test]
+async fn account_logs_hold_no_address_password_secret_or_client_address() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let s = Svc::start().await;
+    let c = s.customer("Peterson").await;
+    let invitation = s
+        .invite(c, "owner@peterson.example", UserRole::Owner)
+        .await
+        .unwrap();
+    let first = s.accept(&invitation, PASSWORD).await.unwrap();
+    let secret = first.session.unwrap().secret;
+    s.sign_in("owner@peterson.example", OTHER_PASSWORD)
+        .await
+        .unwrap_err();
+    s.sign_in("nobody@peterson.example", OTHER_PASSWORD)
+        .await
+        .unwrap_err();
+    let second = s
+        .sign_in("owner@peterson.example", PASSWORD)
+        .await
+        .unwrap()
+        .session
+        .unwrap()
+        .secret;
+    let token = s.exchange(&second).await.unwrap().tenant_token;
+    let mails = s
+        .accounts()
+        .request_password_reset(auth(
+            RequestPasswordResetRequest {
+                email: "owner@peterson.example".into(),
+                client_address: ADDRESS.into(),
+            },
+            &s.portal_token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mails;
+    s.accounts()
+        .reset_password(auth(
+            ResetPasswordRequest {
+                token: mails[0].token.clone(),
+                new_password: OTHER_PASSWORD.into(),
+            },
+            &s.portal_token(),
+        ))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(text.contains("signed in"), "the sign-in was not logged");
+    assert!(
+        text.contains(&format!("customer_id={c}")),
+        "no customer_id on the tenant's lines"
+    );
+    for (what, value) in [
+        ("e-mail", "peterson.example"),
+        ("password", PASSWORD),
+        ("other password", OTHER_PASSWORD),
+        ("client address", ADDRESS),
+        ("first session secret", secret.as_str()),
+        ("second session secret", second.as_str()),
+        ("invitation token", invitation.as_str()),
+        ("reset token", mails[0].token.as_str()),
+        ("tenant token", token.as_str()),
+    ] {
+        assert!(!text.contains(value), "the logs hold the {what}");
+    }
+}
