@@ -1072,3 +1072,42 @@ async fn account_logs_hold_no_address_password_secret_or_client_address() {
         assert!(!text.contains(value), "the logs hold the {what}");
     }
 }
+
+/// A suspended customer's users cannot sign in and their open sessions mint no token (the right
+/// password is answered FAILED_PRECONDITION and no session is created); reinstated, they can.
+#[tokio::test]
+async fn a_suspended_customers_sessions_mint_nothing() {
+    let s = Svc::start().await;
+    let c = s.customer("Peterson").await;
+    let secret = s.user(c, "owner@peterson.example", UserRole::Owner).await;
+    let status = |status: CustomerStatus| {
+        auth(
+            SetCustomerStatusRequest {
+                customer_id: c,
+                status: status as i32,
+            },
+            &s.operator(),
+        )
+    };
+    TenantAdminServiceClient::new(s.channel.clone())
+        .set_customer_status(status(CustomerStatus::Suspended))
+        .await
+        .unwrap();
+    let before = s.count("SELECT count(*) FROM tenant.sessions").await;
+    let e = s.exchange(&secret).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = s
+        .sign_in("owner@peterson.example", PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(
+        s.count("SELECT count(*) FROM tenant.sessions").await,
+        before
+    );
+    TenantAdminServiceClient::new(s.channel.clone())
+        .set_customer_status(status(CustomerStatus::Active))
+        .await
+        .unwrap();
+    s.exchange(&secret).await.unwrap();
+}
