@@ -252,7 +252,21 @@ impl tenant_service_server::TenantService for TenantSvc {
         let overrides = match &r.draft {
             Some(draft) => {
                 let mask = r.draft_mask.map(|m| m.paths).unwrap_or_default();
-                customer.overrides.apply(draft, &mask, "draft")?
+                let next = customer.overrides.apply(draft, &mask, "draft")?;
+                // New transfer rules against the customer's transfer policy, as a save checks.
+                if let Some(rules) = &next.transfer_rules
+                    && next.transfer_rules != customer.overrides.transfer_rules
+                {
+                    self.deps
+                        .core
+                        .db
+                        .tenant_tx(id, async |tx| {
+                            let full = store::require_customer(tx, id).await?;
+                            check_transfer_targets(tx, &full, rules).await
+                        })
+                        .await?;
+                }
+                next
             }
             None => customer.overrides.clone(),
         };

@@ -626,6 +626,29 @@ async fn a_draft_profile_is_validated_like_an_update_and_stored_nowhere() {
         ))
         .await;
     refused(&s, r, Code::InvalidArgument, "draft.sliders.warmth", before).await;
+    // A transfer target outside the customer's transfer regions (its own numbers: US) is
+    // refused as a save would refuse it.
+    let draft = AgentConfig {
+        transfer_rules: Some(TransferRuleList {
+            rules: vec![TransferRule {
+                keyword: "lisbon".into(),
+                number: "+351212345678".into(),
+                description: "the Lisbon office".into(),
+            }],
+        }),
+        ..Default::default()
+    };
+    let r = s
+        .tenant_client()
+        .get_effective_profile(auth(
+            GetEffectiveProfileRequest {
+                draft: Some(draft),
+                draft_mask: None,
+            },
+            &token,
+        ))
+        .await;
+    refused(&s, r, Code::InvalidArgument, "transfer_rules", before).await;
 }
 
 /// Reverting a history entry sets that one field back (a set value, or the platform default when
