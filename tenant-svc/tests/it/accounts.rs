@@ -1009,6 +1009,9 @@ async fn account_logs_hold_no_address_password_secret_or_client_address() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let s = Svc::start().await;
     let c = s.customer("Peterson").await;
+    // Other tests running at once register and drop their own capturing subscribers, which
+    // recomputes which call sites are enabled; recompute it now that this one is registered.
+    tracing::callsite::rebuild_interest_cache();
     let invitation = s
         .invite(c, "owner@peterson.example", UserRole::Owner)
         .await
