@@ -2,7 +2,8 @@
 //! page) extractors. A session is the secret in the browser's cookie; per request the portal
 //! exchanges it at tenant-svc (`AccountService.ExchangeSession`, with the gateway's
 //! `tenant:portal` service token) for the user and a tenant token of a few minutes, cached per
-//! session for at most half the token's lifetime ([`SessionCache`]).
+//! session for at most half the token's lifetime and at most 30 s ([`SessionCache`]), so a session
+//! ended through another gateway replica stops working here within 30 s.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -214,7 +215,9 @@ async fn exchange(portal: &Portal, secret: &str) -> Result<Session, PageError> {
             csrf: secret::derive(CSRF_PURPOSE, secret),
         }),
     };
-    portal.sessions.put(secret, session.clone(), lifetime / 2);
+    portal
+        .sessions
+        .put(secret, session.clone(), cache_for(lifetime));
     Ok(session)
 }
 
@@ -251,10 +254,22 @@ impl FromRequestParts<Arc<Portal>> for Owner {
     }
 }
 
+/// Longest a gateway trusts an exchanged session without asking tenant-svc again: a session
+/// ended through another gateway replica (sign-out everywhere, a revoke, a password change, a
+/// removed user) stops working here within this time at most.
+pub const SESSION_RECHECK: Duration = Duration::from_secs(30);
+
+/// How long an exchanged session is kept: half its token's remaining lifetime, at most
+/// [`SESSION_RECHECK`].
+fn cache_for(token_lifetime: Duration) -> Duration {
+    (token_lifetime / 2).min(SESSION_RECHECK)
+}
+
 /// Most sessions cached at once; beyond it expired entries are dropped, then all.
 const CACHE_CAP: usize = 50_000;
 
-/// Exchanged sessions by the SHA-256 of their secret, each until half its token's lifetime.
+/// Exchanged sessions by the SHA-256 of their secret, each until half its token's lifetime or
+/// [`SESSION_RECHECK`], whichever comes first.
 #[derive(Default)]
 pub struct SessionCache {
     map: Mutex<HashMap<[u8; 32], (Session, Instant)>>,
@@ -308,5 +323,45 @@ impl SessionCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, (s, _)| !(s.customer_id() == customer_id && s.user_id() == user_id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exchange_is_trusted_for_half_its_token_life_and_never_beyond_the_recheck() {
+        assert_eq!(
+            cache_for(Duration::from_secs(300)),
+            SESSION_RECHECK,
+            "a 5-minute token is rechecked after 30 s, not 150 s"
+        );
+        assert_eq!(cache_for(Duration::from_secs(40)), Duration::from_secs(20));
+        assert_eq!(cache_for(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_cached_session_is_dropped_when_forgotten_and_zero_keep_caches_nothing() {
+        let cache = SessionCache::default();
+        let session = Session {
+            inner: Arc::new(SessionData {
+                user_id: 7,
+                email: "owner@example.test".into(),
+                role: Role::Owner,
+                customer_id: 1,
+                business_name: "Acme".into(),
+                session_id: 3,
+                tenant_token: SecretString::from("t".to_owned()),
+                secret: SecretString::from("s".to_owned()),
+                csrf: String::new(),
+            }),
+        };
+        cache.put("s", session.clone(), Duration::ZERO);
+        assert!(cache.get("s").is_none());
+        cache.put("s", session, Duration::from_secs(10));
+        assert_eq!(cache.get("s").map(|s| s.inner.session_id), Some(3));
+        cache.forget("s");
+        assert!(cache.get("s").is_none());
     }
 }

@@ -423,7 +423,6 @@ async fn run_services(dir: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
     );
     println!("  {:<11} {}", "PostgreSQL", redact_url(admin_url));
     println!("  {:<11} {}", "keys", keys_dir.display());
-    println!("  {:<11} http://{}/portal/", "portal", gateway_addrs.0);
     if let portal::config::MailTransport::Outbox(outbox) = &portal_mail {
         println!(
             "  {:<11} {} (the portal's mail, as .eml files)",
