@@ -59,17 +59,25 @@ pub async fn headers(State(portal): State<Arc<Portal>>, request: Request, next: 
 }
 
 /// Whether a request may change state: it is a safe method, or its `Origin` is exactly the
-/// portal's own. A missing `Origin` on a POST is refused (every current browser sends it on
-/// POST; a form posted from another site shows that site's origin or `null`).
+/// portal's own, or it is `null` with `Sec-Fetch-Site: same-origin`. The last case is every
+/// form the portal's own pages post: under the portal's `Referrer-Policy: no-referrer` a
+/// browser serialises the `Origin` of a POST as `null` (Fetch, "serializing a request
+/// origin"), and says where the request came from in `Sec-Fetch-Site`, a header no page can set
+/// (a page of another site, even one on another port of the same host, shows `same-site` or
+/// `cross-site` there). A missing `Origin` on a POST is refused.
 pub fn origin_allowed(method: &Method, headers: &HeaderMap, origin: &str) -> bool {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return true;
     }
-    headers
-        .get_all(header::ORIGIN)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .eq(std::iter::once(origin.as_bytes()))
+    let only = |name: &str, value: &[u8]| {
+        headers
+            .get_all(name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .eq(std::iter::once(value))
+    };
+    only(header::ORIGIN.as_str(), origin.as_bytes())
+        || only(header::ORIGIN.as_str(), b"null") && only("sec-fetch-site", b"same-origin")
 }
 
 /// Refuses (403 page) any state-changing request whose `Origin` is not the portal's, before
@@ -166,6 +174,34 @@ mod tests {
         };
         assert!(origin_allowed(&Method::POST, &with(&[own]), own));
         assert!(origin_allowed(&Method::GET, &with(&[]), own));
+        // A form of the portal's own page under `Referrer-Policy: no-referrer`, as Chromium
+        // sends it (tests/tests/browser/forms.rs drives the real thing).
+        let fetched = |origin: &[&str], site: &[&str]| {
+            let mut h = with(origin);
+            for v in site {
+                h.append("sec-fetch-site", HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        assert!(origin_allowed(
+            &Method::POST,
+            &fetched(&["null"], &["same-origin"]),
+            own
+        ));
+        for (origin, site) in [
+            (&["null"][..], &["same-site"][..]),
+            (&["null"], &["cross-site"]),
+            (&["null"], &["none"]),
+            (&["null"], &[]),
+            (&["null"], &["same-origin", "cross-site"]),
+            (&[], &["same-origin"]),
+            (&["https://evil.example"], &["same-origin"]),
+        ] {
+            assert!(
+                !origin_allowed(&Method::POST, &fetched(origin, site), own),
+                "{origin:?} {site:?}"
+            );
+        }
         for refused in [
             &[][..],
             &["null"],
