@@ -233,26 +233,39 @@ impl Browser {
         Ok(())
     }
 
-    /// Clicks the element matching `css` and waits for the page it leads to, if any, to load.
+    /// Clicks the element matching `css` (a link or a form's button) and waits until the page
+    /// it leads to has replaced the one shown now and finished loading. A form submission
+    /// navigates after the click returns, so the old document is marked first and the wait
+    /// lasts until a document without the mark is complete.
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
         let element = self.find(css).await?;
+        self.client
+            .execute("window.__neurosphere_old_page = true; return true;", vec![])
+            .await?;
         element.click().await?;
-        self.wait_loaded().await
+        self.wait_new_page()
+            .await
+            .with_context(|| format!("after clicking {css:?}"))
     }
 
-    /// Waits until the document in the window has finished loading.
-    pub async fn wait_loaded(&self) -> anyhow::Result<()> {
+    /// Waits until the window shows a document other than the marked one, fully loaded.
+    async fn wait_new_page(&self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
         loop {
+            // While the old document unloads, scripts may fail to run: try again.
             let state = self
                 .client
-                .execute("return document.readyState", vec![])
-                .await?;
+                .execute(
+                    "return window.__neurosphere_old_page ? 'old' : document.readyState",
+                    vec![],
+                )
+                .await
+                .unwrap_or(Value::Null);
             if state == "complete" {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("the page did not finish loading within {PAGE_TIMEOUT:?}");
+                bail!("no new page loaded within {PAGE_TIMEOUT:?} (state {state})");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -329,6 +342,38 @@ impl Browser {
         Ok(wider == Value::Bool(true))
     }
 
+    /// The elements reaching past the viewport's right edge outside any scrolling or clipping
+    /// box (at most 10, described by tag, id and classes), to say why a page overflows.
+    pub async fn elements_past_the_right_edge(&self) -> anyhow::Result<Vec<String>> {
+        let got = self
+            .execute(
+                "const w = window.innerWidth; const out = [];
+                 for (const e of document.querySelectorAll('body *')) {
+                   const r = e.getBoundingClientRect();
+                   let clipped = false;
+                   for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+                     const style = getComputedStyle(a);
+                     // An absolutely positioned element escapes the clipping of a box that
+                     // is not its containing block.
+                     if (style.overflowX !== 'visible' &&
+                         (getComputedStyle(e).position !== 'absolute' || style.position !== 'static')) {
+                       clipped = true; break;
+                     }
+                   }
+                   if (r.right > w + 1 && !clipped) {
+                     out.push(e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+                       (typeof e.className === 'string' && e.className ?
+                         '.' + e.className.trim().split(/\\s+/).join('.') : '') +
+                       ' (right edge at ' + Math.round(r.right) + ' px)');
+                   }
+                 }
+                 return out.slice(0, 10);",
+                vec![],
+            )
+            .await?;
+        Ok(serde_json::from_value(got)?)
+    }
+
     /// Writes a PNG of the viewport to `path` (creating its directory).
     pub async fn save_screenshot(&self, path: &Path) -> anyhow::Result<()> {
         let png = self.client.screenshot().await?;
@@ -354,6 +399,21 @@ impl Browser {
                 same_site: c.same_site().map(|s| s.to_string()),
             })
             .collect())
+    }
+
+    /// Replaces the cookie `name` of the site shown now with `name=value` for `path`, as a
+    /// script of the page would set it (e.g. to replay an ended session's cookie, or plant one
+    /// before sign-in): the server sees it exactly as one it had set. (Chromedriver refuses to
+    /// add cookies for a bare IP address host, hence the script.)
+    pub async fn set_cookie(&self, name: &str, value: &str, path: &str) -> anyhow::Result<()> {
+        self.client.delete_cookie(name).await?;
+        self.execute(
+            "document.cookie = arguments[0] + '=' + arguments[1] + '; path=' + arguments[2] + \
+             '; SameSite=Lax'; return true;",
+            vec![json!(name), json!(value), json!(path)],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Ends the browser session, then Chromium's and chromedriver's processes, and waits (at
