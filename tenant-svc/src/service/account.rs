@@ -566,6 +566,7 @@ impl account_service_server::AccountService for TenantSvc {
                     .await?
                     .ok_or(TenantError::NotFound(NO_RESET))?;
                 db::set_password(tx, id, user_id, &password_hash).await?;
+                db::clear_user_failures(tx, id, user_id).await?;
                 let ended = db::revoke_user_sessions(tx, id, user_id, None).await?;
                 append_audit(
                     tx,

@@ -713,3 +713,14 @@ pub async fn last_sign_in(
         .await?
         .get(0))
 }
+
+/// Forgets a user's failed sign-ins (after a password reset: whoever was guessing the old
+/// password no longer keeps the owner of the address out).
+pub async fn clear_user_failures(tx: &Tx<'_>, id: CustomerId, user_id: i64) -> Result<()> {
+    tx.execute(
+        "DELETE FROM tenant.signin_failures WHERE customer_id = $1 AND user_id = $2",
+        &[&id, &user_id],
+    )
+    .await?;
+    Ok(())
+}
