@@ -9,12 +9,14 @@
 //!   throttle.
 //! - `forms`: forms without their CSRF token or from another origin change nothing.
 //! - `isolation`: tenant B opening tenant A's URLs gets 404 and nothing of A.
+//! - `journey`: greeting and slider saved -> the next call uses the greeting -> erase -> sign out.
 //! - `pages`: axe-core on every page at both widths; staff and owner pages.
 //! - `screenshots`: the README's pictures (ignored; `scripts/screenshots.sh` runs it).
 
 mod forms;
 mod harness;
 mod isolation;
+mod journey;
 mod kit;
 mod pages;
 mod screenshots;
