@@ -82,7 +82,7 @@ pub async fn erase_caller(
         .tenant_tx(customer, async |tx| {
             let hash = rt.webhooks.caller_hash_in(tx, customer, number).await?;
             let counts = store::erase::erase_caller(tx, number).await?;
-            let at = audit(
+            let (id, at) = audit(
                 tx,
                 AuditAction::EraseCaller,
                 &hash,
@@ -97,6 +97,7 @@ pub async fn erase_caller(
                 actor: caller.subject.clone(),
                 counts: counts.clone(),
                 create_time: Some(store::timestamp(at)),
+                id: id.to_string(),
             };
             Ok::<_, MediaError>((counts, entry))
         })
@@ -126,6 +127,7 @@ pub async fn erase_caller(
         actor: a.actor,
         counts: a.counts,
         create_time: a.create_time,
+        id: a.id,
     }));
     Ok(EraseCallerResponse { counts, audits })
 }

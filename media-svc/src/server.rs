@@ -58,6 +58,7 @@ pub fn policy() -> Policy {
                 ),
                 ("ListWebhookDeliveries", Rule::tenant(scope::MEDIA_WEBHOOKS)),
                 ("RenderInstructions", Rule::tenant(scope::MEDIA_PREVIEW)),
+                ("ListAuditEntries", Rule::tenant(scope::MEDIA_AUDIT)),
             ],
         )
         .service_methods(

@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use mesh::api::media::*;
+use mesh::audit::AuditPage;
 use mesh::auth::{operator_target, service_caller, tenant_caller};
 use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber};
 use tonic::{Request, Response, Status};
@@ -391,6 +392,24 @@ impl call_service_server::CallService for MediaSvc {
         let customer = tenant(&request)?;
         let response = preview::render(&self.deps, customer, request.into_inner()).await?;
         Ok(Response::new(response))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<ListAuditEntriesRequest>,
+    ) -> Result<Response<ListAuditEntriesResponse>, Status> {
+        let customer = tenant(&request)?;
+        let r = request.get_ref();
+        let page = AuditPage::from_request(r.page_size, r.before_time.as_ref(), &r.before_id)
+            .map_err(|e| MediaError::invalid(e.field, e.message))?;
+        let entries = self
+            .deps
+            .db
+            .tenant_tx(customer, async |tx| {
+                store::audit::list_audit(tx, &page).await
+            })
+            .await?;
+        Ok(Response::new(ListAuditEntriesResponse { entries }))
     }
 }
 

@@ -43,6 +43,7 @@ pub fn policy() -> Policy {
                 ("GetCallSummary", Rule::tenant(scope::MEMORY_READ)),
                 ("ExportCaller", Rule::tenant(scope::MEMORY_EXPORT)),
                 ("EraseCaller", Rule::tenant(scope::MEMORY_ERASE)),
+                ("ListAuditEntries", Rule::tenant(scope::MEMORY_AUDIT)),
             ],
         )
         .service_methods(

@@ -356,6 +356,9 @@ pub mod scope {
     pub const MEMORY_EXPORT: &str = "memory:export";
     /// Erase a caller's memory (tenant tokens).
     pub const MEMORY_ERASE: &str = "memory:erase";
+    /// List the tenant's memory-svc audit entries (tenant tokens tenant-svc mints for itself
+    /// while gathering the tenant's audit log).
+    pub const MEMORY_AUDIT: &str = "memory:audit";
     /// memory-svc admin RPCs (service tokens: the operator).
     pub const MEMORY_ADMIN: &str = "memory:admin";
     /// memory-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant
@@ -382,6 +385,9 @@ pub mod scope {
     /// Render the agent's instructions as a call would send them, from the saved configuration
     /// or an unsaved draft (`RenderInstructions`; tenant tokens: the portal's owners).
     pub const MEDIA_PREVIEW: &str = "media:preview";
+    /// List the tenant's media-svc audit rows (tenant tokens tenant-svc mints for itself while
+    /// gathering the tenant's audit log).
+    pub const MEDIA_AUDIT: &str = "media:audit";
     /// media-svc admin RPCs (service tokens: the operator).
     pub const MEDIA_ADMIN: &str = "media:admin";
     /// media-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant erasure).
@@ -399,6 +405,7 @@ pub mod scope {
         MEMORY_WRITE,
         MEMORY_EXPORT,
         MEMORY_ERASE,
+        MEMORY_AUDIT,
         MEDIA_CALLS,
         MEDIA_READ,
         MEDIA_EXPORT,
@@ -406,6 +413,7 @@ pub mod scope {
         MEDIA_OUTBOUND,
         MEDIA_WEBHOOKS,
         MEDIA_PREVIEW,
+        MEDIA_AUDIT,
     ];
 
     /// Scopes of a portal owner's tenant token (`AccountService.ExchangeSession`): everything a
@@ -425,6 +433,17 @@ pub mod scope {
         MEDIA_ERASE,
         MEDIA_WEBHOOKS,
         MEDIA_PREVIEW,
+    ];
+
+    /// Scopes an API key may carry (`TeamService.CreateApiKey`): what a tenant's developer
+    /// integrates with (reading the customer, caller memory, calls; writing memory; placing
+    /// outbound calls). Never team, key, audit, settings, export or erasure powers.
+    pub const DEVELOPER_SCOPES: &[&str] = &[
+        TENANT_READ,
+        MEMORY_READ,
+        MEMORY_WRITE,
+        MEDIA_READ,
+        MEDIA_OUTBOUND,
     ];
 
     /// Scopes of a portal staff user's tenant token: calls, transcripts and callers' memory, to

@@ -5,6 +5,8 @@
 //! - [`settings`]: typed settings read from environment variables, documented once, validated at
 //!   start-up with every error reported together.
 //! - [`telemetry`]: `tracing` subscriber (JSON or human output) and the per-request span.
+//! - [`audit`]: paging through a tenant's audit rows (newest first, below a cursor), shared by
+//!   the services that keep them and tenant-svc, which merges them.
 //! - [`auth`]: JWT service and tenant tokens; the tower layer that verifies them and puts a
 //!   typed [`auth::Caller`] into request extensions; the client interceptor that attaches them.
 //! - [`status`]: the one status policy: each service error names a [`status::ServiceErrorCode`],
@@ -27,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod balance;
 pub mod db;

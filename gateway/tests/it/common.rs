@@ -195,6 +195,12 @@ impl CallService for Stub {
     ) -> Result<Response<media_pb::RenderInstructionsResponse>, Status> {
         unimplemented()
     }
+    async fn list_audit_entries(
+        &self,
+        _: Request<media_pb::ListAuditEntriesRequest>,
+    ) -> Result<Response<media_pb::ListAuditEntriesResponse>, Status> {
+        unimplemented()
+    }
 }
 
 #[tonic::async_trait]
@@ -283,6 +289,12 @@ impl MemoryService for Stub {
         &self,
         _: Request<memory_pb::EraseCallerRequest>,
     ) -> Result<Response<memory_pb::EraseCallerResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_audit_entries(
+        &self,
+        _: Request<memory_pb::ListAuditEntriesRequest>,
+    ) -> Result<Response<memory_pb::ListAuditEntriesResponse>, Status> {
         unimplemented()
     }
 }

@@ -2,6 +2,7 @@
 //! the request; every statement of a request runs in that tenant's one transaction.
 
 use mesh::api::memory::*;
+use mesh::audit::AuditPage;
 use mesh::auth::tenant_caller;
 use mesh::domain::CustomerId;
 use tonic::{Request, Response, Status};
@@ -320,15 +321,15 @@ impl memory_service_server::MemoryService for MemorySvc {
         let user = wire::caller("user_id", &request.get_ref().user_id)?;
         let hash = self.subject_hash(&user).await?;
         let action = AuditAction::EraseCaller;
-        let (counts, at) = self
+        let (counts, (id, at)) = self
             .db()
             .tenant_tx(customer, async |tx| {
                 store::lock_caller(tx, customer, &user).await?;
                 let counts = store::erase(tx, customer, Some(&user)).await?;
                 store::mark_erased(tx, customer, &hash).await?;
-                let at =
+                let (id, at) =
                     store::audit(tx, customer, action, &hash, &caller.subject, &counts).await?;
-                Ok::<_, MemoryError>((counts, at))
+                Ok::<_, MemoryError>((counts, (id, at)))
             })
             .await?;
         tracing::info!(
@@ -343,8 +344,26 @@ impl memory_service_server::MemoryService for MemorySvc {
                 actor: caller.subject.clone(),
                 counts: counts.clone(),
                 create_time: Some(wire::ts(at)),
+                id: id.to_string(),
             }),
             counts,
         }))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<ListAuditEntriesRequest>,
+    ) -> Result<Response<ListAuditEntriesResponse>, Status> {
+        let customer = tenant(&request)?;
+        let r = request.get_ref();
+        let page = AuditPage::from_request(r.page_size, r.before_time.as_ref(), &r.before_id)
+            .map_err(|e| MemoryError::invalid(e.field, e.message))?;
+        let entries = self
+            .db()
+            .tenant_tx(customer, async |tx| {
+                store::list_audit(tx, customer, &page).await
+            })
+            .await?;
+        Ok(Response::new(ListAuditEntriesResponse { entries }))
     }
 }

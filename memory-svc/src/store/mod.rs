@@ -32,7 +32,7 @@ pub mod rows;
 
 use tokio_postgres::types::{ToSql, Type};
 
-pub use audit::{audit, audit_hash_key};
+pub use audit::{audit, audit_hash_key, list_audit};
 pub use caller::{Export, erase, export};
 pub use calls::{CallRecord, get_summary, record_call, search_summaries};
 pub use context::{ContextRows, context};
