@@ -1,9 +1,13 @@
 //! The legacy memory REST endpoints of the old memory service's clients: `POST /memory/store`,
 //! `/memory/retrieve` and `/v2/context/enriched`, translated into memory-svc calls. A legacy
-//! bearer token is exchanged at tenant-svc for a tenant token ([`LegacyTenant`], which the
-//! per-tenant limit in front of these handlers extracts first); the JSON body is an object with
-//! a `user_id` ([`LegacyBody`]). Answers keep the old shape: `{"success": true, ...,
-//! "customer_id"}` or `{"success": false, "error"}`.
+//! bearer token, or a tenant's API key (`nsk_...`, issue 19), is exchanged at tenant-svc for a
+//! tenant token ([`LegacyTenant`], which the per-tenant limit in front of these handlers
+//! extracts first); the JSON body is an object with a `user_id` ([`LegacyBody`]). Answers keep
+//! the old shape: `{"success": true, ..., "customer_id"}` or `{"success": false, "error"}`.
+//!
+//! `POST /v1/tokens` ([`tokens`]) is the exchange on its own: an API key (or a legacy token) as
+//! the bearer, a short-lived tenant token in the answer, for the mesh's other public APIs
+//! (`POST /v1/calls`) and gRPC.
 
 use std::sync::Arc;
 
@@ -13,7 +17,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use mesh::api::memory as memory_pb;
-use mesh::api::tenant::ExchangeLegacyTokenRequest;
+use mesh::api::tenant::api_key_exchange_service_client::ApiKeyExchangeServiceClient;
+use mesh::api::tenant::{ExchangeApiKeyRequest, ExchangeLegacyTokenRequest};
 use mesh::auth::with_bearer as bearer;
 use mesh::domain::CustomerId;
 use secrecy::ExposeSecret;
@@ -88,9 +93,25 @@ impl FromRequestParts<Arc<Edge>> for LegacyTenant {
     }
 }
 
-/// Exchanges the legacy bearer token. A token tenant-svc refuses (unknown, expired, or its
-/// tenant suspended) is 401, whatever the reason: the old API's contract for bad credentials.
-async fn exchange(edge: &Edge, headers: &axum::http::HeaderMap) -> Result<LegacyTenant, JsonError> {
+/// What every API key starts with (tenant-svc's `nsk_` secrets): such a bearer is exchanged as
+/// an API key, any other as a legacy token.
+pub const API_KEY_PREFIX: &str = "nsk_";
+
+/// A bearer exchanged at tenant-svc: its tenant, the tenant token and when it expires.
+struct Exchanged {
+    customer_id: CustomerId,
+    token: String,
+    expire_time: Option<prost_types::Timestamp>,
+}
+
+/// Exchanges a bearer at tenant-svc: an API key with `ExchangeApiKey`, anything else with
+/// `ExchangeLegacyToken` (the old behaviour). A credential tenant-svc refuses (unknown, expired,
+/// revoked, or its tenant suspended) is 401, whatever the reason: the old API's contract for bad
+/// credentials.
+async fn exchange_bearer(
+    edge: &Edge,
+    headers: &axum::http::HeaderMap,
+) -> Result<Exchanged, JsonError> {
     let token = match mesh::auth::bearer::token(headers) {
         Ok(token) => token,
         Err(mesh::auth::AuthError::MissingToken) => {
@@ -100,35 +121,112 @@ async fn exchange(edge: &Edge, headers: &axum::http::HeaderMap) -> Result<Legacy
     };
     let unavailable = || json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     let service = edge.tenant_token.token().map_err(|_| unavailable())?;
-    let exchanged = tokio::time::timeout(
-        edge.budget,
-        edge.tenant.clone().exchange_legacy_token(bearer(
-            ExchangeLegacyTokenRequest {
-                legacy_token: token.to_owned(),
-            },
-            service.expose_secret(),
-        )),
-    )
-    .await
+    let is_key = token.starts_with(API_KEY_PREFIX);
+    let exchanged = if is_key {
+        let mut keys = ApiKeyExchangeServiceClient::new(edge.tenant_channel());
+        tokio::time::timeout(
+            edge.budget,
+            keys.exchange_api_key(bearer(
+                ExchangeApiKeyRequest {
+                    api_key: token.to_owned(),
+                },
+                service.expose_secret(),
+            )),
+        )
+        .await
+        .map(|r| {
+            r.map(|r| {
+                let r = r.into_inner();
+                (r.customer_id, r.tenant_token, r.token_expire_time)
+            })
+        })
+    } else {
+        tokio::time::timeout(
+            edge.budget,
+            edge.tenant.clone().exchange_legacy_token(bearer(
+                ExchangeLegacyTokenRequest {
+                    legacy_token: token.to_owned(),
+                },
+                service.expose_secret(),
+            )),
+        )
+        .await
+        .map(|r| {
+            r.map(|r| {
+                let r = r.into_inner();
+                (r.customer_id, r.tenant_token, r.token_expire_time)
+            })
+        })
+    }
     .map_err(|_| unavailable())?;
     match exchanged {
-        Ok(r) => {
-            let r = r.into_inner();
-            let customer_id = CustomerId::new(r.customer_id).map_err(|_| unavailable())?;
-            Ok(LegacyTenant {
+        Ok((customer_id, token, expire_time)) => {
+            let customer_id = CustomerId::new(customer_id).map_err(|_| unavailable())?;
+            Ok(Exchanged {
                 customer_id,
-                token: r.tenant_token,
+                token,
+                expire_time,
             })
         }
-        Err(s) if s.code() == tonic::Code::Unauthenticated => {
-            Err(unauthorized("invalid or expired token"))
-        }
+        Err(s) if s.code() == tonic::Code::Unauthenticated => Err(unauthorized(if is_key {
+            "invalid or revoked API key"
+        } else {
+            "invalid or expired token"
+        })),
         Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(unauthorized(s.message())),
         Err(s) => {
-            tracing::warn!(code = ?s.code(), "legacy token exchange failed");
+            tracing::warn!(code = ?s.code(), api_key = is_key, "token exchange failed");
             Err(unavailable())
         }
     }
+}
+
+/// Exchanges the bearer of a legacy endpoint (a legacy token or an API key).
+async fn exchange(edge: &Edge, headers: &axum::http::HeaderMap) -> Result<LegacyTenant, JsonError> {
+    let e = exchange_bearer(edge, headers).await?;
+    Ok(LegacyTenant {
+        customer_id: e.customer_id,
+        token: e.token,
+    })
+}
+
+/// `POST /v1/tokens` with `Authorization: Bearer <API key or legacy token>` (no body) ->
+/// `{"access_token", "token_type": "Bearer", "expires_in", "expires_at", "customer_id"}`, the
+/// tenant token tenant-svc minted (an API key's scopes and lifetime). Never cached by clients or
+/// proxies. 401 `{"error"}` for any credential tenant-svc refuses, 503 when it cannot be asked.
+pub async fn tokens(State(edge): State<Arc<Edge>>, headers: axum::http::HeaderMap) -> Response {
+    let exchanged = match exchange_bearer(&edge, &headers).await {
+        Ok(e) => e,
+        Err(e) => {
+            return (
+                e.status,
+                [(axum::http::header::CACHE_CONTROL, "no-store")],
+                axum::Json(serde_json::json!({ "error": e.message })),
+            )
+                .into_response();
+        }
+    };
+    let expires_at = exchanged
+        .expire_time
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0));
+    let expires_in = expires_at.map_or(0, |t| (t - chrono::Utc::now()).num_seconds().max(0));
+    tracing::info!(
+        customer_id = exchanged.customer_id.get(),
+        "token exchanged at /v1/tokens"
+    );
+    (
+        StatusCode::OK,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({
+            "access_token": exchanged.token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "expires_at": expires_at.map(|t| t.to_rfc3339()),
+            "customer_id": exchanged.customer_id.get(),
+        })),
+    )
+        .into_response()
 }
 
 /// A legacy JSON body: an object with a string `user_id`.

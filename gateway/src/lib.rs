@@ -4,7 +4,8 @@
 //!
 //! Parts, by job: [`twilio`] (what Twilio sends, typed, and its webhooks: [`twilio::voice`],
 //! [`twilio::status`]), [`stream`] (the Media Streams bridge to media-svc's `StreamCall`),
-//! [`legacy`] (legacy REST through memory-svc), [`public`] (the tenant websites'
+//! [`legacy`] (legacy REST through memory-svc, and `POST /v1/tokens`: an API key or legacy token
+//! exchanged for a tenant token), [`public`] (the tenant websites'
 //! `POST /v1/calls`, forwarded to media-svc's `PlaceOutboundCall`). Shared by them:
 //! [`extract`] (typed extractors: the client address, a signed Twilio form, a signed upgrade),
 //! [`limits`] (the rate limits, as layers in front of the handlers), [`proxy`] (the client's
@@ -86,6 +87,10 @@ pub fn router(edge: Arc<Edge>) -> axum::Router {
         .route_layer(from_fn_with_state(edge.clone(), limits::per_tenant))
         // ... after the address's, so a flood of made-up tokens costs no exchange.
         .route_layer(from_fn_with_state(edge.clone(), limits::legacy_per_ip));
+    // The exchange on its own: the address's allowance bounds guessing.
+    let tokens = axum::Router::new()
+        .route("/v1/tokens", post(legacy::tokens))
+        .route_layer(from_fn_with_state(edge.clone(), limits::legacy_per_ip));
     // The per-address allowance is media-svc's, charged only with a valid token.
     let calls = post(public::place_call)
         .options(public::preflight)
@@ -94,6 +99,7 @@ pub fn router(edge: Arc<Edge>) -> axum::Router {
     let requests = axum::Router::new()
         .merge(twilio)
         .merge(legacy)
+        .merge(tokens)
         .route("/v1/calls", calls)
         // A slow client cannot hold a request (and its body) open forever.
         .layer(TimeoutLayer::with_status_code(

@@ -64,6 +64,12 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// The channel to tenant-svc (for its services other than `EdgeService`, such as the API
+    /// key exchange).
+    pub fn tenant_channel(&self) -> Channel {
+        self.peer_channels[0].1.clone()
+    }
+
     /// A keyed hash of a phone number, for logs (never the number itself).
     pub fn hash_number(&self, number: &str) -> String {
         use hmac::{Hmac, Mac};

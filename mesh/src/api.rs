@@ -55,8 +55,10 @@ pub mod service_names {
     pub const ACCOUNT: &str = "neurosphere.tenant.v1.AccountService";
     /// tenant-svc's account administration API (operators).
     pub const ACCOUNT_ADMIN: &str = "neurosphere.tenant.v1.AccountAdminService";
-    /// tenant-svc's team API (a tenant's own users, invitations, API keys, audit log).
+    /// tenant-svc's team, API key and audit log API (tenant tokens: portal owners).
     pub const TEAM: &str = "neurosphere.tenant.v1.TeamService";
+    /// tenant-svc's API key exchange (the gateway's `POST /v1/tokens`).
+    pub const API_KEY_EXCHANGE: &str = "neurosphere.tenant.v1.ApiKeyExchangeService";
     /// memory-svc's tenant API.
     pub const MEMORY: &str = "neurosphere.memory.v1.MemoryService";
     /// memory-svc's admin API.

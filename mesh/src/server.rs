@@ -59,7 +59,8 @@ pub struct ServeConfig {
 pub struct RevocationFeed {
     /// The copy the auth layer reads.
     pub revocations: crate::auth::Revocations,
-    /// The pool `app.token_revocations()` is read through.
+    /// The pool `app.token_revocations()` and `app.token_subject_revocations()` are read
+    /// through.
     pub db: crate::db::Db,
     /// How often it is read (`crate::auth::revocation::REFRESH_INTERVAL` in services).
     pub interval: Duration,

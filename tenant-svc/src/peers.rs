@@ -1,21 +1,33 @@
-//! tenant-svc's clients of memory-svc and media-svc, for one thing only: fanning out a tenant's
+//! tenant-svc's clients of memory-svc and media-svc, for two things only: fanning out a tenant's
 //! erasure (`EraseTenant`) with tenant-svc's own service tokens, whose scopes
-//! (`memory:erase-tenant`, `media:erase-tenant`) open that one RPC and nothing else.
+//! (`memory:erase-tenant`, `media:erase-tenant`) open that one RPC and nothing else; and reading
+//! a tenant's export and erasure audit rows (`ListAuditEntries`) for its audit log, with a tenant
+//! token of that customer that tenant-svc mints for itself (one minute, `memory:audit` or
+//! `media:audit` only).
 
 use std::time::Duration;
 
 use mesh::api::common::TableCount;
 use mesh::api::media::EraseTenantRequest as MediaEraseTenant;
+use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::media::media_admin_service_client::MediaAdminServiceClient;
+use mesh::api::media::{ErasureAudit, ListAuditEntriesRequest as MediaListAudit};
 use mesh::api::memory::EraseTenantRequest as MemoryEraseTenant;
 use mesh::api::memory::memory_admin_service_client::MemoryAdminServiceClient;
-use mesh::auth::AttachToken;
+use mesh::api::memory::memory_service_client::MemoryServiceClient;
+use mesh::api::memory::{AuditEntry, ListAuditEntriesRequest as MemoryListAudit};
+use mesh::audit::AuditPage;
+use mesh::auth::{AttachToken, with_bearer};
 use mesh::domain::CustomerId;
 use mesh::identity::{Identity, names, scope};
 use tonic::transport::Channel;
 
 /// How long one service may take to erase a tenant.
 const ERASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one service may take to list a page of audit rows.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lifetime of the tenant token tenant-svc mints for itself to read a peer's audit rows.
+const AUDIT_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// Lazy channels to memory-svc and media-svc (nothing connects until the first erasure).
 #[derive(Clone)]
@@ -34,6 +46,9 @@ pub enum PeerError {
     /// No answer in time.
     #[error("timed out")]
     Timeout,
+    /// tenant-svc could not mint the token to ask with.
+    #[error("cannot mint a token: {0}")]
+    Mint(#[from] mesh::auth::AuthError),
 }
 
 impl Peers {
@@ -79,5 +94,67 @@ impl Peers {
             .await
             .map_err(|_| PeerError::Timeout)??;
         Ok(response.into_inner().counts)
+    }
+
+    /// A tenant token of `customer` for `audience` with `scope` only, subject `tenant-svc`.
+    fn audit_token(
+        &self,
+        customer: CustomerId,
+        audience: &str,
+        scope: &str,
+    ) -> Result<String, PeerError> {
+        Ok(self.identity.minter().mint_tenant(
+            customer,
+            names::TENANT_SVC,
+            &[audience],
+            &[scope],
+            AUDIT_TOKEN_TTL,
+        )?)
+    }
+
+    /// memory-svc `ListAuditEntries` for `customer`: one page below the cursor.
+    pub async fn memory_audit(
+        &self,
+        customer: CustomerId,
+        page: &AuditPage,
+    ) -> Result<Vec<AuditEntry>, PeerError> {
+        let token = self.audit_token(customer, names::MEMORY_SVC, scope::MEMORY_AUDIT)?;
+        let (before_time, before_id) = page.to_request();
+        let request = MemoryListAudit {
+            page_size: page.limit as i32,
+            before_time,
+            before_id,
+        };
+        let mut client = MemoryServiceClient::new(self.memory.clone());
+        let response = tokio::time::timeout(
+            AUDIT_TIMEOUT,
+            client.list_audit_entries(with_bearer(request, &token)),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+        Ok(response.into_inner().entries)
+    }
+
+    /// media-svc `ListAuditEntries` for `customer`: one page below the cursor.
+    pub async fn media_audit(
+        &self,
+        customer: CustomerId,
+        page: &AuditPage,
+    ) -> Result<Vec<ErasureAudit>, PeerError> {
+        let token = self.audit_token(customer, names::MEDIA_SVC, scope::MEDIA_AUDIT)?;
+        let (before_time, before_id) = page.to_request();
+        let request = MediaListAudit {
+            page_size: page.limit as i32,
+            before_time,
+            before_id,
+        };
+        let mut client = CallServiceClient::new(self.media.clone());
+        let response = tokio::time::timeout(
+            AUDIT_TIMEOUT,
+            client.list_audit_entries(with_bearer(request, &token)),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+        Ok(response.into_inner().entries)
     }
 }

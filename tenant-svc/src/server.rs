@@ -8,6 +8,7 @@ use std::future::Future;
 use mesh::api::service_names as names;
 use mesh::api::tenant::account_admin_service_server::AccountAdminServiceServer;
 use mesh::api::tenant::account_service_server::AccountServiceServer;
+use mesh::api::tenant::api_key_exchange_service_server::ApiKeyExchangeServiceServer;
 use mesh::api::tenant::edge_service_server::EdgeServiceServer;
 use mesh::api::tenant::team_service_server::TeamServiceServer;
 use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
@@ -116,6 +117,13 @@ pub fn policy() -> Policy {
                 ("ListAuditEvents", Rule::tenant(scope::TENANT_AUDIT)),
             ],
         )
+        .service_methods(
+            names::API_KEY_EXCHANGE,
+            &[(
+                "ExchangeApiKey",
+                Rule::service(scope::TENANT_EXCHANGE).issued_by(&[GATEWAY]),
+            )],
+        )
 }
 
 /// What the handlers need.
@@ -155,8 +163,9 @@ pub async fn serve(
         .add_service(TenantServiceServer::new(svc.clone()))
         .add_service(EdgeServiceServer::new(svc.clone()))
         .add_service(AccountServiceServer::new(svc.clone()))
-        .add_service(AccountAdminServiceServer::new(svc.clone()))
-        .add_service(TeamServiceServer::new(svc));
+        .add_service(TeamServiceServer::new(svc.clone()))
+        .add_service(ApiKeyExchangeServiceServer::new(svc.clone()))
+        .add_service(AccountAdminServiceServer::new(svc));
     // The first unknown-address sign-in must not pay for the dummy hash.
     tokio::spawn(crate::account::password::warm_up());
     let config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);

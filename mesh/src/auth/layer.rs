@@ -130,7 +130,7 @@ fn authorize(
     let token = super::bearer::token(headers)?;
     let (caller, iat) = verifier.verify_issued(token)?;
     if let Caller::Tenant(t) = &caller
-        && revocations.is_revoked(t.customer_id, iat)
+        && revocations.refuses(t.customer_id, &t.subject, iat)
     {
         return Err(AuthError::Revoked);
     }

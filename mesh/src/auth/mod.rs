@@ -14,8 +14,9 @@
 //! - [`Policy`] / [`Rule`]: per-RPC declaration of the token kind and scope each method needs,
 //!   written next to the service; a method without a rule is refused (fail closed).
 //! - [`AuthLayer`]: the tower layer on the gRPC server that ties these together.
-//! - [`Revocations`]: tenants whose tokens issued up to a second are refused (suspension), kept
-//!   by tenant-svc and checked by the layer after every verification, cached or not.
+//! - [`Revocations`]: tenants (suspension) and single token subjects of a tenant (a revoked API
+//!   key) whose tokens issued up to a second are refused, kept by tenant-svc and checked by the
+//!   layer after every verification, cached or not.
 //! - [`bearer::token`]: the one `authorization: Bearer` header parser (the layer's and the
 //!   gateway's HTTP endpoints').
 //! - [`TokenSource`] / [`AttachToken`]: the client side, attaching (and re-minting) tokens.

@@ -59,6 +59,17 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "tenant.session_id_by_secret_hash(bytea)",
         "TABLE(customer_id bigint, session_id bigint)",
     ),
+    // The API key exchange (V17): the key with a secret hash.
+    (
+        "tenant.api_key_id_by_secret_hash(bytea)",
+        "TABLE(customer_id bigint, key_id uuid)",
+    ),
+    // Customer ids, token subjects (`api-key:<id>`, `user:<id>`) and the second before which
+    // that subject's tenant tokens are refused (V17), for every service's auth layer.
+    (
+        "app.token_subject_revocations()",
+        "TABLE(customer_id bigint, subject text, not_before timestamp with time zone)",
+    ),
 ];
 
 /// The one policy expression a tenant policy may have, as PostgreSQL deparses it

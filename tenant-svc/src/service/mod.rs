@@ -10,8 +10,6 @@
 //! - `account`: `AccountService` (the gateway, for the tenant portal: invitations, sign-in,
 //!   sessions, password resets, session exchange) and `AccountAdminService` (operators'
 //!   invitations);
-//! - `team`: `TeamService` (a tenant token: the portal's owner): the tenant's users and
-//!   invitations; its API keys and audit log are another part's.
 //!
 //! Handlers turn requests into checked values (`validate`, `model`, `outbound`), run the
 //! `store` functions in one transaction, and answer; they hold no SQL. What they share lives
@@ -20,8 +18,10 @@
 
 mod account;
 mod admin;
+mod audit_log;
 mod edge;
 mod erasure;
+mod keys;
 mod team;
 mod tenant;
 

@@ -1,7 +1,6 @@
 //! `TeamService` with a tenant token (the portal's token of a signed-in owner): the tenant's
 //! users and invitations (scope `tenant:team`), here; its API keys (`tenant:keys`) and audit log
-//! (`tenant:audit`) are answered by `keys.rs` and `audit_log.rs` once they exist (until then
-//! UNIMPLEMENTED). The customer is always the token's; another tenant's user or invitation id is
+//! (`tenant:audit`) are delegated to `keys.rs` and `audit_log.rs`. The customer is always the token's; another tenant's user or invitation id is
 //! NOT_FOUND like an unknown one. Every change writes an audit row with the token's subject as
 //! the actor, in the change's transaction.
 
@@ -72,13 +71,6 @@ async fn not_last_owner(
         )));
     }
     Ok(())
-}
-
-/// The answer of an API key or audit RPC before its part is built.
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "TeamService.{rpc} is not available yet (API keys and the audit log are being built)"
-    ))
 }
 
 #[tonic::async_trait]
@@ -257,29 +249,36 @@ impl team_service_server::TeamService for TenantSvc {
 
     async fn create_api_key(
         &self,
-        _request: Request<CreateApiKeyRequest>,
+        request: Request<CreateApiKeyRequest>,
     ) -> RpcResult<CreateApiKeyResponse> {
-        Err(not_yet("CreateApiKey"))
+        let caller = tenant_caller(&request)?.clone();
+        let r = request.into_inner();
+        Ok(Response::new(TenantSvc::create_api_key(self, &caller, r).await?))
     }
 
     async fn list_api_keys(
         &self,
-        _request: Request<ListApiKeysRequest>,
+        request: Request<ListApiKeysRequest>,
     ) -> RpcResult<ListApiKeysResponse> {
-        Err(not_yet("ListApiKeys"))
+        let caller = tenant_caller(&request)?;
+        Ok(Response::new(TenantSvc::list_api_keys(self, caller).await?))
     }
 
     async fn revoke_api_key(
         &self,
-        _request: Request<RevokeApiKeyRequest>,
+        request: Request<RevokeApiKeyRequest>,
     ) -> RpcResult<RevokeApiKeyResponse> {
-        Err(not_yet("RevokeApiKey"))
+        let caller = tenant_caller(&request)?.clone();
+        let r = request.into_inner();
+        Ok(Response::new(TenantSvc::revoke_api_key(self, &caller, r).await?))
     }
 
     async fn list_audit_events(
         &self,
-        _request: Request<ListAuditEventsRequest>,
+        request: Request<ListAuditEventsRequest>,
     ) -> RpcResult<ListAuditEventsResponse> {
-        Err(not_yet("ListAuditEvents"))
+        let caller = tenant_caller(&request)?.clone();
+        let r = request.into_inner();
+        Ok(Response::new(TenantSvc::list_audit_events(self, &caller, r).await?))
     }
 }

@@ -14,12 +14,17 @@
 //! - [`outbound`]: outbound-call and webhook settings;
 //! - [`webhooks`]: webhook signing secrets;
 //! - [`erasures`]: the operator's erasure of a customer, its progress and record;
-//! - [`revocations`]: the second up to which a tenant's tokens are refused everywhere;
+//! - [`revocations`]: the second up to which a tenant's (or one subject's) tokens are refused
+//!   everywhere;
 //! - [`audit`]: the tenant's audit log (append and read);
-//! - [`accounts`]: portal users, invitations, sessions, sign-in failures and password resets.
+//! - [`accounts`]: portal users, invitations, sessions, sign-in failures and password resets;
+//! - [`api_keys`]: the tenant's API keys (hashed secrets, last use, revocation);
+//! - [`audit_log`]: reading the tenant's audit log (pages below a cursor, actors' addresses).
 
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
+pub mod audit_log;
 pub mod customers;
 pub mod defaults;
 pub mod erasures;
@@ -38,5 +43,5 @@ pub use defaults::{load_defaults, save_defaults};
 pub use history::{config_change, list_history, record_changes};
 pub use numbers::{assign_number, release_number, resolve_number};
 pub use outbound::{get_outbound, load_outbound, save_outbound};
-pub use revocations::revoke_tokens;
+pub use revocations::{revoke_subject_tokens, revoke_tokens};
 pub use webhooks::{SigningKeys, rotate_webhook_secret, signing_keys};

@@ -14,13 +14,17 @@
 //!   throttles, sessions, password changes and resets, the session exchange, RLS on V16;
 //! - [`team`]: TeamService's team part (users, invitations, roles, removals) with a portal
 //!   owner's token;
+//! - [`keys`]: API keys, their exchange, last use and revocation reaching every service;
+//! - [`audit_log`]: the tenant's audit log merged from every service, paged;
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
 mod accounts;
 mod admin_issuers;
+mod audit_log;
 mod binary;
 mod common;
 mod erasure;
+mod keys;
 mod legacy;
 mod outbound_settings;
 mod routing;

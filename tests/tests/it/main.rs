@@ -4,6 +4,7 @@
 //! binaries (`tests/tests/{faults,soak,flood}.rs`): their timing must not share the two cores
 //! with these.
 
+mod api_keys;
 mod boot;
 mod call;
 mod context;
