@@ -39,7 +39,7 @@ fn portal() -> Rule {
 /// `scope::MEDIA_SVC_ISSUABLE` (checked by the handler, which sees the request); the edge and
 /// the portal's accounts are the gateway's (each with its own scope).
 pub fn policy() -> Policy {
-    Policy::new()
+    team_policy(Policy::new())
         .service_methods(
             names::TENANT_ADMIN,
             &[
@@ -102,6 +102,12 @@ pub fn policy() -> Policy {
             ],
         )
         .service_methods(names::ACCOUNT_ADMIN, &[("InviteUser", operator())])
+}
+
+/// `TeamService` (tenant tokens: a portal owner's `tenant:team`, `tenant:keys`, `tenant:audit`)
+/// and `ApiKeyExchangeService` (the gateway's `tenant:exchange`).
+fn team_policy(policy: Policy) -> Policy {
+    policy
         .service_methods(
             names::TEAM,
             &[

@@ -253,7 +253,9 @@ impl team_service_server::TeamService for TenantSvc {
     ) -> RpcResult<CreateApiKeyResponse> {
         let caller = tenant_caller(&request)?.clone();
         let r = request.into_inner();
-        Ok(Response::new(TenantSvc::create_api_key(self, &caller, r).await?))
+        Ok(Response::new(
+            TenantSvc::create_api_key(self, &caller, r).await?,
+        ))
     }
 
     async fn list_api_keys(
@@ -270,7 +272,9 @@ impl team_service_server::TeamService for TenantSvc {
     ) -> RpcResult<RevokeApiKeyResponse> {
         let caller = tenant_caller(&request)?.clone();
         let r = request.into_inner();
-        Ok(Response::new(TenantSvc::revoke_api_key(self, &caller, r).await?))
+        Ok(Response::new(
+            TenantSvc::revoke_api_key(self, &caller, r).await?,
+        ))
     }
 
     async fn list_audit_events(
@@ -279,6 +283,8 @@ impl team_service_server::TeamService for TenantSvc {
     ) -> RpcResult<ListAuditEventsResponse> {
         let caller = tenant_caller(&request)?.clone();
         let r = request.into_inner();
-        Ok(Response::new(TenantSvc::list_audit_events(self, &caller, r).await?))
+        Ok(Response::new(
+            TenantSvc::list_audit_events(self, &caller, r).await?,
+        ))
     }
 }
