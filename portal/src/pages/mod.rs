@@ -8,12 +8,14 @@ use std::sync::Arc;
 use crate::Portal;
 
 pub mod agent;
+pub mod audit;
 pub mod callers;
 pub mod calls;
 pub mod data;
 pub mod home;
 pub mod outbound;
 pub mod security;
+pub mod tokens;
 pub mod usage;
 pub mod webhooks;
 
@@ -28,4 +30,5 @@ pub fn routes() -> axum::Router<Arc<Portal>> {
         .merge(agent::routes())
         .merge(webhooks::routes())
         .merge(outbound::routes())
+        .merge(tokens::routes())
 }

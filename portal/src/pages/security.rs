@@ -51,6 +51,8 @@ struct SecurityPage {
     notice: Option<&'static str>,
     error: Option<String>,
     sessions: Vec<SessionRow>,
+    /// The tenant's audit log (owners only; empty for staff).
+    audit: super::audit::AuditSection,
 }
 
 /// A timestamp as the page shows it (UTC, to the minute).
@@ -65,6 +67,8 @@ pub fn when(t: Option<&prost_types::Timestamp>) -> String {
 #[derive(Debug, Deserialize)]
 struct Done {
     done: Option<String>,
+    /// The audit log's page (its token).
+    audit: Option<String>,
 }
 
 async fn render_page(
@@ -74,6 +78,18 @@ async fn render_page(
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
+    render_page_at(portal, session, notice, error, status, None).await
+}
+
+async fn render_page_at(
+    portal: &Portal,
+    session: &Session,
+    notice: Option<&'static str>,
+    error: Option<String>,
+    status: StatusCode,
+    audit_page: Option<String>,
+) -> Result<Response, PageError> {
+    let audit = super::audit::section(portal, session, audit_page).await?;
     let sessions = portal
         .account()
         .list_sessions(ListSessionsRequest {
@@ -104,6 +120,7 @@ async fn render_page(
             notice,
             error,
             sessions,
+            audit,
         },
     ))
 }
@@ -118,7 +135,7 @@ async fn page(
         Some("revoked") => Some("The session was signed out."),
         _ => None,
     };
-    render_page(&portal, &session, notice, None, StatusCode::OK).await
+    render_page_at(&portal, &session, notice, None, StatusCode::OK, done.audit).await
 }
 
 #[derive(Debug, Deserialize)]

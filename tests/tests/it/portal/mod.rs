@@ -11,6 +11,7 @@
 
 mod account;
 mod data;
+mod keys;
 mod settings;
 
 use std::collections::BTreeMap;
