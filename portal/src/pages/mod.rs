@@ -15,6 +15,7 @@ pub mod data;
 pub mod home;
 pub mod outbound;
 pub mod security;
+pub mod team;
 pub mod tokens;
 pub mod usage;
 pub mod webhooks;
@@ -31,4 +32,5 @@ pub fn routes() -> axum::Router<Arc<Portal>> {
         .merge(webhooks::routes())
         .merge(outbound::routes())
         .merge(tokens::routes())
+        .merge(team::routes())
 }

@@ -3,7 +3,7 @@
 //! `AccountAdminService` ([`PortalMesh::invite`]), a cookie-keeping client that sends the
 //! portal's own `Origin` on every POST like a browser ([`Browser`]), signing in
 //! ([`Browser::sign_in`], [`PortalMesh::signed_in_user`]) and the CSRF token of a page
-//! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security), `data`
+//! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security), `team`, `keys`, `data`
 //! (dashboard, calls, callers, usage), `settings` (agent, webhooks, outbound).
 
 // Shared by every lane's module: not each of them uses every helper.
@@ -13,6 +13,7 @@ mod account;
 mod data;
 mod keys;
 mod settings;
+mod team;
 
 use std::collections::BTreeMap;
 
