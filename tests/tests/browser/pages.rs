@@ -79,6 +79,11 @@ fn every_page_has_no_serious_accessibility_violation_at_desktop_and_phone_width(
         }
         b.set_viewport(DESKTOP).await.expect("resize");
 
+        // A colleague first, so the owner's team page shows a user row with its role and removal
+        // forms (and the invitation above is still open).
+        ctx.user(&tenant, "colleague", UserRole::Staff).await;
+        ctx.sign_out().await;
+
         // An owner: every page of theirs.
         ctx.user(&tenant, "owner", UserRole::Owner).await;
         let owner_pages = signed_in_pages(&ctx).await;
