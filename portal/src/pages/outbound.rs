@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use mesh::api::tenant::team_service_client::TeamServiceClient;
@@ -214,11 +214,8 @@ async fn website_token(
                 "website token created from the portal"
             );
             p.new_token = Some(r.into_inner().secret);
-            let mut response = render_with(StatusCode::OK, &p);
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(response)
+            // Shown once; every portal page is `no-store` (security::headers).
+            Ok(render_with(StatusCode::OK, &p))
         }
         Err(s) if s.code() == tonic::Code::InvalidArgument => {
             p.error = Some(s.message().to_owned());

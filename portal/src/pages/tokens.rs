@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use mesh::api::tenant::team_service_client::TeamServiceClient;
@@ -207,13 +207,9 @@ async fn render_page(
         lifetimes: LIFETIMES.iter().map(|m| (*m, *m == minutes)).collect(),
         keys,
     };
-    let mut response = render_with(status, &page);
-    // The answer that shows a secret is never stored by a browser or proxy.
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    Ok(response)
+    // Shown once: like every portal page but the stylesheet, the answer carries
+    // `Cache-Control: no-store` (security::headers), so no browser or proxy keeps it.
+    Ok(render_with(status, &page))
 }
 
 #[derive(Debug, Deserialize)]

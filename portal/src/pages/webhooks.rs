@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use mesh::api::media::{
@@ -238,11 +238,8 @@ async fn rotate(
     let mut page = load(&portal, &owner, None).await?;
     page.new_secret = Some(rotated.secret);
     page.has_secret = true;
-    let mut response = render_with(StatusCode::OK, &page);
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    // Shown once; every portal page is `no-store` (security::headers).
+    Ok(render_with(StatusCode::OK, &page))
 }
 
 /// Queues a dead letter again. An id that is not one of this tenant's dead letters is the 404
