@@ -49,7 +49,16 @@ pub fn tone_pattern() -> Vec<u8> {
 /// Speaks `text` with `espeak-ng` when it is installed: WAV output resampled to 8 kHz mu-law.
 /// `None` when it is missing, fails or takes too long.
 pub async fn espeak(text: &str) -> Option<Vec<u8>> {
-    let run = tokio::process::Command::new("espeak-ng")
+    espeak_voice(text, None).await
+}
+
+/// [`espeak`] with an espeak-ng voice (`-v`, e.g. `en-us+f3`); `None` is espeak-ng's default.
+pub async fn espeak_voice(text: &str, voice: Option<&str>) -> Option<Vec<u8>> {
+    let mut command = tokio::process::Command::new("espeak-ng");
+    if let Some(v) = voice {
+        command.arg("-v").arg(v);
+    }
+    let run = command
         .arg("--stdout")
         .arg("--")
         .arg(text)

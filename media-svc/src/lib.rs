@@ -18,7 +18,7 @@
 //!   memory-svc.
 //! - [`outbound`] places calls for a tenant's website and holds the per-tenant call limits;
 //!   [`webhooks`] delivers the post-call events the outbox queues; [`audio`] is the local
-//!   backend's sound.
+//!   backend's sound; [`prompts`] renders the prompts media-svc speaks itself (espeak-ng, cached).
 //! - [`erasure`]: a caller's export and erasure (across media-svc and memory-svc) and a tenant's,
 //!   each audited.
 //! - [`preview`]: the instructions a call would send, rendered for the tenant portal's agent page
@@ -37,6 +37,7 @@ pub mod outbox;
 pub mod page;
 pub mod peers;
 pub mod preview;
+pub mod prompts;
 pub mod runtime;
 pub mod server;
 pub mod service;

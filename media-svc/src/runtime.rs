@@ -12,7 +12,7 @@ use mesh::server::Core;
 
 use crate::backend::{self, AiBackend};
 use crate::settings::{BackendChoice, CallConfig};
-use crate::{outbound, peers, twilio, webhooks};
+use crate::{outbound, peers, prompts, twilio, webhooks};
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -50,6 +50,8 @@ pub struct Runtime {
     /// Cancelled once the gRPC drain is over (every stream ended, or the deadline passed): calls
     /// still relaying stop there and are finalised.
     pub cut_calls: tokio_util::sync::CancellationToken,
+    /// Rendered spoken prompts (announcement, consent question), cached.
+    pub prompts: prompts::Prompts,
 }
 
 impl Runtime {
@@ -81,6 +83,7 @@ impl Runtime {
             session_max: c.session_max,
             calls: tokio_util::task::TaskTracker::new(),
             cut_calls: tokio_util::sync::CancellationToken::new(),
+            prompts: prompts::Prompts::default(),
         })
     }
 }

@@ -1,0 +1,224 @@
+//! Spoken prompts media-svc plays itself (the recording announcement, the consent question, the
+//! message prompt): text rendered by espeak-ng to 8 kHz mu-law in a voice close to the tenant's
+//! agent voice, or the three-beep tone when espeak-ng is missing, fails or is too slow.
+//! [`prompt`] never fails.
+//!
+//! Rendered prompts are cached in memory (bounded to [`CACHE_BYTES`], oldest out first) under the
+//! SHA-256 of engine, voice and text ([`key`]), so a changed text or voice is a new entry and an
+//! unchanged one is rendered once per process. The tone fallback is not cached: the next call
+//! tries espeak-ng again. Prompt texts are tenant settings, not personal data, and the audio says
+//! nothing but the text, so one cache serves every tenant.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::audio;
+use crate::runtime::Runtime;
+
+/// The rendering engine (part of the cache key: another engine is another rendering).
+pub const ENGINE: &str = "espeak-ng";
+/// Longest text rendered; the rest is cut (a prompt is a sentence or two).
+pub const MAX_TEXT_CHARS: usize = 1000;
+/// Bytes of rendered audio the memory cache keeps (about 17 minutes of 8 kHz mu-law).
+pub const CACHE_BYTES: usize = 8 << 20;
+
+/// The mu-law 8 kHz audio of `text` in (approximately) the agent voice `voice` (a Realtime voice
+/// name such as `alloy`; unknown names get the default). Cached; never fails: the tone pattern
+/// when the text is empty or cannot be spoken.
+pub async fn prompt(rt: &Runtime, text: &str, voice: &str) -> Arc<[u8]> {
+    rt.prompts.get(text, voice).await
+}
+
+/// The espeak-ng voice standing in for a Realtime voice: a female or a male variant of US
+/// English, by the Realtime voice's usual character.
+pub fn espeak_voice(voice: &str) -> &'static str {
+    match voice.trim().to_ascii_lowercase().as_str() {
+        "ash" | "ballad" | "echo" | "verse" | "cedar" => "en-us+m3",
+        _ => "en-us+f3",
+    }
+}
+
+/// The cache key (and object name) of a rendering: SHA-256 of engine, espeak voice and text,
+/// NUL-separated.
+pub fn key(espeak_voice: &str, text: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [ENGINE, espeak_voice, text] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().into()
+}
+
+/// Where a rendering is kept in the object store: `prompts/<hex key>`.
+pub fn object_path(key: &[u8; 32]) -> String {
+    format!("prompts/{}", hex::encode(key))
+}
+
+/// The process's prompt cache (cheap to clone; shared).
+#[derive(Clone, Default)]
+pub struct Prompts {
+    cache: Arc<Mutex<Cache>>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], Arc<[u8]>>,
+    /// Insertion order, oldest first (eviction order).
+    order: VecDeque<[u8; 32]>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn insert(&mut self, key: [u8; 32], audio: Arc<[u8]>) {
+        if audio.len() > CACHE_BYTES / 4 || self.entries.contains_key(&key) {
+            return;
+        }
+        self.bytes += audio.len();
+        self.entries.insert(key, audio);
+        self.order.push_back(key);
+        while self.bytes > CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(a) = self.entries.remove(&old) {
+                self.bytes -= a.len();
+            }
+        }
+    }
+}
+
+/// `text` trimmed and cut to [`MAX_TEXT_CHARS`] characters.
+fn clean(text: &str) -> &str {
+    let text = text.trim();
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+impl Prompts {
+    /// See [`prompt`].
+    pub async fn get(&self, text: &str, voice: &str) -> Arc<[u8]> {
+        let text = clean(text);
+        if text.is_empty() {
+            return audio::tone_pattern().into();
+        }
+        let variant = espeak_voice(voice);
+        let key = key(variant, text);
+        if let Some(hit) = self.cached(&key) {
+            metrics::counter!("media_prompt_cache_hits_total").increment(1);
+            return hit;
+        }
+        match audio::espeak_voice(text, Some(variant)).await {
+            Some(speech) if !speech.is_empty() => {
+                metrics::counter!("media_prompts_rendered_total").increment(1);
+                let speech: Arc<[u8]> = speech.into();
+                self.lock().insert(key, speech.clone());
+                speech
+            }
+            _ => {
+                metrics::counter!("media_prompt_tone_fallbacks_total").increment(1);
+                tracing::warn!("espeak-ng unavailable; a prompt is played as the tone pattern");
+                audio::tone_pattern().into()
+            }
+        }
+    }
+
+    /// The cached rendering under `key`.
+    pub fn cached(&self, key: &[u8; 32]) -> Option<Arc<[u8]>> {
+        self.lock().entries.get(key).cloned()
+    }
+
+    /// Bytes of audio cached.
+    pub fn cached_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // A panic while holding the lock leaves the map consistent (inserts are whole).
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn espeak_installed() -> bool {
+        std::process::Command::new("espeak-ng")
+            .arg("--version")
+            .output()
+            .is_ok()
+    }
+
+    #[test]
+    fn the_key_covers_engine_voice_and_text() {
+        let a = key("en-us+f3", "This call is recorded.");
+        assert_eq!(a, key("en-us+f3", "This call is recorded."));
+        assert_ne!(a, key("en-us+m3", "This call is recorded."));
+        assert_ne!(a, key("en-us+f3", "This call is recorded"));
+        // The separator keeps voice and text apart.
+        assert_ne!(key("a", "bc"), key("ab", "c"));
+        assert!(object_path(&a).starts_with("prompts/"));
+        assert_eq!(object_path(&a).len(), "prompts/".len() + 64);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_oldest_out_first() {
+        let mut c = Cache::default();
+        let chunk = CACHE_BYTES / 5;
+        for i in 0..8u8 {
+            c.insert([i; 32], vec![0xFF; chunk].into());
+        }
+        assert!(c.bytes <= CACHE_BYTES);
+        assert_eq!(c.entries.len(), 5);
+        assert!(!c.entries.contains_key(&[0; 32]), "the oldest went first");
+        assert!(c.entries.contains_key(&[7; 32]));
+        // Too large for the cache: not kept, nothing evicted for it.
+        c.insert([9; 32], vec![0xFF; CACHE_BYTES / 2].into());
+        assert!(!c.entries.contains_key(&[9; 32]));
+        assert_eq!(c.entries.len(), 5);
+    }
+
+    #[test]
+    fn text_is_trimmed_and_capped() {
+        assert_eq!(clean("  hi \n"), "hi");
+        let long = "é".repeat(MAX_TEXT_CHARS + 10);
+        assert_eq!(clean(&long).chars().count(), MAX_TEXT_CHARS);
+    }
+
+    #[tokio::test]
+    async fn a_prompt_is_spoken_once_then_served_from_memory() {
+        let prompts = Prompts::default();
+        let empty = prompts.get("   ", "alloy").await;
+        assert_eq!(
+            &*empty,
+            &audio::tone_pattern()[..],
+            "nothing to say: the tone"
+        );
+        let text = "This call may be recorded.";
+        let first = prompts.get(text, "alloy").await;
+        if !espeak_installed() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "espeak-ng is missing"
+            );
+            assert_eq!(&*first, &audio::tone_pattern()[..]);
+            assert_eq!(prompts.cached_bytes(), 0, "the fallback is not cached");
+            return;
+        }
+        assert!(audio::energy(&first) > 100, "audible speech");
+        assert_ne!(&*first, &audio::tone_pattern()[..]);
+        let again = prompts.get(text, "alloy").await;
+        assert!(Arc::ptr_eq(&first, &again), "served from the cache");
+        let male = prompts.get(text, "echo").await;
+        assert!(
+            !Arc::ptr_eq(&first, &male),
+            "another voice, another rendering"
+        );
+        assert_eq!(prompts.cached_bytes(), first.len() + male.len());
+    }
+}
