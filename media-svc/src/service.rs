@@ -256,6 +256,8 @@ impl call_service_server::CallService for MediaSvc {
             total_calls: usage.calls,
             total_minutes: usage.minutes,
             total_seconds: usage.seconds,
+            recorded_minutes: usage.recorded_minutes,
+            recorded_seconds: usage.recorded_seconds,
         }))
     }
 

@@ -26,6 +26,8 @@ pub struct SessionConfig {
     pub transfer_keywords: Vec<String>,
     /// Whether the agent speaks first (false when a session continues a call after a rollover).
     pub speak_first: bool,
+    /// Whether the `record_consent` tool is offered (the caller is asked for recording consent).
+    pub consent_tool: bool,
 }
 
 /// Caller side to backend.

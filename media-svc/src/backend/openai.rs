@@ -2,7 +2,8 @@
 //! model and key, speaking the GA event shapes or the beta ones ([`ApiShape`]). mu-law on both
 //! sides (`audio/pcmu` / `g711_ulaw`), so caller bytes go into `input_audio_buffer.append`
 //! unchanged and `delta`s come back unchanged; server VAD; the tenant's voice; input
-//! transcription; tools `get_current_time` and `transfer_call`. An `error` event or a dropped
+//! transcription; tools `get_current_time`, `transfer_call` and, when the call asks the caller
+//! for recording consent, `record_consent`. An `error` event or a dropped
 //! connection becomes [`FromBackend::Error`], which ends the call (never a silent hang); so does
 //! a stalled one: when nothing has arrived for half of [`OpenAiConfig::stall_timeout`] the session
 //! sends a WebSocket ping, and when the other half passes with still nothing (not even the pong),
@@ -103,6 +104,18 @@ pub fn session_update(shape: ApiShape, model: &str, config: &SessionConfig) -> V
                 "type": "object",
                 "properties": {"keyword": {"type": "string", "enum": config.transfer_keywords}},
                 "required": ["keyword"],
+            },
+        }));
+    }
+    if config.consent_tool {
+        tools.push(json!({
+            "type": "function",
+            "name": "record_consent",
+            "description": "Record the caller's answer to whether this call may be recorded: agreed true when they clearly said yes, false when they clearly said no. Call it once, only on a clear answer.",
+            "parameters": {
+                "type": "object",
+                "properties": {"agreed": {"type": "boolean"}},
+                "required": ["agreed"],
             },
         }));
     }
@@ -401,6 +414,7 @@ mod tests {
             voice: "marin".into(),
             transfer_keywords: vec!["claims".into()],
             speak_first: true,
+            consent_tool: false,
         }
     }
 
@@ -421,6 +435,17 @@ mod tests {
         assert_eq!(beta["session"]["voice"], "marin");
         assert_eq!(beta["session"]["input_audio_format"], "g711_ulaw");
         assert_eq!(beta["session"]["tools"][1]["name"], "transfer_call");
+        assert_eq!(beta["session"]["tools"].as_array().unwrap().len(), 2);
+        let asking = SessionConfig {
+            consent_tool: true,
+            ..cfg()
+        };
+        let ga = session_update(ApiShape::Ga, "gpt-realtime", &asking);
+        assert_eq!(ga["session"]["tools"][2]["name"], "record_consent");
+        assert_eq!(
+            ga["session"]["tools"][2]["parameters"]["required"][0],
+            "agreed"
+        );
     }
 
     #[test]

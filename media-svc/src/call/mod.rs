@@ -25,6 +25,7 @@
 //!    queues `RecordCall` in the outbox in the same transaction, and wakes the outbox worker.
 
 pub mod barge_in;
+pub mod heard;
 mod relay;
 mod setup;
 mod tools;

@@ -126,6 +126,7 @@ impl Call {
             instructions: call.instructions,
             greeting: call.greeting,
             speak_first: call.speak_first,
+            consent_tool: false,
         };
         (call.profile, config)
     }

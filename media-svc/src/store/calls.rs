@@ -10,6 +10,7 @@ use mesh::domain::{AccountSid, CallSid, CallerNumber, CustomerId, PhoneNumber};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 
+use super::consent::{Consent, Policy};
 use super::limits::{ReservationId, release_reservation};
 use super::timestamp;
 use super::usage::count_usage;
@@ -17,7 +18,8 @@ use crate::error::MediaError;
 
 pub(super) const CALL_COLUMNS: &str = "call_sid, account_sid, stream_sid, caller, called, direction, status, \
      created_at, answered_at, ended_at, duration_seconds, backend, end_reason, usage_counted, \
-     persona, context, ticket_issued_at, stream_started_at";
+     persona, context, ticket_issued_at, stream_started_at, recording_policy, recording_consent, \
+     recording_consent_at, recorded_seconds";
 
 /// Why a call ended: the text of `media.calls.end_reason` ('' while it has not ended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,14 @@ pub struct CallRow {
     pub ticket_issued_at: Option<DateTime<Utc>>,
     /// When its one stream started.
     pub stream_started_at: Option<DateTime<Utc>>,
+    /// The recording policy it ran under (`V21`: '' unknown, 'off', 'on', 'on_with_consent').
+    pub recording_policy: String,
+    /// The caller's consent answer ('' not asked, 'agreed', 'declined', 'no_answer') and when.
+    pub recording_consent: String,
+    /// When the consent answer was given.
+    pub recording_consent_at: Option<DateTime<Utc>>,
+    /// Seconds recorded, once the call ended.
+    pub recorded_seconds: Option<i32>,
 }
 
 impl CallRow {
@@ -166,6 +176,10 @@ impl CallRow {
             context: r.get(15),
             ticket_issued_at: r.get(16),
             stream_started_at: r.get(17),
+            recording_policy: r.get(18),
+            recording_consent: r.get(19),
+            recording_consent_at: r.get(20),
+            recorded_seconds: r.get(21),
         })
     }
 
@@ -194,6 +208,10 @@ impl CallRow {
                 .unwrap_or_default()
                 .to_owned(),
             persona: self.persona.clone(),
+            recording_policy: Policy::proto_of(&self.recording_policy) as i32,
+            recording_consent: Consent::proto_of(&self.recording_consent) as i32,
+            recording_consent_time: self.recording_consent_at.map(timestamp),
+            recorded_seconds: self.recorded_seconds.unwrap_or(0),
         }
     }
 

@@ -8,6 +8,7 @@
 //!
 //! - [`audit`](mod@audit): the audit log of exports and erasures (V15);
 //! - [`calls`]: the call rows (register, refusal, status, export);
+//! - [`consent`]: a call's recording policy and consent answer, and its recorded seconds in usage (V21);
 //! - [`listing`]: the calls listing and the dashboard's figures (`GetCallStats`);
 //! - [`streams`]: a call's one media stream (bound, started, ended);
 //! - [`erase`]: one caller's rows, or a whole tenant's;
@@ -19,6 +20,7 @@
 
 pub mod audit;
 pub mod calls;
+pub mod consent;
 pub mod erase;
 pub mod limits;
 pub mod listing;

@@ -17,6 +17,10 @@ pub struct Usage {
     pub minutes: i64,
     /// Seconds.
     pub seconds: i64,
+    /// Recorded seconds (V21).
+    pub recorded_seconds: i64,
+    /// Recorded minutes (each call's recording rounded up).
+    pub recorded_minutes: i64,
 }
 
 /// Adds an ended call to its month's usage, once.
@@ -55,7 +59,8 @@ pub(super) async fn count_usage(
 pub async fn usage(tx: &Tx<'_>, month: NaiveDate) -> Result<Usage, MediaError> {
     let row = tx
         .query_opt(
-            "SELECT total_calls, total_minutes, total_seconds FROM media.usage_monthly WHERE month = $1",
+            "SELECT total_calls, total_minutes, total_seconds, recorded_seconds, recorded_minutes \
+             FROM media.usage_monthly WHERE month = $1",
             &[&month],
         )
         .await?;
@@ -63,5 +68,7 @@ pub async fn usage(tx: &Tx<'_>, month: NaiveDate) -> Result<Usage, MediaError> {
         calls: r.get(0),
         minutes: r.get(1),
         seconds: r.get(2),
+        recorded_seconds: r.get(3),
+        recorded_minutes: r.get(4),
     }))
 }
