@@ -11,6 +11,10 @@
 --     end of the call). '' when no question was asked.
 --   * `media.calls.recorded_seconds`: seconds of audio recorded, set once at the end of the call
 --     (NULL until then; the guard that counts them in usage exactly once).
+--   * `media.calls.recording_offset_ms`: the call's media time (ms since its stream started, the
+--     time base of transcript turns' `offset_ms`) at which its recording begins (ON: once the
+--     announcement was heard; ON_WITH_CONSENT: at the consent). Second 0 of the recording is
+--     this point of the call, so a transcript turn plays at `offset_ms - recording_offset_ms`.
 --   * `media.usage_monthly.recorded_seconds` / `recorded_minutes`: recorded audio per tenant and
 --     month (each call's recording rounded up to a whole minute).
 --
@@ -28,6 +32,7 @@ ALTER TABLE media.calls
         CHECK (recording_consent IN ('', 'agreed', 'declined', 'no_answer')),
     ADD COLUMN recording_consent_at timestamptz,
     ADD COLUMN recorded_seconds integer CHECK (recorded_seconds >= 0),
+    ADD COLUMN recording_offset_ms bigint CHECK (recording_offset_ms >= 0),
     ADD CONSTRAINT calls_consent_has_time
         CHECK ((recording_consent = '') = (recording_consent_at IS NULL));
 

@@ -63,6 +63,11 @@ impl BargeIn {
         Some(name)
     }
 
+    /// Marks sent so far (the last one sent is `m<marks_sent>`).
+    pub fn marks_sent(&self) -> u64 {
+        self.marks_sent
+    }
+
     /// The edge echoed a mark: it and every mark before it have played. Marks come back in
     /// order; an unknown one (e.g. echoed after a clear) is ignored.
     pub fn mark_played(&mut self, name: &str) {

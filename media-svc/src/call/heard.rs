@@ -62,6 +62,11 @@ pub fn mark_number(name: &str) -> Option<u64> {
 }
 
 impl Heard {
+    /// Nothing is placed before `media_ms` (where the recording begins).
+    pub fn start_at(&mut self, media_ms: u32) {
+        self.cursor_ms = self.cursor_ms.max(media_ms);
+    }
+
     /// Agent audio `mulaw` went to the edge at caller media time `media_ms`, followed by mark
     /// number `mark`.
     pub fn sent(&mut self, mark: u64, media_ms: u32, mulaw: &[u8]) {

@@ -19,7 +19,7 @@ use crate::error::MediaError;
 pub(super) const CALL_COLUMNS: &str = "call_sid, account_sid, stream_sid, caller, called, direction, status, \
      created_at, answered_at, ended_at, duration_seconds, backend, end_reason, usage_counted, \
      persona, context, ticket_issued_at, stream_started_at, recording_policy, recording_consent, \
-     recording_consent_at, recorded_seconds";
+     recording_consent_at, recorded_seconds, recording_offset_ms";
 
 /// Why a call ended: the text of `media.calls.end_reason` ('' while it has not ended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +148,8 @@ pub struct CallRow {
     pub recording_consent_at: Option<DateTime<Utc>>,
     /// Seconds recorded, once the call ended.
     pub recorded_seconds: Option<i32>,
+    /// Media time (ms) at which the recording begins.
+    pub recording_offset_ms: Option<i64>,
 }
 
 impl CallRow {
@@ -180,6 +182,7 @@ impl CallRow {
             recording_consent: r.get(19),
             recording_consent_at: r.get(20),
             recorded_seconds: r.get(21),
+            recording_offset_ms: r.get(22),
         })
     }
 
@@ -212,6 +215,7 @@ impl CallRow {
             recording_consent: Consent::proto_of(&self.recording_consent) as i32,
             recording_consent_time: self.recording_consent_at.map(timestamp),
             recorded_seconds: self.recorded_seconds.unwrap_or(0),
+            recording_offset_ms: self.recording_offset_ms.unwrap_or(0),
         }
     }
 

@@ -108,19 +108,23 @@ pub async fn set_consent(
     Ok(n == 1)
 }
 
-/// Notes the seconds recorded on the call and adds them to the month's usage, once (a retried
-/// finish adds nothing).
+/// Notes the seconds recorded on the call, and where in the call the recording begins
+/// (`offset_ms`, `None`: nothing recorded), and adds the seconds to the month's usage, once (a
+/// retried finish adds nothing).
 pub async fn count_recorded(
     tx: &Tx<'_>,
     customer: CustomerId,
     call_sid: &CallSid,
     seconds: u32,
+    offset_ms: Option<u32>,
 ) -> Result<(), MediaError> {
     let seconds = i32::try_from(seconds).unwrap_or(i32::MAX);
+    let offset_ms = offset_ms.map(i64::from);
     let set = tx
         .execute(
-            "UPDATE media.calls SET recorded_seconds = $2 WHERE call_sid = $1 AND recorded_seconds IS NULL",
-            &[call_sid, &seconds],
+            "UPDATE media.calls SET recorded_seconds = $2, recording_offset_ms = $3 \
+             WHERE call_sid = $1 AND recorded_seconds IS NULL",
+            &[call_sid, &seconds, &offset_ms],
         )
         .await?;
     if set == 0 || seconds == 0 {
