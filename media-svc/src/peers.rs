@@ -24,11 +24,12 @@ use mesh::api::memory::{
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
 use mesh::api::tenant::{
-    AgentProfile, Customer, GetEffectiveProfileRequest, GetMyCustomerRequest,
-    GetOutboundSettingsRequest, GetOutboundSettingsResponse, IssueTenantTokenRequest,
-    SignWebhookEventRequest, SignWebhookEventResponse,
+    AgentProfile, CallHandling, Customer, GetCallHandlingRequest, GetEffectiveProfileRequest,
+    GetMyCustomerRequest, GetOutboundSettingsRequest, GetOutboundSettingsResponse,
+    IssueTenantTokenRequest, SignWebhookEventRequest, SignWebhookEventResponse,
 };
 use mesh::auth::{AttachToken, Revocations, TokenSource};
+pub use mesh::call_handling::{in_opening_hours, recording_policy};
 use mesh::domain::{CallerNumber, CustomerId};
 use mesh::identity::{Identity, names, scope};
 use secrecy::SecretString;
@@ -39,6 +40,38 @@ const TOKEN_TTL: Duration = scope::MEDIA_SVC_PEER_TOKEN.max_ttl;
 
 /// Lifetime of the one-use token that erases a caller's memory (never cached).
 const ERASE_TOKEN_TTL: Duration = scope::MEDIA_SVC_ERASE_TOKEN.max_ttl;
+
+/// A tenant's call-handling settings as media-svc uses them: the settings and the time zone
+/// (parsed) their opening hours are read in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallHandlingSettings {
+    /// The settings (`GetCallHandling`).
+    pub settings: CallHandling,
+    /// The effective agent profile's time zone; UTC when tenant-svc sent one chrono-tz does not
+    /// know.
+    pub time_zone: chrono_tz::Tz,
+}
+
+impl CallHandlingSettings {
+    /// What a call uses when the settings cannot be read: recording OFF (record nothing), the
+    /// defaults otherwise (always open), UTC.
+    pub fn fallback() -> Self {
+        Self {
+            settings: mesh::call_handling::defaults(),
+            time_zone: chrono_tz::Tz::UTC,
+        }
+    }
+
+    /// Whether `now` is within the opening hours (no opening hours: always).
+    pub fn is_open(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        in_opening_hours(&self.settings, self.time_zone, now)
+    }
+
+    /// The recording policy (UNSPECIFIED or unknown: OFF).
+    pub fn policy(&self) -> mesh::api::tenant::RecordingPolicy {
+        recording_policy(&self.settings)
+    }
+}
 
 /// Clients of tenant-svc and memory-svc.
 #[derive(Clone)]
@@ -311,6 +344,55 @@ impl Peers {
         .await
         .map_err(|_| PeerError::Timeout)??;
         Ok(response.into_inner())
+    }
+
+    /// The tenant's call-handling settings (recording policy and texts, retention, message flow,
+    /// opening hours) with the time zone they are read in, within the peer timeout. Call start
+    /// uses [`Peers::call_handling_or_fallback`]; retention needs the error (never deletes on a
+    /// default).
+    pub async fn call_handling(
+        &self,
+        customer: CustomerId,
+    ) -> Result<CallHandlingSettings, PeerError> {
+        let token = self.tenant_token(customer).await?;
+        let response = tokio::time::timeout(
+            self.timeout,
+            self.tenant_client(token)
+                .get_call_handling(GetCallHandlingRequest {}),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??
+        .into_inner();
+        let settings = response
+            .settings
+            .ok_or_else(|| tonic::Status::internal("tenant-svc sent no call handling"))?;
+        let time_zone = response.time_zone.parse().unwrap_or_else(|_| {
+            tracing::warn!(
+                customer_id = customer.get(),
+                "unknown time zone from tenant-svc; opening hours read in UTC"
+            );
+            chrono_tz::Tz::UTC
+        });
+        Ok(CallHandlingSettings {
+            settings,
+            time_zone,
+        })
+    }
+
+    /// [`Peers::call_handling`], or [`CallHandlingSettings::fallback`] (recording OFF) when it
+    /// cannot be read (logged).
+    pub async fn call_handling_or_fallback(&self, customer: CustomerId) -> CallHandlingSettings {
+        match self.call_handling(customer).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(
+                    customer_id = customer.get(),
+                    error = %e.short(),
+                    "call handling unreadable; recording off, defaults otherwise"
+                );
+                CallHandlingSettings::fallback()
+            }
+        }
     }
 
     /// Signs one webhook delivery with the tenant's secrets (which stay in tenant-svc) and

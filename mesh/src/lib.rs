@@ -32,6 +32,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod balance;
+pub mod call_handling;
 pub mod db;
 pub mod domain;
 pub mod g711;

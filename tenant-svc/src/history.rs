@@ -19,6 +19,8 @@ pub enum ConfigType {
     PhoneNumber,
     /// Outbound-call and webhook settings, and webhook secret rotations.
     Outbound,
+    /// Call-handling settings (recording, retention, messages, opening hours).
+    CallHandling,
 }
 
 impl ConfigType {
@@ -30,6 +32,7 @@ impl ConfigType {
             ConfigType::Status => "status",
             ConfigType::PhoneNumber => "phone_number",
             ConfigType::Outbound => "outbound",
+            ConfigType::CallHandling => "call_handling",
         }
     }
 }
@@ -60,6 +63,7 @@ mod tests {
             (ConfigType::Status, "status"),
             (ConfigType::PhoneNumber, "phone_number"),
             (ConfigType::Outbound, "outbound"),
+            (ConfigType::CallHandling, "call_handling"),
         ];
         for (t, text) in all {
             assert_eq!(t.as_str(), text);

@@ -5,7 +5,7 @@
 //! Parts: [`policy`] declares which token kind and scope each RPC needs (enforced by the mesh
 //! auth layer before a handler runs); [`service::TenantSvc`] implements the three gRPC services
 //! (`TenantAdminService`, `TenantService`, `EdgeService`, a module each) over [`validate`]
-//! (client input into checked values), [`customer`], [`model`] and [`outbound`] (what a customer
+//! (client input into checked values), [`customer`], [`model`], [`outbound`] and [`call_handling`] (what a customer
 //! is and configured, and how an update changes it), [`history`] (the unit of the change
 //! history), [`webhook`] (secrets and signatures), [`routing`] (the call-routing cache) and
 //! [`store`] (all SQL, a module per table); [`wire`] and [`page`] are the conversions and
@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod call_handling;
 pub mod customer;
 pub mod error;
 pub mod history;

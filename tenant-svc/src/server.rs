@@ -70,6 +70,8 @@ pub fn policy() -> Policy {
                 ("UpdateOutboundSettings", Rule::tenant(scope::TENANT_WRITE)),
                 ("RotateWebhookSecret", Rule::tenant(scope::TENANT_WRITE)),
                 ("SignWebhookEvent", Rule::tenant(scope::TENANT_WEBHOOK)),
+                ("GetCallHandling", Rule::tenant(scope::TENANT_READ)),
+                ("UpdateCallHandling", Rule::tenant(scope::TENANT_WRITE)),
             ],
         )
         .service_methods(

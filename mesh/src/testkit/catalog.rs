@@ -33,6 +33,11 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "media.webhook_due_tenants(integer)",
         "TABLE(customer_id bigint)",
     ),
+    // Customer ids with a call older than a cutoff (V22), for media-svc's retention task.
+    (
+        "media.retention_tenants(timestamp with time zone,integer)",
+        "TABLE(customer_id bigint)",
+    ),
     // Customer ids and the second before which their tenant tokens are refused (V13), for
     // every service's auth layer.
     (

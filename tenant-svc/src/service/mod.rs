@@ -19,6 +19,7 @@
 mod account;
 mod admin;
 mod audit_log;
+mod call_handling;
 mod edge;
 mod erasure;
 mod keys;

@@ -334,6 +334,20 @@ impl tenant_service_server::TenantService for TenantSvc {
         }))
     }
 
+    async fn get_call_handling(
+        &self,
+        request: Request<GetCallHandlingRequest>,
+    ) -> RpcResult<GetCallHandlingResponse> {
+        self.get_call_handling_impl(request).await
+    }
+
+    async fn update_call_handling(
+        &self,
+        request: Request<UpdateCallHandlingRequest>,
+    ) -> RpcResult<UpdateCallHandlingResponse> {
+        self.update_call_handling_impl(request).await
+    }
+
     async fn rotate_webhook_secret(
         &self,
         request: Request<RotateWebhookSecretRequest>,

@@ -53,6 +53,8 @@ pub mod actions {
     pub const OUTBOUND_UPDATED: &str = "outbound.updated";
     /// The webhook signing secret was rotated (never the secret).
     pub const WEBHOOK_SECRET_ROTATED: &str = "webhooks.secret_rotated";
+    /// Call-handling settings changed (`UpdateCallHandling`; detail: the changed fields' names).
+    pub const CALL_HANDLING_UPDATED: &str = "call_handling.updated";
 }
 
 /// Appends one event to the current tenant's audit log, inside the caller's tenant transaction

@@ -12,6 +12,7 @@
 //! - [`history`]: the configuration history;
 //! - [`defaults`]: the platform defaults;
 //! - [`outbound`]: outbound-call and webhook settings;
+//! - [`call_handling`]: recording, retention, message and opening-hours settings;
 //! - [`webhooks`]: webhook signing secrets;
 //! - [`erasures`]: the operator's erasure of a customer, its progress and record;
 //! - [`revocations`]: the second up to which a tenant's (or one subject's) tokens are refused
@@ -25,6 +26,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod audit_log;
+pub mod call_handling;
 pub mod customers;
 pub mod defaults;
 pub mod erasures;
@@ -35,6 +37,7 @@ pub mod revocations;
 pub mod webhooks;
 
 pub use audit::append_audit;
+pub use call_handling::{load_call_handling, save_call_handling};
 pub use customers::{
     NewCustomer, delete_customer, get_customer, insert_customer, list_customer_ids, lock_customer,
     next_customer_id, require_customer, require_customer_core, set_status, update_overrides,

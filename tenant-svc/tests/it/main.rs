@@ -3,6 +3,7 @@
 //! - [`tenant`]: the service over real gRPC against a real PostgreSQL: the acceptance
 //!   list (isolation, history, validation, tokens, listing, RLS, platform defaults);
 //! - [`outbound_settings`]: outbound-call and webhook settings, webhook secrets and signatures;
+//! - [`call_handling`]: call-handling settings (recording, retention, messages, opening hours);
 //! - [`erasure`]: DeleteCustomer erasing a customer in every service (real memory-svc and
 //!   media-svc), resumed after a service did not confirm;
 //! - [`routing`]: the call-routing cache across two replicas;
@@ -22,6 +23,7 @@ mod accounts;
 mod admin_issuers;
 mod audit_log;
 mod binary;
+mod call_handling;
 mod common;
 mod erasure;
 mod keys;
