@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the tests need when it is missing (PostgreSQL
-# server binaries, espeak-ng, Chromium and chromedriver, buf, grpcurl, aiosmtpd), then runs the
+# server binaries, espeak-ng, Chromium and chromedriver, buf, grpcurl, aiosmtpd, moto), then runs the
 # format check, buf lint, clippy, the test build and every test. Each phase prints its elapsed
 # seconds when it ends, so the wall time splits into build, clippy and tests (the test build is
 # its own phase for that reason).
 # Tests start their own private PostgreSQL (as the `postgres` user when run as root) unless
 # DATABASE_URL names an administrative role on an existing server. Under CI=true the espeak-ng
-# test, the browser tests (tests/tests/browser, headless Chromium over WebDriver) and the portal's
-# SMTP test fail instead of skipping when espeak-ng, Chromium and chromedriver, or aiosmtpd are
-# missing.
+# test, the browser tests (tests/tests/browser, headless Chromium over WebDriver), the portal's
+# SMTP test and media-svc's recording upload tests fail instead of skipping when espeak-ng,
+# Chromium and chromedriver, aiosmtpd or moto_server are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +58,12 @@ fi
 if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
   log "installing aiosmtpd (pip): the portal's mail tests send to a real SMTP server"
   python3 -m pip install --quiet aiosmtpd
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+  log "installing moto[server] (pip): the recording tests upload to a real S3-compatible server"
+  python3 -m pip install --quiet 'moto[server]'
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 
 total=$SECONDS

@@ -21,6 +21,8 @@
 //!   backend's sound; [`prompts`] renders the prompts media-svc speaks itself (espeak-ng, cached).
 //! - [`erasure`]: a caller's export and erasure (across media-svc and memory-svc) and a tenant's,
 //!   each audited.
+//! - [`recording`]: call recordings (writer fed by the call driver, encrypted spool, uploader
+//!   to the object store, WAV reader).
 //! - [`preview`]: the instructions a call would send, rendered for the tenant portal's agent page
 //!   by the same [`instructions::for_call`] calls use.
 #![forbid(unsafe_code)]
@@ -38,6 +40,7 @@ pub mod page;
 pub mod peers;
 pub mod preview;
 pub mod prompts;
+pub mod recording;
 pub mod runtime;
 pub mod server;
 pub mod service;

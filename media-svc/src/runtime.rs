@@ -12,7 +12,7 @@ use mesh::server::Core;
 
 use crate::backend::{self, AiBackend};
 use crate::settings::{BackendChoice, CallConfig};
-use crate::{outbound, peers, prompts, twilio, webhooks};
+use crate::{outbound, peers, prompts, recording, twilio, webhooks};
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -52,6 +52,10 @@ pub struct Runtime {
     pub cut_calls: tokio_util::sync::CancellationToken,
     /// Rendered spoken prompts (announcement, consent question), cached.
     pub prompts: prompts::Prompts,
+    /// Call recordings: the call drivers start them here (`rt.recorder.start`).
+    pub recorder: recording::Recorder,
+    /// The same handle, for reading and deleting recordings (`rt.recordings.wav`).
+    pub recordings: recording::Recordings,
 }
 
 impl Runtime {
@@ -66,6 +70,7 @@ impl Runtime {
                 config: config.clone(),
             }),
         };
+        let recordings = recording::Recordings::new(deps.core.db.clone(), &c.recording)?;
         Ok(Self {
             db: deps.core.db.clone(),
             streams: deps.core.identity.stream_credentials(),
@@ -84,6 +89,8 @@ impl Runtime {
             calls: tokio_util::task::TaskTracker::new(),
             cut_calls: tokio_util::sync::CancellationToken::new(),
             prompts: prompts::Prompts::default(),
+            recorder: recordings.clone(),
+            recordings,
         })
     }
 }

@@ -16,7 +16,7 @@ use mesh::server::{Listeners, ServeConfig};
 
 use crate::runtime::{Deps, Runtime};
 use crate::settings::Settings;
-use crate::{outbox, service, webhooks};
+use crate::{outbox, recording, service, webhooks};
 
 /// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
 pub const NAME: &str = MEDIA_SVC;
@@ -81,6 +81,10 @@ pub async fn serve(
     let runtime = Runtime::new(&deps)?;
     let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
     let webhook_worker = tokio::spawn(webhooks::run(runtime.clone(), outbox_stopped.clone()));
+    let uploader = tokio::spawn(recording::upload::run(
+        runtime.recordings.clone(),
+        outbox_stopped.clone(),
+    ));
     let worker = tokio::spawn(outbox::run(
         runtime.clone(),
         deps.calls.outbox.clone(),
@@ -118,6 +122,7 @@ pub async fn serve(
     let _ = stop_outbox.send(true);
     let _ = worker.await;
     let _ = webhook_worker.await;
+    let _ = uploader.await;
     served?;
     Ok(())
 }

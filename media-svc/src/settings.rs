@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret as _, SecretSlice};
 use crate::backend::openai::{ApiShape, OpenAiConfig};
 use crate::outbound::Limits;
 use crate::outbox::OutboxConfig;
+use crate::recording::{PlatformKeys, RecordingConfig, S3Config, StoreConfig};
 use crate::server::NAME;
 use crate::twilio::TwilioConfig;
 use crate::webhooks::WebhookConfig;
@@ -67,6 +68,8 @@ pub struct CallConfig {
     /// Age at which a backend session is replaced by a new one carrying the conversation so far
     /// (OpenAI Realtime sessions end at 30 minutes).
     pub session_max: Duration,
+    /// Call recordings: keys, object store, spool.
+    pub recording: RecordingConfig,
 }
 
 impl CallConfig {
@@ -87,6 +90,7 @@ impl CallConfig {
             webhooks: WebhookConfig::default(),
             outbox: OutboxConfig::default(),
             session_max: SESSION_MAX,
+            recording: RecordingConfig::temporary(),
         }
     }
 
@@ -101,6 +105,7 @@ impl CallConfig {
         let public_base_url: Option<String> = env.get(&catalog::PUBLIC_BASE_URL);
         let limits = limits_from_env(env);
         let webhooks = webhooks_from_env(env);
+        let recording = recording_from_env(env);
         Some(Self {
             backend: backend?,
             tenant_svc_url: tenant?,
@@ -115,8 +120,60 @@ impl CallConfig {
                 ..OutboxConfig::default()
             },
             session_max: SESSION_MAX,
+            recording: recording?,
         })
     }
+}
+
+/// The recording keys, store (local folder or S3 with its settings) and spool.
+fn recording_from_env(env: &mut Env) -> Option<RecordingConfig> {
+    let keys = env
+        .optional_secret(&catalog::MEDIA_RECORDING_KEYS)
+        .and_then(|k| match PlatformKeys::parse(k.expose_secret()) {
+            Ok(k) => Some(Some(k)),
+            Err(e) => {
+                env.problem(&catalog::MEDIA_RECORDING_KEYS, e);
+                None
+            }
+        })
+        .unwrap_or(None);
+    let store: Option<String> = env.get(&catalog::MEDIA_RECORDING_STORE);
+    let spool_dir: Option<String> = env.get(&catalog::MEDIA_RECORDING_SPOOL_DIR);
+    let spool_max: Option<u64> = env.get(&catalog::MEDIA_RECORDING_SPOOL_MAX_BYTES);
+    let endpoint: Option<String> = env.optional(&catalog::MEDIA_RECORDING_S3_ENDPOINT);
+    let region: Option<String> = env.get(&catalog::MEDIA_RECORDING_S3_REGION);
+    let key_id: Option<String> = env.optional(&catalog::MEDIA_RECORDING_S3_ACCESS_KEY_ID);
+    let secret = env.optional_secret(&catalog::MEDIA_RECORDING_S3_SECRET_ACCESS_KEY);
+    if let Some(e) = &endpoint
+        && !e.starts_with("https://")
+        && !crate::recording::store::is_loopback_http(e)
+    {
+        env.problem(
+            &catalog::MEDIA_RECORDING_S3_ENDPOINT,
+            "must be `https://` (plain `http://` only on a loopback address)",
+        );
+    }
+    let store = match StoreConfig::parse(&store?) {
+        Ok(StoreConfig::S3(s3)) => StoreConfig::S3(S3Config {
+            endpoint,
+            region: region?,
+            access_key_id: key_id,
+            secret_access_key: secret,
+            ..s3
+        }),
+        Ok(local) => local,
+        Err(e) => {
+            env.problem(&catalog::MEDIA_RECORDING_STORE, e);
+            return None;
+        }
+    };
+    Some(RecordingConfig {
+        keys,
+        store,
+        spool_dir: spool_dir?.into(),
+        spool_max_bytes: spool_max?,
+        upload_max_backoff: Duration::from_secs(60),
+    })
 }
 
 /// `AI_BACKEND` and, for the realtime backend, its URL, model, key, shape and stall timeout.

@@ -262,6 +262,30 @@ pub mod catalog {
         /// Platform's longest call.
         MEDIA_MAX_CALL_SECONDS = { name: "MEDIA_MAX_CALL_SECONDS", default: Some("3600"), secret: false, used_by: "media-svc",
             help: "Longest a call may last when its tenant's `max_call_minutes` is 0: placed calls get it as Twilio's TimeLimit, transfers as `<Dial timeLimit>`, and media-svc hangs up any call still streaming at it (end reason `max-duration`)." },
+        /// Recording platform keys.
+        MEDIA_RECORDING_KEYS = { name: "MEDIA_RECORDING_KEYS", default: None, secret: true, used_by: "media-svc",
+            help: "Platform keys of call recordings at rest: `<version>:<base64 of 32 random bytes>` entries, comma-separated (e.g. `2:...,1:...`). The highest version wraps tenant recording keys; older versions only unwrap, until media-svc has rewrapped every tenant key under the newest at start (rotation: add a version, restart, then drop the old one). Unset: nothing is recorded. `neurosphere up` keeps a generated one under `.neurosphere/`." },
+        /// Recording store.
+        MEDIA_RECORDING_STORE = { name: "MEDIA_RECORDING_STORE", default: Some("recordings"), secret: false, used_by: "media-svc",
+            help: "Where encrypted recordings are kept: a local folder (a path or `file:///path`) or an S3-compatible bucket, `s3://<bucket>` (with the MEDIA_RECORDING_S3_* settings). Objects are `recordings/<customer_id>/<recording_id>`, never public." },
+        /// Recording spool folder.
+        MEDIA_RECORDING_SPOOL_DIR = { name: "MEDIA_RECORDING_SPOOL_DIR", default: Some("recording-spool"), secret: false, used_by: "media-svc",
+            help: "Local folder where recordings are written while calls run and wait until uploaded (one per media-svc process; keep it on persistent disk: what a crash leaves there is uploaded at the next start)." },
+        /// Recording spool cap.
+        MEDIA_RECORDING_SPOOL_MAX_BYTES = { name: "MEDIA_RECORDING_SPOOL_MAX_BYTES", default: Some("2147483648"), secret: false, used_by: "media-svc",
+            help: "Cap of the recording spool in bytes (2 GiB: about 37 hours of recorded calls at 16,016 bytes per second). When full, new calls go on unrecorded (counted in `media_recordings_refused_total`, logged) and recordings in progress stop growing (kept, marked truncated)." },
+        /// S3 endpoint.
+        MEDIA_RECORDING_S3_ENDPOINT = { name: "MEDIA_RECORDING_S3_ENDPOINT", default: None, secret: false, used_by: "media-svc",
+            help: "Endpoint URL of the S3-compatible store (unset: AWS S3). `http://` is accepted only for a loopback address (local tests); path-style requests." },
+        /// S3 region.
+        MEDIA_RECORDING_S3_REGION = { name: "MEDIA_RECORDING_S3_REGION", default: Some("us-east-1"), secret: false, used_by: "media-svc",
+            help: "Region of the recording bucket." },
+        /// S3 access key id.
+        MEDIA_RECORDING_S3_ACCESS_KEY_ID = { name: "MEDIA_RECORDING_S3_ACCESS_KEY_ID", default: None, secret: false, used_by: "media-svc",
+            help: "Access key id for the recording bucket (unset: the environment's credentials, e.g. an instance role)." },
+        /// S3 secret access key.
+        MEDIA_RECORDING_S3_SECRET_ACCESS_KEY = { name: "MEDIA_RECORDING_S3_SECRET_ACCESS_KEY", default: None, secret: true, used_by: "media-svc",
+            help: "Secret access key for the recording bucket." },
         /// Insecure webhook targets.
         WEBHOOK_ALLOW_INSECURE = { name: "WEBHOOK_ALLOW_INSECURE", default: Some("false"), secret: false, used_by: "tenant-svc, media-svc",
             help: "Allow `http://` webhook URLs and loopback/private addresses (local development and tests only). Otherwise webhook URLs must be `https://` and resolve to public addresses." },

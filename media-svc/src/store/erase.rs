@@ -15,7 +15,14 @@ use crate::error::MediaError;
 /// What erasing one caller deletes, in order (every table but `calls` finds its rows through the
 /// caller's calls; each also references `calls` with `ON DELETE CASCADE`, so a row written by a
 /// racing transaction cannot outlive its call).
-pub const CALLER_TABLES: [(&str, &str); 4] = [
+pub const CALLER_TABLES: [(&str, &str); 5] = [
+    // The row holds the recording's wrapped data key: deleting it makes the recording
+    // unreadable. Issue 20 lane S deletes the objects first through `Recordings::delete`.
+    (
+        "media.recordings",
+        "DELETE FROM media.recordings r USING media.calls c \
+         WHERE r.customer_id = c.customer_id AND r.call_sid = c.call_sid AND c.caller = $1",
+    ),
     (
         "media.webhook_events",
         "DELETE FROM media.webhook_events w USING media.calls c \
@@ -35,7 +42,10 @@ pub const CALLER_TABLES: [(&str, &str); 4] = [
 ];
 
 /// What erasing a tenant deletes, in order (rows referencing `calls` first).
-pub const TENANT_TABLES: [&str; 7] = [
+pub const TENANT_TABLES: [&str; 9] = [
+    "media.recordings",
+    // Destroying the tenant's recording keys makes every copy of its recordings unreadable.
+    "media.recording_keys",
     "media.webhook_events",
     "media.transcript_turns",
     "media.outbox",

@@ -16,7 +16,8 @@
 //!   reservations of outbound calls being placed;
 //! - [`transcripts`] and [`usage`]: transcript turns and the monthly usage counters;
 //! - [`outbox`]: the post-call outbox (`RecordCall` to memory-svc);
-//! - [`webhooks`]: the post-call webhook events and their dead letters.
+//! - [`webhooks`]: the post-call webhook events and their dead letters;
+//! - [`recordings`]: recording rows and tenant recording keys (V20).
 
 pub mod audit;
 pub mod calls;
@@ -25,6 +26,7 @@ pub mod erase;
 pub mod limits;
 pub mod listing;
 pub mod outbox;
+pub mod recordings;
 pub mod streams;
 pub mod transcripts;
 pub mod usage;

@@ -15,6 +15,7 @@ mod openai_realtime;
 mod outbound;
 mod outbox_memory;
 mod preview;
+mod recordings;
 mod stream_credentials;
 mod stream_local;
 mod suspension;

@@ -38,6 +38,12 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "media.retention_tenants(timestamp with time zone,integer)",
         "TABLE(customer_id bigint)",
     ),
+    // Customer ids holding a recording key wrapped by an older platform key (V20), for the
+    // rewrap pass of a platform key rotation.
+    (
+        "media.recording_keys_to_rewrap(integer,integer)",
+        "TABLE(customer_id bigint)",
+    ),
     // Customer ids and the second before which their tenant tokens are refused (V13), for
     // every service's auth layer.
     (
