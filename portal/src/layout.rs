@@ -40,6 +40,8 @@ pub enum NavItem {
     Webhooks,
     /// `/portal/outbound` (owners)
     Outbound,
+    /// `/portal/call-handling` (owners)
+    CallHandling,
     /// `/portal/tokens` (owners)
     Tokens,
     /// `/portal/team` (owners)
@@ -52,13 +54,14 @@ pub enum NavItem {
 
 impl NavItem {
     /// Every item, in navigation order.
-    pub const ALL: [NavItem; 10] = [
+    pub const ALL: [NavItem; 11] = [
         NavItem::Dashboard,
         NavItem::Calls,
         NavItem::Callers,
         NavItem::Agent,
         NavItem::Webhooks,
         NavItem::Outbound,
+        NavItem::CallHandling,
         NavItem::Tokens,
         NavItem::Team,
         NavItem::Usage,
@@ -74,6 +77,7 @@ impl NavItem {
             NavItem::Agent => "/portal/agent",
             NavItem::Webhooks => "/portal/webhooks",
             NavItem::Outbound => "/portal/outbound",
+            NavItem::CallHandling => "/portal/call-handling",
             NavItem::Tokens => "/portal/tokens",
             NavItem::Team => "/portal/team",
             NavItem::Usage => "/portal/usage",
@@ -90,6 +94,7 @@ impl NavItem {
             NavItem::Agent => "Agent",
             NavItem::Webhooks => "Webhooks",
             NavItem::Outbound => "Outbound",
+            NavItem::CallHandling => "Call handling",
             NavItem::Tokens => "API keys",
             NavItem::Team => "Team",
             NavItem::Usage => "Usage",

@@ -9,6 +9,7 @@ use crate::Portal;
 
 pub mod agent;
 pub mod audit;
+pub mod call_handling;
 pub mod callers;
 pub mod calls;
 pub mod data;
@@ -31,6 +32,7 @@ pub fn routes() -> axum::Router<Arc<Portal>> {
         .merge(agent::routes())
         .merge(webhooks::routes())
         .merge(outbound::routes())
+        .merge(call_handling::routes())
         .merge(tokens::routes())
         .merge(team::routes())
 }

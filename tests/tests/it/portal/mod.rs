@@ -4,12 +4,14 @@
 //! portal's own `Origin` on every POST like a browser ([`Browser`]), signing in
 //! ([`Browser::sign_in`], [`PortalMesh::signed_in_user`]) and the CSRF token of a page
 //! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security), `team`, `keys`, `data`
-//! (dashboard, calls, callers, usage), `settings` (agent, webhooks, outbound).
+//! (dashboard, calls, callers, usage), `settings` (agent, webhooks, outbound), `call_handling`
+//! (recording, retention, messages, opening hours).
 
 // Shared by every lane's module: not each of them uses every helper.
 #![allow(dead_code)]
 
 mod account;
+mod call_handling;
 mod data;
 mod keys;
 mod settings;
