@@ -18,6 +18,7 @@ const OWNER_ONLY: &[&str] = &[
     "/portal/agent",
     "/portal/webhooks",
     "/portal/outbound",
+    "/portal/call-handling",
     "/portal/tokens",
     "/portal/team",
 ];
