@@ -7,24 +7,34 @@
 //!    concurrently, each bounded by the peer timeout; without a profile it uses the product
 //!    defaults, without memory it goes ahead with none (both logged and counted). On an outbound
 //!    call (direction OUTBOUND_API) the "caller" is the callee, and the tenant's
-//!    `greet_first_outbound` is fetched alongside (not greeting first when it cannot be read)
-//!    ([`setup`]);
+//!    `greet_first_outbound` is fetched alongside (not greeting first when it cannot be read);
+//!    so are the tenant's call-handling settings (recording policy and texts; unreadable:
+//!    recording OFF) ([`setup`]);
 //! 2. builds the instructions and the greeting (an outbound call: the persona instead of the
 //!    agent name, the website's context fenced as data) and opens a backend session that greets
-//!    first, or on an outbound call without `greet_first_outbound` waits for the callee;
+//!    first, or on an outbound call without `greet_first_outbound` waits for the callee; at the
+//!    same time, when the call is recorded, plays the announcement (and under ON_WITH_CONSENT the
+//!    consent question) to the caller, so it precedes the greeting ([`consent`], [`capture`]);
 //! 3. relays ([`relay`]): caller audio to the backend unchanged; backend audio to the caller
 //!    followed by a mark; a barge-in clears the edge and truncates the agent's item at what the
 //!    caller heard, and later audio of that item is dropped ([`barge_in`]); a session near the
-//!    Realtime API's age limit is replaced by one carrying the conversation so far;
+//!    Realtime API's age limit is replaced by one carrying the conversation so far; while
+//!    recording, caller frames and the agent audio the caller heard ([`heard`]) go to the
+//!    recording writer; a `1` pressed (or the agent's `record_consent`) answers the consent
+//!    question;
 //! 4. writes transcript turns as they happen (a writer task, so the relay never waits on SQL);
 //! 5. runs tools ([`tools`]: `get_current_time`; `transfer_call` redirects the call through
 //!    Twilio REST);
 //! 6. ends on `stop`, a vanished caller stream, a transfer, a backend error / lost backend
 //!    (then a `hangup` tells the edge to play its apology), or the tenant's maximum call duration
-//!    (Twilio is asked to complete the call, and the edge gets a `hangup`), finalises the call row and usage and
-//!    queues `RecordCall` in the outbox in the same transaction, and wakes the outbox worker.
+//!    (Twilio is asked to complete the call, and the edge gets a `hangup`), finishes the
+//!    recording, finalises the call row, usage (recorded seconds too) and the consent answer
+//!    (NO_ANSWER when asked and unanswered) and queues `RecordCall` in the outbox in the same
+//!    transaction, and wakes the outbox worker.
 
 pub mod barge_in;
+mod capture;
+mod consent;
 pub mod heard;
 mod relay;
 mod setup;
@@ -51,6 +61,8 @@ use crate::store::outbox::OutboxKind;
 use crate::store::{self, EndReason};
 use crate::{backend, instructions};
 use barge_in::BargeIn;
+use capture::Capture;
+use store::consent::Policy;
 
 /// The outbound half of a call stream.
 pub type OutStream = futures::stream::BoxStream<'static, Result<StreamCallResponse, Status>>;
@@ -133,6 +145,7 @@ pub async fn start(
         outbound,
         out: out_tx,
         barge: BargeIn::default(),
+        capture: Capture::new(Policy::Off),
     };
     rt_calls.spawn(call.run(inbound).instrument(span));
     Ok(ReceiverStream::new(out_rx).boxed())
@@ -151,6 +164,8 @@ struct Call {
     out: mpsc::Sender<Result<StreamCallResponse, Status>>,
     /// Marks, what the caller heard, and what a barge-in cuts.
     barge: BargeIn,
+    /// The recording: policy, consent, writer, agent audio pending its mark.
+    capture: Capture,
 }
 
 /// Why the call ended, and what the edge is told.
@@ -223,6 +238,7 @@ impl Call {
         let end = self.relay(&mut inbound, &turns).await;
         drop(turns);
         let _ = writer.await;
+        let recorded = consent::end_recording(&mut self.capture).await;
         match &end {
             End::Transfer(number) => {
                 self.send(Out::Transfer(Transfer {
@@ -250,7 +266,7 @@ impl Call {
                 metrics::counter!("media_finish_retries_total").increment(1);
                 tracing::warn!(error = %e, "database unavailable at call end; finalising again shortly");
             },
-            || self.finish(&end),
+            || self.finish(&end, &recorded),
         )
         .await;
         if let Err(e) = finished {
@@ -261,8 +277,9 @@ impl Call {
         tracing::info!(reason = end.reason().as_str(), "call ended");
     }
 
-    /// Finalises the row and usage and queues `RecordCall`, in one transaction.
-    async fn finish(&self, end: &End) -> Result<(), MediaError> {
+    /// Finalises the row, usage (recorded seconds too) and the consent answer, and queues
+    /// `RecordCall`, in one transaction.
+    async fn finish(&self, end: &End, recorded: &consent::Ended) -> Result<(), MediaError> {
         let transferred = matches!(end, End::Transfer(_));
         let reason = end.reason();
         let customer = self.customer;
@@ -272,6 +289,17 @@ impl Call {
             .tenant_tx(customer, async |tx| {
                 let row =
                     store::streams::finish_stream(tx, customer, &self.call_sid, reason).await?;
+                if let Some(answer) = recorded.consent {
+                    store::consent::set_consent(tx, &self.call_sid, answer).await?;
+                }
+                store::consent::count_recorded(
+                    tx,
+                    customer,
+                    &self.call_sid,
+                    recorded.recorded_seconds,
+                    recorded.offset_ms,
+                )
+                .await?;
                 if let Some(caller) = &caller {
                     let mut turns = store::transcripts::turns(tx, &row.call_sid).await?;
                     turns.truncate(MAX_RECORDED_TURNS);

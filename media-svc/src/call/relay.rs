@@ -3,7 +3,9 @@
 //! the call goes on ([`ControlFlow::Continue`]) or how it ended. Caller audio and DTMF go to the
 //! backend unchanged; backend audio goes to the caller followed by a mark, unless a barge-in cut
 //! its item ([`super::barge_in`]); transcripts go to the turn writer and into the history a
-//! replacement session is given.
+//! replacement session is given. While the call is recorded, caller frames and the agent audio
+//! as its marks come back go to the recording ([`super::capture`]); a `1` answers the consent
+//! question.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -16,10 +18,13 @@ use mesh::api::tenant::AgentProfile;
 use mesh::domain::CustomerId;
 use tonic::Status;
 
+use super::capture::{Capture, policy_of};
+use super::consent::Via;
 use super::setup::rollover_instructions;
 use super::{Call, End, TurnTx};
 use crate::backend::{CONNECT_TIMEOUT, FromBackend, Session, SessionConfig, ToBackend};
 use crate::runtime::Runtime;
+use crate::store::consent::{Consent, Policy};
 
 /// What a handler decides: go on, or the call ended this way.
 type Step = ControlFlow<End>;
@@ -76,10 +81,26 @@ impl Call {
         inbound: &mut tonic::Streaming<StreamCallRequest>,
         turns: &TurnTx,
     ) -> End {
-        let (profile, config) = self.session_config().await;
-        let session = match self.open_session(config.clone()).await {
-            Ok(s) => s,
-            Err(end) => return end,
+        let (profile, config, handling) = self.session_config().await;
+        // The announcement goes to the edge while the session opens; the greeting is relayed
+        // only once both are done, so the caller hears the announcement first.
+        let (session, begun) = tokio::join!(
+            self.open_session(config.clone()),
+            self.begin_recording(&handling, &config.voice, turns)
+        );
+        let policy = policy_of(handling.policy());
+        self.capture = Capture::new(policy);
+        self.capture.set_writer(begun.writer, None);
+        if policy != Policy::Off {
+            self.capture.announced();
+        }
+        let session = match (session, begun.edge_gone) {
+            (Ok(mut s), true) => {
+                s.close().await;
+                return End::EdgeGone;
+            }
+            (Ok(s), false) => s,
+            (Err(end), _) => return end,
         };
         let mut live = Live {
             session,
@@ -160,6 +181,7 @@ impl Call {
         metrics::counter!("media_session_rollovers_total").increment(1);
         tracing::info!("backend session rolled over");
         if self.barge.session_replaced() {
+            self.capture.cleared(self.barge.media_ms());
             return self.to_edge(Out::Clear(Clear {})).await;
         }
         ControlFlow::Continue(())
@@ -184,6 +206,7 @@ impl Call {
         match event {
             In::Audio(frame) => {
                 self.barge.caller_audio(frame.timestamp_ms);
+                self.capture.caller(frame.timestamp_ms, &frame.payload);
                 live.send(ToBackend::Audio {
                     payload: frame.payload,
                     timestamp_ms: frame.timestamp_ms,
@@ -193,6 +216,7 @@ impl Call {
             In::Dtmf(d) => self.dtmf(&d, live, turns).await,
             In::Mark(m) => {
                 self.barge.mark_played(&m.name);
+                self.capture.mark_played(&m.name, self.barge.media_ms());
                 ControlFlow::Continue(())
             }
             In::Stop(_) => ControlFlow::Break(End::CallerHangup),
@@ -214,6 +238,9 @@ impl Call {
             .collect();
         if digit.is_empty() {
             return ControlFlow::Continue(());
+        }
+        if digit == "1" && self.capture.awaiting_consent() {
+            self.consent_given(Consent::Agreed, Via::Dtmf, turns).await;
         }
         let note = format!("[caller pressed {digit}]");
         live.history.push(note.clone());
@@ -249,6 +276,14 @@ impl Call {
                 call_id,
                 name,
                 arguments,
+            } if name == "record_consent" => {
+                let output = self.record_consent_tool(&arguments, turns).await;
+                live.send(ToBackend::ToolResult { call_id, output }).await
+            }
+            FromBackend::ToolCall {
+                call_id,
+                name,
+                arguments,
             } => {
                 let (output, end) = self.tool(&live.profile, &name, &arguments, turns).await;
                 if let Some(end) = end {
@@ -269,6 +304,8 @@ impl Call {
         let Some(mark) = self.barge.agent_audio(item_id) else {
             return ControlFlow::Continue(());
         };
+        self.capture
+            .agent_sent(self.barge.marks_sent(), self.barge.media_ms(), &payload);
         self.to_edge(Out::Audio(AudioFrame {
             payload,
             sequence: 0,
@@ -280,10 +317,15 @@ impl Call {
 
     /// The caller started speaking: a barge-in when agent audio is unheard (`clear` to the
     /// edge, the item truncated at what was heard).
+    /// While the recording announcement plays there is no barge-in: it must be heard whole.
     async fn speech_started(&mut self, live: &mut Live) -> Step {
+        if self.capture.announcing() {
+            return ControlFlow::Continue(());
+        }
         let Some(cut) = self.barge.speech_started() else {
             return ControlFlow::Continue(());
         };
+        self.capture.cleared(self.barge.media_ms());
         metrics::counter!("media_barge_in_total").increment(1);
         self.to_edge(Out::Clear(Clear {})).await?;
         match cut.truncate {

@@ -1,14 +1,25 @@
 //! Everything a call needs before audio flows: the agent profile and the caller's context
 //! (fetched concurrently, each bounded by the peer timeout, with fallbacks), the greeting and
-//! instructions, and the backend session opened with them; also the instructions a replacement
-//! session starts from when a long call rolls over.
+//! instructions, and the backend session opened with them; the tenant's call-handling settings
+//! (recording policy and texts) fetched alongside; also the instructions a replacement session
+//! starts from when a long call rolls over.
 
 use chrono::Utc;
 use mesh::api::tenant::AgentProfile;
 
+use super::capture::policy_of;
 use super::{Call, End};
 use crate::backend::{CONNECT_TIMEOUT, Session, SessionConfig};
 use crate::instructions;
+use crate::peers::CallHandlingSettings;
+use crate::store::consent::Policy;
+
+/// Told to the agent when the caller is asked for recording consent: the caller heard the
+/// question before the greeting, and a spoken answer counts only through `record_consent`.
+const CONSENT_NOTE: &str = "\nBefore your greeting the caller heard that this call may be recorded and was asked \
+     to press 1 or say yes to allow it. If the caller clearly agrees to the recording, call the \
+     record_consent tool with agreed true; if they clearly refuse, call it with agreed false; \
+     never guess, never press the caller, and carry on helping them either way.\n";
 
 /// Instructions for a session that continues a call: the original ones plus the conversation so
 /// far (the most recent 16,000 characters), fenced as data.
@@ -48,8 +59,25 @@ impl Call {
         }
     }
 
-    async fn prepare(&mut self) -> (AgentProfile, Option<String>, Option<String>) {
+    async fn prepare(
+        &mut self,
+    ) -> (
+        AgentProfile,
+        Option<String>,
+        Option<String>,
+        CallHandlingSettings,
+    ) {
         let timeout = self.rt.peers.timeout();
+        // Recording policy and its texts; unreadable: recording OFF (nothing recorded).
+        let handling = async {
+            let read = self.rt.peers.call_handling_or_fallback(self.customer);
+            tokio::time::timeout(timeout, read)
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!("call handling timed out; recording off, defaults otherwise");
+                    CallHandlingSettings::fallback()
+                })
+        };
         let profile = tokio::time::timeout(timeout, self.rt.peers.profile(self.customer));
         // The memory lookup is by the remote party: the callee on an outbound call.
         let context = async {
@@ -66,7 +94,8 @@ impl Call {
                 None => true,
             }
         };
-        let (profile, context, greet_first) = tokio::join!(profile, context, greet_first);
+        let (profile, context, greet_first, handling) =
+            tokio::join!(profile, context, greet_first, handling);
         if let Some(o) = &mut self.outbound {
             o.greet_first = greet_first;
         }
@@ -103,14 +132,18 @@ impl Call {
                 (None, None)
             }
         };
-        (profile, user_name, context_text)
+        (profile, user_name, context_text, handling)
     }
 
     /// The session configuration of this call: the profile (or the fallback), the greeting (an
-    /// outbound call's own, with the persona) and the instructions; and the profile, which the
-    /// tools read.
-    pub(super) async fn session_config(&mut self) -> (AgentProfile, SessionConfig) {
-        let (profile, user_name, context) = self.prepare().await;
+    /// outbound call's own, with the persona) and the instructions (with the consent note and
+    /// the `record_consent` tool when the caller is asked); the profile, which the tools read;
+    /// and the call-handling settings.
+    pub(super) async fn session_config(
+        &mut self,
+    ) -> (AgentProfile, SessionConfig, CallHandlingSettings) {
+        let (profile, user_name, context, handling) = self.prepare().await;
+        let asks_consent = policy_of(handling.policy()) == Policy::OnWithConsent;
         let call = instructions::for_call(
             profile,
             user_name.as_deref(),
@@ -118,17 +151,21 @@ impl Call {
             self.outbound.as_ref(),
             Utc::now(),
         );
+        let mut instructions = call.instructions;
+        if asks_consent {
+            instructions.push_str(CONSENT_NOTE);
+        }
         let config = SessionConfig {
             voice: instructions::voice(&call.profile).as_str().to_owned(),
             transfer_keywords: (call.profile.transfer_rules.iter())
                 .map(|r| r.keyword.clone())
                 .collect(),
-            instructions: call.instructions,
+            instructions,
             greeting: call.greeting,
             speak_first: call.speak_first,
-            consent_tool: false,
+            consent_tool: asks_consent,
         };
-        (call.profile, config)
+        (call.profile, config, handling)
     }
 
     /// Opens the backend session; a failure or a timeout ends the call as a backend error.

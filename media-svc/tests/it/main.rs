@@ -9,6 +9,7 @@ mod fakes;
 mod admin_issuers;
 mod binary;
 mod calls;
+mod capture;
 mod erase;
 mod listing;
 mod openai_realtime;
