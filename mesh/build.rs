@@ -37,6 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .file_descriptor_set_path(&descriptor_path)
+        // Recording chunks pass from the reader to the wire and on to HTTP bodies uncopied.
+        .bytes(".neurosphere.media.v1.ReadRecordingResponse.data")
         .skip_protoc_run()
         .compile_fds(descriptors)?;
     Ok(())

@@ -21,6 +21,7 @@
 //!   backend's sound; [`prompts`] renders the prompts media-svc speaks itself (espeak-ng, cached).
 //! - [`erasure`]: a caller's export and erasure (across media-svc and memory-svc) and a tenant's,
 //!   each audited.
+//! - [`playback`]: a call's recording read back (`ReadRecording`, `Call.recording`).
 //! - [`recording`]: call recordings (writer fed by the call driver, encrypted spool, uploader
 //!   to the object store, WAV reader).
 //! - [`preview`]: the instructions a call would send, rendered for the tenant portal's agent page
@@ -38,6 +39,7 @@ pub mod outbound;
 pub mod outbox;
 pub mod page;
 pub mod peers;
+pub mod playback;
 pub mod preview;
 pub mod prompts;
 pub mod recording;

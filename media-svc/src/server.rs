@@ -59,6 +59,7 @@ pub fn policy() -> Policy {
                 ("ListWebhookDeliveries", Rule::tenant(scope::MEDIA_WEBHOOKS)),
                 ("RenderInstructions", Rule::tenant(scope::MEDIA_PREVIEW)),
                 ("ListAuditEntries", Rule::tenant(scope::MEDIA_AUDIT)),
+                ("ReadRecording", Rule::tenant(scope::MEDIA_RECORDINGS)),
             ],
         )
         .service_methods(

@@ -21,7 +21,7 @@ use crate::runtime::Runtime;
 use crate::store::calls as sql;
 use crate::store::webhooks as events;
 use crate::store::{self, ListFilter, NewCall, StatusUpdate};
-use crate::{answer, call, erasure, outbound, page, preview};
+use crate::{answer, call, erasure, outbound, page, playback, preview};
 
 /// Implements the media-svc gRPC services.
 #[derive(Clone)]
@@ -82,6 +82,9 @@ impl call_service_server::CallService for MediaSvc {
 
     type ExportCallerStream =
         futures::stream::BoxStream<'static, Result<ExportCallerResponse, Status>>;
+
+    type ReadRecordingStream =
+        futures::stream::BoxStream<'static, Result<ReadRecordingResponse, Status>>;
 
     async fn register_call(
         &self,
@@ -412,6 +415,17 @@ impl call_service_server::CallService for MediaSvc {
             })
             .await?;
         Ok(Response::new(ListAuditEntriesResponse { entries }))
+    }
+
+    async fn read_recording(
+        &self,
+        request: Request<ReadRecordingRequest>,
+    ) -> Result<Response<Self::ReadRecordingStream>, Status> {
+        let customer = tenant(&request)?;
+        let r = request.get_ref();
+        let call_sid = parse_call_sid("call_sid", &r.call_sid)?;
+        let stream = playback::read(&self.deps, customer, &call_sid, r.offset, r.length).await?;
+        Ok(Response::new(stream))
     }
 }
 

@@ -388,6 +388,10 @@ pub mod scope {
     /// List the tenant's media-svc audit rows (tenant tokens tenant-svc mints for itself while
     /// gathering the tenant's audit log).
     pub const MEDIA_AUDIT: &str = "media:audit";
+    /// Listen to the tenant's call recordings (`ReadRecording`; tenant tokens: the portal's
+    /// owners and staff, and tokens minted with `neurosphere token mint`). Deliberately not a
+    /// developer scope: an API key never reaches the audio.
+    pub const MEDIA_RECORDINGS: &str = "media:recordings";
     /// media-svc admin RPCs (service tokens: the operator).
     pub const MEDIA_ADMIN: &str = "media:admin";
     /// media-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant erasure).
@@ -414,6 +418,7 @@ pub mod scope {
         MEDIA_WEBHOOKS,
         MEDIA_PREVIEW,
         MEDIA_AUDIT,
+        MEDIA_RECORDINGS,
     ];
 
     /// Scopes of a portal owner's tenant token (`AccountService.ExchangeSession`): everything a
@@ -433,6 +438,7 @@ pub mod scope {
         MEDIA_ERASE,
         MEDIA_WEBHOOKS,
         MEDIA_PREVIEW,
+        MEDIA_RECORDINGS,
     ];
 
     /// Scopes an API key may carry (`TeamService.CreateApiKey`): what a tenant's developer
@@ -446,9 +452,9 @@ pub mod scope {
         MEDIA_OUTBOUND,
     ];
 
-    /// Scopes of a portal staff user's tenant token: calls, transcripts and callers' memory, to
-    /// read.
-    pub const STAFF_SCOPES: &[&str] = &[TENANT_READ, MEMORY_READ, MEDIA_READ];
+    /// Scopes of a portal staff user's tenant token: calls, transcripts, recordings (to listen,
+    /// not to download: the portal keeps downloads to owners) and callers' memory, to read.
+    pub const STAFF_SCOPES: &[&str] = &[TENANT_READ, MEMORY_READ, MEDIA_READ, MEDIA_RECORDINGS];
 
     /// A tenant token a service other than the operator may ask `IssueTenantToken` for: the
     /// request's scopes and audiences must be among these, its lifetime at most `max_ttl`.

@@ -159,6 +159,13 @@ impl CallService for Stub {
     ) -> Result<Response<Self::ExportCallerStream>, Status> {
         unimplemented()
     }
+    type ReadRecordingStream = Nothing<media_pb::ReadRecordingResponse>;
+    async fn read_recording(
+        &self,
+        _: Request<media_pb::ReadRecordingRequest>,
+    ) -> Result<Response<Self::ReadRecordingStream>, Status> {
+        unimplemented()
+    }
     async fn erase_caller(
         &self,
         _: Request<media_pb::EraseCallerRequest>,

@@ -216,6 +216,7 @@ impl CallRow {
             recording_consent_time: self.recording_consent_at.map(timestamp),
             recorded_seconds: self.recorded_seconds.unwrap_or(0),
             recording_offset_ms: self.recording_offset_ms.unwrap_or(0),
+            recording: None,
         }
     }
 
