@@ -1,6 +1,7 @@
 //! portal: the tenant portal, where a business's owners and staff sign in, see their calls and
 //! callers, and run their receptionist. Server-rendered HTML (askama templates compiled into the
-//! binary, `templates/`), one stylesheet (`static/portal.css`), no JavaScript needed.
+//! binary, `templates/`), one stylesheet (`static/portal.css`), no JavaScript needed (the call
+//! page's `static/player.js` only makes "play from here" seek in place).
 //!
 //! A library: the gateway builds a [`Portal`] from its settings and channels and merges
 //! [`router`] beside its own routes, so everything lives under `/portal/`. The portal holds no
@@ -163,6 +164,24 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The call page's player script (progressive: every link works without it), compiled in.
+async fn player_script() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        include_str!("../static/player.js"),
+    )
+        .into_response()
+}
+
 /// Any other path under `/portal/`: the 404 page.
 async fn not_found() -> PageError {
     PageError::NotFound
@@ -179,6 +198,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(portal: Arc<Portal>) -> axum::Ro
         .merge(pages::routes())
         .merge(account::routes(portal.clone()))
         .route("/portal/static/portal.css", get(stylesheet))
+        .route("/portal/static/player.js", get(player_script))
         .route("/portal", get(|| async { Redirect::permanent("/portal/") }))
         .route("/portal/{*rest}", get(not_found).post(not_found))
         .layer(from_fn_with_state(portal.clone(), security::same_origin))

@@ -3,7 +3,10 @@
 //! `ListCalls`). The caller filter never puts a number in the URL: it is the caller's opaque id
 //! (resolved by memory-svc `GetCaller`), and the search box takes a name or at most the last
 //! four digits (memory-svc `ListCallers`). The call page shows duration, status, outcome,
-//! transfer, the summary (memory-svc `GetCallSummary`) and the transcript turn by turn.
+//! transfer, the summary (memory-svc `GetCallSummary`), the transcript turn by turn and, when the
+//! call was recorded, a player (`<audio>` on [`super::recording`]'s endpoint) with a "play from
+//! here" link on each turn (a media fragment `#t=<seconds>`; `static/player.js` makes it seek the
+//! page's player instead of opening the file) and, for owners, a download link.
 //! Another tenant's CallSid or caller id is the same 404 as an unknown one.
 
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use axum::routing::get;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use mesh::api::common::Speaker;
-use mesh::api::media::{Call, GetCallRequest, ListCallsRequest};
+use mesh::api::media::{Call, GetCallRequest, ListCallsRequest, RecordingState};
 use mesh::api::memory::{GetCallSummaryRequest, GetCallerRequest, ListCallersRequest};
 use mesh::domain::CallSid;
 use serde::Deserialize;
@@ -268,6 +271,9 @@ async fn list(
 /// One transcript turn as the call page shows it.
 struct Turn {
     at: String,
+    /// Where it is in the recording, in seconds (`12.345`), where "play from here" starts;
+    /// `None` when it was said before the recording began (e.g. during the announcement).
+    seconds: Option<String>,
     speaker: &'static str,
     class: &'static str,
     text: String,
@@ -292,6 +298,27 @@ struct CallPage {
     caller_id: String,
     summary: Option<Summary>,
     turns: Vec<Turn>,
+    recording: Option<Player>,
+}
+
+/// The call page's player.
+struct Player {
+    /// The recording's address (the portal's endpoint: it needs the session).
+    src: String,
+    /// Its length.
+    duration: String,
+    /// Complete (playable) rather than still being recorded.
+    ready: bool,
+    /// Owners: the download address.
+    download: Option<String>,
+}
+
+/// A transcript turn's place in the recording, in seconds with milliseconds (`12.345`): the
+/// turn's media time less where the recording began (`Call.recording_offset_ms`, the same time
+/// base); `None` before it began.
+fn recording_time(turn_ms: u32, recording_offset_ms: i64) -> Option<String> {
+    let at = i64::from(turn_ms).checked_sub(recording_offset_ms.max(0))?;
+    (at >= 0).then(|| format!("{}.{:03}", at / 1000, at % 1000))
 }
 
 async fn call(
@@ -346,12 +373,22 @@ async fn call(
             };
             Turn {
                 at: data::offset(t.offset_ms),
+                seconds: recording_time(t.offset_ms, call.recording_offset_ms),
                 speaker,
                 class,
                 text: t.text.clone(),
             }
         })
         .collect();
+    let recording = call.recording.as_ref().map(|r| {
+        let src = format!("/portal/calls/{}/recording", sid.as_str());
+        Player {
+            download: session.is_owner().then(|| format!("{src}?download=1")),
+            src,
+            duration: data::offset(u32::try_from(r.duration_ms).unwrap_or(u32::MAX)),
+            ready: r.state != RecordingState::Recording as i32,
+        }
+    });
     Ok(render(&CallPage {
         layout: session.layout("Call", NavItem::Calls),
         answered: data::local(call.answer_time.as_ref(), tz),
@@ -361,5 +398,20 @@ async fn call(
         caller_id,
         summary,
         turns,
+        recording,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recording_time;
+
+    #[test]
+    fn a_turn_plays_at_its_time_less_where_the_recording_began() {
+        assert_eq!(recording_time(12_345, 0).as_deref(), Some("12.345"));
+        assert_eq!(recording_time(12_345, 4_000).as_deref(), Some("8.345"));
+        assert_eq!(recording_time(4_000, 4_000).as_deref(), Some("0.000"));
+        assert_eq!(recording_time(3_999, 4_000), None);
+        assert_eq!(recording_time(7, -5).as_deref(), Some("0.007"));
+    }
 }

@@ -15,6 +15,7 @@ pub mod calls;
 pub mod data;
 pub mod home;
 pub mod outbound;
+pub mod recording;
 pub mod security;
 pub mod team;
 pub mod tokens;
@@ -26,6 +27,7 @@ pub fn routes() -> axum::Router<Arc<Portal>> {
     axum::Router::new()
         .merge(home::routes())
         .merge(calls::routes())
+        .merge(recording::routes())
         .merge(callers::routes())
         .merge(usage::routes())
         .merge(security::routes())
