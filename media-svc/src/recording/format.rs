@@ -6,9 +6,13 @@
 //!                           segment_frames u32 BE, recording id (16 bytes)
 //! segment 0 .. segment n-1: each `2 * segment_frames` bytes of interleaved stereo mu-law
 //!                           (byte 2k = caller, 2k+1 = agent; 8,000 frames/s) + a 16-byte tag;
-//!                           only the last may be shorter (even empty: 16 bytes), and only it
-//!                           is sealed with the last-segment flag.
+//!                           all full but the last, which is always shorter than a full one
+//!                           (possibly empty: 16 bytes), and alone sealed with the last flag.
 //! ```
+//!
+//! A file cut at any segment boundary therefore ends with a full segment not sealed as last:
+//! the cut is detected, and a file whose writer died can be closed by appending an empty last
+//! segment without sealing anything twice under one nonce.
 //!
 //! The number of frames follows from the object's length, so a range of frames maps to the
 //! segments it covers without reading anything else. The WAV that readers get is computed from
@@ -57,9 +61,9 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Segments in the object (at least one: an empty recording has one empty last segment).
+    /// Segments in the object: the full ones and the shorter last one.
     pub fn segments(&self) -> u64 {
-        self.frames.div_ceil(u64::from(self.segment_frames)).max(1)
+        self.frames / u64::from(self.segment_frames) + 1
     }
 
     fn sealed_full(&self) -> u64 {
@@ -87,8 +91,6 @@ impl Layout {
         let body = len.checked_sub(HEADER_LEN)?;
         let (n, rest) = (body / full, body % full);
         let frames = match rest {
-            0 if n > 0 => n * u64::from(segment_frames),
-            0 => return None,
             r if r >= TAG_LEN as u64 && (r - TAG_LEN as u64).is_multiple_of(2) => {
                 n * u64::from(segment_frames) + (r - TAG_LEN as u64) / 2
             }
@@ -156,6 +158,18 @@ mod tests {
             assert_eq!(last.end, l.object_len());
         }
         assert_eq!(Layout::from_object_len(SEGMENT_FRAMES, HEADER_LEN), None);
+        let two = Layout {
+            segment_frames: SEGMENT_FRAMES,
+            frames: 16000,
+        };
+        assert_eq!(two.segments(), 3, "two full segments and an empty last one");
+        let (last, _) = two.segment(2);
+        assert_eq!(last.end - last.start, TAG_LEN as u64);
+        assert_eq!(
+            Layout::from_object_len(SEGMENT_FRAMES, two.segment(1).0.end),
+            None,
+            "a file ending with a full segment was cut"
+        );
         assert_eq!(
             Layout::from_object_len(SEGMENT_FRAMES, HEADER_LEN + 17),
             None

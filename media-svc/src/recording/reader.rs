@@ -87,7 +87,15 @@ impl WavSource {
         );
         let seg_pcm = 4 * u64::from(self.src.layout.segment_frames);
         let first = d0 / seg_pcm;
-        let stop = if d1 > d0 { d1.div_ceil(seg_pcm) } else { first };
+        let stop = if start < end && end == len {
+            // A read to the end opens the last segment too (even when it holds no audio), so
+            // a recording cut at a segment boundary is noticed.
+            self.src.layout.segments()
+        } else if d1 > d0 {
+            d1.div_ceil(seg_pcm)
+        } else {
+            first
+        };
         let src = self.src.clone();
         let data = futures::stream::try_unfold(first, move |s| {
             let src = src.clone();

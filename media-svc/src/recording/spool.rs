@@ -327,9 +327,15 @@ impl Task {
     /// Seals `last` as the last segment, fsyncs, renames to `.rec`, fills in the row.
     async fn finish(&mut self, last: Vec<u8>) -> Result<(), MediaError> {
         let io = |e: std::io::Error| MediaError::Internal(format!("recording spool: {e}"));
-        if let Err(last) = self.write(last, true).await {
+        // The last segment is always shorter than a full one: a full one goes before it.
+        let last = if last.len() == 2 * SEGMENT_FRAMES as usize {
+            let _ = self.write(last, false).await;
+            Vec::new()
+        } else {
+            last
+        };
+        if self.write(last, true).await.is_err() {
             // The disk failed on the last segment: end with an empty one instead.
-            drop(last);
             self.write(Vec::new(), true)
                 .await
                 .map_err(|_| MediaError::Internal("recording spool: cannot seal".into()))?;

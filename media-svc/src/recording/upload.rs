@@ -82,7 +82,14 @@ async fn pass(v: &Arc<Vault>) -> bool {
     let mut pending = files.len();
     metrics::gauge!("media_recording_pending_uploads").set(pending as f64);
     for (customer, id, path) in files {
-        match upload_one(v, customer, id, &path).await {
+        // Its own task: even a panic in the store client fails one attempt, not the uploader.
+        let attempt = tokio::spawn({
+            let v = v.clone();
+            async move { upload_one(&v, customer, id, &path).await }
+        })
+        .await
+        .unwrap_or_else(|e| Err(MediaError::Internal(format!("upload task: {e}"))));
+        match attempt {
             Ok(()) => {
                 pending -= 1;
                 metrics::gauge!("media_recording_pending_uploads").set(pending as f64);
@@ -139,15 +146,14 @@ async fn upload_one(
     let object = object_path(customer, id);
     let mut file = tokio::fs::File::open(path).await.map_err(io)?;
     let mut w = BufWriter::with_capacity(v.store.clone(), object.clone(), PART_BYTES);
-    let copied = tokio::io::copy(&mut file, &mut w).await;
-    let shut = match copied {
-        Ok(_) => w.shutdown().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = shut {
+    let unavailable = |e: std::io::Error| MediaError::Unavailable(format!("recording store: {e}"));
+    if let Err(e) = tokio::io::copy(&mut file, &mut w).await {
+        // Drops the parts of a multipart upload already sent. (After a failed `shutdown` the
+        // writer cannot abort; the bucket's lifecycle rule for incomplete uploads cleans up.)
         let _ = w.abort().await;
-        return Err(MediaError::Unavailable(format!("recording store: {e}")));
+        return Err(unavailable(e));
     }
+    w.shutdown().await.map_err(unavailable)?;
     let stored =
         v.db.tenant_tx(customer, async |tx| rows::mark_stored(tx, id).await)
             .await?;
@@ -197,6 +203,18 @@ async fn recover_part(
         return Ok(());
     };
     let key = keys::data_key(v, customer, &row).await?;
+    if let Some(layout) = Layout::from_object_len(row.segment_frames, len)
+        && last_segment_opens(&key, &layout, path).await
+    {
+        // Sealed completely; the crash came before the rename.
+        let rec = v.spool.path(customer, id, Ext::Rec);
+        tokio::fs::rename(path, rec).await.map_err(io)?;
+        v.db.tenant_tx(customer, async |tx| {
+            rows::mark_spooled(tx, id, layout.frames, len, row.truncated).await
+        })
+        .await?;
+        return Ok(());
+    }
     let full = 2 * u64::from(row.segment_frames) + super::crypto::TAG_LEN as u64;
     let segments = len.saturating_sub(HEADER_LEN) / full;
     let keep = HEADER_LEN + segments * full;
@@ -207,6 +225,8 @@ async fn recover_part(
         .map_err(io)?;
     file.set_len(keep).await.map_err(io)?;
     file.seek(std::io::SeekFrom::End(0)).await.map_err(io)?;
+    // An empty last segment closes the file (never sealed before at this index: the writer
+    // only writes a last segment at its end, and that case was handled above).
     let mut last = Vec::new();
     key.seal(segments, true, &mut last);
     file.write_all(&last).await.map_err(io)?;
@@ -223,4 +243,23 @@ async fn recover_part(
     })
     .await?;
     Ok(())
+}
+
+/// Whether the file's last segment (per `layout`) opens as the last one.
+async fn last_segment_opens(key: &super::crypto::DataKey, layout: &Layout, path: &Path) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let index = layout.segments() - 1;
+    let range = layout.segment(index).0;
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return false;
+    };
+    if file
+        .seek(std::io::SeekFrom::Start(range.start))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut sealed = vec![0u8; (range.end - range.start) as usize];
+    file.read_exact(&mut sealed).await.is_ok() && key.open(index, true, &mut sealed).is_ok()
 }

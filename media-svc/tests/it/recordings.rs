@@ -15,6 +15,7 @@ pub struct Rig {
     pub db: TestDb,
     pub rec: Recordings,
     pub dir: tempfile::TempDir,
+    pub config: RecordingConfig,
     stop: watch::Sender<bool>,
 }
 
@@ -30,6 +31,7 @@ impl Rig {
             db,
             rec,
             dir,
+            config,
             stop: watch::channel(false).0,
         }
     }
