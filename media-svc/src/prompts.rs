@@ -5,13 +5,18 @@
 //!
 //! Rendered prompts are cached in memory (bounded to [`CACHE_BYTES`], oldest out first) under the
 //! SHA-256 of engine, voice and text ([`key`]), so a changed text or voice is a new entry and an
-//! unchanged one is rendered once per process. The tone fallback is not cached: the next call
-//! tries espeak-ng again. Prompt texts are tenant settings, not personal data, and the audio says
-//! nothing but the text, so one cache serves every tenant.
+//! unchanged one is rendered once per process; and in the recordings' object store under
+//! `prompts/<hex key>` ([`object_path`]), so replicas and restarts find it rendered (read within
+//! [`STORE_TIMEOUT`]; written in the background, never delaying a call). The tone fallback is
+//! not cached: the next call tries espeak-ng again. Prompt texts are tenant settings, not
+//! personal data, and the audio says nothing but the text, so one cache serves every tenant.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use sha2::{Digest as _, Sha256};
 
 use crate::audio;
@@ -23,6 +28,8 @@ pub const ENGINE: &str = "espeak-ng";
 pub const MAX_TEXT_CHARS: usize = 1000;
 /// Bytes of rendered audio the memory cache keeps (about 17 minutes of 8 kHz mu-law).
 pub const CACHE_BYTES: usize = 8 << 20;
+/// How long a call waits for a rendering from the object store before rendering it itself.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The mu-law 8 kHz audio of `text` in (approximately) the agent voice `voice` (a Realtime voice
 /// name such as `alloy`; unknown names get the default). Cached; never fails: the tone pattern
@@ -60,6 +67,8 @@ pub fn object_path(key: &[u8; 32]) -> String {
 #[derive(Clone, Default)]
 pub struct Prompts {
     cache: Arc<Mutex<Cache>>,
+    /// Where renderings are kept beyond this process.
+    store: Option<Arc<dyn ObjectStore>>,
 }
 
 #[derive(Default)]
@@ -99,6 +108,50 @@ fn clean(text: &str) -> &str {
 }
 
 impl Prompts {
+    /// A cache that also keeps renderings in `store`.
+    pub fn with_store(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            cache: Arc::default(),
+            store: Some(store),
+        }
+    }
+
+    /// A rendering kept in the object store (`None`: none, unreadable, or too slow).
+    async fn stored(&self, key: &[u8; 32]) -> Option<Arc<[u8]>> {
+        let store = self.store.as_ref()?;
+        let path = Path::from(object_path(key));
+        let read = async { store.get(&path).await?.bytes().await };
+        match tokio::time::timeout(STORE_TIMEOUT, read).await {
+            Ok(Ok(b)) if !b.is_empty() && b.len() <= CACHE_BYTES / 4 => Some(b.to_vec().into()),
+            Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "stored prompt unreadable; rendering it");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("stored prompt too slow; rendering it");
+                None
+            }
+        }
+    }
+
+    /// Keeps a rendering in the object store, in the background.
+    fn keep(&self, key: &[u8; 32], audio: &Arc<[u8]>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let path = Path::from(object_path(key));
+        let payload = object_store::PutPayload::from(bytes::Bytes::copy_from_slice(audio));
+        tokio::spawn(async move {
+            let put = tokio::time::timeout(Duration::from_secs(30), store.put(&path, payload));
+            match put.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "rendered prompt not stored"),
+                Err(_) => tracing::warn!("rendered prompt not stored in time"),
+            }
+        });
+    }
+
     /// See [`prompt`].
     pub async fn get(&self, text: &str, voice: &str) -> Arc<[u8]> {
         let text = clean(text);
@@ -111,11 +164,17 @@ impl Prompts {
             metrics::counter!("media_prompt_cache_hits_total").increment(1);
             return hit;
         }
+        if let Some(kept) = self.stored(&key).await {
+            metrics::counter!("media_prompt_store_hits_total").increment(1);
+            self.lock().insert(key, kept.clone());
+            return kept;
+        }
         match audio::espeak_voice(text, Some(variant)).await {
             Some(speech) if !speech.is_empty() => {
                 metrics::counter!("media_prompts_rendered_total").increment(1);
                 let speech: Arc<[u8]> = speech.into();
                 self.lock().insert(key, speech.clone());
+                self.keep(&key, &speech);
                 speech
             }
             _ => {
@@ -220,5 +279,35 @@ mod tests {
             "another voice, another rendering"
         );
         assert_eq!(prompts.cached_bytes(), first.len() + male.len());
+    }
+
+    #[tokio::test]
+    async fn renderings_are_kept_in_the_object_store_and_read_back_from_it() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        // A rendering already in the store is used as it is (another replica rendered it).
+        let kept_key = key(espeak_voice("alloy"), "Kept elsewhere.");
+        store
+            .put(&Path::from(object_path(&kept_key)), vec![1u8, 2, 3].into())
+            .await
+            .unwrap();
+        let prompts = Prompts::with_store(store.clone());
+        assert_eq!(&*prompts.get("Kept elsewhere.", "alloy").await, &[1, 2, 3]);
+        if !espeak_installed() {
+            return;
+        }
+        // A new rendering goes to the store, where a fresh process finds it.
+        let spoken = prompts.get("Stored for later.", "sage").await;
+        let path = Path::from(object_path(&key(espeak_voice("sage"), "Stored for later.")));
+        let mut stored = None;
+        for _ in 0..100 {
+            if let Ok(got) = store.get(&path).await {
+                stored = Some(got.bytes().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(&stored.expect("stored in the background")[..], &spoken[..]);
+        let fresh = Prompts::with_store(store);
+        assert_eq!(&*fresh.get("Stored for later.", "sage").await, &spoken[..]);
     }
 }

@@ -88,7 +88,7 @@ impl Runtime {
             session_max: c.session_max,
             calls: tokio_util::task::TaskTracker::new(),
             cut_calls: tokio_util::sync::CancellationToken::new(),
-            prompts: prompts::Prompts::default(),
+            prompts: prompts::Prompts::with_store(recordings.vault.store.clone()),
             recorder: recordings.clone(),
             recordings,
         })

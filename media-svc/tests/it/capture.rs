@@ -190,7 +190,34 @@ async fn nothing_recorded(svc: &Svc, config: &RecordingConfig) {
     assert_eq!(svc.count("SELECT count(*) FROM media.recordings").await, 0);
     assert_eq!(files(&config.spool_dir), 0, "no spool file");
     if let media_svc::recording::StoreConfig::Local(store) = &config.store {
-        assert_eq!(files(store), 0, "no object");
+        // (`prompts/` holds the rendered announcement, no call's audio.)
+        assert_eq!(files(&store.join("recordings")), 0, "no object");
+    }
+}
+
+/// One recorded second counted in the month's usage (one minute), and the rendered
+/// announcement kept in the object store for the next process.
+async fn recorded_usage_and_stored_prompt(svc: &Svc, config: &RecordingConfig, customer: i64) {
+    use chrono::Datelike;
+    let now = chrono::Utc::now();
+    let usage = svc
+        .client(customer)
+        .await
+        .get_usage(GetUsageRequest {
+            year: now.year(),
+            month: now.month() as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((usage.recorded_seconds, usage.recorded_minutes), (1, 1));
+    // The rendered announcement is kept in the object store for the next process.
+    if let media_svc::recording::StoreConfig::Local(store) = &config.store {
+        let prompts = store.join("prompts");
+        eventually("the announcement in the store", || async {
+            files(&prompts) == 1
+        })
+        .await;
     }
 }
 
@@ -272,19 +299,7 @@ async fn on_records_every_caller_frame_and_exactly_the_agent_audio_played_cut_by
     assert_eq!(agent, want_agent);
     assert_eq!(caller.len(), (3470 - 3000) * 8, "ends with the last frame");
 
-    use chrono::Datelike;
-    let now = chrono::Utc::now();
-    let usage = svc
-        .client(customer)
-        .await
-        .get_usage(GetUsageRequest {
-            year: now.year(),
-            month: now.month() as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((usage.recorded_seconds, usage.recorded_minutes), (1, 1));
+    recorded_usage_and_stored_prompt(&svc, &config, customer).await;
     svc.stop().await;
 }
 
