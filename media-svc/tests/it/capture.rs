@@ -515,3 +515,52 @@ async fn a_refusal_the_agent_confirms_is_kept_and_nothing_is_recorded() {
     nothing_recorded(&svc, &config).await;
     svc.stop().await;
 }
+
+/// An outbound call (the agent waits for the callee): the callee hears the announcement before
+/// anything the agent says, and the call is recorded from its echo.
+#[tokio::test]
+async fn an_outbound_call_hears_the_announcement_before_the_agent() {
+    let (svc, _config) = start(true).await;
+    let customer = common::create_customer(&svc, "alloy").await;
+    set_policy(&svc, customer, RecordingPolicy::On).await;
+    let call_sid = sid("CA", 6);
+    let mut client = svc
+        .client_with(svc.tenant_token(customer, &call_sid, scope::CALL_SCOPES))
+        .await;
+    client
+        .register_call(RegisterCallRequest {
+            direction: CallDirection::OutboundApi as i32,
+            ..common::register(&call_sid, "+15551111111")
+        })
+        .await
+        .unwrap();
+    let mut call = CallStream::open(&mut client, &mut svc.gateway_client().await, &call_sid)
+        .await
+        .unwrap();
+    let announcement = audio_until_mark(&mut call, "announcement").await;
+    assert!(!announcement.is_empty());
+    call.send(In::Mark(MarkPlayed {
+        name: "announcement".into(),
+    }))
+    .await;
+    // The callee says hello; the agent (the local backend replays it) answers after.
+    let mut ts = 1000;
+    for frame in std::iter::repeat_n(voiced_frame(), 20)
+        .chain(std::iter::repeat_n(common::silent_frame(), 20))
+    {
+        call.audio(frame, ts).await;
+        ts += 20;
+    }
+    let reply = chunks(&mut call, 20).await;
+    assert_eq!(
+        reply[0].1, "m1",
+        "the agent's first audio comes after the announcement"
+    );
+    call.send(In::Stop(StreamStop {})).await;
+    while call.next().await.is_some() {}
+    let c = ended_call(&svc, customer, &call_sid).await;
+    assert_eq!(c.direction, CallDirection::OutboundApi as i32);
+    assert_eq!(c.recording_policy, CallRecordingPolicy::On as i32);
+    assert_eq!((c.recording_offset_ms, c.recorded_seconds), (0, 2));
+    svc.stop().await;
+}
