@@ -453,29 +453,9 @@ async fn policy_off_or_unreadable_settings_record_nothing_and_play_no_announceme
 /// is recorded.
 #[tokio::test]
 async fn a_refusal_the_agent_confirms_is_kept_and_nothing_is_recorded() {
-    use media_svc::BackendChoice;
-    use media_svc::backend::openai::{ApiShape, OpenAiConfig};
     use serde_json::json;
 
-    let mut realtime = crate::fakes::FakeRealtime::start().await;
-    let url = realtime.url.clone();
-    let config = RecordingConfig::temporary();
-    let for_svc = config.clone();
-    let svc = Svc::start_with(
-        move |mut c| {
-            c.backend = BackendChoice::OpenAi(OpenAiConfig {
-                url,
-                model: "gpt-realtime".into(),
-                api_key: "sk-test-key".to_owned().into(),
-                shape: ApiShape::Ga,
-                stall_timeout: media_svc::backend::openai::DEFAULT_STALL_TIMEOUT,
-            });
-            c.recording = for_svc;
-            c
-        },
-        true,
-    )
-    .await;
+    let (svc, config, mut realtime) = start_realtime().await;
     let customer = common::create_customer(&svc, "cedar").await;
     set_policy(&svc, customer, RecordingPolicy::OnWithConsent).await;
     let (call_sid, mut call) = open(&svc, customer, 5).await;
@@ -562,5 +542,65 @@ async fn an_outbound_call_hears_the_announcement_before_the_agent() {
     assert_eq!(c.direction, CallDirection::OutboundApi as i32);
     assert_eq!(c.recording_policy, CallRecordingPolicy::On as i32);
     assert_eq!((c.recording_offset_ms, c.recorded_seconds), (0, 2));
+    svc.stop().await;
+}
+
+/// media-svc with the realtime backend (a fake Realtime server), recording into a folder the
+/// test reads, next to a real tenant-svc.
+async fn start_realtime() -> (Svc, RecordingConfig, crate::fakes::FakeRealtime) {
+    use media_svc::BackendChoice;
+    use media_svc::backend::openai::{ApiShape, OpenAiConfig};
+    let realtime = crate::fakes::FakeRealtime::start().await;
+    let url = realtime.url.clone();
+    let config = RecordingConfig::temporary();
+    let for_svc = config.clone();
+    let svc = Svc::start_with(
+        move |mut c| {
+            c.backend = BackendChoice::OpenAi(OpenAiConfig {
+                url,
+                model: "gpt-realtime".into(),
+                api_key: "sk-test-key".to_owned().into(),
+                shape: ApiShape::Ga,
+                stall_timeout: media_svc::backend::openai::DEFAULT_STALL_TIMEOUT,
+            });
+            c.recording = for_svc;
+            c
+        },
+        true,
+    )
+    .await;
+    (svc, config, realtime)
+}
+
+/// The agent confirms a spoken yes: the recording begins at that moment.
+#[tokio::test]
+async fn a_yes_the_agent_confirms_records_from_then_on() {
+    let (svc, config, mut realtime) = start_realtime().await;
+    let customer = common::create_customer(&svc, "coral").await;
+    set_policy(&svc, customer, RecordingPolicy::OnWithConsent).await;
+    let (call_sid, mut call) = open(&svc, customer, 7).await;
+    let mut conn = realtime.next_conn().await;
+    conn.next_of("session.update").await;
+    audio_until_mark(&mut call, "announcement").await;
+    call.audio(quiet_frame(1), 2000).await;
+    call.audio(quiet_frame(2), 2020).await;
+    // The driver relayed both frames (so its media time is 2020) before the agent confirms.
+    conn.next_of("input_audio_buffer.append").await;
+    conn.next_of("input_audio_buffer.append").await;
+    conn.send(serde_json::json!({"type": "response.function_call_arguments.done", "call_id": "y1", "name": "record_consent", "arguments": "{\"agreed\": true}"}));
+    let out = conn.next_of("conversation.item.create").await;
+    assert_eq!(out["item"]["output"], r#"{"ok":true,"recording":true}"#);
+    call.audio(quiet_frame(3), 2040).await;
+    call.audio(quiet_frame(4), 2060).await;
+    call.send(In::Stop(StreamStop {})).await;
+    while call.next().await.is_some() {}
+    let c = ended_call(&svc, customer, &call_sid).await;
+    assert_eq!(c.recording_consent, RecordingConsent::Agreed as i32);
+    assert_eq!(c.recording_offset_ms, 2020);
+    let (caller, _) = read_recording(&svc, &config, customer, &call_sid).await;
+    let mut want = vec![0i16; caller.len()];
+    want[160..320].copy_from_slice(&pcm(&quiet_frame(3)));
+    want[320..480].copy_from_slice(&pcm(&quiet_frame(4)));
+    assert_eq!(caller, want, "only what the caller said after the yes");
     svc.stop().await;
 }
