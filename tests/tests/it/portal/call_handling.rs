@@ -5,7 +5,7 @@
 
 use mesh::api::tenant::UserRole;
 
-use super::{PortalMesh, csrf_of};
+use super::{Browser, PortalMesh, csrf_of};
 
 /// Everything stored for call handling (the settings rows, their history and audit entries).
 async fn stored(portal: &PortalMesh) -> String {
@@ -57,6 +57,66 @@ fn form<'a>(csrf: &'a str, overrides: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'
     fields
 }
 
+/// Bad values and a form without its CSRF token: refused, the field named, nothing stored.
+async fn bad_values_are_named_and_not_stored(portal: &PortalMesh, owner: &mut Browser, csrf: &str) {
+    let nothing = stored(portal).await;
+    // Bad values: 400, the field named and marked, nothing stored.
+    let cases: [(&str, &str, &str); 5] = [
+        ("retention_days", "0", "retention_days"),
+        ("retention_days", "ninety", "retention_days"),
+        ("message_max_seconds", "301", "message_max_seconds"),
+        ("tuesday", "9 to 5", "opening_hours.tuesday"),
+        ("wednesday", "10:00-10:00", "opening_hours.wednesday"),
+    ];
+    for (field, value, named) in cases {
+        let page = owner
+            .post("/portal/call-handling", &form(csrf, &[(field, value)]))
+            .await;
+        assert_eq!(page.status(), 400, "{field}={value}: {}", page.body);
+        assert!(page.body.contains(named), "{field}={value}: {}", page.body);
+        assert!(page.body.contains(r#"aria-invalid="true""#), "{field}");
+        assert!(page.body.contains(value), "the form keeps what was typed");
+        assert_eq!(
+            stored(portal).await,
+            nothing,
+            "{field}={value}: nothing stored"
+        );
+    }
+    let page = owner
+        .post(
+            "/portal/call-handling",
+            &form(csrf, &[("consent_prompt", "")]),
+        )
+        .await;
+    assert_eq!(page.status(), 400, "{}", page.body);
+    assert!(
+        page.body.contains("settings.consent_prompt"),
+        "{}",
+        page.body
+    );
+    // Without the CSRF token: 403, nothing stored.
+    let without: Vec<_> = form(csrf, &[]).into_iter().skip(1).collect();
+    let page = owner.post("/portal/call-handling", &without).await;
+    assert_eq!(page.status(), 403, "{}", page.body);
+    assert_eq!(stored(portal).await, nothing);
+}
+
+/// Staff: no link, 403 on the page and the form.
+async fn staff_are_refused(portal: &PortalMesh, a: i64) {
+    // Staff: no link, 403 on the page and the form, nothing stored.
+    let mut staff = portal
+        .signed_in_user(a, "staff@peterson.example", UserRole::Staff)
+        .await;
+    let home = staff.get("/portal/").await;
+    assert!(!home.body.contains(r#"href="/portal/call-handling""#));
+    let staff_csrf = csrf_of(&home.body);
+    assert_eq!(staff.get("/portal/call-handling").await.status(), 403);
+    let page = staff
+        .post("/portal/call-handling", &form(&staff_csrf, &[]))
+        .await;
+    assert_eq!(page.status(), 403, "{}", page.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_saves_staff_is_refused_and_bad_input_is_named_and_not_stored() {
     let portal = PortalMesh::start().await;
@@ -74,58 +134,8 @@ async fn owner_saves_staff_is_refused_and_bad_input_is_named_and_not_stored() {
     let csrf = csrf_of(&page.body);
     let nothing = stored(&portal).await;
 
-    // Bad values: 400, the field named and marked, nothing stored.
-    let cases: [(&str, &str, &str); 5] = [
-        ("retention_days", "0", "retention_days"),
-        ("retention_days", "ninety", "retention_days"),
-        ("message_max_seconds", "301", "message_max_seconds"),
-        ("tuesday", "9 to 5", "opening_hours.tuesday"),
-        ("wednesday", "10:00-10:00", "opening_hours.wednesday"),
-    ];
-    for (field, value, named) in cases {
-        let page = owner
-            .post("/portal/call-handling", &form(&csrf, &[(field, value)]))
-            .await;
-        assert_eq!(page.status(), 400, "{field}={value}: {}", page.body);
-        assert!(page.body.contains(named), "{field}={value}: {}", page.body);
-        assert!(page.body.contains(r#"aria-invalid="true""#), "{field}");
-        assert!(page.body.contains(value), "the form keeps what was typed");
-        assert_eq!(
-            stored(&portal).await,
-            nothing,
-            "{field}={value}: nothing stored"
-        );
-    }
-    let page = owner
-        .post(
-            "/portal/call-handling",
-            &form(&csrf, &[("consent_prompt", "")]),
-        )
-        .await;
-    assert_eq!(page.status(), 400, "{}", page.body);
-    assert!(
-        page.body.contains("settings.consent_prompt"),
-        "{}",
-        page.body
-    );
-    // Without the CSRF token: 403, nothing stored.
-    let without: Vec<_> = form(&csrf, &[]).into_iter().skip(1).collect();
-    let page = owner.post("/portal/call-handling", &without).await;
-    assert_eq!(page.status(), 403, "{}", page.body);
-    assert_eq!(stored(&portal).await, nothing);
-
-    // Staff: no link, 403 on the page and the form, nothing stored.
-    let mut staff = portal
-        .signed_in_user(a, "staff@peterson.example", UserRole::Staff)
-        .await;
-    let home = staff.get("/portal/").await;
-    assert!(!home.body.contains(r#"href="/portal/call-handling""#));
-    let staff_csrf = csrf_of(&home.body);
-    assert_eq!(staff.get("/portal/call-handling").await.status(), 403);
-    let page = staff
-        .post("/portal/call-handling", &form(&staff_csrf, &[]))
-        .await;
-    assert_eq!(page.status(), 403, "{}", page.body);
+    bad_values_are_named_and_not_stored(&portal, &mut owner, &csrf).await;
+    staff_are_refused(&portal, a).await;
     assert_eq!(stored(&portal).await, nothing);
 
     // The owner saves: redirected, read back, stored for tenant A only.
