@@ -20,7 +20,8 @@
 //!   [`webhooks`] delivers the post-call events the outbox queues; [`audio`] is the local
 //!   backend's sound; [`prompts`] renders the prompts media-svc speaks itself (espeak-ng, cached).
 //! - [`erasure`]: a caller's export and erasure (across media-svc and memory-svc) and a tenant's,
-//!   each audited.
+//!   each audited; [`retention`] deletes each tenant's recordings and transcripts past its
+//!   retention.
 //! - [`playback`]: a call's recording read back (`ReadRecording`, `Call.recording`).
 //! - [`recording`]: call recordings (writer fed by the call driver, encrypted spool, uploader
 //!   to the object store, WAV reader).
@@ -43,6 +44,7 @@ pub mod playback;
 pub mod preview;
 pub mod prompts;
 pub mod recording;
+pub mod retention;
 pub mod runtime;
 pub mod server;
 pub mod service;

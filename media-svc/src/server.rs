@@ -16,7 +16,7 @@ use mesh::server::{Listeners, ServeConfig};
 
 use crate::runtime::{Deps, Runtime};
 use crate::settings::Settings;
-use crate::{outbox, recording, service, webhooks};
+use crate::{outbox, recording, retention, service, webhooks};
 
 /// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
 pub const NAME: &str = MEDIA_SVC;
@@ -86,6 +86,11 @@ pub async fn serve(
         runtime.recordings.clone(),
         outbox_stopped.clone(),
     ));
+    let retention_worker = tokio::spawn(retention::run(
+        runtime.clone(),
+        deps.calls.retention.clone(),
+        outbox_stopped.clone(),
+    ));
     let worker = tokio::spawn(outbox::run(
         runtime.clone(),
         deps.calls.outbox.clone(),
@@ -124,6 +129,7 @@ pub async fn serve(
     let _ = worker.await;
     let _ = webhook_worker.await;
     let _ = uploader.await;
+    let _ = retention_worker.await;
     served?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! layer recorded.
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use mesh::api::media::*;
 use mesh::audit::AuditPage;
 use mesh::auth::{operator_target, service_caller, tenant_caller};
@@ -295,9 +295,14 @@ impl call_service_server::CallService for MediaSvc {
     ) -> Result<Response<Self::ExportCallerStream>, Status> {
         let caller = tenant_caller(&request)?;
         let number = parse_caller("caller", &request.get_ref().caller)?;
-        let records = erasure::export_caller(&self.deps, caller, &number).await?;
+        let customer = caller.customer_id;
+        let (records, recordings) = erasure::export_caller(&self.deps, caller, &number).await?;
+        let audio =
+            erasure::recording_audio(self.deps.clone(), customer, recordings).map_err(Status::from);
         Ok(Response::new(
-            futures::stream::iter(records.into_iter().map(Ok)).boxed(),
+            futures::stream::iter(records.into_iter().map(Ok))
+                .chain(audio)
+                .boxed(),
         ))
     }
 

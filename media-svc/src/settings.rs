@@ -15,6 +15,7 @@ use crate::backend::openai::{ApiShape, OpenAiConfig};
 use crate::outbound::Limits;
 use crate::outbox::OutboxConfig;
 use crate::recording::{PlatformKeys, RecordingConfig, S3Config, StoreConfig};
+use crate::retention::RetentionConfig;
 use crate::server::NAME;
 use crate::twilio::TwilioConfig;
 use crate::webhooks::WebhookConfig;
@@ -65,6 +66,8 @@ pub struct CallConfig {
     pub webhooks: WebhookConfig,
     /// Outbox retry pacing.
     pub outbox: OutboxConfig,
+    /// Pacing of the retention task (recordings and transcripts past each tenant's retention).
+    pub retention: RetentionConfig,
     /// Age at which a backend session is replaced by a new one carrying the conversation so far
     /// (OpenAI Realtime sessions end at 30 minutes).
     pub session_max: Duration,
@@ -89,6 +92,7 @@ impl CallConfig {
             limits: Limits::default(),
             webhooks: WebhookConfig::default(),
             outbox: OutboxConfig::default(),
+            retention: RetentionConfig::default(),
             session_max: SESSION_MAX,
             recording: RecordingConfig::temporary(),
         }
@@ -119,6 +123,7 @@ impl CallConfig {
                 max_backoff: max_backoff?,
                 ..OutboxConfig::default()
             },
+            retention: RetentionConfig::default(),
             session_max: SESSION_MAX,
             recording: recording?,
         })

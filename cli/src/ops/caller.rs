@@ -127,7 +127,19 @@ impl Clients {
             .map_err(status)?
             .into_inner();
         while let Some(r) = s.message().await.map_err(status)? {
-            print("media-svc", format!("{:?}", r.record));
+            use base64::Engine as _;
+            use media_pb::export_caller_response::Record;
+            // A recording's audio pieces as base64 (the WAV bytes from `offset`).
+            let record = match r.record {
+                Some(Record::RecordingData(d)) => format!(
+                    "RecordingData {{ recording_id: {:?}, offset: {}, wav_base64: {:?} }}",
+                    d.recording_id,
+                    d.offset,
+                    base64::engine::general_purpose::STANDARD.encode(&d.data)
+                ),
+                other => format!("{other:?}"),
+            };
+            print("media-svc", record);
         }
         Ok(())
     }

@@ -71,7 +71,7 @@ impl WavSource {
     pub fn read(
         &self,
         range: Range<u64>,
-    ) -> impl Stream<Item = Result<Bytes, MediaError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Bytes, MediaError>> + Send + 'static + use<> {
         let len = self.len();
         let (start, end) = (range.start.min(len), range.end.min(len));
         let header = (start < WAV_HEADER_LEN && start < end).then(|| {

@@ -16,6 +16,7 @@
 //!   reservations of outbound calls being placed;
 //! - [`transcripts`] and [`usage`]: transcript turns and the monthly usage counters;
 //! - [`outbox`]: the post-call outbox (`RecordCall` to memory-svc);
+//! - [`retention`]: the retention task's tenants (V22) and its deletions;
 //! - [`webhooks`]: the post-call webhook events and their dead letters;
 //! - [`recordings`]: recording rows and tenant recording keys (V20).
 
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod listing;
 pub mod outbox;
 pub mod recordings;
+pub mod retention;
 pub mod streams;
 pub mod transcripts;
 pub mod usage;

@@ -288,6 +288,7 @@ async fn check_export(a: &mut common::Client) {
                 assert_eq!(t.call_sid, sid("CA", 1));
                 turns += 1;
             }
+            other => panic!("no recording here: {other:?}"),
         }
     }
     assert_eq!((calls, turns), (2, 1));

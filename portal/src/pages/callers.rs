@@ -257,7 +257,7 @@ async fn export(
         .await?
         .into_inner();
     while let Some(r) = media.message().await? {
-        line("media-svc", format!("{:?}", r.record));
+        line("media-svc", media_record(r.record));
     }
     tracing::info!(
         customer_id = owner.customer_id(),
@@ -280,6 +280,22 @@ async fn export(
         out,
     )
         .into_response())
+}
+
+/// One media-svc export record as a line's text: a recording's audio piece as base64 (the WAV
+/// bytes from `offset`), anything else as its debug form.
+fn media_record(record: Option<mesh::api::media::export_caller_response::Record>) -> String {
+    use base64::Engine as _;
+    use mesh::api::media::export_caller_response::Record;
+    match record {
+        Some(Record::RecordingData(d)) => format!(
+            "RecordingData {{ recording_id: {:?}, offset: {}, wav_base64: {:?} }}",
+            d.recording_id,
+            d.offset,
+            base64::engine::general_purpose::STANDARD.encode(&d.data)
+        ),
+        other => format!("{other:?}"),
+    }
 }
 
 #[derive(Template)]
