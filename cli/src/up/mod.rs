@@ -95,6 +95,24 @@ fn dev_secret(dir: &Path, name: &str, len: usize) -> anyhow::Result<(String, boo
     Ok((value, true))
 }
 
+/// `MEDIA_RECORDING_KEYS` from the environment, else the one kept in
+/// `<dir>/dev-media-recording-keys` (generated, mode 0600, on the first `up`). Losing that file
+/// makes the local recordings unreadable.
+fn recording_keys(dir: &Path) -> anyhow::Result<String> {
+    if let Ok(v) = std::env::var("MEDIA_RECORDING_KEYS")
+        && !v.trim().is_empty()
+    {
+        return Ok(v);
+    }
+    let path = dir.join("dev-media-recording-keys");
+    if let Ok(v) = std::fs::read_to_string(&path) {
+        return Ok(v.trim().to_owned());
+    }
+    let keys = media_svc::recording::PlatformKeys::generate().to_setting();
+    write_private(&path, &keys)?;
+    Ok(keys)
+}
+
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -256,6 +274,18 @@ impl Services {
             "WEBHOOK_ALLOW_INSECURE".into(),
             env_or("WEBHOOK_ALLOW_INSECURE", "true"),
         );
+        // Call recordings: a platform key generated once and kept here (never in the
+        // repository), the encrypted store and the spool in folders beside it.
+        base.insert("MEDIA_RECORDING_KEYS".into(), recording_keys(dir)?);
+        for (name, folder) in [
+            ("MEDIA_RECORDING_STORE", "recordings"),
+            ("MEDIA_RECORDING_SPOOL_DIR", "recording-spool"),
+        ] {
+            base.insert(
+                name.into(),
+                env_or(name, &dir.join(folder).display().to_string()),
+            );
+        }
         // The portal's mail (password-reset links) goes to a folder here unless SMTP is set.
         if !base.contains_key("PORTAL_SMTP_URL") {
             base.insert(

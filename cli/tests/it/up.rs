@@ -90,6 +90,9 @@ impl Up {
             .env_remove("DATABASE_URL")
             .env_remove("OPENAI_API_KEY")
             .env_remove("TWILIO_AUTH_TOKEN")
+            .env_remove("MEDIA_RECORDING_KEYS")
+            .env_remove("MEDIA_RECORDING_STORE")
+            .env_remove("MEDIA_RECORDING_SPOOL_DIR")
             .envs(&env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -194,11 +197,31 @@ fn up_then_operate_the_mesh_like_a_new_user() {
     assert_ne!(code, 0);
     assert!(out.contains("already running"), "{out}");
 
+    recordings_are_kept_under_the_home_folder(&up);
     portal_owners_are_invited(&up);
     call_each_demo_tenant(&up);
     grpcurl_with_a_minted_token(&up);
     bad_input_creates_nothing(&up);
     erase_one_tenants_caller(&up);
+}
+
+/// The recording platform key is generated into `.neurosphere/` (owner-only, never the
+/// repository), the encrypted store and the spool are folders beside it.
+fn recordings_are_kept_under_the_home_folder(up: &Up) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = up.dir.path().join(".neurosphere");
+    let key = home.join("dev-media-recording-keys");
+    let meta = std::fs::metadata(&key).expect("the recording key file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(
+        text.starts_with("1:") && text.trim().len() == 2 + 44,
+        "{}",
+        text.len()
+    );
+    for folder in ["recordings", "recording-spool"] {
+        assert!(home.join(folder).is_dir(), "{folder}");
+    }
 }
 
 /// `up` prints the portal and a one-time invitation link for each demo tenant's owner;

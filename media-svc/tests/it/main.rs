@@ -19,6 +19,7 @@ mod outbox_memory;
 mod preview;
 mod recording_erasure;
 mod recordings;
+mod recordings_bench;
 mod recordings_keys;
 mod recordings_s3;
 mod retention;
