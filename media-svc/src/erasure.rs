@@ -25,9 +25,9 @@ use crate::runtime::Runtime;
 use crate::store::audit::{AuditAction, audit};
 use crate::store::{self, calls as sql};
 
-/// Every call and transcript turn of `number`, and the rows of its finished recordings (their
-/// audio is streamed afterwards by [`recording_audio`]), read and audited in one transaction
-/// (the audit row exists iff the export was read).
+/// Every call, transcript turn and callback task of `number`, and the rows of its finished
+/// recordings (their audio is streamed afterwards by [`recording_audio`]), read and audited in
+/// one transaction (the audit row exists iff the export was read).
 pub async fn export_caller(
     rt: &Runtime,
     caller: &TenantCaller,
@@ -63,10 +63,16 @@ pub async fn export_caller(
                     recordings.push(row);
                 }
             }
+            let tasks = store::callback_tasks::of_caller(tx, number).await?;
+            let tasks_read = tasks.len();
+            out.extend(tasks.into_iter().map(|task| ExportCallerResponse {
+                record: Some(export_caller_response::Record::Task(task)),
+            }));
             let counts = [
                 store::count("media.calls", calls.len() as u64),
                 store::count("media.transcript_turns", turns_read as u64),
                 store::count("media.recordings", recordings.len() as u64),
+                store::count("media.callback_tasks", tasks_read as u64),
             ];
             audit(
                 tx,

@@ -25,6 +25,8 @@
 //! - [`playback`]: a call's recording read back (`ReadRecording`, `Call.recording`).
 //! - [`recording`]: call recordings (writer fed by the call driver, encrypted spool, uploader
 //!   to the object store, WAV reader).
+//! - [`inbox`]: the callback tasks callers left through the message flow
+//!   ([`call::message`]) or the agent took, listed and marked done for the portal's inbox.
 //! - [`preview`]: the instructions a call would send, rendered for the tenant portal's agent page
 //!   by the same [`instructions::for_call`] calls use.
 #![forbid(unsafe_code)]
@@ -35,6 +37,7 @@ pub mod backend;
 pub mod call;
 pub mod erasure;
 pub mod error;
+pub mod inbox;
 pub mod instructions;
 pub mod outbound;
 pub mod outbox;

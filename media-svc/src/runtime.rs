@@ -44,6 +44,8 @@ pub struct Runtime {
     pub webhooks: webhooks::Webhooks,
     /// Backend session rollover age.
     pub session_max: Duration,
+    /// The caps on message-taking calls (per tenant, and in all).
+    pub messages: crate::call::message::MessageCaps,
     /// Every call driver runs in this tracker, so shutdown can wait for the calls that ended
     /// during the drain to be finalised (row, usage, outbox) before the process exits.
     pub calls: tokio_util::task::TaskTracker,
@@ -86,6 +88,7 @@ impl Runtime {
             outbox_wake: Arc::default(),
             webhooks: webhooks::Webhooks::new(c.webhooks.clone())?,
             session_max: c.session_max,
+            messages: crate::call::message::MessageCaps::new(c.message_calls.0, c.message_calls.1),
             calls: tokio_util::task::TaskTracker::new(),
             cut_calls: tokio_util::sync::CancellationToken::new(),
             prompts: prompts::Prompts::with_store(recordings.vault.store.clone()),

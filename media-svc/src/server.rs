@@ -60,6 +60,8 @@ pub fn policy() -> Policy {
                 ("RenderInstructions", Rule::tenant(scope::MEDIA_PREVIEW)),
                 ("ListAuditEntries", Rule::tenant(scope::MEDIA_AUDIT)),
                 ("ReadRecording", Rule::tenant(scope::MEDIA_RECORDINGS)),
+                ("ListCallbackTasks", Rule::tenant(scope::MEDIA_MESSAGES)),
+                ("SetCallbackTaskDone", Rule::tenant(scope::MEDIA_MESSAGES)),
             ],
         )
         .service_methods(

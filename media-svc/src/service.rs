@@ -21,7 +21,7 @@ use crate::runtime::Runtime;
 use crate::store::calls as sql;
 use crate::store::webhooks as events;
 use crate::store::{self, ListFilter, NewCall, StatusUpdate};
-use crate::{answer, call, erasure, outbound, page, playback, preview};
+use crate::{answer, call, erasure, inbox, outbound, page, playback, preview};
 
 /// Implements the media-svc gRPC services.
 #[derive(Clone)]
@@ -431,6 +431,28 @@ impl call_service_server::CallService for MediaSvc {
         let call_sid = parse_call_sid("call_sid", &r.call_sid)?;
         let stream = playback::read(&self.deps, customer, &call_sid, r.offset, r.length).await?;
         Ok(Response::new(stream))
+    }
+
+    async fn list_callback_tasks(
+        &self,
+        request: Request<ListCallbackTasksRequest>,
+    ) -> Result<Response<ListCallbackTasksResponse>, Status> {
+        let customer = tenant(&request)?;
+        let r = request.get_ref();
+        let limit = page_size(r.page_size)?;
+        let response = inbox::list(&self.deps, customer, r, limit).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn set_callback_task_done(
+        &self,
+        request: Request<SetCallbackTaskDoneRequest>,
+    ) -> Result<Response<SetCallbackTaskDoneResponse>, Status> {
+        let customer = tenant(&request)?;
+        let task = inbox::set_done(&self.deps, customer, request.get_ref()).await?;
+        Ok(Response::new(SetCallbackTaskDoneResponse {
+            task: Some(task),
+        }))
     }
 }
 

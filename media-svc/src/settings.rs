@@ -73,6 +73,8 @@ pub struct CallConfig {
     pub session_max: Duration,
     /// Call recordings: keys, object store, spool.
     pub recording: RecordingConfig,
+    /// Message-taking calls at once: per tenant, and in all (one media-svc).
+    pub message_calls: (u32, u32),
 }
 
 impl CallConfig {
@@ -95,6 +97,7 @@ impl CallConfig {
             retention: RetentionConfig::default(),
             session_max: SESSION_MAX,
             recording: RecordingConfig::temporary(),
+            message_calls: (10, 200),
         }
     }
 
@@ -110,6 +113,8 @@ impl CallConfig {
         let limits = limits_from_env(env);
         let webhooks = webhooks_from_env(env);
         let recording = recording_from_env(env);
+        let message_per_tenant: Option<u32> = env.get(&catalog::MEDIA_MESSAGE_CALLS_PER_TENANT);
+        let message_max: Option<u32> = env.get(&catalog::MEDIA_MESSAGE_CALLS_MAX);
         Some(Self {
             backend: backend?,
             tenant_svc_url: tenant?,
@@ -126,6 +131,7 @@ impl CallConfig {
             retention: RetentionConfig::default(),
             session_max: SESSION_MAX,
             recording: recording?,
+            message_calls: (message_per_tenant?, message_max?),
         })
     }
 }

@@ -392,6 +392,9 @@ pub mod scope {
     /// owners and staff, and tokens minted with `neurosphere token mint`). Deliberately not a
     /// developer scope: an API key never reaches the audio.
     pub const MEDIA_RECORDINGS: &str = "media:recordings";
+    /// The tenant's callback tasks (messages callers left): list them, mark them done
+    /// (tenant tokens: the portal's owners and staff).
+    pub const MEDIA_MESSAGES: &str = "media:messages";
     /// media-svc admin RPCs (service tokens: the operator).
     pub const MEDIA_ADMIN: &str = "media:admin";
     /// media-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant erasure).
@@ -419,6 +422,7 @@ pub mod scope {
         MEDIA_PREVIEW,
         MEDIA_AUDIT,
         MEDIA_RECORDINGS,
+        MEDIA_MESSAGES,
     ];
 
     /// Scopes of a portal owner's tenant token (`AccountService.ExchangeSession`): everything a
@@ -439,6 +443,7 @@ pub mod scope {
         MEDIA_WEBHOOKS,
         MEDIA_PREVIEW,
         MEDIA_RECORDINGS,
+        MEDIA_MESSAGES,
     ];
 
     /// Scopes an API key may carry (`TeamService.CreateApiKey`): what a tenant's developer
@@ -453,8 +458,15 @@ pub mod scope {
     ];
 
     /// Scopes of a portal staff user's tenant token: calls, transcripts, recordings (to listen,
-    /// not to download: the portal keeps downloads to owners) and callers' memory, to read.
-    pub const STAFF_SCOPES: &[&str] = &[TENANT_READ, MEMORY_READ, MEDIA_READ, MEDIA_RECORDINGS];
+    /// not to download: the portal keeps downloads to owners) and callers' memory, to read; and
+    /// the callback tasks, to work through (staff return the calls).
+    pub const STAFF_SCOPES: &[&str] = &[
+        TENANT_READ,
+        MEMORY_READ,
+        MEDIA_READ,
+        MEDIA_RECORDINGS,
+        MEDIA_MESSAGES,
+    ];
 
     /// A tenant token a service other than the operator may ask `IssueTenantToken` for: the
     /// request's scopes and audiences must be among these, its lifetime at most `max_ttl`.

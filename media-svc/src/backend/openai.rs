@@ -2,8 +2,8 @@
 //! model and key, speaking the GA event shapes or the beta ones ([`ApiShape`]). mu-law on both
 //! sides (`audio/pcmu` / `g711_ulaw`), so caller bytes go into `input_audio_buffer.append`
 //! unchanged and `delta`s come back unchanged; server VAD; the tenant's voice; input
-//! transcription; tools `get_current_time`, `transfer_call` and, when the call asks the caller
-//! for recording consent, `record_consent`. An `error` event or a dropped
+//! transcription; tools `get_current_time`, `take_message`, `transfer_call` and, when the call
+//! asks the caller for recording consent, `record_consent`. An `error` event or a dropped
 //! connection becomes [`FromBackend::Error`], which ends the call (never a silent hang); so does
 //! a stalled one: when nothing has arrived for half of [`OpenAiConfig::stall_timeout`] the session
 //! sends a WebSocket ping, and when the other half passes with still nothing (not even the pong),
@@ -89,12 +89,24 @@ pub struct OpenAiBackend {
 
 /// The `session.update` event for `config` in the given shape.
 pub fn session_update(shape: ApiShape, model: &str, config: &SessionConfig) -> Value {
-    let mut tools = vec![json!({
-        "type": "function",
-        "name": "get_current_time",
-        "description": "Current date and time at the business.",
-        "parameters": {"type": "object", "properties": {}},
-    })];
+    let mut tools = vec![
+        json!({
+            "type": "function",
+            "name": "get_current_time",
+            "description": "Current date and time at the business.",
+            "parameters": {"type": "object", "properties": {}},
+        }),
+        json!({
+            "type": "function",
+            "name": "take_message",
+            "description": "Take a message for the business to call the caller back (the caller asks for a callback, or for someone who is not available). Give a short summary: who called, what about, how and when to reach them.",
+            "parameters": {
+                "type": "object",
+                "properties": {"summary": {"type": "string", "maxLength": 2000}},
+                "required": ["summary"],
+            },
+        }),
+    ];
     if !config.transfer_keywords.is_empty() {
         tools.push(json!({
             "type": "function",
@@ -434,16 +446,17 @@ mod tests {
         let beta = session_update(ApiShape::Beta, "x", &cfg());
         assert_eq!(beta["session"]["voice"], "marin");
         assert_eq!(beta["session"]["input_audio_format"], "g711_ulaw");
-        assert_eq!(beta["session"]["tools"][1]["name"], "transfer_call");
-        assert_eq!(beta["session"]["tools"].as_array().unwrap().len(), 2);
+        assert_eq!(beta["session"]["tools"][1]["name"], "take_message");
+        assert_eq!(beta["session"]["tools"][2]["name"], "transfer_call");
+        assert_eq!(beta["session"]["tools"].as_array().unwrap().len(), 3);
         let asking = SessionConfig {
             consent_tool: true,
             ..cfg()
         };
         let ga = session_update(ApiShape::Ga, "gpt-realtime", &asking);
-        assert_eq!(ga["session"]["tools"][2]["name"], "record_consent");
+        assert_eq!(ga["session"]["tools"][3]["name"], "record_consent");
         assert_eq!(
-            ga["session"]["tools"][2]["parameters"]["required"][0],
+            ga["session"]["tools"][3]["parameters"]["required"][0],
             "agreed"
         );
     }

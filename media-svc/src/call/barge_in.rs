@@ -42,6 +42,11 @@ impl BargeIn {
         self.media_ms = self.media_ms.max(timestamp_ms);
     }
 
+    /// Whether agent audio sent to the edge is still unheard.
+    pub fn agent_unheard(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The latest caller media time: where transcript turns and system notes are placed.
     pub fn media_ms(&self) -> u32 {
         self.media_ms

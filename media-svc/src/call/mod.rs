@@ -25,17 +25,22 @@
 //! 4. writes transcript turns as they happen (a writer task, so the relay never waits on SQL);
 //! 5. runs tools ([`tools`]: `get_current_time`; `transfer_call` redirects the call through
 //!    Twilio REST);
-//! 6. ends on `stop`, a vanished caller stream, a transfer, a backend error / lost backend
+//! 6. when the backend cannot be reached, fails or stalls on an inbound call, switches to the
+//!    message flow ([`message`]): the prompt at once, the caller's message recorded, a callback
+//!    task at the end (beyond the caps on message-taking calls: the old end, below);
+//! 7. ends on `stop`, a vanished caller stream, a transfer, a backend error / lost backend
 //!    (then a `hangup` tells the edge to play its apology), or the tenant's maximum call duration
 //!    (Twilio is asked to complete the call, and the edge gets a `hangup`), finishes the
 //!    recording, finalises the call row, usage (recorded seconds too) and the consent answer
 //!    (NO_ANSWER when asked and unanswered) and queues `RecordCall` in the outbox in the same
-//!    transaction, and wakes the outbox worker.
+//!    transaction (with the callback task and its `message.created` webhook event when a message
+//!    was taken), and wakes the outbox worker.
 
 pub mod barge_in;
 mod capture;
 mod consent;
 pub mod heard;
+pub mod message;
 mod relay;
 mod setup;
 mod tools;
@@ -146,6 +151,7 @@ pub async fn start(
         out: out_tx,
         barge: BargeIn::default(),
         capture: Capture::new(Policy::Off),
+        message: None,
     };
     rt_calls.spawn(call.run(inbound).instrument(span));
     Ok(ReceiverStream::new(out_rx).boxed())
@@ -166,6 +172,8 @@ struct Call {
     barge: BargeIn,
     /// The recording: policy, consent, writer, agent audio pending its mark.
     capture: Capture,
+    /// The message the caller left (message flow) or the agent took (`take_message`).
+    message: Option<message::TakenMessage>,
 }
 
 /// Why the call ended, and what the edge is told.
@@ -178,6 +186,8 @@ enum End {
     Shutdown,
     /// The call reached its tenant's maximum duration.
     MaxDuration,
+    /// The caller's message reached the tenant's maximum length.
+    MessageLimit,
 }
 
 impl End {
@@ -189,6 +199,7 @@ impl End {
             End::EdgeGone => EndReason::StreamClosed,
             End::Shutdown => EndReason::Shutdown,
             End::MaxDuration => EndReason::MaxDuration,
+            End::MessageLimit => EndReason::MessageLimit,
         }
     }
 }
@@ -235,7 +246,17 @@ impl Call {
         metrics::gauge!("media_calls_active").increment(1.0);
         let started = Instant::now();
         let (turns, writer) = spawn_turn_writer(&self.rt, self.customer, self.call_sid.clone());
-        let end = self.relay(&mut inbound, &turns).await;
+        let mut end = self.relay(&mut inbound, &turns).await;
+        // An inbound caller whom the agent could not answer leaves a message instead of hearing
+        // the apology (an outbound callee was called by the business: nothing to take).
+        if matches!(end, End::BackendError)
+            && self.outbound.is_none()
+            && let Some(after) = self
+                .message_flow(&mut inbound, store::callback_tasks::Reason::BackendDown)
+                .await
+        {
+            end = after;
+        }
         drop(turns);
         let _ = writer.await;
         let recorded = consent::end_recording(&mut self.capture).await;
@@ -246,7 +267,7 @@ impl Call {
                 }))
                 .await;
             }
-            End::BackendError | End::MaxDuration => {
+            End::BackendError | End::MaxDuration | End::MessageLimit => {
                 self.send(Out::Hangup(Hangup {
                     reason: end.reason().as_str().into(),
                 }))
@@ -256,8 +277,10 @@ impl Call {
             // socket with an error, so Twilio plays the apology.
             End::CallerHangup | End::EdgeGone | End::Shutdown => {}
         }
+        let webhook = self.message_webhook_wanted().await;
         // Finalising is idempotent (the row keeps its first end, usage is counted once, the
-        // outbox entry is unique per call), so it is tried again through a database restart.
+        // outbox entry is unique per call, the task and its event too), so it is tried again
+        // through a database restart.
         let finished = store::retry_while_unavailable(
             FINISH_RETRY_BUDGET,
             FINISH_RETRY_PAUSE,
@@ -266,7 +289,7 @@ impl Call {
                 metrics::counter!("media_finish_retries_total").increment(1);
                 tracing::warn!(error = %e, "database unavailable at call end; finalising again shortly");
             },
-            || self.finish(&end, &recorded),
+            || self.finish(&end, &recorded, webhook),
         )
         .await;
         if let Err(e) = finished {
@@ -277,9 +300,37 @@ impl Call {
         tracing::info!(reason = end.reason().as_str(), "call ended");
     }
 
+    /// Whether the tenant wants the `message.created` event of the call's message (asked before
+    /// the finishing transaction: a network call must not hold one). When tenant-svc cannot say,
+    /// the event is queued anyway: its delivery asks again, and a webhook that does not exist
+    /// ends it at once (a dead letter), so no tenant that has one misses a message.
+    async fn message_webhook_wanted(&self) -> bool {
+        if self.message.is_none() {
+            return false;
+        }
+        let read = tokio::time::timeout(
+            self.rt.peers.timeout(),
+            self.rt.peers.outbound_settings(self.customer),
+        )
+        .await;
+        match read {
+            Ok(Ok(s)) => s.settings.is_some_and(|s| !s.webhook_url.is_empty()),
+            _ => {
+                tracing::warn!("webhook settings unavailable; the message event is queued anyway");
+                true
+            }
+        }
+    }
+
     /// Finalises the row, usage (recorded seconds too) and the consent answer, and queues
-    /// `RecordCall`, in one transaction.
-    async fn finish(&self, end: &End, recorded: &consent::Ended) -> Result<(), MediaError> {
+    /// `RecordCall` (and writes the call's callback task with its `message.created` event), in
+    /// one transaction.
+    async fn finish(
+        &self,
+        end: &End,
+        recorded: &consent::Ended,
+        webhook: bool,
+    ) -> Result<(), MediaError> {
         let transferred = matches!(end, End::Transfer(_));
         let reason = end.reason();
         let customer = self.customer;
@@ -321,10 +372,16 @@ impl Call {
                     )
                     .await?;
                 }
+                if let Some(taken) = &self.message {
+                    self.write_task(tx, taken, caller.as_ref(), webhook).await?;
+                }
                 Ok::<_, MediaError>(())
             })
             .await?;
         self.rt.outbox_wake.notify_one();
+        if self.message.is_some() && webhook {
+            self.rt.webhooks.wake();
+        }
         Ok(())
     }
 }

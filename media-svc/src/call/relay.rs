@@ -20,6 +20,7 @@ use tonic::Status;
 
 use super::capture::{Capture, policy_of};
 use super::consent::Via;
+use super::message::{COMFORT_EVERY, comfort_tone};
 use super::setup::rollover_instructions;
 use super::{Call, End, TurnTx};
 use crate::backend::{CONNECT_TIMEOUT, FromBackend, Session, SessionConfig, ToBackend};
@@ -65,7 +66,29 @@ async fn tenant_max_call(rt: Runtime, customer: CustomerId) -> Duration {
     }
 }
 
+/// Silence after the caller's last voiced frame, with nothing from the backend since, after
+/// which the caller hears a comfort tone (the backend is slow to answer, or stalling: it ends
+/// as a backend error at its stall timeout, and the message flow follows).
+const COMFORT_AFTER_SPEECH: Duration = Duration::from_millis(2500);
+/// Comfort tones at most per wait (the backend's stall timeout ends a longer one).
+const COMFORT_TONES: u8 = 6;
+
 impl Call {
+    /// Whether this message from the edge is caller speech while no agent audio is unheard:
+    /// what (re)arms the comfort tone.
+    fn caller_spoke(&self, msg: &Result<Option<StreamCallRequest>, Status>) -> bool {
+        match msg {
+            Ok(Some(StreamCallRequest {
+                event: Some(In::Audio(frame)),
+            })) => {
+                !self.barge.agent_unheard()
+                    && crate::audio::energy(&frame.payload)
+                        > crate::backend::local::SPEECH_THRESHOLD
+            }
+            _ => false,
+        }
+    }
+
     /// Sends an event to the edge; a closed edge ends the call.
     async fn to_edge(&self, event: Out) -> Step {
         if self.send(event).await {
@@ -119,13 +142,23 @@ impl Call {
         let tenant_max = tenant_max_call(self.rt.clone(), self.customer);
         tokio::pin!(tenant_max);
         let mut tenant_max_known = false;
+        // The comfort tone while the caller waits for an answer (see `arm_comfort`).
+        let comfort = tokio::time::sleep(self.rt.session_max);
+        tokio::pin!(comfort);
+        let mut comfort_left = 0u8;
         let end = loop {
             // In this order when several are ready: what the caller already sent (a `stop` that
             // arrived with a shutdown must still end the call as a hang-up), then a shutdown cut,
             // then the rest. Inbound frames arrive every 20 ms, so the cut waits at most one.
             let step = tokio::select! {
                 biased;
-                msg = inbound.message() => self.on_caller(msg, &mut live, turns).await,
+                msg = inbound.message() => {
+                    if self.caller_spoke(&msg) {
+                        comfort.as_mut().reset(tokio::time::Instant::now() + COMFORT_AFTER_SPEECH);
+                        comfort_left = COMFORT_TONES;
+                    }
+                    self.on_caller(msg, &mut live, turns).await
+                }
                 () = self.rt.cut_calls.cancelled() => ControlFlow::Break(End::Shutdown),
                 limit = &mut tenant_max, if !tenant_max_known => {
                     tenant_max_known = true;
@@ -137,7 +170,15 @@ impl Call {
                     rollover.as_mut().reset(tokio::time::Instant::now() + self.rt.session_max);
                     self.roll_over(&mut live).await
                 }
-                ev = live.session.recv() => self.on_backend(ev, &mut live, turns).await,
+                ev = live.session.recv() => {
+                    comfort_left = 0;
+                    self.on_backend(ev, &mut live, turns).await
+                }
+                () = &mut comfort, if comfort_left > 0 => {
+                    comfort_left -= 1;
+                    comfort.as_mut().reset(tokio::time::Instant::now() + COMFORT_EVERY);
+                    self.play(&comfort_tone()).await
+                }
             };
             if let ControlFlow::Break(end) = step {
                 break end;

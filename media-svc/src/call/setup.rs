@@ -7,7 +7,13 @@
 use chrono::Utc;
 use mesh::api::tenant::AgentProfile;
 
+use std::time::Duration;
+
+use mesh::api::media::Clear;
+use mesh::api::media::stream_call_response::Event as Out;
+
 use super::capture::policy_of;
+use super::message::{COMFORT_EVERY, comfort_tone};
 use super::{Call, End};
 use crate::backend::{CONNECT_TIMEOUT, Session, SessionConfig};
 use crate::instructions;
@@ -39,6 +45,9 @@ pub(super) fn rollover_instructions(base: &str, history: &[String]) -> String {
          <<<TRANSCRIPT\n{transcript}\nTRANSCRIPT>>>\n"
     )
 }
+
+/// Silence after which a caller waiting for the backend's session hears a comfort tone.
+pub const COMFORT_AFTER: Duration = Duration::from_millis(1000);
 
 impl Call {
     /// Whether the agent greets first on this outbound call: the tenant's
@@ -168,16 +177,43 @@ impl Call {
         (call.profile, config, handling)
     }
 
-    /// Opens the backend session; a failure or a timeout ends the call as a backend error.
+    /// Opens the backend session; a failure or a timeout ends the call as a backend error (then
+    /// the message flow). While the backend takes longer than [`COMFORT_AFTER`] to answer, the
+    /// caller hears a soft comfort tone (never dead air), cleared once the session is open.
     pub(super) async fn open_session(&self, config: SessionConfig) -> Result<Session, End> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.rt.backend.connect(config)).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => {
+        let connect = self.rt.backend.connect(config);
+        tokio::pin!(connect);
+        let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(deadline);
+        let mut comfort =
+            tokio::time::interval_at(tokio::time::Instant::now() + COMFORT_AFTER, COMFORT_EVERY);
+        let mut comforted = false;
+        let opened = loop {
+            tokio::select! {
+                biased;
+                opened = &mut connect => break Some(opened),
+                () = &mut deadline => break None,
+                _ = comfort.tick() => {
+                    comforted = true;
+                    if let std::ops::ControlFlow::Break(end) = self.play(&comfort_tone()).await {
+                        return Err(end);
+                    }
+                }
+            }
+        };
+        match opened {
+            Some(Ok(s)) => {
+                if comforted && !self.send(Out::Clear(Clear {})).await {
+                    return Err(End::EdgeGone);
+                }
+                Ok(s)
+            }
+            Some(Err(e)) => {
                 metrics::counter!("media_backend_errors_total").increment(1);
                 tracing::error!(error = %e, "backend session failed to open");
                 Err(End::BackendError)
             }
-            Err(_) => {
+            None => {
                 metrics::counter!("media_backend_errors_total").increment(1);
                 tracing::error!("backend session timed out opening");
                 Err(End::BackendError)

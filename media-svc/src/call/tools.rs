@@ -1,5 +1,6 @@
-//! The tools the agent may call: `get_current_time` (at the business, in its time zone) and
-//! `transfer_call` (by the keyword of one of the tenant's transfer rules, whose number must be in
+//! The tools the agent may call: `get_current_time` (at the business, in its time zone),
+//! `take_message` (a callback task with the agent's summary, written when the call is finalised:
+//! [`super::message`]) and `transfer_call` (by the keyword of one of the tenant's transfer rules, whose number must be in
 //! the tenant's transfer regions and not of a restricted kind: Twilio REST redirects the live call
 //! to dial the rule's number for at most the tenant's maximum call duration, and the call ends
 //! here). Outputs are JSON text for the
@@ -11,6 +12,7 @@ use mesh::api::tenant::AgentProfile;
 use mesh::domain::{DialPolicy, PhoneNumber};
 
 use super::{Call, End, TurnTx};
+use crate::store::callback_tasks::{MAX_NOTE, Reason};
 use crate::twilio;
 
 /// The format of a local time told to the agent.
@@ -24,7 +26,7 @@ fn refusal(error: &str) -> String {
 impl Call {
     /// Runs a tool; returns its output and, for a completed transfer, the end of the call.
     pub(super) async fn tool(
-        &self,
+        &mut self,
         profile: &AgentProfile,
         name: &str,
         arguments: &str,
@@ -33,6 +35,7 @@ impl Call {
         match name {
             "get_current_time" => (current_time(profile), None),
             "transfer_call" => self.transfer(profile, arguments, turns).await,
+            "take_message" => (self.take_message(arguments, turns), None),
             other => {
                 tracing::warn!(tool = %other.escape_debug(), "backend asked for an unknown tool");
                 (refusal("unknown tool"), None)
@@ -96,6 +99,35 @@ impl Call {
 }
 
 impl Call {
+    /// `take_message`: `{"summary": ...}` becomes the call's callback task (reason `agent`) when
+    /// the call is finalised; a second one in the same call is added to its note.
+    fn take_message(&mut self, arguments: &str, turns: &TurnTx) -> String {
+        let summary = serde_json::from_str::<serde_json::Value>(arguments)
+            .ok()
+            .and_then(|v| v.get("summary").and_then(|k| k.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        let summary = summary.trim();
+        if summary.is_empty() {
+            return refusal("a summary of the message is required");
+        }
+        let taken = self
+            .message
+            .get_or_insert_with(|| super::message::TakenMessage::new(Reason::Agent));
+        let note: String = summary.chars().take(MAX_NOTE).collect();
+        if taken.note.is_empty() {
+            taken.note = note;
+        } else if taken.note.chars().count() + note.chars().count() < MAX_NOTE {
+            taken.note = format!("{}\n{note}", taken.note);
+        }
+        metrics::counter!("media_messages_taken_by_agent_total").increment(1);
+        let _ = turns.send((
+            Speaker::System,
+            "[message taken for a callback]".into(),
+            self.barge.media_ms(),
+        ));
+        serde_json::json!({"ok": true}).to_string()
+    }
+
     /// Toll fraud at dial time: the target must be in the tenant's transfer regions (its
     /// `transfer_regions`, else the regions of its own numbers) and not of a restricted kind it
     /// has not allowed, read fresh from tenant-svc (a rule saved before a region was removed, or

@@ -48,10 +48,12 @@ pub enum EndReason {
     Canceled,
     /// Refused at registration: the tenant was at its concurrent-call limit.
     CallLimit,
+    /// The caller's message (the message flow) reached the tenant's maximum length.
+    MessageLimit,
 }
 
 impl EndReason {
-    const ALL: [EndReason; 12] = [
+    const ALL: [EndReason; 13] = [
         Self::CallerHangup,
         Self::Transfer,
         Self::BackendError,
@@ -64,6 +66,7 @@ impl EndReason {
         Self::NoAnswer,
         Self::Canceled,
         Self::CallLimit,
+        Self::MessageLimit,
     ];
 
     /// The column's (and the wire's) spelling.
@@ -81,6 +84,7 @@ impl EndReason {
             Self::NoAnswer => "no-answer",
             Self::Canceled => "canceled",
             Self::CallLimit => "call-limit",
+            Self::MessageLimit => "message-limit",
         }
     }
 

@@ -15,13 +15,18 @@ use crate::error::MediaError;
 /// What erasing one caller deletes, in order (every table but `calls` finds its rows through the
 /// caller's calls; each also references `calls` with `ON DELETE CASCADE`, so a row written by a
 /// racing transaction cannot outlive its call).
-pub const CALLER_TABLES: [(&str, &str); 5] = [
+pub const CALLER_TABLES: [(&str, &str); 6] = [
     // The row holds the recording's wrapped data key: deleting it makes the recording
     // unreadable. Issue 20 lane S deletes the objects first through `Recordings::delete`.
     (
         "media.recordings",
         "DELETE FROM media.recordings r USING media.calls c \
          WHERE r.customer_id = c.customer_id AND r.call_sid = c.call_sid AND c.caller = $1",
+    ),
+    (
+        "media.callback_tasks",
+        "DELETE FROM media.callback_tasks t USING media.calls c \
+         WHERE t.customer_id = c.customer_id AND t.call_sid = c.call_sid AND c.caller = $1",
     ),
     (
         "media.webhook_events",
@@ -42,7 +47,8 @@ pub const CALLER_TABLES: [(&str, &str); 5] = [
 ];
 
 /// What erasing a tenant deletes, in order (rows referencing `calls` first).
-pub const TENANT_TABLES: [&str; 9] = [
+pub const TENANT_TABLES: [&str; 10] = [
+    "media.callback_tasks",
     "media.recordings",
     // Destroying the tenant's recording keys makes every copy of its recordings unreadable.
     "media.recording_keys",

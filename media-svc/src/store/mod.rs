@@ -1,12 +1,13 @@
 //! Every SQL statement of media-svc, over its tables (`migrations/V4__media.sql`,
 //! `V7__outbound_calls.sql`, `V10__webhook_events.sql`, `V12__call_answers_and_streams.sql`,
-//! `V15__erasure.sql`). Every function takes a transaction
+//! `V15__erasure.sql`, `V23__callback_tasks.sql`). Every function takes a transaction
 //! opened by `Db::tenant_tx`, so row-level security confines it to one tenant (the two
 //! `due_tenants` scans run in `Db::service_tx` through SECURITY DEFINER functions that return
 //! tenant ids only); domain values, typed ids and plain numbers go in, rows come out as typed
 //! structs with the text and number columns read back as Rust enums.
 //!
 //! - [`audit`](mod@audit): the audit log of exports and erasures (V15);
+//! - [`callback_tasks`]: the messages callers left (V23);
 //! - [`calls`]: the call rows (register, refusal, status, export);
 //! - [`consent`]: a call's recording policy and consent answer, and its recorded seconds in usage (V21);
 //! - [`listing`]: the calls listing and the dashboard's figures (`GetCallStats`);
@@ -21,6 +22,7 @@
 //! - [`recordings`]: recording rows and tenant recording keys (V20).
 
 pub mod audit;
+pub mod callback_tasks;
 pub mod calls;
 pub mod consent;
 pub mod erase;

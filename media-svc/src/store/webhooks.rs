@@ -1,5 +1,5 @@
-//! Post-call webhook events (`media.webhook_events`, migration V10): one per call, inserted with
-//! its body fixed; claimed by the delivery worker under a lease; marked delivered, rescheduled or
+//! Webhook events (`media.webhook_events`, migrations V10 and V23): at most one per call and
+//! type (`call.completed`, `message.created`), inserted with its body fixed; claimed by the delivery worker under a lease; marked delivered, rescheduled or
 //! dead (a dead letter), and requeued on request. Plus the database's caller-hash key.
 //!
 //! An event's state is in its timestamps: pending while `delivered_at` and `dead_at` are both
@@ -26,12 +26,31 @@ pub enum EventState {
     Dead,
 }
 
+/// An event's type: the text of `media.webhook_events.event_type`, also the body's `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The post-call event (V10's, unchanged).
+    CallCompleted,
+    /// A callback task was created (V23).
+    MessageCreated,
+}
+
+impl EventType {
+    /// The column's (and the body's) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CallCompleted => "call.completed",
+            Self::MessageCreated => "message.created",
+        }
+    }
+}
+
 /// An event claimed for one delivery attempt.
 #[derive(Debug)]
 pub struct ClaimedEvent {
     /// The event.
     pub event_id: Uuid,
-    /// The call it is about (for logs).
+    /// The call it is about (for logs; empty for an event without a call).
     pub call_sid: String,
     /// The body, signed and sent as it is.
     pub body: Vec<u8>,
@@ -43,8 +62,10 @@ pub struct ClaimedEvent {
 pub struct NewEvent<'a> {
     /// Its id (also in the body).
     pub event_id: Uuid,
-    /// The call.
-    pub call_sid: &'a CallSid,
+    /// Its type.
+    pub event_type: EventType,
+    /// The call, when it is about one.
+    pub call_sid: Option<&'a CallSid>,
     /// The JSON body.
     pub body: &'a [u8],
     /// How long it is retried before it is dead-lettered.
@@ -61,34 +82,40 @@ pub async fn caller_hash_key(tx: &Tx<'_>) -> Result<Vec<u8>, MediaError> {
     Ok(row.get(0))
 }
 
-/// Whether the call already has its event.
-pub async fn has_event(tx: &Tx<'_>, call_sid: &CallSid) -> Result<bool, MediaError> {
+/// Whether the call already has its event of this type.
+pub async fn has_event(
+    tx: &Tx<'_>,
+    event_type: EventType,
+    call_sid: &CallSid,
+) -> Result<bool, MediaError> {
     let existing = tx
         .query_opt(
-            "SELECT event_id FROM media.webhook_events WHERE call_sid = $1",
-            &[call_sid],
+            "SELECT event_id FROM media.webhook_events WHERE call_sid = $1 AND event_type = $2",
+            &[call_sid, &event_type.as_str()],
         )
         .await?;
     Ok(existing.is_some())
 }
 
-/// Inserts the event unless the call already has one (UNIQUE `(customer_id, call_sid)`);
-/// returns its id when it was inserted.
+/// Inserts the event unless the call already has one of its type (UNIQUE `(customer_id,
+/// event_type, call_sid)`); returns its id when it was inserted.
 pub async fn insert_event(tx: &Tx<'_>, event: &NewEvent<'_>) -> Result<Option<Uuid>, MediaError> {
     let retry_for = event.retry_for.as_secs_f64();
     let inserted = tx
         .query_opt(
             "INSERT INTO media.webhook_events \
-               (customer_id, event_id, call_sid, body, retry_for, give_up_at, created_at) \
+               (customer_id, event_id, call_sid, body, retry_for, give_up_at, created_at, \
+                event_type) \
              VALUES (app.current_customer_id(), $1, $2, $3, make_interval(secs => $4), \
-                     $5::timestamptz + make_interval(secs => $4), $5) \
-             ON CONFLICT (customer_id, call_sid) DO NOTHING RETURNING event_id",
+                     $5::timestamptz + make_interval(secs => $4), $5, $6) \
+             ON CONFLICT (customer_id, event_type, call_sid) DO NOTHING RETURNING event_id",
             &[
                 &event.event_id,
                 &event.call_sid,
                 &event.body,
                 &retry_for,
                 &event.created_at,
+                &event.event_type.as_str(),
             ],
         )
         .await?;
@@ -126,7 +153,7 @@ pub async fn claim(
                                   AND next_attempt_at <= now() \
                                 ORDER BY next_attempt_at, created_at \
                                 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING event_id, call_sid, body, attempts",
+             RETURNING event_id, coalesce(call_sid, ''), body, attempts",
             &[&lease.as_secs_f64(), &limit],
         )
         .await?;
@@ -228,7 +255,8 @@ pub async fn list_dead_letters(
     let (after_time, after_id) = after.unzip();
     let rows = tx
         .query(
-            "SELECT event_id, call_sid, attempts, coalesce(last_error, ''), created_at, dead_at \
+            "SELECT event_id, coalesce(call_sid, ''), attempts, coalesce(last_error, ''), \
+                    created_at, dead_at \
              FROM media.webhook_events \
              WHERE dead_at IS NOT NULL \
                AND ($1::timestamptz IS NULL OR (dead_at, event_id) < ($1, $2::uuid)) \
@@ -283,8 +311,9 @@ pub async fn list_deliveries(
     let (after_time, after_id) = after.unzip();
     let rows = tx
         .query(
-            "SELECT event_id, call_sid, attempts, coalesce(last_response_code, 0)::int4, \
-                    coalesce(last_error, ''), created_at, last_attempt_at, delivered_at, dead_at \
+            "SELECT event_id, coalesce(call_sid, ''), attempts, \
+                    coalesce(last_response_code, 0)::int4, coalesce(last_error, ''), created_at, \
+                    last_attempt_at, delivered_at, dead_at, event_type \
              FROM media.webhook_events \
              WHERE $1::timestamptz IS NULL OR (created_at, event_id) < ($1, $2::uuid) \
              ORDER BY created_at DESC, event_id DESC LIMIT $3",
@@ -317,6 +346,7 @@ pub async fn list_deliveries(
                 create_time: Some(timestamp(r.get(5))),
                 last_attempt_time: r.get::<_, Option<DateTime<Utc>>>(6).map(timestamp),
                 finish_time: delivered.or(dead).map(timestamp),
+                event_type: r.get(9),
             }
         })
         .collect();

@@ -81,6 +81,57 @@ pub fn build(
     })
 }
 
+/// The body of a `message.created` event (JSON): the task, never its transcript or audio, and
+/// the caller as its keyed hash (`null` when the network withheld the number).
+pub fn build_message(
+    event_id: Uuid,
+    created_at: DateTime<Utc>,
+    customer: CustomerId,
+    portal_base_url: &str,
+    message: &super::MessageEvent<'_>,
+    caller_number_hash: Option<String>,
+) -> Result<Vec<u8>, MediaError> {
+    let body = MessageBody {
+        kind: "message.created",
+        event_id: event_id.to_string(),
+        created_at: rfc3339(created_at),
+        customer_id: customer.get(),
+        message: MessagePart {
+            task_id: message.task_id.to_string(),
+            reason: message.reason.as_str(),
+            created_at: rfc3339(message.created_at),
+            call_sid: message.call_sid.as_str().to_owned(),
+            caller_number_hash,
+            portal_url: format!(
+                "{}/portal/messages#task-{}",
+                portal_base_url.trim_end_matches('/'),
+                message.task_id
+            ),
+        },
+    };
+    serde_json::to_vec(&body).map_err(|e| MediaError::Internal(format!("event JSON: {e}")))
+}
+
+#[derive(Serialize)]
+struct MessageBody {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event_id: String,
+    created_at: String,
+    customer_id: i64,
+    message: MessagePart,
+}
+
+#[derive(Serialize)]
+struct MessagePart {
+    task_id: String,
+    reason: &'static str,
+    created_at: String,
+    call_sid: String,
+    caller_number_hash: Option<String>,
+    portal_url: String,
+}
+
 #[derive(Serialize)]
 pub(super) struct EventBody<'a> {
     #[serde(rename = "type")]

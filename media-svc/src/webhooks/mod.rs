@@ -31,7 +31,8 @@ use uuid::Uuid;
 
 use crate::error::MediaError;
 use crate::store;
-use crate::store::webhooks::{self as sql, NewEvent};
+use crate::store::callback_tasks::Reason;
+use crate::store::webhooks::{self as sql, EventType, NewEvent};
 use destination::PublicOnly;
 use event::CallerField;
 
@@ -184,7 +185,7 @@ pub async fn enqueue(
     summary: &str,
     settings: EventSettings,
 ) -> Result<Option<Uuid>, MediaError> {
-    if sql::has_event(tx, call_sid).await? {
+    if sql::has_event(tx, EventType::CallCompleted, call_sid).await? {
         return Ok(None);
     }
     let call = store::calls::get_call(tx, call_sid, false)
@@ -209,7 +210,59 @@ pub async fn enqueue(
     )?;
     let new = NewEvent {
         event_id,
-        call_sid,
+        event_type: EventType::CallCompleted,
+        call_sid: Some(call_sid),
+        body: &body,
+        retry_for: webhooks.config().retry_for,
+        created_at,
+    };
+    sql::insert_event(tx, &new).await
+}
+
+/// A callback task a `message.created` event announces.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageEvent<'a> {
+    /// The task.
+    pub task_id: Uuid,
+    /// Why it exists.
+    pub reason: Reason,
+    /// When it was created.
+    pub created_at: chrono::DateTime<Utc>,
+    /// The call it came from.
+    pub call_sid: &'a CallSid,
+    /// The caller (carried as its keyed hash only).
+    pub caller: Option<&'a CallerNumber>,
+}
+
+/// Queues the `message.created` event of a callback task inside the caller's tenant transaction
+/// (the one that creates the task), unless the call already has one; returns the new event id.
+/// The body carries the task id, the reason, the time, the call and a link to the portal's
+/// inbox, and the caller as its keyed hash: never the number, the transcript or the audio.
+pub async fn enqueue_message(
+    tx: &Tx<'_>,
+    webhooks: &Webhooks,
+    customer: CustomerId,
+    portal_base_url: &str,
+    message: MessageEvent<'_>,
+) -> Result<Option<Uuid>, MediaError> {
+    let caller_hash = match message.caller {
+        Some(number) => Some(webhooks.caller_hash_in(tx, customer, number).await?),
+        None => None,
+    };
+    let event_id = Uuid::new_v4();
+    let created_at = Utc::now();
+    let body = event::build_message(
+        event_id,
+        created_at,
+        customer,
+        portal_base_url,
+        &message,
+        caller_hash,
+    )?;
+    let new = NewEvent {
+        event_id,
+        event_type: EventType::MessageCreated,
+        call_sid: Some(message.call_sid),
         body: &body,
         retry_for: webhooks.config().retry_for,
         created_at,

@@ -99,6 +99,7 @@ async fn about_x(svc: &Svc, customer: i64) -> i64 {
         format!("SELECT count(*) FROM media.calls WHERE {c} AND caller = '{X}'"),
         format!("SELECT count(*) FROM media.transcript_turns WHERE {c} AND call_sid IN ({calls})"),
         format!("SELECT count(*) FROM media.outbox WHERE {c} AND call_sid IN ({calls})"),
+        format!("SELECT count(*) FROM media.callback_tasks WHERE {c} AND caller = '{X}'"),
         format!("SELECT count(*) FROM memory.memories WHERE {c} AND user_id = '{X}'"),
         format!("SELECT count(*) FROM memory.call_summaries WHERE {c} AND user_id = '{X}'"),
         format!("SELECT count(*) FROM memory.caller_profiles WHERE {c} AND user_id = '{X}'"),
@@ -108,7 +109,8 @@ async fn about_x(svc: &Svc, customer: i64) -> i64 {
     n
 }
 
-/// Calls, transcript turns, a queued post-call record, a pending webhook event and memories of
+/// Calls, transcript turns, a queued post-call record, a pending webhook event, a callback task
+/// and memories of
 /// `X` (and of `Y`) for `customer`; `first` numbers the CallSids.
 async fn seed(svc: &Svc, customer: i64, first: u32) {
     let mut client = svc.client(customer).await;
@@ -130,6 +132,9 @@ async fn seed(svc: &Svc, customer: i64, first: u32) {
         ),
         format!(
             "INSERT INTO media.webhook_events (customer_id, event_id, call_sid, body, retry_for, give_up_at, next_attempt_at) VALUES ({customer}, gen_random_uuid(), '{c2}', 'transcript', '1 day', {later}, {later})"
+        ),
+        format!(
+            "INSERT INTO media.callback_tasks (customer_id, task_id, call_sid, caller, reason, note) VALUES ({customer}, gen_random_uuid(), '{c2}', '{X}', 'agent', 'call back about PX-1')"
         ),
         format!(
             "INSERT INTO memory.memories (customer_id, id, user_id, type, key, value, expires_at) VALUES ({customer}, gen_random_uuid(), '{X}', 'fact', 'policy', '\"PX-1\"', now() + interval '1 day'), ({customer}, gen_random_uuid(), '{Y}', 'fact', 'policy', '\"PY-2\"', now() + interval '1 day')"
@@ -179,7 +184,7 @@ async fn one_erase_covers_media_and_memory_for_one_tenant_only_with_an_audit_row
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("`caller`"), "{}", e.message());
-    assert_eq!(about_x(&svc, a).await, 5, "refusals erased nothing");
+    assert_eq!(about_x(&svc, a).await, 6, "refusals erased nothing");
     assert_eq!(
         audits(&svc, "media", a, "erase_caller").await,
         0,
@@ -191,6 +196,7 @@ async fn one_erase_covers_media_and_memory_for_one_tenant_only_with_an_audit_row
     assert_eq!(rows(&erased, "media.transcript_turns"), 1);
     assert_eq!(rows(&erased, "media.outbox"), 1);
     assert_eq!(rows(&erased, "media.webhook_events"), 1);
+    assert_eq!(rows(&erased, "media.callback_tasks"), 1);
     assert_eq!(rows(&erased, "memory.memories"), 1);
     assert_eq!(about_x(&svc, a).await, 0);
     assert_eq!(

@@ -13,6 +13,7 @@ mod capture;
 mod erase;
 mod listing;
 mod moto;
+mod messages;
 mod openai_realtime;
 mod outbound;
 mod outbox_memory;

@@ -415,6 +415,50 @@ async fn beta_call_bridges_audio_barges_in_stores_transcripts_and_transfers() {
     full_call(ApiShape::Beta, "ash").await;
 }
 
+/// The caller, hearing the message prompt after the backend failed: the rest of the prompt up
+/// to its record mark (answered), a short message, then a hang-up; the call is stored as ended
+/// by the caller, with a callback task (reason `backend_down`).
+async fn leave_message_after_failure(w: &World, mut call: CallStream, call_sid: String) {
+    loop {
+        match call.next().await.expect("the prompt goes on") {
+            Out::Audio(_) | Out::Clear(_) => {}
+            Out::Mark(m) if m.name == media_svc::call::message::RECORD_MARK => {
+                call.send(In::Mark(MarkPlayed { name: m.name })).await;
+                break;
+            }
+            other => panic!("unexpected {other:?} in the message prompt"),
+        }
+    }
+    for i in 0..10 {
+        call.audio(common::voiced_frame(), 9000 + i * 20).await;
+    }
+    call.send(In::Stop(StreamStop {})).await;
+    while call.next().await.is_some() {}
+    let mut reader = w.svc.client(w.customer).await;
+    let c = reader
+        .get_call(GetCallRequest {
+            call_sid: call_sid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .call
+        .unwrap();
+    assert_eq!(c.status, CallStatus::Completed as i32);
+    assert_eq!(c.end_reason, "caller-hangup");
+    assert!(c.end_time.is_some());
+    let tasks = w
+        .svc
+        .count(&format!(
+            "SELECT count(*) FROM media.callback_tasks WHERE call_sid = '{call_sid}' AND reason = 'backend_down'"
+        ))
+        .await;
+    assert_eq!(tasks, 1);
+}
+
+/// A backend that fails while the agent speaks: the edge is cleared and the message prompt
+/// starts at once (the caller hears no gap over 1 s between the agent's last frame and the
+/// prompt, measured where the edge receives them), then the caller leaves a message.
 async fn ends_on_backend_failure(shape: ApiShape, drop_it: bool) {
     let mut w = world(shape, "cedar").await;
     let call_sid = sid("CA", 88);
@@ -434,45 +478,50 @@ async fn ends_on_backend_failure(shape: ApiShape, drop_it: bool) {
         .unwrap();
     let mut conn = w.realtime.next_conn().await;
     conn.next_of("session.update").await;
+    let audio = B64.encode([0x7fu8; 160]);
+    conn.send(json!({"type": delta_type(shape), "item_id": "item-1", "delta": audio}));
+    let Some(Out::Audio(_)) = call.next().await else {
+        panic!("the agent speaks")
+    };
+    let last_agent_frame = std::time::Instant::now();
+    let Some(Out::Mark(_)) = call.next().await else {
+        panic!("the agent audio's mark")
+    };
     if drop_it {
         conn.drop_connection();
     } else {
         conn.send(json!({"type": "error", "error": {"type": "server_error", "code": "boom", "message": "internal"}}));
     }
-    let Some(Out::Hangup(h)) = call.next().await else {
-        panic!("a hangup, not a silent hang")
+    let Some(Out::Clear(_)) = call.next().await else {
+        panic!("a clear, then the prompt; not a silent hang")
     };
-    assert_eq!(h.reason, "backend-error");
-    assert!(call.next().await.is_none());
-    drop(call.tx);
-    let mut reader = w.svc.client(w.customer).await;
-    let c = reader
-        .get_call(GetCallRequest { call_sid })
-        .await
-        .unwrap()
-        .into_inner()
-        .call
-        .unwrap();
-    assert_eq!(c.status, CallStatus::Completed as i32);
-    assert_eq!(c.end_reason, "backend-error");
-    assert!(c.end_time.is_some());
+    let Some(Out::Audio(_)) = call.next().await else {
+        panic!("the message prompt")
+    };
+    let gap = last_agent_frame.elapsed();
+    assert!(
+        gap < std::time::Duration::from_secs(1),
+        "{gap:?} between the agent's last frame and the prompt"
+    );
+    eprintln!("gap between the agent's last frame and the prompt: {gap:?}");
+    leave_message_after_failure(&w, call, call_sid).await;
     w.svc.stop().await;
 }
 
 #[tokio::test]
-async fn ga_error_event_ends_the_call() {
+async fn ga_error_event_switches_to_the_message_flow() {
     ends_on_backend_failure(ApiShape::Ga, false).await;
 }
 
 #[tokio::test]
-async fn beta_dropped_connection_ends_the_call() {
+async fn beta_dropped_connection_switches_to_the_message_flow() {
     ends_on_backend_failure(ApiShape::Beta, true).await;
 }
 
-/// A backend that stops answering without closing: the call ends as a backend failure (a
-/// `hangup`, so the edge plays the apology) within the configured timeout, not in dead air.
+/// A backend that stops answering without closing: within the configured timeout, not in dead
+/// air, the call switches to the message flow (a clear, then the prompt).
 #[tokio::test]
-async fn stalled_backend_ends_the_call_within_the_timeout() {
+async fn stalled_backend_switches_to_the_message_flow_within_the_timeout() {
     let stall = std::time::Duration::from_millis(800);
     let mut w = world_stall(ApiShape::Ga, "cedar", media_svc::SESSION_MAX, stall).await;
     let call_sid = sid("CA", 89);
@@ -494,27 +543,67 @@ async fn stalled_backend_ends_the_call_within_the_timeout() {
     conn.next_of("session.update").await;
     conn.stall();
     let stalled_at = std::time::Instant::now();
-    let Ok(Some(Out::Hangup(h))) = tokio::time::timeout(stall * 4, call.next()).await else {
-        panic!("a hangup, not dead air")
+    let Ok(Some(Out::Clear(_))) = tokio::time::timeout(stall * 4, call.next()).await else {
+        panic!("the message flow, not dead air")
+    };
+    let Some(Out::Audio(_)) = call.next().await else {
+        panic!("the message prompt")
     };
     let noticed = stalled_at.elapsed();
-    assert_eq!(h.reason, "backend-error");
     assert!(
         noticed <= stall + std::time::Duration::from_millis(700),
         "stall noticed after {noticed:?} (timeout {stall:?})"
     );
-    assert!(call.next().await.is_none());
+    leave_message_after_failure(&w, call, call_sid).await;
+    w.svc.stop().await;
+}
+
+/// A backend that goes quiet after the caller spoke: the caller hears comfort tones (never
+/// more than 1 s without audio reaching the edge) until the backend answers again.
+#[tokio::test]
+async fn a_caller_waiting_for_a_slow_answer_hears_comfort_tones() {
+    let mut w = world(ApiShape::Ga, "cedar").await;
+    let (mut call, mut conn) = open_call(&mut w, &sid("CA", 91), "+15551111114").await;
+    conn.next_of("session.update").await;
+    for i in 0..25 {
+        call.audio(common::voiced_frame(), i * 20).await;
+    }
+    let spoke = std::time::Instant::now();
+    let comfort = media_svc::call::message::comfort_tone();
+    let mut got = Vec::new();
+    let mut arrivals = Vec::new();
+    while got.len() < comfort.len() * 2 {
+        match call.next().await {
+            Some(Out::Audio(a)) => {
+                arrivals.push(spoke.elapsed());
+                got.extend(a.payload);
+            }
+            other => panic!("unexpected {other:?} while waiting"),
+        }
+    }
+    assert_eq!(&got[..comfort.len()], &comfort[..], "the comfort tone");
+    let first = arrivals[0];
+    assert!(
+        first >= std::time::Duration::from_millis(2400)
+            && first < std::time::Duration::from_secs(4),
+        "first comfort tone {first:?} after the caller spoke"
+    );
+    let gap = arrivals.windows(2).map(|p| p[1] - p[0]).max().unwrap();
+    assert!(
+        gap <= std::time::Duration::from_millis(1100),
+        "{gap:?} between tones"
+    );
+    // The backend answers: its audio is bridged and the tones stop.
+    let audio = B64.encode([0x7fu8; 160]);
+    conn.send(json!({"type": "response.output_audio.delta", "item_id": "item-9", "delta": audio}));
+    loop {
+        match call.next().await {
+            Some(Out::Audio(a)) if a.payload == vec![0x7fu8; 160] => break,
+            Some(Out::Audio(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     drop(call.tx);
-    let mut reader = w.svc.client(w.customer).await;
-    let c = reader
-        .get_call(GetCallRequest { call_sid })
-        .await
-        .unwrap()
-        .into_inner()
-        .call
-        .unwrap();
-    assert_eq!(c.status, CallStatus::Completed as i32);
-    assert_eq!(c.end_reason, "backend-error");
     w.svc.stop().await;
 }
 
@@ -551,6 +640,20 @@ async fn quiet_backend_that_answers_pings_keeps_the_call() {
     assert_eq!(a.payload, vec![0x7fu8; 160]);
     drop(call.tx);
     w.svc.stop().await;
+}
+
+/// The backend was told to fail: the call switches to the message flow (a `clear` first, after
+/// everything the backend sent before its failure was handled), where the caller hangs up.
+async fn hang_up_in_the_message_flow(call: &mut CallStream) {
+    loop {
+        match call.next().await {
+            Some(Out::Clear(_)) => break,
+            Some(_) => {}
+            None => panic!("the call ended instead of switching to the message flow"),
+        }
+    }
+    call.send(In::Stop(StreamStop {})).await;
+    while call.next().await.is_some() {}
 }
 
 /// Each tenant reads only its own call's transcript; A's token can neither read nor list B's
@@ -657,7 +760,7 @@ async fn two_tenants_calls_at_once_stay_apart() {
         conn.send(json!({"type": "error", "error": {"type": "test", "code": "end", "message": "end of test"}}));
     }
     for call in [&mut call_a, &mut call_b] {
-        while call.next().await.is_some() {}
+        hang_up_in_the_message_flow(call).await;
     }
 
     check_tenants_apart(&w, (a, &sid_a), (b, &sid_b)).await;
@@ -709,6 +812,6 @@ async fn a_session_near_its_limit_rolls_over_carrying_the_conversation() {
     );
     second
         .send(json!({"type": "error", "error": {"type": "test", "code": "end", "message": "end"}}));
-    while call.next().await.is_some() {}
+    hang_up_in_the_message_flow(&mut call).await;
     w.svc.stop().await;
 }

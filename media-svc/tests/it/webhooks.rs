@@ -39,14 +39,14 @@ use tokio::sync::{Notify, watch};
 use tonic::Code;
 use tonic::transport::Channel;
 
-const CALLER: &str = "+15551111111";
+pub(crate) const CALLER: &str = "+15551111111";
 
 // ---------------------------------------------------------------------------------------------
 // A tenant's receiver
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     /// 200 for a verified delivery, 401 otherwise.
     Verify,
     /// 500 for the first n deliveries, then like `Verify`.
@@ -58,16 +58,16 @@ enum Mode {
 }
 
 #[derive(Debug, Clone)]
-struct Delivery {
-    at: Instant,
-    event_id: String,
-    timestamp: String,
-    signature: String,
-    content_type: String,
-    user_agent: String,
-    body: Vec<u8>,
-    verified: bool,
-    answered: u16,
+pub(crate) struct Delivery {
+    pub(crate) at: Instant,
+    pub(crate) event_id: String,
+    pub(crate) timestamp: String,
+    pub(crate) signature: String,
+    pub(crate) content_type: String,
+    pub(crate) user_agent: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) verified: bool,
+    pub(crate) answered: u16,
 }
 
 struct ReceiverState {
@@ -78,8 +78,8 @@ struct ReceiverState {
     arrived: Notify,
 }
 
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     state: Arc<ReceiverState>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -165,7 +165,7 @@ async fn receive(
 }
 
 impl Receiver {
-    async fn start(mode: Mode) -> Receiver {
+    pub(crate) async fn start(mode: Mode) -> Receiver {
         let state = Arc::new(ReceiverState {
             secret: Mutex::new(String::new()),
             mode: Mutex::new(mode),
@@ -188,7 +188,7 @@ impl Receiver {
         }
     }
 
-    fn set_secret(&self, secret: &str) {
+    pub(crate) fn set_secret(&self, secret: &str) {
         *self.state.secret.lock().unwrap() = secret.to_owned();
     }
 
@@ -196,7 +196,7 @@ impl Receiver {
         *self.state.mode.lock().unwrap() = mode;
     }
 
-    fn deliveries(&self) -> Vec<Delivery> {
+    pub(crate) fn deliveries(&self) -> Vec<Delivery> {
         self.state.deliveries.lock().unwrap().clone()
     }
 
@@ -205,7 +205,11 @@ impl Receiver {
     }
 
     /// Waits until `pred` holds for the deliveries so far (up to 15 s).
-    async fn wait_until(&self, what: &str, pred: impl Fn(&[Delivery]) -> bool) -> Vec<Delivery> {
+    pub(crate) async fn wait_until(
+        &self,
+        what: &str,
+        pred: impl Fn(&[Delivery]) -> bool,
+    ) -> Vec<Delivery> {
         let until = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let arrived = self.state.arrived.notified();
@@ -265,8 +269,8 @@ impl Drop for Listener {
 // The mesh: tenant-svc, memory-svc and media-svc on loopback ports
 // ---------------------------------------------------------------------------------------------
 
-struct Mesh {
-    db: TestDb,
+pub(crate) struct Mesh {
+    pub(crate) db: TestDb,
     keys: Arc<DevKeys>,
     tenant: SocketAddr,
     media: SocketAddr,
@@ -290,7 +294,7 @@ async fn ports() -> (TcpListener, TcpListener, SocketAddr) {
 
 /// Webhook pacing for tests: 100 ms first retry, 400 ms at most, 1.5 s per attempt, insecure
 /// (loopback http) destinations allowed.
-fn fast(mut c: CallConfig) -> CallConfig {
+pub(crate) fn fast(mut c: CallConfig) -> CallConfig {
     c.webhooks.allow_insecure = true;
     c.webhooks.base_backoff = Duration::from_millis(100);
     c.webhooks.max_backoff = Duration::from_millis(400);
@@ -301,7 +305,7 @@ fn fast(mut c: CallConfig) -> CallConfig {
 }
 
 impl Mesh {
-    async fn start(adjust: impl FnOnce(CallConfig) -> CallConfig) -> Mesh {
+    pub(crate) async fn start(adjust: impl FnOnce(CallConfig) -> CallConfig) -> Mesh {
         if std::env::var_os("RUST_LOG").is_some() {
             mesh::telemetry::init_from_env();
         }
@@ -390,7 +394,7 @@ impl Mesh {
     }
 
     /// A media-svc client with the gateway's service token (`OpenStream`, `StreamCall`).
-    async fn gateway_client(&self) -> common::Client {
+    pub(crate) async fn gateway_client(&self) -> common::Client {
         let token = self
             .keys
             .identity(names::GATEWAY)
@@ -407,7 +411,12 @@ impl Mesh {
         )
     }
 
-    async fn media_client(&self, customer: i64, subject: &str, scopes: &[&str]) -> common::Client {
+    pub(crate) async fn media_client(
+        &self,
+        customer: i64,
+        subject: &str,
+        scopes: &[&str],
+    ) -> common::Client {
         CallServiceClient::with_interceptor(
             self.channel(self.media).await,
             AttachToken(TokenSource::fixed(self.token(customer, subject, scopes))),
@@ -416,7 +425,12 @@ impl Mesh {
 
     /// A customer with the given webhook settings; returns its id and (when a URL is set) the
     /// webhook secret tenant-svc generated.
-    async fn tenant(&self, name: &str, webhook_url: &str, raw_numbers: bool) -> (i64, String) {
+    pub(crate) async fn tenant(
+        &self,
+        name: &str,
+        webhook_url: &str,
+        raw_numbers: bool,
+    ) -> (i64, String) {
         let operator = self
             .keys
             .identity(names::OPERATOR)
@@ -518,7 +532,7 @@ impl Mesh {
         call_sid
     }
 
-    async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         self.db
             .admin_client()
             .await
@@ -528,7 +542,7 @@ impl Mesh {
             .get(0)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             tokio::time::timeout(Duration::from_secs(10), t)
@@ -540,7 +554,7 @@ impl Mesh {
     }
 }
 
-fn body_json(d: &Delivery) -> serde_json::Value {
+pub(crate) fn body_json(d: &Delivery) -> serde_json::Value {
     serde_json::from_slice(&d.body).expect("JSON body")
 }
 

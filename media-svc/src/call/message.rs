@@ -1,0 +1,364 @@
+//! The message flow: when the agent cannot answer (the realtime backend cannot be reached,
+//! failed or stalled; the tenant is at its concurrent-call limit; the call came after hours),
+//! media-svc itself plays the tenant's message prompt, records the caller's message and, when
+//! the call ends, creates a callback task (and its `message.created` webhook event) in the
+//! transaction that finalises the call ([`super::Call::finish`]).
+//!
+//! - The prompt starts at once: [`Call::message_flow`] sends a `clear` (whatever agent audio was
+//!   still queued at the edge goes) and the prompt's frames immediately, then a short beep and a
+//!   mark. The recording limit runs from the moment the edge reports that mark played (what the
+//!   caller heard of the prompt is not their message), with a backstop of the prompt's length
+//!   plus the limit in case the mark never comes back.
+//! - It ends when the caller hangs up, or at the tenant's `message_max_seconds` (Twilio is asked
+//!   to complete the call, and the edge gets a `hangup`).
+//! - The caller's frames go to the recording writer (kind `Message`) when one is running.
+//! - Message-taking calls are capped per tenant and per process ([`MessageCaps`]): beyond a cap
+//!   the call ends as before (the edge's apology), counted and logged.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mesh::api::media::stream_call_request::Event as In;
+use mesh::api::media::stream_call_response::Event as Out;
+use mesh::api::media::{AudioFrame, Clear, Mark, StreamCallRequest};
+use mesh::db::Tx;
+use mesh::domain::{CallerNumber, CustomerId};
+use uuid::Uuid;
+
+use super::{Call, End};
+use crate::audio;
+use crate::error::MediaError;
+use crate::store::callback_tasks::{self, NewTask, Reason};
+use crate::webhooks::{self, MessageEvent};
+
+/// What the caller hears when the tenant wrote no prompt of its own.
+pub const DEFAULT_MESSAGE_PROMPT: &str = "Sorry, we cannot take your call right now. Please leave \
+     your name, your number and a short message after the tone, and we will call you back.";
+/// The longest message when the tenant set no limit of its own.
+pub const DEFAULT_MESSAGE_MAX_SECONDS: u32 = 120;
+/// The mark after the prompt and the beep: from its playing on, the caller is recorded.
+pub const RECORD_MARK: &str = "message-record";
+
+/// What the message flow needs of the tenant's call-handling settings.
+#[derive(Debug, Clone)]
+pub struct MessageSettings {
+    /// The prompt's text.
+    pub prompt: String,
+    /// The longest message.
+    pub max_seconds: u32,
+    /// The voice the prompt is spoken in.
+    pub voice: String,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        Self {
+            prompt: DEFAULT_MESSAGE_PROMPT.into(),
+            max_seconds: DEFAULT_MESSAGE_MAX_SECONDS,
+            voice: String::new(),
+        }
+    }
+}
+
+/// A message the call leaves for [`super::Call::finish`] to write as a callback task.
+#[derive(Debug, Clone)]
+pub(super) struct TakenMessage {
+    /// Chosen once per call, so a finish retried through a database restart writes one task.
+    pub task_id: Uuid,
+    /// Why.
+    pub reason: Reason,
+    /// The agent's summary (`take_message`), or empty.
+    pub note: String,
+    /// The recording of the message, when one was kept.
+    pub recording_id: Option<Uuid>,
+}
+
+impl TakenMessage {
+    pub(super) fn new(reason: Reason) -> Self {
+        Self {
+            task_id: Uuid::new_v4(),
+            reason,
+            note: String::new(),
+            recording_id: None,
+        }
+    }
+}
+
+/// The caps on message-taking calls: per tenant and for the whole process. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MessageCaps {
+    inner: Arc<Mutex<CapState>>,
+}
+
+#[derive(Debug)]
+struct CapState {
+    per_tenant: u32,
+    platform: u32,
+    total: u32,
+    by_tenant: HashMap<CustomerId, u32>,
+}
+
+/// One message-taking call's place under the caps, given back when dropped.
+#[derive(Debug)]
+pub struct MessageSlot {
+    caps: MessageCaps,
+    customer: CustomerId,
+}
+
+impl MessageCaps {
+    /// Caps of `per_tenant` message-taking calls per tenant and `platform` in all.
+    pub fn new(per_tenant: u32, platform: u32) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(CapState {
+                per_tenant,
+                platform,
+                total: 0,
+                by_tenant: HashMap::new(),
+            })),
+        }
+    }
+
+    /// A place for one more message-taking call of `customer`; `None` at either cap.
+    pub fn try_acquire(&self, customer: CustomerId) -> Option<MessageSlot> {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = s.by_tenant.get(&customer).copied().unwrap_or(0);
+        if s.total >= s.platform || mine >= s.per_tenant {
+            return None;
+        }
+        s.total += 1;
+        s.by_tenant.insert(customer, mine + 1);
+        Some(MessageSlot {
+            caps: self.clone(),
+            customer,
+        })
+    }
+
+    /// Message-taking calls running now (all tenants).
+    pub fn in_use(&self) -> u32 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+impl Drop for MessageSlot {
+    fn drop(&mut self) {
+        let mut s = self.caps.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.by_tenant.get_mut(&self.customer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.by_tenant.remove(&self.customer);
+            }
+        }
+    }
+}
+
+/// 400 ms of a 1 kHz tone: "speak now".
+pub fn beep() -> Vec<u8> {
+    tone(1000.0, 400, 6000.0)
+}
+
+/// What a caller hears while the agent is being reached (never dead air): a soft 425 Hz tone
+/// of [`COMFORT_TONE_MS`], then silence to the end of one [`COMFORT_EVERY`] period, so tones sent
+/// once per period play back to back.
+pub fn comfort_tone() -> Vec<u8> {
+    let period = u32::try_from(COMFORT_EVERY.as_millis()).unwrap_or(1000);
+    let mut out = tone(425.0, COMFORT_TONE_MS, 2500.0);
+    out.extend(std::iter::repeat_n(
+        mesh::g711::linear_to_ulaw(0),
+        ((period - COMFORT_TONE_MS) * audio::SAMPLE_RATE / 1000) as usize,
+    ));
+    out
+}
+
+/// A comfort tone's period: one is sent per period while the caller waits.
+pub const COMFORT_EVERY: Duration = Duration::from_millis(1000);
+/// The tone part of each period.
+pub const COMFORT_TONE_MS: u32 = 250;
+
+fn tone(freq: f64, ms: u32, amplitude: f64) -> Vec<u8> {
+    (0..(ms * audio::SAMPLE_RATE / 1000))
+        .map(|n| {
+            let t = f64::from(n) / f64::from(audio::SAMPLE_RATE);
+            let v = (2.0 * std::f64::consts::PI * freq * t).sin() * amplitude;
+            mesh::g711::linear_to_ulaw(v as i16)
+        })
+        .collect()
+}
+
+/// The prompt's audio: the tenant's text spoken (rendered and cached by [`crate::prompts`] when
+/// that is available), the tone pattern otherwise. Never fails.
+async fn prompt_audio(_settings: &MessageSettings) -> Arc<[u8]> {
+    Arc::from(audio::tone_pattern())
+}
+
+impl Call {
+    /// Sends `bytes` to the edge in 20 ms frames.
+    pub(super) async fn play(&self, bytes: &[u8]) -> ControlFlow<End> {
+        for chunk in bytes.chunks(audio::FRAME_BYTES) {
+            let frame = Out::Audio(AudioFrame {
+                payload: chunk.to_vec(),
+                sequence: 0,
+                timestamp_ms: 0,
+            });
+            if !self.send(frame).await {
+                return ControlFlow::Break(End::EdgeGone);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The tenant's message settings (the defaults until its call-handling settings are read).
+    async fn message_settings(&self) -> MessageSettings {
+        MessageSettings::default()
+    }
+
+    /// Runs the message flow for `reason` until the caller hangs up or the message reaches its
+    /// limit; `None` when a cap on message-taking calls refuses it (the caller then gets what
+    /// the call would have had without it).
+    pub(super) async fn message_flow(
+        &mut self,
+        inbound: &mut tonic::Streaming<StreamCallRequest>,
+        reason: Reason,
+    ) -> Option<End> {
+        let Some(_slot) = self.rt.messages.try_acquire(self.customer) else {
+            metrics::counter!("media_message_flows_refused_total", "reason" => reason.as_str())
+                .increment(1);
+            tracing::warn!(
+                reason = reason.as_str(),
+                "message flow refused: message-taking calls at their cap"
+            );
+            return None;
+        };
+        metrics::counter!("media_message_flows_total", "reason" => reason.as_str()).increment(1);
+        tracing::info!(
+            reason = reason.as_str(),
+            "call switched to the message flow"
+        );
+        Some(self.record_message(inbound, reason).await)
+    }
+
+    async fn record_message(
+        &mut self,
+        inbound: &mut tonic::Streaming<StreamCallRequest>,
+        reason: Reason,
+    ) -> End {
+        // Whatever agent audio is still queued at the edge goes; the prompt follows at once.
+        if !self.send(Out::Clear(Clear {})).await {
+            return End::EdgeGone;
+        }
+        let settings = self.message_settings().await;
+        let prompt = prompt_audio(&settings).await;
+        let beep = beep();
+        if let ControlFlow::Break(end) = self.play(&prompt).await {
+            return end;
+        }
+        if let ControlFlow::Break(end) = self.play(&beep).await {
+            return end;
+        }
+        if !self
+            .send(Out::Mark(Mark {
+                name: RECORD_MARK.into(),
+            }))
+            .await
+        {
+            return End::EdgeGone;
+        }
+        // Kept even when the message flow later replaces an agent's `take_message` note.
+        let mut taken = self
+            .message
+            .take()
+            .unwrap_or_else(|| TakenMessage::new(reason));
+        taken.reason = reason;
+        self.message = Some(taken);
+        let max = Duration::from_secs(u64::from(settings.max_seconds.max(1)));
+        let backstop = audio::duration(prompt.len() + beep.len()) + max + Duration::from_secs(2);
+        let limit = tokio::time::sleep(backstop);
+        tokio::pin!(limit);
+        let mut recording_started = false;
+        loop {
+            tokio::select! {
+                biased;
+                msg = inbound.message() => match msg {
+                    Ok(Some(StreamCallRequest { event: Some(In::Audio(frame)) })) => {
+                        self.barge.caller_audio(frame.timestamp_ms);
+                        if recording_started {
+                            self.message_audio(frame.timestamp_ms, &frame.payload);
+                        }
+                    }
+                    Ok(Some(StreamCallRequest { event: Some(In::Mark(m)) })) => {
+                        if m.name == RECORD_MARK && !recording_started {
+                            recording_started = true;
+                            limit.as_mut().reset(tokio::time::Instant::now() + max);
+                        }
+                    }
+                    Ok(Some(StreamCallRequest { event: Some(In::Stop(_)) })) | Ok(None) => {
+                        return End::CallerHangup;
+                    }
+                    Ok(Some(_)) => {}
+                    Err(status) => {
+                        tracing::info!(code = ?status.code(), "call stream broke during the message");
+                        return End::EdgeGone;
+                    }
+                },
+                () = self.rt.cut_calls.cancelled() => return End::Shutdown,
+                () = &mut limit => {
+                    metrics::counter!("media_message_limit_total").increment(1);
+                    tracing::info!("message reached its maximum length; hanging up");
+                    if let Err(e) = crate::twilio::complete_call(
+                        &self.rt.twilio, &self.account_sid, &self.call_sid,
+                    ).await {
+                        tracing::warn!(error = %e, "Twilio did not end the call; the edge's hang-up ends it");
+                    }
+                    return End::MessageLimit;
+                }
+            }
+        }
+    }
+
+    /// One frame of the caller's message (the recording writer's hook).
+    fn message_audio(&mut self, _media_ms: u32, _mulaw: &[u8]) {}
+}
+
+impl Call {
+    /// Writes the call's callback task, marks why the call went to the message flow, and queues
+    /// its `message.created` event when the tenant wants events; inside the finishing
+    /// transaction, so the task, the event and the call's end commit together.
+    pub(super) async fn write_task(
+        &self,
+        tx: &Tx<'_>,
+        taken: &TakenMessage,
+        caller: Option<&CallerNumber>,
+        webhook: bool,
+    ) -> Result<(), MediaError> {
+        let (task_id, created_at, _) = callback_tasks::upsert(
+            tx,
+            &NewTask {
+                task_id: taken.task_id,
+                call_sid: &self.call_sid,
+                caller,
+                reason: taken.reason,
+                recording_id: taken.recording_id,
+                transcript: None,
+                note: &taken.note,
+            },
+        )
+        .await?;
+        if taken.reason != Reason::Agent {
+            callback_tasks::mark_call(tx, &self.call_sid, taken.reason).await?;
+        }
+        if webhook {
+            let event = MessageEvent {
+                task_id,
+                reason: taken.reason,
+                created_at,
+                call_sid: &self.call_sid,
+                caller,
+            };
+            let portal = &self.rt.outbound.public_base_url;
+            webhooks::enqueue_message(tx, &self.rt.webhooks, self.customer, portal, event).await?;
+        }
+        Ok(())
+    }
+}
