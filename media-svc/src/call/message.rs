@@ -30,14 +30,12 @@ use uuid::Uuid;
 use super::{Call, End};
 use crate::audio;
 use crate::error::MediaError;
+use crate::peers::CallHandlingSettings;
+use crate::recording::{RecordingKind, RecordingWriter};
 use crate::store::callback_tasks::{self, NewTask, Reason};
 use crate::webhooks::{self, MessageEvent};
 
-/// What the caller hears when the tenant wrote no prompt of its own.
-pub const DEFAULT_MESSAGE_PROMPT: &str = "Sorry, we cannot take your call right now. Please leave \
-     your name, your number and a short message after the tone, and we will call you back.";
-/// The longest message when the tenant set no limit of its own.
-pub const DEFAULT_MESSAGE_MAX_SECONDS: u32 = 120;
+pub use mesh::call_handling::{DEFAULT_MESSAGE_MAX_SECONDS, DEFAULT_MESSAGE_PROMPT};
 /// The mark after the prompt and the beep: from its playing on, the caller is recorded.
 pub const RECORD_MARK: &str = "message-record";
 
@@ -50,6 +48,26 @@ pub struct MessageSettings {
     pub max_seconds: u32,
     /// The voice the prompt is spoken in.
     pub voice: String,
+}
+
+impl MessageSettings {
+    /// The tenant's message prompt and longest message (the defaults where it set none), in the
+    /// agent's voice.
+    pub fn of(handling: &mesh::api::tenant::CallHandling, voice: &str) -> Self {
+        let prompt = handling.message_prompt.trim();
+        Self {
+            prompt: if prompt.is_empty() {
+                DEFAULT_MESSAGE_PROMPT.into()
+            } else {
+                prompt.to_owned()
+            },
+            max_seconds: match handling.message_max_seconds {
+                0 => DEFAULT_MESSAGE_MAX_SECONDS,
+                n => n,
+            },
+            voice: voice.to_owned(),
+        }
+    }
 }
 
 impl Default for MessageSettings {
@@ -187,13 +205,59 @@ fn tone(freq: f64, ms: u32, amplitude: f64) -> Vec<u8> {
         .collect()
 }
 
-/// The prompt's audio: the tenant's text spoken (rendered and cached by [`crate::prompts`] when
-/// that is available), the tone pattern otherwise. Never fails.
-async fn prompt_audio(_settings: &MessageSettings) -> Arc<[u8]> {
-    Arc::from(audio::tone_pattern())
-}
-
 impl Call {
+    /// The prompt's audio: the tenant's text spoken in the agent's voice ([`crate::prompts`]:
+    /// rendered once, cached; the tone pattern when it cannot be spoken). Rendered at call start
+    /// ([`Call::warm_message_prompt`]), so it is normally ready at once; while a first rendering
+    /// runs, the caller hears comfort tones instead of silence.
+    async fn prompt_audio(&self, settings: &MessageSettings) -> Result<Arc<[u8]>, End> {
+        let render = crate::prompts::prompt(&self.rt, &settings.prompt, &settings.voice);
+        tokio::pin!(render);
+        let mut comfort = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_millis(300),
+            COMFORT_EVERY,
+        );
+        loop {
+            tokio::select! {
+                audio = &mut render => return Ok(audio),
+                _ = comfort.tick() => {
+                    if let ControlFlow::Break(end) = self.play(&comfort_tone()).await {
+                        return Err(end);
+                    }
+                }
+            }
+        }
+    }
+
+    /// At call start: keeps the tenant's message settings and warms the prompt; true when the
+    /// call came outside the tenant's opening hours and it takes messages then (an inbound
+    /// call goes to the message flow without an agent).
+    pub(super) fn prepare_messages(
+        &mut self,
+        handling: &CallHandlingSettings,
+        voice: &str,
+    ) -> bool {
+        self.warm_message_prompt(MessageSettings::of(&handling.settings, voice));
+        self.outbound.is_none()
+            && handling.settings.messages_after_hours
+            && !crate::peers::in_opening_hours(
+                &handling.settings,
+                handling.time_zone,
+                chrono::Utc::now(),
+            )
+    }
+
+    /// Renders the message prompt in the background at call start (a cache hit after the first
+    /// call with the same text and voice), so a switch to the message flow plays it at once.
+    fn warm_message_prompt(&mut self, settings: MessageSettings) {
+        let rt = self.rt.clone();
+        let (text, voice) = (settings.prompt.clone(), settings.voice.clone());
+        self.message_settings = settings;
+        tokio::spawn(async move {
+            crate::prompts::prompt(&rt, &text, &voice).await;
+        });
+    }
+
     /// Sends `bytes` to the edge in 20 ms frames.
     pub(super) async fn play(&self, bytes: &[u8]) -> ControlFlow<End> {
         for chunk in bytes.chunks(audio::FRAME_BYTES) {
@@ -207,11 +271,6 @@ impl Call {
             }
         }
         ControlFlow::Continue(())
-    }
-
-    /// The tenant's message settings (the defaults until its call-handling settings are read).
-    async fn message_settings(&self) -> MessageSettings {
-        MessageSettings::default()
     }
 
     /// Runs the message flow for `reason` until the caller hangs up or the message reaches its
@@ -248,8 +307,12 @@ impl Call {
         if !self.send(Out::Clear(Clear {})).await {
             return End::EdgeGone;
         }
-        let settings = self.message_settings().await;
-        let prompt = prompt_audio(&settings).await;
+        let settings = self.message_settings.clone();
+        let writer = self.start_message_writer();
+        let prompt = match self.prompt_audio(&settings).await {
+            Ok(p) => p,
+            Err(end) => return end,
+        };
         let beep = beep();
         if let ControlFlow::Break(end) = self.play(&prompt).await {
             return end;
@@ -277,14 +340,25 @@ impl Call {
         let limit = tokio::time::sleep(backstop);
         tokio::pin!(limit);
         let mut recording_started = false;
-        loop {
+        let mut writer = match writer.await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "message not recorded");
+                None
+            }
+            Err(_) => None,
+        };
+        let mut first_ms = None;
+        let end = loop {
             tokio::select! {
                 biased;
                 msg = inbound.message() => match msg {
                     Ok(Some(StreamCallRequest { event: Some(In::Audio(frame)) })) => {
                         self.barge.caller_audio(frame.timestamp_ms);
-                        if recording_started {
-                            self.message_audio(frame.timestamp_ms, &frame.payload);
+                        if recording_started && let Some(w) = writer.as_mut() {
+                            // Placed from the message's first frame: no leading silence.
+                            let first = *first_ms.get_or_insert(frame.timestamp_ms);
+                            w.caller(frame.timestamp_ms.saturating_sub(first), &frame.payload);
                         }
                     }
                     Ok(Some(StreamCallRequest { event: Some(In::Mark(m)) })) => {
@@ -294,31 +368,61 @@ impl Call {
                         }
                     }
                     Ok(Some(StreamCallRequest { event: Some(In::Stop(_)) })) | Ok(None) => {
-                        return End::CallerHangup;
+                        break End::CallerHangup;
                     }
                     Ok(Some(_)) => {}
                     Err(status) => {
                         tracing::info!(code = ?status.code(), "call stream broke during the message");
-                        return End::EdgeGone;
+                        break End::EdgeGone;
                     }
                 },
-                () = self.rt.cut_calls.cancelled() => return End::Shutdown,
-                () = &mut limit => {
-                    metrics::counter!("media_message_limit_total").increment(1);
-                    tracing::info!("message reached its maximum length; hanging up");
-                    if let Err(e) = crate::twilio::complete_call(
-                        &self.rt.twilio, &self.account_sid, &self.call_sid,
-                    ).await {
-                        tracing::warn!(error = %e, "Twilio did not end the call; the edge's hang-up ends it");
-                    }
-                    return End::MessageLimit;
+                () = self.rt.cut_calls.cancelled() => break End::Shutdown,
+                () = &mut limit => break self.message_limit_reached().await,
+            }
+        };
+        self.finish_message_writer(writer).await;
+        end
+    }
+
+    /// The message's own recording (kind Message: a voicemail the caller chooses to leave),
+    /// opened while the prompt plays.
+    fn start_message_writer(
+        &self,
+    ) -> tokio::task::JoinHandle<Result<Option<RecordingWriter>, MediaError>> {
+        let recorder = self.rt.recorder.clone();
+        let (customer, call_sid) = (self.customer, self.call_sid.clone());
+        tokio::spawn(async move {
+            recorder
+                .start(customer, &call_sid, RecordingKind::Message)
+                .await
+        })
+    }
+
+    /// Seals the message's recording; the task names it.
+    async fn finish_message_writer(&mut self, writer: Option<RecordingWriter>) {
+        let Some(w) = writer else { return };
+        match w.finish().await {
+            Ok(id) => {
+                if let Some(taken) = self.message.as_mut() {
+                    taken.recording_id = Some(id.0);
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "message recording not finished"),
         }
     }
 
-    /// One frame of the caller's message (the recording writer's hook).
-    fn message_audio(&mut self, _media_ms: u32, _mulaw: &[u8]) {}
+    /// The message reached the tenant's limit: Twilio is asked to end the call (the edge's
+    /// hang-up ends it either way).
+    async fn message_limit_reached(&self) -> End {
+        metrics::counter!("media_message_limit_total").increment(1);
+        tracing::info!("message reached its maximum length; hanging up");
+        if let Err(e) =
+            crate::twilio::complete_call(&self.rt.twilio, &self.account_sid, &self.call_sid).await
+        {
+            tracing::warn!(error = %e, "Twilio did not end the call; the edge's hang-up ends it");
+        }
+        End::MessageLimit
+    }
 }
 
 impl Call {

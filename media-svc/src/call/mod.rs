@@ -152,6 +152,7 @@ pub async fn start(
         barge: BargeIn::default(),
         capture: Capture::new(Policy::Off),
         message: None,
+        message_settings: message::MessageSettings::default(),
     };
     rt_calls.spawn(call.run(inbound).instrument(span));
     Ok(ReceiverStream::new(out_rx).boxed())
@@ -174,6 +175,8 @@ struct Call {
     capture: Capture,
     /// The message the caller left (message flow) or the agent took (`take_message`).
     message: Option<message::TakenMessage>,
+    /// The tenant's message prompt and limit (read with the call-handling settings).
+    message_settings: message::MessageSettings,
 }
 
 /// Why the call ended, and what the edge is told.
@@ -188,6 +191,8 @@ enum End {
     MaxDuration,
     /// The caller's message reached the tenant's maximum length.
     MessageLimit,
+    /// Outside the tenant's opening hours, and it takes messages then: no agent.
+    AfterHours,
 }
 
 impl End {
@@ -200,6 +205,7 @@ impl End {
             End::Shutdown => EndReason::Shutdown,
             End::MaxDuration => EndReason::MaxDuration,
             End::MessageLimit => EndReason::MessageLimit,
+            End::AfterHours => EndReason::AfterHours,
         }
     }
 }
@@ -249,11 +255,15 @@ impl Call {
         let mut end = self.relay(&mut inbound, &turns).await;
         // An inbound caller whom the agent could not answer leaves a message instead of hearing
         // the apology (an outbound callee was called by the business: nothing to take).
-        if matches!(end, End::BackendError)
-            && self.outbound.is_none()
-            && let Some(after) = self
-                .message_flow(&mut inbound, store::callback_tasks::Reason::BackendDown)
-                .await
+        let reason = match end {
+            End::BackendError if self.outbound.is_none() => {
+                Some(store::callback_tasks::Reason::BackendDown)
+            }
+            End::AfterHours => Some(store::callback_tasks::Reason::AfterHours),
+            _ => None,
+        };
+        if let Some(reason) = reason
+            && let Some(after) = self.message_flow(&mut inbound, reason).await
         {
             end = after;
         }
@@ -267,7 +277,7 @@ impl Call {
                 }))
                 .await;
             }
-            End::BackendError | End::MaxDuration | End::MessageLimit => {
+            End::BackendError | End::MaxDuration | End::MessageLimit | End::AfterHours => {
                 self.send(Out::Hangup(Hangup {
                     reason: end.reason().as_str().into(),
                 }))

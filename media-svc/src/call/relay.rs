@@ -73,6 +73,45 @@ const COMFORT_AFTER_SPEECH: Duration = Duration::from_millis(2500);
 /// Comfort tones at most per wait (the backend's stall timeout ends a longer one).
 const COMFORT_TONES: u8 = 6;
 
+/// The comfort-tone timer of a relaying call: armed by caller speech, disarmed by anything from
+/// the backend, due [`COMFORT_AFTER_SPEECH`] after the last speech and then every
+/// [`COMFORT_EVERY`], at most [`COMFORT_TONES`] times.
+struct Comfort {
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    left: u8,
+}
+
+impl Comfort {
+    fn new(idle: Duration) -> Self {
+        Self {
+            timer: Box::pin(tokio::time::sleep(idle)),
+            left: 0,
+        }
+    }
+
+    fn arm(&mut self) {
+        let at = tokio::time::Instant::now() + COMFORT_AFTER_SPEECH;
+        self.timer.as_mut().reset(at);
+        self.left = COMFORT_TONES;
+    }
+
+    fn disarm(&mut self) {
+        self.left = 0;
+    }
+
+    fn armed(&self) -> bool {
+        self.left > 0
+    }
+
+    /// Resolves when a tone is due, and counts it (cancel-safe: the timer is stored).
+    async fn due(&mut self) {
+        (&mut self.timer).await;
+        self.left = self.left.saturating_sub(1);
+        let next = tokio::time::Instant::now() + COMFORT_EVERY;
+        self.timer.as_mut().reset(next);
+    }
+}
+
 impl Call {
     /// Whether this message from the edge is caller speech while no agent audio is unheard:
     /// what (re)arms the comfort tone.
@@ -105,6 +144,9 @@ impl Call {
         turns: &TurnTx,
     ) -> End {
         let (profile, config, handling) = self.session_config().await;
+        if self.prepare_messages(&handling, &config.voice) {
+            return End::AfterHours;
+        }
         // The announcement goes to the edge while the session opens; the greeting is relayed
         // only once both are done, so the caller hears the announcement first.
         let (session, begun) = tokio::join!(
@@ -142,10 +184,8 @@ impl Call {
         let tenant_max = tenant_max_call(self.rt.clone(), self.customer);
         tokio::pin!(tenant_max);
         let mut tenant_max_known = false;
-        // The comfort tone while the caller waits for an answer (see `arm_comfort`).
-        let comfort = tokio::time::sleep(self.rt.session_max);
-        tokio::pin!(comfort);
-        let mut comfort_left = 0u8;
+        // The comfort tone while the caller waits for an answer.
+        let mut comfort = Comfort::new(self.rt.session_max);
         let end = loop {
             // In this order when several are ready: what the caller already sent (a `stop` that
             // arrived with a shutdown must still end the call as a hang-up), then a shutdown cut,
@@ -154,8 +194,7 @@ impl Call {
                 biased;
                 msg = inbound.message() => {
                     if self.caller_spoke(&msg) {
-                        comfort.as_mut().reset(tokio::time::Instant::now() + COMFORT_AFTER_SPEECH);
-                        comfort_left = COMFORT_TONES;
+                        comfort.arm();
                     }
                     self.on_caller(msg, &mut live, turns).await
                 }
@@ -171,14 +210,10 @@ impl Call {
                     self.roll_over(&mut live).await
                 }
                 ev = live.session.recv() => {
-                    comfort_left = 0;
+                    comfort.disarm();
                     self.on_backend(ev, &mut live, turns).await
                 }
-                () = &mut comfort, if comfort_left > 0 => {
-                    comfort_left -= 1;
-                    comfort.as_mut().reset(tokio::time::Instant::now() + COMFORT_EVERY);
-                    self.play(&comfort_tone()).await
-                }
+                () = comfort.due(), if comfort.armed() => self.play(&comfort_tone()).await,
             };
             if let ControlFlow::Break(end) = step {
                 break end;

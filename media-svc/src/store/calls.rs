@@ -50,10 +50,12 @@ pub enum EndReason {
     CallLimit,
     /// The caller's message (the message flow) reached the tenant's maximum length.
     MessageLimit,
+    /// After the tenant's opening hours, with the message flow refused by its caps.
+    AfterHours,
 }
 
 impl EndReason {
-    const ALL: [EndReason; 13] = [
+    const ALL: [EndReason; 14] = [
         Self::CallerHangup,
         Self::Transfer,
         Self::BackendError,
@@ -67,6 +69,7 @@ impl EndReason {
         Self::Canceled,
         Self::CallLimit,
         Self::MessageLimit,
+        Self::AfterHours,
     ];
 
     /// The column's (and the wire's) spelling.
@@ -85,6 +88,7 @@ impl EndReason {
             Self::Canceled => "canceled",
             Self::CallLimit => "call-limit",
             Self::MessageLimit => "message-limit",
+            Self::AfterHours => "after-hours",
         }
     }
 
