@@ -11,7 +11,8 @@
 //! inside the tenant's own transactions, in batches (so one large tenant neither holds a long
 //! transaction nor starves the others; what is left goes next round).
 //!
-//! What goes: transcript turns of calls created before the cutoff (`now - retention_days`).
+//! What goes: transcript turns of calls created before the cutoff (`now - retention_days`), and
+//! callback tasks created before it.
 //! The call rows themselves stay (duration, status, usage; the caller's number goes with a
 //! caller erasure or the tenant's). Recordings of those calls go through `Recordings::delete`
 //! (object, spool and row together); when the store is unavailable the tenant's round stops
@@ -165,6 +166,13 @@ async fn tenant(
             break;
         }
     }
+    // Lane M: callback tasks (a few per call at most) go with the same cutoff.
+    let tasks = rt
+        .db
+        .tenant_tx(customer, async |tx| {
+            crate::store::callback_tasks::delete_older_than(tx, cutoff).await
+        })
+        .await?;
     let mut recordings = 0;
     for _ in 0..config.max_batches {
         let ids = rt
@@ -183,12 +191,13 @@ async fn tenant(
             break;
         }
     }
-    if turns > 0 || recordings > 0 {
+    if turns > 0 || recordings > 0 || tasks > 0 {
         tracing::info!(
             customer_id = customer.get(),
             retention_days = days,
             turns,
             recordings,
+            tasks,
             "expired data deleted"
         );
     }

@@ -52,6 +52,26 @@ async fn turn(svc: &Svc, customer: i64, call: &str) {
         )
         .await
         .unwrap();
+    // And a callback task of the call's time (lane M).
+    svc.db
+        .admin_client()
+        .await
+        .execute(
+            "INSERT INTO media.callback_tasks (customer_id, task_id, call_sid, caller, reason, created_at) \
+             SELECT customer_id, gen_random_uuid(), call_sid, caller, 'agent', created_at \
+             FROM media.calls WHERE customer_id = $1 AND call_sid = $2",
+            &[&customer, &call],
+        )
+        .await
+        .unwrap();
+}
+
+async fn tasks(svc: &Svc, customer: i64, call: &str) -> i64 {
+    svc.count(&format!(
+        "SELECT count(*) FROM media.callback_tasks WHERE customer_id = {customer} \
+         AND call_sid = '{call}'"
+    ))
+    .await
 }
 
 async fn turns(svc: &Svc, customer: i64, call: &str) -> i64 {
@@ -198,6 +218,8 @@ async fn expired_transcripts_go_per_tenant_and_nothing_goes_on_a_default_or_with
         || async {
             turns(&svc, a, &a_old).await == 0
                 && turns(&svc, b, &b_old).await == 0
+                && tasks(&svc, a, &a_old).await == 0
+                && tasks(&svc, b, &b_old).await == 0
                 && recording_rows(&svc, rec_old).await == 0
         },
     )
@@ -224,6 +246,9 @@ async fn expired_transcripts_go_per_tenant_and_nothing_goes_on_a_default_or_with
         1,
         "unreadable: skipped"
     );
+    for (c, call) in [(a, &a_fresh), (b, &b_40), (UNKNOWN, &unknown)] {
+        assert_eq!(tasks(&svc, c, call).await, 1, "callback task kept");
+    }
     for id in [rec_fresh, rec_b40] {
         assert_eq!(recording_rows(&svc, id).await, 1, "within retention");
         assert!(files_of(dir.path(), id) > 0);
