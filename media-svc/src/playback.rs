@@ -16,7 +16,9 @@ use prost::bytes::Bytes;
 use tonic::Status;
 
 use crate::error::MediaError;
+use crate::recording::RecordingId;
 use crate::runtime::Runtime;
+use crate::store::playback as sql;
 use mesh::domain::{CallSid, CustomerId};
 
 /// Largest `data` of one ReadRecording message.
@@ -105,10 +107,25 @@ pub async fn read(
     offset: u64,
     length: Option<u64>,
 ) -> Result<BoxStream<'static, Result<ReadRecordingResponse, Status>>, Status> {
-    // Nothing records before the recording vault (V20, `crate::recording`) is in: until then
-    // no call has a recording, and every read is the same NOT_FOUND.
-    let _ = (rt, customer, call_sid, offset, length);
-    Err(MediaError::NotFound.into())
+    let recording = rt
+        .db
+        .tenant_tx(customer, async |tx| sql::of_call(tx, call_sid).await)
+        .await?
+        .ok_or(MediaError::NotFound)?;
+    if !recording.is_complete() {
+        return Err(MediaError::FailedPrecondition(
+            "the call is still being recorded; its recording can be read when it has ended".into(),
+        )
+        .into());
+    }
+    let wav = rt
+        .recordings
+        .wav(customer, RecordingId(recording.id))
+        .await?;
+    let total = wav.len();
+    let range = span(total, offset, length)?;
+    metrics::counter!("media_recording_reads_total").increment(1);
+    Ok(messages(total, range.clone(), wav.read(range)))
 }
 
 #[cfg(test)]

@@ -201,11 +201,14 @@ impl call_service_server::CallService for MediaSvc {
             after: page::decode(&r.page_token, CallSid::parse)?,
             limit,
         };
-        let (calls, more) = self
+        let (calls, more, mut recordings) = self
             .deps
             .db
             .tenant_tx(customer, async |tx| {
-                store::listing::list_calls(tx, &filter).await
+                let (calls, more) = store::listing::list_calls(tx, &filter).await?;
+                let sids: Vec<&str> = calls.iter().map(|c| c.call_sid.as_str()).collect();
+                let recordings = store::playback::of_calls(tx, &sids).await?;
+                Ok::<_, MediaError>((calls, more, recordings))
             })
             .await?;
         let next_page_token = match (more, calls.last()) {
@@ -213,7 +216,14 @@ impl call_service_server::CallService for MediaSvc {
             _ => String::new(),
         };
         Ok(Response::new(ListCallsResponse {
-            calls: calls.iter().map(store::CallRow::to_proto).collect(),
+            calls: calls
+                .iter()
+                .map(|c| {
+                    let mut call = c.to_proto();
+                    call.recording = recordings.remove(c.call_sid.as_str()).map(|r| r.to_proto());
+                    call
+                })
+                .collect(),
             next_page_token,
         }))
     }
@@ -224,7 +234,7 @@ impl call_service_server::CallService for MediaSvc {
     ) -> Result<Response<GetCallResponse>, Status> {
         let customer = tenant(&request)?;
         let call_sid = parse_call_sid("call_sid", &request.get_ref().call_sid)?;
-        let (call, turns) = self
+        let (call, turns, recording) = self
             .deps
             .db
             .tenant_tx(customer, async |tx| {
@@ -232,11 +242,14 @@ impl call_service_server::CallService for MediaSvc {
                     .await?
                     .ok_or(MediaError::NotFound)?;
                 let turns = store::transcripts::turns(tx, &call.call_sid).await?;
-                Ok::<_, MediaError>((call, turns))
+                let recording = store::playback::of_call(tx, &call.call_sid).await?;
+                Ok::<_, MediaError>((call, turns, recording))
             })
             .await?;
+        let mut call = call.to_proto();
+        call.recording = recording.map(|r| r.to_proto());
         Ok(Response::new(GetCallResponse {
-            call: Some(call.to_proto()),
+            call: Some(call),
             turns,
         }))
     }

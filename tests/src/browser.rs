@@ -78,6 +78,8 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--hide-scrollbars",
     "--force-device-scale-factor=1",
     "--lang=en-US",
+    // The player test calls play() from WebDriver, with no user gesture.
+    "--autoplay-policy=no-user-gesture-required",
 ];
 
 /// A cookie as the browser stored it.

@@ -58,6 +58,8 @@ pub struct Mesh {
     pub memory: Ports,
     /// media-svc.
     pub media: Ports,
+    /// media-svc's recording configuration (keys, spool, store), for [`Mesh::recordings`].
+    pub recording: media_svc::recording::RecordingConfig,
     /// gateway.
     pub gateway: Ports,
     stop: watch::Sender<bool>,
@@ -247,6 +249,7 @@ impl Mesh {
         if let Some(adjust) = media_options {
             adjust(&mut calls);
         }
+        let recording = calls.recording.clone();
         let deps = media_svc::Deps {
             core: mesh::server::Core {
                 db: db.db_for_role("media_svc").await,
@@ -282,10 +285,57 @@ impl Mesh {
             tenant,
             memory,
             media,
+            recording,
             gateway,
             stop,
             tasks,
         }
+    }
+
+    /// A handle on media-svc's recordings (the same keys, spool and store): a test writes a
+    /// recording through the real writer as a call driver would, and media-svc reads it.
+    pub async fn recordings(&self) -> media_svc::recording::Recordings {
+        media_svc::recording::Recordings::new(
+            self.db.db_for_role("media_svc").await,
+            &self.recording,
+        )
+        .expect("recordings")
+    }
+
+    /// Records `seconds` of the call `call_sid` of `customer` (its row must exist) through
+    /// media-svc's real writer, as a call driver feeds it: the caller a 440 Hz tone throughout,
+    /// the agent a 660 Hz tone in the second half, 20 ms frames at their media time; finished
+    /// (sealed in the spool). Returns the recording's id.
+    pub async fn record_call(&self, customer: i64, call_sid: &str, seconds: u32) -> uuid::Uuid {
+        let recordings = self.recordings().await;
+        let customer = mesh::domain::CustomerId::new(customer).expect("customer id");
+        let sid = mesh::domain::CallSid::parse(call_sid).expect("CallSid");
+        let mut writer = recordings
+            .start(customer, &sid, media_svc::recording::RecordingKind::Call)
+            .await
+            .expect("start recording")
+            .expect("recording is on");
+        let tone = |hz: f64, from: u32| -> Vec<u8> {
+            (0..160u32)
+                .map(|i| {
+                    let t = f64::from(from * 8 + i) / 8000.0;
+                    let v = (2.0 * std::f64::consts::PI * hz * t).sin() * 8000.0;
+                    mesh::g711::linear_to_ulaw(v as i16)
+                })
+                .collect()
+        };
+        for ms in (0..seconds * 1000).step_by(20) {
+            writer.caller(ms, &tone(440.0, ms));
+            if ms >= seconds * 500 {
+                writer.agent(ms, &tone(660.0, ms));
+            }
+            if ms % 1000 == 0 {
+                // A call's pace, roughly: the writer task keeps up.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        assert!(!writer.truncated(), "the recording was cut short");
+        writer.finish().await.expect("finish recording").0
     }
 
     /// A gRPC channel to a service's port.

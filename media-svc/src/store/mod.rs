@@ -16,6 +16,7 @@
 //! - [`limits`]: the per-tenant call-limit lock, the in-progress and hourly counts, and the
 //!   reservations of outbound calls being placed;
 //! - [`transcripts`] and [`usage`]: transcript turns and the monthly usage counters;
+//! - [`playback`]: the recording a call shows and plays (V20's `media.recordings`, read only);
 //! - [`outbox`]: the post-call outbox (`RecordCall` to memory-svc);
 //! - [`retention`]: the retention task's tenants (V22) and its deletions;
 //! - [`webhooks`]: the post-call webhook events and their dead letters;
@@ -29,6 +30,7 @@ pub mod erase;
 pub mod limits;
 pub mod listing;
 pub mod outbox;
+pub mod playback;
 pub mod recordings;
 pub mod retention;
 pub mod streams;

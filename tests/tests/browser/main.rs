@@ -11,6 +11,8 @@
 //! - `isolation`: tenant B opening tenant A's URLs gets 404 and nothing of A.
 //! - `journey`: greeting and slider saved -> the next call uses the greeting -> erase -> sign out.
 //! - `pages`: axe-core on every page at both widths; staff and owner pages.
+//! - `player`: a recorded call plays on its page (duration known, playback advances, "Play
+//!   from" seeks).
 //! - `screenshots`: the README's pictures (ignored; `scripts/screenshots.sh` runs it).
 
 mod forms;
@@ -19,5 +21,6 @@ mod isolation;
 mod journey;
 mod kit;
 mod pages;
+mod player;
 mod screenshots;
 mod sign_in;

@@ -5,7 +5,8 @@
 //! ([`Browser::sign_in`], [`PortalMesh::signed_in_user`]) and the CSRF token of a page
 //! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security), `team`, `keys`, `data`
 //! (dashboard, calls, callers, usage), `settings` (agent, webhooks, outbound), `call_handling`
-//! (recording, retention, messages, opening hours).
+//! (recording, retention, messages, opening hours), `recording` (the call page's player and the
+//! recording endpoint).
 
 // Shared by every lane's module: not each of them uses every helper.
 #![allow(dead_code)]
@@ -14,6 +15,7 @@ mod account;
 mod call_handling;
 mod data;
 mod keys;
+mod recording;
 mod settings;
 mod team;
 
@@ -175,6 +177,29 @@ impl Browser {
         Page::read(self, response).await
     }
 
+    /// `method` on `path` with extra request headers, the body kept as bytes (media, downloads).
+    pub async fn fetch(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Raw {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.http))
+            .header(header::COOKIE, self.cookie_header());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request");
+        self.keep(response.headers());
+        Raw {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("body").to_vec(),
+        }
+    }
+
     /// POST a form to `path` with the portal's `Origin`.
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let origin = self.origin.clone();
@@ -238,6 +263,25 @@ impl Browser {
         let page = self.get(path).await;
         assert_eq!(page.status(), 200, "{}", page.body);
         csrf_of(&page.body)
+    }
+}
+
+/// A response with its body as bytes.
+pub struct Raw {
+    /// The status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    /// A header's value ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map_or("", |v| v.to_str().unwrap_or_default())
     }
 }
 
