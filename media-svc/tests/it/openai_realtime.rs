@@ -815,3 +815,55 @@ async fn a_session_near_its_limit_rolls_over_carrying_the_conversation() {
     hang_up_in_the_message_flow(&mut call).await;
     w.svc.stop().await;
 }
+
+/// The agent's `take_message` tool: the call ends normally and leaves a callback task with
+/// reason `agent` and the agent's summary; a second message in the call adds to the same task;
+/// an empty summary is refused to the agent.
+#[tokio::test]
+async fn the_agents_take_message_leaves_one_task_with_its_summary() {
+    let mut w = world(ApiShape::Ga, "cedar").await;
+    let call_sid = sid("CA", 92);
+    let (mut call, mut conn) = open_call(&mut w, &call_sid, "+15551111115").await;
+    conn.next_of("session.update").await;
+    for (id, args) in [
+        ("c1", r#"{"summary": ""}"#),
+        (
+            "c2",
+            r#"{"summary": "Pat wants a callback about a claim, after 5 pm"}"#,
+        ),
+        ("c3", r#"{"summary": "Also: new address"}"#),
+    ] {
+        conn.send(json!({"type": "response.function_call_arguments.done", "call_id": id, "name": "take_message", "arguments": args}));
+        let output = conn.next_of("conversation.item.create").await;
+        let ok = output["item"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("\"ok\":true");
+        assert_eq!(ok, id != "c1", "{output}");
+    }
+    call.send(In::Stop(StreamStop {})).await;
+    while call.next().await.is_some() {}
+    let note = format!(
+        "SELECT count(*) FROM media.callback_tasks WHERE call_sid = '{call_sid}' AND reason = 'agent' \
+         AND caller = '+15551111115' AND note = E'Pat wants a callback about a claim, after 5 pm\\nAlso: new address'"
+    );
+    common::eventually("the agent's task", || async {
+        w.svc.count(&note).await == 1
+    })
+    .await;
+    assert_eq!(
+        w.svc
+            .count("SELECT count(*) FROM media.callback_tasks")
+            .await,
+        1
+    );
+    let flagged = w
+        .svc
+        .count("SELECT count(*) FROM media.calls WHERE message_flow IS NOT NULL")
+        .await;
+    assert_eq!(
+        flagged, 0,
+        "an answered call did not go to the message flow"
+    );
+    w.svc.stop().await;
+}
