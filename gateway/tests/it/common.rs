@@ -196,6 +196,18 @@ impl CallService for Stub {
     ) -> Result<Response<media_pb::ListWebhookDeliveriesResponse>, Status> {
         unimplemented()
     }
+    async fn list_callback_tasks(
+        &self,
+        _: Request<media_pb::ListCallbackTasksRequest>,
+    ) -> Result<Response<media_pb::ListCallbackTasksResponse>, Status> {
+        unimplemented()
+    }
+    async fn set_callback_task_done(
+        &self,
+        _: Request<media_pb::SetCallbackTaskDoneRequest>,
+    ) -> Result<Response<media_pb::SetCallbackTaskDoneResponse>, Status> {
+        unimplemented()
+    }
     async fn render_instructions(
         &self,
         _: Request<media_pb::RenderInstructionsRequest>,
