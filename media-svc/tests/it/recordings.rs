@@ -337,7 +337,11 @@ async fn recording_off_or_spool_full_means_not_recorded_and_a_full_spool_truncat
         for ms in (0..1000).step_by(20) {
             w.caller(s * 1000 + ms, &[0x10; 160]);
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // A second of audio is one segment; the writer's task may fall at most
+        // CHANNEL_SEGMENTS behind before the recording is cut as "truncated" (the behaviour
+        // under test is the spool cap, not that one), so give it 50 ms a segment: a loaded
+        // CI machine once left it behind with 2 ms.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let id = w.finish().await.unwrap();
     let row = rig.rec.row(cid(1), id).await.unwrap().unwrap();
