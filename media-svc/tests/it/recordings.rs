@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use media_svc::error::MediaError;
-use media_svc::recording::{RecordingConfig, RecordingKind, RecordingState, Recordings};
+use media_svc::recording::{
+    RecordingConfig, RecordingKind, RecordingState, RecordingWriter, Recordings,
+};
 use mesh::domain::{CallSid, CustomerId};
 use mesh::testkit::TestDb;
 use tokio::sync::watch;
@@ -58,6 +60,15 @@ impl Rig {
             .await
             .unwrap();
         sid
+    }
+
+    /// Starts a call recording for the customer's call (recording on, spool not full).
+    pub async fn writer(&self, customer: i64, sid: &CallSid) -> RecordingWriter {
+        self.rec
+            .start(cid(customer), sid, RecordingKind::Call)
+            .await
+            .unwrap()
+            .expect("recording is on and the spool has room")
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -244,12 +255,7 @@ pub async fn wait_for_state(
 async fn tenant_b_cannot_read_list_or_delete_tenant_a_recording() {
     let rig = Rig::new(|_| {}).await;
     let sid = rig.call(1, 1).await;
-    let mut w = rig
-        .rec
-        .start(cid(1), &sid, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut w = rig.writer(1, &sid).await;
     feed(&mut w);
     let id = w.finish().await.unwrap();
     assert!(rig.rec.row(cid(2), id).await.unwrap().is_none());
@@ -283,12 +289,7 @@ async fn tenant_b_cannot_read_list_or_delete_tenant_a_recording() {
 async fn a_discarded_recording_leaves_no_row_and_no_file() {
     let rig = Rig::new(|_| {}).await;
     let sid = rig.call(1, 1).await;
-    let mut w = rig
-        .rec
-        .start(cid(1), &sid, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut w = rig.writer(1, &sid).await;
     feed(&mut w);
     w.discard().await.unwrap();
     assert_eq!(rig.count("SELECT count(*) FROM media.recordings").await, 0);
@@ -327,12 +328,7 @@ async fn recording_off_or_spool_full_means_not_recorded_and_a_full_spool_truncat
     // growing, is kept and marked truncated; the next call is refused.
     let rig = Rig::new(|c| c.spool_max_bytes = 1_000_000).await;
     let sid = rig.call(1, 1).await;
-    let mut w = rig
-        .rec
-        .start(cid(1), &sid, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut w = rig.writer(1, &sid).await;
     for s in 0..70u32 {
         for ms in (0..1000).step_by(20) {
             w.caller(s * 1000 + ms, &[0x10; 160]);

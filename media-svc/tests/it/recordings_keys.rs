@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::TryStreamExt as _;
 use media_svc::error::MediaError;
 use media_svc::recording::{
-    PlatformKeys, RecordingConfig, RecordingId, RecordingKind, RecordingState, Recordings,
+    PlatformKeys, RecordingConfig, RecordingId, RecordingState, Recordings,
 };
 
 use super::recordings::{Rig, check_wav, cid, feed, read_all, wait_for_state};
@@ -34,12 +34,7 @@ fn seg(i: usize) -> std::ops::Range<usize> {
 async fn a_flipped_byte_a_swapped_or_dropped_segment_or_the_wrong_tenant_key_never_reads() {
     let rig = Rig::new(|_| {}).await;
     let sid = rig.call(1, 1).await;
-    let mut w = rig
-        .rec
-        .start(cid(1), &sid, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut w = rig.writer(1, &sid).await;
     let want = feed(&mut w);
     let id = w.finish().await.unwrap();
     let path = rig.dir.path().join(format!("spool/1-{id}.rec"));
@@ -107,12 +102,7 @@ async fn a_flipped_byte_a_swapped_or_dropped_segment_or_the_wrong_tenant_key_nev
         Err(MediaError::FailedPrecondition(_))
     ));
     let sid2 = rig.call(1, 2).await;
-    let w2 = rig
-        .rec
-        .start(cid(1), &sid2, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let w2 = rig.writer(1, &sid2).await;
     w2.finish().await.unwrap();
     assert!(matches!(
         rig.rec.wav(cid(1), id).await,
@@ -134,12 +124,7 @@ fn only(keys: &PlatformKeys, versions: &[u32]) -> PlatformKeys {
 async fn a_platform_key_rotation_rewraps_tenant_keys_and_old_recordings_stay_readable() {
     let rig = Rig::new(|_| {}).await;
     let sid = rig.call(1, 1).await;
-    let mut w = rig
-        .rec
-        .start(cid(1), &sid, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut w = rig.writer(1, &sid).await;
     let want = feed(&mut w);
     let id = w.finish().await.unwrap();
     let v1 = rig.config.keys.clone().unwrap();
@@ -176,12 +161,7 @@ async fn a_platform_key_rotation_rewraps_tenant_keys_and_old_recordings_stay_rea
 async fn a_recording_cut_by_a_crash_is_sealed_truncated_and_uploaded_at_the_next_start() {
     let rig = Rig::new(|_| {}).await;
     let sid = rig.call(1, 1).await;
-    let mut w = rig
-        .rec
-        .start(cid(1), &sid, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut w = rig.writer(1, &sid).await;
     for ms in (0..10_000u32).step_by(20) {
         w.caller(ms, &[0x33; 160]);
         if ms % 1000 == 0 {

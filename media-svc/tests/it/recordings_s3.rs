@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use media_svc::recording::{RecordingKind, RecordingState, S3Config, StoreConfig};
+use media_svc::recording::{RecordingState, S3Config, StoreConfig};
 use object_store::ObjectStoreExt as _;
 use secrecy::SecretString;
 
@@ -38,12 +38,7 @@ async fn a_recording_is_uploaded_to_s3_and_read_back_from_it() {
     let store = s3(moto.endpoint());
     let rig = Rig::new(|c| c.store = store.clone()).await;
     let sid = rig.call(1, 1).await;
-    let mut w = rig
-        .rec
-        .start(cid(1), &sid, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut w = rig.writer(1, &sid).await;
     let want = feed(&mut w);
     let id = w.finish().await.unwrap();
     let spooled = std::fs::read(rig.dir.path().join(format!("spool/1-{id}.rec"))).unwrap();
@@ -80,12 +75,7 @@ async fn with_the_store_down_the_recording_waits_in_the_spool_and_is_uploaded_wh
 
     // The call path: starting, feeding and finishing never wait for the store.
     let began = Instant::now();
-    let mut w = rig
-        .rec
-        .start(cid(1), &sid, RecordingKind::Call)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut w = rig.writer(1, &sid).await;
     let want = feed(&mut w);
     let id = w.finish().await.unwrap();
     assert!(
