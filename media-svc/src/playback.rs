@@ -1,6 +1,7 @@
-//! Playback: `CallService.ReadRecording` and the `Call.recording` of `GetCall` / `ListCalls`.
+//! Playback: `CallService.ReadRecording` and the `Call.recording(s)` of `GetCall` / `ListCalls`.
 //!
-//! A recording is found through its call, in the caller's tenant only (RLS and the tenant's
+//! A recording is found through its call (and, when the request names one, by its id among
+//! that call's recordings), in the caller's tenant only (RLS and the tenant's
 //! transaction): an unknown call, another tenant's and a call without a recording are the same
 //! NOT_FOUND. The bytes come from the reader of [`crate::recording`] (the WAV decrypted and
 //! decoded on the fly, from the spool or the object store) and leave in messages of at most
@@ -98,18 +99,24 @@ where
     .boxed()
 }
 
-/// `ReadRecording`: the recording of `call_sid` in `customer`'s tenant, from `offset`,
-/// `length` bytes (to the end when unset), as messages of at most [`CHUNK`] bytes.
+/// `ReadRecording`: a recording of `call_sid` in `customer`'s tenant (the one with id
+/// `recording_id`, else the call's first), from `offset`, `length` bytes (to the end when
+/// unset), as messages of at most [`CHUNK`] bytes. An id that is not one of this call's
+/// recordings in this tenant is NOT_FOUND, like an unknown call.
 pub async fn read(
     rt: &Runtime,
     customer: CustomerId,
     call_sid: &CallSid,
+    recording_id: Option<uuid::Uuid>,
     offset: u64,
     length: Option<u64>,
 ) -> Result<BoxStream<'static, Result<ReadRecordingResponse, Status>>, Status> {
     let recording = rt
         .db
-        .tenant_tx(customer, async |tx| sql::of_call(tx, call_sid).await)
+        .tenant_tx(customer, async |tx| match recording_id {
+            Some(id) => sql::by_id(tx, call_sid, id).await,
+            None => Ok(sql::of_call(tx, call_sid).await?.into_iter().next()),
+        })
         .await?
         .ok_or(MediaError::NotFound)?;
     if !recording.is_complete() {

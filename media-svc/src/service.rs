@@ -208,9 +208,11 @@ impl call_service_server::CallService for MediaSvc {
                 let (calls, more) = store::listing::list_calls(tx, &filter).await?;
                 let sids: Vec<&str> = calls.iter().map(|c| c.call_sid.as_str()).collect();
                 let recordings = store::playback::of_calls(tx, &sids).await?;
-                Ok::<_, MediaError>((calls, more, recordings))
+                let messages = store::playback::with_messages(tx, &sids).await?;
+                Ok::<_, MediaError>((calls, more, (recordings, messages)))
             })
             .await?;
+        let (recordings, messages) = &mut recordings;
         let next_page_token = match (more, calls.last()) {
             (true, Some(last)) => page::encode(last.created_at, last.call_sid.as_str()),
             _ => String::new(),
@@ -220,7 +222,12 @@ impl call_service_server::CallService for MediaSvc {
                 .iter()
                 .map(|c| {
                     let mut call = c.to_proto();
-                    call.recording = recordings.remove(c.call_sid.as_str()).map(|r| r.to_proto());
+                    let sid = c.call_sid.as_str();
+                    store::playback::fill(
+                        &mut call,
+                        recordings.remove(sid).unwrap_or_default(),
+                        messages.contains(sid),
+                    );
                     call
                 })
                 .collect(),
@@ -234,7 +241,7 @@ impl call_service_server::CallService for MediaSvc {
     ) -> Result<Response<GetCallResponse>, Status> {
         let customer = tenant(&request)?;
         let call_sid = parse_call_sid("call_sid", &request.get_ref().call_sid)?;
-        let (call, turns, recording) = self
+        let (call, turns, recordings, has_message) = self
             .deps
             .db
             .tenant_tx(customer, async |tx| {
@@ -242,12 +249,14 @@ impl call_service_server::CallService for MediaSvc {
                     .await?
                     .ok_or(MediaError::NotFound)?;
                 let turns = store::transcripts::turns(tx, &call.call_sid).await?;
-                let recording = store::playback::of_call(tx, &call.call_sid).await?;
-                Ok::<_, MediaError>((call, turns, recording))
+                let recordings = store::playback::of_call(tx, &call.call_sid).await?;
+                let messages =
+                    store::playback::with_messages(tx, &[call.call_sid.as_str()]).await?;
+                Ok::<_, MediaError>((call, turns, recordings, !messages.is_empty()))
             })
             .await?;
         let mut call = call.to_proto();
-        call.recording = recording.map(|r| r.to_proto());
+        store::playback::fill(&mut call, recordings, has_message);
         Ok(Response::new(GetCallResponse {
             call: Some(call),
             turns,
@@ -442,7 +451,22 @@ impl call_service_server::CallService for MediaSvc {
         let customer = tenant(&request)?;
         let r = request.get_ref();
         let call_sid = parse_call_sid("call_sid", &r.call_sid)?;
-        let stream = playback::read(&self.deps, customer, &call_sid, r.offset, r.length).await?;
+        let recording_id = match r.recording_id.as_str() {
+            "" => None,
+            id => Some(
+                uuid::Uuid::parse_str(id)
+                    .map_err(|_| MediaError::invalid("recording_id", "a UUID"))?,
+            ),
+        };
+        let stream = playback::read(
+            &self.deps,
+            customer,
+            &call_sid,
+            recording_id,
+            r.offset,
+            r.length,
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 

@@ -32,6 +32,8 @@ pub enum NavItem {
     Dashboard,
     /// `/portal/calls`
     Calls,
+    /// `/portal/messages` (callback tasks)
+    Messages,
     /// `/portal/callers`
     Callers,
     /// `/portal/agent` (owners)
@@ -54,9 +56,10 @@ pub enum NavItem {
 
 impl NavItem {
     /// Every item, in navigation order.
-    pub const ALL: [NavItem; 11] = [
+    pub const ALL: [NavItem; 12] = [
         NavItem::Dashboard,
         NavItem::Calls,
+        NavItem::Messages,
         NavItem::Callers,
         NavItem::Agent,
         NavItem::Webhooks,
@@ -73,6 +76,7 @@ impl NavItem {
         match self {
             NavItem::Dashboard => "/portal/",
             NavItem::Calls => "/portal/calls",
+            NavItem::Messages => "/portal/messages",
             NavItem::Callers => "/portal/callers",
             NavItem::Agent => "/portal/agent",
             NavItem::Webhooks => "/portal/webhooks",
@@ -90,6 +94,7 @@ impl NavItem {
         match self {
             NavItem::Dashboard => "Dashboard",
             NavItem::Calls => "Calls",
+            NavItem::Messages => "Messages",
             NavItem::Callers => "Callers",
             NavItem::Agent => "Agent",
             NavItem::Webhooks => "Webhooks",
@@ -107,7 +112,11 @@ impl NavItem {
         role == Role::Owner
             || matches!(
                 self,
-                NavItem::Dashboard | NavItem::Calls | NavItem::Callers | NavItem::Security
+                NavItem::Dashboard
+                    | NavItem::Calls
+                    | NavItem::Messages
+                    | NavItem::Callers
+                    | NavItem::Security
             )
     }
 }
@@ -158,7 +167,8 @@ impl Layout {
         }
     }
 
-    /// The links the user may follow: staff see only Dashboard, Calls, Callers and Security.
+    /// The links the user may follow: staff see only Dashboard, Calls, Messages, Callers and
+    /// Security.
     pub fn nav(&self) -> Vec<NavLink> {
         let Some(user) = &self.user else {
             return Vec::new();
@@ -339,7 +349,7 @@ mod tests {
         let labels = |role| -> Vec<&str> { layout(role).nav().iter().map(|l| l.label).collect() };
         assert_eq!(
             labels(Role::Staff),
-            ["Dashboard", "Calls", "Callers", "Security"]
+            ["Dashboard", "Calls", "Messages", "Callers", "Security"]
         );
         assert_eq!(labels(Role::Owner).len(), NavItem::ALL.len());
         let current: Vec<_> = layout(Role::Staff)

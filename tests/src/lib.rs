@@ -307,11 +307,28 @@ impl Mesh {
     /// the agent a 660 Hz tone in the second half, 20 ms frames at their media time; finished
     /// (sealed in the spool). Returns the recording's id.
     pub async fn record_call(&self, customer: i64, call_sid: &str, seconds: u32) -> uuid::Uuid {
+        self.record(
+            customer,
+            call_sid,
+            seconds,
+            media_svc::recording::RecordingKind::Call,
+        )
+        .await
+    }
+
+    /// [`Mesh::record_call`] for a recording of `kind` (a message a caller left, too).
+    pub async fn record(
+        &self,
+        customer: i64,
+        call_sid: &str,
+        seconds: u32,
+        kind: media_svc::recording::RecordingKind,
+    ) -> uuid::Uuid {
         let recordings = self.recordings().await;
         let customer = mesh::domain::CustomerId::new(customer).expect("customer id");
         let sid = mesh::domain::CallSid::parse(call_sid).expect("CallSid");
         let mut writer = recordings
-            .start(customer, &sid, media_svc::recording::RecordingKind::Call)
+            .start(customer, &sid, kind)
             .await
             .expect("start recording")
             .expect("recording is on");

@@ -225,6 +225,8 @@ impl CallRow {
             recorded_seconds: self.recorded_seconds.unwrap_or(0),
             recording_offset_ms: self.recording_offset_ms.unwrap_or(0),
             recording: None,
+            recordings: Vec::new(),
+            has_message: false,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Playback over gRPC (issue 20, lane P): `ReadRecording` streams a recording written through
 //! the real writer (the running media-svc's keys, spool and store) whole or in ranges, in
 //! chunks of at most 64 KiB, each saying the file's size; `GetCall` and `ListCalls` describe the
-//! recording; another tenant's call, an unknown call and a call without a recording are the
+//! recording and every recording of a call (a call and its message, each read by its id only
+//! through its own call and tenant); another tenant's call, an unknown call and a call without a recording are the
 //! same NOT_FOUND; a recording still being written is FAILED_PRECONDITION; an offset past the
 //! end OUT_OF_RANGE; the scope `media:recordings` is required.
 
@@ -59,19 +60,33 @@ impl Rig {
 
     /// Three seconds recorded for `sid` (caller bytes varying by frame, agent from 1 s), finished.
     async fn record(&self, customer: i64, sid: &CallSid) {
+        self.record_kind(customer, sid, RecordingKind::Call, 3000, 0)
+            .await;
+    }
+
+    /// `ms` of audio of `kind` recorded for `sid` (caller bytes varying by frame from `base`,
+    /// agent from 1 s), finished; its id.
+    async fn record_kind(
+        &self,
+        customer: i64,
+        sid: &CallSid,
+        kind: RecordingKind,
+        ms: u32,
+        base: u8,
+    ) -> uuid::Uuid {
         let mut w = self
             .rec
-            .start(CustomerId::new(customer).unwrap(), sid, RecordingKind::Call)
+            .start(CustomerId::new(customer).unwrap(), sid, kind)
             .await
             .unwrap()
             .expect("recording on");
-        for ms in (0..3000u32).step_by(20) {
-            w.caller(ms, &[(ms / 20 % 120) as u8; 160]);
+        for ms in (0..ms).step_by(20) {
+            w.caller(ms, &[base.wrapping_add((ms / 20 % 120) as u8); 160]);
             if ms >= 1000 {
                 w.agent(ms, &[0x90; 160]);
             }
         }
-        w.finish().await.unwrap();
+        w.finish().await.unwrap().0
     }
 
     async fn client(&self, customer: i64, scopes: &[&str]) -> Client {
@@ -87,14 +102,23 @@ async fn read(
     offset: u64,
     length: Option<u64>,
 ) -> Result<Vec<ReadRecordingResponse>, tonic::Status> {
-    let mut stream = client
-        .read_recording(ReadRecordingRequest {
+    read_request(
+        client,
+        ReadRecordingRequest {
             call_sid: sid.as_str().to_owned(),
             offset,
             length,
-        })
-        .await?
-        .into_inner();
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn read_request(
+    client: &mut Client,
+    request: ReadRecordingRequest,
+) -> Result<Vec<ReadRecordingResponse>, tonic::Status> {
+    let mut stream = client.read_recording(request).await?.into_inner();
     let mut out = Vec::new();
     while let Some(m) = stream.next().await {
         out.push(m?);
@@ -272,12 +296,140 @@ async fn another_tenants_unknown_and_unrecorded_calls_are_one_not_found_and_the_
     let e = a
         .read_recording(ReadRecordingRequest {
             call_sid: "nope".into(),
-            offset: 0,
-            length: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("call_sid"));
     assert_eq!(rows().await, 2, "reads and refusals change nothing");
+}
+
+/// The whole recording `id` of `sid` through `ReadRecording`, or its status.
+async fn read_by_id(
+    client: &mut Client,
+    sid: &CallSid,
+    id: &str,
+) -> Result<Vec<u8>, tonic::Status> {
+    read_request(
+        client,
+        ReadRecordingRequest {
+            call_sid: sid.as_str().to_owned(),
+            recording_id: id.to_owned(),
+            ..Default::default()
+        },
+    )
+    .await
+    .map(|m| joined(&m))
+}
+
+#[tokio::test]
+async fn every_recording_of_a_call_is_listed_and_read_by_its_id_only_through_its_call_and_tenant() {
+    let rig = Rig::start().await;
+    // A call that switched to taking a message: its conversation (3 s), then the message (2 s).
+    let sid = rig.call(1, 1).await;
+    let call_id = rig.record_kind(1, &sid, RecordingKind::Call, 3000, 0).await;
+    let message_id = rig
+        .record_kind(1, &sid, RecordingKind::Message, 2000, 7)
+        .await;
+    rig.svc
+        .db
+        .admin_client()
+        .await
+        .execute(
+            "INSERT INTO media.callback_tasks (customer_id, task_id, call_sid, reason, recording_id) \
+             VALUES (1, $1, $2, 'backend_down', $3)",
+            &[&uuid::Uuid::new_v4(), &sid.as_str(), &message_id],
+        )
+        .await
+        .unwrap();
+    let other = rig.call(1, 2).await;
+    let other_id = rig
+        .record_kind(1, &other, RecordingKind::Call, 1000, 3)
+        .await;
+    let b_call = rig.call(2, 1).await;
+    let b_id = rig
+        .record_kind(2, &b_call, RecordingKind::Call, 1000, 5)
+        .await;
+    let rows = || rig.svc.count("SELECT count(*) FROM media.recordings");
+    assert_eq!(rows().await, 4);
+
+    // GetCall and ListCalls: both recordings, oldest first, with their kinds; the message flag.
+    let mut reader = rig.client(1, &[scope::MEDIA_READ]).await;
+    let call = reader
+        .get_call(GetCallRequest {
+            call_sid: sid.as_str().to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .call
+        .unwrap();
+    let described: Vec<(String, String, i64)> = call
+        .recordings
+        .iter()
+        .map(|r| (r.recording_id.clone(), r.kind.clone(), r.duration_ms))
+        .collect();
+    assert_eq!(
+        described,
+        [
+            (call_id.to_string(), "call".to_owned(), 3000),
+            (message_id.to_string(), "message".to_owned(), 2000)
+        ]
+    );
+    assert_eq!(call.recording.as_ref(), call.recordings.first());
+    assert!(call.has_message);
+    let listed = reader
+        .list_calls(ListCallsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .calls;
+    let of = |s: &CallSid| listed.iter().find(|c| c.call_sid == s.as_str()).unwrap();
+    assert_eq!(of(&sid).recordings, call.recordings);
+    assert!(of(&sid).has_message);
+    assert_eq!(of(&other).recordings.len(), 1);
+    assert!(!of(&other).has_message);
+
+    // Each id serves its own bytes; no id is the call's first recording.
+    let mut a = rig.client(1, &[scope::MEDIA_RECORDINGS]).await;
+    let first = joined(&read(&mut a, &sid, 0, None).await.unwrap());
+    let conversation = read_by_id(&mut a, &sid, &call_id.to_string())
+        .await
+        .unwrap();
+    let message = read_by_id(&mut a, &sid, &message_id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(first, conversation);
+    assert_eq!(conversation.len() as u64, WAV_BYTES);
+    assert_eq!(message.len() as u64, 44 + 2 * 8000 * 4);
+    // The message's caller channel starts at its own base byte.
+    let left = |wav: &[u8]| i16::from_le_bytes([wav[44], wav[45]]);
+    assert_eq!(left(&conversation), mesh::g711::ulaw_to_linear(0));
+    assert_eq!(left(&message), mesh::g711::ulaw_to_linear(7));
+
+    // Another call's recording id through this call, another tenant's id, an unknown id: the
+    // NOT_FOUND of an unknown call. B cannot reach A's by A's call and id either.
+    let mut answers = Vec::new();
+    for id in [other_id, b_id, uuid::Uuid::new_v4()] {
+        let e = read_by_id(&mut a, &sid, &id.to_string()).await.unwrap_err();
+        answers.push((e.code(), e.message().to_owned()));
+    }
+    let mut b = rig
+        .client(2, &[scope::MEDIA_READ, scope::MEDIA_RECORDINGS])
+        .await;
+    for (s, id) in [(&sid, message_id), (&b_call, message_id)] {
+        let e = read_by_id(&mut b, s, &id.to_string()).await.unwrap_err();
+        answers.push((e.code(), e.message().to_owned()));
+    }
+    assert_eq!(answers[0].0, tonic::Code::NotFound);
+    assert!(
+        answers.iter().all(|x| *x == answers[0]),
+        "one answer: {answers:?}"
+    );
+    // A malformed id names the field.
+    let e = read_by_id(&mut a, &sid, "not-a-uuid").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("recording_id"), "{}", e.message());
+    assert_eq!(rows().await, 4, "reads and refusals change nothing");
 }

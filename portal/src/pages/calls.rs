@@ -4,8 +4,9 @@
 //! (resolved by memory-svc `GetCaller`), and the search box takes a name or at most the last
 //! four digits (memory-svc `ListCallers`). The call page shows duration, status, outcome,
 //! transfer, the summary (memory-svc `GetCallSummary`), the transcript turn by turn and, when the
-//! call was recorded, a player (`<audio>` on [`super::recording`]'s endpoint) with a "play from
-//! here" link on each turn (a media fragment `#t=<seconds>`; `static/player.js` makes it seek the
+//! call was recorded, a player per recording (`<audio>` on [`super::recording`]'s endpoint,
+//! labelled Call or Message: a call that switched to taking a message has both) with a "play
+//! from here" link on each turn, seeking the Call recording (a media fragment `#t=<seconds>`; `static/player.js` makes it seek the
 //! page's player instead of opening the file) and, for owners, a download link.
 //! Another tenant's CallSid or caller id is the same 404 as an unknown one.
 
@@ -18,7 +19,7 @@ use axum::routing::get;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use mesh::api::common::Speaker;
-use mesh::api::media::{Call, GetCallRequest, ListCallsRequest, RecordingState};
+use mesh::api::media::{Call, GetCallRequest, ListCallsRequest, Recording, RecordingState};
 use mesh::api::memory::{GetCallSummaryRequest, GetCallerRequest, ListCallersRequest};
 use mesh::domain::CallSid;
 use serde::Deserialize;
@@ -52,6 +53,10 @@ pub struct CallRow {
     pub duration: String,
     /// Outcome.
     pub outcome: String,
+    /// Whether it has a recording (the list says so in words).
+    pub recorded: bool,
+    /// Whether the caller left a message (a callback task).
+    pub message: bool,
 }
 
 impl CallRow {
@@ -65,6 +70,8 @@ impl CallRow {
             status: data::status_label(call.status),
             duration: data::duration(call.duration_seconds),
             outcome: data::outcome_label(&call.end_reason),
+            recorded: call.recording.is_some() || !call.recordings.is_empty(),
+            message: call.has_message,
         }
     }
 }
@@ -298,11 +305,20 @@ struct CallPage {
     caller_id: String,
     summary: Option<Summary>,
     turns: Vec<Turn>,
+    /// The players, the call's first recording first.
+    players: Vec<Player>,
+    /// The conversation's player (the one "Play from" seeks), when the call has one.
     recording: Option<Player>,
 }
 
-/// The call page's player.
+/// One of the call page's players.
+#[derive(Clone)]
 struct Player {
+    /// The element's id: `recording` for the conversation (what "Play from" seeks),
+    /// `recording-<n>` for the others.
+    id: String,
+    /// "Call" or "Message".
+    label: &'static str,
     /// The recording's address (the portal's endpoint: it needs the session).
     src: String,
     /// Its length.
@@ -380,15 +396,8 @@ async fn call(
             }
         })
         .collect();
-    let recording = call.recording.as_ref().map(|r| {
-        let src = format!("/portal/calls/{}/recording", sid.as_str());
-        Player {
-            download: session.is_owner().then(|| format!("{src}?download=1")),
-            src,
-            duration: data::offset(u32::try_from(r.duration_ms).unwrap_or(u32::MAX)),
-            ready: r.state != RecordingState::Recording as i32,
-        }
-    });
+    let players = players(&call, sid.as_str(), session.is_owner());
+    let recording = players.iter().find(|p| p.id == "recording").cloned();
     Ok(render(&CallPage {
         layout: session.layout("Call", NavItem::Calls),
         answered: data::local(call.answer_time.as_ref(), tz),
@@ -398,8 +407,47 @@ async fn call(
         caller_id,
         summary,
         turns,
+        players,
         recording,
     }))
+}
+
+/// A player per recording of `call`, the first one first. The first keeps the address
+/// `/portal/calls/{CallSid}/recording`; the others are read by id. The conversation (kind
+/// "call") is the player "Play from" seeks (id `recording`).
+fn players(call: &Call, sid: &str, owner: bool) -> Vec<Player> {
+    let recordings: Vec<&Recording> = if call.recordings.is_empty() {
+        call.recording.iter().collect()
+    } else {
+        call.recordings.iter().collect()
+    };
+    let mut conversation = false;
+    recordings
+        .into_iter()
+        .enumerate()
+        .map(|(n, r)| {
+            let message = r.kind == "message";
+            let src = if n == 0 {
+                format!("/portal/calls/{sid}/recording")
+            } else {
+                super::recording::address(sid, &r.recording_id)
+            };
+            let id = if !message && !conversation {
+                conversation = true;
+                "recording".to_owned()
+            } else {
+                format!("recording-{n}")
+            };
+            Player {
+                id,
+                label: if message { "Message" } else { "Call" },
+                download: owner.then(|| format!("{src}?download=1")),
+                src,
+                duration: data::offset(u32::try_from(r.duration_ms).unwrap_or(u32::MAX)),
+                ready: r.state != RecordingState::Recording as i32,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `/portal/`: the dashboard. Calls today and this week, minutes this month and calls in
 //! progress (media-svc `GetCallStats`, counted in the tenant's time zone), a 30-day
 //! calls-per-day chart drawn as SVG on the server with a table as its text alternative, and
-//! the last calls (numbers masked).
+//! the last calls (numbers masked), and the count of open messages (callback tasks) linking to
+//! the inbox, so an owner notices them.
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ struct HomePage {
     calls_this_week: i64,
     minutes_this_month: i64,
     calls_in_progress: i64,
+    /// Open messages ("100+" beyond [`super::messages::COUNTED`]).
+    open_messages: String,
     chart: Chart,
     calls: Vec<CallRow>,
 }
@@ -41,14 +44,25 @@ async fn home(State(portal): State<Arc<Portal>>, session: Session) -> Result<Res
     let tz = data::time_zone(&portal, &session).await?;
     let mut media = portal.media();
     let mut media2 = portal.media();
-    let (stats, last) = tokio::try_join!(
-        media.get_call_stats(session.grpc(GetCallStatsRequest {
-            time_zone: tz.name().to_owned(),
-        })),
-        media2.list_calls(session.grpc(ListCallsRequest {
-            page_size: LAST_CALLS,
-            ..Default::default()
-        })),
+    let (stats, last, open_messages) = tokio::try_join!(
+        async {
+            media
+                .get_call_stats(session.grpc(GetCallStatsRequest {
+                    time_zone: tz.name().to_owned(),
+                }))
+                .await
+                .map_err(PageError::from)
+        },
+        async {
+            media2
+                .list_calls(session.grpc(ListCallsRequest {
+                    page_size: LAST_CALLS,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(PageError::from)
+        },
+        super::messages::open_count(&portal, &session),
     )?;
     let stats = stats.into_inner();
     let chart = Chart::new(
@@ -67,6 +81,7 @@ async fn home(State(portal): State<Arc<Portal>>, session: Session) -> Result<Res
         calls_this_week: stats.calls_this_week,
         minutes_this_month: stats.minutes_this_month,
         calls_in_progress: stats.calls_in_progress,
+        open_messages,
         chart,
         calls: last
             .into_inner()

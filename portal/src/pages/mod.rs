@@ -14,6 +14,7 @@ pub mod callers;
 pub mod calls;
 pub mod data;
 pub mod home;
+pub mod messages;
 pub mod outbound;
 pub mod recording;
 pub mod security;
@@ -27,6 +28,7 @@ pub fn routes() -> axum::Router<Arc<Portal>> {
     axum::Router::new()
         .merge(home::routes())
         .merge(calls::routes())
+        .merge(messages::routes())
         .merge(recording::routes())
         .merge(callers::routes())
         .merge(usage::routes())

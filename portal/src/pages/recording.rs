@@ -1,7 +1,10 @@
-//! `/portal/calls/{CallSid}/recording`: a call's recording for the call page's player, streamed
-//! from media-svc `ReadRecording` with the session's tenant token (checked against the user's
-//! tenant like every other read: another tenant's call is the same 404 as an unknown one or a
-//! call without a recording). Never a public URL: the address works only with the session
+//! `/portal/calls/{CallSid}/recording` (the call's first recording) and
+//! `/portal/calls/{CallSid}/recordings/{id}` (one of its recordings by id: a call that switched
+//! to taking a message has the conversation and the message): a call's recording for the call
+//! page's and the inbox's players, streamed from media-svc `ReadRecording` with the session's
+//! tenant token (checked against the user's tenant like every other read: another tenant's
+//! call, an unknown one, a call without a recording, and an id that is not one of this call's
+//! recordings in this tenant are the same 404). Never a public URL: the address works only with the session
 //! cookie, and every answer is `Cache-Control: no-store`.
 //!
 //! HTTP ranges as a browser's media element uses them: `Accept-Ranges: bytes`, one range
@@ -28,7 +31,17 @@ use crate::{PageError, Portal, Session};
 
 /// This endpoint's route (GET, and HEAD through it).
 pub fn routes() -> axum::Router<Arc<Portal>> {
-    axum::Router::new().route("/portal/calls/{call_sid}/recording", get(recording))
+    axum::Router::new()
+        .route("/portal/calls/{call_sid}/recording", get(first))
+        .route(
+            "/portal/calls/{call_sid}/recordings/{recording_id}",
+            get(by_id),
+        )
+}
+
+/// The address of recording `recording_id` of call `call_sid` (what the players read).
+pub fn address(call_sid: &str, recording_id: &str) -> String {
+    format!("/portal/calls/{call_sid}/recordings/{recording_id}")
 }
 
 /// What a `Range` header asks for, before the file's size is known.
@@ -128,25 +141,32 @@ struct Options {
 }
 
 /// The header values every answer of this endpoint carries.
-fn base_headers(headers: &mut HeaderMap, sid: &CallSid, download: bool) {
+fn base_headers(headers: &mut HeaderMap, which: &Which, download: bool) {
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if download {
-        // The CallSid is `CA` + 32 hex: nothing to escape.
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "attachment; filename=\"recording-{}.wav\"",
-            sid.as_str()
-        )) {
+        // The CallSid is `CA` + 32 hex and the id a UUID: nothing to escape.
+        let name = match which.id {
+            None => format!("recording-{}.wav", which.sid.as_str()),
+            Some(id) => format!("recording-{}-{id}.wav", which.sid.as_str()),
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
             headers.insert(header::CONTENT_DISPOSITION, v);
         }
     }
+}
+
+/// Which recording: of this call, the one with this id (`None`: the call's first).
+struct Which {
+    sid: CallSid,
+    id: Option<uuid::Uuid>,
 }
 
 /// The first message of a ReadRecording stream, and the stream.
 async fn open(
     portal: &Portal,
     session: &Session,
-    sid: &CallSid,
+    which: &Which,
     offset: u64,
     length: Option<u64>,
 ) -> Result<
@@ -159,9 +179,10 @@ async fn open(
     let mut stream = portal
         .media()
         .read_recording(session.grpc(ReadRecordingRequest {
-            call_sid: sid.as_str().to_owned(),
+            call_sid: which.sid.as_str().to_owned(),
             offset,
             length,
+            recording_id: which.id.map(|id| id.to_string()).unwrap_or_default(),
         }))
         .await?
         .into_inner();
@@ -172,13 +193,44 @@ async fn open(
     Ok((first, stream))
 }
 
-async fn recording(
+/// `GET`/`HEAD /portal/calls/{CallSid}/recording`: the call's first recording.
+async fn first(
     State(portal): State<Arc<Portal>>,
     session: Session,
     method: Method,
     Path(call_sid): Path<String>,
     Query(options): Query<Options>,
     request_headers: HeaderMap,
+) -> Result<Response, PageError> {
+    // A malformed id is as unknown as another tenant's.
+    let sid = CallSid::parse(&call_sid).map_err(|_| PageError::NotFound)?;
+    let which = Which { sid, id: None };
+    serve(&portal, &session, method, which, options, &request_headers).await
+}
+
+/// `GET`/`HEAD /portal/calls/{CallSid}/recordings/{id}`: one recording of the call, by id.
+async fn by_id(
+    State(portal): State<Arc<Portal>>,
+    session: Session,
+    method: Method,
+    Path((call_sid, recording_id)): Path<(String, String)>,
+    Query(options): Query<Options>,
+    request_headers: HeaderMap,
+) -> Result<Response, PageError> {
+    // Malformed ids are as unknown as another tenant's.
+    let sid = CallSid::parse(&call_sid).map_err(|_| PageError::NotFound)?;
+    let id = uuid::Uuid::parse_str(&recording_id).map_err(|_| PageError::NotFound)?;
+    let which = Which { sid, id: Some(id) };
+    serve(&portal, &session, method, which, options, &request_headers).await
+}
+
+async fn serve(
+    portal: &Portal,
+    session: &Session,
+    method: Method,
+    which: Which,
+    options: Options,
+    request_headers: &HeaderMap,
 ) -> Result<Response, PageError> {
     let download = !options.download.is_empty() && options.download != "0";
     if download && !session.is_owner() {
@@ -189,12 +241,10 @@ async fn recording(
         );
         return Err(PageError::Forbidden);
     }
-    // A malformed id is as unknown as another tenant's.
-    let sid = CallSid::parse(&call_sid).map_err(|_| PageError::NotFound)?;
-    let ask = Ask::of(&request_headers);
+    let ask = Ask::of(request_headers);
     // The size first when the range depends on it or nothing but the size is wanted.
     let total = if ask != Ask::Whole || method == Method::HEAD {
-        let (first, _) = open(&portal, &session, &sid, 0, Some(0)).await?;
+        let (first, _) = open(portal, session, &which, 0, Some(0)).await?;
         Some(first.total_bytes)
     } else {
         None
@@ -202,7 +252,7 @@ async fn recording(
     let range = match total.map(|t| ask.resolve(t)) {
         Some(Part::Unsatisfiable) => {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            base_headers(response.headers_mut(), &sid, download);
+            base_headers(response.headers_mut(), &which, download);
             let total = total.unwrap_or_default();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -218,7 +268,7 @@ async fn recording(
     let (first, rest, total) = if method == Method::HEAD {
         (None, None, total.unwrap_or_default())
     } else {
-        let (first, rest) = open(&portal, &session, &sid, offset, length).await?;
+        let (first, rest) = open(portal, session, &which, offset, length).await?;
         let total = first.total_bytes;
         (Some(first), Some(rest), total)
     };
@@ -233,7 +283,7 @@ async fn recording(
         _ => Response::new(Body::empty()),
     };
     let headers = response.headers_mut();
-    base_headers(headers, &sid, download);
+    base_headers(headers, &which, download);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
     headers.insert(
         header::CONTENT_LENGTH,

@@ -107,3 +107,88 @@ fn the_recording_plays_in_chromium_with_its_duration_known_and_seeks_from_a_turn
         );
     });
 }
+
+/// The `duration` of the audio element `id` once its metadata loaded (-1 on a media error).
+fn duration_of(id: &str) -> String {
+    DURATION.replace(
+        "getElementById('recording')",
+        &format!("getElementById('{id}')"),
+    )
+}
+
+#[test]
+fn a_message_plays_on_its_call_page_and_the_inbox_passes_axe_at_both_widths() {
+    suite().run(async |ctx| {
+        let b = ctx.browser;
+        let tenant = ctx.tenant("Inbox Dental").await;
+        ctx.user(&tenant, "owner", UserRole::Owner).await;
+        // A call that switched to taking a message: its conversation, then the message, and the
+        // callback task naming it.
+        let call_sid = ctx.call(&tenant, "+15550199202").await;
+        ctx.mesh.record_call(tenant.id, &call_sid, SECONDS).await;
+        let message = ctx
+            .mesh
+            .record(
+                tenant.id,
+                &call_sid,
+                2,
+                media_svc::recording::RecordingKind::Message,
+            )
+            .await;
+        ctx.mesh
+            .db
+            .admin_client()
+            .await
+            .execute(
+                "INSERT INTO media.callback_tasks \
+                   (customer_id, task_id, call_sid, caller, reason, recording_id, transcript) \
+                 VALUES ($1, $2, $3, '+15550199202', 'backend_down', $4, \
+                         'Please call me back about my appointment on Tuesday.')",
+                &[&tenant.id, &uuid::Uuid::new_v4(), &call_sid, &message],
+            )
+            .await
+            .expect("task");
+
+        // The call page: two players, each playable in Chromium with its own length.
+        let page = format!("/portal/calls/{call_sid}");
+        b.goto(&ctx.url(&page)).await.expect("open the call");
+        b.assert_accessible(&page).await;
+        for (id, seconds) in [("recording", SECONDS), ("recording-1", 2)] {
+            let got = b.execute(&duration_of(id), vec![]).await.expect("duration");
+            let got = got.as_f64().expect("a number");
+            assert!(
+                (got - f64::from(seconds)).abs() < 0.05,
+                "{id}: duration {got}, recorded {seconds} s"
+            );
+        }
+
+        // The inbox, with the message and its player, at both widths; then marked done.
+        for viewport in [e2e::browser::DESKTOP, e2e::browser::PHONE] {
+            b.set_viewport(viewport).await.expect("resize");
+            b.goto(&ctx.url("/portal/messages"))
+                .await
+                .expect("open the inbox");
+            b.assert_accessible("/portal/messages with a message").await;
+            assert!(
+                !b.overflows_horizontally().await.expect("measure"),
+                "/portal/messages is wider than the screen: {:?}",
+                b.elements_past_the_right_edge().await.expect("measure")
+            );
+        }
+        b.set_viewport(e2e::browser::DESKTOP).await.expect("resize");
+        let button = b
+            .find("form button[type=submit][aria-describedby]")
+            .await
+            .expect("Mark done");
+        assert_eq!(button.text().await.expect("text"), "Mark done");
+        button.click().await.expect("click");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            b.url()
+                .await
+                .expect("url")
+                .ends_with("/portal/messages?show=open")
+        );
+        b.assert_accessible("/portal/messages, nothing open").await;
+    });
+}
