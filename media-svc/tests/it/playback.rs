@@ -354,42 +354,7 @@ async fn every_recording_of_a_call_is_listed_and_read_by_its_id_only_through_its
     let rows = || rig.svc.count("SELECT count(*) FROM media.recordings");
     assert_eq!(rows().await, 4);
 
-    // GetCall and ListCalls: both recordings, oldest first, with their kinds; the message flag.
-    let mut reader = rig.client(1, &[scope::MEDIA_READ]).await;
-    let call = reader
-        .get_call(GetCallRequest {
-            call_sid: sid.as_str().to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .call
-        .unwrap();
-    let described: Vec<(String, String, i64)> = call
-        .recordings
-        .iter()
-        .map(|r| (r.recording_id.clone(), r.kind.clone(), r.duration_ms))
-        .collect();
-    assert_eq!(
-        described,
-        [
-            (call_id.to_string(), "call".to_owned(), 3000),
-            (message_id.to_string(), "message".to_owned(), 2000)
-        ]
-    );
-    assert_eq!(call.recording.as_ref(), call.recordings.first());
-    assert!(call.has_message);
-    let listed = reader
-        .list_calls(ListCallsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .calls;
-    let of = |s: &CallSid| listed.iter().find(|c| c.call_sid == s.as_str()).unwrap();
-    assert_eq!(of(&sid).recordings, call.recordings);
-    assert!(of(&sid).has_message);
-    assert_eq!(of(&other).recordings.len(), 1);
-    assert!(!of(&other).has_message);
+    described_with_kinds_and_the_message_flag(&rig, &sid, &other, call_id, message_id).await;
 
     // Each id serves its own bytes; no id is the call's first recording.
     let mut a = rig.client(1, &[scope::MEDIA_RECORDINGS]).await;
@@ -432,4 +397,50 @@ async fn every_recording_of_a_call_is_listed_and_read_by_its_id_only_through_its
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("recording_id"), "{}", e.message());
     assert_eq!(rows().await, 4, "reads and refusals change nothing");
+}
+
+/// GetCall and ListCalls: both recordings of `sid`, oldest first, with their kinds; the
+/// message flag; `other` has one recording and no message.
+async fn described_with_kinds_and_the_message_flag(
+    rig: &Rig,
+    sid: &CallSid,
+    other: &CallSid,
+    call_id: uuid::Uuid,
+    message_id: uuid::Uuid,
+) {
+    let mut reader = rig.client(1, &[scope::MEDIA_READ]).await;
+    let call = reader
+        .get_call(GetCallRequest {
+            call_sid: sid.as_str().to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .call
+        .unwrap();
+    let described: Vec<(String, String, i64)> = call
+        .recordings
+        .iter()
+        .map(|r| (r.recording_id.clone(), r.kind.clone(), r.duration_ms))
+        .collect();
+    assert_eq!(
+        described,
+        [
+            (call_id.to_string(), "call".to_owned(), 3000),
+            (message_id.to_string(), "message".to_owned(), 2000)
+        ]
+    );
+    assert_eq!(call.recording.as_ref(), call.recordings.first());
+    assert!(call.has_message);
+    let listed = reader
+        .list_calls(ListCallsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .calls;
+    let of = |s: &CallSid| listed.iter().find(|c| c.call_sid == s.as_str()).unwrap();
+    assert_eq!(of(sid).recordings, call.recordings);
+    assert!(of(sid).has_message);
+    assert_eq!(of(other).recordings.len(), 1);
+    assert!(!of(other).has_message);
 }

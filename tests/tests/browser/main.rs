@@ -12,7 +12,8 @@
 //! - `journey`: greeting and slider saved -> the next call uses the greeting -> erase -> sign out.
 //! - `pages`: axe-core on every page at both widths; staff and owner pages.
 //! - `player`: a recorded call plays on its page (duration known, playback advances, "Play
-//!   from" seeks).
+//!   from" seeks); a call and its message each play; the messages inbox passes axe-core at
+//!   both widths and marks a message done.
 //! - `screenshots`: the README's pictures (ignored; `scripts/screenshots.sh` runs it).
 
 mod forms;

@@ -194,65 +194,8 @@ async fn the_inbox_lists_the_tenants_messages_filters_them_and_marks_them_done_a
         .signed_in_user(a, "owner@inbox.example", UserRole::Owner)
         .await;
 
-    // Open by default, newest first; nothing of B's; the number only masked.
-    let page = owner.get("/portal/messages").await;
-    assert_eq!(page.status(), 200);
-    let body = &page.body;
-    let at = |id: Uuid| body.find(&format!("/portal/messages/{id}\""));
-    let (voicemail, agent) = (
-        at(t.voicemail).expect("A's message"),
-        at(t.agent).expect("A's note"),
-    );
-    assert!(voicemail < agent, "newest first");
-    assert_eq!(at(t.done), None, "a done message is not open");
-    assert_eq!(at(t.b_task), None);
-    assert!(!body.contains("Tenant B's secret") && !body.contains(B_CALLER));
-    assert!(!body.contains(A_CALLER), "the number only masked");
-    let masked = CallerNumber::parse(A_CALLER).unwrap().masked();
-    assert!(body.contains(&masked), "{masked} missing");
-    for text in [
-        "The agent was unavailable (AI service down)",
-        "Taken by the agent",
-        "Please call me back about the boat policy renewal.",
-        "Wants a quote for a second boat.",
-        &format!(
-            r#"src="/portal/calls/{}/recordings/{}""#,
-            sid(1),
-            t.recording
-        ),
-        &format!(r#"href="/portal/calls/{}""#, sid(2)),
-    ] {
-        assert!(body.contains(text), "{text} missing:\n{body}");
-    }
-    assert_eq!(page.matches_count(">Mark done</button>"), 2);
-    // The player's address serves the message.
-    let audio = owner
-        .fetch(
-            Method::GET,
-            &format!("/portal/calls/{}/recordings/{}", sid(1), t.recording),
-            &[],
-        )
-        .await;
-    assert_eq!((audio.status, audio.body.len()), (200, 44 + 2 * 8000 * 4));
-
-    // The filters: done, all; anything else is a 400 naming the field.
-    let done = owner.get("/portal/messages?show=done").await;
-    assert!(
-        done.body
-            .contains(&format!("/portal/messages/{}\"", t.done))
-    );
-    assert!(
-        done.body.contains("After opening hours") && done.body.contains(">Mark not done</button>")
-    );
-    assert!(!done.body.contains(&t.voicemail.to_string()));
-    let all = owner.get("/portal/messages?show=all").await;
-    for id in [t.voicemail, t.agent, t.done] {
-        assert!(all.body.contains(&id.to_string()));
-    }
-    assert!(!all.body.contains(&t.b_task.to_string()));
-    let bad = owner.get("/portal/messages?show=everything").await;
-    assert_eq!(bad.status(), 400);
-    assert!(bad.body.contains("show"));
+    let csrf = check_open_list(&mut owner, &t).await;
+    check_filters(&mut owner, &t).await;
 
     // The dashboard counts the open ones and links to the inbox.
     let home = owner.get("/portal/").await;
@@ -266,7 +209,6 @@ async fn the_inbox_lists_the_tenants_messages_filters_them_and_marks_them_done_a
     assert!(home.body.contains(r#"href="/portal/messages""#));
 
     // Done and back, each answered with a redirect to the list it came from.
-    let csrf = csrf_of(&page.body);
     let path = format!("/portal/messages/{}", t.voicemail);
     let r = owner
         .post(&path, &[("csrf", &csrf), ("done", "1"), ("show", "open")])
@@ -394,4 +336,72 @@ async fn another_tenant_a_missing_or_wrong_csrf_token_and_the_signed_out_change_
     let r = stranger.post(&path, &[("csrf", &own), ("done", "1")]).await;
     assert_ne!(r.status() / 100, 2);
     assert_eq!(states().await, before);
+}
+
+/// The inbox as first opened: open messages only, newest first; nothing of B's; the number only
+/// masked; reasons in words, note, transcript, the player (which serves the message) and the
+/// call link. Answers the page's CSRF token.
+async fn check_open_list(owner: &mut Browser, t: &Inbox) -> String {
+    let page = owner.get("/portal/messages").await;
+    assert_eq!(page.status(), 200);
+    let body = &page.body;
+    let at = |id: Uuid| body.find(&format!("/portal/messages/{id}\""));
+    let (voicemail, agent) = (
+        at(t.voicemail).expect("A's message"),
+        at(t.agent).expect("A's note"),
+    );
+    assert!(voicemail < agent, "newest first");
+    assert_eq!(at(t.done), None, "a done message is not open");
+    assert_eq!(at(t.b_task), None);
+    assert!(!body.contains("Tenant B's secret") && !body.contains(B_CALLER));
+    assert!(!body.contains(A_CALLER), "the number only masked");
+    let masked = CallerNumber::parse(A_CALLER).unwrap().masked();
+    assert!(body.contains(&masked), "{masked} missing");
+    for text in [
+        "The agent was unavailable (AI service down)",
+        "Taken by the agent",
+        "Please call me back about the boat policy renewal.",
+        "Wants a quote for a second boat.",
+        &format!(
+            r#"src="/portal/calls/{}/recordings/{}""#,
+            sid(1),
+            t.recording
+        ),
+        &format!(r#"href="/portal/calls/{}""#, sid(2)),
+    ] {
+        assert!(body.contains(text), "{text} missing:\n{body}");
+    }
+    assert_eq!(page.matches_count(">Mark done</button>"), 2);
+    // The player's address serves the message.
+    let audio = owner
+        .fetch(
+            Method::GET,
+            &format!("/portal/calls/{}/recordings/{}", sid(1), t.recording),
+            &[],
+        )
+        .await;
+    assert_eq!((audio.status, audio.body.len()), (200, 44 + 2 * 8000 * 4));
+
+    csrf_of(&page.body)
+}
+
+/// The filters: done, all; anything else is a 400 naming the field.
+async fn check_filters(owner: &mut Browser, t: &Inbox) {
+    let done = owner.get("/portal/messages?show=done").await;
+    assert!(
+        done.body
+            .contains(&format!("/portal/messages/{}\"", t.done))
+    );
+    assert!(
+        done.body.contains("After opening hours") && done.body.contains(">Mark not done</button>")
+    );
+    assert!(!done.body.contains(&t.voicemail.to_string()));
+    let all = owner.get("/portal/messages?show=all").await;
+    for id in [t.voicemail, t.agent, t.done] {
+        assert!(all.body.contains(&id.to_string()));
+    }
+    assert!(!all.body.contains(&t.b_task.to_string()));
+    let bad = owner.get("/portal/messages?show=everything").await;
+    assert_eq!(bad.status(), 400);
+    assert!(bad.body.contains("show"));
 }

@@ -5,8 +5,8 @@
 //! ([`Browser::sign_in`], [`PortalMesh::signed_in_user`]) and the CSRF token of a page
 //! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security), `team`, `keys`, `data`
 //! (dashboard, calls, callers, usage), `settings` (agent, webhooks, outbound), `call_handling`
-//! (recording, retention, messages, opening hours), `recording` (the call page's players and the
-//! recording endpoints), `messages` (the inbox).
+//! (recording, retention, messages, opening hours), `recording` (the call page's player and the
+//! recording endpoint), `recordings` (every recording of a call, by id), `messages` (the inbox).
 
 // Shared by every lane's module: not each of them uses every helper.
 #![allow(dead_code)]
@@ -17,6 +17,7 @@ mod data;
 mod keys;
 mod messages;
 mod recording;
+mod recordings;
 mod settings;
 mod team;
 

@@ -4,13 +4,10 @@
 //! (206 bytes equal to the slice of the whole body), 416 past the end, HEAD, `no-store`;
 //! downloads for owners only; tenant B gets 404 for A's call page and recording, and NOT_FOUND
 //! from `ReadRecording` with its own token, while A's token reads the same bytes the portal
-//! serves. A call that switched to taking a message: a labelled player per recording, each
-//! serving its own bytes by id, another call's or tenant's recording id a 404; the calls list
-//! says which calls have a recording and a message.
+//! serves. Every recording of a call, by id: `recordings`.
 
 use e2e::with_token;
 use futures::StreamExt as _;
-use media_svc::recording::RecordingKind;
 use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::media::{
     CallDirection, CallStatus, GetCallRequest, ReadRecordingRequest, RecordingState,
@@ -25,12 +22,12 @@ use super::{Browser, PortalMesh, Raw};
 /// Three seconds of stereo 16-bit PCM at 8 kHz behind a 44-byte header.
 const WAV_BYTES: usize = 44 + 3 * 8000 * 4;
 
-fn sid(n: u32) -> String {
+pub(super) fn sid(n: u32) -> String {
     format!("CA{:016x}{n:016x}", 0x20u64)
 }
 
 /// A finished inbound call of `customer` with two transcript turns (0 s and 1.5 s).
-async fn finished_call(portal: &PortalMesh, customer: i64, n: u32) -> String {
+pub(super) async fn finished_call(portal: &PortalMesh, customer: i64, n: u32) -> String {
     let mesh = &portal.mesh;
     let token = mesh.tenant_token(customer, &[scope::MEDIA_CALLS]);
     let mut media = CallServiceClient::new(mesh.channel(mesh.media).await);
@@ -116,7 +113,7 @@ async fn read_grpc(
     Ok(bytes)
 }
 
-fn check_audio_headers(r: &Raw, what: &str) {
+pub(super) fn check_audio_headers(r: &Raw, what: &str) {
     assert_eq!(r.header("content-type"), "audio/wav", "{what}");
     assert_eq!(r.header("accept-ranges"), "bytes", "{what}");
     assert_eq!(r.header("cache-control"), "no-store", "{what}");
@@ -389,170 +386,4 @@ async fn grpc_reads_only_in_the_tenant_and_with_the_scope(portal: &PortalMesh, c
         .await
         .unwrap_err();
     assert_eq!(past.code(), tonic::Code::OutOfRange);
-}
-
-/// The whole recording `id` of `call` through `ReadRecording` with `token`.
-async fn read_grpc_by_id(portal: &PortalMesh, token: &str, call: &str, id: &str) -> Vec<u8> {
-    let mesh = &portal.mesh;
-    let mut media = CallServiceClient::new(mesh.channel(mesh.media).await);
-    let mut stream = media
-        .read_recording(with_token(
-            ReadRecordingRequest {
-                call_sid: call.into(),
-                recording_id: id.into(),
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .expect("ReadRecording by id")
-        .into_inner();
-    let mut bytes = Vec::new();
-    while let Some(m) = stream.next().await {
-        bytes.extend_from_slice(&m.expect("chunk").data);
-    }
-    bytes
-}
-
-#[tokio::test]
-async fn a_call_and_its_message_each_have_a_player_and_the_calls_list_marks_them() {
-    let portal = PortalMesh::start().await;
-    let (a, b) = portal.tenants;
-    // A call that switched to taking a message: the conversation (3 s), then the message (2 s),
-    // and its callback task.
-    let call = finished_call(&portal, a, 1).await;
-    let call_id = portal.mesh.record(a, &call, 3, RecordingKind::Call).await;
-    let message_id = portal
-        .mesh
-        .record(a, &call, 2, RecordingKind::Message)
-        .await;
-    let admin = portal.mesh.db.admin_client().await;
-    admin
-        .execute(
-            "INSERT INTO media.callback_tasks (customer_id, task_id, call_sid, reason, recording_id) \
-             VALUES ($1, $2, $3, 'backend_down', $4)",
-            &[&a, &uuid::Uuid::new_v4(), &call, &message_id],
-        )
-        .await
-        .expect("task");
-    let other = finished_call(&portal, a, 2).await;
-    let other_id = portal.mesh.record_call(a, &other, 1).await;
-    let unrecorded = finished_call(&portal, a, 3).await;
-    let b_call = sid(4);
-    admin
-        .execute(
-            "INSERT INTO media.calls (customer_id, call_sid, account_sid, called, direction, status) \
-             VALUES ($1, $2, 'AC' || repeat('0', 32), '+14155550101', 1, 5)",
-            &[&b, &b_call],
-        )
-        .await
-        .expect("B's call");
-    let b_id = portal.mesh.record_call(b, &b_call, 1).await;
-    let recordings = || portal.count("media.recordings");
-    assert_eq!(recordings().await, 4);
-
-    let mut owner = portal
-        .signed_in_user(a, "owner@both.example", UserRole::Owner)
-        .await;
-    // The call page: two labelled players; "Play from" seeks the Call recording.
-    let page = owner.get(&format!("/portal/calls/{call}")).await;
-    assert_eq!(page.status(), 200);
-    let first = format!("/portal/calls/{call}/recording");
-    let second = format!("/portal/calls/{call}/recordings/{message_id}");
-    assert_eq!(page.matches_count("<audio "), 2, "{}", page.body);
-    assert!(page.body.contains(&format!(
-        r#"<audio id="recording" class="player" controls preload="metadata" src="{first}""#
-    )));
-    assert!(page.body.contains(&format!(r#"src="{second}""#)));
-    assert!(page.body.contains("<h3>Call</h3>"));
-    assert!(page.body.contains("<h3>Message</h3>"));
-    assert!(
-        page.body
-            .contains(&format!(r#"href="{first}#t=1.500" data-seek="1.500""#))
-    );
-    assert!(!page.body.contains(&format!("{second}#t=")));
-
-    // Each address serves its own recording: the bytes ReadRecording gives for its id.
-    let token = portal.mesh.tenant_token(a, &[scope::MEDIA_RECORDINGS]);
-    for (path, id, seconds) in [
-        (first.clone(), call_id, 3),
-        (
-            format!("/portal/calls/{call}/recordings/{call_id}"),
-            call_id,
-            3,
-        ),
-        (second.clone(), message_id, 2),
-    ] {
-        let got = owner.fetch(Method::GET, &path, &[]).await;
-        assert_eq!(got.status, 200, "{path}");
-        check_audio_headers(&got, &path);
-        assert_eq!(got.body.len(), 44 + seconds * 8000 * 4, "{path}");
-        assert_eq!(
-            got.body,
-            read_grpc_by_id(&portal, &token, &call, &id.to_string()).await
-        );
-        let part = owner
-            .fetch(Method::GET, &path, &[("range", "bytes=100-199")])
-            .await;
-        assert_eq!((part.status, &part.body[..]), (206, &got.body[100..200]));
-    }
-
-    // Another call's recording through this call, B's recording, an unknown or malformed id:
-    // 404, never audio. B reaches none of A's by A's call and id.
-    let mut refusals = vec![
-        format!("/portal/calls/{call}/recordings/{other_id}"),
-        format!("/portal/calls/{call}/recordings/{b_id}"),
-        format!("/portal/calls/{call}/recordings/{}", uuid::Uuid::new_v4()),
-        format!("/portal/calls/{call}/recordings/not-a-uuid"),
-        format!("/portal/calls/{unrecorded}/recordings/{call_id}"),
-    ];
-    for path in &refusals {
-        let r = owner.fetch(Method::GET, path, &[]).await;
-        assert_eq!(r.status, 404, "{path}");
-        assert!(!r.body.starts_with(b"RIFF"));
-    }
-    let mut other_owner = portal
-        .signed_in_user(b, "owner@both-b.example", UserRole::Owner)
-        .await;
-    refusals = vec![
-        second.clone(),
-        format!("/portal/calls/{call}/recordings/{call_id}"),
-        format!("/portal/calls/{b_call}/recordings/{message_id}"),
-        format!("{second}?download=1"),
-    ];
-    for path in &refusals {
-        for method in [Method::GET, Method::HEAD] {
-            let r = other_owner.fetch(method.clone(), path, &[]).await;
-            assert_eq!(r.status, 404, "{method} {path}");
-            assert!(!r.body.starts_with(b"RIFF"));
-        }
-    }
-
-    // The calls list: words, not colour alone, per row.
-    let list = owner.get("/portal/calls").await;
-    assert_eq!(list.status(), 200);
-    let row = |sid: &str| {
-        let at = list
-            .body
-            .find(&format!("/portal/calls/{sid}\""))
-            .expect("row");
-        let end = at + list.body[at..].find("</tr>").expect("row end");
-        list.body[at..end].to_owned()
-    };
-    let both = row(&call);
-    assert!(
-        both.contains(">Recorded</span>") && both.contains(">Message</span>"),
-        "{both}"
-    );
-    let only = row(&other);
-    assert!(
-        only.contains(">Recorded</span>") && !only.contains(">Message</span>"),
-        "{only}"
-    );
-    let none = row(&unrecorded);
-    assert!(
-        !none.contains(">Recorded</span>") && none.contains(">None</span>"),
-        "{none}"
-    );
-    assert_eq!(recordings().await, 4, "reading changed nothing");
 }
