@@ -1,5 +1,6 @@
 //! The callback-task inbox (`ListCallbackTasks`, `SetCallbackTaskDone`; scope `media:messages`):
-//! the tenant's tasks newest first, filtered open / done, and a task marked done or open again.
+//! the tenant's tasks newest first, filtered open / done, with the count of open ones, and a
+//! task marked done or open again.
 //! Every read and write runs in the token's tenant transaction, so another tenant's task id is
 //! indistinguishable from an unknown one (NOT_FOUND, nothing changed).
 
@@ -26,13 +27,15 @@ pub async fn list(
     let filter = CallbackTaskFilter::try_from(r.filter)
         .map_err(|_| MediaError::invalid("filter", "must be a known task filter"))?;
     let after = page::decode(&r.page_token, Uuid::parse_str)?;
-    let (tasks, next) = rt
+    let (tasks, next, open_count) = rt
         .db
         .tenant_tx(customer, async |tx| {
-            sql::list(tx, filter, after, limit).await
+            let (tasks, next) = sql::list(tx, filter, after, limit).await?;
+            Ok::<_, MediaError>((tasks, next, sql::open_count(tx).await?))
         })
         .await?;
     Ok(ListCallbackTasksResponse {
+        open_count,
         tasks,
         next_page_token: next
             .map(|(t, id)| page::encode(t, &id.to_string()))

@@ -178,6 +178,17 @@ pub async fn list(
     Ok((rows.iter().map(to_proto).collect(), next))
 }
 
+/// How many of the tenant's tasks are open (the partial index `callback_tasks_open_idx`).
+pub async fn open_count(tx: &Tx<'_>) -> Result<i64, MediaError> {
+    Ok(tx
+        .query_one(
+            "SELECT count(*) FROM media.callback_tasks WHERE done_at IS NULL",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// Marks a task of the tenant done (keeping the first time it was marked) or open again; the
 /// task as it is now, `None` when the tenant has no such task.
 pub async fn set_done(

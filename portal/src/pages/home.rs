@@ -34,8 +34,8 @@ struct HomePage {
     calls_this_week: i64,
     minutes_this_month: i64,
     calls_in_progress: i64,
-    /// Open messages ("100+" beyond [`super::messages::COUNTED`]).
-    open_messages: String,
+    /// Open messages.
+    open_messages: i64,
     chart: Chart,
     calls: Vec<CallRow>,
 }

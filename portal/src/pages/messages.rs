@@ -32,9 +32,6 @@ use crate::{CsrfForm, Layout, NavItem, PageError, Portal, Session, render};
 /// Messages per page.
 const PAGE: i32 = 20;
 
-/// The most open messages the dashboard counts exactly (it shows "100+" beyond).
-pub const COUNTED: i32 = 100;
-
 /// This page's routes.
 pub fn routes() -> axum::Router<Arc<Portal>> {
     axum::Router::new()
@@ -152,6 +149,8 @@ struct MessagesPage {
     time_zone: String,
     show: &'static str,
     tabs: Vec<(String, &'static str, bool)>,
+    /// Open messages, over all pages.
+    open: i64,
     messages: Vec<Message>,
     /// The next page's URL.
     next: Option<String>,
@@ -190,6 +189,7 @@ async fn list(
             .map(|s| (s.href(), s.label(), *s == show))
             .collect(),
         messages: page.tasks.iter().map(|t| Message::new(t, tz)).collect(),
+        open: page.open_count,
         next,
     }))
 }
@@ -227,22 +227,18 @@ async fn mark(
     Ok(Redirect::to(&back.href()).into_response())
 }
 
-/// The dashboard's count of open messages: the number, or "100+" beyond [`COUNTED`].
-pub async fn open_count(portal: &Portal, session: &Session) -> Result<String, PageError> {
-    let page = portal
+/// The dashboard's count of open messages (media-svc counts them; no task is read).
+pub async fn open_count(portal: &Portal, session: &Session) -> Result<i64, PageError> {
+    Ok(portal
         .media()
         .list_callback_tasks(session.grpc(ListCallbackTasksRequest {
-            page_size: COUNTED,
+            page_size: 1,
             page_token: String::new(),
             filter: CallbackTaskFilter::Open as i32,
         }))
         .await?
-        .into_inner();
-    Ok(if page.next_page_token.is_empty() {
-        page.tasks.len().to_string()
-    } else {
-        format!("{COUNTED}+")
-    })
+        .into_inner()
+        .open_count)
 }
 
 #[cfg(test)]

@@ -405,3 +405,69 @@ async fn check_filters(owner: &mut Browser, t: &Inbox) {
     assert_eq!(bad.status(), 400);
     assert!(bad.body.contains("show"));
 }
+
+#[tokio::test]
+async fn many_messages_come_twenty_a_page_newest_first_and_the_open_ones_are_counted() {
+    let portal = PortalMesh::start().await;
+    let (a, b) = portal.tenants;
+    // 23 open and 2 done for A, one minute apart; 4 open for B.
+    let admin = portal.mesh.db.admin_client().await;
+    for (customer, from, to, done_from) in [(a, 100, 124, 123), (b, 200, 203, 999)] {
+        admin
+            .execute(
+                "WITH c AS ( \
+                   INSERT INTO media.calls (customer_id, call_sid, account_sid, caller, called, direction, status) \
+                   SELECT $1, 'CA' || lpad(to_hex(n), 32, '0'), 'AC' || repeat('0', 32), $4, '+14158675309', 1, 5 \
+                   FROM generate_series($2::int, $3::int) n RETURNING call_sid) \
+                 INSERT INTO media.callback_tasks (customer_id, task_id, call_sid, caller, reason, created_at, done_at) \
+                 SELECT $1, gen_random_uuid(), call_sid, $4, 'busy', \
+                        now() - make_interval(mins => ('x' || right(call_sid, 8))::bit(32)::int), \
+                        CASE WHEN ('x' || right(call_sid, 8))::bit(32)::int >= $5 THEN now() END \
+                 FROM c",
+                &[&customer, &from, &to, &A_CALLER, &done_from],
+            )
+            .await
+            .expect("tasks");
+    }
+    let mut owner = portal
+        .signed_in_user(a, "owner@many.example", UserRole::Owner)
+        .await;
+    let home = owner.get("/portal/").await;
+    assert!(home.body.contains(r#"id="messages-open">23</span>"#));
+
+    let first = owner.get("/portal/messages").await;
+    assert!(first.body.contains("23 messages are open."));
+    assert_eq!(first.matches_count(">Mark done</button>"), 20);
+    let next = first
+        .body
+        .split(r#"<a href=""#)
+        .find_map(|rest| {
+            let (href, tail) = rest.split_once('"')?;
+            tail.starts_with(r#" rel="next""#)
+                .then(|| href.replace("&#38;", "&").replace("&amp;", "&"))
+        })
+        .expect("an Older messages link");
+    assert!(
+        next.starts_with("/portal/messages?show=open&page="),
+        "{next}"
+    );
+    let second = owner.get(&next).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.matches_count(">Mark done</button>"), 3);
+    assert!(!second.body.contains(r#"rel="next""#));
+    // Together: A's 23 open calls, each once, newest (smallest n) first.
+    let sids = |body: &str| -> Vec<String> {
+        body.split(r#"href="/portal/calls/"#)
+            .skip(1)
+            .map(|rest| rest[..34].to_owned())
+            .collect()
+    };
+    let mut all = sids(&first.body);
+    all.extend(sids(&second.body));
+    let expected: Vec<String> = (100..123).map(|n| format!("CA{n:032x}")).collect();
+    assert_eq!(all, expected);
+
+    let done = owner.get("/portal/messages?show=done").await;
+    assert_eq!(done.matches_count(">Mark not done</button>"), 2);
+    assert!(done.body.contains("23 messages are open."));
+}
