@@ -452,7 +452,66 @@ fn players(call: &Call, sid: &str, owner: bool) -> Vec<Player> {
 
 #[cfg(test)]
 mod tests {
-    use super::recording_time;
+    use super::{Call, Recording, RecordingState, players, recording_time};
+
+    fn rec(id: &str, kind: &str) -> Recording {
+        Recording {
+            recording_id: id.into(),
+            duration_ms: 2_000,
+            state: RecordingState::Stored as i32,
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn each_recording_has_a_player_and_play_from_seeks_the_call_one() {
+        let sid = "CA0123";
+        let call = Call {
+            recordings: vec![rec("r1", "call"), rec("r2", "message")],
+            ..Default::default()
+        };
+        let got: Vec<(String, &str, String)> = players(&call, sid, false)
+            .into_iter()
+            .map(|p| (p.id, p.label, p.src))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "recording".into(),
+                    "Call",
+                    "/portal/calls/CA0123/recording".into()
+                ),
+                (
+                    "recording-1".into(),
+                    "Message",
+                    "/portal/calls/CA0123/recordings/r2".into()
+                ),
+            ]
+        );
+        // Only a message (the call went to the message flow at once): no player to seek.
+        let only = Call {
+            recordings: vec![rec("r9", "message")],
+            ..Default::default()
+        };
+        let p = players(&only, sid, true);
+        assert_eq!((p[0].id.as_str(), p[0].label), ("recording-0", "Message"));
+        assert_eq!(
+            p[0].download.as_deref(),
+            Some("/portal/calls/CA0123/recording?download=1")
+        );
+        // An older answer with only `recording`: one Call player.
+        let old = Call {
+            recording: Some(rec("r1", "")),
+            ..Default::default()
+        };
+        let p = players(&old, sid, false);
+        assert_eq!(
+            (p.len(), p[0].id.as_str(), p[0].label),
+            (1, "recording", "Call")
+        );
+        assert!(players(&Call::default(), sid, true).is_empty());
+    }
 
     #[test]
     fn a_turn_plays_at_its_time_less_where_the_recording_began() {
