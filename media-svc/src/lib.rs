@@ -18,7 +18,8 @@
 //!   memory-svc.
 //! - [`outbound`] places calls for a tenant's website and holds the per-tenant call limits;
 //!   [`webhooks`] delivers the post-call events the outbox queues; [`audio`] is the local
-//!   backend's sound; [`prompts`] renders the prompts media-svc speaks itself (espeak-ng, cached).
+//!   backend's sound; [`prompts`] renders the prompts media-svc speaks itself (espeak-ng, cached),
+//!   ahead of calls when tenant-svc asks after a change ([`prepare`], `PreparePrompts`).
 //! - [`erasure`]: a caller's export and erasure (across media-svc and memory-svc) and a tenant's,
 //!   each audited; [`retention`] deletes each tenant's recordings and transcripts past its
 //!   retention.
@@ -44,6 +45,7 @@ pub mod outbox;
 pub mod page;
 pub mod peers;
 pub mod playback;
+pub mod prepare;
 pub mod preview;
 pub mod prompts;
 pub mod recording;

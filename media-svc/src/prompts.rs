@@ -10,6 +10,12 @@
 //! [`STORE_TIMEOUT`]; written in the background, never delaying a call). The tone fallback is
 //! not cached: the next call tries espeak-ng again. Prompt texts are tenant settings, not
 //! personal data, and the audio says nothing but the text, so one cache serves every tenant.
+//!
+//! Renderings are normally made before any call needs them: tenant-svc asks for them
+//! (`PreparePrompts`, [`crate::prepare`]) right after a change to a tenant's texts or voice
+//! commits, and [`Prompts::ensure`] renders the tenant's [`texts`] into the store. A call still
+//! renders on a miss (the store down at the change, a prompt evicted by a new engine or voice
+//! map).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,6 +24,9 @@ use std::time::Duration;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use sha2::{Digest as _, Sha256};
+
+use mesh::api::tenant::{CallHandling, RecordingPolicy};
+use mesh::call_handling::recording_policy;
 
 use crate::audio;
 use crate::runtime::Runtime;
@@ -36,6 +45,33 @@ pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 /// when the text is empty or cannot be spoken.
 pub async fn prompt(rt: &Runtime, text: &str, voice: &str) -> Arc<[u8]> {
     rt.prompts.get(text, voice).await
+}
+
+/// The texts a call of a tenant with `settings` may speak, as the call composes them: the
+/// announcement (followed by the consent question under ON_WITH_CONSENT; none under OFF) and
+/// the message prompt (the default when the tenant set none).
+pub fn texts(settings: &CallHandling) -> Vec<String> {
+    let mut out = Vec::with_capacity(2);
+    match recording_policy(settings) {
+        RecordingPolicy::On => out.push(announcement(settings, false)),
+        RecordingPolicy::OnWithConsent => out.push(announcement(settings, true)),
+        _ => {}
+    }
+    out.push(crate::call::message::MessageSettings::of(settings, "").prompt);
+    out
+}
+
+/// What a recorded call says before the agent greets: the announcement, and with `consent` the
+/// consent question after it.
+pub fn announcement(settings: &CallHandling, consent: bool) -> String {
+    if consent {
+        format!(
+            "{} {}",
+            settings.recording_announcement, settings.consent_prompt
+        )
+    } else {
+        settings.recording_announcement.clone()
+    }
 }
 
 /// The espeak-ng voice standing in for a Realtime voice: a female or a male variant of US
@@ -64,12 +100,48 @@ pub fn object_path(key: &[u8; 32]) -> String {
 }
 
 /// The process's prompt cache (cheap to clone; shared).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Prompts {
     cache: Arc<Mutex<Cache>>,
     /// Where renderings are kept beyond this process.
     store: Option<Arc<dyn ObjectStore>>,
+    /// Renderings [`Prompts::ensure`] runs at once (espeak-ng processes; calls' own renderings
+    /// are not held back by it).
+    renders: Arc<tokio::sync::Semaphore>,
 }
+
+impl Default for Prompts {
+    fn default() -> Self {
+        Self {
+            cache: Arc::default(),
+            store: None,
+            renders: Arc::new(tokio::sync::Semaphore::new(PREPARE_RENDERS)),
+        }
+    }
+}
+
+/// Renderings [`Prompts::ensure`] runs at once.
+pub const PREPARE_RENDERS: usize = 2;
+/// How long [`Prompts::ensure`] waits for the object store (each request).
+pub const PREPARE_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`Prompts::ensure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// Rendered now and stored.
+    Rendered,
+    /// Already in the store.
+    AlreadyStored,
+    /// espeak-ng could not speak it (a call plays the tone pattern and tries again).
+    Unspoken,
+    /// Nothing to say (an empty text: a call plays the tone pattern).
+    Nothing,
+}
+
+/// The object store could not be read or written (worth retrying).
+#[derive(Debug, thiserror::Error)]
+#[error("prompt store: {0}")]
+pub struct StoreFailed(String);
 
 #[derive(Default)]
 struct Cache {
@@ -111,9 +183,55 @@ impl Prompts {
     /// A cache that also keeps renderings in `store`.
     pub fn with_store(store: Arc<dyn ObjectStore>) -> Self {
         Self {
-            cache: Arc::default(),
             store: Some(store),
+            ..Self::default()
         }
+    }
+
+    /// Makes sure the rendering of `text` in `voice` is in the object store (and this process's
+    /// cache): a HEAD when it is there already, else espeak-ng (at most [`PREPARE_RENDERS`] at
+    /// once) and a PUT awaited, so a call anywhere finds it the moment this returns. Never plays
+    /// the tone into the store. Without a store, renders into the memory cache only.
+    pub async fn ensure(&self, text: &str, voice: &str) -> Result<Ensured, StoreFailed> {
+        let text = clean(text);
+        if text.is_empty() {
+            return Ok(Ensured::Nothing);
+        }
+        let variant = espeak_voice(voice);
+        let key = key(variant, text);
+        let path = Path::from(object_path(&key));
+        if let Some(store) = &self.store {
+            let head = tokio::time::timeout(PREPARE_STORE_TIMEOUT, store.head(&path)).await;
+            match head.map_err(|_| StoreFailed("head timed out".into()))? {
+                Ok(_) => return Ok(Ensured::AlreadyStored),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(StoreFailed(e.to_string())),
+            }
+        }
+        let audio = match self.cached(&key) {
+            Some(hit) => hit,
+            None => {
+                let _permit = self.renders.acquire().await;
+                match audio::espeak_voice(text, Some(variant)).await {
+                    Some(speech) if !speech.is_empty() => {
+                        metrics::counter!("media_prompts_prepared_total").increment(1);
+                        Arc::from(speech)
+                    }
+                    _ => {
+                        tracing::warn!("espeak-ng could not render a prompt ahead of calls");
+                        return Ok(Ensured::Unspoken);
+                    }
+                }
+            }
+        };
+        if let Some(store) = &self.store {
+            let payload = object_store::PutPayload::from(bytes::Bytes::copy_from_slice(&audio));
+            let put = tokio::time::timeout(PREPARE_STORE_TIMEOUT, store.put(&path, payload)).await;
+            put.map_err(|_| StoreFailed("put timed out".into()))?
+                .map_err(|e| StoreFailed(e.to_string()))?;
+        }
+        self.lock().insert(key, audio);
+        Ok(Ensured::Rendered)
     }
 
     /// A rendering kept in the object store (`None`: none, unreadable, or too slow).
@@ -279,6 +397,59 @@ mod tests {
             "another voice, another rendering"
         );
         assert_eq!(prompts.cached_bytes(), first.len() + male.len());
+    }
+
+    #[test]
+    fn the_texts_are_what_a_call_says_under_each_policy() {
+        let mut s = mesh::call_handling::defaults();
+        s.recording_announcement = "Recorded.".into();
+        s.consent_prompt = "Press 1.".into();
+        s.message_prompt = String::new();
+        let message = crate::call::message::MessageSettings::of(&s, "").prompt;
+        assert!(!message.is_empty(), "the default message prompt");
+        s.recording_policy = RecordingPolicy::Off as i32;
+        assert_eq!(texts(&s), vec![message.clone()]);
+        s.recording_policy = RecordingPolicy::On as i32;
+        assert_eq!(texts(&s), vec!["Recorded.".to_owned(), message.clone()]);
+        s.recording_policy = RecordingPolicy::OnWithConsent as i32;
+        assert_eq!(texts(&s), vec!["Recorded. Press 1.".to_owned(), message]);
+    }
+
+    #[tokio::test]
+    async fn ensure_renders_into_the_store_once() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let prompts = Prompts::with_store(store.clone());
+        assert_eq!(
+            prompts.ensure("  ", "alloy").await.unwrap(),
+            Ensured::Nothing
+        );
+        let kept_key = key(espeak_voice("alloy"), "Kept elsewhere.");
+        store
+            .put(&Path::from(object_path(&kept_key)), vec![1u8, 2, 3].into())
+            .await
+            .unwrap();
+        assert_eq!(
+            prompts.ensure("Kept elsewhere.", "alloy").await.unwrap(),
+            Ensured::AlreadyStored
+        );
+        if !espeak_installed() {
+            return;
+        }
+        let text = "Prepared before the call.";
+        assert_eq!(
+            prompts.ensure(text, "echo").await.unwrap(),
+            Ensured::Rendered
+        );
+        let path = Path::from(object_path(&key(espeak_voice("echo"), text)));
+        let stored = store.get(&path).await.expect("stored when ensure returns");
+        let stored = stored.bytes().await.unwrap();
+        assert!(audio::energy(&stored) > 100);
+        assert_eq!(
+            prompts.ensure(text, "echo").await.unwrap(),
+            Ensured::AlreadyStored
+        );
+        // A call finds it in memory, without espeak-ng or the store.
+        assert_eq!(&*prompts.get(text, "echo").await, &stored[..]);
     }
 
     #[tokio::test]

@@ -26,7 +26,8 @@ pub const FINALISE_GRACE: Duration = Duration::from_secs(5);
 
 /// Which token kind, scope and issuer each RPC needs. `OpenStream` and `StreamCall` are the
 /// gateway's. `EraseTenant` is the operator's, or tenant-svc's fanning out a tenant erasure (a
-/// scope that opens nothing else).
+/// scope that opens nothing else); `PreparePrompts` likewise, tenant-svc's after a change to a
+/// tenant's prompts or voice commits.
 pub fn policy() -> Policy {
     Policy::new()
         .service_methods(
@@ -66,12 +67,20 @@ pub fn policy() -> Policy {
         )
         .service_methods(
             names::MEDIA_ADMIN,
-            &[(
-                "EraseTenant",
-                Rule::service(scope::MEDIA_ADMIN)
-                    .issued_by(&[OPERATOR])
-                    .or(Rule::service(scope::MEDIA_ERASE_TENANT).issued_by(&[TENANT_SVC])),
-            )],
+            &[
+                (
+                    "EraseTenant",
+                    Rule::service(scope::MEDIA_ADMIN)
+                        .issued_by(&[OPERATOR])
+                        .or(Rule::service(scope::MEDIA_ERASE_TENANT).issued_by(&[TENANT_SVC])),
+                ),
+                (
+                    "PreparePrompts",
+                    Rule::service(scope::MEDIA_ADMIN)
+                        .issued_by(&[OPERATOR])
+                        .or(Rule::service(scope::MEDIA_PREPARE_PROMPTS).issued_by(&[TENANT_SVC])),
+                ),
+            ],
         )
 }
 

@@ -503,4 +503,14 @@ impl media_admin_service_server::MediaAdminService for MediaSvc {
         let counts = erasure::erase_tenant(&self.deps, &issuer, customer).await?;
         Ok(Response::new(EraseTenantResponse { counts }))
     }
+
+    async fn prepare_prompts(
+        &self,
+        request: Request<PreparePromptsRequest>,
+    ) -> Result<Response<PreparePromptsResponse>, Status> {
+        let (_, customer) = operator_target(&request, |r| r.customer_id)?;
+        Ok(Response::new(
+            crate::prepare::prepare_prompts(&self.deps, customer).await?,
+        ))
+    }
 }

@@ -399,6 +399,9 @@ pub mod scope {
     pub const MEDIA_ADMIN: &str = "media:admin";
     /// media-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant erasure).
     pub const MEDIA_ERASE_TENANT: &str = "media:erase-tenant";
+    /// media-svc `PreparePrompts` only (service tokens: tenant-svc, after a change to a
+    /// tenant's prompt texts or agent voice commits).
+    pub const MEDIA_PREPARE_PROMPTS: &str = "media:prepare-prompts";
 
     /// Scopes a tenant token may carry.
     pub const TENANT_SCOPES: &[&str] = &[

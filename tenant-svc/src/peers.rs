@@ -1,9 +1,11 @@
-//! tenant-svc's clients of memory-svc and media-svc, for two things only: fanning out a tenant's
-//! erasure (`EraseTenant`) with tenant-svc's own service tokens, whose scopes
-//! (`memory:erase-tenant`, `media:erase-tenant`) open that one RPC and nothing else; and reading
-//! a tenant's export and erasure audit rows (`ListAuditEntries`) for its audit log, with a tenant
-//! token of that customer that tenant-svc mints for itself (one minute, `memory:audit` or
-//! `media:audit` only).
+//! tenant-svc's clients of memory-svc and media-svc, for three things only: fanning out a
+//! tenant's erasure (`EraseTenant`) with tenant-svc's own service tokens, whose scopes
+//! (`memory:erase-tenant`, `media:erase-tenant`) open that one RPC and nothing else; asking
+//! media-svc to render a tenant's spoken prompts after a change to their texts or the voice
+//! commits (`PreparePrompts`, scope `media:prepare-prompts`, in the background:
+//! [`Peers::prepare_prompts_soon`]); and reading a tenant's export and erasure audit rows
+//! (`ListAuditEntries`) for its audit log, with a tenant token of that customer that tenant-svc
+//! mints for itself (one minute, `memory:audit` or `media:audit` only).
 
 use std::time::Duration;
 
@@ -11,7 +13,10 @@ use mesh::api::common::TableCount;
 use mesh::api::media::EraseTenantRequest as MediaEraseTenant;
 use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::media::media_admin_service_client::MediaAdminServiceClient;
-use mesh::api::media::{ErasureAudit, ListAuditEntriesRequest as MediaListAudit};
+use mesh::api::media::{
+    ErasureAudit, ListAuditEntriesRequest as MediaListAudit, PreparePromptsRequest,
+    PreparePromptsResponse,
+};
 use mesh::api::memory::EraseTenantRequest as MemoryEraseTenant;
 use mesh::api::memory::memory_admin_service_client::MemoryAdminServiceClient;
 use mesh::api::memory::memory_service_client::MemoryServiceClient;
@@ -28,6 +33,15 @@ const ERASE_TIMEOUT: Duration = Duration::from_secs(60);
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lifetime of the tenant token tenant-svc mints for itself to read a peer's audit rows.
 const AUDIT_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// How long media-svc may take to render and store a tenant's prompts (espeak-ng, twice).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pauses before each retry of `PreparePrompts` after a change (then it is left to the
+/// first call, which renders on a miss): four attempts within about 20 s plus their timeouts.
+pub const PREPARE_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(4),
+    Duration::from_secs(15),
+];
 
 /// Lazy channels to memory-svc and media-svc (nothing connects until the first erasure).
 #[derive(Clone)]
@@ -78,6 +92,75 @@ impl Peers {
             .await
             .map_err(|_| PeerError::Timeout)??;
         Ok(response.into_inner().counts)
+    }
+
+    /// media-svc `PreparePrompts`: the tenant's prompts rendered and stored as its settings
+    /// stand now.
+    pub async fn prepare_prompts(
+        &self,
+        customer: CustomerId,
+    ) -> Result<PreparePromptsResponse, PeerError> {
+        let tokens = self
+            .identity
+            .service_tokens(names::MEDIA_SVC, &[scope::MEDIA_PREPARE_PROMPTS]);
+        let mut client =
+            MediaAdminServiceClient::with_interceptor(self.media.clone(), AttachToken(tokens));
+        let request = PreparePromptsRequest {
+            customer_id: customer.get(),
+        };
+        let response = tokio::time::timeout(PREPARE_TIMEOUT, client.prepare_prompts(request))
+            .await
+            .map_err(|_| PeerError::Timeout)??;
+        Ok(response.into_inner())
+    }
+
+    /// [`Peers::prepare_prompts`] in the background, retried after [`PREPARE_RETRY_PAUSES`]
+    /// while media-svc is unreachable or answers UNAVAILABLE; returns at once, so the change's
+    /// answer never waits on media-svc and never fails because of it. Each attempt renders the
+    /// settings as they stand then, so overlapping attempts after quick changes all end on the
+    /// latest. If every attempt fails, the first call renders the prompts itself.
+    pub fn prepare_prompts_soon(&self, customer: CustomerId) {
+        let peers = self.clone();
+        tokio::spawn(async move {
+            let mut pauses = PREPARE_RETRY_PAUSES.iter();
+            loop {
+                let error = match peers.prepare_prompts(customer).await {
+                    Ok(done) => {
+                        tracing::debug!(
+                            customer_id = customer.get(),
+                            rendered = done.rendered,
+                            "prompts prepared"
+                        );
+                        return;
+                    }
+                    Err(e) => e,
+                };
+                let retry = match &error {
+                    PeerError::Timeout => true,
+                    PeerError::Mint(_) => false,
+                    PeerError::Status(s) => matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                            | tonic::Code::Internal
+                            | tonic::Code::ResourceExhausted
+                            | tonic::Code::Aborted
+                    ),
+                };
+                let pause = pauses.next().filter(|_| retry);
+                tracing::warn!(
+                    customer_id = customer.get(),
+                    error = %error,
+                    retrying = pause.is_some(),
+                    "media-svc did not prepare the prompts; a call renders them on a miss"
+                );
+                match pause {
+                    Some(p) => tokio::time::sleep(*p).await,
+                    None => return,
+                }
+            }
+        });
     }
 
     /// memory-svc `EraseTenant`; the rows it removed per table.

@@ -62,11 +62,11 @@ impl Call {
         let s = &handling.settings;
         let (text, note) = match policy {
             Policy::OnWithConsent => (
-                format!("{} {}", s.recording_announcement, s.consent_prompt),
+                prompts::announcement(s, true),
                 "[recording announcement and consent question played]",
             ),
             _ => (
-                s.recording_announcement.clone(),
+                prompts::announcement(s, false),
                 "[recording announcement played]",
             ),
         };

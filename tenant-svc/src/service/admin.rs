@@ -382,11 +382,16 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
                 let current = store::load_defaults(tx).await?;
                 let mut next = current.apply(&update, &mask)?;
                 next.updated_at = store::save_defaults(tx, &next).await?;
-                Ok::<_, TenantError>(next)
+                let new_voice = next.voice != current.voice;
+                Ok::<_, TenantError>((next, new_voice))
             })
             .await?;
+        let (saved, new_voice) = saved;
         self.forget_defaults();
         self.routing.invalidate_all();
+        if new_voice {
+            self.prepare_every_tenants_prompts_soon();
+        }
         tracing::info!(by = %by, paths = ?mask, "platform defaults updated");
         Ok(Response::new(UpdatePlatformDefaultsResponse {
             defaults: Some(saved.to_pb()),

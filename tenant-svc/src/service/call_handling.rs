@@ -75,6 +75,9 @@ impl TenantSvc {
             .await?;
         // Field names only: the texts stay out of logs.
         tracing::info!(customer_id = id.get(), fields = ?changed, "call handling updated");
+        if !changed.is_empty() {
+            self.deps.peers.prepare_prompts_soon(id);
+        }
         Ok(Response::new(UpdateCallHandlingResponse {
             settings: Some(settings),
             changes_recorded: changed.len() as i32,

@@ -159,6 +159,7 @@ impl TenantSvc {
             .await?;
         if changes > 0 {
             self.routing.invalidate_customer(id);
+            self.deps.peers.prepare_prompts_soon(id);
         }
         tracing::info!(
             customer_id = id.get(),

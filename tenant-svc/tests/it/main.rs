@@ -29,6 +29,7 @@ mod erasure;
 mod keys;
 mod legacy;
 mod outbound_settings;
+mod prompts;
 mod routing;
 mod team;
 mod tenant;

@@ -15,5 +15,6 @@ mod logs;
 mod media_frames;
 mod outbound;
 mod portal;
+mod prompts;
 mod stream_ticket;
 mod suspension;
