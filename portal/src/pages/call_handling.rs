@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::get;
 use mesh::api::tenant::{
     CallHandling, GetCallHandlingRequest, OpenPeriod, OpeningHours, RecordingPolicy,
@@ -19,7 +18,7 @@ use mesh::api::tenant::{
 };
 use mesh::call_handling::{WEEKDAY_NAMES, weekdays};
 
-use crate::layout::render_with;
+use super::settings_page::{self, Saved, SettingsPage};
 use crate::{CsrfForm, Layout, NavItem, Owner, PageError, Portal};
 
 /// This page's routes.
@@ -260,19 +259,25 @@ async fn page(portal: &Portal, owner: &Owner) -> Result<CallHandlingPage, PageEr
     })
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Params {
-    saved: Option<String>,
+impl SettingsPage for CallHandlingPage {
+    type Form = CallHandlingForm;
+
+    fn set_notice(&mut self, notice: &'static str) {
+        self.notice = Some(notice);
+    }
+
+    fn refused(&mut self, form: CallHandlingForm, error: String) {
+        self.form = form;
+        self.error = Some(error);
+    }
 }
 
 async fn show(
     State(portal): State<Arc<Portal>>,
     owner: Owner,
-    Query(q): Query<Params>,
+    Query(saved): Query<Saved>,
 ) -> Result<Response, PageError> {
-    let mut p = page(&portal, &owner).await?;
-    p.notice = q.saved.map(|_| "Saved.");
-    Ok(render_with(StatusCode::OK, &p))
+    Ok(settings_page::show(page(&portal, &owner).await?, &saved))
 }
 
 async fn save(
@@ -280,37 +285,25 @@ async fn save(
     owner: Owner,
     CsrfForm(form): CsrfForm<CallHandlingForm>,
 ) -> Result<Response, PageError> {
-    let refused = |mut p: CallHandlingPage, message: String| {
-        p.form = form.clone();
-        p.error = Some(message);
-        render_with(StatusCode::BAD_REQUEST, &p)
+    let (portal, owner) = (&portal, &owner);
+    let checked = form.settings();
+    let update = |settings| async move {
+        let request = UpdateCallHandlingRequest {
+            settings: Some(settings),
+        };
+        let r = portal
+            .tenant()
+            .update_call_handling(owner.grpc(request))
+            .await?;
+        tracing::info!(
+            customer_id = owner.customer_id(),
+            changes = r.get_ref().changes_recorded,
+            "call handling saved from the portal"
+        );
+        Ok(())
     };
-    let settings = match form.settings() {
-        Ok(s) => s,
-        Err(message) => return Ok(refused(page(&portal, &owner).await?, message)),
-    };
-    let request = UpdateCallHandlingRequest {
-        settings: Some(settings),
-    };
-    match portal
-        .tenant()
-        .update_call_handling(owner.grpc(request))
-        .await
-    {
-        Ok(r) => {
-            tracing::info!(
-                customer_id = owner.customer_id(),
-                changes = r.get_ref().changes_recorded,
-                "call handling saved from the portal"
-            );
-            Ok(Redirect::to("/portal/call-handling?saved=1").into_response())
-        }
-        Err(s) if s.code() == tonic::Code::InvalidArgument => Ok(refused(
-            page(&portal, &owner).await?,
-            s.message().to_owned(),
-        )),
-        Err(s) => Err(s.into()),
-    }
+    let load = || page(portal, owner);
+    settings_page::save(form, checked, update, load, "/portal/call-handling").await
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub mod messages;
 pub mod outbound;
 pub mod recording;
 pub mod security;
+pub mod settings_page;
+pub mod shown_once;
 pub mod team;
 pub mod tokens;
 pub mod usage;

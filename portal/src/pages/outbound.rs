@@ -10,7 +10,7 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use mesh::api::tenant::team_service_client::TeamServiceClient;
 use mesh::api::tenant::{
@@ -19,6 +19,7 @@ use mesh::api::tenant::{
 };
 use mesh::identity::scope;
 
+use super::settings_page::{self, Saved, SettingsPage};
 use crate::layout::render_with;
 use crate::{CsrfForm, Layout, NavItem, Owner, PageError, Portal};
 
@@ -120,19 +121,25 @@ async fn page(portal: &Portal, owner: &Owner) -> Result<OutboundPage, PageError>
     })
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Params {
-    saved: Option<String>,
+impl SettingsPage for OutboundPage {
+    type Form = OutboundForm;
+
+    fn set_notice(&mut self, notice: &'static str) {
+        self.notice = Some(notice);
+    }
+
+    fn refused(&mut self, form: OutboundForm, error: String) {
+        self.form = form;
+        self.error = Some(error);
+    }
 }
 
 async fn show(
     State(portal): State<Arc<Portal>>,
     owner: Owner,
-    Query(q): Query<Params>,
+    Query(saved): Query<Saved>,
 ) -> Result<Response, PageError> {
-    let mut p = page(&portal, &owner).await?;
-    p.notice = q.saved.map(|_| "Saved.");
-    Ok(render_with(StatusCode::OK, &p))
+    Ok(settings_page::show(page(&portal, &owner).await?, &saved))
 }
 
 async fn save(
@@ -140,46 +147,34 @@ async fn save(
     owner: Owner,
     CsrfForm(form): CsrfForm<OutboundForm>,
 ) -> Result<Response, PageError> {
-    let refused = |mut p: OutboundPage, message: String| {
-        p.form = form.clone();
-        p.error = Some(message);
-        render_with(StatusCode::BAD_REQUEST, &p)
+    let (portal, owner) = (&portal, &owner);
+    let checked = form.settings();
+    let update = |settings| async move {
+        let request = UpdateOutboundSettingsRequest {
+            settings: Some(settings),
+            update_mask: Some(prost_types::FieldMask {
+                paths: [
+                    "cors_origins",
+                    "allowed_regions",
+                    "public_calls_per_hour",
+                    "greet_first_outbound",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            }),
+        };
+        portal
+            .tenant()
+            .update_outbound_settings(owner.grpc(request))
+            .await?;
+        tracing::info!(
+            customer_id = owner.customer_id(),
+            "outbound settings saved from the portal"
+        );
+        Ok(())
     };
-    let settings = match form.settings() {
-        Ok(s) => s,
-        Err(message) => return Ok(refused(page(&portal, &owner).await?, message)),
-    };
-    let request = UpdateOutboundSettingsRequest {
-        settings: Some(settings),
-        update_mask: Some(prost_types::FieldMask {
-            paths: [
-                "cors_origins",
-                "allowed_regions",
-                "public_calls_per_hour",
-                "greet_first_outbound",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        }),
-    };
-    match portal
-        .tenant()
-        .update_outbound_settings(owner.grpc(request))
-        .await
-    {
-        Ok(_) => {
-            tracing::info!(
-                customer_id = owner.customer_id(),
-                "outbound settings saved from the portal"
-            );
-            Ok(Redirect::to("/portal/outbound?saved=1").into_response())
-        }
-        Err(s) if s.code() == tonic::Code::InvalidArgument => Ok(refused(
-            page(&portal, &owner).await?,
-            s.message().to_owned(),
-        )),
-        Err(s) => Err(s.into()),
-    }
+    let load = || page(portal, owner);
+    settings_page::save(form, checked, update, load, "/portal/outbound").await
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use super::security::when;
+use super::shown_once::{ShownOnce, View};
 use crate::layout::render_with;
 use crate::{CsrfForm, Layout, NavItem, Owner, PageError, Portal};
 
@@ -94,10 +95,7 @@ pub struct InvitationRow {
 struct TeamPage {
     layout: Layout,
     csrf: String,
-    notice: Option<&'static str>,
-    error: Option<String>,
-    /// The address invited and its link, shown this once.
-    created: Option<(String, String)>,
+    view: View,
     email: String,
     staff_selected: bool,
     users: Vec<UserRow>,
@@ -115,14 +113,6 @@ struct InviteForm {
     email: String,
     #[serde(default)]
     role: String,
-}
-
-/// What a page shows besides the lists.
-#[derive(Default)]
-struct View {
-    notice: Option<&'static str>,
-    error: Option<String>,
-    created: Option<(String, String)>,
 }
 
 async fn render_page(
@@ -166,16 +156,13 @@ async fn render_page(
     let page = TeamPage {
         layout: owner.layout("Team", NavItem::Team),
         csrf: owner.csrf().to_owned(),
-        notice: view.notice,
-        error: view.error,
-        created: view.created,
+        view,
         email: form.email.clone(),
         staff_selected: form.role != "owner",
         users,
         invitations,
     };
-    // Shown once: like every portal page but the stylesheet, the answer carries
-    // `Cache-Control: no-store` (security::headers), so no browser or proxy keeps it.
+    // A link in `view` is shown this once (`shown_once`).
     Ok(render_with(status, &page))
 }
 
@@ -195,10 +182,7 @@ async fn page(
         Some("removed") => Some("The user was removed and signed out everywhere."),
         _ => None,
     };
-    let view = View {
-        notice,
-        ..View::default()
-    };
+    let view = View::notice(notice);
     render_page(
         &portal,
         &owner,
@@ -228,11 +212,7 @@ async fn refused(
         }
         _ => return Err(e.into()),
     };
-    let view = View {
-        error: Some(error),
-        ..View::default()
-    };
-    render_page(portal, owner, form, view, status).await
+    render_page(portal, owner, form, View::error(error), status).await
 }
 
 async fn invite(
@@ -243,10 +223,7 @@ async fn invite(
     let role = match role_of(&form.role) {
         Ok(role) => role,
         Err(PageError::BadRequest(m)) => {
-            let view = View {
-                error: Some(m),
-                ..View::default()
-            };
+            let view = View::error(m);
             return render_page(&portal, &owner, &form, view, StatusCode::BAD_REQUEST).await;
         }
         Err(e) => return Err(e),
@@ -265,10 +242,15 @@ async fn invite(
                 "invitation created in the portal"
             );
             let link = format!("{}/portal/invite/{}", portal.config.base_url, r.token);
-            let view = View {
-                created: Some((email, link)),
-                ..View::default()
-            };
+            let view = View::created(ShownOnce {
+                heading: format!("Invitation for {email}"),
+                heading_id: "link-heading",
+                advice: "Send this link to them now: this is the only time it is shown. It \
+                         works once, for 72 hours. If it is lost, revoke the invitation and \
+                         invite them again.",
+                secret: link,
+                secret_id: "invitation-link",
+            });
             render_page(
                 &portal,
                 &owner,
@@ -300,18 +282,36 @@ async fn change_role(
         user_id,
         role: role as i32,
     };
-    if let Err(e) = team(&portal).change_user_role(owner.grpc(request)).await {
-        return refused(&portal, &owner, &InviteForm::default(), e).await;
+    let answer = team(&portal).change_user_role(owner.grpc(request)).await;
+    user_changed(&portal, &owner, user_id, answer, "role").await
+}
+
+/// The end of a change to one user (`done`: `role` or `removed`): a refusal shown on the page;
+/// else their cached sessions (and tenant tokens) in this portal are forgotten at once (tenant-svc
+/// ended a removed user's sessions; a new role applies at their next page) and the page again
+/// with its notice.
+async fn user_changed<T>(
+    portal: &Portal,
+    owner: &Owner,
+    user_id: i64,
+    answer: Result<T, tonic::Status>,
+    done: &str,
+) -> Result<Response, PageError> {
+    if let Err(e) = answer {
+        return refused(portal, owner, &InviteForm::default(), e).await;
     }
-    // Their cached session (and its tenant token) goes: the new role applies at their next page.
     portal.sessions.forget_user(owner.customer_id(), user_id);
+    let what = match done {
+        "role" => "user role changed in the portal",
+        _ => "user removed in the portal",
+    };
     tracing::info!(
         customer_id = owner.customer_id(),
         user_id = owner.user_id(),
         target_user_id = user_id,
-        "user role changed in the portal"
+        "{what}"
     );
-    Ok(Redirect::to("/portal/team?done=role").into_response())
+    Ok(Redirect::to(&format!("/portal/team?done={done}")).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,18 +332,8 @@ async fn remove(
         ));
     }
     let request = RemoveUserRequest { user_id };
-    if let Err(e) = team(&portal).remove_user(owner.grpc(request)).await {
-        return refused(&portal, &owner, &InviteForm::default(), e).await;
-    }
-    // Their sessions ended at tenant-svc; this portal forgets its cached copies at once.
-    portal.sessions.forget_user(owner.customer_id(), user_id);
-    tracing::info!(
-        customer_id = owner.customer_id(),
-        user_id = owner.user_id(),
-        target_user_id = user_id,
-        "user removed in the portal"
-    );
-    Ok(Redirect::to("/portal/team?done=removed").into_response())
+    let answer = team(&portal).remove_user(owner.grpc(request)).await;
+    user_changed(&portal, &owner, user_id, answer, "removed").await
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use super::security::when;
+use super::shown_once::{ShownOnce, View};
 use crate::layout::render_with;
 use crate::{CsrfForm, Layout, NavItem, Owner, PageError, Portal};
 
@@ -116,10 +117,7 @@ impl KeyRow {
 struct TokensPage {
     layout: Layout,
     csrf: String,
-    notice: Option<&'static str>,
-    error: Option<String>,
-    /// The secret of the key just created, shown this once.
-    created: Option<(String, String)>,
+    view: View,
     name: String,
     scopes: Vec<ScopeOption>,
     lifetimes: Vec<(u32, bool)>,
@@ -165,13 +163,6 @@ impl CreateForm {
     }
 }
 
-/// What a page shows besides the list.
-struct View {
-    notice: Option<&'static str>,
-    error: Option<String>,
-    created: Option<(String, String)>,
-}
-
 async fn render_page(
     portal: &Portal,
     owner: &Owner,
@@ -191,9 +182,7 @@ async fn render_page(
     let page = TokensPage {
         layout: owner.layout("API keys", NavItem::Tokens),
         csrf: owner.csrf().to_owned(),
-        notice: view.notice,
-        error: view.error,
-        created: view.created,
+        view,
         name: form.name.clone(),
         scopes: SCOPES
             .iter()
@@ -207,8 +196,7 @@ async fn render_page(
         lifetimes: LIFETIMES.iter().map(|m| (*m, *m == minutes)).collect(),
         keys,
     };
-    // Shown once: like every portal page but the stylesheet, the answer carries
-    // `Cache-Control: no-store` (security::headers), so no browser or proxy keeps it.
+    // A secret in `view` is shown this once (`shown_once`).
     Ok(render_with(status, &page))
 }
 
@@ -228,11 +216,7 @@ async fn page(
         }
         _ => None,
     };
-    let view = View {
-        notice,
-        error: None,
-        created: None,
-    };
+    let view = View::notice(notice);
     render_page(
         &portal,
         &owner,
@@ -284,11 +268,14 @@ async fn create(
                 user_id = owner.user_id(),
                 "API key created in the portal"
             );
-            let view = View {
-                notice: None,
-                error: None,
-                created: Some((name, r.secret)),
-            };
+            let view = View::created(ShownOnce {
+                heading: format!("Your new key “{name}”"),
+                heading_id: "secret-heading",
+                advice: "Copy it now: this is the only time it is shown. If it is lost, revoke \
+                         it and create another.",
+                secret: r.secret,
+                secret_id: "new-secret",
+            });
             render_page(
                 &portal,
                 &owner,
@@ -300,11 +287,7 @@ async fn create(
         }
         Err(e) => match problem(&e) {
             Some(error) => {
-                let view = View {
-                    notice: None,
-                    error: Some(error),
-                    created: None,
-                };
+                let view = View::error(error);
                 let status = StatusCode::UNPROCESSABLE_ENTITY;
                 render_page(&portal, &owner, &form, view, status).await
             }

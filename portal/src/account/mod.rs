@@ -9,33 +9,27 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use mesh::api::tenant::{
-    AcceptInvitationRequest, GetInvitationRequest, NewSession, RequestPasswordResetRequest,
-    ResetPasswordRequest, SignInRequest, SignOutRequest, UserRole,
-};
+use mesh::api::tenant::{NewSession, SignInRequest, SignOutRequest};
 use serde::Deserialize;
+
+mod invite;
+mod reset;
 
 use crate::csrf::PublicCsrf;
 use crate::layout::{PageError, render_with};
-use crate::{
-    ClientAddress, CsrfForm, Layout, Portal, PublicForm, Session, cookies, secret, security,
-};
+use crate::{ClientAddress, CsrfForm, Layout, Portal, PublicForm, Session, cookies, security};
 
 /// The routes of this module.
 pub fn routes(portal: Arc<Portal>) -> axum::Router<Arc<Portal>> {
     let guarded = axum::Router::new()
         .route("/portal/sign-in", get(sign_in_page).post(sign_in))
-        .route(
-            "/portal/invite/{token}",
-            get(invite_page).post(accept_invite),
-        )
-        .route("/portal/reset", get(reset_request_page).post(request_reset))
-        .route("/portal/reset/{token}", get(reset_page).post(reset))
+        .merge(invite::routes())
+        .merge(reset::routes())
         // Before the body is read: a flood of guesses costs no password hash at tenant-svc.
         .route_layer(from_fn_with_state(portal, security::auth_posts));
     axum::Router::new()
@@ -285,134 +279,15 @@ pub fn signed_out(mode: crate::config::CookieMode, to: &str) -> Response {
     response
 }
 
-// --- invitation ------------------------------------------------------------------------------
+// --- shared by the invitation and the reset -----------------------------------------------
 
-#[derive(Template)]
-#[template(path = "invite.html")]
-struct InvitePage {
-    layout: Layout,
-    csrf: String,
-    token: String,
-    business: String,
-    email: String,
-    role: &'static str,
-    error: Option<String>,
-}
-
-fn role_name(role: i32) -> &'static str {
-    match UserRole::try_from(role) {
-        Ok(UserRole::Owner) => "owner",
-        Ok(UserRole::Staff) => "staff",
-        _ => "user",
-    }
-}
-
-/// The invitation's page, with `error` above the form.
-async fn invitation(
-    portal: &Portal,
-    headers: &HeaderMap,
-    token: &str,
-    error: Option<String>,
-    status: StatusCode,
-) -> Result<Response, PageError> {
-    if !secret::looks_like_secret(token) {
-        return Err(PageError::NotFound);
-    }
-    let invitation = portal
-        .account()
-        .get_invitation(GetInvitationRequest {
-            token: token.to_owned(),
-        })
-        .await
-        .map_err(PageError::from)?
-        .into_inner();
-    let csrf = PublicCsrf::for_request(headers, portal);
-    let page = InvitePage {
-        layout: Layout::public("Accept your invitation"),
-        csrf: csrf.token.clone(),
-        token: token.to_owned(),
-        business: invitation.business_name,
-        email: invitation.email,
-        role: role_name(invitation.role),
-        error,
-    };
-    Ok(with_csrf_cookie(render_with(status, &page), &csrf))
-}
-
-async fn invite_page(
-    State(portal): State<Arc<Portal>>,
-    headers: HeaderMap,
-    Path(token): Path<String>,
-) -> Result<Response, PageError> {
-    invitation(&portal, &headers, &token, None, StatusCode::OK).await
-}
-
+/// A new password, typed twice.
 #[derive(Debug, Deserialize)]
 struct PasswordTwice {
     #[serde(default)]
     password: String,
     #[serde(default)]
     confirm: String,
-}
-
-async fn accept_invite(
-    State(portal): State<Arc<Portal>>,
-    headers: HeaderMap,
-    Path(token): Path<String>,
-    PublicForm(form): PublicForm<PasswordTwice>,
-) -> Result<Response, PageError> {
-    if !secret::looks_like_secret(&token) {
-        return Err(PageError::NotFound);
-    }
-    if form.password != form.confirm {
-        let error = "The two passwords are not the same.".to_owned();
-        return invitation(
-            &portal,
-            &headers,
-            &token,
-            Some(error),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
-    }
-    let answer = portal
-        .account()
-        .accept_invitation(AcceptInvitationRequest {
-            token: token.clone(),
-            password: form.password,
-            user_agent: user_agent(&headers),
-        })
-        .await;
-    let response = match answer {
-        Ok(r) => r.into_inner(),
-        Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            let error = password_problem(status.message());
-            return invitation(
-                &portal,
-                &headers,
-                &token,
-                Some(error),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
-        }
-        Err(status) if status.code() == tonic::Code::AlreadyExists => {
-            return Err(PageError::BadRequest(
-                "This business already has a user with that e-mail address: sign in, or reset the password.".into(),
-            ));
-        }
-        Err(status) => return Err(status.into()),
-    };
-    let (Some(user), Some(session)) = (response.user, response.session) else {
-        tracing::error!("AcceptInvitation answered without a user or session");
-        return Err(PageError::Internal);
-    };
-    tracing::info!(
-        customer_id = user.customer_id,
-        user_id = user.id,
-        "portal invitation accepted"
-    );
-    Ok(signed_in(&portal, &session, "/portal/"))
 }
 
 /// tenant-svc's INVALID_ARGUMENT about a password, for the person typing it.
@@ -426,180 +301,6 @@ pub(crate) fn password_problem(message: &str) -> String {
         "Choose a password of at least 12 characters.".into()
     } else {
         format!("The password was not accepted: {message}")
-    }
-}
-
-// --- password reset --------------------------------------------------------------------------
-
-#[derive(Template)]
-#[template(path = "reset_request.html")]
-struct ResetRequestPage {
-    layout: Layout,
-    csrf: String,
-    sent: bool,
-}
-
-async fn reset_request_page(State(portal): State<Arc<Portal>>, headers: HeaderMap) -> Response {
-    let csrf = PublicCsrf::for_request(&headers, &portal);
-    let page = ResetRequestPage {
-        layout: Layout::public("Reset your password"),
-        csrf: csrf.token.clone(),
-        sent: false,
-    };
-    with_csrf_cookie(render_with(StatusCode::OK, &page), &csrf)
-}
-
-#[derive(Debug, Deserialize)]
-struct ResetRequestForm {
-    #[serde(default)]
-    email: String,
-}
-
-/// Mails a link to every account of the address, and shows the same page whatever it is (the
-/// mail is sent in the background, so the timing does not tell either).
-async fn request_reset(
-    State(portal): State<Arc<Portal>>,
-    headers: HeaderMap,
-    address: Option<axum::Extension<ClientAddress>>,
-    PublicForm(form): PublicForm<ResetRequestForm>,
-) -> Result<Response, PageError> {
-    let client_address = client_address(address)?;
-    let answer = portal
-        .account()
-        .request_password_reset(RequestPasswordResetRequest {
-            email: form.email,
-            client_address,
-        })
-        .await;
-    match answer {
-        Ok(response) => {
-            for mail in response.into_inner().mails {
-                portal.mailer().send_reset(crate::mail::ResetMail {
-                    link: format!("{}/portal/reset/{}", portal.config.base_url, mail.token),
-                    to: mail.email,
-                    business: mail.business_name,
-                    customer_id: None,
-                });
-            }
-        }
-        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-            return Err(PageError::TooMany(retry_after(&status)));
-        }
-        Err(status) => return Err(status.into()),
-    }
-    let csrf = PublicCsrf::for_request(&headers, &portal);
-    let page = ResetRequestPage {
-        layout: Layout::public("Check your mail"),
-        csrf: csrf.token.clone(),
-        sent: true,
-    };
-    Ok(with_csrf_cookie(render_with(StatusCode::OK, &page), &csrf))
-}
-
-#[derive(Template)]
-#[template(path = "reset.html")]
-struct ResetPage {
-    layout: Layout,
-    csrf: String,
-    token: String,
-    error: Option<String>,
-    done: bool,
-}
-
-fn reset_form(
-    portal: &Portal,
-    headers: &HeaderMap,
-    token: String,
-    error: Option<String>,
-    done: bool,
-    status: StatusCode,
-) -> Response {
-    let csrf = PublicCsrf::for_request(headers, portal);
-    let page = ResetPage {
-        layout: Layout::public(if done {
-            "Password changed"
-        } else {
-            "Choose a new password"
-        }),
-        csrf: csrf.token.clone(),
-        token,
-        error,
-        done,
-    };
-    with_csrf_cookie(render_with(status, &page), &csrf)
-}
-
-async fn reset_page(
-    State(portal): State<Arc<Portal>>,
-    headers: HeaderMap,
-    Path(token): Path<String>,
-) -> Result<Response, PageError> {
-    if !secret::looks_like_secret(&token) {
-        return Err(PageError::NotFound);
-    }
-    Ok(reset_form(
-        &portal,
-        &headers,
-        token,
-        None,
-        false,
-        StatusCode::OK,
-    ))
-}
-
-async fn reset(
-    State(portal): State<Arc<Portal>>,
-    headers: HeaderMap,
-    Path(token): Path<String>,
-    PublicForm(form): PublicForm<PasswordTwice>,
-) -> Result<Response, PageError> {
-    if !secret::looks_like_secret(&token) {
-        return Err(PageError::NotFound);
-    }
-    if form.password != form.confirm {
-        let error = "The two passwords are not the same.".to_owned();
-        return Ok(reset_form(
-            &portal,
-            &headers,
-            token,
-            Some(error),
-            false,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ));
-    }
-    match portal
-        .account()
-        .reset_password(ResetPasswordRequest {
-            token: token.clone(),
-            new_password: form.password,
-        })
-        .await
-    {
-        Ok(_) => {
-            tracing::info!("portal password reset");
-            // Every session of the user ended at tenant-svc; cached exchanges end within
-            // half a token's lifetime, and this browser's own cookie goes now.
-            let mut response =
-                reset_form(&portal, &headers, String::new(), None, true, StatusCode::OK);
-            let mode = portal.config.cookie;
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                cookies::clear(mode, cookies::session_name(mode)),
-            );
-            Ok(response)
-        }
-        Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            let error = password_problem(status.message());
-            Ok(reset_form(
-                &portal,
-                &headers,
-                token,
-                Some(error),
-                false,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            ))
-        }
-        Err(status) => Err(status.into()),
     }
 }
 
