@@ -32,9 +32,18 @@ pub struct View {
     pub created: Option<ShownOnce>,
 }
 
+/// `?done=...`: the page after an action's redirect.
+#[derive(Debug, serde::Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
 impl View {
-    /// The page after a redirect, with its notice (if any).
-    pub fn notice(notice: Option<&'static str>) -> View {
+    /// The page after a redirect: the notice `notices` gives for its `done` (if any).
+    pub fn after(done: &Done, notices: &[(&str, &'static str)]) -> View {
+        let notice = (notices.iter())
+            .find(|(d, _)| done.done.as_deref() == Some(*d))
+            .map(|(_, n)| *n);
         View {
             notice,
             ..View::default()

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use super::security::when;
-use super::shown_once::{ShownOnce, View};
+use super::shown_once::{Done, ShownOnce, View};
 use crate::layout::render_with;
 use crate::{CsrfForm, Layout, NavItem, Owner, PageError, Portal};
 
@@ -166,23 +166,22 @@ async fn render_page(
     Ok(render_with(status, &page))
 }
 
-#[derive(Debug, Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
 async fn page(
     State(portal): State<Arc<Portal>>,
     owner: Owner,
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
-    let notice = match done.done.as_deref() {
-        Some("revoked") => Some("The invitation was withdrawn. Its link no longer works."),
-        Some("role") => Some("The role was changed. It applies at once."),
-        Some("removed") => Some("The user was removed and signed out everywhere."),
-        _ => None,
-    };
-    let view = View::notice(notice);
+    let view = View::after(
+        &done,
+        &[
+            (
+                "revoked",
+                "The invitation was withdrawn. Its link no longer works.",
+            ),
+            ("role", "The role was changed. It applies at once."),
+            ("removed", "The user was removed and signed out everywhere."),
+        ],
+    );
     render_page(
         &portal,
         &owner,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use super::security::when;
-use super::shown_once::{ShownOnce, View};
+use super::shown_once::{Done, ShownOnce, View};
 use crate::layout::render_with;
 use crate::{CsrfForm, Layout, NavItem, Owner, PageError, Portal};
 
@@ -200,23 +200,18 @@ async fn render_page(
     Ok(render_with(status, &page))
 }
 
-#[derive(Debug, Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
 async fn page(
     State(portal): State<Arc<Portal>>,
     owner: Owner,
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
-    let notice = match done.done.as_deref() {
-        Some("revoked") => {
-            Some("The key was revoked. Tokens it gave stop working within a minute.")
-        }
-        _ => None,
-    };
-    let view = View::notice(notice);
+    let view = View::after(
+        &done,
+        &[(
+            "revoked",
+            "The key was revoked. Tokens it gave stop working within a minute.",
+        )],
+    );
     render_page(
         &portal,
         &owner,
