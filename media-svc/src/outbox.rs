@@ -1,5 +1,7 @@
 //! The post-call outbox worker: delivers `media.outbox` rows (encoded `RecordCallRequest`s) to
-//! memory-svc until they succeed, so a memory-svc outage loses nothing.
+//! memory-svc until they succeed, so a memory-svc outage loses nothing; and, for a call that left
+//! a message, the owners' notice (`NotifyOwnersRequest`) to tenant-svc, retried the same way
+//! while tenant-svc or its mail server is down (tenant-svc mails each owner once per task).
 //!
 //! Each round asks `media.outbox_due_tenants()` (ids only) which tenants have due rows, then per
 //! tenant, inside that tenant's transaction, claims up to a batch of due rows by pushing their
@@ -20,12 +22,15 @@
 use std::time::Duration;
 
 use mesh::api::memory::{RecordCallRequest, RecordCallResponse};
+use mesh::api::tenant::{MessageReason, NotifyOwnersRequest, OwnerNotice};
 use mesh::domain::{CallSid, CustomerId};
 use prost::Message as _;
 use tokio::sync::watch;
 
 use crate::error::MediaError;
+use crate::peers::PeerError;
 use crate::runtime::Runtime;
+use crate::store::callback_tasks::Reason;
 use crate::store::outbox::{self as sql, Claimed};
 use crate::webhooks;
 
@@ -190,6 +195,22 @@ async fn deliver_tenant(
         .await?;
     let mut delivered = 0;
     for row in claimed {
+        if row.kind == sql::OutboxKind::NotifyOwners.as_str() {
+            match notify_owners(rt, customer, &row).await {
+                Ok(()) => {
+                    delivered += 1;
+                    until_written(stop, || {
+                        rt.db
+                            .tenant_tx(customer, async |tx| sql::mark_delivered(tx, row.id).await)
+                    })
+                    .await?;
+                }
+                Err((permanent, error)) => {
+                    failed_one(rt, config, customer, &row, permanent, error, stop).await?;
+                }
+            }
+            continue;
+        }
         match deliver(rt, customer, &row).await {
             Ok((response, event)) => {
                 delivered += 1;
@@ -205,6 +226,52 @@ async fn deliver_tenant(
 
 /// What a delivery failed with: whether retrying cannot help, and a secret-free description.
 type Failure = (bool, String);
+
+/// Queues the owners' notice of a callback task inside the transaction that writes the task, so
+/// it commits with it and is delivered with retries (once per call: the outbox is unique per
+/// call and kind). The request carries ids and the reason's kind only.
+pub async fn queue_owner_notice(
+    tx: &mesh::db::Tx<'_>,
+    customer: CustomerId,
+    call_sid: &CallSid,
+    task_id: uuid::Uuid,
+    reason: Reason,
+) -> Result<(), MediaError> {
+    let reason = match reason {
+        Reason::BackendDown => MessageReason::BackendDown,
+        Reason::Busy => MessageReason::Busy,
+        Reason::AfterHours => MessageReason::AfterHours,
+        Reason::Agent => MessageReason::Agent,
+    };
+    let request = NotifyOwnersRequest {
+        customer_id: customer.get(),
+        kind: OwnerNotice::MessageTaken.into(),
+        task_id: task_id.to_string(),
+        reason: reason.into(),
+    };
+    sql::enqueue(
+        tx,
+        sql::OutboxKind::NotifyOwners,
+        call_sid,
+        &request.encode_to_vec(),
+    )
+    .await
+}
+
+/// Sends one row's `NotifyOwners` (tenant-svc mails the tenant's owners that a caller left a
+/// message; idempotent there per task and owner). An unknown customer (erased since) or a
+/// refused request is permanent; a mail server that failed (UNAVAILABLE) is retried.
+async fn notify_owners(rt: &Runtime, customer: CustomerId, row: &Claimed) -> Result<(), Failure> {
+    let request = NotifyOwnersRequest::decode(row.payload.as_slice())
+        .map_err(|_| (true, "undecodable payload".to_owned()))?;
+    let response = rt.peers.notify_owners(request).await.map_err(|e| {
+        let gone = matches!(&e, PeerError::Status(s) if s.code() == tonic::Code::NotFound);
+        (gone || e.is_permanent(), e.short())
+    })?;
+    metrics::counter!("media_owner_notices_total").increment(1);
+    tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, mail_configured = response.mail_configured, sent = response.sent, already_sent = response.already_sent, "owners' notice of a message delivered to tenant-svc");
+    Ok(())
+}
 
 /// Sends one row's `RecordCall` and, when it succeeded, asks whether the tenant wants a webhook
 /// event for the call.

@@ -335,6 +335,9 @@ pub mod scope {
     /// `AccountService` (service tokens: the gateway, for the tenant portal): sign-in,
     /// invitations, password resets, and exchanging a portal session for a tenant token.
     pub const TENANT_PORTAL: &str = "tenant:portal";
+    /// `TenantAdminService.NotifyOwners` only (service tokens: media-svc telling a tenant's
+    /// owners that a caller left a message).
+    pub const TENANT_NOTIFY_OWNERS: &str = "tenant:notify-owners";
     /// Read the token's own customer and profile (tenant tokens).
     pub const TENANT_READ: &str = "tenant:read";
     /// Change the token's own configuration (tenant tokens).

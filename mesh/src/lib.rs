@@ -21,6 +21,8 @@
 //! - [`balance`]: client-side balancing over a service's replicas, with health probes.
 //! - [`server`]: serves a gRPC service with health, reflection, auth and tracing on one port, and
 //!   `/metrics`, `/healthz`, `/readyz` on an admin port; drains on shutdown.
+//! - `mail` (feature): outgoing mail (SMTP or an `.eml` outbox folder), for the portal and
+//!   tenant-svc.
 //! - `testkit` (feature): a private PostgreSQL, a fresh migrated database per test, tokens;
 //!   `loadgen`, the benchmarks' closed-loop and paced load generator.
 //!
@@ -37,6 +39,8 @@ pub mod db;
 pub mod domain;
 pub mod g711;
 pub mod identity;
+#[cfg(feature = "mail")]
+pub mod mail;
 pub mod migrations;
 pub mod net;
 pub mod server;

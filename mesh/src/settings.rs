@@ -125,8 +125,8 @@ pub mod catalog {
         SHUTDOWN_GRACE_SECONDS = { name: "SHUTDOWN_GRACE_SECONDS", default: Some("25"), secret: false, used_by: "all services",
             help: "On SIGTERM/SIGINT, how long in-flight RPCs and streams may run before the process exits." },
         /// Public URL Twilio sees.
-        PUBLIC_BASE_URL = { name: "PUBLIC_BASE_URL", default: Some("http://127.0.0.1:8080"), secret: false, used_by: "gateway, media-svc",
-            help: "Public base URL Twilio requests (signatures are checked against it; the Media Streams URL is derived from it)." },
+        PUBLIC_BASE_URL = { name: "PUBLIC_BASE_URL", default: Some("http://127.0.0.1:8080"), secret: false, used_by: "gateway, media-svc, tenant-svc",
+            help: "Public base URL Twilio requests (signatures are checked against it; the Media Streams URL is derived from it). Links to the portal start with it: in webhook events (media-svc) and in the owners' mail about a new message (tenant-svc, which needs https:// or a loopback http:// when its mail is configured)." },
         /// Unknown number message.
         GATEWAY_UNAVAILABLE_MESSAGE = { name: "GATEWAY_UNAVAILABLE_MESSAGE", default: Some("Sorry, this number is not available right now. Goodbye."), secret: false, used_by: "gateway",
             help: "What a caller hears (TwiML `<Say>`) when the called number is unknown or its tenant is suspended." },
@@ -161,14 +161,14 @@ pub mod catalog {
         GATEWAY_HTTP2 = { name: "GATEWAY_HTTP2", default: Some("false"), secret: false, used_by: "gateway",
             help: "`true` also serves cleartext HTTP/2 (prior knowledge) on the public port, with keep-alive pings, at most 32 concurrent streams and reset-flood limits. Off by default: Twilio and WebSocket upgrades use HTTP/1.1." },
         /// Portal mail: SMTP server.
-        PORTAL_SMTP_URL = { name: "PORTAL_SMTP_URL", default: None, secret: true, used_by: "gateway",
-            help: "SMTP server the tenant portal sends password-reset mail through: `smtps://user:password@host[:port]` (TLS from the start) or `smtp://user:password@host[:port]` (STARTTLS required; plain only to a loopback host). Required unless PUBLIC_BASE_URL is a loopback address (then mail goes to the PORTAL_OUTBOX_DIR folder)." },
+        PORTAL_SMTP_URL = { name: "PORTAL_SMTP_URL", default: None, secret: true, used_by: "gateway, tenant-svc",
+            help: "SMTP server the platform's mail goes through (the portal's password-reset links from the gateway; tenant-svc's mail to a tenant's owners when a caller leaves a message): `smtps://user:password@host[:port]` (TLS from the start) or `smtp://user:password@host[:port]` (STARTTLS required; plain only to a loopback host). The gateway requires it unless PUBLIC_BASE_URL is a loopback address (then mail goes to the PORTAL_OUTBOX_DIR folder); tenant-svc without it or PORTAL_OUTBOX_DIR sends no owners' mail." },
         /// Portal mail: sender.
-        PORTAL_MAIL_FROM = { name: "PORTAL_MAIL_FROM", default: Some("NeuroSphere <no-reply@localhost>"), secret: false, used_by: "gateway",
-            help: "`From:` of the portal's mail, a mailbox such as `Acme Voice <no-reply@acme.example>`." },
+        PORTAL_MAIL_FROM = { name: "PORTAL_MAIL_FROM", default: Some("NeuroSphere <no-reply@localhost>"), secret: false, used_by: "gateway, tenant-svc",
+            help: "`From:` of the platform's mail (the portal's and the owners' notices), a mailbox such as `Acme Voice <no-reply@acme.example>`." },
         /// Portal mail: local outbox.
-        PORTAL_OUTBOX_DIR = { name: "PORTAL_OUTBOX_DIR", default: None, secret: false, used_by: "gateway",
-            help: "Folder the portal writes its mail to as `.eml` files instead of sending it (development: `neurosphere up` sets it under its data folder; unset, `neurosphere-portal-outbox` in the system's temporary folder, named in the gateway's log). Allowed only when PUBLIC_BASE_URL is a loopback address and PORTAL_SMTP_URL is unset." },
+        PORTAL_OUTBOX_DIR = { name: "PORTAL_OUTBOX_DIR", default: None, secret: false, used_by: "gateway, tenant-svc",
+            help: "Folder the platform writes its mail to as `.eml` files instead of sending it (development: `neurosphere up` sets it under its data folder for the gateway and tenant-svc alike; unset, the gateway uses `neurosphere-portal-outbox` in the system's temporary folder, named in its log, and tenant-svc sends no owners' mail). Allowed only when PUBLIC_BASE_URL is a loopback address and PORTAL_SMTP_URL is unset." },
         /// Portal sign-in form posts per address.
         PORTAL_AUTH_POSTS_PER_MINUTE = { name: "PORTAL_AUTH_POSTS_PER_MINUTE", default: Some("30"), secret: false, used_by: "gateway",
             help: "Sign-in, invitation and password-reset form posts one client address (IPv6: one /64) may make per minute (all at once at most); beyond it the portal answers 429 with `Retry-After` before any password is hashed. tenant-svc's per-account and per-address failure throttles apply behind it." },

@@ -2,12 +2,10 @@
 //! form must come from, the session cookie's shape) and its own `PORTAL_*` variables (mail, the
 //! per-address allowance of the sign-in forms), read through `mesh::settings`.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh::settings::{Env, catalog};
-use secrecy::SecretString;
 
 /// How the session cookie is set, decided by the public base URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,14 +17,7 @@ pub enum CookieMode {
     LoopbackHttp,
 }
 
-/// Where the portal's mail goes.
-#[derive(Debug, Clone)]
-pub enum MailTransport {
-    /// An SMTP server (`smtp://` with STARTTLS or `smtps://`), credentials in the URL.
-    Smtp(SecretString),
-    /// A local folder, one `.eml` file per message (loopback deployments only).
-    Outbox(PathBuf),
-}
+pub use mesh::mail::MailTransport;
 
 /// The portal's settings.
 #[derive(Debug, Clone)]
@@ -95,10 +86,7 @@ fn is_loopback_authority(authority: &str) -> bool {
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+    mesh::mail::is_loopback_host(host)
 }
 
 /// The outbox of a loopback mesh that names none.
@@ -110,8 +98,6 @@ impl Config {
     /// Reads the `PORTAL_*` settings; `public_base_url` is the gateway's (already read). Every
     /// problem is recorded in `env`.
     pub fn from_env(env: &mut Env, public_base_url: Option<&str>) -> Option<Config> {
-        let smtp = env.optional_secret(&catalog::PORTAL_SMTP_URL);
-        let outbox: Option<PathBuf> = env.optional(&catalog::PORTAL_OUTBOX_DIR);
         let mail_from: Option<String> = env.get(&catalog::PORTAL_MAIL_FROM);
         let per_minute: Option<u32> = env.get(&catalog::PORTAL_AUTH_POSTS_PER_MINUTE);
         if per_minute == Some(0) {
@@ -124,41 +110,20 @@ impl Config {
                 return None;
             }
         };
-        let mail = match (smtp, outbox) {
-            (Some(_), Some(_)) => {
-                env.problem(
-                    &catalog::PORTAL_OUTBOX_DIR,
-                    "set together with PORTAL_SMTP_URL: choose one (the outbox is for loopback development only)",
-                );
-                return None;
-            }
-            (Some(url), None) => {
-                if let Err(e) = crate::mail::check_smtp_url(&url) {
-                    env.problem(&catalog::PORTAL_SMTP_URL, e);
-                    return None;
-                }
-                MailTransport::Smtp(url)
-            }
-            (None, Some(dir)) if cookie == CookieMode::LoopbackHttp => MailTransport::Outbox(dir),
-            (None, Some(_)) => {
-                env.problem(
-                    &catalog::PORTAL_OUTBOX_DIR,
-                    "allowed only when PUBLIC_BASE_URL is a loopback address; set PORTAL_SMTP_URL",
-                );
-                return None;
-            }
+        let loopback = cookie == CookieMode::LoopbackHttp;
+        let mail = match mesh::mail::transport_from_env(env, loopback) {
+            Ok(Some(transport)) => transport,
             // A loopback mesh without either (a developer's, a test's): the system's temporary
             // folder, named in the gateway's startup log. `neurosphere up` names its own.
-            (None, None) if cookie == CookieMode::LoopbackHttp => {
-                MailTransport::Outbox(default_outbox())
-            }
-            (None, None) => {
+            Ok(None) if loopback => MailTransport::Outbox(default_outbox()),
+            Ok(None) => {
                 env.problem(
                     &catalog::PORTAL_SMTP_URL,
                     "required: the portal mails password-reset links (on a loopback PUBLIC_BASE_URL, PORTAL_OUTBOX_DIR may be set instead)",
                 );
                 return None;
             }
+            Err(()) => return None,
         };
         Some(Config {
             base_url: public_base_url?.trim_end_matches('/').to_owned(),

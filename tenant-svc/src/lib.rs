@@ -10,7 +10,8 @@
 //! history), [`webhook`] (secrets and signatures), [`routing`] (the call-routing cache) and
 //! [`store`] (all SQL, a module per table); [`wire`] and [`page`] are the conversions and
 //! pagination everything shares, at the bottom of the module graph; [`error`] maps failures
-//! through the mesh's one status policy; [`peers`] are memory-svc and media-svc, asked to erase a
+//! through the mesh's one status policy; [`notice`] renders the mail to a tenant's owners when a
+//! caller leaves a message (`NotifyOwners`, sent through `mesh::mail`); [`peers`] are memory-svc and media-svc, asked to erase a
 //! tenant when its customer is deleted. [`server`] wires [`settings`], the database pool (logged
 //! in as `tenant_svc`, self-checked), the identity (tenant-svc holds the only key that mints
 //! tenant tokens) and the mesh server together.
@@ -22,6 +23,7 @@ pub mod customer;
 pub mod error;
 pub mod history;
 pub mod model;
+pub mod notice;
 pub mod outbound;
 pub mod page;
 pub mod peers;

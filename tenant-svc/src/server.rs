@@ -36,7 +36,8 @@ fn portal() -> Rule {
 
 /// Which token kind, scope and issuer each RPC needs. Admin methods are the operator's;
 /// `IssueTenantToken` also serves media-svc, for exactly the scopes, audiences and lifetime of
-/// `scope::MEDIA_SVC_ISSUABLE` (checked by the handler, which sees the request); the edge and
+/// `scope::MEDIA_SVC_ISSUABLE` (checked by the handler, which sees the request);
+/// `NotifyOwners` is media-svc's alone, with a scope that opens nothing else; the edge and
 /// the portal's accounts are the gateway's (each with its own scope).
 pub fn policy() -> Policy {
     team_policy(Policy::new())
@@ -55,6 +56,10 @@ pub fn policy() -> Policy {
                 (
                     "IssueTenantToken",
                     Rule::service(scope::TENANT_ADMIN).issued_by(&[OPERATOR, MEDIA_SVC]),
+                ),
+                (
+                    "NotifyOwners",
+                    Rule::service(scope::TENANT_NOTIFY_OWNERS).issued_by(&[MEDIA_SVC]),
                 ),
             ],
         )

@@ -6,6 +6,7 @@ use mesh::settings::{Env, SettingsError, catalog};
 use secrecy::{ExposeSecret as _, SecretSlice, SecretString};
 
 use crate::account::AccountConfig;
+use crate::notice::OwnerMail;
 
 use crate::server::NAME;
 
@@ -25,9 +26,33 @@ pub struct Settings {
     pub memory_url: String,
     /// media-svc's URL (`MEDIA_SVC_URL`; replicas comma-separated), for tenant erasure.
     pub media_url: String,
-    /// Portal sessions' lifetimes (`PORTAL_SESSION_IDLE_SECONDS`, `PORTAL_SESSION_MAX_SECONDS`)
-    /// and the account hash key (`TENANT_ACCOUNT_HASH_KEY`).
+    /// Portal sessions' lifetimes (`PORTAL_SESSION_IDLE_SECONDS`, `PORTAL_SESSION_MAX_SECONDS`),
+    /// the account hash key (`TENANT_ACCOUNT_HASH_KEY`) and the owners' mail (`PORTAL_SMTP_URL`
+    /// or `PORTAL_OUTBOX_DIR`, `PORTAL_MAIL_FROM`, `PUBLIC_BASE_URL`).
     pub accounts: AccountConfig,
+}
+
+/// The mail to owners (`NotifyOwners`): the shared mail settings (`PORTAL_SMTP_URL` or, on a
+/// loopback `PUBLIC_BASE_URL`, `PORTAL_OUTBOX_DIR`; `PORTAL_MAIL_FROM`) and the base URL its
+/// link starts with. `Some(None)` when neither transport is set (mail not configured), `None`
+/// after a problem was recorded.
+fn owner_mail(env: &mut Env) -> Option<Option<OwnerMail>> {
+    let base = env.get::<String>(&catalog::PUBLIC_BASE_URL)?;
+    let base = base.trim_end_matches('/').to_owned();
+    let from = env.get::<String>(&catalog::PORTAL_MAIL_FROM)?;
+    let loopback = mesh::mail::is_loopback_http(&base);
+    let transport = mesh::mail::transport_from_env(env, loopback).ok()?;
+    if transport.is_some() && !loopback && !base.starts_with("https://") {
+        env.problem(
+            &catalog::PUBLIC_BASE_URL,
+            "must be https:// (or plain http:// to a loopback host): owners' mail links to it",
+        );
+        return None;
+    }
+    Some(transport.map(|t| OwnerMail {
+        mailer: mesh::mail::Mailer::new(&t, &from),
+        base_url: base,
+    }))
 }
 
 /// Shortest accepted `TENANT_ACCOUNT_HASH_KEY`, in bytes.
@@ -71,6 +96,7 @@ impl Settings {
                 "must be at least 1 and at most PORTAL_SESSION_MAX_SECONDS",
             );
         }
+        let owner_mail = owner_mail(&mut env);
         for line in env.describe() {
             tracing::debug!(setting = %line, "setting");
         }
@@ -88,6 +114,7 @@ impl Settings {
                 session_max: session_max.expect("present when finish() succeeded"),
                 hash_key: account_key
                     .map(|k| SecretSlice::from(k.expose_secret().as_bytes().to_vec())),
+                owner_mail: owner_mail.flatten(),
             },
         })
     }

@@ -286,7 +286,8 @@ impl Services {
                 env_or(name, &dir.join(folder).display().to_string()),
             );
         }
-        // The portal's mail (password-reset links) goes to a folder here unless SMTP is set.
+        // The platform's mail (the portal's password-reset links from the gateway, the owners'
+        // notices of new messages from tenant-svc) goes to a folder here unless SMTP is set.
         if !base.contains_key("PORTAL_SMTP_URL") {
             base.insert(
                 "PORTAL_OUTBOX_DIR".into(),

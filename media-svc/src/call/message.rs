@@ -426,9 +426,10 @@ impl Call {
 }
 
 impl Call {
-    /// Writes the call's callback task, marks why the call went to the message flow, and queues
-    /// its `message.created` event when the tenant wants events; inside the finishing
-    /// transaction, so the task, the event and the call's end commit together.
+    /// Writes the call's callback task, marks why the call went to the message flow, queues the
+    /// owners' notice (mailed by tenant-svc) and its `message.created` event when the tenant
+    /// wants events; inside the finishing transaction, so the task, the notice, the event and
+    /// the call's end commit together.
     pub(super) async fn write_task(
         &self,
         tx: &Tx<'_>,
@@ -452,6 +453,8 @@ impl Call {
         if taken.reason != Reason::Agent {
             callback_tasks::mark_call(tx, &self.call_sid, taken.reason).await?;
         }
+        crate::outbox::queue_owner_notice(tx, self.customer, &self.call_sid, task_id, taken.reason)
+            .await?;
         if webhook {
             let event = MessageEvent {
                 task_id,

@@ -1,4 +1,5 @@
-//! The post-call outbox (`media.outbox`): rows queued in the call's final transaction, claimed by
+//! The post-call outbox (`media.outbox`): rows queued in the call's final transaction (memory-svc's
+//! `RecordCall`; tenant-svc's `NotifyOwners` when the call left a message), claimed by
 //! the worker under a lease (`FOR UPDATE SKIP LOCKED`, so replicas never deliver one row at
 //! once), then marked delivered, rescheduled or dead. Also the savepoint the worker wraps the
 //! webhook event in, so a failed event never undoes the delivery it follows.
@@ -15,6 +16,9 @@ use crate::error::MediaError;
 pub enum OutboxKind {
     /// `RecordCall` to memory-svc (payload: the encoded `RecordCallRequest`).
     RecordCall,
+    /// `NotifyOwners` to tenant-svc: mail the tenant's owners that a caller left a message
+    /// (payload: the encoded `NotifyOwnersRequest`).
+    NotifyOwners,
 }
 
 impl OutboxKind {
@@ -22,6 +26,7 @@ impl OutboxKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RecordCall => "record_call",
+            Self::NotifyOwners => "notify_owners",
         }
     }
 }
@@ -35,6 +40,8 @@ pub struct OutboxId(i64);
 pub struct Claimed {
     /// The row.
     pub id: OutboxId,
+    /// What it asks for (`OutboxKind::as_str`).
+    pub kind: String,
     /// The call it is about (for logs).
     pub call_sid: String,
     /// The encoded request.
@@ -92,7 +99,7 @@ pub async fn claim(tx: &Tx<'_>, lease: Duration) -> Result<Vec<Claimed>, MediaEr
              WHERE id IN (SELECT id FROM media.outbox \
                           WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now() \
                           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, call_sid, payload, attempts",
+             RETURNING id, call_sid, payload, attempts, kind",
             &[&lease_ms, &CLAIM_BATCH],
         )
         .await?;
@@ -103,6 +110,7 @@ pub async fn claim(tx: &Tx<'_>, lease: Duration) -> Result<Vec<Claimed>, MediaEr
             call_sid: r.get(1),
             payload: r.get(2),
             attempts: r.get(3),
+            kind: r.get(4),
         })
         .collect())
 }

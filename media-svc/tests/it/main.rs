@@ -17,6 +17,7 @@ mod moto;
 mod openai_realtime;
 mod outbound;
 mod outbox_memory;
+mod owner_mail;
 mod playback;
 mod preview;
 mod recording_erasure;

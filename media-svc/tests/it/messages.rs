@@ -20,14 +20,14 @@ use webhooks::{CALLER, Mesh, Mode, Receiver, body_json, fast};
 use crate::{common, webhooks};
 
 /// A realtime URL where nothing listens: every session fails to open at once.
-async fn unreachable_realtime() -> String {
+pub(crate) async fn unreachable_realtime() -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
     format!("ws://{addr}/v1/realtime")
 }
 
-fn backend_down(url: String) -> impl FnOnce(CallConfig) -> CallConfig {
+pub(crate) fn backend_down(url: String) -> impl FnOnce(CallConfig) -> CallConfig {
     move |c| {
         let mut c = fast(c);
         c.backend = BackendChoice::OpenAi(OpenAiConfig {
@@ -42,7 +42,7 @@ fn backend_down(url: String) -> impl FnOnce(CallConfig) -> CallConfig {
 }
 
 /// Opens call `n` of `customer` from [`CALLER`]; returns the stream and when it was opened.
-async fn open(mesh: &Mesh, customer: i64, n: u32) -> (String, CallStream, Instant) {
+pub(crate) async fn open(mesh: &Mesh, customer: i64, n: u32) -> (String, CallStream, Instant) {
     let call_sid = sid("CA", n);
     let mut client = mesh
         .media_client(customer, &call_sid, scope::CALL_SCOPES)
@@ -60,7 +60,7 @@ async fn open(mesh: &Mesh, customer: i64, n: u32) -> (String, CallStream, Instan
 
 /// Reads the message prompt up to its record mark (answering it as Twilio would); returns the
 /// time from `since` to the prompt's first audio frame.
-async fn hear_prompt(call: &mut CallStream, since: Instant) -> Duration {
+pub(crate) async fn hear_prompt(call: &mut CallStream, since: Instant) -> Duration {
     let mut first_audio = None;
     loop {
         match call.next().await.expect("the call goes on to the prompt") {
@@ -78,7 +78,7 @@ async fn hear_prompt(call: &mut CallStream, since: Instant) -> Duration {
 }
 
 /// Says something for half a second, then hangs up; waits for the stream to end.
-async fn leave_message_and_hang_up(mut call: CallStream) {
+pub(crate) async fn leave_message_and_hang_up(mut call: CallStream) {
     for i in 0..25 {
         call.audio(voiced_frame(), 5000 + i * 20).await;
     }

@@ -306,6 +306,14 @@ pub(crate) fn fast(mut c: CallConfig) -> CallConfig {
 
 impl Mesh {
     pub(crate) async fn start(adjust: impl FnOnce(CallConfig) -> CallConfig) -> Mesh {
+        Self::start_with(adjust, Default::default()).await
+    }
+
+    /// [`Mesh::start`] with tenant-svc's accounts configured as `accounts` (its owners' mail).
+    pub(crate) async fn start_with(
+        adjust: impl FnOnce(CallConfig) -> CallConfig,
+        accounts: tenant_svc::account::AccountConfig,
+    ) -> Mesh {
         if std::env::var_os("RUST_LOG").is_some() {
             mesh::telemetry::init_from_env();
         }
@@ -331,7 +339,7 @@ impl Mesh {
                     keys.identity(names::TENANT_SVC),
                 )
                 .expect("peer URLs"),
-                accounts: Default::default(),
+                accounts,
             },
             mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
             shutdown(&stop_rx),

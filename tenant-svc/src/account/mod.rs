@@ -50,6 +50,9 @@ pub struct AccountConfig {
     /// `TENANT_ACCOUNT_HASH_KEY`: the key of the e-mail and client address hashes; when `None`,
     /// the random per-database key of `tenant.account_hash_key` (V16).
     pub hash_key: Option<SecretSlice<u8>>,
+    /// Where owners' notices go (`NotifyOwners`); `None` when mail is not configured (nothing
+    /// is sent and the RPC answers OK).
+    pub owner_mail: Option<crate::notice::OwnerMail>,
 }
 
 impl Default for AccountConfig {
@@ -58,6 +61,7 @@ impl Default for AccountConfig {
             session_idle: DEFAULT_SESSION_IDLE,
             session_max: DEFAULT_SESSION_MAX,
             hash_key: None,
+            owner_mail: None,
         }
     }
 }
@@ -68,6 +72,7 @@ impl std::fmt::Debug for AccountConfig {
             .field("session_idle", &self.session_idle)
             .field("session_max", &self.session_max)
             .field("hash_key", &self.hash_key.as_ref().map(|_| "[configured]"))
+            .field("owner_mail", &self.owner_mail)
             .finish()
     }
 }

@@ -420,4 +420,13 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
             expire_time: Some(expire_time),
         }))
     }
+
+    async fn notify_owners(
+        &self,
+        request: Request<NotifyOwnersRequest>,
+    ) -> RpcResult<NotifyOwnersResponse> {
+        Ok(Response::new(
+            self.notify_owners_now(request.get_ref()).await?,
+        ))
+    }
 }

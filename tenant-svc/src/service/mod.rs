@@ -23,6 +23,7 @@ mod call_handling;
 mod edge;
 mod erasure;
 mod keys;
+mod notice;
 mod prompts;
 mod team;
 mod tenant;

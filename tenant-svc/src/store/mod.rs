@@ -33,6 +33,7 @@ pub mod erasures;
 pub mod history;
 pub mod numbers;
 pub mod outbound;
+pub mod owner_notifications;
 pub mod revocations;
 pub mod webhooks;
 

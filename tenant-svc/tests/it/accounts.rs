@@ -520,7 +520,7 @@ async fn sessions_expire_when_idle_and_at_their_absolute_end() {
     let s = Svc::with(tenant_svc::account::AccountConfig {
         session_idle: Duration::from_secs(600),
         session_max: Duration::from_secs(3600),
-        hash_key: None,
+        ..Default::default()
     })
     .await;
     let c = s.customer("Peterson").await;

@@ -17,6 +17,8 @@
 //!   owner's token;
 //! - [`keys`]: API keys, their exchange, last use and revocation reaching every service;
 //! - [`audit_log`]: the tenant's audit log merged from every service, paged;
+//! - [`owner_mail`]: `NotifyOwners`, the mail to a customer's owners when a caller leaves a
+//!   message (outbox folder and a real SMTP server);
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
 mod accounts;
@@ -29,6 +31,7 @@ mod erasure;
 mod keys;
 mod legacy;
 mod outbound_settings;
+mod owner_mail;
 mod prompts;
 mod routing;
 mod team;

@@ -579,93 +579,6 @@ async fn changing_the_password_ends_the_other_sessions() {
     portal.mesh.shutdown().await;
 }
 
-/// An SMTP server for the test: Python's aiosmtpd writing what it receives into a maildir.
-/// `None` (the test skips) when aiosmtpd is missing, except under CI.
-struct SmtpServer {
-    child: tokio::process::Child,
-    port: u16,
-    maildir: tempfile::TempDir,
-}
-
-impl SmtpServer {
-    async fn start() -> Option<SmtpServer> {
-        let installed = std::process::Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !installed {
-            // scripts/test.sh installs aiosmtpd, so under CI its absence fails, not skips.
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "aiosmtpd is missing"
-            );
-            eprintln!("skipped: python3 -m pip install aiosmtpd");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let maildir = tempfile::tempdir().expect("maildir");
-        let child = tokio::process::Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            // A folder that does not exist yet: Python's Maildir makes it with cur/new/tmp.
-            .arg(maildir.path().join("mail"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start aiosmtpd");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "aiosmtpd did not listen"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Some(SmtpServer {
-            child,
-            port,
-            maildir,
-        })
-    }
-
-    /// The messages received so far (raw).
-    fn messages(&self) -> Vec<String> {
-        let new = self.maildir.path().join("mail").join("new");
-        let Ok(entries) = std::fs::read_dir(new) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .collect()
-    }
-
-    /// Waits for the `n`th message.
-    async fn wait_for(&self, n: usize) -> Vec<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let messages = self.messages();
-            if messages.len() >= n {
-                return messages;
-            }
-            assert!(std::time::Instant::now() < deadline, "no mail arrived");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 /// The reset link's path in a mail (soft line breaks of quoted-printable undone).
 fn reset_path(mail: &str, base: &str) -> String {
     let body = mail.replace("=\r\n", "").replace("=\n", "");
@@ -681,7 +594,7 @@ fn reset_path(mail: &str, base: &str) -> String {
 
 #[tokio::test]
 async fn a_reset_mail_arrives_over_smtp_with_a_working_link_and_unknown_addresses_get_none() {
-    let Some(smtp) = SmtpServer::start().await else {
+    let Some(smtp) = mesh::testkit::smtp::SmtpServer::start().await else {
         return;
     };
     let url = format!("smtp://127.0.0.1:{}", smtp.port);
