@@ -7,8 +7,8 @@
 //! A few tenants are created through tenant-svc's admin gRPC API. Each call, started `--stagger-ms`
 //! after the previous one, plays Twilio: a signed `POST /twilio/voice`, the TwiML's `<Stream>`
 //! opened as a signed Media Streams WebSocket (`connected`, `start` with the stream ticket), then a
-//! 160-byte mu-law frame every 20 ms in real time (send time and call number stamped into the
-//! first 12 bytes) with marks echoed once the agent audio queued before them has "played", and
+//! 160-byte mu-law frame every 20 ms in real time (send time, call number and a marker stamped
+//! into the first 16 bytes) with marks echoed once the agent audio queued before them has "played", and
 //! `stop` at the end. After every call is streaming and a warm-up, a steady-state window of
 //! `--seconds` is measured:
 //! - calls started / completed / failed (with reasons), frames sent and echoed back (% delivered),
@@ -64,6 +64,9 @@ const PUBLIC_BASE_URL: &str = "https://mesh-bench.example";
 /// How long a call keeps listening after its last frame for the echoes still in flight (it
 /// stops as soon as every frame it sent has come back); later ones count as not delivered.
 const DRAIN: Duration = Duration::from_secs(5);
+/// Bytes 12..16 of every frame a simulated caller sends, so an echo is told apart from audio
+/// media-svc plays itself (a recording announcement, comfort tones).
+const STAMP_MAGIC: [u8; 4] = *b"NSMB";
 
 struct Args {
     calls: usize,
@@ -72,6 +75,9 @@ struct Args {
     stagger_ms: u64,
     warmup: u64,
     idle_sockets: usize,
+    /// Every tenant records its calls (policy ON, a short announcement), media-svc with a
+    /// generated platform key, a local spool and store in the run's temporary folder.
+    recording: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -82,9 +88,10 @@ fn args() -> Result<Args, String> {
         stagger_ms: 20,
         warmup: 3,
         idle_sockets: 0,
+        recording: false,
     };
     let usage = "flags: --calls N (50) --seconds S (60) --tenants T (4) --stagger-ms MS (20) \
-                 --warmup S (3) --idle-sockets N (0)";
+                 --warmup S (3) --idle-sockets N (0) --recording on|off (off)";
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -101,6 +108,13 @@ fn args() -> Result<Args, String> {
             "--stagger-ms" => a.stagger_ms = value.parse().map_err(bad)?,
             "--warmup" => a.warmup = value.parse().map_err(bad)?,
             "--idle-sockets" => a.idle_sockets = value.parse().map_err(bad)?,
+            "--recording" => {
+                a.recording = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("--recording {value}: on or off; {usage}")),
+                }
+            }
             other => return Err(format!("unknown flag {other}; {usage}")),
         }
     }
@@ -259,6 +273,8 @@ struct Load {
     sent_total: AtomicU64,
     received_total: AtomicU64,
     misrouted: AtomicU64,
+    /// Agent frames that were no echo (media-svc's own prompts and tones).
+    unstamped: AtomicU64,
     latency: Histogram,
     /// Calls whose stream is up (and not yet ended).
     streaming: AtomicU64,
@@ -510,10 +526,15 @@ async fn on_message(
             let Some(payload) = json_str(text, "payload") else {
                 return Incoming::Nothing;
             };
-            // The first 16 base64 characters are the 12 stamped bytes.
-            let Some(head) = payload.get(..16).and_then(|h| B64.decode(h).ok()) else {
+            // The first 24 base64 characters are the 16 stamped bytes (and two more).
+            let Some(head) = payload.get(..24).and_then(|h| B64.decode(h).ok()) else {
                 return Incoming::Nothing;
             };
+            if head[12..16] != STAMP_MAGIC {
+                // Agent audio media-svc made itself (a recording announcement, comfort tones).
+                load.unstamped.fetch_add(1, Ordering::Relaxed);
+                return Incoming::Nothing;
+            }
             let sent = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
             let owner = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
             if owner != me {
@@ -570,6 +591,7 @@ async fn stream_audio(
     let mut chunk: u64 = 0;
     let mut frame = [0xFFu8; 160];
     frame[8..12].copy_from_slice(&me.to_le_bytes());
+    frame[12..16].copy_from_slice(&STAMP_MAGIC);
     let (mut frames_sent, mut frames_back) = (0u64, 0u64);
     loop {
         tokio::select! {
@@ -906,8 +928,9 @@ async fn start_service(
     }
 }
 
-/// Creates `count` tenants with one number each through tenant-svc's admin API.
-async fn seed_tenants(keys: &DevKeys, tenant_svc: SocketAddr, count: usize) -> Vec<String> {
+/// Creates `count` tenants with one number each through tenant-svc's admin API; their ids and
+/// numbers.
+async fn seed_tenants(keys: &DevKeys, tenant_svc: SocketAddr, count: usize) -> Vec<(i64, String)> {
     use mesh::api::tenant::AgentConfig;
     let token = keys
         .identity(names::OPERATOR)
@@ -935,10 +958,76 @@ async fn seed_tenants(keys: &DevKeys, tenant_svc: SocketAddr, count: usize) -> V
             format!("bench{i}@tenants.example"),
             format!("Bench Tenant {i}"),
         );
-        e2e::create_tenant(&mut admin, &token, &email, &name, config, &number).await;
-        numbers.push(number);
+        let id = e2e::create_tenant(&mut admin, &token, &email, &name, config, &number).await;
+        numbers.push((id, number));
     }
     numbers
+}
+
+/// The announcement every recorded bench call plays before the agent's audio (short, so the
+/// warm-up covers it).
+const BENCH_ANNOUNCEMENT: &str = "This call is recorded.";
+
+/// Turns recording ON for each tenant through tenant-svc (`UpdateCallHandling`, the portal's
+/// path), with [`BENCH_ANNOUNCEMENT`].
+async fn record_every_call(keys: &DevKeys, tenant_svc: SocketAddr, customers: &[i64]) {
+    use mesh::api::tenant::tenant_service_client::TenantServiceClient;
+    use mesh::api::tenant::{GetCallHandlingRequest, RecordingPolicy, UpdateCallHandlingRequest};
+    use mesh::identity::scope;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{tenant_svc}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to tenant-svc");
+    for &id in customers {
+        let token = keys
+            .identity(names::TENANT_SVC)
+            .minter()
+            .mint_tenant(
+                mesh::domain::CustomerId::new(id).expect("positive id"),
+                "calls-bench",
+                &[names::TENANT_SVC],
+                &[scope::TENANT_READ, scope::TENANT_WRITE],
+                Duration::from_secs(300),
+            )
+            .expect("mint tenant token");
+        let mut tenant = TenantServiceClient::new(channel.clone());
+        let mut settings = tenant
+            .get_call_handling(e2e::with_token(GetCallHandlingRequest {}, &token))
+            .await
+            .expect("GetCallHandling")
+            .into_inner()
+            .settings
+            .expect("settings");
+        settings.recording_policy = RecordingPolicy::On as i32;
+        settings.recording_announcement = BENCH_ANNOUNCEMENT.into();
+        let update = UpdateCallHandlingRequest {
+            settings: Some(settings),
+        };
+        tenant
+            .update_call_handling(e2e::with_token(update, &token))
+            .await
+            .expect("UpdateCallHandling");
+    }
+}
+
+/// What media-svc recorded: recordings, how many were cut short, seconds of audio, and how
+/// many were still being written or uploaded.
+async fn recorded(admin: &tokio_postgres::Client) -> String {
+    let row = admin
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE truncated), coalesce(sum(frames), 0)::bigint, \
+             count(*) FILTER (WHERE state <> 'stored') FROM media.recordings",
+            &[],
+        )
+        .await
+        .expect("count recordings");
+    let (n, truncated, frames, unstored): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    format!(
+        "{n} recordings, {truncated} truncated, {:.0} s of audio, {unstored} not yet in the store",
+        frames as f64 / 8000.0
+    )
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1097,7 +1186,12 @@ fn gateway_settings(
 }
 
 impl Bench {
-    async fn start(bin_dir: &std::path::Path, tenants: usize, origin: Instant) -> Bench {
+    async fn start(
+        bin_dir: &std::path::Path,
+        tenants: usize,
+        recording: bool,
+        origin: Instant,
+    ) -> Bench {
         let db = mesh::testkit::TestDb::new().await;
         let admin = db.admin_client().await;
         let backend_pid: i32 = admin
@@ -1127,26 +1221,41 @@ impl Bench {
             &[("DATABASE_URL", db.url_for_role("memory_svc"))],
         );
         let memory = start_service(bin_dir, "memory-svc", &memory_env).await;
-        let media_env = env(
+        let mut media_env = env(
             names::MEDIA_SVC,
             &media_settings(&db, realtime, &tenant, &memory, &auth_token),
         );
+        if recording {
+            let keys = media_svc::recording::PlatformKeys::generate().to_setting();
+            let folder = |name: &str| dir.path().join(name).display().to_string();
+            media_env.insert("MEDIA_RECORDING_KEYS".into(), keys);
+            media_env.insert("MEDIA_RECORDING_STORE".into(), folder("recordings"));
+            media_env.insert(
+                "MEDIA_RECORDING_SPOOL_DIR".into(),
+                folder("recording-spool"),
+            );
+        }
         let media = start_service(bin_dir, "media-svc", &media_env).await;
         let gateway_env = env(
             names::GATEWAY,
             &gateway_settings(&tenant, &memory, &media, &auth_token),
         );
         let gateway = start_service(bin_dir, "gateway", &gateway_env).await;
-        let numbers = seed_tenants(&keys, tenant.process.main, tenants).await;
+        let seeded = seed_tenants(&keys, tenant.process.main, tenants).await;
+        let (customers, numbers): (Vec<i64>, Vec<String>) = seeded.into_iter().unzip();
+        if recording {
+            record_every_call(&keys, tenant.process.main, &customers).await;
+        }
         println!(
             "mesh up in {:.1} s: tenant-svc pid {}, memory-svc pid {}, media-svc pid {}, gateway \
-             pid {}, PostgreSQL postmaster pid {postmaster}; {} tenants seeded",
+             pid {}, PostgreSQL postmaster pid {postmaster}; {} tenants seeded; recording {}",
             origin.elapsed().as_secs_f64(),
             tenant.pid,
             memory.pid,
             media.pid,
             gateway.pid,
-            numbers.len()
+            numbers.len(),
+            if recording { "on" } else { "off" }
         );
         Bench {
             _db: db,
@@ -1228,6 +1337,7 @@ impl Load {
             sent_total: AtomicU64::new(0),
             received_total: AtomicU64::new(0),
             misrouted: AtomicU64::new(0),
+            unstamped: AtomicU64::new(0),
             latency: Histogram::new(),
             streaming: AtomicU64::new(0),
             started: AtomicU64::new(0),
@@ -1459,7 +1569,7 @@ async fn main() -> ExitCode {
     };
     let ticks = clock_ticks();
     let origin = Instant::now();
-    let bench = Bench::start(&bin_dir, a.tenants, origin).await;
+    let bench = Bench::start(&bin_dir, a.tenants, a.recording, origin).await;
     let load = Arc::new(Load::new(origin, &bench));
     // Tasks alive before any call, to compare with after every call hung up.
     let idle_tasks = alive_tasks_of(&bench.service_admins()).await;
@@ -1474,6 +1584,9 @@ async fn main() -> ExitCode {
     let _ = stop_tx.send(true);
     let tasks = tasks.into_iter().chain(idle_handles).collect();
     let after = after_hang_up(tasks, &load, &bench, &idle_tasks).await;
+    if a.recording {
+        println!("recording: {}", recorded(&bench.admin).await);
+    }
     let (exits, warnings) = bench.stop().await;
 
     let report = Report {
@@ -1602,11 +1715,13 @@ impl Report<'_> {
         );
         println!(
             "frames in the window: {sent} sent, {received} echoed back ({:.3} %), {} \
-             delivered to the wrong call; whole run: {} sent, {} back",
+             delivered to the wrong call; whole run: {} sent, {} back, {} frames of media-svc's \
+             own audio (announcements, tones)",
             self.delivered(),
             load.misrouted.load(Ordering::Relaxed),
             load.sent_total.load(Ordering::Relaxed),
-            load.received_total.load(Ordering::Relaxed)
+            load.received_total.load(Ordering::Relaxed),
+            load.unstamped.load(Ordering::Relaxed)
         );
         println!(
             "added latency (simulated Twilio -> gateway -> media-svc -> backend -> media-svc -> \
