@@ -22,7 +22,9 @@ mod reset;
 
 use crate::csrf::PublicCsrf;
 use crate::layout::{PageError, render_with};
-use crate::{ClientAddress, CsrfForm, Layout, Portal, PublicForm, Session, cookies, security};
+use crate::{
+    ClientAddress, CsrfForm, Layout, Portal, PublicForm, Session, cookies, secret, security,
+};
 
 /// The routes of this module.
 pub fn routes(portal: Arc<Portal>) -> axum::Router<Arc<Portal>> {
@@ -288,6 +290,18 @@ struct PasswordTwice {
     password: String,
     #[serde(default)]
     confirm: String,
+}
+
+impl PasswordTwice {
+    /// The checks before tenant-svc is asked (for the token `token` in the URL): a token that
+    /// cannot be one names nothing (404); two different passwords are the message the form
+    /// shows again.
+    fn problem(&self, token: &str) -> Result<Option<String>, PageError> {
+        if !secret::looks_like_secret(token) {
+            return Err(PageError::NotFound);
+        }
+        Ok((self.password != self.confirm).then(|| "The two passwords are not the same.".into()))
+    }
 }
 
 /// tenant-svc's INVALID_ARGUMENT about a password, for the person typing it.

@@ -145,11 +145,7 @@ async fn reset(
     Path(token): Path<String>,
     PublicForm(form): PublicForm<PasswordTwice>,
 ) -> Result<Response, PageError> {
-    if !secret::looks_like_secret(&token) {
-        return Err(PageError::NotFound);
-    }
-    if form.password != form.confirm {
-        let error = "The two passwords are not the same.".to_owned();
+    if let Some(error) = form.problem(&token)? {
         return Ok(reset_form(
             &portal,
             &headers,
