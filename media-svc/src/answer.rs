@@ -3,8 +3,11 @@
 //!
 //! [`of`]: a live call is answered with its stream ticket, whose `iat` is the row's
 //! `ticket_issued_at`, so every repeat of the webhook gets the identical ticket (never a new
-//! credential); a call that ended gets "hang up". (A call refused at the concurrent-call limit
-//! never gets here: `RegisterCall` refuses it, and its repeats, with RESOURCE_EXHAUSTED.)
+//! credential); a call that ended gets "hang up". A call answered at the concurrent-call limit
+//! for the message flow (`busy`) is live and gets the same kind of ticket: the gateway's TwiML
+//! connects its stream as usual, and the call driver reads the mark from the row. (A call
+//! refused at the limit never gets here: `RegisterCall` refuses it, and its repeats, with
+//! RESOURCE_EXHAUSTED.)
 //!
 //! [`open_stream`] (`OpenStream`, the gateway on Twilio's `start`): the ticket must verify (this
 //! service's key, its type, unexpired) and name the `start`'s CallSid and AccountSid; the first

@@ -73,7 +73,8 @@ pub struct CallConfig {
     pub session_max: Duration,
     /// Call recordings: keys, object store, spool.
     pub recording: RecordingConfig,
-    /// Message-taking calls at once: per tenant, and in all (one media-svc).
+    /// Message-taking calls at once: per tenant, and in all (every replica together, counted in
+    /// PostgreSQL).
     pub message_calls: (u32, u32),
 }
 

@@ -234,16 +234,16 @@ pub mod catalog {
             help: "Twilio AccountSid (`AC` + 32 hex) that places outbound calls from numbers without their own subaccount; such calls are refused when unset." },
         /// Concurrent calls per package tier.
         MEDIA_CONCURRENT_CALLS_BY_TIER = { name: "MEDIA_CONCURRENT_CALLS_BY_TIER", default: Some("starter=5,professional=20,enterprise=100"), secret: false, used_by: "media-svc",
-            help: "Calls a tenant may have in progress at once (inbound and outbound together), per package tier, `tier=n` separated by commas; unknown tiers get the first entry's limit. Inbound calls beyond it hear a busy message; outbound ones are refused." },
+            help: "Calls a tenant may have in progress at once (inbound and outbound together), per package tier, `tier=n` separated by commas; unknown tiers get the first entry's limit. Inbound calls beyond it leave a message (within `MEDIA_MESSAGE_CALLS_PER_TENANT` / `MEDIA_MESSAGE_CALLS_MAX`, else they hear the busy message); outbound ones are refused. Calls leaving a message do not count towards it." },
         /// Outbound calls per tenant per hour.
         MEDIA_OUTBOUND_CALLS_PER_HOUR = { name: "MEDIA_OUTBOUND_CALLS_PER_HOUR", default: Some("20"), secret: false, used_by: "media-svc",
             help: "Outbound calls a tenant may place per rolling hour when its own `public_calls_per_hour` is 0." },
         /// Message-taking calls per tenant.
         MEDIA_MESSAGE_CALLS_PER_TENANT = { name: "MEDIA_MESSAGE_CALLS_PER_TENANT", default: Some("10"), secret: false, used_by: "media-svc",
-            help: "Calls of one tenant that may be in the message flow at once on one media-svc (the agent unreachable, or the tenant at its call limit); beyond it a caller hears the apology or the busy message as before." },
-        /// Message-taking calls on one media-svc.
+            help: "Calls of one tenant that may be in the message flow at once, counted across all media-svc replicas in PostgreSQL (the agent unreachable, after hours, or the tenant at its concurrent-call limit); beyond it a caller hears the apology or the busy message as before." },
+        /// Message-taking calls of all tenants.
         MEDIA_MESSAGE_CALLS_MAX = { name: "MEDIA_MESSAGE_CALLS_MAX", default: Some("200"), secret: false, used_by: "media-svc",
-            help: "Calls of all tenants that may be in the message flow at once on one media-svc; beyond it a caller hears the apology or the busy message as before." },
+            help: "Calls of all tenants that may be in the message flow at once, counted across all media-svc replicas in PostgreSQL; beyond it a caller hears the apology or the busy message as before." },
         /// Caller hash key of webhook events.
         MEDIA_CALLER_HASH_KEY = { name: "MEDIA_CALLER_HASH_KEY", default: None, secret: true, used_by: "media-svc",
             help: "HMAC key (at least 32 bytes) of the keyed caller hash in post-call webhook events. When unset, a random per-database key created by migration V10 is used." },

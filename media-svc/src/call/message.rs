@@ -12,8 +12,12 @@
 //! - It ends when the caller hangs up, or at the tenant's `message_max_seconds` (Twilio is asked
 //!   to complete the call, and the edge gets a `hangup`).
 //! - The caller's frames go to the recording writer (kind `Message`) when one is running.
-//! - Message-taking calls are capped per tenant and per process ([`MessageCaps`]): beyond a cap
-//!   the call ends as before (the edge's apology), counted and logged.
+//! - Message-taking calls are capped per tenant and platform-wide, across replicas: a call takes
+//!   its place in PostgreSQL ([`crate::store::message_calls`], under an advisory lock) when it
+//!   switches, or at `RegisterCall` when the tenant is at its concurrent-call limit (a `busy`
+//!   call: its driver goes straight here, [`Call::busy_flow`], without an agent session). Beyond a
+//!   cap the call ends as before (the edge's apology), counted and logged. [`MessageCaps`] counts
+//!   per process only the calls let in while the database could not be asked.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -33,6 +37,7 @@ use crate::error::MediaError;
 use crate::peers::CallHandlingSettings;
 use crate::recording::{RecordingKind, RecordingWriter};
 use crate::store::callback_tasks::{self, NewTask, Reason};
+use crate::store::message_calls::{self, Caps, Place};
 use crate::webhooks::{self, MessageEvent};
 
 pub use mesh::call_handling::{DEFAULT_MESSAGE_MAX_SECONDS, DEFAULT_MESSAGE_PROMPT};
@@ -104,7 +109,10 @@ impl TakenMessage {
     }
 }
 
-/// The caps on message-taking calls: per tenant and for the whole process. Cheap to clone.
+/// The caps on message-taking calls (`MEDIA_MESSAGE_CALLS_PER_TENANT`, `MEDIA_MESSAGE_CALLS_MAX`),
+/// and a per-process count of the calls let into the message flow while PostgreSQL, where the
+/// caps are counted across replicas, could not be asked: those are held to the caps within this
+/// process. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct MessageCaps {
     inner: Arc<Mutex<CapState>>,
@@ -153,7 +161,16 @@ impl MessageCaps {
         })
     }
 
-    /// Message-taking calls running now (all tenants).
+    /// The caps, as the database counts them.
+    pub fn caps(&self) -> Caps {
+        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Caps {
+            per_tenant: s.per_tenant,
+            platform: s.platform,
+        }
+    }
+
+    /// Message-taking calls let in by this process without the database, running now.
     pub fn in_use(&self) -> u32 {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).total
     }
@@ -170,6 +187,19 @@ impl Drop for MessageSlot {
             }
         }
     }
+}
+
+/// Counts and logs a message flow refused at a cap (`tenant` is -1 when only this process's
+/// own count was known).
+fn refused(reason: Reason, tenant: i64, platform: i64) {
+    metrics::counter!("media_message_flows_refused_total", "reason" => reason.as_str())
+        .increment(1);
+    tracing::warn!(
+        reason = reason.as_str(),
+        tenant_messages = tenant,
+        platform_messages = platform,
+        "message flow refused: message-taking calls at their cap"
+    );
 }
 
 /// 400 ms of a 1 kHz tone: "speak now".
@@ -281,21 +311,62 @@ impl Call {
         inbound: &mut tonic::Streaming<StreamCallRequest>,
         reason: Reason,
     ) -> Option<End> {
-        let Some(_slot) = self.rt.messages.try_acquire(self.customer) else {
-            metrics::counter!("media_message_flows_refused_total", "reason" => reason.as_str())
-                .increment(1);
-            tracing::warn!(
-                reason = reason.as_str(),
-                "message flow refused: message-taking calls at their cap"
-            );
-            return None;
-        };
+        let (customer, call_sid, caps) = (
+            self.customer,
+            self.call_sid.clone(),
+            self.rt.messages.caps(),
+        );
+        let taken = self
+            .rt
+            .db
+            .tenant_tx(customer, async |tx| {
+                message_calls::take(tx, customer, &call_sid, reason, caps).await
+            })
+            .await;
+        // Held to the end of the message when the database could not count it.
+        let mut _local = None;
+        match taken {
+            Ok(Place::Taken) => {}
+            Ok(Place::Full { tenant, platform }) => {
+                refused(reason, tenant, platform);
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "message caps not readable; this replica's own count applies");
+                match self.rt.messages.try_acquire(customer) {
+                    Some(slot) => _local = Some(slot),
+                    None => {
+                        let local = i64::from(self.rt.messages.in_use());
+                        refused(reason, -1, local);
+                        return None;
+                    }
+                }
+            }
+        }
         metrics::counter!("media_message_flows_total", "reason" => reason.as_str()).increment(1);
         tracing::info!(
             reason = reason.as_str(),
             "call switched to the message flow"
         );
         Some(self.record_message(inbound, reason).await)
+    }
+
+    /// A call answered at the tenant's concurrent-call limit (`busy`, its place under the message
+    /// caps taken at `RegisterCall`): the message flow at once, no agent session. Only the
+    /// prompt's settings are read (the call-handling settings and the agent's voice).
+    pub(super) async fn busy_flow(
+        &mut self,
+        inbound: &mut tonic::Streaming<StreamCallRequest>,
+    ) -> End {
+        let (_, config, handling) = self.session_config().await;
+        self.prepare_messages(&handling, &config.voice);
+        metrics::counter!("media_message_flows_total", "reason" => Reason::Busy.as_str())
+            .increment(1);
+        tracing::info!(
+            reason = Reason::Busy.as_str(),
+            "busy call answered with the message flow"
+        );
+        self.record_message(inbound, Reason::Busy).await
     }
 
     async fn record_message(

@@ -27,7 +27,9 @@
 //!    Twilio REST);
 //! 6. when the backend cannot be reached, fails or stalls on an inbound call, switches to the
 //!    message flow ([`message`]): the prompt at once, the caller's message recorded, a callback
-//!    task at the end (beyond the caps on message-taking calls: the old end, below);
+//!    task at the end (beyond the caps on message-taking calls: the old end, below); a call
+//!    `RegisterCall` answered at the tenant's concurrent-call limit (`busy`) goes there at once,
+//!    with no backend session;
 //! 7. ends on `stop`, a vanished caller stream, a transfer, a backend error / lost backend
 //!    (then a `hangup` tells the edge to play its apology), or the tenant's maximum call duration
 //!    (Twilio is asked to complete the call, and the edge gets a `hangup`), finishes the
@@ -130,12 +132,14 @@ pub async fn start(
         context: row.context.clone(),
         greet_first: false,
     });
+    let busy = row.answered_busy() && !row.is_outbound_api();
     // Every line the driver logs carries the tenant and the call through this span.
     let span = tracing::info_span!("call", customer_id = customer.get(), call_sid = %call_sid);
     span.in_scope(|| {
         tracing::info!(
             backend = backend_name,
             outbound = outbound.is_some(),
+            busy,
             "call stream started"
         )
     });
@@ -153,6 +157,7 @@ pub async fn start(
         capture: Capture::new(Policy::Off),
         message: None,
         message_settings: message::MessageSettings::default(),
+        busy,
     };
     rt_calls.spawn(call.run(inbound).instrument(span));
     Ok(ReceiverStream::new(out_rx).boxed())
@@ -177,6 +182,9 @@ struct Call {
     message: Option<message::TakenMessage>,
     /// The tenant's message prompt and limit (read with the call-handling settings).
     message_settings: message::MessageSettings,
+    /// Answered at the tenant's concurrent-call limit for the message flow (`RegisterCall`
+    /// took its place under the message caps): no agent session is opened.
+    busy: bool,
 }
 
 /// Why the call ended, and what the edge is told.
@@ -252,21 +260,11 @@ impl Call {
         metrics::gauge!("media_calls_active").increment(1.0);
         let started = Instant::now();
         let (turns, writer) = spawn_turn_writer(&self.rt, self.customer, self.call_sid.clone());
-        let mut end = self.relay(&mut inbound, &turns).await;
-        // An inbound caller whom the agent could not answer leaves a message instead of hearing
-        // the apology (an outbound callee was called by the business: nothing to take).
-        let reason = match end {
-            End::BackendError if self.outbound.is_none() => {
-                Some(store::callback_tasks::Reason::BackendDown)
-            }
-            End::AfterHours => Some(store::callback_tasks::Reason::AfterHours),
-            _ => None,
+        let end = if self.busy {
+            self.busy_flow(&mut inbound).await
+        } else {
+            self.agent_or_message(&mut inbound, &turns).await
         };
-        if let Some(reason) = reason
-            && let Some(after) = self.message_flow(&mut inbound, reason).await
-        {
-            end = after;
-        }
         drop(turns);
         let _ = writer.await;
         let recorded = consent::end_recording(&mut self.capture).await;
@@ -308,6 +306,28 @@ impl Call {
         metrics::gauge!("media_calls_active").decrement(1.0);
         metrics::histogram!("media_call_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(reason = end.reason().as_str(), "call ended");
+    }
+
+    /// Relays the call to the agent; an inbound caller whom the agent could not answer leaves a
+    /// message instead of hearing the apology (an outbound callee was called by the business:
+    /// nothing to take), within the caps on message-taking calls.
+    async fn agent_or_message(
+        &mut self,
+        inbound: &mut tonic::Streaming<StreamCallRequest>,
+        turns: &TurnTx,
+    ) -> End {
+        let end = self.relay(inbound, turns).await;
+        let reason = match end {
+            End::BackendError if self.outbound.is_none() => {
+                Some(store::callback_tasks::Reason::BackendDown)
+            }
+            End::AfterHours => Some(store::callback_tasks::Reason::AfterHours),
+            _ => None,
+        };
+        match reason {
+            Some(reason) => self.message_flow(inbound, reason).await.unwrap_or(end),
+            None => end,
+        }
     }
 
     /// Whether the tenant wants the `message.created` event of the call's message (asked before

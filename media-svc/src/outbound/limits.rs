@@ -17,7 +17,9 @@ use super::address::ClientAddress;
 use crate::error::MediaError;
 use crate::peers::Peers;
 use crate::runtime::Runtime;
+use crate::store::callback_tasks::Reason;
 use crate::store::limits::{self as sql, ReservationId};
+use crate::store::message_calls as messages;
 use crate::store::{self, CallRow, NewCall};
 
 /// How long a tenant's package tier is trusted for `RegisterCall` before tenant-svc is asked
@@ -286,18 +288,29 @@ async fn address_allowance(
 enum Registration {
     /// The call's row, and whether this registration created it.
     Row(Box<CallRow>, bool),
-    /// Refused at the concurrent-call limit: now (with the count), or before (a repeat).
-    Refused(Option<i64>),
+    /// At the concurrent-call limit, answered for the message flow (stored live, marked
+    /// `busy`): the row and the calls in progress.
+    Busy(Box<CallRow>, i64),
+    /// Refused at the concurrent-call limit: now (with the count, and the message-taking calls
+    /// of the tenant and the platform when an inbound call found them at their caps), or
+    /// before (a repeat).
+    Refused(Option<(i64, Option<(i64, i64)>)>),
 }
 
 /// `RegisterCall`: a repeat of a known CallSid returns the stored call (stamped as answered
 /// with a stream if it is live and was not yet, see `answer_with_stream`); a new call is stored
 /// as live only while the tenant has fewer calls in progress than its tier allows (counted under
-/// the same lock as outbound placements). Beyond the limit the call is refused (RESOURCE_EXHAUSTED)
-/// and the refusal recorded (a final row, `call-limit`), so a repeat of that CallSid is refused
-/// the same way even once a slot is free. An OUTBOUND_API registration does not count
-/// reservations: the one it would find is, in practice, this very call, whose Twilio answer is
-/// being stored.
+/// the same lock as outbound placements; calls taking a message are not counted).
+///
+/// At the limit, an INBOUND call is answered for the message flow while the message-taking
+/// calls are under both caps (the tenant's and the platform's, counted in PostgreSQL under the
+/// message-call lock, [`store::message_calls`]): it is stored live, marked `busy`, and gets the
+/// normal stream ticket; its call driver plays the message prompt and opens no agent session.
+/// Beyond a cap, or for an outbound call, the call is refused (RESOURCE_EXHAUSTED) and the
+/// refusal recorded (a final row, `call-limit`), so a repeat of that CallSid is refused the same
+/// way even once a slot is free. A repeat of a busy call gets its stored answer (the same
+/// ticket). An OUTBOUND_API registration does not count reservations: the one it would find is,
+/// in practice, this very call, whose Twilio answer is being stored.
 pub async fn register(
     rt: &Runtime,
     customer: CustomerId,
@@ -306,6 +319,7 @@ pub async fn register(
     let tier = rt.outbound.tier(&rt.peers, customer).await;
     let limit = i64::from(rt.outbound.limits.concurrent_for(&tier));
     let with_reservations = call.direction != CallDirection::OutboundApi;
+    let caps = rt.messages.caps();
     let registration = rt
         .db
         .tenant_tx(customer, async |tx| {
@@ -324,19 +338,43 @@ pub async fn register(
                 let row = store::calls::answer_with_stream(tx, existing).await?;
                 return Ok(Registration::Row(Box::new(row), false));
             }
-            if in_progress >= limit {
-                store::calls::register_refused(tx, customer, call).await?;
-                return Ok(Registration::Refused(Some(in_progress)));
+            if in_progress < limit {
+                let (row, created) = store::calls::register_call(tx, customer, call).await?;
+                return Ok(Registration::Row(Box::new(row), created));
             }
-            let (row, created) = store::calls::register_call(tx, customer, call).await?;
-            Ok::<_, MediaError>(Registration::Row(Box::new(row), created))
+            let mut full = None;
+            if call.direction == CallDirection::Inbound {
+                // The tenant's lock is held; the message-call lock is always taken after it.
+                messages::lock(tx).await?;
+                let (mine, all) = messages::in_progress(tx, customer).await?;
+                if messages::fits(caps, mine, all) {
+                    let (mut row, _) = store::calls::register_call(tx, customer, call).await?;
+                    messages::mark(tx, &call.call_sid, Reason::Busy).await?;
+                    row.message_flow = Some(Reason::Busy.as_str().to_owned());
+                    return Ok(Registration::Busy(Box::new(row), in_progress));
+                }
+                full = Some((mine, all));
+            }
+            store::calls::register_refused(tx, customer, call).await?;
+            Ok::<_, MediaError>(Registration::Refused(Some((in_progress, full))))
         })
         .await?;
     match registration {
         Registration::Row(row, created) => Ok((*row, created)),
-        Registration::Refused(Some(in_progress)) => {
+        Registration::Busy(row, in_progress) => {
+            metrics::counter!("media_calls_busy_to_messages_total").increment(1);
+            tracing::info!(customer_id = customer.get(), in_progress, %tier, "new call at the concurrent-call limit answered for the message flow");
+            Ok((*row, true))
+        }
+        Registration::Refused(Some((in_progress, full))) => {
             metrics::counter!("media_calls_refused_total", "reason" => "concurrency").increment(1);
-            tracing::info!(customer_id = customer.get(), in_progress, %tier, "new call refused at the concurrent-call limit");
+            if let Some((tenant_messages, platform_messages)) = full {
+                metrics::counter!("media_message_flows_refused_total", "reason" => "busy")
+                    .increment(1);
+                tracing::warn!(customer_id = customer.get(), in_progress, %tier, tenant_messages, platform_messages, "new call refused at the concurrent-call limit: message-taking calls at their cap");
+            } else {
+                tracing::info!(customer_id = customer.get(), in_progress, %tier, "new call refused at the concurrent-call limit");
+            }
             Err(concurrency_refusal(in_progress, &tier))
         }
         Registration::Refused(None) => Err(MediaError::LimitReached {

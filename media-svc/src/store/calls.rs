@@ -19,7 +19,7 @@ use crate::error::MediaError;
 pub(super) const CALL_COLUMNS: &str = "call_sid, account_sid, stream_sid, caller, called, direction, status, \
      created_at, answered_at, ended_at, duration_seconds, backend, end_reason, usage_counted, \
      persona, context, ticket_issued_at, stream_started_at, recording_policy, recording_consent, \
-     recording_consent_at, recorded_seconds, recording_offset_ms";
+     recording_consent_at, recorded_seconds, recording_offset_ms, message_flow";
 
 /// Why a call ended: the text of `media.calls.end_reason` ('' while it has not ended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +158,9 @@ pub struct CallRow {
     pub recorded_seconds: Option<i32>,
     /// Media time (ms) at which the recording begins.
     pub recording_offset_ms: Option<i64>,
+    /// Why the call went to the message flow (V23's `message_flow`: 'busy' from `RegisterCall`
+    /// at the tenant's concurrent-call limit; 'backend_down', 'after_hours' from the switch).
+    pub message_flow: Option<String>,
 }
 
 impl CallRow {
@@ -191,6 +194,7 @@ impl CallRow {
             recording_consent_at: r.get(20),
             recorded_seconds: r.get(21),
             recording_offset_ms: r.get(22),
+            message_flow: r.get(23),
         })
     }
 
@@ -243,6 +247,12 @@ impl CallRow {
     /// Whether the call still runs (or rings): not final and not ended.
     pub fn is_live(&self) -> bool {
         !self.is_final() && self.ended_at.is_none()
+    }
+
+    /// Whether the call was answered for the message flow at registration: the tenant was at
+    /// its concurrent-call limit (no agent; the call driver goes straight to the message flow).
+    pub fn answered_busy(&self) -> bool {
+        self.message_flow.as_deref() == Some("busy")
     }
 
     /// Whether the call was refused at registration (the tenant's concurrent-call limit).

@@ -39,7 +39,9 @@ pub async fn lock_call_limits(tx: &Tx<'_>, customer: CustomerId) -> Result<(), M
 }
 
 /// The tenant's calls in progress: not final, created in the last [`IN_PROGRESS_WINDOW_HOURS`],
-/// plus (when `with_reservations`) the outbound calls being placed right now.
+/// not taking a message (those are bounded by their own caps, [`super::message_calls`], and use
+/// no agent, so a busy tenant's callers leaving messages never keep a freed slot from a normal
+/// call), plus (when `with_reservations`) the outbound calls being placed right now.
 pub async fn calls_in_progress(
     tx: &Tx<'_>,
     customer: CustomerId,
@@ -49,7 +51,7 @@ pub async fn calls_in_progress(
         .query_typed(
             &format!(
                 "SELECT (SELECT count(*) FROM media.calls \
-                         WHERE customer_id = $1 AND status < {first_final} \
+                         WHERE customer_id = $1 AND status < {first_final} AND message_flow IS NULL \
                            AND created_at > now() - interval '{IN_PROGRESS_WINDOW_HOURS} hours') \
                       + (SELECT count(*) FROM media.outbound_reservations \
                          WHERE $2 AND customer_id = $1 \

@@ -1,6 +1,6 @@
 //! Every SQL statement of media-svc, over its tables (`migrations/V4__media.sql`,
 //! `V7__outbound_calls.sql`, `V10__webhook_events.sql`, `V12__call_answers_and_streams.sql`,
-//! `V15__erasure.sql`, `V23__callback_tasks.sql`). Every function takes a transaction
+//! `V15__erasure.sql`, `V23__callback_tasks.sql`, `V24__message_calls.sql`). Every function takes a transaction
 //! opened by `Db::tenant_tx`, so row-level security confines it to one tenant (the two
 //! `due_tenants` scans run in `Db::service_tx` through SECURITY DEFINER functions that return
 //! tenant ids only); domain values, typed ids and plain numbers go in, rows come out as typed
@@ -10,6 +10,7 @@
 //! - [`callback_tasks`]: the messages callers left (V23);
 //! - [`calls`]: the call rows (register, refusal, status, export);
 //! - [`consent`]: a call's recording policy and consent answer, and its recorded seconds in usage (V21);
+//! - [`message_calls`]: the caps on message-taking calls, across replicas (V24);
 //! - [`listing`]: the calls listing and the dashboard's figures (`GetCallStats`);
 //! - [`streams`]: a call's one media stream (bound, started, ended);
 //! - [`erase`]: one caller's rows, or a whole tenant's;
@@ -29,6 +30,7 @@ pub mod consent;
 pub mod erase;
 pub mod limits;
 pub mod listing;
+pub mod message_calls;
 pub mod outbox;
 pub mod playback;
 pub mod recordings;

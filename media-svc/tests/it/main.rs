@@ -13,6 +13,8 @@ mod capture;
 mod erase;
 mod listing;
 mod messages;
+mod messages_busy;
+mod messages_paths;
 mod moto;
 mod openai_realtime;
 mod outbound;

@@ -273,6 +273,7 @@ pub(crate) struct Mesh {
     pub(crate) db: TestDb,
     keys: Arc<DevKeys>,
     tenant: SocketAddr,
+    memory: SocketAddr,
     media: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -372,10 +373,72 @@ impl Mesh {
             db,
             keys,
             tenant,
+            memory,
             media,
             stop,
             tasks,
         }
+    }
+
+    /// A tenant-svc client with the tenant's owner token (settings: call handling, webhooks).
+    pub(crate) async fn tenant_service(
+        &self,
+        customer: i64,
+    ) -> TenantServiceClient<tonic::service::interceptor::InterceptedService<Channel, AttachToken>>
+    {
+        TenantServiceClient::with_interceptor(
+            self.channel(self.tenant).await,
+            AttachToken(TokenSource::fixed(self.token(
+                customer,
+                "owner",
+                &[scope::TENANT_READ, scope::TENANT_WRITE],
+            ))),
+        )
+    }
+
+    /// The first media-svc replica's address.
+    pub(crate) fn media_addr(&self) -> SocketAddr {
+        self.media
+    }
+
+    /// Another media-svc replica on the same database, tenant-svc and memory-svc; its address
+    /// (for [`Self::media_client_on`]).
+    pub(crate) async fn start_replica(
+        &mut self,
+        adjust: impl FnOnce(CallConfig) -> CallConfig,
+    ) -> SocketAddr {
+        let mut calls = CallConfig::local(
+            format!("http://{}", self.tenant),
+            format!("http://{}", self.memory),
+        );
+        calls.backend = media_svc::BackendChoice::Local { espeak: false };
+        let (g, a, addr) = ports().await;
+        self.tasks.push(tokio::spawn(media_svc::serve(
+            media_svc::Deps {
+                core: mesh::server::Core {
+                    db: self.db.db_for_role("media_svc").await,
+                    identity: self.keys.identity(names::MEDIA_SVC),
+                },
+                calls: adjust(calls),
+            },
+            mesh::server::Listeners::new(g, a, Duration::from_secs(2)),
+            shutdown(&self.stop.subscribe()),
+        )));
+        addr
+    }
+
+    /// A media-svc client of the replica at `addr` with a tenant token.
+    pub(crate) async fn media_client_on(
+        &self,
+        addr: SocketAddr,
+        customer: i64,
+        subject: &str,
+        scopes: &[&str],
+    ) -> common::Client {
+        CallServiceClient::with_interceptor(
+            self.channel(addr).await,
+            AttachToken(TokenSource::fixed(self.token(customer, subject, scopes))),
+        )
     }
 
     fn token(&self, customer: i64, subject: &str, scopes: &[&str]) -> SecretString {
@@ -425,10 +488,8 @@ impl Mesh {
         subject: &str,
         scopes: &[&str],
     ) -> common::Client {
-        CallServiceClient::with_interceptor(
-            self.channel(self.media).await,
-            AttachToken(TokenSource::fixed(self.token(customer, subject, scopes))),
-        )
+        self.media_client_on(self.media, customer, subject, scopes)
+            .await
     }
 
     /// A customer with the given webhook settings; returns its id and (when a URL is set) the

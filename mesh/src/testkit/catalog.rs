@@ -38,6 +38,12 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "media.retention_tenants(timestamp with time zone,integer)",
         "TABLE(customer_id bigint)",
     ),
+    // How many calls of all tenants hold a place under the message-call caps (V24): a count,
+    // for media-svc's platform-wide cap.
+    (
+        "media.message_calls_in_progress(timestamp with time zone)",
+        "bigint",
+    ),
     // Customer ids holding a recording key wrapped by an older platform key (V20), for the
     // rewrap pass of a platform key rotation.
     (
