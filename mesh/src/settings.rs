@@ -240,7 +240,7 @@ pub mod catalog {
             help: "Outbound calls a tenant may place per rolling hour when its own `public_calls_per_hour` is 0." },
         /// Message-taking calls per tenant.
         MEDIA_MESSAGE_CALLS_PER_TENANT = { name: "MEDIA_MESSAGE_CALLS_PER_TENANT", default: Some("10"), secret: false, used_by: "media-svc",
-            help: "Calls of one tenant that may be in the message flow at once, counted across all media-svc replicas in PostgreSQL (the agent unreachable, after hours, or the tenant at its concurrent-call limit); beyond it a caller hears the apology or the busy message as before." },
+            help: "Calls of one tenant that may be in the message flow at once, counted across all media-svc replicas in PostgreSQL (the agent unreachable, after hours, or the tenant at its concurrent-call limit); beyond it a caller hears the apology or the busy message as before. 0 turns the message flow off." },
         /// Message-taking calls of all tenants.
         MEDIA_MESSAGE_CALLS_MAX = { name: "MEDIA_MESSAGE_CALLS_MAX", default: Some("200"), secret: false, used_by: "media-svc",
             help: "Calls of all tenants that may be in the message flow at once, counted across all media-svc replicas in PostgreSQL; beyond it a caller hears the apology or the busy message as before." },

@@ -237,6 +237,9 @@ async fn start_with_realtime(
             c.public_base_url = PUBLIC_BASE.into();
             c.limits.concurrent_by_tier = tiers;
             c.limits.outbound_per_hour = 20;
+            // No message-taking calls: an inbound call at the limit is refused, as these tests
+            // check (the message flow at the limit is `messages_busy.rs`).
+            c.message_calls = (0, 0);
             c
         },
         true,
@@ -1026,6 +1029,8 @@ async fn without_tenant_svc_the_first_tier_limit_applies() {
         |mut c| {
             c.limits.concurrent_by_tier =
                 media_svc::outbound::Limits::parse_tiers("starter=1,professional=50").unwrap();
+            // An inbound call at the limit is refused (no message-taking calls).
+            c.message_calls = (0, 0);
             c
         },
         false,
