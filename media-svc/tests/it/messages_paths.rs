@@ -187,8 +187,8 @@ async fn a_callers_export_carries_their_tasks_and_erasure_removes_them() {
 }
 
 /// The task names its message's recording: the id is the call's recording of kind `message`,
-/// ListCallbackTasks shows it, and ReadRecording plays the caller's message (the voiced frames
-/// on the caller's channel, nothing on the agent's).
+/// ListCallbackTasks shows it, and ReadRecording of that id plays the caller's message (the
+/// voiced frames on the caller's channel, nothing on the agent's).
 #[tokio::test]
 async fn a_task_names_its_message_recording_which_plays_the_callers_frames() {
     let mesh = Mesh::start(backend_down(unreachable_realtime().await)).await;
@@ -221,6 +221,7 @@ async fn a_task_names_its_message_recording_which_plays_the_callers_frames() {
     let mut stream = player
         .read_recording(ReadRecordingRequest {
             call_sid: call_sid.clone(),
+            recording_id: task.recording_id.clone(),
             ..Default::default()
         })
         .await

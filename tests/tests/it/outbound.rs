@@ -34,6 +34,8 @@ async fn mesh_with(twilio: &FakeTwilio, tiers: &str, per_address: u32) -> Mesh {
             c.twilio.auth_token = Some("fake-twilio-auth-token".to_owned().into());
             c.twilio.account_sid = Some(mesh::domain::AccountSid::parse(ACCOUNT_SID).unwrap());
             c.limits.concurrent_by_tier = tiers;
+            // One caller at a time may leave a message when the tenant is at its limit.
+            c.message_calls = (1, 200);
             c.webhooks.allow_insecure = true;
             c.webhooks.base_backoff = Duration::from_millis(100);
             c.webhooks.max_backoff = Duration::from_millis(400);
@@ -503,9 +505,14 @@ async fn hourly_limit_refuses_the_second_call(
     assert_eq!(media_call_rows(mesh).await, 1);
 }
 
+/// At the tier's limit of one call: an outbound placement is refused (429); an inbound caller
+/// is connected to the message flow (the TwiML streams as usual, the caller hears the prompt,
+/// and the call leaves a callback task, reason `busy`); while that caller is leaving a message,
+/// another one (beyond the message cap of one) hears the busy message and the refusal is
+/// recorded as a final busy row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_concurrent_call_limit_refuses_outbound_calls_and_gives_inbound_callers_a_busy_message()
-{
+async fn at_the_concurrent_call_limit_outbound_is_refused_and_inbound_callers_leave_a_message_up_to_the_cap()
+ {
     let twilio = FakeTwilio::start().await;
     let mesh = mesh_with(&twilio, "starter=1", 100).await;
     let (peterson, _smith) = mesh.seed_demo_tenants().await;
@@ -528,17 +535,71 @@ async fn the_concurrent_call_limit_refuses_outbound_calls_and_gives_inbound_call
     );
     assert_eq!(twilio.calls().len(), 1);
 
-    // An inbound caller meanwhile hears the busy message; the refusal is recorded as a final
-    // busy row (so a replay of the webhook is refused the same way), nothing more.
-    let before = media_call_rows(&mesh).await;
+    // An inbound caller meanwhile is streamed to the message flow through the gateway.
+    let message_sid = format!("CA{:032x}", 0xb5d);
+    let call = SimCall {
+        gateway_addr: mesh.gateway.main.to_string(),
+        public_base_url: mesh.public_base_url.clone(),
+        auth_token: mesh.twilio_auth_token.clone(),
+        account_sid: ACCOUNT_SID.into(),
+        call_sid: message_sid.clone(),
+        from: "+15551111111".into(),
+        to: peterson.number.into(),
+        caller_audio: sim::voice_like(1.0),
+        // The default prompt and the beep take about 6 s to play; the mark is echoed after them.
+        duration: Duration::from_secs(9),
+        direction: String::new(),
+    };
+    let leaving = tokio::spawn(async move { sim::run(&call).await });
+    let admin = mesh.db.admin_client().await;
+    let busy_rows = format!(
+        "SELECT count(*) FROM media.calls WHERE call_sid = '{message_sid}' AND message_flow = 'busy'"
+    );
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while admin
+        .query_one(&busy_rows, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < until, "the busy call's row");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second_caller_hears_the_busy_message(&mesh, &peterson).await;
+
+    let result = leaving.await.unwrap().expect("simulated inbound call");
+    assert!(result.connected, "{}", result.twiml);
+    assert!(
+        sim::is_audible(&result.agent_audio),
+        "the caller hears the message prompt"
+    );
+    assert!(
+        result.marks >= 1,
+        "the prompt's record mark, echoed once played"
+    );
+    let task = format!(
+        "SELECT count(*) FROM media.callback_tasks WHERE call_sid = '{message_sid}' AND reason = 'busy'"
+    );
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while admin.query_one(&task, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(tokio::time::Instant::now() < until, "the busy call's task");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Beyond the message cap: the busy message, and the refusal recorded as a final busy row (so a
+/// replay of the webhook is refused the same way), nothing more.
+async fn second_caller_hears_the_busy_message(mesh: &Mesh, peterson: &DemoTenant) {
+    let before = media_call_rows(mesh).await;
     let sid = format!("CA{:032x}", 0xb5e);
-    let params = Mesh::voice_params(&sid, "+15551111111", peterson.number);
+    let params = Mesh::voice_params(&sid, "+15552222222", peterson.number);
     let r = mesh.twilio_post("/twilio/voice", &params).await;
     assert_eq!(r.status(), 200);
     let twiml = r.text().await.unwrap();
     assert!(twiml.contains("busy"), "{twiml}");
     assert!(!twiml.contains("<Stream"), "{twiml}");
-    assert_eq!(media_call_rows(&mesh).await, before + 1);
+    assert_eq!(media_call_rows(mesh).await, before + 1);
     let admin = mesh.db.admin_client().await;
     let row = admin
         .query_one(
