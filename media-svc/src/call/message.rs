@@ -19,16 +19,15 @@
 //!   cap the call ends as before (the edge's apology), counted and logged. [`MessageCaps`] counts
 //!   per process only the calls let in while the database could not be asked.
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh::api::media::stream_call_request::Event as In;
 use mesh::api::media::stream_call_response::Event as Out;
 use mesh::api::media::{AudioFrame, Clear, Mark, StreamCallRequest};
 use mesh::db::Tx;
-use mesh::domain::{CallerNumber, CustomerId};
+use mesh::domain::CallerNumber;
 use uuid::Uuid;
 
 use super::{Call, End};
@@ -37,9 +36,11 @@ use crate::error::MediaError;
 use crate::peers::CallHandlingSettings;
 use crate::recording::{RecordingKind, RecordingWriter};
 use crate::store::callback_tasks::{self, NewTask, Reason};
-use crate::store::message_calls::{self, Caps, Place};
+use crate::store::message_calls::{self, Place};
 use crate::webhooks::{self, MessageEvent};
 
+pub use super::message_caps::{MessageCaps, MessageSlot};
+pub use super::tones::{COMFORT_EVERY, COMFORT_TONE_MS, beep, comfort_tone};
 pub use mesh::call_handling::{DEFAULT_MESSAGE_MAX_SECONDS, DEFAULT_MESSAGE_PROMPT};
 /// The mark after the prompt and the beep: from its playing on, the caller is recorded.
 pub const RECORD_MARK: &str = "message-record";
@@ -109,86 +110,6 @@ impl TakenMessage {
     }
 }
 
-/// The caps on message-taking calls (`MEDIA_MESSAGE_CALLS_PER_TENANT`, `MEDIA_MESSAGE_CALLS_MAX`),
-/// and a per-process count of the calls let into the message flow while PostgreSQL, where the
-/// caps are counted across replicas, could not be asked: those are held to the caps within this
-/// process. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct MessageCaps {
-    inner: Arc<Mutex<CapState>>,
-}
-
-#[derive(Debug)]
-struct CapState {
-    per_tenant: u32,
-    platform: u32,
-    total: u32,
-    by_tenant: HashMap<CustomerId, u32>,
-}
-
-/// One message-taking call's place under the caps, given back when dropped.
-#[derive(Debug)]
-pub struct MessageSlot {
-    caps: MessageCaps,
-    customer: CustomerId,
-}
-
-impl MessageCaps {
-    /// Caps of `per_tenant` message-taking calls per tenant and `platform` in all.
-    pub fn new(per_tenant: u32, platform: u32) -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(CapState {
-                per_tenant,
-                platform,
-                total: 0,
-                by_tenant: HashMap::new(),
-            })),
-        }
-    }
-
-    /// A place for one more message-taking call of `customer`; `None` at either cap.
-    pub fn try_acquire(&self, customer: CustomerId) -> Option<MessageSlot> {
-        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = s.by_tenant.get(&customer).copied().unwrap_or(0);
-        if s.total >= s.platform || mine >= s.per_tenant {
-            return None;
-        }
-        s.total += 1;
-        s.by_tenant.insert(customer, mine + 1);
-        Some(MessageSlot {
-            caps: self.clone(),
-            customer,
-        })
-    }
-
-    /// The caps, as the database counts them.
-    pub fn caps(&self) -> Caps {
-        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        Caps {
-            per_tenant: s.per_tenant,
-            platform: s.platform,
-        }
-    }
-
-    /// Message-taking calls let in by this process without the database, running now.
-    pub fn in_use(&self) -> u32 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).total
-    }
-}
-
-impl Drop for MessageSlot {
-    fn drop(&mut self) {
-        let mut s = self.caps.inner.lock().unwrap_or_else(|e| e.into_inner());
-        s.total = s.total.saturating_sub(1);
-        if let Some(n) = s.by_tenant.get_mut(&self.customer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                s.by_tenant.remove(&self.customer);
-            }
-        }
-    }
-}
-
 /// Counts and logs a message flow refused at a cap (`tenant` is -1 when only this process's
 /// own count was known).
 fn refused(reason: Reason, tenant: i64, platform: i64) {
@@ -200,39 +121,6 @@ fn refused(reason: Reason, tenant: i64, platform: i64) {
         platform_messages = platform,
         "message flow refused: message-taking calls at their cap"
     );
-}
-
-/// 400 ms of a 1 kHz tone: "speak now".
-pub fn beep() -> Vec<u8> {
-    tone(1000.0, 400, 6000.0)
-}
-
-/// What a caller hears while the agent is being reached (never dead air): a soft 425 Hz tone
-/// of [`COMFORT_TONE_MS`], then silence to the end of one [`COMFORT_EVERY`] period, so tones sent
-/// once per period play back to back.
-pub fn comfort_tone() -> Vec<u8> {
-    let period = u32::try_from(COMFORT_EVERY.as_millis()).unwrap_or(1000);
-    let mut out = tone(425.0, COMFORT_TONE_MS, 2500.0);
-    out.extend(std::iter::repeat_n(
-        mesh::g711::linear_to_ulaw(0),
-        ((period - COMFORT_TONE_MS) * audio::SAMPLE_RATE / 1000) as usize,
-    ));
-    out
-}
-
-/// A comfort tone's period: one is sent per period while the caller waits.
-pub const COMFORT_EVERY: Duration = Duration::from_millis(1000);
-/// The tone part of each period.
-pub const COMFORT_TONE_MS: u32 = 250;
-
-fn tone(freq: f64, ms: u32, amplitude: f64) -> Vec<u8> {
-    (0..(ms * audio::SAMPLE_RATE / 1000))
-        .map(|n| {
-            let t = f64::from(n) / f64::from(audio::SAMPLE_RATE);
-            let v = (2.0 * std::f64::consts::PI * freq * t).sin() * amplitude;
-            mesh::g711::linear_to_ulaw(v as i16)
-        })
-        .collect()
 }
 
 impl Call {

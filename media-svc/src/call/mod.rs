@@ -43,8 +43,10 @@ mod capture;
 mod consent;
 pub mod heard;
 pub mod message;
+mod message_caps;
 mod relay;
 mod setup;
+mod tones;
 mod tools;
 
 use std::time::{Duration, Instant};

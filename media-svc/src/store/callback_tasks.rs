@@ -110,7 +110,9 @@ pub async fn upsert(
     Ok((row.get(0), row.get(1), row.get(2)))
 }
 
-/// Records on the call why it went to the message flow (the first reason stays).
+/// Records on the call why it went to the message flow (the first reason stays). Normally the
+/// call was marked when it took its place under the message caps ([`super::message_calls`]);
+/// this covers a call let in by the process-local caps while the database could not be asked.
 pub async fn mark_call(tx: &Tx<'_>, call_sid: &CallSid, reason: Reason) -> Result<(), MediaError> {
     tx.execute(
         "UPDATE media.calls SET message_flow = $2 WHERE call_sid = $1 AND message_flow IS NULL",
