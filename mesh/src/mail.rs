@@ -99,6 +99,14 @@ pub fn check_smtp_url(url: &SecretString) -> Result<(), &'static str> {
         .map_err(|_| "is not a valid SMTP URL (smtp[s]://user:password@host[:port])")
 }
 
+/// Checks a sender setting (`PORTAL_MAIL_FROM`): a mailbox such as `Acme <no-reply@acme.example>`.
+/// Checked at start-up, because a sender that does not parse fails every send.
+pub fn check_mailbox(from: &str) -> Result<(), &'static str> {
+    from.parse::<Mailbox>()
+        .map(|_| ())
+        .map_err(|_| "is not a mailbox such as `Acme <no-reply@acme.example>`")
+}
+
 /// Reads `PORTAL_SMTP_URL` and `PORTAL_OUTBOX_DIR`: `Ok(None)` when neither is set (each caller
 /// decides what that means), `Err(())` after recording the problem in `env` (both set, a bad
 /// URL, an outbox on a deployment that is not loopback, as `loopback` says).
@@ -173,7 +181,9 @@ impl std::fmt::Debug for Mailer {
 
 impl Mailer {
     /// A mailer sending through `transport` as `from` (a mailbox such as
-    /// `Acme <no-reply@acme.example>`; one that does not parse fails every send).
+    /// `Acme <no-reply@acme.example>`; one that does not parse fails every send, so settings
+    /// check it with [`check_mailbox`]). Call it inside a Tokio runtime: lettre's SMTP
+    /// connection pool starts a task.
     pub fn new(transport: &MailTransport, from: &str) -> Mailer {
         let transport = match transport {
             MailTransport::Smtp(url) => {
@@ -253,6 +263,9 @@ mod tests {
         assert!(check("http://mail.example.com").is_err());
         assert!(check("smtp://u:p@mail.example.com?tls=none").is_err());
         assert!(check("smtp://").is_err());
+        assert!(check_mailbox("NeuroSphere <no-reply@localhost>").is_ok());
+        assert!(check_mailbox("no-reply@acme.example").is_ok());
+        assert!(check_mailbox("NeuroSphere").is_err());
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl Config {
     /// problem is recorded in `env`.
     pub fn from_env(env: &mut Env, public_base_url: Option<&str>) -> Option<Config> {
         let mail_from: Option<String> = env.get(&catalog::PORTAL_MAIL_FROM);
+        if let Some(from) = &mail_from
+            && let Err(e) = mesh::mail::check_mailbox(from)
+        {
+            env.problem(&catalog::PORTAL_MAIL_FROM, e);
+        }
         let per_minute: Option<u32> = env.get(&catalog::PORTAL_AUTH_POSTS_PER_MINUTE);
         if per_minute == Some(0) {
             env.problem(&catalog::PORTAL_AUTH_POSTS_PER_MINUTE, "must be at least 1");

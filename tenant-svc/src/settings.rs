@@ -35,13 +35,19 @@ pub struct Settings {
 /// The mail to owners (`NotifyOwners`): the shared mail settings (`PORTAL_SMTP_URL` or, on a
 /// loopback `PUBLIC_BASE_URL`, `PORTAL_OUTBOX_DIR`; `PORTAL_MAIL_FROM`) and the base URL its
 /// link starts with. `Some(None)` when neither transport is set (mail not configured), `None`
-/// after a problem was recorded.
+/// after a problem was recorded. Runs inside the binary's Tokio runtime (the SMTP pool's task).
 fn owner_mail(env: &mut Env) -> Option<Option<OwnerMail>> {
     let base = env.get::<String>(&catalog::PUBLIC_BASE_URL)?;
     let base = base.trim_end_matches('/').to_owned();
     let from = env.get::<String>(&catalog::PORTAL_MAIL_FROM)?;
     let loopback = mesh::mail::is_loopback_http(&base);
     let transport = mesh::mail::transport_from_env(env, loopback).ok()?;
+    if transport.is_some()
+        && let Err(e) = mesh::mail::check_mailbox(&from)
+    {
+        env.problem(&catalog::PORTAL_MAIL_FROM, e);
+        return None;
+    }
     if transport.is_some() && !loopback && !base.starts_with("https://") {
         env.problem(
             &catalog::PUBLIC_BASE_URL,
@@ -117,5 +123,48 @@ impl Settings {
                 owner_mail: owner_mail.flatten(),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(pairs: &[(&str, &str)]) -> String {
+        let mut env = Env::from_pairs(pairs.iter().copied());
+        let mail = owner_mail(&mut env);
+        match env.finish() {
+            Ok(()) => format!("ok: {}", mail.flatten().is_some()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    // In a runtime, as the binary reads its settings: an SMTP mailer's pool runs a task.
+    #[tokio::test]
+    async fn owners_mail_is_off_without_a_transport_and_checked_with_one() {
+        assert_eq!(problems(&[]), "ok: false");
+        assert_eq!(problems(&[("PORTAL_OUTBOX_DIR", "/tmp/out")]), "ok: true");
+        let bad_from = problems(&[
+            ("PORTAL_OUTBOX_DIR", "/tmp/out"),
+            ("PORTAL_MAIL_FROM", "NeuroSphere"),
+        ]);
+        assert!(bad_from.contains("PORTAL_MAIL_FROM"), "{bad_from}");
+        let remote = problems(&[
+            ("PUBLIC_BASE_URL", "https://edge.example.com"),
+            ("PORTAL_OUTBOX_DIR", "/tmp/out"),
+        ]);
+        assert!(remote.contains("PORTAL_OUTBOX_DIR"), "{remote}");
+        let plain = problems(&[
+            ("PUBLIC_BASE_URL", "http://edge.example.com"),
+            ("PORTAL_SMTP_URL", "smtps://u:p@mail.example.com"),
+        ]);
+        assert!(plain.contains("PUBLIC_BASE_URL"), "{plain}");
+        assert_eq!(
+            problems(&[
+                ("PUBLIC_BASE_URL", "https://edge.example.com"),
+                ("PORTAL_SMTP_URL", "smtps://u:p@mail.example.com"),
+            ]),
+            "ok: true"
+        );
     }
 }
