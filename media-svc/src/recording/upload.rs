@@ -111,6 +111,27 @@ async fn remove(v: &Vault, path: &Path, len: u64) {
     }
 }
 
+/// The row of a spool file and the file's length; `None` (and the file removed) when the row is
+/// gone: the recording was deleted (erased) while its file waited.
+async fn spooled_row(
+    v: &Arc<Vault>,
+    customer: CustomerId,
+    id: Uuid,
+    path: &Path,
+) -> Result<Option<(rows::RecordingRow, u64)>, MediaError> {
+    let len = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| MediaError::Internal(format!("recording spool: {e}")))?
+        .len();
+    let row =
+        v.db.tenant_tx(customer, async |tx| rows::get(tx, id).await)
+            .await?;
+    if row.is_none() {
+        remove(v, path, len).await;
+    }
+    Ok(row.map(|row| (row, len)))
+}
+
 async fn upload_one(
     v: &Arc<Vault>,
     customer: CustomerId,
@@ -118,13 +139,7 @@ async fn upload_one(
     path: &Path,
 ) -> Result<(), MediaError> {
     let io = |e: std::io::Error| MediaError::Internal(format!("recording spool: {e}"));
-    let len = tokio::fs::metadata(path).await.map_err(io)?.len();
-    let row =
-        v.db.tenant_tx(customer, async |tx| rows::get(tx, id).await)
-            .await?;
-    let Some(row) = row else {
-        // Deleted (erased) while it waited.
-        remove(v, path, len).await;
+    let Some((row, len)) = spooled_row(v, customer, id, path).await? else {
         return Ok(());
     };
     match row.state {
@@ -194,12 +209,7 @@ async fn recover_part(
     path: &Path,
 ) -> Result<(), MediaError> {
     let io = |e: std::io::Error| MediaError::Internal(format!("recording spool: {e}"));
-    let len = tokio::fs::metadata(path).await.map_err(io)?.len();
-    let row =
-        v.db.tenant_tx(customer, async |tx| rows::get(tx, id).await)
-            .await?;
-    let Some(row) = row else {
-        remove(v, path, len).await;
+    let Some((row, len)) = spooled_row(v, customer, id, path).await? else {
         return Ok(());
     };
     let key = keys::data_key(v, customer, &row).await?;
