@@ -166,7 +166,7 @@ async fn tenant(
             break;
         }
     }
-    // Lane M: callback tasks (a few per call at most) go with the same cutoff.
+    // Callback tasks (a few per call at most) go with the same cutoff.
     let tasks = rt
         .db
         .tenant_tx(customer, async |tx| {

@@ -17,7 +17,7 @@ use crate::error::MediaError;
 /// racing transaction cannot outlive its call).
 pub const CALLER_TABLES: [(&str, &str); 6] = [
     // The row holds the recording's wrapped data key: deleting it makes the recording
-    // unreadable. Issue 20 lane S deletes the objects first through `Recordings::delete`.
+    // unreadable. The objects are deleted first through `Recordings::delete`.
     (
         "media.recordings",
         "DELETE FROM media.recordings r USING media.calls c \

@@ -1,4 +1,4 @@
-//! Recording a call under the tenant's policy (issue 20, lane C), through a real StreamCall with
+//! Recording a call under the tenant's policy (issue 20), through a real StreamCall with
 //! the local backend and a real tenant-svc: the announcement before the greeting, the two
 //! channels (every caller frame, and exactly the agent audio the edge reported played, cut at a
 //! barge-in), consent (nothing stored without a 1; recorded from the 1 on), policy OFF and

@@ -1,4 +1,4 @@
-//! A tenant at its concurrent-call limit (issue 20, lane M): an inbound caller gets the message
+//! A tenant at its concurrent-call limit (issue 20): an inbound caller gets the message
 //! flow instead of the busy goodbye, with no agent session (a fake Realtime server sees no
 //! connection), within the caps on message-taking calls, which hold across two media-svc
 //! replicas on one database; beyond them, today's refusal. Real PostgreSQL, tenant-svc,

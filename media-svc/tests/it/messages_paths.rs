@@ -1,4 +1,4 @@
-//! The message flow's other paths end to end (issue 20, lane M): after hours (the tenant's
+//! The message flow's other paths end to end (issue 20): after hours (the tenant's
 //! opening hours exclude now), a caller's export and erasure covering their callback tasks,
 //! and a task naming its message's recording, read back through ReadRecording. Real
 //! PostgreSQL, tenant-svc, memory-svc, media-svc over gRPC; a fake Realtime server shows when an

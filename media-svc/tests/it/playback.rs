@@ -1,4 +1,4 @@
-//! Playback over gRPC (issue 20, lane P): `ReadRecording` streams a recording written through
+//! Playback over gRPC (issue 20): `ReadRecording` streams a recording written through
 //! the real writer (the running media-svc's keys, spool and store) whole or in ranges, in
 //! chunks of at most 64 KiB, each saying the file's size; `GetCall` and `ListCalls` describe the
 //! recording and every recording of a call (a call and its message, each read by its id only

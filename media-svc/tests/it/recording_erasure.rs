@@ -1,4 +1,4 @@
-//! Recordings in a caller's export and erasure and in a tenant's erasure (issue 20, lane S),
+//! Recordings in a caller's export and erasure and in a tenant's erasure (issue 20),
 //! against the served media-svc: the export carries each recording's metadata and its exact
 //! WAV; `EraseCaller` deletes the caller's recordings (rows, spool files, objects) and nobody
 //! else's; `EraseTenant` deletes the tenant's recordings and destroys its recording keys, and

@@ -1,4 +1,4 @@
-//! Recordings (issue 20, lane V): the writer fed as a call driver does, read back as a WAV from
+//! Recordings (issue 20): the writer fed as a call driver does, read back as a WAV from
 //! the spool and from the store, tenant isolation, discard, the spool cap, and tampering.
 //! The S3 tests against moto are in `recordings_s3.rs`.
 

@@ -1,4 +1,4 @@
-//! The retention task (issue 20, lane S) against a real tenant-svc and PostgreSQL: transcripts
+//! The retention task (issue 20) against a real tenant-svc and PostgreSQL: transcripts
 //! and recordings (row, spool file, object) of calls past each tenant's own retention go, fresh
 //! ones stay, another tenant's (with a
 //! longer retention) are untouched, a tenant whose settings cannot be read loses nothing, and
@@ -52,7 +52,7 @@ async fn turn(svc: &Svc, customer: i64, call: &str) {
         )
         .await
         .unwrap();
-    // And a callback task of the call's time (lane M).
+    // And a callback task of the call's time.
     svc.db
         .admin_client()
         .await

@@ -1,4 +1,4 @@
-//! Call-handling settings (issue 20, lane S) over real gRPC against a real PostgreSQL: defaults
+//! Call-handling settings (issue 20) over real gRPC against a real PostgreSQL: defaults
 //! with the profile's time zone, a whole-message update with history and its audit entry in the
 //! same transaction, validation naming the field with nothing stored, scopes, and tenant
 //! isolation.

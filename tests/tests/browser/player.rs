@@ -1,4 +1,4 @@
-//! The call page's player in headless Chromium (issue 20, lane P): a simulated call, recorded
+//! The call page's player in headless Chromium (issue 20): a simulated call, recorded
 //! through media-svc's real writer, is played from the portal's recording endpoint (the media
 //! element's own range requests, with the session cookie): the duration is known from the WAV
 //! header and matches the recording, `play()` makes `currentTime` advance, and a transcript

@@ -1,4 +1,4 @@
-//! `/portal/call-handling` over HTTP against the real mesh (issue 20, lane S): an owner saves
+//! `/portal/call-handling` over HTTP against the real mesh (issue 20): an owner saves
 //! the recording policy, texts, retention, message limits and opening hours (read back, and
 //! stored for that tenant only); staff are refused; a bad value is a 400 page naming the field;
 //! a form without its CSRF token is refused; none of the refusals stores anything.

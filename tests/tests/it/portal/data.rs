@@ -1,4 +1,4 @@
-//! The portal's data pages over HTTP against the real mesh (issue 19, lane D): the dashboard,
+//! The portal's data pages over HTTP against the real mesh (issue 19): the dashboard,
 //! calls (filters, call page with transcript and summary), callers (opaque ids, masked
 //! numbers), usage (table and CSV); another tenant's call and caller URLs answer 404 with
 //! nothing of that tenant; staff see no export or erase and get 403 on their URLs; erasing

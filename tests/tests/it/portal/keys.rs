@@ -1,5 +1,5 @@
 //! `/portal/tokens` and the audit log of `/portal/security` over HTTP against the real mesh
-//! (issue 19, lane K): an owner creates an API key with the form and sees its secret once, the
+//! (issue 19): an owner creates an API key with the form and sees its secret once, the
 //! key exchanges at `POST /v1/tokens`, the list shows its last use, revoking it stops it; staff
 //! get the 403 page and no link; another tenant's key id is 404 and changes nothing; a form
 //! without its CSRF token changes nothing; the owner's activity log shows the key's creation.

@@ -1,4 +1,4 @@
-//! The messages inbox `/portal/messages` over HTTP against the real mesh (issue 20, lane P):
+//! The messages inbox `/portal/messages` over HTTP against the real mesh (issue 20):
 //! real gateway, media-svc `ListCallbackTasks` / `SetCallbackTaskDone`, real PostgreSQL. It
 //! lists only the tenant's callback tasks, newest first, open by default, done or all on
 //! request; each with its reason in words, the caller masked, the note and transcript, a player

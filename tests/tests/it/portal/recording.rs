@@ -1,5 +1,5 @@
 //! The call page's player and `/portal/calls/{CallSid}/recording` over HTTP against the real
-//! mesh (issue 20, lane P), with a real recording written through media-svc's own writer (the
+//! mesh (issue 20), with a real recording written through media-svc's own writer (the
 //! same keys, spool and store as the running media-svc): the whole file and single ranges
 //! (206 bytes equal to the slice of the whole body), 416 past the end, HEAD, `no-store`;
 //! downloads for owners only; tenant B gets 404 for A's call page and recording, and NOT_FOUND

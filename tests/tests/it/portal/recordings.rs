@@ -1,4 +1,4 @@
-//! Every recording of a call over HTTP against the real mesh (issue 20, lane P): a call that
+//! Every recording of a call over HTTP against the real mesh (issue 20): a call that
 //! switched to taking a message has a labelled player per recording (Call, Message; "Play from"
 //! on the Call one), each address serving its own bytes (those `ReadRecording` gives for its
 //! id); another call's or tenant's recording id is a 404 in every form, and B reaches none of

@@ -1,4 +1,4 @@
-//! The owner's settings pages over HTTP against the real mesh (issue 19, lane S): `/portal/agent`
+//! The owner's settings pages over HTTP against the real mesh (issue 19): `/portal/agent`
 //! (greetings, sliders, preview, history and revert), `/portal/webhooks` and `/portal/outbound`.
 //! A change made through the form reaches the next call (the fake realtime backend sees it);
 //! an invalid value is a 400 page naming the field; staff, a form without its CSRF token and a
