@@ -12,8 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "neurosphere/tenant/v1/tenant.proto",
         "neurosphere/tenant/v1/account.proto",
         "neurosphere/tenant/v1/team.proto",
+        "neurosphere/tenant/v1/onboarding.proto",
+        "neurosphere/tenant/v1/operator.proto",
         "neurosphere/memory/v1/memory.proto",
         "neurosphere/media/v1/media.proto",
+        "neurosphere/media/v1/numbers.proto",
+        "neurosphere/media/v1/billing.proto",
     ];
     println!("cargo:rerun-if-changed={}", proto_dir.display());
     // The migrations are embedded by refinery; a new file must trigger a rebuild too.

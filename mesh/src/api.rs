@@ -67,6 +67,10 @@ pub mod service_names {
     pub const CALL: &str = "neurosphere.media.v1.CallService";
     /// media-svc's admin API.
     pub const MEDIA_ADMIN: &str = "neurosphere.media.v1.MediaAdminService";
+    /// media-svc's numbers API (tenant tokens: owners).
+    pub const NUMBER: &str = "neurosphere.media.v1.NumberService";
+    /// media-svc's numbers administration (the operator, and tenant-svc for the console).
+    pub const NUMBER_ADMIN: &str = "neurosphere.media.v1.NumberAdminService";
 }
 
 #[cfg(test)]
