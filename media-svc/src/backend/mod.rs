@@ -83,8 +83,53 @@ pub enum FromBackend {
         /// JSON arguments.
         arguments: String,
     },
+    /// The model's usage of one response (`response.done`), to be summed over the call.
+    Usage(ModelUsage),
     /// The backend failed; the call must end.
     Error(String),
+}
+
+/// Tokens the realtime model reports for one response, or their sum over a call. `input_*`
+/// count every input token of the kind, cached ones included (as the API reports them);
+/// `cached_*` are the part of those read from the cache, billed at the cached price, so the
+/// uncached input of a kind is `input_* - cached_*` ([`ModelUsage::uncached_text`]). A backend
+/// that reports nothing (the local one) leaves every count at zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelUsage {
+    /// Input text tokens (cached included).
+    pub input_text: u64,
+    /// Input audio tokens (cached included).
+    pub input_audio: u64,
+    /// Cached input text tokens.
+    pub cached_text: u64,
+    /// Cached input audio tokens.
+    pub cached_audio: u64,
+    /// Output text tokens.
+    pub output_text: u64,
+    /// Output audio tokens.
+    pub output_audio: u64,
+}
+
+impl ModelUsage {
+    /// Adds another response's usage (saturating: a hostile backend cannot wrap the sum).
+    pub fn add(&mut self, other: &ModelUsage) {
+        self.input_text = self.input_text.saturating_add(other.input_text);
+        self.input_audio = self.input_audio.saturating_add(other.input_audio);
+        self.cached_text = self.cached_text.saturating_add(other.cached_text);
+        self.cached_audio = self.cached_audio.saturating_add(other.cached_audio);
+        self.output_text = self.output_text.saturating_add(other.output_text);
+        self.output_audio = self.output_audio.saturating_add(other.output_audio);
+    }
+
+    /// Input text tokens not read from the cache.
+    pub fn uncached_text(&self) -> u64 {
+        self.input_text.saturating_sub(self.cached_text)
+    }
+
+    /// Input audio tokens not read from the cache.
+    pub fn uncached_audio(&self) -> u64 {
+        self.input_audio.saturating_sub(self.cached_audio)
+    }
 }
 
 /// A running backend session. The call driver owns it and polls [`BackendSession::recv`] inside

@@ -160,6 +160,7 @@ pub async fn start(
         message: None,
         message_settings: message::MessageSettings::default(),
         busy,
+        usage: backend::ModelUsage::default(),
     };
     rt_calls.spawn(call.run(inbound).instrument(span));
     Ok(ReceiverStream::new(out_rx).boxed())
@@ -187,6 +188,9 @@ struct Call {
     /// Answered at the tenant's concurrent-call limit for the message flow (`RegisterCall`
     /// took its place under the message caps): no agent session is opened.
     busy: bool,
+    /// The realtime model's usage summed over every `response.done` of every session of the
+    /// call (a rollover's too); stored once with the call when it is finalised.
+    usage: backend::ModelUsage,
 }
 
 /// Why the call ended, and what the edge is told.
@@ -383,6 +387,7 @@ impl Call {
                     recorded.offset_ms,
                 )
                 .await?;
+                store::usage::count_model_usage(tx, customer, &row, &self.usage).await?;
                 if let Some(caller) = &caller {
                     let mut turns = store::transcripts::turns(tx, &row.call_sid).await?;
                     turns.truncate(MAX_RECORDED_TURNS);

@@ -367,6 +367,10 @@ impl Call {
                 }
                 live.send(ToBackend::ToolResult { call_id, output }).await
             }
+            FromBackend::Usage(usage) => {
+                self.usage.add(&usage);
+                ControlFlow::Continue(())
+            }
             FromBackend::Error(e) => {
                 metrics::counter!("media_backend_errors_total").increment(1);
                 tracing::error!(error = %e, "backend error ends the call");

@@ -47,7 +47,7 @@ pub const CALLER_TABLES: [(&str, &str); 6] = [
 ];
 
 /// What erasing a tenant deletes, in order (rows referencing `calls` first).
-pub const TENANT_TABLES: [&str; 10] = [
+pub const TENANT_TABLES: [&str; 12] = [
     "media.callback_tasks",
     "media.recordings",
     // Destroying the tenant's recording keys makes every copy of its recordings unreadable.
@@ -56,13 +56,15 @@ pub const TENANT_TABLES: [&str; 10] = [
     "media.transcript_turns",
     "media.outbox",
     "media.usage_monthly",
+    "media.package_assignments",
+    "media.cap_notices",
     "media.outbound_reservations",
     "media.outbound_address_charges",
     "media.calls",
 ];
 
 /// Tables an erasure keeps, and why: they hold no caller data.
-pub const KEPT_TABLES: [(&str, &str); 2] = [
+pub const KEPT_TABLES: [(&str, &str); 5] = [
     (
         "media.audit_log",
         "the record of exports and erasures: a keyed hash, an actor, counts",
@@ -70,6 +72,18 @@ pub const KEPT_TABLES: [(&str, &str); 2] = [
     (
         "media.caller_hash_key",
         "the deployment's hash key; no tenant, no caller",
+    ),
+    (
+        "media.billing_packages",
+        "the platform's packages; no tenant, no caller",
+    ),
+    (
+        "media.rate_cards",
+        "the platform's prices; no tenant, no caller",
+    ),
+    (
+        "media.billing_default_packages",
+        "the platform's default package by month; no tenant, no caller",
     ),
 ];
 

@@ -122,6 +122,17 @@ impl FakeConn {
         self.out.send(Out::Send(v)).unwrap();
     }
 
+    /// A `response.done` whose `response.usage` is `usage` (the GA and beta shapes agree; an
+    /// older beta answer simply lacks `cached_tokens_details`).
+    pub fn response_done(&self, response_id: &str, usage: Value) {
+        self.send(serde_json::json!({
+            "type": "response.done",
+            "event_id": format!("event_{response_id}"),
+            "response": {"object": "realtime.response", "id": response_id, "status": "completed",
+                         "output": [], "usage": usage},
+        }));
+    }
+
     pub fn drop_connection(&self) {
         let _ = self.out.send(Out::Drop);
     }

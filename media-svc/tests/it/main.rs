@@ -7,6 +7,7 @@ mod common;
 mod fakes;
 
 mod admin_issuers;
+mod billing_usage;
 mod binary;
 mod calls;
 mod capture;

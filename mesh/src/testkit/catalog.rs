@@ -50,6 +50,12 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "media.recording_keys_to_rewrap(integer,integer)",
         "TABLE(customer_id bigint)",
     ),
+    // Customer ids with usage in a month, a page at a time (V29), for the operator's monthly
+    // totals of every tenant (media-svc `BillingAdminService`).
+    (
+        "media.usage_tenants(date,bigint,integer)",
+        "TABLE(customer_id bigint)",
+    ),
     // Customer ids and the second before which their tenant tokens are refused (V13), for
     // every service's auth layer.
     (
