@@ -62,6 +62,14 @@ enum Command {
         #[command(subcommand)]
         command: ops::UserCommand,
     },
+    /// The platform's operators (the operator console): add one (prints the initial password
+    /// and the second factor's enrolment URI once), or disable one.
+    Operator {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::OperatorCommand,
+    },
     /// One caller's data across memory-svc and media-svc: export or erase (audited).
     Caller {
         #[command(flatten)]
@@ -158,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant { conn, command } => ops::tenant(&conn, command).await,
         Command::Caller { conn, command } => ops::caller(&conn, command).await,
         Command::User { conn, command } => ops::user(&conn, command).await,
+        Command::Operator { conn, command } => ops::operator(&conn, command).await,
         Command::Call {
             conn,
             command: CallCommand::Simulate(args),

@@ -59,6 +59,10 @@ pub mod service_names {
     pub const TEAM: &str = "neurosphere.tenant.v1.TeamService";
     /// tenant-svc's API key exchange (the gateway's `POST /v1/tokens`).
     pub const API_KEY_EXCHANGE: &str = "neurosphere.tenant.v1.ApiKeyExchangeService";
+    /// tenant-svc's operator console API (the gateway's console, with an operator's session).
+    pub const OPERATOR: &str = "neurosphere.tenant.v1.OperatorService";
+    /// tenant-svc's operator account administration (`neurosphere operator add`).
+    pub const OPERATOR_ADMIN: &str = "neurosphere.tenant.v1.OperatorAdminService";
     /// memory-svc's tenant API.
     pub const MEMORY: &str = "neurosphere.memory.v1.MemoryService";
     /// memory-svc's admin API.

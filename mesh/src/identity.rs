@@ -338,6 +338,10 @@ pub mod scope {
     /// `TenantAdminService.NotifyOwners` only (service tokens: media-svc telling a tenant's
     /// owners that a caller left a message).
     pub const TENANT_NOTIFY_OWNERS: &str = "tenant:notify-owners";
+    /// `OperatorService` (service tokens: the gateway's operator console): an operator's
+    /// sign-in and every console action, each verifying the operator's session in tenant-svc
+    /// first (the token alone opens nothing without a session).
+    pub const TENANT_OPERATOR_CONSOLE: &str = "tenant:operator-console";
     /// Read the token's own customer and profile (tenant tokens).
     pub const TENANT_READ: &str = "tenant:read";
     /// Change the token's own configuration (tenant tokens).

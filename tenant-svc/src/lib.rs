@@ -24,6 +24,7 @@ pub mod error;
 pub mod history;
 pub mod model;
 pub mod notice;
+pub mod operator;
 pub mod outbound;
 pub mod page;
 pub mod peers;

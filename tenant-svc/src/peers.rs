@@ -14,8 +14,8 @@ use mesh::api::media::EraseTenantRequest as MediaEraseTenant;
 use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::media::media_admin_service_client::MediaAdminServiceClient;
 use mesh::api::media::{
-    ErasureAudit, ListAuditEntriesRequest as MediaListAudit, PreparePromptsRequest,
-    PreparePromptsResponse,
+    ErasureAudit, GetUsageRequest, GetUsageResponse, ListAuditEntriesRequest as MediaListAudit,
+    PreparePromptsRequest, PreparePromptsResponse,
 };
 use mesh::api::memory::EraseTenantRequest as MemoryEraseTenant;
 use mesh::api::memory::memory_admin_service_client::MemoryAdminServiceClient;
@@ -177,6 +177,27 @@ impl Peers {
             .await
             .map_err(|_| PeerError::Timeout)??;
         Ok(response.into_inner().counts)
+    }
+
+    /// media-svc `GetUsage` of `customer` for a calendar month, with a tenant token of that
+    /// customer (`media:read` only, one minute) that tenant-svc mints for itself: the operator
+    /// console's usage column.
+    pub async fn usage(
+        &self,
+        customer: CustomerId,
+        year: i32,
+        month: i32,
+    ) -> Result<GetUsageResponse, PeerError> {
+        let token = self.audit_token(customer, names::MEDIA_SVC, scope::MEDIA_READ)?;
+        let mut client = CallServiceClient::new(self.media.clone());
+        let request = GetUsageRequest { year, month };
+        let response = tokio::time::timeout(
+            AUDIT_TIMEOUT,
+            client.get_usage(with_bearer(request, &token)),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+        Ok(response.into_inner())
     }
 
     /// A tenant token of `customer` for `audience` with `scope` only, subject `tenant-svc`.

@@ -10,6 +10,8 @@ use mesh::api::tenant::account_admin_service_server::AccountAdminServiceServer;
 use mesh::api::tenant::account_service_server::AccountServiceServer;
 use mesh::api::tenant::api_key_exchange_service_server::ApiKeyExchangeServiceServer;
 use mesh::api::tenant::edge_service_server::EdgeServiceServer;
+use mesh::api::tenant::operator_admin_service_server::OperatorAdminServiceServer;
+use mesh::api::tenant::operator_service_server::OperatorServiceServer;
 use mesh::api::tenant::team_service_server::TeamServiceServer;
 use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
 use mesh::api::tenant::tenant_service_server::TenantServiceServer;
@@ -34,13 +36,19 @@ fn portal() -> Rule {
     Rule::service(scope::TENANT_PORTAL).issued_by(&[GATEWAY])
 }
 
+/// The gateway's `tenant:operator-console`, for the operator console (each method then checks
+/// the operator's session itself).
+fn console() -> Rule {
+    Rule::service(scope::TENANT_OPERATOR_CONSOLE).issued_by(&[GATEWAY])
+}
+
 /// Which token kind, scope and issuer each RPC needs. Admin methods are the operator's;
 /// `IssueTenantToken` also serves media-svc, for exactly the scopes, audiences and lifetime of
 /// `scope::MEDIA_SVC_ISSUABLE` (checked by the handler, which sees the request);
 /// `NotifyOwners` is media-svc's alone, with a scope that opens nothing else; the edge and
 /// the portal's accounts are the gateway's (each with its own scope).
 pub fn policy() -> Policy {
-    team_policy(Policy::new())
+    operator_policy(team_policy(Policy::new()))
         .service_methods(
             names::TENANT_ADMIN,
             &[
@@ -139,6 +147,35 @@ fn team_policy(policy: Policy) -> Policy {
         )
 }
 
+/// `OperatorAdminService` (the operator's CLI) and `OperatorService` (the gateway's console).
+fn operator_policy(policy: Policy) -> Policy {
+    policy
+        .service_methods(
+            names::OPERATOR_ADMIN,
+            &[("AddOperator", operator()), ("DisableOperator", operator())],
+        )
+        .service_methods(
+            names::OPERATOR,
+            &[
+                ("OperatorSignIn", console()),
+                ("OperatorSignOut", console()),
+                ("GetOperatorSession", console()),
+                ("OperatorListCustomers", console()),
+                ("OperatorGetCustomer", console()),
+                ("ApproveCustomer", console()),
+                ("SuspendCustomer", console()),
+                ("ReactivateCustomer", console()),
+                ("OperatorAssignNumber", console()),
+                ("OperatorReleaseNumber", console()),
+                ("OperatorGetDefaults", console()),
+                ("OperatorUpdateDefaults", console()),
+                ("ListDeadLetterCounts", console()),
+                ("OffboardCustomer", console()),
+                ("CancelOffboarding", console()),
+            ],
+        )
+}
+
 /// What the handlers need.
 #[derive(Clone)]
 pub struct Deps {
@@ -178,6 +215,8 @@ pub async fn serve(
         .add_service(AccountServiceServer::new(svc.clone()))
         .add_service(TeamServiceServer::new(svc.clone()))
         .add_service(ApiKeyExchangeServiceServer::new(svc.clone()))
+        .add_service(OperatorServiceServer::new(svc.clone()))
+        .add_service(OperatorAdminServiceServer::new(svc.clone()))
         .add_service(AccountAdminServiceServer::new(svc));
     // The first unknown-address sign-in must not pay for the dummy hash.
     tokio::spawn(crate::account::password::warm_up());

@@ -121,6 +121,7 @@ impl Settings {
                 hash_key: account_key
                     .map(|k| SecretSlice::from(k.expose_secret().as_bytes().to_vec())),
                 owner_mail: owner_mail.flatten(),
+                operators: crate::operator::OperatorConfig::default(),
             },
         })
     }

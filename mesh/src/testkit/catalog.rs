@@ -93,6 +93,16 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "app.token_subject_revocations()",
         "TABLE(customer_id bigint, subject text, not_before timestamp with time zone)",
     ),
+    // The offboarding task (V28): customers whose grace period has passed.
+    (
+        "tenant.due_offboardings(integer)",
+        "TABLE(customer_id bigint)",
+    ),
+    // The operator console's dead-letter page (V28): per customer, a count.
+    (
+        "media.dead_letter_counts()",
+        "TABLE(customer_id bigint, dead bigint)",
+    ),
 ];
 
 /// The one policy expression a tenant policy may have, as PostgreSQL deparses it

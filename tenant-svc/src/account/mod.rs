@@ -53,6 +53,8 @@ pub struct AccountConfig {
     /// Where owners' notices go (`NotifyOwners`); `None` when mail is not configured (nothing
     /// is sent and the RPC answers OK).
     pub owner_mail: Option<crate::notice::OwnerMail>,
+    /// Operators' sessions (the operator console).
+    pub operators: crate::operator::OperatorConfig,
 }
 
 impl Default for AccountConfig {
@@ -62,6 +64,7 @@ impl Default for AccountConfig {
             session_max: DEFAULT_SESSION_MAX,
             hash_key: None,
             owner_mail: None,
+            operators: crate::operator::OperatorConfig::default(),
         }
     }
 }
@@ -73,6 +76,7 @@ impl std::fmt::Debug for AccountConfig {
             .field("session_max", &self.session_max)
             .field("hash_key", &self.hash_key.as_ref().map(|_| "[configured]"))
             .field("owner_mail", &self.owner_mail)
+            .field("operators", &self.operators)
             .finish()
     }
 }

@@ -90,7 +90,7 @@ async fn signed(tx: &mesh::db::Tx<'_>, id: CustomerId, sid: i64) -> Result<Signe
 impl TenantSvc {
     /// The key of e-mail and client address hashes: the configured one, else the database's
     /// (read once per replica).
-    async fn account_key(&self) -> Result<Arc<Vec<u8>>> {
+    pub(crate) async fn account_key(&self) -> Result<Arc<Vec<u8>>> {
         if let Some(k) = &self.deps.accounts.hash_key {
             return Ok(Arc::new(k.expose_secret().to_vec()));
         }

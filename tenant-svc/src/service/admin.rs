@@ -272,7 +272,7 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         let r = request.into_inner();
         let id = target_customer("customer_id", r.customer_id)?;
         let status = CustomerStatus::from_pb("status", r.status)?;
-        let customer = self.change_status(id, status, &by).await?;
+        let customer = self.change_status(id, status, &by, None).await?;
         tracing::info!(
             customer_id = id.get(),
             status = status.as_str(),

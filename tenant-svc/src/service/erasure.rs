@@ -40,7 +40,7 @@ impl TenantSvc {
             .tenant_tx(id, async |tx| store::erasures::begin(tx, id, by).await)
             .await?;
         tracing::warn!(customer_id = id.get(), requested_by = %by, "customer erasure started");
-        self.change_status(id, CustomerStatus::Suspended, by)
+        self.change_status(id, CustomerStatus::Suspended, by, None)
             .await?;
         let peers = &self.deps.peers;
         if !state.media_done {

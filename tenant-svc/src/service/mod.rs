@@ -24,6 +24,7 @@ mod edge;
 mod erasure;
 mod keys;
 mod notice;
+mod operator;
 mod prompts;
 mod team;
 mod tenant;
@@ -78,6 +79,40 @@ struct DefaultsCache {
     generation: u64,
     /// The defaults and when they were read.
     value: Option<(Instant, Arc<Defaults>)>,
+}
+
+/// An operator's status change as the console makes it: recorded in the tenant's audit log
+/// (`action`, in the change's transaction) and allowed only from the statuses in `from` (their
+/// column text; any when empty). A reactivation is refused while an offboarding is scheduled.
+pub(crate) struct StatusAudit<'a> {
+    /// The audit log's action.
+    pub action: &'a str,
+    /// The statuses the change may start from.
+    pub from: &'a [&'a str],
+}
+
+impl StatusAudit<'_> {
+    async fn check(
+        &self,
+        tx: &mesh::db::Tx<'_>,
+        id: CustomerId,
+        before: &Customer,
+        status: CustomerStatus,
+    ) -> Result<()> {
+        let was = before.status.as_str();
+        if !self.from.is_empty() && !self.from.contains(&was) {
+            return Err(TenantError::FailedPrecondition(format!(
+                "the customer is {was}, not {}",
+                self.from.join(" or ")
+            )));
+        }
+        if status == CustomerStatus::Active && store::offboardings::get(tx, id).await?.is_some() {
+            return Err(TenantError::FailedPrecondition(
+                "the customer is being offboarded; cancel the offboarding first".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The customer an operator's request acts on, from a request field. The rpc span carries it
@@ -256,6 +291,7 @@ impl TenantSvc {
         id: CustomerId,
         status: CustomerStatus,
         by: &str,
+        audit: Option<StatusAudit<'_>>,
     ) -> Result<Customer> {
         let customer = self
             .deps
@@ -267,6 +303,20 @@ impl TenantSvc {
                     return Err(TenantError::FailedPrecondition(
                         "the customer is being erased; DeleteCustomer resumes the erasure".into(),
                     ));
+                }
+                if let Some(a) = &audit {
+                    a.check(tx, id, &before, status).await?;
+                    store::append_audit(
+                        tx,
+                        id,
+                        by,
+                        a.action,
+                        &serde_json::json!({
+                            "from": before.status.as_str(),
+                            "to": status.as_str(),
+                        }),
+                    )
+                    .await?;
                 }
                 if store::set_status(tx, id, status).await? {
                     let change = Change {

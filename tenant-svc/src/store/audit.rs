@@ -4,7 +4,8 @@
 //! Append-only: tenant-svc may insert and read rows, never change or delete them (rows go only
 //! with their customer).
 //!
-//! A row names who acted (`actor`: `user:<id>`, `operator`, `api-key:<id>`, `service:<name>`),
+//! A row names who acted (`actor`: `user:<id>`, `operator:<id>`, `api-key:<id>`,
+//! `service:<name>`),
 //! what happened (`action`, dotted, see [`actions`]) and a `detail` object. The detail never holds
 //! a secret, a raw phone number or an e-mail address: ids, roles, field names.
 
@@ -55,6 +56,20 @@ pub mod actions {
     pub const WEBHOOK_SECRET_ROTATED: &str = "webhooks.secret_rotated";
     /// Call-handling settings changed (`UpdateCallHandling`; detail: the changed fields' names).
     pub const CALL_HANDLING_UPDATED: &str = "call_handling.updated";
+    /// An operator approved the customer (pending to active; detail: from, to).
+    pub const OPERATOR_APPROVED: &str = "operator.approved";
+    /// An operator suspended the customer (detail: from, to).
+    pub const OPERATOR_SUSPENDED: &str = "operator.suspended";
+    /// An operator reactivated the suspended customer (detail: from, to).
+    pub const OPERATOR_REACTIVATED: &str = "operator.reactivated";
+    /// An operator assigned a number to the customer (detail: the number's last four digits).
+    pub const OPERATOR_NUMBER_ASSIGNED: &str = "operator.number_assigned";
+    /// An operator released one of the customer's numbers (detail: its last four digits).
+    pub const OPERATOR_NUMBER_RELEASED: &str = "operator.number_released";
+    /// An operator offboarded the customer (suspended; detail: the erase time).
+    pub const OPERATOR_OFFBOARDED: &str = "operator.offboarded";
+    /// An operator cancelled the customer's offboarding.
+    pub const OPERATOR_OFFBOARDING_CANCELLED: &str = "operator.offboarding_cancelled";
 }
 
 /// Appends one event to the current tenant's audit log, inside the caller's tenant transaction

@@ -19,6 +19,8 @@
 //!   everywhere;
 //! - [`audit`]: the tenant's audit log (append and read);
 //! - [`accounts`]: portal users, invitations, sessions, sign-in failures and password resets;
+//! - [`offboardings`]: customers an operator offboarded, erased after a grace period (V28);
+//! - [`operators`]: operator accounts, their sessions and sign-in failures (platform data, V28);
 //! - [`api_keys`]: the tenant's API keys (hashed secrets, last use, revocation);
 //! - [`audit_log`]: reading the tenant's audit log (pages below a cursor, actors' addresses).
 
@@ -32,6 +34,8 @@ pub mod defaults;
 pub mod erasures;
 pub mod history;
 pub mod numbers;
+pub mod offboardings;
+pub mod operators;
 pub mod outbound;
 pub mod owner_notifications;
 pub mod revocations;

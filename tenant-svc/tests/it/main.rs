@@ -19,6 +19,8 @@
 //! - [`audit_log`]: the tenant's audit log merged from every service, paged;
 //! - [`owner_mail`]: `NotifyOwners`, the mail to a customer's owners when a caller leaves a
 //!   message (outbox folder and a real SMTP server);
+//! - [`operator`]: operators (issue 21): sign-in with a required second factor, throttles,
+//!   sessions, who may call the console's API, customer actions audited per tenant;
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
 mod accounts;
@@ -30,6 +32,7 @@ mod common;
 mod erasure;
 mod keys;
 mod legacy;
+mod operator;
 mod outbound_settings;
 mod owner_mail;
 mod prompts;
