@@ -28,6 +28,9 @@
 //!   to the object store, WAV reader).
 //! - [`inbox`]: the callback tasks callers left through the message flow
 //!   ([`call::message`]) or the agent took, listed and marked done for the portal's inbox.
+//! - [`numbers`]: the platform's phone numbers at Twilio (search with prices, purchases safe
+//!   against lost answers, import, release, reconcile) behind `NumberService` and
+//!   `NumberAdminService`; routing stays tenant-svc's.
 //! - [`preview`]: the instructions a call would send, rendered for the tenant portal's agent page
 //!   by the same [`instructions::for_call`] calls use.
 #![forbid(unsafe_code)]
@@ -40,6 +43,7 @@ pub mod erasure;
 pub mod error;
 pub mod inbox;
 pub mod instructions;
+pub mod numbers;
 pub mod outbound;
 pub mod outbox;
 pub mod page;

@@ -155,6 +155,11 @@ impl Peers {
         })
     }
 
+    /// The channel to tenant-svc (for the calls made with media-svc's own service token).
+    pub fn tenant_channel(&self) -> Channel {
+        self.tenant.clone()
+    }
+
     /// The time allowed for call-start lookups.
     pub fn timeout(&self) -> Duration {
         self.timeout

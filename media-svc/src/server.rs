@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use mesh::api::media::call_service_server::CallServiceServer;
 use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
+use mesh::api::media::number_admin_service_server::NumberAdminServiceServer;
+use mesh::api::media::number_service_server::NumberServiceServer;
 use mesh::api::service_names as names;
 use mesh::auth::{Policy, Rule};
 use mesh::identity::names::{GATEWAY, MEDIA_SVC, OPERATOR, TENANT_SVC};
@@ -16,7 +18,7 @@ use mesh::server::{Listeners, ServeConfig};
 
 use crate::runtime::{Deps, Runtime};
 use crate::settings::Settings;
-use crate::{outbox, recording, retention, service, webhooks};
+use crate::{numbers, outbox, recording, retention, service, webhooks};
 
 /// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
 pub const NAME: &str = MEDIA_SVC;
@@ -82,6 +84,33 @@ pub fn policy() -> Policy {
                 ),
             ],
         )
+        .service_methods(
+            names::NUMBER,
+            &[
+                ("SearchAvailableNumbers", Rule::tenant(scope::MEDIA_NUMBERS)),
+                ("PurchaseNumber", Rule::tenant(scope::MEDIA_NUMBERS)),
+                ("ListNumbers", Rule::tenant(scope::MEDIA_NUMBERS)),
+                ("ReleaseNumber", Rule::tenant(scope::MEDIA_NUMBERS)),
+            ],
+        )
+        .service_methods(
+            names::NUMBER_ADMIN,
+            &[
+                ("ImportNumber", numbers_admin()),
+                ("ReleaseCustomerNumber", numbers_admin()),
+                ("ReleaseAllNumbers", numbers_admin()),
+                ("ListAllNumbers", numbers_admin()),
+                ("Reconcile", numbers_admin()),
+            ],
+        )
+}
+
+/// The operator's `media:admin`, or tenant-svc's `media:numbers-admin` (the operator console,
+/// porting and offboarding acting through tenant-svc).
+fn numbers_admin() -> Rule {
+    Rule::service(scope::MEDIA_ADMIN)
+        .issued_by(&[OPERATOR])
+        .or(Rule::service(scope::MEDIA_NUMBERS_ADMIN).issued_by(&[TENANT_SVC]))
 }
 
 /// Serves on already-bound listeners (tests bind port 0).
@@ -102,6 +131,19 @@ pub async fn serve(
         deps.calls.retention.clone(),
         outbox_stopped.clone(),
     ));
+    let numbers = numbers::Numbers::new(
+        deps.core.db.clone(),
+        runtime.peers.clone(),
+        deps.core.identity.clone(),
+        &deps.calls.twilio.base_url,
+        deps.calls.twilio.account_sid.as_ref(),
+        &deps.calls.public_base_url,
+        &deps.calls.numbers,
+    );
+    let reconciler = tokio::spawn(numbers::reconcile::run(
+        numbers.clone(),
+        outbox_stopped.clone(),
+    ));
     let worker = tokio::spawn(outbox::run(
         runtime.clone(),
         deps.calls.outbox.clone(),
@@ -111,7 +153,9 @@ pub async fn serve(
     let revocations = runtime.peers.revocations().clone();
     let svc = service::MediaSvc::new(runtime);
     let routes = tonic::service::Routes::new(CallServiceServer::new(svc.clone()))
-        .add_service(MediaAdminServiceServer::new(svc));
+        .add_service(MediaAdminServiceServer::new(svc))
+        .add_service(NumberServiceServer::new(numbers.clone()))
+        .add_service(NumberAdminServiceServer::new(numbers));
     let mut config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);
     // One copy of the revocations: the auth layer's refresher fills the one the peer-token
     // cache reads, so a revoked peer token is dropped as soon as the layer would refuse it.
@@ -141,6 +185,7 @@ pub async fn serve(
     let _ = webhook_worker.await;
     let _ = uploader.await;
     let _ = retention_worker.await;
+    let _ = reconciler.await;
     served?;
     Ok(())
 }

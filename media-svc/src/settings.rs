@@ -12,6 +12,7 @@ use mesh::settings::{Env, SettingsError, catalog};
 use secrecy::{ExposeSecret as _, SecretSlice};
 
 use crate::backend::openai::{ApiShape, OpenAiConfig};
+use crate::numbers::NumbersConfig;
 use crate::outbound::Limits;
 use crate::outbox::OutboxConfig;
 use crate::recording::{PlatformKeys, RecordingConfig, S3Config, StoreConfig};
@@ -76,6 +77,8 @@ pub struct CallConfig {
     /// Message-taking calls at once: per tenant, and in all (every replica together, counted in
     /// PostgreSQL).
     pub message_calls: (u32, u32),
+    /// Numbers at Twilio: the API key, the Pricing API, the per-tenant limit, reconcile.
+    pub numbers: NumbersConfig,
 }
 
 impl CallConfig {
@@ -99,6 +102,7 @@ impl CallConfig {
             session_max: SESSION_MAX,
             recording: RecordingConfig::temporary(),
             message_calls: (10, 200),
+            numbers: NumbersConfig::default(),
         }
     }
 
@@ -116,6 +120,7 @@ impl CallConfig {
         let recording = recording_from_env(env);
         let message_per_tenant: Option<u32> = env.get(&catalog::MEDIA_MESSAGE_CALLS_PER_TENANT);
         let message_max: Option<u32> = env.get(&catalog::MEDIA_MESSAGE_CALLS_MAX);
+        let numbers = numbers_from_env(env);
         Some(Self {
             backend: backend?,
             tenant_svc_url: tenant?,
@@ -133,6 +138,7 @@ impl CallConfig {
             session_max: SESSION_MAX,
             recording: recording?,
             message_calls: (message_per_tenant?, message_max?),
+            numbers: numbers?,
         })
     }
 }
@@ -243,6 +249,30 @@ fn twilio_from_env(env: &mut Env) -> Option<TwilioConfig> {
         base_url: base_url?,
         auth_token,
         account_sid,
+    })
+}
+
+/// The numbers' API key, Pricing API, per-tenant limit and reconcile interval.
+fn numbers_from_env(env: &mut Env) -> Option<NumbersConfig> {
+    let pricing: Option<String> = env.get(&catalog::TWILIO_PRICING_BASE_URL);
+    let key_sid: Option<String> = env.optional(&catalog::TWILIO_API_KEY_SID);
+    let key_secret = env.optional_secret(&catalog::TWILIO_API_KEY_SECRET);
+    if let Some(sid) = &key_sid
+        && !(sid.len() == 34
+            && sid.starts_with("SK")
+            && sid[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        env.problem(&catalog::TWILIO_API_KEY_SID, "must be `SK` + 32 hex digits");
+    }
+    let per_tenant: Option<u32> = env.get(&catalog::MEDIA_NUMBERS_PER_TENANT);
+    let every = env.seconds(&catalog::MEDIA_NUMBERS_RECONCILE_SECONDS);
+    Some(NumbersConfig {
+        pricing_base_url: pricing?.trim_end_matches('/').to_owned(),
+        api_key_sid: key_sid,
+        api_key_secret: key_secret,
+        per_tenant: per_tenant?,
+        reconcile_every: every?,
+        ..NumbersConfig::default()
     })
 }
 

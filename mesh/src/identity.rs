@@ -410,6 +410,16 @@ pub mod scope {
     /// tenant's prompt texts or agent voice commits).
     pub const MEDIA_PREPARE_PROMPTS: &str = "media:prepare-prompts";
 
+    /// The tenant's own phone numbers at Twilio: search with prices, buy, list, release
+    /// (`NumberService`; tenant tokens: the portal's owners).
+    pub const MEDIA_NUMBERS: &str = "media:numbers";
+    /// `NumberAdminService` for tenant-svc acting for the operator console, porting and
+    /// offboarding (service tokens issued by tenant-svc only).
+    pub const MEDIA_NUMBERS_ADMIN: &str = "media:numbers-admin";
+    /// `TenantAdminService.AssignPhoneNumber` / `ReleasePhoneNumber` only (service tokens issued
+    /// by media-svc only: routing the numbers it buys, imports and releases).
+    pub const TENANT_NUMBERS: &str = "tenant:numbers";
+
     /// Scopes a tenant token may carry.
     pub const TENANT_SCOPES: &[&str] = &[
         TENANT_READ,
@@ -433,6 +443,7 @@ pub mod scope {
         MEDIA_AUDIT,
         MEDIA_RECORDINGS,
         MEDIA_MESSAGES,
+        MEDIA_NUMBERS,
     ];
 
     /// Scopes of a portal owner's tenant token (`AccountService.ExchangeSession`): everything a
@@ -454,6 +465,7 @@ pub mod scope {
         MEDIA_PREVIEW,
         MEDIA_RECORDINGS,
         MEDIA_MESSAGES,
+        MEDIA_NUMBERS,
     ];
 
     /// Scopes an API key may carry (`TeamService.CreateApiKey`): what a tenant's developer

@@ -232,6 +232,21 @@ pub mod catalog {
         /// Platform Twilio account.
         TWILIO_ACCOUNT_SID = { name: "TWILIO_ACCOUNT_SID", default: None, secret: false, used_by: "media-svc",
             help: "Twilio AccountSid (`AC` + 32 hex) that places outbound calls from numbers without their own subaccount; such calls are refused when unset." },
+        /// Twilio API key sid (numbers).
+        TWILIO_API_KEY_SID = { name: "TWILIO_API_KEY_SID", default: None, secret: false, used_by: "media-svc",
+            help: "Twilio API key sid (`SK` + 32 hex) of the REST calls that search, buy, check and release numbers on `TWILIO_ACCOUNT_SID` (HTTP basic auth with `TWILIO_API_KEY_SECRET`; the auth token stays where signatures are checked). When unset, the numbers API answers FAILED_PRECONDITION naming it; nothing else changes." },
+        /// Twilio API key secret (numbers).
+        TWILIO_API_KEY_SECRET = { name: "TWILIO_API_KEY_SECRET", default: None, secret: true, used_by: "media-svc",
+            help: "Secret of `TWILIO_API_KEY_SID`. Never logged, never sent anywhere but Twilio's REST and Pricing hosts." },
+        /// Twilio Pricing API base.
+        TWILIO_PRICING_BASE_URL = { name: "TWILIO_PRICING_BASE_URL", default: Some("https://pricing.twilio.com"), secret: false, used_by: "media-svc",
+            help: "Base URL of Twilio's Pricing API (numbers' monthly prices; tests point it at a local fake)." },
+        /// Numbers per tenant.
+        MEDIA_NUMBERS_PER_TENANT = { name: "MEDIA_NUMBERS_PER_TENANT", default: Some("5"), secret: false, used_by: "media-svc",
+            help: "Numbers one tenant may hold at once (being bought, held or being released), checked under a per-tenant lock before anything is bought." },
+        /// Numbers reconcile interval.
+        MEDIA_NUMBERS_RECONCILE_SECONDS = { name: "MEDIA_NUMBERS_RECONCILE_SECONDS", default: Some("3600"), secret: false, used_by: "media-svc",
+            help: "Interval of the background reconcile of Twilio's numbers with the platform's (fixes webhooks, pending purchases, routing, numbers Twilio no longer lists; one replica at a time under an advisory lock). 0 turns it off; it never runs without `TWILIO_API_KEY_SID`." },
         /// Concurrent calls per package tier.
         MEDIA_CONCURRENT_CALLS_BY_TIER = { name: "MEDIA_CONCURRENT_CALLS_BY_TIER", default: Some("starter=5,professional=20,enterprise=100"), secret: false, used_by: "media-svc",
             help: "Calls a tenant may have in progress at once (inbound and outbound together), per package tier, `tier=n` separated by commas; unknown tiers get the first entry's limit. Inbound calls beyond it leave a message (within `MEDIA_MESSAGE_CALLS_PER_TENANT` / `MEDIA_MESSAGE_CALLS_MAX`, else they hear the busy message); outbound ones are refused. Calls leaving a message do not count towards it." },

@@ -31,6 +31,11 @@ fn operator() -> Rule {
     Rule::service(scope::TENANT_ADMIN).issued_by(&[OPERATOR])
 }
 
+/// media-svc's `tenant:numbers` (assigning and releasing the numbers it holds at Twilio).
+fn numbers() -> Rule {
+    Rule::service(scope::TENANT_NUMBERS).issued_by(&[MEDIA_SVC])
+}
+
 /// The gateway's `tenant:portal`, for the tenant portal's accounts.
 fn portal() -> Rule {
     Rule::service(scope::TENANT_PORTAL).issued_by(&[GATEWAY])
@@ -56,8 +61,9 @@ pub fn policy() -> Policy {
                 ("GetCustomer", operator()),
                 ("ListCustomers", operator()),
                 ("SetCustomerStatus", operator()),
-                ("AssignPhoneNumber", operator()),
-                ("ReleasePhoneNumber", operator()),
+                // media-svc routes the numbers it buys, imports and releases.
+                ("AssignPhoneNumber", operator().or(numbers())),
+                ("ReleasePhoneNumber", operator().or(numbers())),
                 ("DeleteCustomer", operator()),
                 ("GetPlatformDefaults", operator()),
                 ("UpdatePlatformDefaults", operator()),

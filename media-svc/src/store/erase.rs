@@ -47,7 +47,8 @@ pub const CALLER_TABLES: [(&str, &str); 6] = [
 ];
 
 /// What erasing a tenant deletes, in order (rows referencing `calls` first).
-pub const TENANT_TABLES: [&str; 12] = [
+pub const TENANT_TABLES: [&str; 13] = [
+    "media.numbers",
     "media.callback_tasks",
     "media.recordings",
     // Destroying the tenant's recording keys makes every copy of its recordings unreadable.

@@ -56,6 +56,9 @@ pub const SECURITY_DEFINER_ALLOW_LIST: &[(&str, &str)] = &[
         "media.usage_tenants(date,bigint,integer)",
         "TABLE(customer_id bigint)",
     ),
+    // Customer ids holding a number being bought, held or being released (V26), for
+    // media-svc's numbers reconcile.
+    ("media.number_tenants()", "TABLE(customer_id bigint)"),
     // Customer ids and the second before which their tenant tokens are refused (V13), for
     // every service's auth layer.
     (

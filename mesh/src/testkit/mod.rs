@@ -35,7 +35,8 @@
 //! The parts: `server` ([`TestPostgres`]: which server, and starting the private cluster), this
 //! module ([`TestDb`]: the template and the per-test databases), `catalog`
 //! ([`check_rls_everywhere`]: the row-level security catalog check), `smtp`
-//! ([`smtp::SmtpServer`]: a real SMTP server, aiosmtpd, for the mail tests).
+//! ([`smtp::SmtpServer`]: a real SMTP server, aiosmtpd, for the mail tests), `twilio`
+//! ([`twilio::FakeTwilio`]: Twilio's REST and Pricing APIs, for the numbers tests).
 
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -49,6 +50,7 @@ use crate::db::{Db, DbConfig};
 mod catalog;
 mod server;
 pub mod smtp;
+pub mod twilio;
 
 pub use catalog::{
     SECURITY_DEFINER_ALLOW_LIST, TENANT_POLICY_EXPR, assert_rls_everywhere, check_rls_everywhere,
