@@ -1,9 +1,10 @@
 //! The platform's phone numbers at Twilio: search with prices, purchases safe against lost
 //! answers, imports, releases and reconcile. Parts: [`client`] (Twilio's REST and Pricing APIs
-//! with the platform's API key), [`store`] (`media.numbers`, V26), [`ops`] (the flows: purchase
-//! with its intent row and lookup, import, release, routing through tenant-svc), [`reconcile`]
-//! (Twilio against the platform, under an advisory lock; also the background task) and
-//! [`service`] (`NumberService`, `NumberAdminService`).
+//! with the platform's API key) and [`wire`] (its records, prices in minor units, our
+//! webhooks), [`store`] (`media.numbers`, V26), [`ops`] (the flows: purchase with its intent
+//! row and lookup, import, release, routing through tenant-svc), [`reconcile`] (Twilio against
+//! the platform, under an advisory lock; also the background task) and [`service`]
+//! (`NumberService`, `NumberAdminService`).
 //!
 //! Routing stays tenant-svc's: after a purchase or import media-svc calls
 //! `TenantAdminService.AssignPhoneNumber` (and `ReleasePhoneNumber` before releasing at Twilio)
@@ -15,6 +16,7 @@ pub mod ops;
 pub mod reconcile;
 pub mod service;
 pub mod store;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

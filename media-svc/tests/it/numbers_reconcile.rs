@@ -305,7 +305,13 @@ async fn two_reconcilers_at_once_one_runs() {
 async fn the_background_task_fixes_webhooks_changed_behind_our_back() {
     let w = start_with(|n| n.reconcile_every = Duration::from_millis(300)).await;
     let a = create_customer(&w.svc, "alloy").await;
-    bought(&w, a, "+14155550100", "00000000-0000-4000-8000-000000000001").await;
+    bought(
+        &w,
+        a,
+        "+14155550100",
+        "00000000-0000-4000-8000-000000000001",
+    )
+    .await;
     w.fake
         .set_voice_url("+14155550100", "https://elsewhere.example/voice");
     eventually("the background reconcile restores our VoiceUrl", || async {
