@@ -70,6 +70,14 @@ enum Command {
         #[command(subcommand)]
         command: ops::OperatorCommand,
     },
+    /// Phone numbers at Twilio (media-svc): search with prices, buy, import, release, list,
+    /// reconcile (`--fix`).
+    Numbers {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::NumbersCommand,
+    },
     /// One caller's data across memory-svc and media-svc: export or erase (audited).
     Caller {
         #[command(flatten)]
@@ -165,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command } => tokens::token(command),
         Command::Tenant { conn, command } => ops::tenant(&conn, command).await,
         Command::Caller { conn, command } => ops::caller(&conn, command).await,
+        Command::Numbers { conn, command } => ops::numbers(&conn, command).await,
         Command::User { conn, command } => ops::user(&conn, command).await,
         Command::Operator { conn, command } => ops::operator(&conn, command).await,
         Command::Call {

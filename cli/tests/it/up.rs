@@ -1,8 +1,8 @@
 //! The first thing a new user touches, tested as they would use it: `neurosphere up` in a fresh
 //! directory (its own private PostgreSQL, migrations, keys, demo tenants, all four services),
 //! then `call simulate` against each demo tenant, `token mint` with the real grpcurl,
-//! `tenant create` with bad input, and `caller erase` (what it erased, for one tenant only);
-//! Ctrl-C stops everything.
+//! `tenant create` with bad input, `caller erase` (what it erased, for one tenant only) and
+//! `numbers …` against the fake Twilio (`mesh::testkit::twilio`); Ctrl-C stops everything.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -46,7 +46,7 @@ impl Drop for Up {
 }
 
 impl Up {
-    fn start() -> Up {
+    fn start(twilio: &FakeTwilioThread) -> Up {
         let dir = tempfile::tempdir().unwrap();
         let mut env = BTreeMap::new();
         let mut port = |name: &str| {
@@ -81,6 +81,7 @@ impl Up {
             format!("http://127.0.0.1:{gateway}"),
         );
         env.insert("LOG_FORMAT".into(), "json".into());
+        env.extend(twilio.settings());
         env.insert("AI_BACKEND".into(), "local".into());
         // A test installs nothing: what `up` would install is decided, and unit-tested, in
         // cli/src/up/install.rs; here PostgreSQL is already there.
@@ -190,7 +191,8 @@ impl Up {
 
 #[test]
 fn up_then_operate_the_mesh_like_a_new_user() {
-    let up = Up::start();
+    let twilio = FakeTwilioThread::start();
+    let up = Up::start(&twilio);
 
     // A second `up` in the same directory says so.
     let (code, out) = up.run(&["up"]);
@@ -203,6 +205,91 @@ fn up_then_operate_the_mesh_like_a_new_user() {
     grpcurl_with_a_minted_token(&up);
     bad_input_creates_nothing(&up);
     erase_one_tenants_caller(&up);
+    numbers_through_the_fake_twilio(&up, &twilio);
+}
+
+/// The fake Twilio on a runtime of its own (this test is synchronous).
+struct FakeTwilioThread {
+    fake: mesh::testkit::twilio::FakeTwilio,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeTwilioThread {
+    /// The settings that point media-svc's numbers at the fake.
+    fn settings(&self) -> [(String, String); 5] {
+        let fake = &self.fake;
+        [
+            ("TWILIO_API_BASE_URL", &fake.api_url),
+            ("TWILIO_PRICING_BASE_URL", &fake.pricing_url),
+            ("TWILIO_ACCOUNT_SID", &fake.account_sid),
+            ("TWILIO_API_KEY_SID", &fake.key_sid),
+            ("TWILIO_API_KEY_SECRET", &fake.key_secret),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+    }
+
+    fn start() -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let fake = runtime.block_on(mesh::testkit::twilio::FakeTwilio::start());
+        Self {
+            fake,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// `numbers search | buy | list | reconcile [--fix] | release` for demo tenant 1 against the
+/// fake Twilio: prices shown, one purchase for one request id run twice, drift reported (exit
+/// 1) and fixed, bad input refused naming the field.
+fn numbers_through_the_fake_twilio(up: &Up, twilio: &FakeTwilioThread) {
+    let fake = &twilio.fake;
+    let (code, out) = up.run(&["numbers", "search", "--customer", "1", "--area-code", "415"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("+14155550100"), "{out}");
+    assert!(out.contains("USD 1.15/month"), "{out}");
+    let (code, out) = up.run(&["numbers", "search", "--customer", "1", "--country", "ZZ"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("country"), "{out}");
+    let buy = [
+        "numbers",
+        "buy",
+        "--customer",
+        "1",
+        "--number",
+        "+14155550100",
+        "--request-id",
+        "00000000-0000-4000-8000-0000000000aa",
+    ];
+    for _ in 0..2 {
+        let (code, out) = up.run(&buy);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("ACTIVE"), "{out}");
+    }
+    assert_eq!(fake.purchases().len(), 1, "one request id, one purchase");
+    let (code, out) = up.run(&["numbers", "list"]);
+    assert_eq!(code, 0, "{out}");
+    let listed = out.lines().find(|l| l.starts_with("+14155550100"));
+    assert!(listed.is_some_and(|l| l.contains("customer 1 ")), "{out}");
+    let (code, out) = up.run(&["numbers", "reconcile"]);
+    assert_eq!(code, 0, "{out}");
+    fake.set_voice_url("+14155550100", "https://elsewhere.example/voice");
+    let (code, out) = up.run(&["numbers", "reconcile"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("WEBHOOKS"), "{out}");
+    let (code, out) = up.run(&["numbers", "reconcile", "--fix"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(fixed)"), "{out}");
+    let (code, out) = up.run(&[
+        "numbers",
+        "release",
+        "--customer",
+        "1",
+        "--number",
+        "+14155550100",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("RELEASED"), "{out}");
+    assert!(fake.owned().is_empty());
 }
 
 /// The recording platform key is generated into `.neurosphere/` (owner-only, never the

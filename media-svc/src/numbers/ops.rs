@@ -439,6 +439,31 @@ pub struct Imported {
     pub fixed: bool,
 }
 
+/// The customer exists and is active (tenant-svc issues it a token): NOT_FOUND naming
+/// `customer_id` otherwise, before anything is asked of Twilio or stored.
+async fn require_customer(n: &Numbers, customer: CustomerId) -> Result<(), NumbersError> {
+    match n.peers.customer(customer).await {
+        Ok(_) => Ok(()),
+        Err(crate::peers::PeerError::Status(s))
+            if matches!(
+                s.code(),
+                tonic::Code::NotFound | tonic::Code::FailedPrecondition
+            ) =>
+        {
+            Err(NumbersError::invalid(
+                "customer_id",
+                "no active customer has this id",
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(customer_id = customer.get(), error = %e.short(), "customer not checked");
+            Err(NumbersError::Unavailable(
+                "tenant-svc is unavailable, retry later".into(),
+            ))
+        }
+    }
+}
+
 /// Takes a number already on the account into the platform for `customer`.
 pub async fn import(
     n: &Numbers,
@@ -459,6 +484,7 @@ pub async fn import(
         }
     };
     let rest = n.rest()?;
+    require_customer(n, customer).await?;
     let Some(mut found) = rest.lookup(number.as_str()).await.map_err(|e| {
         tracing::warn!(customer_id = customer.get(), error = %e, "number lookup failed");
         NumbersError::Unavailable(TWILIO_UNAVAILABLE.into())

@@ -108,6 +108,15 @@ async fn import_refusals_store_nothing_and_the_admin_service_refuses_tenants() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
+    // A customer that does not exist: nothing asked of Twilio, nothing stored.
+    let asked = w.fake.requests().len();
+    let e = admin
+        .import_number(import(999_999, "+14155550151", true))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("customer_id"), "{}", e.message());
+    assert_eq!(w.fake.requests().len(), asked);
     assert_eq!(w.rows().await, before);
     assert_eq!(w.routed_to("+14155550150").await, Some(a));
     // A tenant token never reaches the admin service.
