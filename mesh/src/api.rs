@@ -53,6 +53,8 @@ pub mod service_names {
     pub const TENANT_EDGE: &str = "neurosphere.tenant.v1.EdgeService";
     /// tenant-svc's portal accounts API (the gateway, for the portal).
     pub const ACCOUNT: &str = "neurosphere.tenant.v1.AccountService";
+    /// tenant-svc's self sign-up API (the gateway, for the portal).
+    pub const SIGNUP: &str = "neurosphere.tenant.v1.SignupService";
     /// tenant-svc's account administration API (operators).
     pub const ACCOUNT_ADMIN: &str = "neurosphere.tenant.v1.AccountAdminService";
     /// tenant-svc's team, API key and audit log API (tenant tokens: portal owners).

@@ -193,6 +193,12 @@ pub mod catalog {
         /// Portal session absolute expiry.
         PORTAL_SESSION_MAX_SECONDS = { name: "PORTAL_SESSION_MAX_SECONDS", default: Some("43200"), secret: false, used_by: "tenant-svc",
             help: "A tenant portal session ends this long after sign-in, whatever happens." },
+        /// Automatic approval of self sign-ups.
+        TENANT_SIGNUP_AUTO_APPROVE = { name: "TENANT_SIGNUP_AUTO_APPROVE", default: Some("false"), secret: false, used_by: "tenant-svc",
+            help: "When true, a business that signs up at `/portal/signup` is active as soon as its e-mail address is verified; when false, it stays pending (no number, no call, no tenant token) until an operator approves it." },
+        /// Sign-ups per client address and day.
+        TENANT_SIGNUPS_PER_ADDRESS_PER_DAY = { name: "TENANT_SIGNUPS_PER_ADDRESS_PER_DAY", default: Some("5"), secret: false, used_by: "tenant-svc",
+            help: "Sign-ups one client address (IPv6: one /64) may make in 24 hours; beyond it the sign-up form answers 429 and nothing is stored or mailed. One e-mail address gets at most 3 verification mails in 24 hours whatever this says." },
         /// OpenAI key.
         OPENAI_API_KEY = { name: "OPENAI_API_KEY", default: None, secret: true, used_by: "media-svc, memory-svc",
             help: "OpenAI API key. When set, calls use the `openai-realtime` backend and memory-svc may use the OpenAI summarizer; when unset, the offline `local` backend and the heuristic summarizer." },

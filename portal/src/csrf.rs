@@ -21,7 +21,7 @@ pub const MAX_FORM: usize = 64 * 1024;
 const PUBLIC_PURPOSE: &str = "public-csrf";
 
 /// What a refused form shows.
-const EXPIRED: &str = "This form has expired or was not sent from this site, so it was not accepted. Nothing was changed. Reload the page and try again.";
+pub(crate) const EXPIRED: &str = "This form has expired or was not sent from this site, so it was not accepted. Nothing was changed. Reload the page and try again.";
 
 /// The value of the `csrf` field of a form body, if any.
 fn csrf_field(body: &[u8]) -> Option<String> {

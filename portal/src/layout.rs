@@ -208,6 +208,15 @@ pub fn render_with<T: Template>(status: StatusCode, page: &T) -> Response {
 }
 
 #[derive(Template)]
+#[template(path = "pending.html")]
+struct PendingPage {
+    layout: Layout,
+    business: String,
+    email: String,
+    csrf: String,
+}
+
+#[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
     layout: Layout,
@@ -232,6 +241,16 @@ pub enum PageError {
     SignIn {
         /// Where to return after signing in (a path under `/portal/`).
         next: String,
+    },
+    /// The customer signed up and awaits approval: the waiting page (200), with a sign-out
+    /// form, whatever page was asked for.
+    Pending {
+        /// The business's name.
+        business: String,
+        /// The owner's own address.
+        email: String,
+        /// The session's CSRF token, for the sign-out form.
+        csrf: String,
     },
     /// 503: a service behind the portal does not answer.
     Unavailable,
@@ -265,7 +284,7 @@ impl PageError {
                 "Temporarily unavailable",
                 "This page cannot be shown right now. Please try again in a minute.".into(),
             ),
-            PageError::Internal | PageError::SignIn { .. } => (
+            PageError::Internal | PageError::SignIn { .. } | PageError::Pending { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
                 "Something went wrong on our side. Please try again.".into(),
@@ -278,6 +297,20 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         if let PageError::SignIn { next } = &self {
             return Redirect::to(&crate::signin_url(next)).into_response();
+        }
+        if let PageError::Pending {
+            business,
+            email,
+            csrf,
+        } = self
+        {
+            let page = PendingPage {
+                layout: Layout::public("Waiting for approval"),
+                business,
+                email,
+                csrf,
+            };
+            return render(&page);
         }
         let (status, heading, message) = self.parts();
         let page = ErrorPage {

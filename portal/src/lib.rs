@@ -38,6 +38,7 @@ use axum::routing::get;
 use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::memory::memory_service_client::MemoryServiceClient;
 use mesh::api::tenant::account_service_client::AccountServiceClient;
+use mesh::api::tenant::signup_service_client::SignupServiceClient;
 use mesh::api::tenant::tenant_service_client::TenantServiceClient;
 use mesh::auth::{AttachToken, TokenSource};
 use tonic::service::interceptor::InterceptedService;
@@ -68,12 +69,16 @@ pub struct Channels {
 /// `AccountService` client carrying the gateway's `tenant:portal` service token.
 pub type AccountClient = AccountServiceClient<InterceptedService<Channel, AttachToken>>;
 
+/// `SignupService` client carrying the gateway's `tenant:portal` service token.
+pub type SignupClient = SignupServiceClient<InterceptedService<Channel, AttachToken>>;
+
 /// Everything the portal's handlers share.
 pub struct Portal {
     /// Settings.
     pub config: Config,
     channels: Channels,
     account: AccountClient,
+    signup: SignupClient,
     /// Exchanged sessions, each for at most half its tenant token's lifetime.
     pub sessions: session::SessionCache,
     auth_limiter: security::AuthLimiter,
@@ -86,6 +91,10 @@ impl Portal {
     pub fn new(config: Config, channels: Channels, portal_token: TokenSource) -> Portal {
         let account = AccountServiceClient::with_interceptor(
             channels.tenant.clone(),
+            AttachToken(portal_token.clone()),
+        );
+        let signup = SignupServiceClient::with_interceptor(
+            channels.tenant.clone(),
             AttachToken(portal_token),
         );
         if let config::MailTransport::Outbox(dir) = &config.mail {
@@ -97,6 +106,7 @@ impl Portal {
             config,
             channels,
             account,
+            signup,
             sessions: session::SessionCache::default(),
         }
     }
@@ -104,6 +114,11 @@ impl Portal {
     /// tenant-svc's `AccountService` with the gateway's `tenant:portal` token.
     pub fn account(&self) -> AccountClient {
         self.account.clone()
+    }
+
+    /// tenant-svc's `SignupService` with the gateway's `tenant:portal` token.
+    pub fn signup(&self) -> SignupClient {
+        self.signup.clone()
     }
 
     /// tenant-svc's `TenantService` (requests carry a session's tenant token: [`Session::grpc`]).

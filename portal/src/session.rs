@@ -122,6 +122,11 @@ impl Session {
     }
 }
 
+/// The CSRF token of the session with `secret` ([`Session::csrf`]).
+pub fn csrf_of(secret: &str) -> String {
+    secret::derive(CSRF_PURPOSE, secret)
+}
+
 /// Where to come back to after signing in: the requested page for a GET, else the dashboard.
 fn return_path(parts: &Parts) -> String {
     if parts.method == Method::GET {
@@ -186,6 +191,20 @@ async fn exchange(portal: &Portal, secret: &str) -> Result<Session, PageError> {
         tracing::error!("ExchangeSession answered without a user");
         PageError::Internal
     })?;
+    if response.pending_approval {
+        // No token for a customer awaiting approval: the waiting page is all there is (never
+        // cached, so approval shows at the next page).
+        tracing::debug!(
+            customer_id = user.customer_id,
+            user_id = user.id,
+            "session of a pending customer"
+        );
+        return Err(PageError::Pending {
+            business: user.business_name,
+            email: user.email,
+            csrf: csrf_of(secret),
+        });
+    }
     let role = match UserRole::try_from(user.role) {
         Ok(UserRole::Owner) => Role::Owner,
         Ok(UserRole::Staff) => Role::Staff,
@@ -212,7 +231,7 @@ async fn exchange(portal: &Portal, secret: &str) -> Result<Session, PageError> {
             session_id: response.session_id,
             tenant_token: SecretString::from(response.tenant_token),
             secret: SecretString::from(secret.to_owned()),
-            csrf: secret::derive(CSRF_PURPOSE, secret),
+            csrf: csrf_of(secret),
         }),
     };
     portal

@@ -11,13 +11,16 @@ use crate::model::Overrides;
 use crate::wire::timestamp;
 
 /// The `status` column of `tenant.customers` (text with `CHECK (status IN ('active',
-/// 'suspended'))`).
+/// 'suspended', 'pending'))`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CustomerStatus {
     /// Calls are answered and tokens issued.
     Active,
     /// Calls are refused and no token is issued.
     Suspended,
+    /// Signed up and awaiting an operator's approval: like `Suspended` for calls and tokens,
+    /// but its owners may sign in to the portal (which shows them only a waiting page).
+    Pending,
 }
 
 impl CustomerStatus {
@@ -26,19 +29,22 @@ impl CustomerStatus {
         match self {
             CustomerStatus::Active => "active",
             CustomerStatus::Suspended => "suspended",
+            CustomerStatus::Pending => "pending",
         }
     }
 
-    /// From the column's text. The column's CHECK allows only the two values; anything else is
-    /// read as suspended, so that a customer in an unknown state is never served.
+    /// From the column's text. The column's CHECK allows only the three values; anything else
+    /// is read as suspended, so that a customer in an unknown state is never served.
     pub fn from_column(s: &str) -> Self {
         match s {
             "active" => CustomerStatus::Active,
+            "pending" => CustomerStatus::Pending,
             _ => CustomerStatus::Suspended,
         }
     }
 
-    /// From a request's `CustomerStatus` (ACTIVE or SUSPENDED; anything else is refused).
+    /// From a request's `CustomerStatus` (ACTIVE or SUSPENDED; anything else is refused: a
+    /// customer becomes PENDING only by signing up, and approval is PENDING -> ACTIVE).
     pub fn from_pb(field: &str, status: i32) -> Result<Self> {
         match pb::CustomerStatus::try_from(status) {
             Ok(pb::CustomerStatus::Active) => Ok(CustomerStatus::Active),
@@ -52,9 +58,13 @@ impl CustomerStatus {
         match self {
             CustomerStatus::Active => pb::CustomerStatus::Active,
             CustomerStatus::Suspended => pb::CustomerStatus::Suspended,
+            CustomerStatus::Pending => pb::CustomerStatus::Pending,
         }
     }
 }
+
+/// The refusal of calls and tokens for a customer awaiting approval.
+pub const PENDING_APPROVAL: &str = "this customer is pending approval";
 
 /// A customer row with its numbers.
 #[derive(Debug, Clone)]
@@ -84,13 +94,28 @@ pub struct Customer {
 }
 
 impl Customer {
-    /// FAILED_PRECONDITION unless the customer is active (calls and tokens need that).
+    /// FAILED_PRECONDITION unless the customer is active (calls, numbers and tokens need
+    /// that): a suspended and a pending customer are refused alike.
     pub fn require_active(&self) -> Result<()> {
         match self.status {
             CustomerStatus::Active => Ok(()),
             CustomerStatus::Suspended => Err(TenantError::FailedPrecondition(
                 "this customer is suspended".into(),
             )),
+            CustomerStatus::Pending => {
+                Err(TenantError::FailedPrecondition(PENDING_APPROVAL.into()))
+            }
+        }
+    }
+
+    /// FAILED_PRECONDITION when the customer is suspended: its users may not sign in. A pending
+    /// customer's may (to see that they are waiting), an active one's of course.
+    pub fn require_not_suspended(&self) -> Result<()> {
+        match self.status {
+            CustomerStatus::Suspended => Err(TenantError::FailedPrecondition(
+                "this customer is suspended".into(),
+            )),
+            CustomerStatus::Active | CustomerStatus::Pending => Ok(()),
         }
     }
 
@@ -125,6 +150,12 @@ mod tests {
                 s
             );
         }
+        let p = CustomerStatus::Pending;
+        assert_eq!(CustomerStatus::from_column(p.as_str()), p);
+        assert!(
+            CustomerStatus::from_pb("status", p.to_pb() as i32).is_err(),
+            "an operator approves (PENDING -> ACTIVE) but never sets PENDING"
+        );
         assert_eq!(
             CustomerStatus::from_column("unknown"),
             CustomerStatus::Suspended,

@@ -1,5 +1,7 @@
-//! Notices mailed to a tenant's owners (issue 20): today one kind, "a caller left a message",
-//! asked for by media-svc (`TenantAdminService.NotifyOwners`) once per callback task.
+//! Notices mailed to a tenant's owners: "a caller left a message" (issue 20), asked for by
+//! media-svc (`TenantAdminService.NotifyOwners`) once per callback task; and onboarding's
+//! (issue 21): the sign-up's verification link, "approved: choose your number", and the welcome
+//! with the first number and how to test it.
 //!
 //! The mail names the business and the kind of reason, and links to the portal's inbox; it
 //! never carries the caller's number, the message's transcript or audio, or the agent's note:
@@ -41,12 +43,7 @@ fn reason_text(reason: MessageReason) -> &'static str {
 
 /// The "a caller left a message" mail for `business`.
 pub fn message_taken(business: &str, base_url: &str, reason: MessageReason) -> Notice {
-    let business = business.trim();
-    let business = if business.is_empty() {
-        "your business"
-    } else {
-        business
-    };
+    let business = business_or_default(business);
     Notice {
         subject: format!("New message for {business}"),
         body: format!(
@@ -60,9 +57,80 @@ pub fn message_taken(business: &str, base_url: &str, reason: MessageReason) -> N
     }
 }
 
+/// `business`, or "your business" when blank.
+fn business_or_default(business: &str) -> &str {
+    let business = business.trim();
+    if business.is_empty() {
+        "your business"
+    } else {
+        business
+    }
+}
+
+/// The sign-up's verification mail: the one-time link (valid `hours`).
+pub fn verify_signup(business: &str, base_url: &str, token: &str, hours: u64) -> Notice {
+    let business = business_or_default(business);
+    Notice {
+        subject: format!("Confirm your e-mail address for {business}"),
+        body: format!(
+            "Hello,\n\n\
+             someone (hopefully you) signed {business} up for NeuroSphere with this e-mail \
+             address. To confirm it, open this link within {hours} hours:\n\n\
+             {base_url}/portal/signup/verify?token={token}\n\n\
+             If you did not sign up, ignore this mail: nothing is created without the link.\n",
+        ),
+    }
+}
+
+/// The mail to the owners of a customer an operator approved: choose a number.
+pub fn approved(business: &str, base_url: &str) -> Notice {
+    let business = business_or_default(business);
+    Notice {
+        subject: format!("{business} is approved: choose your number"),
+        body: format!(
+            "Hello,\n\n\
+             {business} is approved. Sign in and choose the phone number your AI receptionist \
+             answers:\n\n{base_url}/portal/numbers\n",
+        ),
+    }
+}
+
+/// The welcome mail once a customer's first number is routed to its agent.
+pub fn welcome(business: &str, base_url: &str, number: &str) -> Notice {
+    let business = business_or_default(business);
+    Notice {
+        subject: format!("Welcome to NeuroSphere: {business} answers on {number}"),
+        body: format!(
+            "Hello,\n\n\
+             your AI receptionist for {business} now answers calls to {number}.\n\n\
+             To test it, call {number} from any phone: the agent greets you with your \
+             business's name. Change its greeting and voice in the portal:\n\n\
+             {base_url}/portal/agent\n",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn onboarding_mails_carry_their_link_and_number() {
+        let v = verify_signup("Acme", "https://e.example", "tok", 24);
+        assert!(
+            v.body
+                .contains("\n\nhttps://e.example/portal/signup/verify?token=tok\n\n")
+        );
+        assert!(v.body.contains("within 24 hours"));
+        assert!(
+            approved("Acme", "https://e.example")
+                .body
+                .contains("https://e.example/portal/numbers\n")
+        );
+        let w = welcome("Acme", "https://e.example", "+15005550006");
+        assert!(w.subject.ends_with("+15005550006"));
+        assert!(w.body.contains("call +15005550006"));
+    }
 
     #[test]
     fn the_mail_links_to_the_inbox_and_names_the_reason_kind_only() {

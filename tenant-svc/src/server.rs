@@ -12,6 +12,7 @@ use mesh::api::tenant::api_key_exchange_service_server::ApiKeyExchangeServiceSer
 use mesh::api::tenant::edge_service_server::EdgeServiceServer;
 use mesh::api::tenant::operator_admin_service_server::OperatorAdminServiceServer;
 use mesh::api::tenant::operator_service_server::OperatorServiceServer;
+use mesh::api::tenant::signup_service_server::SignupServiceServer;
 use mesh::api::tenant::team_service_server::TeamServiceServer;
 use mesh::api::tenant::tenant_admin_service_server::TenantAdminServiceServer;
 use mesh::api::tenant::tenant_service_server::TenantServiceServer;
@@ -123,6 +124,10 @@ pub fn policy() -> Policy {
             ],
         )
         .service_methods(names::ACCOUNT_ADMIN, &[("InviteUser", operator())])
+        .service_methods(
+            names::SIGNUP,
+            &[("SignUp", portal()), ("VerifySignup", portal())],
+        )
 }
 
 /// `TeamService` (tenant tokens: a portal owner's `tenant:team`, `tenant:keys`, `tenant:audit`)
@@ -223,6 +228,7 @@ pub async fn serve(
         .add_service(ApiKeyExchangeServiceServer::new(svc.clone()))
         .add_service(OperatorServiceServer::new(svc.clone()))
         .add_service(OperatorAdminServiceServer::new(svc.clone()))
+        .add_service(SignupServiceServer::new(svc.clone()))
         .add_service(AccountAdminServiceServer::new(svc));
     // The first unknown-address sign-in must not pay for the dummy hash.
     tokio::spawn(crate::account::password::warm_up());

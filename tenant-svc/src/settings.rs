@@ -103,6 +103,14 @@ impl Settings {
             );
         }
         let owner_mail = owner_mail(&mut env);
+        let auto_approve = env.get::<bool>(&catalog::TENANT_SIGNUP_AUTO_APPROVE);
+        let per_address = env.get::<i64>(&catalog::TENANT_SIGNUPS_PER_ADDRESS_PER_DAY);
+        if per_address.is_some_and(|n| n < 0) {
+            env.problem(
+                &catalog::TENANT_SIGNUPS_PER_ADDRESS_PER_DAY,
+                "must be 0 or more",
+            );
+        }
         for line in env.describe() {
             tracing::debug!(setting = %line, "setting");
         }
@@ -122,6 +130,10 @@ impl Settings {
                     .map(|k| SecretSlice::from(k.expose_secret().as_bytes().to_vec())),
                 owner_mail: owner_mail.flatten(),
                 operators: crate::operator::OperatorConfig::default(),
+                signup: crate::account::SignupConfig {
+                    auto_approve: auto_approve.expect("present when finish() succeeded"),
+                    per_address_per_day: per_address.expect("present when finish() succeeded"),
+                },
             },
         })
     }

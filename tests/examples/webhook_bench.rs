@@ -105,6 +105,7 @@ async fn main() {
             media: Some(Box::new(|c| {
                 c.limits.concurrent_by_tier = vec![("starter".into(), 1_000_000)];
             })),
+            ..MeshOptions::default()
         })
         .await,
     );

@@ -28,6 +28,11 @@ pub struct MeshOptions {
     /// Adjusts media-svc's call configuration (Twilio fake, limits, webhook pacing).
     #[allow(clippy::type_complexity)]
     pub media: Option<Box<dyn FnOnce(&mut media_svc::CallConfig) + Send>>,
+    /// Adjusts tenant-svc's account configuration (owners' mail, sign-up), given the gateway's
+    /// public base URL (the links mails carry).
+    #[allow(clippy::type_complexity)]
+    pub tenant_accounts:
+        Option<Box<dyn FnOnce(&mut tenant_svc::account::AccountConfig, &str) + Send>>,
 }
 
 /// The two ports of a running service.
@@ -109,6 +114,7 @@ async fn start_tenant(
     db: &TestDb,
     keys: &DevKeys,
     [memory, media]: [Ports; 2],
+    accounts: tenant_svc::account::AccountConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (Ports, SecretString, Task) {
     let (g, a) = listeners().await;
@@ -132,7 +138,7 @@ async fn start_tenant(
             keys.identity(names::TENANT_SVC),
         )
         .expect("peer URLs"),
-        accounts: Default::default(),
+        accounts,
     };
     let task = tokio::spawn(tenant_svc::serve(
         deps,
@@ -216,6 +222,7 @@ impl Mesh {
         let MeshOptions {
             gateway_env: extra,
             media: media_options,
+            tenant_accounts,
         } = options;
         let db = TestDb::new().await;
         let keys = Arc::new(DevKeys::generate());
@@ -231,15 +238,19 @@ impl Mesh {
         let (memory, memory_task) = start_memory(&db, &keys, shutdown()).await;
         let (g, a) = listeners().await;
         let media = ports(&g, &a);
-        let (tenant, legacy_secret, task) =
-            start_tenant(&db, &keys, [memory, media], shutdown()).await;
-        tasks.push((names::TENANT_SVC, task));
-        tasks.push((names::MEMORY_SVC, memory_task));
-
-        // The gateway's ports are known first: media-svc gives Twilio URLs on it.
+        // The gateway's ports are known first: media-svc gives Twilio URLs on it, tenant-svc's
+        // mails link to it.
         let (h, ha) = listeners().await;
         let gateway = ports(&h, &ha);
         let public_base_url = format!("http://{}", gateway.main);
+        let mut accounts = tenant_svc::account::AccountConfig::default();
+        if let Some(adjust) = tenant_accounts {
+            adjust(&mut accounts, &public_base_url);
+        }
+        let (tenant, legacy_secret, task) =
+            start_tenant(&db, &keys, [memory, media], accounts, shutdown()).await;
+        tasks.push((names::TENANT_SVC, task));
+        tasks.push((names::MEMORY_SVC, memory_task));
 
         let mut calls = media_svc::CallConfig::local(
             format!("http://{}", tenant.main),

@@ -151,6 +151,7 @@ async fn slow_idle_and_unsigned_floods_are_shed_while_real_calls_keep_working() 
         media: Some(Box::new(|c: &mut media_svc::CallConfig| {
             c.limits.concurrent_by_tier = vec![("starter".into(), 1000)];
         })),
+        ..MeshOptions::default()
     })
     .await;
     let (peterson, _) = mesh.seed_demo_tenants().await;

@@ -1,7 +1,8 @@
 //! The pages before sign-in and the session's edges: sign-in (`/portal/sign-in`), sign-out
 //! (`POST /portal/sign-out`), invitation (`/portal/invite/{token}`: set a password, become a
 //! user, signed in) and password reset (`/portal/reset` to ask for a link by mail,
-//! `/portal/reset/{token}` to choose a new password). All of it is tenant-svc's
+//! `/portal/reset/{token}` to choose a new password) and self sign-up (`/portal/signup`, its
+//! verification link `/portal/signup/verify`). All of it is tenant-svc's
 //! `AccountService`, called with the gateway's `tenant:portal` token; the portal only sets and
 //! clears the cookie. The forms carry the pre-sign-in CSRF token ([`PublicForm`]) and their POSTs
 //! pass the per-address allowance ([`security::auth_posts`]) before their body is read.
@@ -19,12 +20,11 @@ use serde::Deserialize;
 
 mod invite;
 mod reset;
+mod signup;
 
 use crate::csrf::PublicCsrf;
 use crate::layout::{PageError, render_with};
-use crate::{
-    ClientAddress, CsrfForm, Layout, Portal, PublicForm, Session, cookies, secret, security,
-};
+use crate::{ClientAddress, Layout, Portal, PublicForm, cookies, secret, security};
 
 /// The routes of this module.
 pub fn routes(portal: Arc<Portal>) -> axum::Router<Arc<Portal>> {
@@ -32,6 +32,7 @@ pub fn routes(portal: Arc<Portal>) -> axum::Router<Arc<Portal>> {
         .route("/portal/sign-in", get(sign_in_page).post(sign_in))
         .merge(invite::routes())
         .merge(reset::routes())
+        .merge(signup::routes())
         // Before the body is read: a flood of guesses costs no password hash at tenant-svc.
         .route_layer(from_fn_with_state(portal, security::auth_posts));
     axum::Router::new()
@@ -247,28 +248,55 @@ async fn sign_in(
 
 // --- sign-out --------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-struct Empty {}
-
 async fn sign_out(
     State(portal): State<Arc<Portal>>,
-    session: Session,
-    CsrfForm(Empty {}): CsrfForm<Empty>,
+    SessionForm(secret): SessionForm,
 ) -> Result<Response, PageError> {
+    // Checked against the cookie's own session, not an exchange: a pending customer's owner
+    // (who gets no token) signs out too. Ending an ended session succeeds.
     portal
         .account()
         .sign_out(SignOutRequest {
-            session_secret: session.secret().to_owned(),
+            session_secret: secret.clone(),
         })
         .await
         .map_err(PageError::from)?;
-    portal.sessions.forget(session.secret());
-    tracing::info!(
-        customer_id = session.customer_id(),
-        user_id = session.user_id(),
-        "portal user signed out"
-    );
+    portal.sessions.forget(&secret);
+    tracing::info!("portal user signed out");
     Ok(signed_out(portal.config.cookie, "/portal/sign-in"))
+}
+
+/// A form posted with the session cookie whose `csrf` field is that session's token (as
+/// [`CsrfForm`] checks it, without exchanging the session): the session secret. No cookie is
+/// the sign-in page; a missing or wrong token the 403 page.
+struct SessionForm(String);
+
+impl axum::extract::FromRequest<Arc<Portal>> for SessionForm {
+    type Rejection = PageError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        portal: &Arc<Portal>,
+    ) -> Result<Self, PageError> {
+        let name = cookies::session_name(portal.config.cookie);
+        let Some(secret) = cookies::get(request.headers(), name).map(str::to_owned) else {
+            return Err(PageError::SignIn {
+                next: "/portal/".into(),
+            });
+        };
+        let body = axum::body::to_bytes(request.into_body(), crate::csrf::MAX_FORM)
+            .await
+            .map_err(|_| PageError::BadRequest("the form could not be read".into()))?;
+        let token = form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        if !secret::same(&token, &crate::session::csrf_of(&secret)) {
+            tracing::warn!("portal sign-out refused: missing or wrong CSRF token");
+            return Err(PageError::Refused(crate::csrf::EXPIRED));
+        }
+        Ok(SessionForm(secret))
+    }
 }
 
 /// A redirect to `to` that removes the session cookie.

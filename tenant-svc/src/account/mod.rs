@@ -55,6 +55,26 @@ pub struct AccountConfig {
     pub owner_mail: Option<crate::notice::OwnerMail>,
     /// Operators' sessions (the operator console).
     pub operators: crate::operator::OperatorConfig,
+    /// Self sign-up's approval and per-address limit.
+    pub signup: SignupConfig,
+}
+
+/// The sign-up settings (`TENANT_SIGNUP_AUTO_APPROVE`, `TENANT_SIGNUPS_PER_ADDRESS_PER_DAY`).
+#[derive(Debug, Clone, Copy)]
+pub struct SignupConfig {
+    /// A verified sign-up is ACTIVE at once (else PENDING until an operator approves it).
+    pub auto_approve: bool,
+    /// Sign-ups one client address (IPv6: one /64) may make in 24 hours.
+    pub per_address_per_day: i64,
+}
+
+impl Default for SignupConfig {
+    fn default() -> Self {
+        Self {
+            auto_approve: false,
+            per_address_per_day: 5,
+        }
+    }
 }
 
 impl Default for AccountConfig {
@@ -65,6 +85,7 @@ impl Default for AccountConfig {
             hash_key: None,
             owner_mail: None,
             operators: crate::operator::OperatorConfig::default(),
+            signup: SignupConfig::default(),
         }
     }
 }
@@ -77,6 +98,7 @@ impl std::fmt::Debug for AccountConfig {
             .field("hash_key", &self.hash_key.as_ref().map(|_| "[configured]"))
             .field("owner_mail", &self.owner_mail)
             .field("operators", &self.operators)
+            .field("signup", &self.signup)
             .finish()
     }
 }

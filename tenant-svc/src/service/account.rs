@@ -24,6 +24,7 @@ use crate::account::{
     self, MAX_ACCOUNT_FAILURES, MAX_ADDRESS_FAILURES, Role, SESSION_ENDED, SIGN_IN_FAILED,
     THROTTLE_WINDOW, password, summarise_user_agent, user_actor,
 };
+use crate::customer::CustomerStatus;
 use crate::error::{Result, TenantError};
 use crate::store::accounts::{self as db, Session, User};
 use crate::store::audit::actions;
@@ -41,7 +42,7 @@ const NO_RESET: &str = "password reset";
 const USER_EXISTS: &str = "the customer already has a user with this e-mail address";
 
 /// A user as the portal shows them.
-fn portal_user(id: CustomerId, u: &User, business_name: &str) -> PortalUser {
+pub(super) fn portal_user(id: CustomerId, u: &User, business_name: &str) -> PortalUser {
     PortalUser {
         id: u.id,
         email: u.email.clone(),
@@ -52,7 +53,7 @@ fn portal_user(id: CustomerId, u: &User, business_name: &str) -> PortalUser {
 }
 
 /// A new session as the browser gets it.
-fn new_session(secret: &secrecy::SecretString, s: &Session) -> NewSession {
+pub(super) fn new_session(secret: &secrecy::SecretString, s: &Session) -> NewSession {
     NewSession {
         secret: secret.expose_secret().to_owned(),
         idle_expire_time: Some(timestamp(s.idle_expires_at)),
@@ -141,7 +142,7 @@ impl TenantSvc {
     }
 
     /// Creates a session for `user` in the current transaction: a new secret, stored hashed.
-    async fn start_session(
+    pub(super) async fn start_session(
         &self,
         tx: &mesh::db::Tx<'_>,
         id: CustomerId,
@@ -320,7 +321,9 @@ impl TenantSvc {
             .db
             .tenant_tx(id, async |tx| {
                 let customer = store::require_customer_core(tx, id).await?;
-                customer.require_active()?;
+                // A pending customer's owner signs in to see that they are waiting; the session
+                // mints no token until the customer is approved (`exchange_session`).
+                customer.require_not_suspended()?;
                 let (secret, session) = self.start_session(tx, id, user.id, user_agent).await?;
                 append_audit(
                     tx,
@@ -610,6 +613,24 @@ impl account_service_server::AccountService for TenantSvc {
                 Ok::<_, TenantError>((session, user, customer))
             })
             .await?;
+        if customer.status == CustomerStatus::Pending {
+            // No tenant token for a customer awaiting approval: the portal shows the waiting
+            // page and nothing else.
+            tracing::debug!(
+                customer_id = id.get(),
+                user_id = user.id,
+                "session of a pending customer: no token"
+            );
+            return Ok(Response::new(ExchangeSessionResponse {
+                tenant_token: String::new(),
+                token_expire_time: None,
+                scopes: Vec::new(),
+                user: Some(portal_user(id, &user, &customer.business_name)),
+                session_id: sid,
+                idle_expire_time: Some(timestamp(session.idle_expires_at)),
+                pending_approval: true,
+            }));
+        }
         customer.require_active()?;
         let scopes = user.role.scopes();
         let (token, expire_time) = self.mint(
@@ -632,6 +653,7 @@ impl account_service_server::AccountService for TenantSvc {
             user: Some(portal_user(id, &user, &customer.business_name)),
             session_id: sid,
             idle_expire_time: Some(timestamp(session.idle_expires_at)),
+            pending_approval: false,
         }))
     }
 

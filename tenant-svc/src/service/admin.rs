@@ -13,13 +13,16 @@ use super::{
     MAX_ISSUED_TTL, RpcResult, TenantSvc, account_sid, changed_by_service, phone_number, taken,
     target_customer, ttl,
 };
-use crate::customer::CustomerStatus;
+use crate::customer::{CustomerStatus, PENDING_APPROVAL};
 use crate::error::{Result, TenantError};
 use crate::history::{Change, ConfigType};
 use crate::model::{Overrides, diff};
 use crate::page::{page_size, page_token, parse_page_token};
+use crate::store::append_audit;
+use crate::store::audit::actions;
 use crate::store::{self, NewCustomer};
 use crate::{validate, wire};
+use serde_json::json;
 
 /// What `IssueTenantToken` mints, once every field of the request passed.
 struct TokenGrant<'a> {
@@ -296,21 +299,33 @@ impl tenant_admin_service_server::TenantAdminService for TenantSvc {
         } else {
             Some(account_sid("twilio_account_sid", &r.twilio_account_sid)?)
         };
-        let assigned = self
+        let (assigned, welcome) = self
             .deps
             .core
             .db
             .tenant_tx(id, async |tx| {
-                store::require_customer(tx, id).await?;
+                let customer = store::require_customer(tx, id).await?;
+                // Nothing billable before approval: a pending customer gets no number.
+                if customer.status == CustomerStatus::Pending {
+                    return Err(TenantError::FailedPrecondition(PENDING_APPROVAL.into()));
+                }
                 let at = store::assign_number(tx, id, &number, account.as_ref()).await?;
                 let change = number_change(number.as_str(), true);
                 store::record_changes(tx, id, &[change], &by).await?;
-                Ok::<_, TenantError>(at)
+                // The first routed number is welcomed once per customer.
+                let welcome = store::signups::claim_welcome_mail(tx, id).await?;
+                if welcome {
+                    append_audit(tx, id, &by, actions::WELCOME_MAILED, &json!({})).await?;
+                }
+                Ok::<_, TenantError>((at, welcome))
             })
             .await
             // Whether this customer or another owns it, the answer is the same and names nobody.
             .map_err(taken("this number is already assigned"))?;
-        tracing::info!(customer_id = id.get(), "phone number assigned");
+        tracing::info!(customer_id = id.get(), welcome, "phone number assigned");
+        if welcome {
+            self.welcome(id, number.as_str()).await;
+        }
         Ok(Response::new(AssignPhoneNumberResponse {
             phone_number: Some(mesh::api::tenant::PhoneNumber {
                 number: number.as_str().to_owned(),

@@ -10,6 +10,8 @@
 //! - `account`: `AccountService` (the gateway, for the tenant portal: invitations, sign-in,
 //!   sessions, password resets, session exchange) and `AccountAdminService` (operators'
 //!   invitations);
+//! - `signup`: `SignupService` (the gateway, for the portal's self sign-up) and onboarding's
+//!   mails (approved, welcome);
 //!
 //! Handlers turn requests into checked values (`validate`, `model`, `outbound`), run the
 //! `store` functions in one transaction, and answer; they hold no SQL. What they share lives
@@ -26,6 +28,7 @@ mod keys;
 mod notice;
 mod operator;
 mod prompts;
+mod signup;
 mod team;
 mod tenant;
 
@@ -293,12 +296,14 @@ impl TenantSvc {
         by: &str,
         audit: Option<StatusAudit<'_>>,
     ) -> Result<Customer> {
+        let mut was = None;
         let customer = self
             .deps
             .core
             .db
             .tenant_tx(id, async |tx| {
                 let before = store::require_customer(tx, id).await?;
+                was = Some(before.status);
                 if status == CustomerStatus::Active && store::erasures::pending(tx, id).await? {
                     return Err(TenantError::FailedPrecondition(
                         "the customer is being erased; DeleteCustomer resumes the erasure".into(),
@@ -338,6 +343,12 @@ impl TenantSvc {
         // This replica stops routing to the old state at once; the others when V11's
         // notification reaches them.
         self.routing.invalidate_customer(id);
-        customer
+        let customer = customer?;
+        // Approval: audited (by the operator's own action when it came from the console), and
+        // the owners told once to choose their number.
+        if was == Some(CustomerStatus::Pending) && customer.status == CustomerStatus::Active {
+            self.approved(id, by, audit.is_none()).await?;
+        }
+        Ok(customer)
     }
 }

@@ -70,6 +70,14 @@ pub mod actions {
     pub const OPERATOR_OFFBOARDED: &str = "operator.offboarded";
     /// An operator cancelled the customer's offboarding.
     pub const OPERATOR_OFFBOARDING_CANCELLED: &str = "operator.offboarding_cancelled";
+    /// A business signed up and verified its address: the customer and its owner were created
+    /// (detail: the status it starts in).
+    pub const SIGNED_UP: &str = "customer.signed_up";
+    /// An operator approved the customer (PENDING -> ACTIVE).
+    pub const CUSTOMER_APPROVED: &str = "customer.approved";
+    /// The owners were sent the welcome mail with the customer's first number (never the
+    /// number).
+    pub const WELCOME_MAILED: &str = "customer.welcome_mailed";
 }
 
 /// Appends one event to the current tenant's audit log, inside the caller's tenant transaction

@@ -22,7 +22,9 @@
 //! - [`offboardings`]: customers an operator offboarded, erased after a grace period (V28);
 //! - [`operators`]: operator accounts, their sessions and sign-in failures (platform data, V28);
 //! - [`api_keys`]: the tenant's API keys (hashed secrets, last use, revocation);
-//! - [`audit_log`]: reading the tenant's audit log (pages below a cursor, actors' addresses).
+//! - [`audit_log`]: reading the tenant's audit log (pages below a cursor, actors' addresses);
+//! - [`signups`]: sign-ups awaiting verification (platform-wide rows) and the once-only
+//!   onboarding mail claims.
 
 pub mod accounts;
 pub mod api_keys;
@@ -39,6 +41,7 @@ pub mod operators;
 pub mod outbound;
 pub mod owner_notifications;
 pub mod revocations;
+pub mod signups;
 pub mod webhooks;
 
 pub use audit::append_audit;

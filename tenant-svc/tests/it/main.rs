@@ -21,6 +21,7 @@
 //!   message (outbox folder and a real SMTP server);
 //! - [`operator`]: operators (issue 21): sign-in with a required second factor, throttles,
 //!   sessions, who may call the console's API, customer actions audited per tenant;
+//! - [`signup`]: self sign-up, verification, pending customers, approval and welcome mails;
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
 mod accounts;
@@ -37,6 +38,7 @@ mod outbound_settings;
 mod owner_mail;
 mod prompts;
 mod routing;
+mod signup;
 mod team;
 mod tenant;
 mod toll_fraud;

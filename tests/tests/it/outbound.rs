@@ -40,6 +40,7 @@ async fn mesh_with(twilio: &FakeTwilio, tiers: &str, per_address: u32) -> Mesh {
             c.webhooks.base_backoff = Duration::from_millis(100);
             c.webhooks.max_backoff = Duration::from_millis(400);
         })),
+        ..MeshOptions::default()
     })
     .await
 }

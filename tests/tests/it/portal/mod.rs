@@ -5,7 +5,7 @@
 //! ([`Browser::sign_in`], [`PortalMesh::signed_in_user`]) and the CSRF token of a page
 //! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security), `team`, `keys`, `data`
 //! (dashboard, calls, callers, usage), `settings` (agent, webhooks, outbound), `call_handling`
-//! (recording, retention, messages, opening hours), `recording` (the call page's player and the
+//! (recording, retention, messages, opening hours), `signup` (self sign-up, the waiting page), `recording` (the call page's player and the
 //! recording endpoint), `recordings` (every recording of a call, by id), `messages` (the inbox).
 
 // Shared by every lane's module: not each of them uses every helper.
@@ -19,6 +19,7 @@ mod messages;
 mod recording;
 mod recordings;
 mod settings;
+mod signup;
 mod team;
 
 use std::collections::BTreeMap;
