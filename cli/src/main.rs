@@ -85,6 +85,14 @@ enum Command {
         #[command(subcommand)]
         command: ops::CallerCommand,
     },
+    /// Usage that can be billed: packages, versioned rate cards, a customer's package, monthly
+    /// bills and their CSV.
+    Billing {
+        #[command(flatten)]
+        conn: ops::Conn,
+        #[command(subcommand)]
+        command: ops::BillingCommand,
+    },
     /// Benchmarks: each builds the release binaries and prints its figures and the machine.
     Bench {
         #[command(subcommand)]
@@ -176,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Numbers { conn, command } => ops::numbers(&conn, command).await,
         Command::User { conn, command } => ops::user(&conn, command).await,
         Command::Operator { conn, command } => ops::operator(&conn, command).await,
+        Command::Billing { conn, command } => ops::billing(&conn, command).await,
         Command::Call {
             conn,
             command: CallCommand::Simulate(args),

@@ -20,6 +20,12 @@ pub enum MediaError {
     /// This tenant has no such call (the same answer whether another tenant has it or not).
     #[error("call not found")]
     NotFound,
+    /// A named thing other than a call does not exist (e.g. "package not found").
+    #[error("{0}")]
+    Missing(String),
+    /// The thing to create exists already (e.g. a package name taken).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The request is well-formed but the state refuses it.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -62,7 +68,8 @@ impl ServiceError for MediaError {
     fn error_code(&self) -> ServiceErrorCode {
         match self {
             Self::InvalidArgument { .. } => ServiceErrorCode::InvalidArgument,
-            Self::NotFound => ServiceErrorCode::NotFound,
+            Self::NotFound | Self::Missing(_) => ServiceErrorCode::NotFound,
+            Self::AlreadyExists(_) => ServiceErrorCode::AlreadyExists,
             Self::FailedPrecondition(_) => ServiceErrorCode::FailedPrecondition,
             Self::PermissionDenied(_) => ServiceErrorCode::PermissionDenied,
             Self::LimitReached { .. } => ServiceErrorCode::ResourceExhausted,

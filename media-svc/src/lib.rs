@@ -33,11 +33,15 @@
 //!   `NumberAdminService`; routing stays tenant-svc's.
 //! - [`preview`]: the instructions a call would send, rendered for the tenant portal's agent page
 //!   by the same [`instructions::for_call`] calls use.
+//! - [`billing`]: usage that can be billed: packages, versioned rate cards, a tenant's monthly
+//!   bill and its CSV (`BillingService`, `BillingAdminService`), priced from the quantities each
+//!   finalised call added to its month ([`store::usage`]).
 #![forbid(unsafe_code)]
 
 pub mod answer;
 pub mod audio;
 pub mod backend;
+pub mod billing;
 pub mod call;
 pub mod erasure;
 pub mod error;

@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use mesh::api::media::billing_admin_service_server::BillingAdminServiceServer;
+use mesh::api::media::billing_service_server::BillingServiceServer;
 use mesh::api::media::call_service_server::CallServiceServer;
 use mesh::api::media::media_admin_service_server::MediaAdminServiceServer;
 use mesh::api::media::number_admin_service_server::NumberAdminServiceServer;
@@ -18,7 +20,7 @@ use mesh::server::{Listeners, ServeConfig};
 
 use crate::runtime::{Deps, Runtime};
 use crate::settings::Settings;
-use crate::{numbers, outbox, recording, retention, service, webhooks};
+use crate::{billing, numbers, outbox, recording, retention, service, webhooks};
 
 /// This service's name: the audience of tokens addressed to it and the issuer of its tokens.
 pub const NAME: &str = MEDIA_SVC;
@@ -31,7 +33,7 @@ pub const FINALISE_GRACE: Duration = Duration::from_secs(5);
 /// scope that opens nothing else); `PreparePrompts` likewise, tenant-svc's after a change to a
 /// tenant's prompts or voice commits.
 pub fn policy() -> Policy {
-    Policy::new()
+    with_billing(Policy::new())
         .service_methods(
             names::CALL,
             &[
@@ -113,6 +115,42 @@ fn numbers_admin() -> Rule {
         .or(Rule::service(scope::MEDIA_NUMBERS_ADMIN).issued_by(&[TENANT_SVC]))
 }
 
+/// The rules of `BillingService` and `BillingAdminService`.
+fn with_billing(policy: Policy) -> Policy {
+    policy
+        // A tenant's own bill: the portal's owners.
+        .service_methods(
+            names::BILLING,
+            &[
+                ("GetMonthlyBill", Rule::tenant(scope::MEDIA_BILLING)),
+                ("ExportMonthlyBill", Rule::tenant(scope::MEDIA_BILLING)),
+            ],
+        )
+        // Packages, prices and every tenant's bills: the operator's CLI, or tenant-svc for the
+        // operator console with a scope that opens nothing else.
+        .service_methods(
+            names::BILLING_ADMIN,
+            &[
+                "CreatePackage",
+                "ListPackages",
+                "PublishRateCard",
+                "AssignPackage",
+                "SetDefaultPackage",
+                "GetCustomerBill",
+                "ListMonthlyBills",
+                "ExportMonthlyBills",
+            ]
+            .map(|m| (m, billing_admin_rule())),
+        )
+}
+
+/// Who may use `BillingAdminService`.
+fn billing_admin_rule() -> Rule {
+    Rule::service(scope::MEDIA_ADMIN)
+        .issued_by(&[OPERATOR])
+        .or(Rule::service(scope::MEDIA_BILLING_ADMIN).issued_by(&[TENANT_SVC]))
+}
+
 /// Serves on already-bound listeners (tests bind port 0).
 pub async fn serve(
     deps: Deps,
@@ -151,11 +189,14 @@ pub async fn serve(
     ));
     let (calls, cut_calls) = (runtime.calls.clone(), runtime.cut_calls.clone());
     let revocations = runtime.peers.revocations().clone();
+    let billing = billing::service::BillingSvc::new(runtime.db.clone());
     let svc = service::MediaSvc::new(runtime);
     let routes = tonic::service::Routes::new(CallServiceServer::new(svc.clone()))
         .add_service(MediaAdminServiceServer::new(svc))
         .add_service(NumberServiceServer::new(numbers.clone()))
-        .add_service(NumberAdminServiceServer::new(numbers));
+        .add_service(NumberAdminServiceServer::new(numbers))
+        .add_service(BillingServiceServer::new(billing.clone()))
+        .add_service(BillingAdminServiceServer::new(billing));
     let mut config = ServeConfig::for_service(NAME, policy(), listeners, &deps.core);
     // One copy of the revocations: the auth layer's refresher fills the one the peer-token
     // cache reads, so a revoked peer token is dropped as soon as the layer would refuse it.

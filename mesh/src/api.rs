@@ -77,6 +77,11 @@ pub mod service_names {
     pub const NUMBER: &str = "neurosphere.media.v1.NumberService";
     /// media-svc's numbers administration (the operator, and tenant-svc for the console).
     pub const NUMBER_ADMIN: &str = "neurosphere.media.v1.NumberAdminService";
+    /// media-svc's monthly bill of a tenant (tenant tokens: owners).
+    pub const BILLING: &str = "neurosphere.media.v1.BillingService";
+    /// media-svc's packages, rate cards and every tenant's bills (the operator, and tenant-svc
+    /// for the console).
+    pub const BILLING_ADMIN: &str = "neurosphere.media.v1.BillingAdminService";
 }
 
 #[cfg(test)]

@@ -409,6 +409,12 @@ pub mod scope {
     /// media-svc `PreparePrompts` only (service tokens: tenant-svc, after a change to a
     /// tenant's prompt texts or agent voice commits).
     pub const MEDIA_PREPARE_PROMPTS: &str = "media:prepare-prompts";
+    /// The tenant's own monthly bill and its CSV (`BillingService`; tenant tokens: the portal's
+    /// owners).
+    pub const MEDIA_BILLING: &str = "media:billing";
+    /// media-svc `BillingAdminService` only: packages, rate cards, assignments and every
+    /// tenant's bills (service tokens: tenant-svc acting for the operator console).
+    pub const MEDIA_BILLING_ADMIN: &str = "media:billing-admin";
 
     /// The tenant's own phone numbers at Twilio: search with prices, buy, list, release
     /// (`NumberService`; tenant tokens: the portal's owners).
@@ -444,6 +450,7 @@ pub mod scope {
         MEDIA_RECORDINGS,
         MEDIA_MESSAGES,
         MEDIA_NUMBERS,
+        MEDIA_BILLING,
     ];
 
     /// Scopes of a portal owner's tenant token (`AccountService.ExchangeSession`): everything a
@@ -466,6 +473,7 @@ pub mod scope {
         MEDIA_RECORDINGS,
         MEDIA_MESSAGES,
         MEDIA_NUMBERS,
+        MEDIA_BILLING,
     ];
 
     /// Scopes an API key may carry (`TeamService.CreateApiKey`): what a tenant's developer

@@ -1,6 +1,7 @@
 //! Operator commands over the gRPC APIs, one module per subject: `tenant` (customers, numbers,
 //! agent configuration and its history), `caller` (one caller's data: export, audited erase),
-//! `user` (inviting people to the tenant portal), `numbers` (phone numbers at Twilio), `operator` (the operator console's accounts) and `simulate` (a whole Twilio call through a running gateway). Each command authenticates with a
+//! `user` (inviting people to the tenant portal), `numbers` (phone numbers at Twilio), `operator`
+//! (the operator console's accounts), `billing` (packages, rate cards, bills) and `simulate` (a whole Twilio call through a running gateway). Each command authenticates with a
 //! service token minted from the operator key in `--keys` (`neurosphere-cli.pem`), or with a
 //! tenant token tenant-svc issues for the customer, exactly as another team would; [`Conn`] holds
 //! where the services are and mints both.
@@ -17,6 +18,7 @@ use mesh::auth::with_bearer as auth;
 use mesh::identity::{DevKeys, names, scope};
 use tonic::transport::Channel;
 
+mod billing;
 mod caller;
 mod numbers;
 mod operator;
@@ -24,6 +26,7 @@ mod simulate;
 mod tenant;
 mod user;
 
+pub use billing::{BillingCommand, billing};
 pub use caller::{CallerCommand, caller};
 pub use numbers::{NumbersCommand, numbers};
 pub use operator::{OperatorCommand, operator};

@@ -202,6 +202,7 @@ fn up_then_operate_the_mesh_like_a_new_user() {
     recordings_are_kept_under_the_home_folder(&up);
     portal_owners_are_invited(&up);
     call_each_demo_tenant(&up);
+    bill_a_demo_tenant(&up);
     grpcurl_with_a_minted_token(&up);
     bad_input_creates_nothing(&up);
     erase_one_tenants_caller(&up);
@@ -393,6 +394,72 @@ fn call_each_demo_tenant(up: &Up) {
             wav.len()
         );
     }
+}
+
+/// `billing`: a package, its prices and customer 1 on it price customer 1's calls of this month;
+/// a rate card for a closed month is refused and nothing is published.
+fn bill_a_demo_tenant(up: &Up) {
+    let (code, out) = up.run(&[
+        "billing",
+        "create-package",
+        "--name",
+        "starter",
+        "--currency",
+        "USD",
+        "--cap-minutes",
+        "500",
+        "--over-cap",
+        "message-flow",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = up.run(&[
+        "billing",
+        "publish-rates",
+        "--package",
+        "starter",
+        "--from",
+        "2020-01",
+        "--per-twilio-minute",
+        "9",
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("rate_card.effective_month"), "{out}");
+    let (code, out) = up.run(&[
+        "billing",
+        "publish-rates",
+        "--package",
+        "starter",
+        "--per-twilio-minute",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rate card v1"), "{out}");
+    let (code, out) = up.run(&[
+        "billing",
+        "assign",
+        "--customer",
+        "1",
+        "--package",
+        "starter",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = up.run(&["billing", "bill", "--customer", "1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("package starter (rate card v1) USD, 1 calls"),
+        "{out}"
+    );
+    assert!(out.contains("BILLING_UNIT_TWILIO_MINUTES"), "{out}");
+    let (code, out) = up.run(&["billing", "export"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("customer_id,month,package"), "{out}");
+    assert!(
+        out.contains("\r\n1,") && out.contains(",starter,1,USD,total,"),
+        "{out}"
+    );
+    let (code, out) = up.run(&["billing", "packages"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("  v").count(), 1, "one version only:\n{out}");
 }
 
 /// `token mint` works with the real grpcurl; customer 1's token cannot read customer 2.

@@ -24,6 +24,7 @@
 //! - [`recordings`]: recording rows and tenant recording keys (V20).
 
 pub mod audit;
+pub mod billing;
 pub mod callback_tasks;
 pub mod calls;
 pub mod consent;

@@ -7,6 +7,8 @@ mod common;
 mod fakes;
 
 mod admin_issuers;
+mod billing;
+mod billing_admin;
 mod billing_usage;
 mod binary;
 mod calls;
