@@ -11,7 +11,7 @@ use mesh::domain::{CustomerId, PhoneNumber};
 use mesh::identity::{names, scope};
 use uuid::Uuid;
 
-use super::client::{IncomingNumber, Kind, RestError, Search};
+use super::client::{IncomingNumber, Kind, Money, RestClient, RestError, Search};
 use super::store::{self, NewNumber, NumberRow};
 use super::{Numbers, NumbersError};
 
@@ -245,7 +245,8 @@ pub async fn purchase(
     let request_id = Uuid::parse_str(request_id.trim())
         .map_err(|_| NumbersError::invalid("request_id", "must be a UUID"))?;
     let rest = n.rest()?;
-    let (row, fresh) = record_intent(n, customer, &number, request_id).await?;
+    let price = monthly_price(rest, number.as_str()).await;
+    let (row, fresh) = record_intent(n, customer, &number, request_id, price).await?;
     match row.state {
         NumberState::Purchasing if fresh => {}
         // The same request again: the answer of the first, or its lost answer resolved by a
@@ -297,6 +298,7 @@ async fn record_intent(
     customer: CustomerId,
     number: &PhoneNumber,
     request_id: Uuid,
+    price: Option<Money>,
 ) -> Result<(NumberRow, bool), NumbersError> {
     let limit = i64::from(n.per_tenant);
     n.db.tenant_tx(customer, async |tx| {
@@ -322,7 +324,7 @@ async fn record_intent(
             twilio_sid: None,
             state: NumberState::Purchasing,
             origin: NumberOrigin::Purchased,
-            price: None,
+            price,
             webhooks_ok: false,
         };
         match store::insert(tx, customer, &intent).await {
@@ -332,6 +334,25 @@ async fn record_intent(
         }
     })
     .await
+}
+
+/// The monthly price of `number`'s kind in its country (Twilio's Pricing API), best effort:
+/// `None` when the country or the price cannot be told.
+async fn monthly_price(rest: &RestClient, number: &str) -> Option<Money> {
+    let parsed = phonenumber::parse(None, number).ok()?;
+    let country = parsed.country().id()?;
+    let kind = match parsed.number_type(&phonenumber::metadata::DATABASE) {
+        phonenumber::Type::TollFree => Kind::TollFree,
+        phonenumber::Type::Mobile => Kind::Mobile,
+        _ => Kind::Local,
+    };
+    match rest.monthly_price(country.as_ref(), kind).await {
+        Ok(price) => price,
+        Err(e) => {
+            tracing::warn!(error = %e, "number price unavailable");
+            None
+        }
+    }
 }
 
 fn not_available() -> NumbersError {

@@ -181,6 +181,8 @@ async fn a_purchase_sets_our_webhooks_routes_the_number_and_release_stops_it() {
     assert!(n.webhooks_ok);
     assert_eq!(n.origin, NumberOrigin::Purchased as i32);
     assert_eq!(n.customer_id, 0, "tenants do not see customer ids");
+    let price = n.monthly_price.clone().expect("the price it was bought at");
+    assert_eq!((price.currency.as_str(), price.amount_minor), ("USD", 115));
     let post = &w.fake.purchases()[0];
     assert_eq!(post.field("PhoneNumber"), Some("+14155550100"));
     assert_eq!(post.field("VoiceUrl"), Some(VOICE_URL));

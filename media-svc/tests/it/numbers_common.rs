@@ -84,9 +84,12 @@ impl World {
 
     /// The operator's client (`media:admin`).
     pub async fn admin(&self) -> Admin {
-        let token =
-            self.svc
-                .service_token(names::OPERATOR, names::MEDIA_SVC, &[scope::MEDIA_ADMIN]);
+        self.admin_as(names::OPERATOR, &[scope::MEDIA_ADMIN]).await
+    }
+
+    /// An admin client with a service token signed by `issuer` carrying `scopes`.
+    pub async fn admin_as(&self, issuer: &str, scopes: &[&str]) -> Admin {
+        let token = self.svc.service_token(issuer, names::MEDIA_SVC, scopes);
         NumberAdminServiceClient::with_interceptor(
             self.svc.channel_to(self.svc.addr).await,
             AttachToken(TokenSource::fixed(token.into())),

@@ -329,3 +329,89 @@ async fn the_background_task_fixes_webhooks_changed_behind_our_back() {
     .await;
     w.svc.stop().await;
 }
+
+#[tokio::test]
+async fn offboarding_releases_every_number_and_only_named_issuers_reach_the_admin_service() {
+    let w = start().await;
+    let a = create_customer(&w.svc, "alloy").await;
+    let b = create_customer(&w.svc, "echo").await;
+    bought(
+        &w,
+        a,
+        "+14155550100",
+        "00000000-0000-4000-8000-000000000001",
+    )
+    .await;
+    bought(
+        &w,
+        a,
+        "+14155550101",
+        "00000000-0000-4000-8000-000000000002",
+    )
+    .await;
+    bought(
+        &w,
+        b,
+        "+14155550102",
+        "00000000-0000-4000-8000-000000000003",
+    )
+    .await;
+    // A signer the rule does not name, with the right scope: refused, nothing released.
+    for (issuer, scopes) in [
+        (names::GATEWAY, &[scope::MEDIA_NUMBERS_ADMIN][..]),
+        (names::GATEWAY, &[scope::MEDIA_ADMIN][..]),
+        (names::OPERATOR, &[scope::MEDIA_NUMBERS_ADMIN][..]),
+    ] {
+        let e = w
+            .admin_as(issuer, scopes)
+            .await
+            .release_all_numbers(ReleaseAllNumbersRequest { customer_id: a })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{issuer} {scopes:?}");
+    }
+    assert!(w.fake.releases().is_empty());
+    // tenant-svc offboarding the customer (its own scope).
+    let token = w.svc.service_token(
+        names::TENANT_SVC,
+        names::MEDIA_SVC,
+        &[scope::MEDIA_NUMBERS_ADMIN],
+    );
+    let mut tenant_svc = NumberAdminServiceClient::with_interceptor(
+        w.svc.channel_to(w.svc.addr).await,
+        AttachToken(TokenSource::fixed(token.into())),
+    );
+    let released = tenant_svc
+        .release_all_numbers(ReleaseAllNumbersRequest { customer_id: a })
+        .await
+        .unwrap()
+        .into_inner()
+        .released;
+    assert_eq!(released, 2);
+    assert_eq!(w.fake.releases().len(), 2);
+    assert_eq!(w.routed_to("+14155550100").await, None);
+    assert_eq!(w.routed_to("+14155550102").await, Some(b), "B untouched");
+    // Again: nothing left to release.
+    let again = tenant_svc
+        .release_all_numbers(ReleaseAllNumbersRequest { customer_id: a })
+        .await
+        .unwrap()
+        .into_inner()
+        .released;
+    assert_eq!(again, 0);
+    let history = w
+        .admin()
+        .await
+        .list_all_numbers(ListAllNumbersRequest { customer_id: a })
+        .await
+        .unwrap()
+        .into_inner()
+        .numbers;
+    assert_eq!(history.len(), 2);
+    assert!(
+        history
+            .iter()
+            .all(|n| n.state == NumberState::Released as i32)
+    );
+    w.svc.stop().await;
+}
