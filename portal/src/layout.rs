@@ -50,13 +50,15 @@ pub enum NavItem {
     Team,
     /// `/portal/usage` (owners)
     Usage,
+    /// `/portal/numbers` (owners)
+    Numbers,
     /// `/portal/security`
     Security,
 }
 
 impl NavItem {
     /// Every item, in navigation order.
-    pub const ALL: [NavItem; 12] = [
+    pub const ALL: [NavItem; 13] = [
         NavItem::Dashboard,
         NavItem::Calls,
         NavItem::Messages,
@@ -68,6 +70,7 @@ impl NavItem {
         NavItem::Tokens,
         NavItem::Team,
         NavItem::Usage,
+        NavItem::Numbers,
         NavItem::Security,
     ];
 
@@ -85,6 +88,7 @@ impl NavItem {
             NavItem::Tokens => "/portal/tokens",
             NavItem::Team => "/portal/team",
             NavItem::Usage => "/portal/usage",
+            NavItem::Numbers => "/portal/numbers",
             NavItem::Security => "/portal/security",
         }
     }
@@ -103,6 +107,7 @@ impl NavItem {
             NavItem::Tokens => "API keys",
             NavItem::Team => "Team",
             NavItem::Usage => "Usage",
+            NavItem::Numbers => "Numbers",
             NavItem::Security => "Security",
         }
     }

@@ -15,6 +15,7 @@ pub mod calls;
 pub mod data;
 pub mod home;
 pub mod messages;
+pub mod numbers;
 pub mod outbound;
 pub mod recording;
 pub mod security;
@@ -34,6 +35,7 @@ pub fn routes() -> axum::Router<Arc<Portal>> {
         .merge(recording::routes())
         .merge(callers::routes())
         .merge(usage::routes())
+        .merge(numbers::routes())
         .merge(security::routes())
         .merge(agent::routes())
         .merge(webhooks::routes())

@@ -5,7 +5,7 @@
 //! ([`Browser::sign_in`], [`PortalMesh::signed_in_user`]) and the CSRF token of a page
 //! ([`csrf_of`]). One module per lane: `account` (sign-in, invitation, reset, security), `team`, `keys`, `data`
 //! (dashboard, calls, callers, usage), `settings` (agent, webhooks, outbound), `call_handling`
-//! (recording, retention, messages, opening hours), `signup` (self sign-up, the waiting page), `recording` (the call page's player and the
+//! (recording, retention, messages, opening hours), `signup` (self sign-up, the waiting page), `numbers` (the owner's number page), `recording` (the call page's player and the
 //! recording endpoint), `recordings` (every recording of a call, by id), `messages` (the inbox).
 
 // Shared by every lane's module: not each of them uses every helper.
@@ -16,6 +16,7 @@ mod call_handling;
 mod data;
 mod keys;
 mod messages;
+mod numbers;
 mod recording;
 mod recordings;
 mod settings;
