@@ -21,6 +21,7 @@ use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::tenant::account_admin_service_client::AccountAdminServiceClient;
 use mesh::api::tenant::{AgentConfig, InviteUserRequest, UserRole};
 use mesh::identity::{names, scope};
+use mesh::testkit::twilio::FakeTwilio;
 use tokio::sync::Mutex;
 
 /// A password every test user gets (12+ characters, not a common one).
@@ -37,6 +38,10 @@ pub struct Shared {
     /// The whole mesh, portal included (mounted by the gateway).
     pub mesh: Mesh,
     browser: Mutex<Browser>,
+    /// The fake Twilio REST API media-svc buys numbers from.
+    pub twilio: FakeTwilio,
+    /// Where tenant-svc writes its mail (`.eml` files).
+    pub outbox: std::path::PathBuf,
 }
 
 static SUITE: OnceLock<Suite> = OnceLock::new();
@@ -52,19 +57,52 @@ pub fn suite() -> &'static Suite {
             .expect("runtime");
         let shared = runtime.block_on(async {
             let browser = Browser::launch().await?;
+            // Numbers are bought from the fake Twilio; tenant-svc's mail (sign-up links,
+            // approvals, welcomes) goes to an outbox folder the tests read.
+            let twilio = FakeTwilio::start().await;
+            let outbox = tempfile::tempdir().expect("outbox").keep();
+            let dir = outbox.clone();
+            let (api, pricing, account, key, secret) = (
+                twilio.api_url.clone(),
+                twilio.pricing_url.clone(),
+                twilio.account_sid.clone(),
+                twilio.key_sid.clone(),
+                twilio.key_secret.clone(),
+            );
             let mesh = Mesh::start_with(MeshOptions {
+                media: Some(Box::new(move |c: &mut media_svc::CallConfig| {
+                    c.twilio.base_url = api;
+                    c.twilio.account_sid =
+                        Some(mesh::domain::AccountSid::parse(&account).expect("the fake's sid"));
+                    c.numbers.pricing_base_url = pricing;
+                    c.numbers.api_key_sid = Some(key);
+                    c.numbers.api_key_secret = Some(secret.into());
+                    c.numbers.reconcile_every = Duration::ZERO;
+                })),
+                tenant_accounts: Some(Box::new(move |accounts, base| {
+                    accounts.owner_mail = Some(tenant_svc::notice::OwnerMail {
+                        mailer: mesh::mail::Mailer::new(
+                            &mesh::mail::MailTransport::Outbox(dir),
+                            "NeuroSphere <no-reply@mesh.example>",
+                        ),
+                        base_url: base.to_owned(),
+                    });
+                    // Every test signs up from 127.0.0.1.
+                    accounts.signup.per_address_per_day = 100_000;
+                })),
                 gateway_env: vec![
                     // Every test signs in from 127.0.0.1: the per-address allowance of sign-in
                     // posts must not make one test's sign-ins fail another's. tenant-svc's own
                     // per-account and per-address failure throttles still apply (tested).
                     ("PORTAL_AUTH_POSTS_PER_MINUTE".into(), "100000".into()),
                 ],
-                ..MeshOptions::default()
             })
             .await;
             Some(Shared {
                 mesh,
                 browser: Mutex::new(browser),
+                twilio,
+                outbox,
             })
         });
         Suite { runtime, shared }
@@ -77,6 +115,10 @@ pub struct Ctx<'a> {
     pub mesh: &'a Mesh,
     /// The browser, at the desktop viewport.
     pub browser: &'a Browser,
+    /// The fake Twilio REST API.
+    pub twilio: &'a FakeTwilio,
+    /// tenant-svc's mail folder.
+    pub outbox: &'a std::path::Path,
 }
 
 impl Suite {
@@ -108,6 +150,8 @@ impl Suite {
             test(Ctx {
                 mesh: &shared.mesh,
                 browser: &browser,
+                twilio: &shared.twilio,
+                outbox: &shared.outbox,
             })
             .await;
         });

@@ -14,6 +14,9 @@
 //! - `player`: a recorded call plays on its page (duration known, playback advances, "Play
 //!   from" seeks); a call and its message each play; the messages inbox passes axe-core at
 //!   both widths and marks a message done.
+//! - `signup`: sign-up -> the mailed link -> the waiting page -> approval -> a number searched
+//!   and bought from the fake Twilio -> a signed call to it reaches the new tenant; axe-core on
+//!   the sign-up, waiting and number pages.
 //! - `screenshots`: the README's pictures (ignored; `scripts/screenshots.sh` runs it).
 
 mod forms;
@@ -25,3 +28,4 @@ mod pages;
 mod player;
 mod screenshots;
 mod sign_in;
+mod signup;

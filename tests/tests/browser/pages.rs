@@ -21,6 +21,7 @@ const OWNER_ONLY: &[&str] = &[
     "/portal/call-handling",
     "/portal/tokens",
     "/portal/team",
+    "/portal/numbers",
 ];
 
 /// Opens each of `paths` at both widths and checks it with axe-core; at phone width also that
@@ -70,6 +71,7 @@ fn every_page_has_no_serious_accessibility_violation_at_desktop_and_phone_width(
             "/portal/reset".to_owned(),
             format!("/portal/invite/{token}"),
             "/portal/no-such-page".to_owned(),
+            "/portal/signup".to_owned(),
         ];
         check_pages(&ctx, "signed out", &public).await;
         for viewport in [DESKTOP, PHONE] {
