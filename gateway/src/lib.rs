@@ -15,7 +15,8 @@
 //! which routes), [`http`] (the public listener's connection bounds: header deadline,
 //! keep-alive idle, per-address cap on unfinished connections, HTTP/1.1 unless h2c is enabled) and [`run`]/[`serve`]
 //! (public port + admin endpoints). [`sim`] plays Twilio's side of a call, for the CLI, tests
-//! and benchmarks.
+//! and benchmarks. [`console`] is the operator console, on its own private listener (never the
+//! public port), calling tenant-svc's `OperatorService` with the operator's session.
 //!
 //! A call: signed webhook -> `ResolveNumber` (tenant-svc, gateway service token) ->
 //! `RegisterCall` (media-svc, the call's tenant token; media-svc decides the answer once, from
@@ -25,6 +26,7 @@
 //! grant) both ways until either side ends. No session state: any replica takes any step.
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod extract;
 pub mod http;
 pub mod legacy;
@@ -143,8 +145,17 @@ pub async fn run(
     let identity = Identity::load(NAME, &settings.identity)?;
     let http = mesh::server::bind(settings.http_addr, "gateway HTTP").await?;
     let admin = mesh::server::bind(settings.admin_addr, "gateway admin").await?;
+    let console_listener = mesh::server::bind(settings.console_addr, "operator console").await?;
     let edge = edge_state(&settings, &identity)?;
-    serve(edge, http, admin, settings.drain_deadline, shutdown).await
+    let shutdown = shutdown.boxed().shared();
+    let console = tokio::spawn(console::serve(
+        console_listener,
+        edge.console.clone(),
+        shutdown.clone(),
+    ));
+    let served = serve(edge, http, admin, settings.drain_deadline, shutdown).await;
+    console.abort();
+    served
 }
 
 /// Readiness: tenant-svc and media-svc answer gRPC health.

@@ -47,6 +47,9 @@ pub struct Settings {
     pub connections: ConnectionConfig,
     /// The tenant portal's settings (mail, sign-in allowance; origin and cookie from the base URL).
     pub portal: portal::Config,
+    /// The operator console's listener (`OPERATOR_CONSOLE_ADDR`): loopback or private unless
+    /// `OPERATOR_CONSOLE_EXPOSED`.
+    pub console_addr: SocketAddr,
 }
 
 impl Settings {
@@ -78,6 +81,7 @@ impl Settings {
             .unwrap_or_default();
         let connections = connections_from_env(&mut env);
         let portal = portal::Config::from_env(&mut env, public_base_url.as_deref());
+        let console_addr = console_addr_from_env(&mut env);
         env.finish()?;
         let missing = "present when finish() succeeded";
         Ok(Self {
@@ -97,12 +101,30 @@ impl Settings {
             trusted_proxies,
             connections: connections.expect(missing),
             portal: portal.expect(missing),
+            console_addr: console_addr.expect(missing),
         })
     }
 }
 
 /// The rate limits: each rate with a burst of twice that. The `POST /v1/calls` allowance moved
 /// to media-svc: its old settings stop the gateway with a message saying where they went.
+/// The operator console's address: refused (a problem recorded) when it is not loopback or
+/// private and `OPERATOR_CONSOLE_EXPOSED` is not `true`.
+fn console_addr_from_env(env: &mut Env) -> Option<SocketAddr> {
+    let addr: Option<SocketAddr> = env.get(&catalog::OPERATOR_CONSOLE_ADDR);
+    let exposed: Option<bool> = env.get(&catalog::OPERATOR_CONSOLE_EXPOSED);
+    if let (Some(a), Some(false)) = (addr, exposed)
+        && !crate::console::is_private(a.ip())
+    {
+        env.problem(
+            &catalog::OPERATOR_CONSOLE_ADDR,
+            "is not a loopback or private address; the operator console stays off public \
+             networks unless OPERATOR_CONSOLE_EXPOSED=true",
+        );
+    }
+    addr
+}
+
 fn limits_from_env(env: &mut Env) -> Option<LimitConfig> {
     for (old, new) in [
         (
@@ -176,6 +198,33 @@ fn connections_from_env(env: &mut Env) -> Option<ConnectionConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The console listens on loopback by default; a public or unspecified address stops the
+    /// gateway unless the operator exposes it on purpose.
+    #[test]
+    fn a_public_console_address_needs_the_exposed_setting() {
+        let mut env = Env::from_pairs(Vec::<(&str, &str)>::new());
+        assert_eq!(
+            console_addr_from_env(&mut env),
+            Some("127.0.0.1:9081".parse().unwrap())
+        );
+        env.finish().unwrap();
+        for addr in ["0.0.0.0:9081", "203.0.113.7:9081", "[::]:9081"] {
+            let mut env = Env::from_pairs([("OPERATOR_CONSOLE_ADDR", addr)]);
+            console_addr_from_env(&mut env);
+            let e = env.finish().unwrap_err().to_string();
+            assert!(e.contains("OPERATOR_CONSOLE_ADDR"), "{e}");
+            let mut env = Env::from_pairs([
+                ("OPERATOR_CONSOLE_ADDR", addr),
+                ("OPERATOR_CONSOLE_EXPOSED", "true"),
+            ]);
+            console_addr_from_env(&mut env);
+            env.finish().unwrap();
+        }
+        let mut env = Env::from_pairs([("OPERATOR_CONSOLE_ADDR", "10.0.0.5:9081")]);
+        console_addr_from_env(&mut env);
+        env.finish().unwrap();
+    }
 
     /// The allowance moved to media-svc: a gateway still configured with its old settings does
     /// not start (a silently ignored limit would look like protection), and says where it went.

@@ -61,6 +61,8 @@ pub struct Edge {
     pub log_key: Vec<u8>,
     /// The tenant portal (its router is mounted under `/portal/`).
     pub portal: Arc<portal::Portal>,
+    /// The operator console (served on its own listener by [`crate::console::serve`]).
+    pub console: Arc<crate::console::Console>,
 }
 
 impl Edge {
@@ -158,7 +160,12 @@ pub fn edge_state(settings: &Settings, identity: &Identity) -> anyhow::Result<Ar
         },
         portal_account_tokens(identity),
     ));
+    let console = Arc::new(crate::console::Console::new(
+        tenant_channel.clone(),
+        identity,
+    ));
     Ok(Arc::new(Edge {
+        console,
         public_base_url: base,
         media_ws_url: format!("{ws_base}/twilio/media"),
         auth_token: secrecy::SecretSlice::from(token),

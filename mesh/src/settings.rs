@@ -160,6 +160,12 @@ pub mod catalog {
         /// h2c on the public port.
         GATEWAY_HTTP2 = { name: "GATEWAY_HTTP2", default: Some("false"), secret: false, used_by: "gateway",
             help: "`true` also serves cleartext HTTP/2 (prior knowledge) on the public port, with keep-alive pings, at most 32 concurrent streams and reset-flood limits. Off by default: Twilio and WebSocket upgrades use HTTP/1.1." },
+        /// The operator console's listener.
+        OPERATOR_CONSOLE_ADDR = { name: "OPERATOR_CONSOLE_ADDR", default: Some("127.0.0.1:9081"), secret: false, used_by: "gateway",
+            help: "Address and port of the operator console's own listener (`/console/`: operators' sign-in with a second factor, customers, approval, suspension). Never served on the public port. A bind address that is not loopback or private (RFC 1918, IPv6 unique local) stops the gateway at start-up unless OPERATOR_CONSOLE_EXPOSED is `true`; put TLS in front of it (a tunnel or a proxy) when it leaves the host." },
+        /// Whether the console may listen on a non-private address.
+        OPERATOR_CONSOLE_EXPOSED = { name: "OPERATOR_CONSOLE_EXPOSED", default: Some("false"), secret: false, used_by: "gateway",
+            help: "`true` lets OPERATOR_CONSOLE_ADDR be a public (or unspecified, 0.0.0.0 / ::) address. Off by default: the console is for the platform's operators only and stays on a loopback or private network." },
         /// Portal mail: SMTP server.
         PORTAL_SMTP_URL = { name: "PORTAL_SMTP_URL", default: None, secret: true, used_by: "gateway, tenant-svc",
             help: "SMTP server the platform's mail goes through (the portal's password-reset links from the gateway; tenant-svc's mail to a tenant's owners when a caller leaves a message): `smtps://user:password@host[:port]` (TLS from the start) or `smtp://user:password@host[:port]` (STARTTLS required; plain only to a loopback host). The gateway requires it unless PUBLIC_BASE_URL is a loopback address (then mail goes to the PORTAL_OUTBOX_DIR folder); tenant-svc without it or PORTAL_OUTBOX_DIR sends no owners' mail." },

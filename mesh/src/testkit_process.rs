@@ -49,6 +49,7 @@ pub fn service_env(keys: &DevKeys, service: &str, dir: &Path) -> BTreeMap<String
     ] {
         env.insert(port.into(), "0".into());
     }
+    env.insert("OPERATOR_CONSOLE_ADDR".into(), "127.0.0.1:0".into());
     env.insert(
         "MESH_SIGNING_KEY_FILE".into(),
         f.signing_key.display().to_string(),

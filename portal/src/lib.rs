@@ -161,6 +161,9 @@ pub fn signin_url(next: &str) -> String {
     format!("/portal/sign-in?next={encoded}")
 }
 
+/// The portal's stylesheet (the operator console serves it too).
+pub const STYLESHEET: &str = include_str!("../static/portal.css");
+
 /// The stylesheet, compiled in.
 async fn stylesheet() -> Response {
     (
@@ -174,7 +177,7 @@ async fn stylesheet() -> Response {
                 HeaderValue::from_static("public, max-age=3600"),
             ),
         ],
-        include_str!("../static/portal.css"),
+        STYLESHEET,
     )
         .into_response()
 }

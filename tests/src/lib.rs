@@ -67,6 +67,8 @@ pub struct Mesh {
     pub recording: media_svc::recording::RecordingConfig,
     /// gateway.
     pub gateway: Ports,
+    /// The gateway's operator console (its own loopback listener).
+    pub console: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, Task)>,
 }
@@ -107,6 +109,17 @@ impl GatewayReplica {
             .expect("no panic")
             .expect("the gateway exits cleanly");
     }
+}
+
+/// The gateway's operator console on its own loopback listener, as the binary serves it.
+async fn start_console(
+    edge: &gateway::Edge,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, Task) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let addr = listener.local_addr().expect("bound");
+    let serve = gateway::console::serve(listener, edge.console.clone(), shutdown);
+    (addr, tokio::spawn(async move { Ok(serve.await?) }))
 }
 
 /// tenant-svc with a fresh legacy HS256 secret; returns its ports and that secret.
@@ -282,6 +295,8 @@ impl Mesh {
         let settings = gateway_settings(&extra, gateway, &peers, &twilio_auth_token);
         let edge =
             gateway::edge_state(&settings, &keys.identity(names::GATEWAY)).expect("gateway state");
+        let (console, console_task) = start_console(&edge, shutdown()).await;
+        tasks.push(("operator-console", console_task));
         tasks.push((
             names::GATEWAY,
             tokio::spawn(gateway::serve(edge, h, ha, DRAIN, shutdown())),
@@ -298,6 +313,7 @@ impl Mesh {
             media,
             recording,
             gateway,
+            console,
             stop,
             tasks,
         }

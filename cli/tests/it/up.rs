@@ -68,6 +68,10 @@ impl Up {
         }
         port("NEUROSPHERE_PG_PORT");
         env.insert(
+            "OPERATOR_CONSOLE_ADDR".into(),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        env.insert(
             "TENANT_SVC_URL".into(),
             format!("http://127.0.0.1:{tenant}"),
         );

@@ -187,7 +187,8 @@ async fn services_exit_cleanly_on_shutdown_and_stop_listening() {
         200
     );
     let results = mesh.shutdown().await;
-    assert_eq!(results.len(), 4);
+    // The four services and the gateway's operator console listener.
+    assert_eq!(results.len(), 5);
     for (name, r) in results {
         r.unwrap_or_else(|e| panic!("{name} did not stop cleanly: {e:#}"));
     }

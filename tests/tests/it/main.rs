@@ -7,6 +7,7 @@
 mod api_keys;
 mod boot;
 mod call;
+mod console;
 mod context;
 mod gateway;
 mod grpcurl;
