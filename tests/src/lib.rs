@@ -111,6 +111,26 @@ impl GatewayReplica {
     }
 }
 
+/// media-svc's call configuration in the test mesh: its peers, the gateway's public URL, and the
+/// test's adjustments.
+#[allow(clippy::type_complexity)]
+fn media_calls(
+    tenant: Ports,
+    memory: Ports,
+    public_base_url: &str,
+    adjust: Option<Box<dyn FnOnce(&mut media_svc::CallConfig) + Send>>,
+) -> media_svc::CallConfig {
+    let mut calls = media_svc::CallConfig::local(
+        format!("http://{}", tenant.main),
+        format!("http://{}", memory.main),
+    );
+    calls.public_base_url = public_base_url.to_owned();
+    if let Some(adjust) = adjust {
+        adjust(&mut calls);
+    }
+    calls
+}
+
 /// The gateway's operator console on its own loopback listener, as the binary serves it.
 async fn start_console(
     edge: &gateway::Edge,
@@ -265,14 +285,7 @@ impl Mesh {
         tasks.push((names::TENANT_SVC, task));
         tasks.push((names::MEMORY_SVC, memory_task));
 
-        let mut calls = media_svc::CallConfig::local(
-            format!("http://{}", tenant.main),
-            format!("http://{}", memory.main),
-        );
-        calls.public_base_url = public_base_url.clone();
-        if let Some(adjust) = media_options {
-            adjust(&mut calls);
-        }
+        let calls = media_calls(tenant, memory, &public_base_url, media_options);
         let recording = calls.recording.clone();
         let deps = media_svc::Deps {
             core: mesh::server::Core {
@@ -281,26 +294,23 @@ impl Mesh {
             },
             calls,
         };
-        tasks.push((
-            names::MEDIA_SVC,
-            tokio::spawn(media_svc::serve(
-                deps,
-                mesh::server::Listeners::new(g, a, DRAIN),
-                shutdown(),
-            )),
-        ));
+        let listeners = mesh::server::Listeners::new(g, a, DRAIN);
+        let media_task = tokio::spawn(media_svc::serve(deps, listeners, shutdown()));
+        tasks.push((names::MEDIA_SVC, media_task));
 
         let twilio_auth_token = uuid::Uuid::new_v4().simple().to_string();
-        let peers = [tenant, memory, media];
-        let settings = gateway_settings(&extra, gateway, &peers, &twilio_auth_token);
+        let settings = gateway_settings(
+            &extra,
+            gateway,
+            &[tenant, memory, media],
+            &twilio_auth_token,
+        );
         let edge =
             gateway::edge_state(&settings, &keys.identity(names::GATEWAY)).expect("gateway state");
         let (console, console_task) = start_console(&edge, shutdown()).await;
         tasks.push(("operator-console", console_task));
-        tasks.push((
-            names::GATEWAY,
-            tokio::spawn(gateway::serve(edge, h, ha, DRAIN, shutdown())),
-        ));
+        let gateway_task = tokio::spawn(gateway::serve(edge, h, ha, DRAIN, shutdown()));
+        tasks.push((names::GATEWAY, gateway_task));
 
         Mesh {
             db,
