@@ -245,6 +245,7 @@ pub async fn purchase(
     let request_id = Uuid::parse_str(request_id.trim())
         .map_err(|_| NumbersError::invalid("request_id", "must be a UUID"))?;
     let rest = n.rest()?;
+    require_customer(n, customer).await?;
     let price = monthly_price(rest, number.as_str()).await;
     let (row, fresh) = record_intent(n, customer, &number, request_id, price).await?;
     match row.state {
@@ -460,20 +461,18 @@ pub struct Imported {
     pub fixed: bool,
 }
 
-/// The customer exists and is active (tenant-svc issues it a token): NOT_FOUND naming
-/// `customer_id` otherwise, before anything is asked of Twilio or stored.
+/// The customer exists and is active (tenant-svc issues it a token), before anything is asked
+/// of Twilio or stored: INVALID_ARGUMENT naming `customer_id` for an unknown one,
+/// FAILED_PRECONDITION for a pending or suspended one (nothing billable before approval).
 async fn require_customer(n: &Numbers, customer: CustomerId) -> Result<(), NumbersError> {
     match n.peers.customer(customer).await {
         Ok(_) => Ok(()),
-        Err(crate::peers::PeerError::Status(s))
-            if matches!(
-                s.code(),
-                tonic::Code::NotFound | tonic::Code::FailedPrecondition
-            ) =>
-        {
-            Err(NumbersError::invalid(
-                "customer_id",
-                "no active customer has this id",
+        Err(crate::peers::PeerError::Status(s)) if s.code() == tonic::Code::NotFound => Err(
+            NumbersError::invalid("customer_id", "no customer has this id"),
+        ),
+        Err(crate::peers::PeerError::Status(s)) if s.code() == tonic::Code::FailedPrecondition => {
+            Err(NumbersError::FailedPrecondition(
+                "the customer is not active (pending approval or suspended)".into(),
             ))
         }
         Err(e) => {

@@ -430,6 +430,33 @@ async fn a_suspended_tenants_token_is_refused_and_other_scopes_too() {
     w.svc.stop().await;
 }
 
+#[tokio::test]
+async fn a_pending_customer_buys_nothing_even_with_a_token() {
+    let w = start().await;
+    let a = create_customer(&w.svc, "alloy").await;
+    // Pending as a self sign-up leaves it (no operator RPC sets it).
+    w.svc
+        .db
+        .admin_client()
+        .await
+        .execute(
+            "UPDATE tenant.customers SET status = 'pending' WHERE customer_id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap();
+    // A token minted anyway (tenant-svc issues none to a pending customer).
+    let mut owner = w.owner(a).await;
+    let e = owner
+        .purchase_number(buy("+14155550100", R1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(w.fake.purchases().is_empty(), "nothing bought");
+    assert_eq!(w.rows().await, 0, "nothing stored");
+    w.svc.stop().await;
+}
+
 async fn set_status(svc: &Svc, customer_id: i64, status: CustomerStatus) {
     use mesh::api::tenant::SetCustomerStatusRequest;
     use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
