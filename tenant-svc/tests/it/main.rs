@@ -21,7 +21,8 @@
 //!   message (outbox folder and a real SMTP server);
 //! - [`operator`]: operators (issue 21): sign-in with a required second factor, throttles,
 //!   sessions, who may call the console's API, customer actions audited per tenant;
-//! - [`signup`]: self sign-up, verification, pending customers, approval and welcome mails;
+//! - [`signup`]: self sign-up and its verification link, limits and answers;
+//! - [`onboarding`]: pending customers refused, approval and welcome mails, automatic approval;
 //! - [`common`]: what they share (a replica on port 0, tokens, bearer metadata).
 
 mod accounts;
@@ -33,6 +34,7 @@ mod common;
 mod erasure;
 mod keys;
 mod legacy;
+mod onboarding;
 mod operator;
 mod outbound_settings;
 mod owner_mail;

@@ -1,20 +1,17 @@
-//! Self sign-up and onboarding (issue 21) over real gRPC against a real PostgreSQL, mail written
-//! to an `.eml` outbox folder: the verification link creates the customer once (pending) with
-//! its owner; answers that say nothing about the address; the per-address and per-e-mail daily
-//! limits; bad input naming the field with nothing stored; a pending customer refused for
-//! routing, tokens, numbers, the legacy exchange and the portal's token; approval mailing the
-//! owners once; the first routed number welcomed once; automatic approval; who may call.
+//! Self sign-up (issue 21) over real gRPC against a real PostgreSQL, mail written to an `.eml`
+//! outbox folder: the verification link creates the customer once (pending) with its owner;
+//! replayed, unknown and expired links create nothing; answers that say nothing about the
+//! address; the per-address and per-e-mail daily limits; bad input naming the field with nothing
+//! stored; who may call. The harness ([`S`]) serves `onboarding` too.
 
 use std::path::Path;
 use std::time::Duration;
 
 use mesh::api::tenant::account_service_client::AccountServiceClient;
-use mesh::api::tenant::edge_service_client::EdgeServiceClient;
 use mesh::api::tenant::signup_service_client::SignupServiceClient;
 use mesh::api::tenant::tenant_admin_service_client::TenantAdminServiceClient;
 use mesh::api::tenant::*;
 use mesh::auth::LegacyVerifier;
-use mesh::domain::CustomerId;
 use mesh::identity::{DevKeys, scope};
 use mesh::mail::{MailTransport, Mailer};
 use mesh::testkit::TestDb;
@@ -24,22 +21,22 @@ use tonic::{Code, Status};
 
 use crate::common::{self, auth};
 
-const BASE: &str = "https://edge.example.com";
+pub(crate) const BASE: &str = "https://edge.example.com";
 const PASSWORD: &str = "correct horse battery staple";
 const ADDRESS: &str = "203.0.113.7";
-const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const LEGACY_SECRET: &str = "legacy-secret-for-tests-0123456789abcdef";
 
-struct S {
-    db: TestDb,
-    keys: DevKeys,
-    replica: common::Replica,
-    outbox: tempfile::TempDir,
-    legacy: LegacyVerifier,
+pub(crate) struct S {
+    pub(crate) db: TestDb,
+    pub(crate) keys: DevKeys,
+    pub(crate) replica: common::Replica,
+    pub(crate) outbox: tempfile::TempDir,
+    pub(crate) legacy: LegacyVerifier,
 }
 
 impl S {
-    async fn start(auto_approve: bool, per_address: i64) -> S {
+    pub(crate) async fn start(auto_approve: bool, per_address: i64) -> S {
         let outbox = tempfile::tempdir().unwrap();
         let accounts = tenant_svc::account::AccountConfig {
             owner_mail: Some(tenant_svc::notice::OwnerMail {
@@ -74,30 +71,30 @@ impl S {
         }
     }
 
-    fn portal(&self) -> String {
+    pub(crate) fn portal(&self) -> String {
         common::gateway_token(&self.keys, &[scope::TENANT_PORTAL])
     }
 
-    fn operator(&self) -> String {
+    pub(crate) fn operator(&self) -> String {
         common::operator_token(&self.keys, &[scope::TENANT_ADMIN])
     }
 
-    fn signups(&self) -> SignupServiceClient<tonic::transport::Channel> {
+    pub(crate) fn signups(&self) -> SignupServiceClient<tonic::transport::Channel> {
         SignupServiceClient::new(self.replica.channel.clone())
     }
 
-    fn admin(&self) -> TenantAdminServiceClient<tonic::transport::Channel> {
+    pub(crate) fn admin(&self) -> TenantAdminServiceClient<tonic::transport::Channel> {
         TenantAdminServiceClient::new(self.replica.channel.clone())
     }
 
-    async fn sign_up(&self, r: SignUpRequest) -> Result<SignUpResponse, Status> {
+    pub(crate) async fn sign_up(&self, r: SignUpRequest) -> Result<SignUpResponse, Status> {
         self.signups()
             .sign_up(auth(r, &self.portal()))
             .await
             .map(|r| r.into_inner())
     }
 
-    async fn verify(&self, token: &str) -> Result<VerifySignupResponse, Status> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<VerifySignupResponse, Status> {
         self.signups()
             .verify_signup(auth(
                 VerifySignupRequest {
@@ -110,7 +107,7 @@ impl S {
             .map(|r| r.into_inner())
     }
 
-    async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         self.db
             .admin_client()
             .await
@@ -121,7 +118,7 @@ impl S {
     }
 
     /// Rows of every table a sign-up or a verification writes.
-    async fn snapshot(&self) -> Vec<i64> {
+    pub(crate) async fn snapshot(&self) -> Vec<i64> {
         let mut v = Vec::new();
         for t in [
             "signups",
@@ -141,11 +138,11 @@ impl S {
     }
 
     /// The outbox's mails once there are `n` (the mail goes in the background).
-    async fn mails(&self, n: usize) -> Vec<String> {
+    pub(crate) async fn mails(&self, n: usize) -> Vec<String> {
         wait_mails(self.outbox.path(), n).await
     }
 
-    async fn exchange(&self, secret: &str) -> Result<ExchangeSessionResponse, Status> {
+    pub(crate) async fn exchange(&self, secret: &str) -> Result<ExchangeSessionResponse, Status> {
         AccountServiceClient::new(self.replica.channel.clone())
             .exchange_session(auth(
                 ExchangeSessionRequest {
@@ -157,7 +154,11 @@ impl S {
             .map(|r| r.into_inner())
     }
 
-    async fn set_status(&self, id: i64, status: CustomerStatus) -> Result<Customer, Status> {
+    pub(crate) async fn set_status(
+        &self,
+        id: i64,
+        status: CustomerStatus,
+    ) -> Result<Customer, Status> {
         self.admin()
             .set_customer_status(auth(
                 SetCustomerStatusRequest {
@@ -170,7 +171,7 @@ impl S {
             .map(|r| r.into_inner().customer.unwrap())
     }
 
-    async fn assign(&self, id: i64, number: &str) -> Result<(), Status> {
+    pub(crate) async fn assign(&self, id: i64, number: &str) -> Result<(), Status> {
         self.admin()
             .assign_phone_number(auth(
                 AssignPhoneNumberRequest {
@@ -186,7 +187,12 @@ impl S {
 
     /// Signs `email` up from `ADDRESS`, verifies the mailed link (the `n`th mail) and returns
     /// the verification's answer.
-    async fn signed_up(&self, business: &str, email: &str, n: usize) -> VerifySignupResponse {
+    pub(crate) async fn signed_up(
+        &self,
+        business: &str,
+        email: &str,
+        n: usize,
+    ) -> VerifySignupResponse {
         self.sign_up(request(business, email)).await.unwrap();
         let mails = self.mails(n).await;
         let mail = mails
@@ -197,7 +203,7 @@ impl S {
     }
 }
 
-fn request(business: &str, email: &str) -> SignUpRequest {
+pub(crate) fn request(business: &str, email: &str) -> SignUpRequest {
     SignUpRequest {
         business_name: business.into(),
         contact_name: "Ada Owner".into(),
@@ -225,7 +231,7 @@ async fn wait_mails(dir: &Path, n: usize) -> Vec<String> {
 
 /// The token of the verification link in a mail (quoted-printable's soft line breaks and `=3D`
 /// undone).
-fn link_token(mail: &str) -> String {
+pub(crate) fn link_token(mail: &str) -> String {
     let mail = mail
         .replace("=\r\n", "")
         .replace("=\n", "")
@@ -506,165 +512,4 @@ async fn bad_input_and_wrong_tokens_are_refused_and_store_nothing() {
         .await
         .unwrap();
     assert_eq!(s.mails(1).await.len(), 1);
-}
-
-/// A pending customer: its owner's session mints no token (the portal shows the waiting page),
-/// no tenant token is issued, no number is assigned (nothing stored), the legacy exchange is
-/// refused, and a number routed to it (put there behind the service's back) is refused like a
-/// suspended customer's. Another, active customer is unaffected.
-#[tokio::test]
-async fn a_pending_customer_gets_no_token_number_legacy_exchange_or_call() {
-    let s = S::start(false, 50).await;
-    let v = s.signed_up("Waiting Co", "wait@waiting.example", 1).await;
-    let id = v.user.unwrap().customer_id;
-    let secret = v.session.unwrap().secret;
-
-    let x = s.exchange(&secret).await.unwrap();
-    assert!(x.pending_approval);
-    assert!(x.tenant_token.is_empty() && x.scopes.is_empty());
-    assert_eq!(x.user.unwrap().business_name, "Waiting Co");
-
-    let e = s
-        .admin()
-        .issue_tenant_token(auth(
-            IssueTenantTokenRequest {
-                customer_id: id,
-                scopes: vec![scope::TENANT_READ.into()],
-                ..Default::default()
-            },
-            &s.operator(),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert!(e.message().contains("pending approval"), "{e:?}");
-
-    let before = s.snapshot().await;
-    let e = s.assign(id, "+15005550006").await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    assert_eq!(s.snapshot().await, before, "no number, no history row");
-
-    let legacy = s
-        .legacy
-        .mint_for_tests(CustomerId::new(id).unwrap(), Duration::from_secs(600));
-    let gw = common::gateway_token(&s.keys, &[scope::TENANT_EXCHANGE]);
-    let e = EdgeServiceClient::new(s.replica.channel.clone())
-        .exchange_legacy_token(auth(
-            ExchangeLegacyTokenRequest {
-                legacy_token: legacy,
-            },
-            &gw,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-
-    s.db.admin_client()
-        .await
-        .execute(
-            &format!(
-                "INSERT INTO tenant.phone_numbers (customer_id, number) VALUES ({id}, '+15005550007')"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    let resolve = ResolveNumberRequest {
-        called_number: "+15005550007".into(),
-        account_sid: ACCOUNT.into(),
-        call_sid: "CA0123456789abcdef0123456789abcdef".into(),
-    };
-    let gw = common::gateway_token(&s.keys, &[scope::TENANT_RESOLVE]);
-    let e = EdgeServiceClient::new(s.replica.channel.clone())
-        .resolve_number(auth(resolve, &gw))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-
-    // An operator may not put a customer back to PENDING.
-    let e = s.set_status(id, CustomerStatus::Pending).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-}
-
-/// Approval (PENDING -> ACTIVE) mails the owners "choose your number" once and is audited; the
-/// session then mints tokens. Suspending and reinstating mails nothing more. The first routed
-/// number welcomes the owners once; a second number, a release and a new assignment do not.
-#[tokio::test]
-async fn approval_and_the_first_number_each_mail_the_owners_once() {
-    let s = S::start(false, 50).await;
-    let v = s.signed_up("Approved Co", "boss@approved.example", 1).await;
-    let id = v.user.unwrap().customer_id;
-    let secret = v.session.unwrap().secret;
-
-    let c = s.set_status(id, CustomerStatus::Active).await.unwrap();
-    assert_eq!(c.status, CustomerStatus::Active as i32);
-    let mails = s.mails(2).await;
-    let approved = mails.iter().find(|m| m.contains("is approved")).unwrap();
-    assert!(approved.contains("To: boss@approved.example"));
-    assert!(approved.contains(&format!("{BASE}/portal/numbers")));
-    assert_eq!(
-        s.count(&format!(
-            "SELECT count(*) FROM tenant.audit_log WHERE customer_id = {id} \
-             AND action = 'customer.approved'"
-        ))
-        .await,
-        1
-    );
-    let x = s.exchange(&secret).await.unwrap();
-    assert!(!x.pending_approval);
-    assert!(!x.tenant_token.is_empty());
-
-    s.set_status(id, CustomerStatus::Active).await.unwrap();
-    s.set_status(id, CustomerStatus::Suspended).await.unwrap();
-    s.set_status(id, CustomerStatus::Active).await.unwrap();
-
-    s.assign(id, "+15005550006").await.unwrap();
-    let mails = s.mails(3).await;
-    let welcome = mails.iter().find(|m| m.contains("Welcome")).unwrap();
-    assert!(welcome.contains("To: boss@approved.example"));
-    assert!(welcome.contains("+15005550006"));
-    s.assign(id, "+15005550008").await.unwrap();
-    s.admin()
-        .release_phone_number(auth(
-            ReleasePhoneNumberRequest {
-                customer_id: id,
-                number: "+15005550006".into(),
-            },
-            &s.operator(),
-        ))
-        .await
-        .unwrap();
-    s.admin()
-        .release_phone_number(auth(
-            ReleasePhoneNumberRequest {
-                customer_id: id,
-                number: "+15005550008".into(),
-            },
-            &s.operator(),
-        ))
-        .await
-        .unwrap();
-    s.assign(id, "+15005550009").await.unwrap();
-    // A later mail to another customer shows nothing else was queued for this one.
-    s.sign_up(request("Later Co", "later@later.example"))
-        .await
-        .unwrap();
-    let mails = s.mails(4).await;
-    assert_eq!(
-        mails.iter().filter(|m| m.contains("is approved")).count(),
-        1
-    );
-    assert_eq!(mails.iter().filter(|m| m.contains("Welcome")).count(), 1);
-}
-
-/// `TENANT_SIGNUP_AUTO_APPROVE`: the verified customer is ACTIVE at once and its session mints
-/// the owner's token; no approval mail is sent (there was no approval).
-#[tokio::test]
-async fn under_automatic_approval_the_verified_customer_is_active() {
-    let s = S::start(true, 50).await;
-    let v = s.signed_up("Quick Co", "quick@quick.example", 1).await;
-    assert_eq!(v.status, CustomerStatus::Active as i32);
-    let x = s.exchange(&v.session.unwrap().secret).await.unwrap();
-    assert!(!x.pending_approval);
-    assert!(x.scopes.iter().any(|s| s == scope::TENANT_WRITE));
 }
