@@ -195,7 +195,9 @@ async fn deliver_tenant(
         .await?;
     let mut delivered = 0;
     for row in claimed {
-        if row.kind == sql::OutboxKind::NotifyOwners.as_str() {
+        if row.kind == sql::OutboxKind::NotifyOwners.as_str()
+            || row.kind == sql::OutboxKind::NotifyOwnersUsage.as_str()
+        {
             match notify_owners(rt, customer, &row).await {
                 Ok(()) => {
                     delivered += 1;
@@ -248,6 +250,7 @@ pub async fn queue_owner_notice(
         kind: OwnerNotice::MessageTaken.into(),
         task_id: task_id.to_string(),
         reason: reason.into(),
+        ..Default::default()
     };
     sql::enqueue(
         tx,
@@ -269,7 +272,7 @@ async fn notify_owners(rt: &Runtime, customer: CustomerId, row: &Claimed) -> Res
         (gone || e.is_permanent(), e.short())
     })?;
     metrics::counter!("media_owner_notices_total").increment(1);
-    tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, mail_configured = response.mail_configured, sent = response.sent, already_sent = response.already_sent, "owners' notice of a message delivered to tenant-svc");
+    tracing::info!(customer_id = customer.get(), call_sid = %row.call_sid, attempts = row.attempts, mail_configured = response.mail_configured, sent = response.sent, already_sent = response.already_sent, "owners' notice delivered to tenant-svc");
     Ok(())
 }
 

@@ -170,6 +170,9 @@ impl call_service_server::CallService for MediaSvc {
             .await?;
         if !applied {
             metrics::counter!("media_status_callbacks_ignored_total").increment(1);
+        } else if row.is_final() {
+            // The call was counted: a monthly cap may have passed 80 %.
+            crate::billing::caps::warn_if_due(&self.deps, customer, &call_sid).await;
         }
         Ok(Response::new(UpdateCallStatusResponse {
             call: Some(row.to_proto()),

@@ -57,6 +57,22 @@ pub fn message_taken(business: &str, base_url: &str, reason: MessageReason) -> N
     }
 }
 
+/// The "monthly minutes 80 % used" mail for `business` (media-svc's billing; the share and the
+/// month only: no call, no caller, no amount).
+pub fn usage_warning(business: &str, base_url: &str, percent: i32, month: &str) -> Notice {
+    let business = business_or_default(business);
+    Notice {
+        subject: format!("{business} has used {percent}% of this month's minutes"),
+        body: format!(
+            "Hello,\n\n\
+             {business} has used {percent}% of the call minutes included in its package for \
+             {month}. When they are used up, new calls are handled as your package says (callers \
+             leave a message, or the line is busy) until the month ends.\n\n\
+             See this month's usage in the portal:\n\n{base_url}/portal/usage\n"
+        ),
+    }
+}
+
 /// `business`, or "your business" when blank.
 fn business_or_default(business: &str) -> &str {
     let business = business.trim();
@@ -113,6 +129,20 @@ pub fn welcome(business: &str, base_url: &str, number: &str) -> Notice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usage_warning_names_the_share_and_month_only() {
+        let n = usage_warning("Smith & Sons", "https://example.test", 85, "2026-12");
+        assert_eq!(
+            n.subject,
+            "Smith & Sons has used 85% of this month's minutes"
+        );
+        assert!(
+            n.body
+                .contains("85% of the call minutes included in its package for 2026-12")
+        );
+        assert!(n.body.contains("https://example.test/portal/usage"));
+    }
 
     #[test]
     fn onboarding_mails_carry_their_link_and_number() {

@@ -8,9 +8,12 @@
 //!   computed exactly in millionths of the minor unit and rounded half-up to the minor unit once
 //!   per line per month; the total is the sum of the rounded lines.
 //! - [`csv`]: the bill as RFC 4180 CSV.
+//! - [`caps`]: the monthly cap of a finalised call (80 %: a `usage.warning` event and the
+//!   owners' e-mail, once) and of `RegisterCall` (100 %: the message flow or a refusal).
 //! - [`service`]: `BillingService` (a tenant's own bill) and `BillingAdminService` (packages,
 //!   rate cards, assignments, every tenant's bills), over [`crate::store::billing`].
 
+pub mod caps;
 pub mod csv;
 pub mod service;
 

@@ -306,8 +306,12 @@ impl Call {
             || self.finish(&end, &recorded, webhook),
         )
         .await;
-        if let Err(e) = finished {
-            tracing::error!(error = %e, "call not finalised");
+        match finished {
+            // The call was counted: a monthly cap may have passed 80 %.
+            Ok(()) => {
+                crate::billing::caps::warn_if_due(&self.rt, self.customer, &self.call_sid).await
+            }
+            Err(e) => tracing::error!(error = %e, "call not finalised"),
         }
         metrics::gauge!("media_calls_active").decrement(1.0);
         metrics::histogram!("media_call_seconds").record(started.elapsed().as_secs_f64());

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mesh::api::media::CallDirection;
+use mesh::api::media::{CallDirection, OverCapAction};
 use mesh::domain::CustomerId;
 
 use secrecy::ExposeSecret as _;
@@ -39,6 +39,9 @@ pub const LIMIT_RATE: &str = "rate";
 
 /// `x-neurosphere-limit` of a refusal by the concurrent-call limit.
 pub const LIMIT_CONCURRENCY: &str = "concurrency";
+
+/// `x-neurosphere-limit` of a refusal at the monthly cap of the tenant's package.
+pub const LIMIT_MONTHLY_CAP: &str = "monthly-cap";
 
 /// `x-neurosphere-limit` of a refusal by the per-address allowance.
 pub const LIMIT_ADDRESS: &str = "address";
@@ -295,6 +298,52 @@ enum Registration {
     /// of the tenant and the platform when an inbound call found them at their caps), or
     /// before (a repeat).
     Refused(Option<(i64, Option<(i64, i64)>)>),
+    /// At the monthly cap of the tenant's package, answered for the message flow (as `Busy`).
+    CapMessage(Box<CallRow>),
+    /// Refused at the monthly cap (stored as refused, like a call at the concurrent limit).
+    CapRefused,
+}
+
+/// A new call refused at the monthly cap: counted, logged, and the busy answer's status.
+fn cap_refused(customer: CustomerId) -> MediaError {
+    metrics::counter!("media_calls_refused_total", "reason" => "monthly_cap").increment(1);
+    tracing::info!(
+        customer_id = customer.get(),
+        "new call refused at the monthly cap"
+    );
+    MediaError::LimitReached {
+        message: "the customer's monthly minutes are used up".into(),
+        retry_after_secs: 3600,
+        limit: LIMIT_MONTHLY_CAP,
+    }
+}
+
+/// At the monthly cap of the tenant's package (minutes used this month): a new inbound call
+/// goes to the message flow when the package says so and a message place is free (the caps on
+/// message-taking calls hold, as for a busy call); every other new call is refused and stored as
+/// refused. `None` below the cap (or without one).
+async fn at_cap(
+    tx: &mesh::db::Tx<'_>,
+    customer: CustomerId,
+    call: &NewCall,
+    caps: messages::Caps,
+) -> Result<Option<Registration>, MediaError> {
+    let Some(action) = crate::billing::caps::reached(tx).await? else {
+        return Ok(None);
+    };
+    if call.direction == CallDirection::Inbound && action == OverCapAction::MessageFlow {
+        // The tenant's lock is held; the message-call lock is always taken after it.
+        messages::lock(tx).await?;
+        let (mine, all) = messages::in_progress(tx, customer).await?;
+        if messages::fits(caps, mine, all) {
+            let (mut row, _) = store::calls::register_call(tx, customer, call).await?;
+            messages::mark(tx, &call.call_sid, Reason::Busy).await?;
+            row.message_flow = Some(Reason::Busy.as_str().to_owned());
+            return Ok(Some(Registration::CapMessage(Box::new(row))));
+        }
+    }
+    store::calls::register_refused(tx, customer, call).await?;
+    Ok(Some(Registration::CapRefused))
 }
 
 /// `RegisterCall`: a repeat of a known CallSid returns the stored call (stamped as answered
@@ -338,6 +387,9 @@ pub async fn register(
                 let row = store::calls::answer_with_stream(tx, existing).await?;
                 return Ok(Registration::Row(Box::new(row), false));
             }
+            if let Some(capped) = at_cap(tx, customer, call, caps).await? {
+                return Ok(capped);
+            }
             if in_progress < limit {
                 let (row, created) = store::calls::register_call(tx, customer, call).await?;
                 return Ok(Registration::Row(Box::new(row), created));
@@ -377,6 +429,15 @@ pub async fn register(
             }
             Err(concurrency_refusal(in_progress, &tier))
         }
+        Registration::CapMessage(row) => {
+            metrics::counter!("media_calls_capped_to_messages_total").increment(1);
+            tracing::info!(
+                customer_id = customer.get(),
+                "new call at the monthly cap answered for the message flow"
+            );
+            Ok((*row, true))
+        }
+        Registration::CapRefused => Err(cap_refused(customer)),
         Registration::Refused(None) => Err(MediaError::LimitReached {
             message: "this call was refused at the customer's concurrent-call limit".into(),
             retry_after_secs: CONCURRENCY_RETRY_AFTER_SECS,

@@ -19,6 +19,10 @@ pub enum OutboxKind {
     /// `NotifyOwners` to tenant-svc: mail the tenant's owners that a caller left a message
     /// (payload: the encoded `NotifyOwnersRequest`).
     NotifyOwners,
+    /// `NotifyOwners` to tenant-svc about a monthly cap 80 % used (payload: the encoded
+    /// `NotifyOwnersRequest`); its own kind, so a call that left a message and crossed the
+    /// threshold queues both (the outbox is unique per kind and call).
+    NotifyOwnersUsage,
 }
 
 impl OutboxKind {
@@ -27,6 +31,7 @@ impl OutboxKind {
         match self {
             Self::RecordCall => "record_call",
             Self::NotifyOwners => "notify_owners",
+            Self::NotifyOwnersUsage => "notify_owners_usage",
         }
     }
 }

@@ -33,6 +33,8 @@ pub enum EventType {
     CallCompleted,
     /// A callback task was created (V23).
     MessageCreated,
+    /// A monthly cap of the tenant's package is 80 % used (V33).
+    UsageWarning,
 }
 
 impl EventType {
@@ -41,6 +43,7 @@ impl EventType {
         match self {
             Self::CallCompleted => "call.completed",
             Self::MessageCreated => "message.created",
+            Self::UsageWarning => "usage.warning",
         }
     }
 }

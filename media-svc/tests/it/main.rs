@@ -9,6 +9,7 @@ mod fakes;
 mod admin_issuers;
 mod billing;
 mod billing_admin;
+mod billing_caps;
 mod billing_usage;
 mod binary;
 mod calls;

@@ -15,24 +15,56 @@ use crate::error::{Result, TenantError};
 use crate::notice;
 use crate::store::owner_notifications as sql;
 
+/// What a checked `NotifyOwners` request tells the owners.
+enum Kind {
+    /// A caller left a message.
+    Message(MessageReason),
+    /// A monthly cap is this much used (percent), in this month (`YYYY-MM`).
+    UsageWarning(i32, String),
+}
+
 /// A checked `NotifyOwners` request.
 struct Request {
     id: mesh::domain::CustomerId,
     task: Uuid,
-    reason: MessageReason,
+    kind: Kind,
+}
+
+/// `YYYY-MM`.
+fn is_month(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 7
+        && b[4] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || c.is_ascii_digit())
+        && matches!(s[5..].parse::<u32>(), Ok(1..=12))
 }
 
 impl Request {
     fn parse(r: &NotifyOwnersRequest) -> Result<Self> {
         let id = target_customer("customer_id", r.customer_id)?;
-        if OwnerNotice::try_from(r.kind) != Ok(OwnerNotice::MessageTaken) {
-            return Err(TenantError::invalid(
-                "kind",
-                "must be OWNER_NOTICE_MESSAGE_TAKEN",
-            ));
-        }
         let task = Uuid::parse_str(&r.task_id)
             .map_err(|_| TenantError::invalid("task_id", "must be a UUID"))?;
+        match OwnerNotice::try_from(r.kind) {
+            Ok(OwnerNotice::MessageTaken) => {}
+            Ok(OwnerNotice::UsageWarning) => {
+                if !(1..=1000).contains(&r.percent_used) {
+                    return Err(TenantError::invalid("percent_used", "must be 1-1000"));
+                }
+                if !is_month(&r.month) {
+                    return Err(TenantError::invalid("month", "must be YYYY-MM"));
+                }
+                let kind = Kind::UsageWarning(r.percent_used, r.month.clone());
+                return Ok(Self { id, task, kind });
+            }
+            _ => {
+                return Err(TenantError::invalid(
+                    "kind",
+                    "must be OWNER_NOTICE_MESSAGE_TAKEN or OWNER_NOTICE_USAGE_WARNING",
+                ));
+            }
+        }
         let reason = match MessageReason::try_from(r.reason) {
             Ok(MessageReason::Unspecified) | Err(_) => {
                 return Err(TenantError::invalid(
@@ -42,7 +74,11 @@ impl Request {
             }
             Ok(reason) => reason,
         };
-        Ok(Self { id, task, reason })
+        Ok(Self {
+            id,
+            task,
+            kind: Kind::Message(reason),
+        })
     }
 }
 
@@ -51,7 +87,7 @@ impl TenantSvc {
         &self,
         r: &NotifyOwnersRequest,
     ) -> Result<NotifyOwnersResponse> {
-        let Request { id, task, reason } = Request::parse(r)?;
+        let Request { id, task, kind } = Request::parse(r)?;
         let customer = self.customer_core(id).await?;
         let Some(mail) = &self.deps.accounts.owner_mail else {
             tracing::info!(customer_id = id.get(), %task, "owners not mailed: mail is not configured");
@@ -67,7 +103,14 @@ impl TenantSvc {
             .db
             .tenant_tx(id, async |tx| sql::recipients(tx, id, task).await)
             .await?;
-        let notice = notice::message_taken(&customer.business_name, &mail.base_url, reason);
+        let notice = match &kind {
+            Kind::Message(reason) => {
+                notice::message_taken(&customer.business_name, &mail.base_url, *reason)
+            }
+            Kind::UsageWarning(percent, month) => {
+                notice::usage_warning(&customer.business_name, &mail.base_url, *percent, month)
+            }
+        };
         let mut sent = 0;
         for owner in todo {
             match mail
@@ -103,7 +146,7 @@ impl TenantSvc {
             sent += 1;
         }
         metrics::counter!("tenant_owner_mails_sent_total").increment(u64::from(sent));
-        tracing::info!(customer_id = id.get(), %task, sent, already_sent, "owners mailed about a message");
+        tracing::info!(customer_id = id.get(), %task, sent, already_sent, "owners mailed");
         Ok(NotifyOwnersResponse {
             mail_configured: true,
             sent,

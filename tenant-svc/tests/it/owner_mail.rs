@@ -46,6 +46,7 @@ fn request(customer: i64, task: &str) -> NotifyOwnersRequest {
         kind: OwnerNotice::MessageTaken.into(),
         task_id: task.into(),
         reason: MessageReason::BackendDown.into(),
+        ..Default::default()
     }
 }
 
@@ -257,4 +258,43 @@ async fn a_mail_server_down_is_unavailable_and_the_retry_mails_each_owner_once()
         ["owner1@acme.example", "owner2@acme.example"]
     );
     assert_eq!(smtp.messages().len(), 2, "no duplicate");
+}
+
+/// The usage warning (media-svc's billing at 80 % of a monthly cap): each active owner once per
+/// notice, the share and month in the mail and nothing else; a bad share or month is refused
+/// naming the field and mails nobody.
+#[tokio::test]
+async fn the_usage_warning_mails_each_owner_once_and_bad_fields_are_named() {
+    let outbox = tempfile::tempdir().unwrap();
+    let s = Svc::with(with_mail(MailTransport::Outbox(outbox.path().into()))).await;
+    let (acme, _) = two_tenants(&s).await;
+    let media = media_token(&s.keys, &[scope::TENANT_NOTIFY_OWNERS]);
+    let warning = |percent: i32, month: &str| NotifyOwnersRequest {
+        customer_id: acme,
+        kind: OwnerNotice::UsageWarning.into(),
+        task_id: TASK.into(),
+        percent_used: percent,
+        month: month.into(),
+        ..Default::default()
+    };
+    for (r, field) in [
+        (warning(0, "2026-12"), "percent_used"),
+        (warning(85, "2026-13"), "month"),
+    ] {
+        let e = notify(&s, &media, r).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains(field), "{}", e.message());
+    }
+    assert!(read_mails(outbox.path()).is_empty());
+    let r = notify(&s, &media, warning(85, "2026-12")).await.unwrap();
+    assert_eq!((r.sent, r.already_sent), (2, 0));
+    for mail in read_mails(outbox.path()) {
+        assert!(
+            mail.contains("has used 85% of this month's minutes"),
+            "{mail}"
+        );
+        assert!(mail.contains(&format!("{BASE}/portal/usage")), "{mail}");
+    }
+    let r = notify(&s, &media, warning(85, "2026-12")).await.unwrap();
+    assert_eq!((r.sent, r.already_sent), (0, 2));
 }
