@@ -84,6 +84,12 @@ pub fn policy() -> Policy {
                         .issued_by(&[OPERATOR])
                         .or(Rule::service(scope::MEDIA_PREPARE_PROMPTS).issued_by(&[TENANT_SVC])),
                 ),
+                (
+                    "CountDeadLetters",
+                    Rule::service(scope::MEDIA_ADMIN)
+                        .issued_by(&[OPERATOR])
+                        .or(Rule::service(scope::MEDIA_DEAD_LETTERS).issued_by(&[TENANT_SVC])),
+                ),
             ],
         )
         .service_methods(

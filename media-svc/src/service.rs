@@ -516,4 +516,19 @@ impl media_admin_service_server::MediaAdminService for MediaSvc {
             crate::prepare::prepare_prompts(&self.deps, customer).await?,
         ))
     }
+
+    async fn count_dead_letters(
+        &self,
+        _request: Request<CountDeadLettersRequest>,
+    ) -> Result<Response<CountDeadLettersResponse>, Status> {
+        let counts = self
+            .deps
+            .db
+            .service_tx(async |tx| crate::store::webhooks::dead_letter_counts(tx).await)
+            .await?
+            .into_iter()
+            .map(|(customer_id, count)| DeadLetterTenantCount { customer_id, count })
+            .collect();
+        Ok(Response::new(CountDeadLettersResponse { counts }))
+    }
 }

@@ -406,6 +406,9 @@ pub mod scope {
     pub const MEDIA_ADMIN: &str = "media:admin";
     /// media-svc `EraseTenant` only (service tokens: tenant-svc fanning out a tenant erasure).
     pub const MEDIA_ERASE_TENANT: &str = "media:erase-tenant";
+    /// media-svc `CountDeadLetters` only (service tokens: tenant-svc, for the operator
+    /// console's dead-letter page): counts per customer id, no event.
+    pub const MEDIA_DEAD_LETTERS: &str = "media:dead-letters";
     /// media-svc `PreparePrompts` only (service tokens: tenant-svc, after a change to a
     /// tenant's prompt texts or agent voice commits).
     pub const MEDIA_PREPARE_PROMPTS: &str = "media:prepare-prompts";

@@ -13,10 +13,12 @@ use mesh::api::common::TableCount;
 use mesh::api::media::EraseTenantRequest as MediaEraseTenant;
 use mesh::api::media::call_service_client::CallServiceClient;
 use mesh::api::media::media_admin_service_client::MediaAdminServiceClient;
+use mesh::api::media::number_admin_service_client::NumberAdminServiceClient;
 use mesh::api::media::{
     ErasureAudit, GetUsageRequest, GetUsageResponse, ListAuditEntriesRequest as MediaListAudit,
     PreparePromptsRequest, PreparePromptsResponse,
 };
+use mesh::api::media::{ImportNumberRequest, ReleaseCustomerNumberRequest};
 use mesh::api::memory::EraseTenantRequest as MemoryEraseTenant;
 use mesh::api::memory::memory_admin_service_client::MemoryAdminServiceClient;
 use mesh::api::memory::memory_service_client::MemoryServiceClient;
@@ -198,6 +200,74 @@ impl Peers {
         .await
         .map_err(|_| PeerError::Timeout)??;
         Ok(response.into_inner())
+    }
+
+    /// media-svc `CountDeadLetters`: per customer id, its dead-lettered webhook events, with
+    /// tenant-svc's service token of scope `media:dead-letters` (that RPC only).
+    pub async fn dead_letter_counts(&self) -> Result<Vec<(i64, i64)>, PeerError> {
+        let tokens = self
+            .identity
+            .service_tokens(names::MEDIA_SVC, &[scope::MEDIA_DEAD_LETTERS]);
+        let mut client =
+            MediaAdminServiceClient::with_interceptor(self.media.clone(), AttachToken(tokens));
+        let response = tokio::time::timeout(
+            AUDIT_TIMEOUT,
+            client.count_dead_letters(mesh::api::media::CountDeadLettersRequest {}),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+        Ok(response
+            .into_inner()
+            .counts
+            .into_iter()
+            .map(|c| (c.customer_id, c.count))
+            .collect())
+    }
+
+    /// media-svc `NumberAdminService` with tenant-svc's `media:numbers-admin` token (the
+    /// operator console's numbers, offboarding's release).
+    fn number_admin(
+        &self,
+    ) -> NumberAdminServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, AttachToken>,
+    > {
+        let tokens = self
+            .identity
+            .service_tokens(names::MEDIA_SVC, &[scope::MEDIA_NUMBERS_ADMIN]);
+        NumberAdminServiceClient::with_interceptor(self.media.clone(), AttachToken(tokens))
+    }
+
+    /// Imports `number` (already on the Twilio account) for `customer`, its webhooks corrected.
+    pub async fn import_number(&self, customer: CustomerId, number: &str) -> Result<(), PeerError> {
+        let request = ImportNumberRequest {
+            customer_id: customer.get(),
+            phone_number: number.to_owned(),
+            fix_webhooks: true,
+            origin: 0,
+        };
+        tokio::time::timeout(ERASE_TIMEOUT, self.number_admin().import_number(request))
+            .await
+            .map_err(|_| PeerError::Timeout)??;
+        Ok(())
+    }
+
+    /// Releases `customer`'s `number` (routing, then Twilio).
+    pub async fn release_number(
+        &self,
+        customer: CustomerId,
+        number: &str,
+    ) -> Result<(), PeerError> {
+        let request = ReleaseCustomerNumberRequest {
+            customer_id: customer.get(),
+            phone_number: number.to_owned(),
+        };
+        tokio::time::timeout(
+            ERASE_TIMEOUT,
+            self.number_admin().release_customer_number(request),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+        Ok(())
     }
 
     /// A tenant token of `customer` for `audience` with `scope` only, subject `tenant-svc`.

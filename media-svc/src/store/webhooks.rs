@@ -355,3 +355,17 @@ pub async fn list_deliveries(
         .collect();
     Ok((deliveries, next))
 }
+
+/// Per customer, how many webhook events are dead letters (V28's definer function: ids and
+/// counts only; no tenant context).
+pub async fn dead_letter_counts(tx: &Tx<'_>) -> Result<Vec<(i64, i64)>, MediaError> {
+    Ok(tx
+        .query(
+            "SELECT customer_id, dead FROM media.dead_letter_counts()",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}

@@ -45,6 +45,25 @@ impl Svc {
         }
     }
 
+    /// A replica whose media-svc runs (memory-svc does not), until the returned sender drops.
+    pub(crate) async fn with_media() -> (Svc, tokio::sync::watch::Sender<bool>) {
+        let db = TestDb::new().await;
+        let keys = DevKeys::generate();
+        let peers = common::Peers {
+            memory: common::dead_addr().await,
+            media: common::dead_addr().await,
+        };
+        let stop = common::serve_peers(&db, &keys, &peers, false, true).await;
+        let replica = common::serve_with_peers(&db, &keys, None, false, &peers).await;
+        let svc = Svc {
+            channel: replica.channel.clone(),
+            db,
+            keys,
+            _replica: replica,
+        };
+        (svc, stop)
+    }
+
     pub(crate) fn portal_token(&self) -> String {
         common::gateway_token(&self.keys, &[scope::TENANT_PORTAL])
     }

@@ -571,3 +571,87 @@ async fn customer_actions_are_audited_in_that_tenants_log_only() {
     let b_now = act(&s, &secret, Act::Get, b).await.unwrap();
     assert_eq!(b_now.status, CustomerStatus::Active as i32);
 }
+
+#[tokio::test]
+async fn dead_letters_are_counted_per_customer_and_numbers_media_svc_refuses_change_nothing() {
+    let (s, _media) = Svc::with_media().await;
+    let op = add_operator(&s, OPS).await;
+    let a = s.customer("Peterson").await;
+    let b = s.customer("Smith").await;
+    let secret = signed_in(&s, &op).await;
+    let admin = s.db.admin_client().await;
+    for (customer, n, dead) in [(a, 1, true), (a, 2, true), (a, 3, false), (b, 4, false)] {
+        let sid = format!("CA{n:032}");
+        admin
+            .execute(
+                "INSERT INTO media.calls (customer_id, call_sid, account_sid, caller, called, \
+                 direction, status) VALUES ($1, $2, 'AC' || repeat('0', 32), '+14155550100', \
+                 '+14158675309', 1, 5)",
+                &[&customer, &sid],
+            )
+            .await
+            .unwrap();
+        admin
+            .execute(
+                "INSERT INTO media.webhook_events (customer_id, event_id, call_sid, body, \
+                 retry_for, give_up_at, dead_at) VALUES ($1, gen_random_uuid(), $2, '\\x7b7d', \
+                 interval '1 hour', now(), CASE WHEN $3 THEN now() END)",
+                &[&customer, &sid, &dead],
+            )
+            .await
+            .unwrap();
+    }
+    let counts = console(&s)
+        .list_dead_letter_counts(auth(
+            ListDeadLetterCountsRequest {
+                session_secret: secret.clone(),
+            },
+            &console_token(&s),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .counts;
+    assert_eq!(
+        counts
+            .iter()
+            .map(|c| (c.customer_id, c.count))
+            .collect::<Vec<_>>(),
+        [(a, 2)]
+    );
+
+    // Numbers: media-svc here has no Twilio account configured, so it refuses; nothing is
+    // recorded in the tenant's log and no number is routed.
+    let before = s.audit_actions(a).await;
+    let e = console(&s)
+        .operator_assign_number(auth(
+            OperatorAssignNumberRequest {
+                session_secret: secret.clone(),
+                customer_id: a,
+                number: "+14155550199".into(),
+            },
+            &console_token(&s),
+        ))
+        .await
+        .unwrap_err();
+    assert_ne!(e.code(), Code::Ok);
+    assert!(!e.message().contains("+1415"), "{}", e.message());
+    let e = console(&s)
+        .operator_assign_number(auth(
+            OperatorAssignNumberRequest {
+                session_secret: secret.clone(),
+                customer_id: a,
+                number: "not a number".into(),
+            },
+            &console_token(&s),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("number:"), "{}", e.message());
+    assert_eq!(s.audit_actions(a).await, before);
+    assert_eq!(
+        s.count("SELECT count(*) FROM tenant.phone_numbers").await,
+        0
+    );
+}

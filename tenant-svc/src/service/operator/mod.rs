@@ -5,6 +5,7 @@
 //! `customers` the customer actions.
 
 mod customers;
+mod platform;
 mod sign_in;
 
 use mesh::api::tenant::*;
@@ -103,18 +104,28 @@ impl operator_service_server::OperatorService for TenantSvc {
         &self,
         request: Request<OperatorAssignNumberRequest>,
     ) -> RpcResult<OperatorAssignNumberResponse> {
-        self.operator_session(&request.get_ref().session_secret)
-            .await?;
-        Err(not_yet("assigning numbers from the console"))
+        let r = request.into_inner();
+        let op = self.operator_session(&r.session_secret).await?;
+        Ok(Response::new(OperatorAssignNumberResponse {
+            customer: Some(
+                self.operator_number(&op, r.customer_id, &r.number, true)
+                    .await?,
+            ),
+        }))
     }
 
     async fn operator_release_number(
         &self,
         request: Request<OperatorReleaseNumberRequest>,
     ) -> RpcResult<OperatorReleaseNumberResponse> {
-        self.operator_session(&request.get_ref().session_secret)
-            .await?;
-        Err(not_yet("releasing numbers from the console"))
+        let r = request.into_inner();
+        let op = self.operator_session(&r.session_secret).await?;
+        Ok(Response::new(OperatorReleaseNumberResponse {
+            customer: Some(
+                self.operator_number(&op, r.customer_id, &r.number, false)
+                    .await?,
+            ),
+        }))
     }
 
     async fn operator_get_defaults(
@@ -141,7 +152,7 @@ impl operator_service_server::OperatorService for TenantSvc {
     ) -> RpcResult<ListDeadLetterCountsResponse> {
         self.operator_session(&request.get_ref().session_secret)
             .await?;
-        Err(not_yet("the dead-letter counts"))
+        Ok(Response::new(self.dead_letters().await?))
     }
 
     async fn offboard_customer(
