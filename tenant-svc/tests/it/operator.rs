@@ -655,3 +655,40 @@ async fn dead_letters_are_counted_per_customer_and_numbers_media_svc_refuses_cha
         0
     );
 }
+
+#[tokio::test]
+async fn approving_a_pending_customer_activates_it_once_and_audits_it() {
+    let s = Svc::start().await;
+    let op = add_operator(&s, OPS).await;
+    let a = s.customer("Peterson").await;
+    let b = s.customer("Smith").await;
+    for id in [a, b] {
+        s.db.admin_client()
+            .await
+            .execute(
+                "UPDATE tenant.customers SET status = 'pending' WHERE customer_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+    }
+    let secret = signed_in(&s, &op).await;
+    let pending = act(&s, &secret, Act::Get, a).await.unwrap();
+    assert_eq!(pending.status, CustomerStatus::Pending as i32);
+    let approved = act(&s, &secret, Act::Approve, a).await.unwrap();
+    assert_eq!(approved.status, CustomerStatus::Active as i32);
+    assert!(
+        s.audit_actions(a)
+            .await
+            .contains(&"operator.approved".to_owned())
+    );
+    // A second approval: not pending any more, refused, nothing more recorded.
+    let before = s.audit_actions(a).await;
+    let e = act(&s, &secret, Act::Approve, a).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(s.audit_actions(a).await, before);
+    // The other pending customer is untouched.
+    let other = act(&s, &secret, Act::Get, b).await.unwrap();
+    assert_eq!(other.status, CustomerStatus::Pending as i32);
+    assert!(s.audit_actions(b).await.is_empty());
+}
