@@ -174,6 +174,33 @@ async fn owner_of(portal: &PortalMesh, customer: i64, email: &str) -> Browser {
         .await
 }
 
+/// This month's bill on the usage page (no package yet: quantities, no prices) and its CSV
+/// download.
+async fn check_bill(a: &mut Browser, usage: &str, tenant: i64, this_month: &str) {
+    // This month's bill (no package yet: quantities, no prices) and its CSV download.
+    assert!(usage.contains("Download CSV"), "{usage}");
+    assert!(usage.contains("Call minutes"), "{usage}");
+    let bill = a.get("/portal/usage/bill.csv").await;
+    assert_eq!(bill.status(), 200, "{}", bill.body);
+    assert!(bill.header("content-type").starts_with("text/csv"));
+    assert_eq!(
+        bill.header("content-disposition"),
+        format!("attachment; filename=\"usage-{this_month}.csv\"")
+    );
+    let rows: Vec<&str> = bill.body.split("\r\n").collect();
+    assert!(
+        rows[0].starts_with("customer_id,month,package"),
+        "{}",
+        bill.body
+    );
+    assert_eq!(
+        rows[1],
+        format!("{},{this_month},,0,,twilio_minutes,4,0,0,0,0", tenant),
+        "{}",
+        bill.body
+    );
+}
+
 #[tokio::test]
 async fn data_pages_render_the_tenants_own_calls_callers_and_usage() {
     let portal = PortalMesh::start().await;
@@ -259,6 +286,7 @@ async fn data_pages_render_the_tenants_own_calls_callers_and_usage() {
     assert_eq!(lines[0], "month,calls,minutes");
     let this_month = chrono::Utc::now().format("%Y-%m").to_string();
     assert_eq!(lines[12], format!("{this_month},2,4"), "{}", csv.body);
+    check_bill(&mut a, &usage.body, portal.tenants.0, &this_month).await;
     portal.mesh.shutdown().await;
 }
 
@@ -342,6 +370,7 @@ async fn staff_is_refused(portal: &PortalMesh) -> (String, String) {
     }
     assert_eq!(staff.get("/portal/usage").await.status(), 403);
     assert_eq!(staff.get("/portal/usage.csv").await.status(), 403);
+    assert_eq!(staff.get("/portal/usage/bill.csv").await.status(), 403);
     assert_eq!(rows_of(portal, a_id).await, before, "staff changed nothing");
 
     (link, csrf)
