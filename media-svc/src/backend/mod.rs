@@ -8,6 +8,7 @@
 
 pub mod local;
 pub mod openai;
+pub mod usage;
 
 use std::time::Duration;
 
